@@ -1,0 +1,46 @@
+//! `peerchat-server`: parse flags, set up logging, open the database, bind, wire Ctrl+C,
+//! and hand over to `peerchat::server::run`. Nothing else lives here.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use peerchat::server::{self, ServerConfig, store::Store};
+
+/// The peerchat server: accounts, presence and the directory of who listens where.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: ServerConfig,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match serve(cli.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("peerchat-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: ServerConfig) -> peerchat::Result<()> {
+    let store = Store::open(&config.db)?;
+    let listener = server::bind(config.addr)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| peerchat::Error::Config(format!("cannot handle Ctrl+C: {e}")))?;
+    let bound = listener.local_addr()?;
+    // Tests and scripts read this line to find a server started on port 0.
+    println!("listening on {bound}");
+    std::io::stdout().flush()?;
+    log::info!("listening on {bound}, database {}", config.db.display());
+    server::run(listener, store, config, stop)
+}

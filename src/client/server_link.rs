@@ -1,0 +1,142 @@
+//! The client's connection to the server: a reader thread and a writer thread.
+//!
+//! Owns the socket to the server. The reader turns lines into `ServerMsg`s (with their
+//! list bodies) and sends them to whoever listens; the writer sends queued lines. It
+//! must not print or decide what a message means.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+
+use crate::protocol::limits::MAX_LINE;
+use crate::protocol::line::{LineError, LineReader, write_lines};
+use crate::protocol::server_msg::ServerMsg;
+
+/// How long to wait for the server to accept the TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lines that may wait to be written; the UI never blocks on a stuck server.
+const SEND_QUEUE: usize = 256;
+
+/// What the reader thread reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A complete message from the server.
+    Msg(ServerMsg),
+    /// The connection ended; the text says how. Nothing follows.
+    Closed(String),
+}
+
+/// A live connection to the server.
+pub struct ServerLink {
+    /// Lines for the writer thread, without their `\n`.
+    outgoing: Sender<String>,
+    /// Messages and the final close from the reader thread.
+    pub events: Receiver<LinkEvent>,
+    /// The socket, to shut it down from the UI side.
+    stream: TcpStream,
+}
+
+impl ServerLink {
+    /// Connects and starts both threads.
+    pub fn connect(addr: SocketAddr) -> io::Result<ServerLink> {
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        let (events_tx, events) = unbounded();
+        let (outgoing, outgoing_rx) = bounded(SEND_QUEUE);
+        let read_half = stream.try_clone()?;
+        thread::Builder::new()
+            .name("server-read".into())
+            .spawn(move || read_loop(read_half, &events_tx))?;
+        let write_half = stream.try_clone()?;
+        thread::Builder::new()
+            .name("server-write".into())
+            .spawn(move || write_loop(write_half, &outgoing_rx))?;
+        Ok(ServerLink {
+            outgoing,
+            events,
+            stream,
+        })
+    }
+
+    /// Queues one line (without `\n`). False if the link is gone or hopelessly behind.
+    pub fn send_line(&self, line: &str) -> bool {
+        match self.outgoing.try_send(line.replace(['\r', '\n'], " ")) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                log::warn!("the server is not reading; dropping the connection");
+                self.close();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Closes the connection in both directions; the reader reports `Closed`.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
+    let mut reader = LineReader::new(stream, MAX_LINE);
+    let why = loop {
+        let first = match read_one(&mut reader) {
+            Ok(line) => line,
+            Err(why) => break why,
+        };
+        let body_len = match ServerMsg::body_len(&first) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("server sent a malformed line: {e}");
+                continue;
+            }
+        };
+        let mut body = Vec::with_capacity(body_len.min(1024));
+        for _ in 0..body_len {
+            match read_one(&mut reader) {
+                Ok(line) => body.push(line),
+                Err(why) => {
+                    let _ = events.send(LinkEvent::Closed(why));
+                    return;
+                }
+            }
+        }
+        match ServerMsg::parse(&first, &body) {
+            Ok(msg) => {
+                if events.send(LinkEvent::Msg(msg)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => log::warn!("server sent a message this client does not understand: {e}"),
+        }
+    };
+    let _ = events.send(LinkEvent::Closed(why));
+}
+
+fn read_one(reader: &mut LineReader<TcpStream>) -> Result<String, String> {
+    loop {
+        match reader.read_line() {
+            Ok(Some(line)) => return Ok(line),
+            Ok(None) => return Err("the server closed the connection".into()),
+            Err(LineError::BadUtf8) => log::warn!("server sent a line that is not UTF-8"),
+            Err(LineError::TooLong) => return Err("the server sent an overlong line".into()),
+            Err(LineError::Io(e)) => return Err(format!("connection error: {e}")),
+        }
+    }
+}
+
+fn write_loop(stream: TcpStream, outgoing: &Receiver<String>) {
+    let mut out = &stream;
+    for mut line in outgoing.iter() {
+        line.push('\n');
+        if let Err(e) = write_lines(&mut out, &line) {
+            log::debug!("writing to the server failed: {e}");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}

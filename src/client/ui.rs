@@ -1,0 +1,312 @@
+//! The terminal front end: what the user types, and how events are shown.
+//!
+//! Owns parsing user commands (`\list`, `/info bob`, ...), the help text, turning server
+//! messages into sentences, and writing to the terminal without garbling the prompt. It
+//! must not open sockets or hold protocol state: the UI loop in `client` feeds it.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::thread;
+
+use crossbeam_channel::{Receiver, bounded};
+
+use crate::protocol::server_msg::{Event, Reply, ServerMsg, one_line};
+
+/// One thing the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    /// `\help`
+    Help,
+    /// `\list`
+    List,
+    /// `\info <user>`
+    Info { user: String },
+    /// `\quit`
+    Quit,
+    /// A line that is not a command: chat text.
+    Text(String),
+    /// An empty line.
+    Empty,
+}
+
+/// A command the user can type: its names (first is canonical), arguments and meaning.
+struct Spec {
+    names: &'static [&'static str],
+    args: &'static str,
+    meaning: &'static str,
+}
+
+/// Every user command; parsing and `\help` both read this table.
+const USER_COMMANDS: &[Spec] = &[
+    Spec {
+        names: &["help", "h"],
+        args: "",
+        meaning: "show this help",
+    },
+    Spec {
+        names: &["GET_CLIENT_LIST", "list", "l"],
+        args: "",
+        meaning: "list the users online",
+    },
+    Spec {
+        names: &["GET_CLIENT_INFO", "info"],
+        args: "<user>",
+        meaning: "show where an online user listens for peers",
+    },
+    Spec {
+        names: &["DISCONNECT_CLIENT", "quit", "q", "exit"],
+        args: "",
+        meaning: "log out and leave (Ctrl+C and end of input do the same)",
+    },
+];
+
+/// Parses one typed line. Commands start with `\` or `/` and are case-insensitive.
+pub fn parse_input(line: &str) -> Result<UserCommand, String> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return Ok(UserCommand::Empty);
+    }
+    let Some(body) = trimmed
+        .strip_prefix('\\')
+        .or_else(|| trimmed.strip_prefix('/'))
+    else {
+        return Ok(UserCommand::Text(line.to_string()));
+    };
+    let mut words = body.split_whitespace();
+    let word = words.next().unwrap_or("");
+    let args: Vec<&str> = words.collect();
+    let spec = USER_COMMANDS
+        .iter()
+        .find(|s| s.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
+        .ok_or_else(|| format!("unknown command \\{}; type \\help", one_line(word)))?;
+    let wanted = spec.args.split_whitespace().count();
+    if args.len() != wanted {
+        return Err(format!("usage: \\{} {}", spec.names[0], spec.args)
+            .trim_end()
+            .to_string());
+    }
+    Ok(match (spec.names[0], args.as_slice()) {
+        ("help", []) => UserCommand::Help,
+        ("GET_CLIENT_LIST", []) => UserCommand::List,
+        ("GET_CLIENT_INFO", [user]) => UserCommand::Info {
+            user: user.to_string(),
+        },
+        ("DISCONNECT_CLIENT", []) => UserCommand::Quit,
+        _ => return Err("unexpected arguments; type \\help".into()),
+    })
+}
+
+/// The text of `\help`.
+pub fn help_text() -> String {
+    let mut text = String::from("Commands (start with \\ or /, any case):");
+    for spec in USER_COMMANDS {
+        let aliases: Vec<String> = spec.names[1..].iter().map(|n| format!("\\{n}")).collect();
+        let usage = format!("\\{} {}", spec.names[0], spec.args);
+        text.push_str(&format!(
+            "\n  {:<28} {}{}",
+            usage.trim_end(),
+            spec.meaning,
+            if aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (also {})", aliases.join(", "))
+            }
+        ));
+    }
+    text
+}
+
+/// What to show for a message from the server once logged in as `me`; `None` for
+/// messages the user need not see (heartbeat replies).
+pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
+    Some(match msg {
+        ServerMsg::Ok(Reply::List { users }) => {
+            let mut text = format!("Online users ({}):", users.len());
+            for user in users {
+                let you = if user.eq_ignore_ascii_case(me) {
+                    " (you)"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("\n  {}{you}", one_line(user)));
+            }
+            text
+        }
+        ServerMsg::Ok(Reply::Info { user, addr }) => {
+            format!("{} is online at {addr}", one_line(user))
+        }
+        ServerMsg::Ok(Reply::Help { lines }) => {
+            let mut text = String::from("Server commands:");
+            for line in lines {
+                text.push_str(&format!("\n  {}", one_line(line)));
+            }
+            text
+        }
+        ServerMsg::Err { message, .. } => format!("error: {}", one_line(message)),
+        ServerMsg::Event(Event::Online { user }) => format!("* {} is online", one_line(user)),
+        ServerMsg::Event(Event::Offline { user }) => format!("* {} went offline", one_line(user)),
+        ServerMsg::Event(Event::Shutdown { message }) => format!("* server: {}", one_line(message)),
+        _ => return None,
+    })
+}
+
+/// The terminal: reads the user's lines and prints without garbling the prompt.
+pub struct Terminal {
+    /// True when both stdin and stdout are terminals: then a prompt is shown and
+    /// passwords are read without echo. With pipes, plain lines in and out.
+    interactive: bool,
+    /// The prompt shown while waiting for a command.
+    prompt: String,
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Terminal::new()
+    }
+}
+
+impl Terminal {
+    /// Looks at stdin and stdout to decide how to behave.
+    pub fn new() -> Terminal {
+        Terminal {
+            interactive: io::stdin().is_terminal() && io::stdout().is_terminal(),
+            prompt: "> ".into(),
+        }
+    }
+
+    /// Prints `text` as complete lines. In a terminal, the prompt line is cleared first
+    /// and drawn again after, so output arriving while the user types stays readable.
+    pub fn show(&self, text: &str) {
+        let mut out = io::stdout().lock();
+        let result = if self.interactive {
+            write!(out, "\r\x1b[2K{text}\n{}", self.prompt)
+        } else {
+            writeln!(out, "{text}")
+        };
+        let _ = result.and_then(|()| out.flush());
+    }
+
+    /// Draws the command prompt (terminals only).
+    pub fn show_prompt(&self) {
+        if self.interactive {
+            let mut out = io::stdout().lock();
+            let _ = write!(out, "{}", self.prompt).and_then(|()| out.flush());
+        }
+    }
+
+    /// Prints `prompt: ` and reads one line; `None` at end of input. A secret is read
+    /// without echo when stdin is a terminal.
+    pub fn ask(&self, prompt: &str, secret: bool) -> Option<String> {
+        let mut out = io::stdout().lock();
+        let _ = write!(out, "{prompt}: ").and_then(|()| out.flush());
+        drop(out);
+        if secret && self.interactive {
+            return rpassword::read_password().ok();
+        }
+        read_stdin_line()
+    }
+
+    /// Moves reading stdin to a thread; each line arrives on the channel, which closes
+    /// at end of input.
+    pub fn spawn_reader(&self) -> io::Result<Receiver<String>> {
+        let (tx, rx) = bounded(16);
+        thread::Builder::new().name("stdin".into()).spawn(move || {
+            while let Some(line) = read_stdin_line() {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(rx)
+    }
+}
+
+fn read_stdin_line() -> Option<String> {
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            let trimmed = line.trim_end_matches(['\n', '\r']).len();
+            line.truncate(trimmed);
+            Some(line)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_with_either_prefix_any_case_and_aliases() {
+        for (line, want) in [
+            ("\\help", UserCommand::Help),
+            ("/H", UserCommand::Help),
+            ("\\GET_CLIENT_LIST", UserCommand::List),
+            ("\\list", UserCommand::List),
+            ("/L", UserCommand::List),
+            (
+                "\\GET_CLIENT_INFO bob",
+                UserCommand::Info { user: "bob".into() },
+            ),
+            ("  \\info   bob ", UserCommand::Info { user: "bob".into() }),
+            ("\\DISCONNECT_CLIENT", UserCommand::Quit),
+            ("\\q", UserCommand::Quit),
+            ("/quit", UserCommand::Quit),
+            ("hello there", UserCommand::Text("hello there".into())),
+            ("   ", UserCommand::Empty),
+        ] {
+            assert_eq!(parse_input(line).unwrap(), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_commands_explain_themselves() {
+        assert_eq!(
+            parse_input("\\frob").unwrap_err(),
+            "unknown command \\frob; type \\help"
+        );
+        assert_eq!(
+            parse_input("\\info").unwrap_err(),
+            "usage: \\GET_CLIENT_INFO <user>"
+        );
+        assert_eq!(
+            parse_input("\\list all").unwrap_err(),
+            "usage: \\GET_CLIENT_LIST"
+        );
+        assert!(
+            parse_input("\\\u{1b}[2J")
+                .unwrap_err()
+                .starts_with("unknown command")
+        );
+        assert!(!parse_input("\\\u{1b}[2J").unwrap_err().contains('\u{1b}'));
+    }
+
+    #[test]
+    fn help_lists_every_command_and_alias() {
+        let help = help_text();
+        for spec in USER_COMMANDS {
+            for name in spec.names {
+                assert!(
+                    help.contains(&format!("\\{name}")),
+                    "{name} missing from help"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rendering_marks_the_user_and_strips_escapes() {
+        let list = ServerMsg::Ok(Reply::List {
+            users: vec!["alice".into(), "bob".into()],
+        });
+        assert_eq!(
+            render(&list, "Alice").unwrap(),
+            "Online users (2):\n  alice (you)\n  bob"
+        );
+        let evil = ServerMsg::Event(Event::Online {
+            user: "x\u{1b}[2Jy".into(),
+        });
+        assert_eq!(render(&evil, "me").unwrap(), "* x [2Jy is online");
+        assert_eq!(render(&ServerMsg::Ok(Reply::Pong), "me"), None);
+    }
+}

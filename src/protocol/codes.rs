@@ -1,0 +1,99 @@
+//! The reply codes of `ERR` lines: each number, its stable name and its meaning.
+//!
+//! Owns the table only; it must not format or parse whole lines (see `server_msg`).
+
+use std::fmt;
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $num:literal, $name:literal; )*) => {
+        /// A stable error code: the number and the name never change meaning.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The number written on the wire.
+            pub fn number(self) -> u16 {
+                match self { $(ErrorCode::$variant => $num,)* }
+            }
+
+            /// The name written on the wire after the number.
+            pub fn name(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// The code with this number and name, if both match one entry.
+            pub fn from_wire(number: u16, name: &str) -> Option<ErrorCode> {
+                match (number, name) {
+                    $(($num, $name) => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// Wrong number or shape of arguments, or an answer the question does not allow.
+    BadRequest = 400, "BAD_REQUEST";
+    /// Wrong username or password; never says which.
+    AuthFailed = 401, "AUTH_FAILED";
+    /// Too many failures: the name is blocked from this address for a while.
+    Blocked = 403, "BLOCKED";
+    /// No such user online.
+    NotOnline = 404, "NOT_ONLINE";
+    /// No such command.
+    UnknownCommand = 405, "UNKNOWN_COMMAND";
+    /// A command sent before login finished.
+    LoginRequired = 406, "LOGIN_REQUIRED";
+    /// Login not finished in time, or no line within the idle timeout.
+    Timeout = 408, "TIMEOUT";
+    /// The username is registered already.
+    NameTaken = 409, "NAME_TAKEN";
+    /// The account is logged in on another connection.
+    AlreadyOnline = 410, "ALREADY_ONLINE";
+    /// The username breaks the rules.
+    BadUsername = 411, "BAD_USERNAME";
+    /// The password breaks the rules.
+    BadPassword = 412, "BAD_PASSWORD";
+    /// A line longer than the limit.
+    LineTooLong = 413, "LINE_TOO_LONG";
+    /// A line that is not UTF-8.
+    BadEncoding = 414, "BAD_ENCODING";
+    /// The port is not a number from 1 to 65535.
+    BadPort = 415, "BAD_PORT";
+    /// The server failed; try again.
+    Internal = 500, "INTERNAL";
+    /// The server has as many connections as it allows.
+    ServerFull = 503, "SERVER_FULL";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.number(), self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_names_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in ErrorCode::ALL {
+            assert!(
+                seen.insert(code.number()),
+                "duplicate number {}",
+                code.number()
+            );
+            assert_eq!(ErrorCode::from_wire(code.number(), code.name()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_wire(400, "NOT_ONLINE"), None);
+        assert_eq!(ErrorCode::from_wire(999, "BAD_REQUEST"), None);
+    }
+}

@@ -1,0 +1,830 @@
+//! Client↔server messages: every line of protocol.md §2–§5 as a typed value that both
+//! parses and formats itself.
+//!
+//! Owns the text of the server protocol; it must not touch sockets (see `line`) or decide
+//! what a message does (see `server::commands`).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::ParseError;
+use super::codes::ErrorCode;
+use super::limits::{MAX_LIST_LINES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN};
+
+/// Protocol version announced in `HELLO`.
+pub const VERSION: u32 = 1;
+
+/// The question an `ASK` line asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskField {
+    /// Are you a new client? (Y/N)
+    New,
+    /// A username, to register or to log in.
+    Username,
+    /// A password, to register or to log in.
+    Password,
+    /// The port the client listens on for peers.
+    Port,
+}
+
+impl AskField {
+    fn word(self) -> &'static str {
+        match self {
+            AskField::New => "NEW",
+            AskField::Username => "USERNAME",
+            AskField::Password => "PASSWORD",
+            AskField::Port => "PORT",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<AskField> {
+        Some(match word {
+            "NEW" => AskField::New,
+            "USERNAME" => AskField::Username,
+            "PASSWORD" => AskField::Password,
+            "PORT" => AskField::Port,
+            _ => return None,
+        })
+    }
+}
+
+/// A successful reply: the words after `OK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK REGISTERED <user>`: the account exists and is logged in.
+    Registered { user: String },
+    /// `OK LOGGED_IN <user>`
+    LoggedIn { user: String },
+    /// `OK WELCOME <user> <addr>`: online; `addr` is what peers are told.
+    Welcome { user: String, addr: SocketAddr },
+    /// `OK HELP <n>` and `n` lines of text.
+    Help { lines: Vec<String> },
+    /// `OK LIST <n>` and `n` lines `USER <name>`.
+    List { users: Vec<String> },
+    /// `OK INFO <user> <addr>`
+    Info { user: String, addr: SocketAddr },
+    /// `OK PONG`
+    Pong,
+    /// `OK BYE`: the server closes next.
+    Bye,
+}
+
+/// Something the server pushes unasked: the words after `EVENT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `EVENT ONLINE <user>`
+    Online { user: String },
+    /// `EVENT OFFLINE <user>`
+    Offline { user: String },
+    /// `EVENT SHUTDOWN <message>`
+    Shutdown { message: String },
+    /// A kind this version does not know; clients ignore it (protocol.md §5).
+    Unknown { kind: String, rest: String },
+}
+
+/// One message from the server, possibly several lines long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMsg {
+    /// `HELLO peerchat <version>`
+    Hello { version: u32 },
+    /// `ASK <FIELD> <prompt>`
+    Ask { field: AskField, prompt: String },
+    /// `OK ...`
+    Ok(Reply),
+    /// `ERR <code> <NAME> <message>`
+    Err { code: ErrorCode, message: String },
+    /// `EVENT ...`
+    Event(Event),
+}
+
+/// Replaces control characters so that text from anywhere stays one line on the wire.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl ServerMsg {
+    /// Shorthand for an `ERR` message.
+    pub fn err(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Err {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The wire form: one or more lines, each ending in `\n`.
+    pub fn to_wire(&self) -> String {
+        let mut out = self.to_string();
+        out.push('\n');
+        out
+    }
+
+    /// How many lines follow `first` as part of the same message (protocol.md §2, Lists).
+    pub fn body_len(first: &str) -> Result<usize, ParseError> {
+        let mut words = first.split(' ');
+        if words.next() != Some("OK") {
+            return Ok(0);
+        }
+        match words.next() {
+            Some("LIST") | Some("HELP") => {}
+            _ => return Ok(0),
+        }
+        let count = words
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| ParseError::bad(format!("list reply without a count: {first}")))?;
+        if count > MAX_LIST_LINES {
+            return Err(ParseError::bad("list reply announces too many lines"));
+        }
+        Ok(count)
+    }
+
+    /// Parses a message from its first line and the `body_len(first)` lines after it.
+    pub fn parse(first: &str, body: &[String]) -> Result<ServerMsg, ParseError> {
+        let (word, rest) = split_word(first);
+        match word {
+            "HELLO" => {
+                let (name, version) = split_word(rest);
+                match (name, version.parse::<u32>()) {
+                    ("peerchat", Ok(version)) => Ok(ServerMsg::Hello { version }),
+                    _ => Err(ParseError::bad("malformed HELLO")),
+                }
+            }
+            "ASK" => {
+                let (field, prompt) = split_word(rest);
+                let field = AskField::from_word(field)
+                    .ok_or_else(|| ParseError::bad(format!("unknown ASK field {field}")))?;
+                Ok(ServerMsg::Ask {
+                    field,
+                    prompt: prompt.to_string(),
+                })
+            }
+            "ERR" => {
+                let (number, rest) = split_word(rest);
+                let (name, message) = split_word(rest);
+                let code = number
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|n| ErrorCode::from_wire(n, name))
+                    .ok_or_else(|| ParseError::bad("unknown error code"))?;
+                Ok(ServerMsg::Err {
+                    code,
+                    message: message.to_string(),
+                })
+            }
+            "EVENT" => parse_event(rest).map(ServerMsg::Event),
+            "OK" => parse_reply(rest, body).map(ServerMsg::Ok),
+            _ => Err(ParseError::bad(
+                "a server line starts with HELLO, ASK, OK, ERR or EVENT",
+            )),
+        }
+    }
+}
+
+fn parse_event(rest: &str) -> Result<Event, ParseError> {
+    let (kind, rest) = split_word(rest);
+    Ok(match kind {
+        "ONLINE" => Event::Online {
+            user: single_name(rest)?,
+        },
+        "OFFLINE" => Event::Offline {
+            user: single_name(rest)?,
+        },
+        "SHUTDOWN" => Event::Shutdown {
+            message: rest.to_string(),
+        },
+        "" => return Err(ParseError::bad("EVENT without a kind")),
+        other => Event::Unknown {
+            kind: other.to_string(),
+            rest: rest.to_string(),
+        },
+    })
+}
+
+fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
+    let (what, args) = split_word(rest);
+    let words: Vec<&str> = args.split(' ').filter(|w| !w.is_empty()).collect();
+    let reply = match (what, words.as_slice()) {
+        ("REGISTERED", [user]) => Reply::Registered {
+            user: user.to_string(),
+        },
+        ("LOGGED_IN", [user]) => Reply::LoggedIn {
+            user: user.to_string(),
+        },
+        ("WELCOME", [user, addr]) => Reply::Welcome {
+            user: user.to_string(),
+            addr: parse_addr(addr)?,
+        },
+        ("INFO", [user, addr]) => Reply::Info {
+            user: user.to_string(),
+            addr: parse_addr(addr)?,
+        },
+        ("PONG", []) => Reply::Pong,
+        ("BYE", []) => Reply::Bye,
+        ("HELP", [count]) if count.parse::<usize>().ok() == Some(body.len()) => Reply::Help {
+            lines: body.to_vec(),
+        },
+        ("LIST", [count]) if count.parse::<usize>().ok() == Some(body.len()) => {
+            let users = body
+                .iter()
+                .map(|line| match split_word(line) {
+                    ("USER", name) => single_name(name),
+                    _ => Err(ParseError::bad("a LIST line is USER <name>")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Reply::List { users }
+        }
+        _ => return Err(ParseError::bad(format!("malformed OK {what}"))),
+    };
+    Ok(reply)
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, ParseError> {
+    text.parse()
+        .map_err(|_| ParseError::bad(format!("not an address: {text}")))
+}
+
+fn single_name(text: &str) -> Result<String, ParseError> {
+    if text.is_empty() || text.contains(' ') {
+        return Err(ParseError::bad("expected one username"));
+    }
+    Ok(text.to_string())
+}
+
+/// The first space-separated word and the rest (leading spaces of the rest removed).
+fn split_word(text: &str) -> (&str, &str) {
+    match text.split_once(' ') {
+        Some((word, rest)) => (word, rest.trim_start_matches(' ')),
+        None => (text, ""),
+    }
+}
+
+impl fmt::Display for ServerMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerMsg::Hello { version } => write!(f, "HELLO peerchat {version}"),
+            ServerMsg::Ask { field, prompt } => {
+                write!(f, "ASK {} {}", field.word(), one_line(prompt))
+            }
+            ServerMsg::Err { code, message } => {
+                write!(
+                    f,
+                    "ERR {} {} {}",
+                    code.number(),
+                    code.name(),
+                    one_line(message)
+                )
+            }
+            ServerMsg::Event(event) => match event {
+                Event::Online { user } => write!(f, "EVENT ONLINE {user}"),
+                Event::Offline { user } => write!(f, "EVENT OFFLINE {user}"),
+                Event::Shutdown { message } => write!(f, "EVENT SHUTDOWN {}", one_line(message)),
+                Event::Unknown { kind, rest } => {
+                    write!(f, "EVENT {} {}", one_line(kind), one_line(rest))
+                }
+            },
+            ServerMsg::Ok(reply) => match reply {
+                Reply::Registered { user } => write!(f, "OK REGISTERED {user}"),
+                Reply::LoggedIn { user } => write!(f, "OK LOGGED_IN {user}"),
+                Reply::Welcome { user, addr } => write!(f, "OK WELCOME {user} {addr}"),
+                Reply::Info { user, addr } => write!(f, "OK INFO {user} {addr}"),
+                Reply::Pong => write!(f, "OK PONG"),
+                Reply::Bye => write!(f, "OK BYE"),
+                Reply::Help { lines } => {
+                    write!(f, "OK HELP {}", lines.len())?;
+                    lines
+                        .iter()
+                        .try_for_each(|l| write!(f, "\n{}", one_line(l)))
+                }
+                Reply::List { users } => {
+                    write!(f, "OK LIST {}", users.len())?;
+                    users.iter().try_for_each(|u| write!(f, "\nUSER {u}"))
+                }
+            },
+        }
+    }
+}
+
+/// A command a logged-in client sends (protocol.md §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `HELP`
+    Help,
+    /// `LIST` (alias `GET_CLIENT_LIST`)
+    List,
+    /// `INFO <username>` (alias `GET_CLIENT_INFO`)
+    Info { user: String },
+    /// `PING`
+    Ping,
+    /// `QUIT` (alias `DISCONNECT_CLIENT`)
+    Quit,
+}
+
+/// Every command with its usage and meaning; the server's HELP text and the argument
+/// checks both come from here so they cannot disagree.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        names: &["HELP"],
+        args: &[],
+        meaning: "this list",
+    },
+    CommandSpec {
+        names: &["LIST", "GET_CLIENT_LIST"],
+        args: &[],
+        meaning: "the users online now",
+    },
+    CommandSpec {
+        names: &["INFO", "GET_CLIENT_INFO"],
+        args: &["<username>"],
+        meaning: "where an online user listens for peers",
+    },
+    CommandSpec {
+        names: &["PING"],
+        args: &[],
+        meaning: "keep the connection alive; answers OK PONG",
+    },
+    CommandSpec {
+        names: &["QUIT", "DISCONNECT_CLIENT"],
+        args: &[],
+        meaning: "log out and close the connection",
+    },
+];
+
+/// The grammar of one command: its names and arguments.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// The canonical name first, then aliases.
+    pub names: &'static [&'static str],
+    /// One placeholder per required argument.
+    pub args: &'static [&'static str],
+    /// What it does, for HELP.
+    pub meaning: &'static str,
+}
+
+impl CommandSpec {
+    /// `INFO <username>`
+    pub fn usage(&self) -> String {
+        std::iter::once(self.names[0])
+            .chain(self.args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// One line of HELP text.
+    pub fn help_line(&self) -> String {
+        let aliases = if self.names.len() > 1 {
+            format!(" (also {})", self.names[1..].join(", "))
+        } else {
+            String::new()
+        };
+        format!("{}{} - {}", self.usage(), aliases, self.meaning)
+    }
+
+    fn find(word: &str) -> Option<&'static CommandSpec> {
+        COMMANDS
+            .iter()
+            .find(|spec| spec.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
+    }
+}
+
+impl Command {
+    /// Parses a command line; an empty line is `Ok(None)`.
+    pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
+        let mut words = line.split(' ').filter(|w| !w.is_empty());
+        let Some(word) = words.next() else {
+            return Ok(None);
+        };
+        let args: Vec<&str> = words.collect();
+        let spec = CommandSpec::find(word).ok_or_else(|| ParseError {
+            code: ErrorCode::UnknownCommand,
+            message: format!("unknown command {}; try HELP", shorten(word)),
+        })?;
+        if args.len() != spec.args.len() {
+            return Err(ParseError::bad(format!("usage: {}", spec.usage())));
+        }
+        let command = match (spec.names[0], args.as_slice()) {
+            ("HELP", []) => Command::Help,
+            ("LIST", []) => Command::List,
+            ("INFO", [user]) => Command::Info {
+                user: user.to_string(),
+            },
+            ("PING", []) => Command::Ping,
+            ("QUIT", []) => Command::Quit,
+            _ => return Err(ParseError::bad(format!("usage: {}", spec.usage()))),
+        };
+        Ok(Some(command))
+    }
+
+    /// True if `line` starts with a command name: used to answer `LOGIN_REQUIRED`.
+    pub fn looks_like_command(line: &str) -> bool {
+        line.split(' ')
+            .find(|w| !w.is_empty())
+            .is_some_and(|w| CommandSpec::find(w).is_some())
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Help => write!(f, "HELP"),
+            Command::List => write!(f, "LIST"),
+            Command::Info { user } => write!(f, "INFO {user}"),
+            Command::Ping => write!(f, "PING"),
+            Command::Quit => write!(f, "QUIT"),
+        }
+    }
+}
+
+/// At most 32 characters of untrusted text, for echoing it in an error message.
+fn shorten(text: &str) -> String {
+    let mut short: String = one_line(text).chars().take(32).collect();
+    if text.chars().count() > 32 {
+        short.push('…');
+    }
+    short
+}
+
+/// The answer to `ASK NEW`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewAnswer {
+    /// A new client: register.
+    Yes,
+    /// A returning client: log in.
+    No,
+    /// Leave.
+    Quit,
+}
+
+impl NewAnswer {
+    /// Parses `Y`, `YES`, `N`, `NO` or `QUIT` in any case.
+    pub fn parse(line: &str) -> Result<NewAnswer, ParseError> {
+        let answer = line.trim();
+        if answer.eq_ignore_ascii_case("y") || answer.eq_ignore_ascii_case("yes") {
+            Ok(NewAnswer::Yes)
+        } else if answer.eq_ignore_ascii_case("n") || answer.eq_ignore_ascii_case("no") {
+            Ok(NewAnswer::No)
+        } else if answer.eq_ignore_ascii_case("quit") {
+            Ok(NewAnswer::Quit)
+        } else if Command::looks_like_command(answer) {
+            Err(ParseError {
+                code: ErrorCode::LoginRequired,
+                message: "log in first: answer Y or N".into(),
+            })
+        } else {
+            Err(ParseError::bad("answer Y or N"))
+        }
+    }
+}
+
+/// A username that follows the rules of protocol.md §3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    /// Checks the rules: length, characters, a letter first.
+    pub fn parse(text: &str) -> Result<Username, ParseError> {
+        let bad = |why: &str| ParseError {
+            code: ErrorCode::BadUsername,
+            message: format!(
+                "{why}: a username has {USERNAME_MIN} to {USERNAME_MAX} letters, digits, _ or -, and starts with a letter"
+            ),
+        };
+        let len = text.chars().count();
+        if len < USERNAME_MIN {
+            return Err(bad("too short"));
+        }
+        if len > USERNAME_MAX {
+            return Err(bad("too long"));
+        }
+        if !text.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return Err(bad("must start with a letter"));
+        }
+        if !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad("invalid character"));
+        }
+        Ok(Username(text.to_string()))
+    }
+
+    /// The name as typed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key under which names are unique: lower case.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+/// A password that follows the rules of protocol.md §3. Its `Debug` never shows it, so it
+/// cannot reach a log by accident.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
+}
+
+impl Password {
+    /// Checks length in bytes and the absence of control characters.
+    pub fn parse(text: &str) -> Result<Password, ParseError> {
+        let bad = |why: &str| ParseError {
+            code: ErrorCode::BadPassword,
+            message: format!(
+                "{why}: a password has {PASSWORD_MIN} to {PASSWORD_MAX} bytes and no control characters"
+            ),
+        };
+        if text.len() < PASSWORD_MIN {
+            return Err(bad("too short"));
+        }
+        if text.len() > PASSWORD_MAX {
+            return Err(bad("too long"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(bad("control character"));
+        }
+        Ok(Password(text.to_string()))
+    }
+
+    /// The secret itself, for hashing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Parses the answer to `ASK PORT`: a number from 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, ParseError> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(ParseError {
+            code: ErrorCode::BadPort,
+            message: "the port must be a number from 1 to 65535".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(msg: ServerMsg) {
+        let wire = msg.to_wire();
+        assert!(wire.ends_with('\n'));
+        let mut lines = wire.trim_end_matches('\n').split('\n').map(String::from);
+        let first = lines.next().unwrap();
+        let body: Vec<String> = lines.collect();
+        assert_eq!(ServerMsg::body_len(&first).unwrap(), body.len(), "{wire}");
+        assert_eq!(ServerMsg::parse(&first, &body).unwrap(), msg, "{wire}");
+    }
+
+    #[test]
+    fn every_server_message_round_trips() {
+        let addr: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        for msg in [
+            ServerMsg::Hello { version: VERSION },
+            ServerMsg::Ask {
+                field: AskField::New,
+                prompt: "Are you a new client? (Y/N)".into(),
+            },
+            ServerMsg::Ask {
+                field: AskField::Username,
+                prompt: "Username".into(),
+            },
+            ServerMsg::Ask {
+                field: AskField::Password,
+                prompt: "Password".into(),
+            },
+            ServerMsg::Ask {
+                field: AskField::Port,
+                prompt: "Listening port".into(),
+            },
+            ServerMsg::Ok(Reply::Registered {
+                user: "alice".into(),
+            }),
+            ServerMsg::Ok(Reply::LoggedIn {
+                user: "alice".into(),
+            }),
+            ServerMsg::Ok(Reply::Welcome {
+                user: "alice".into(),
+                addr,
+            }),
+            ServerMsg::Ok(Reply::Info {
+                user: "bob".into(),
+                addr: v6,
+            }),
+            ServerMsg::Ok(Reply::Help {
+                lines: vec!["LIST - users".into(), "QUIT - bye".into()],
+            }),
+            ServerMsg::Ok(Reply::Help { lines: vec![] }),
+            ServerMsg::Ok(Reply::List {
+                users: vec!["alice".into(), "bob".into()],
+            }),
+            ServerMsg::Ok(Reply::List { users: vec![] }),
+            ServerMsg::Ok(Reply::Pong),
+            ServerMsg::Ok(Reply::Bye),
+            ServerMsg::Event(Event::Online { user: "bob".into() }),
+            ServerMsg::Event(Event::Offline { user: "bob".into() }),
+            ServerMsg::Event(Event::Shutdown {
+                message: "the server is shutting down".into(),
+            }),
+            ServerMsg::Event(Event::Unknown {
+                kind: "FUTURE".into(),
+                rest: "a b c".into(),
+            }),
+        ] {
+            round_trip(msg);
+        }
+        for &code in ErrorCode::ALL {
+            round_trip(ServerMsg::err(code, "some text here"));
+        }
+    }
+
+    #[test]
+    fn exact_wire_forms_match_protocol_md() {
+        let addr: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        assert_eq!(
+            ServerMsg::Ok(Reply::Info {
+                user: "bob".into(),
+                addr
+            })
+            .to_wire(),
+            "OK INFO bob 127.0.0.1:40002\n"
+        );
+        assert_eq!(
+            ServerMsg::Ok(Reply::List {
+                users: vec!["alice".into(), "bob".into()]
+            })
+            .to_wire(),
+            "OK LIST 2\nUSER alice\nUSER bob\n"
+        );
+        assert_eq!(
+            ServerMsg::err(ErrorCode::NotOnline, "carol is not online").to_wire(),
+            "ERR 404 NOT_ONLINE carol is not online\n"
+        );
+    }
+
+    #[test]
+    fn text_with_newlines_cannot_break_framing() {
+        let msg = ServerMsg::err(ErrorCode::BadRequest, "evil\nOK BYE\r");
+        assert_eq!(msg.to_wire(), "ERR 400 BAD_REQUEST evil OK BYE \n");
+    }
+
+    #[test]
+    fn malformed_server_lines_are_rejected() {
+        for line in [
+            "",
+            "HI",
+            "HELLO other 1",
+            "HELLO peerchat x",
+            "ASK WHAT x",
+            "ERR 400",
+            "ERR 400 NOT_ONLINE x",
+            "ERR abc BAD_REQUEST x",
+            "OK",
+            "OK WELCOME alice",
+            "OK WELCOME alice notanaddr",
+            "OK INFO a b c",
+            "OK PONG extra",
+            "OK NOPE",
+            "EVENT",
+            "EVENT ONLINE",
+            "EVENT ONLINE a b",
+        ] {
+            assert!(ServerMsg::parse(line, &[]).is_err(), "accepted {line:?}");
+        }
+        assert!(ServerMsg::parse("OK LIST 2", &["USER a".into()]).is_err());
+        assert!(ServerMsg::parse("OK LIST 1", &["NOTUSER a".into()]).is_err());
+        assert!(ServerMsg::body_len("OK LIST x").is_err());
+        assert!(ServerMsg::body_len("OK LIST 99999999999").is_err());
+        assert_eq!(ServerMsg::body_len("EVENT ONLINE a").unwrap(), 0);
+    }
+
+    #[test]
+    fn commands_parse_with_aliases_and_any_case_and_format_back() {
+        let cases = [
+            ("HELP", Command::Help),
+            ("list", Command::List),
+            ("GET_CLIENT_LIST", Command::List),
+            ("info bob", Command::Info { user: "bob".into() }),
+            ("GET_CLIENT_INFO  bob", Command::Info { user: "bob".into() }),
+            ("Ping", Command::Ping),
+            ("quit", Command::Quit),
+            ("DISCONNECT_CLIENT", Command::Quit),
+        ];
+        for (line, want) in cases {
+            let got = Command::parse(line).unwrap().unwrap();
+            assert_eq!(got, want, "{line}");
+            assert_eq!(Command::parse(&got.to_string()).unwrap(), Some(got));
+        }
+        assert_eq!(Command::parse("").unwrap(), None);
+        assert_eq!(Command::parse("   ").unwrap(), None);
+    }
+
+    #[test]
+    fn command_rejections_have_stable_codes() {
+        let code = |line: &str| Command::parse(line).unwrap_err().code;
+        assert_eq!(code("FROB"), ErrorCode::UnknownCommand);
+        assert_eq!(code("\u{0}\u{1}"), ErrorCode::UnknownCommand);
+        assert_eq!(code("INFO"), ErrorCode::BadRequest);
+        assert_eq!(code("INFO a b"), ErrorCode::BadRequest);
+        assert_eq!(code("LIST everyone"), ErrorCode::BadRequest);
+        assert_eq!(code("QUIT now"), ErrorCode::BadRequest);
+        let long = "X".repeat(1000);
+        assert!(Command::parse(&long).unwrap_err().message.len() < 100);
+    }
+
+    #[test]
+    fn help_lines_come_from_the_command_table() {
+        let lines: Vec<String> = COMMANDS.iter().map(CommandSpec::help_line).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("INFO <username> (also GET_CLIENT_INFO)"))
+        );
+        assert_eq!(lines.len(), COMMANDS.len());
+    }
+
+    #[test]
+    fn login_answers() {
+        for yes in ["y", "Y", "yes", " YES "] {
+            assert_eq!(NewAnswer::parse(yes).unwrap(), NewAnswer::Yes);
+        }
+        for no in ["n", "NO"] {
+            assert_eq!(NewAnswer::parse(no).unwrap(), NewAnswer::No);
+        }
+        assert_eq!(NewAnswer::parse("quit").unwrap(), NewAnswer::Quit);
+        assert_eq!(
+            NewAnswer::parse("maybe").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            NewAnswer::parse("LIST").unwrap_err().code,
+            ErrorCode::LoginRequired
+        );
+        assert_eq!(
+            NewAnswer::parse("info bob").unwrap_err().code,
+            ErrorCode::LoginRequired
+        );
+    }
+
+    #[test]
+    fn username_rules() {
+        for good in ["abc", "Alice", "a_b-c", "z23456789012345678901234567890AB"] {
+            assert!(Username::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "1abc",
+            "_abc",
+            "a b",
+            "al:ce",
+            "ålice",
+            "a\u{0}bc",
+            "z234567890123456789012345678901AB",
+        ] {
+            assert_eq!(
+                Username::parse(bad).unwrap_err().code,
+                ErrorCode::BadUsername,
+                "{bad}"
+            );
+        }
+        assert_eq!(Username::parse("AlIce").unwrap().key(), "alice");
+    }
+
+    #[test]
+    fn password_rules_and_hidden_debug() {
+        assert!(Password::parse("four").is_ok());
+        assert!(Password::parse("with spaces ok").is_ok());
+        assert!(Password::parse(&"x".repeat(72)).is_ok());
+        for bad in ["abc", "tab\there", "nul\u{0}x"] {
+            assert_eq!(
+                Password::parse(bad).unwrap_err().code,
+                ErrorCode::BadPassword
+            );
+        }
+        assert_eq!(
+            Password::parse(&"x".repeat(73)).unwrap_err().code,
+            ErrorCode::BadPassword
+        );
+        let secret = Password::parse("hunter22").unwrap();
+        assert!(!format!("{secret:?}").contains("hunter22"));
+        assert_eq!(secret.expose(), "hunter22");
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("40001").unwrap(), 40001);
+        assert_eq!(parse_port(" 1 ").unwrap(), 1);
+        for bad in ["0", "65536", "-1", "x", ""] {
+            assert_eq!(parse_port(bad).unwrap_err().code, ErrorCode::BadPort);
+        }
+    }
+}

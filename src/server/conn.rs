@@ -1,0 +1,193 @@
+//! One client connection from accept to close: read a line, parse it, dispatch it, reply.
+//!
+//! Owns the reading half of a socket, the login deadline and idle timeout, and the
+//! order of a connection's life (greeting, login, commands, leaving). It must not write
+//! to the socket directly (replies go through the `Outbox`) nor lock the registry itself
+//! (it calls the registry's methods).
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::commands::{self, Flow};
+use super::login;
+use super::outbox::Outbox;
+use super::registry::ConnId;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::MAX_LINE;
+use crate::protocol::line::{LineError, LineReader};
+use crate::protocol::server_msg::{Command, Event, ServerMsg, VERSION};
+
+/// How long a closing connection keeps reading (and discarding) what the client still
+/// sends, so that our last line reaches it before the socket closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Why a connection ends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The client asked to leave and got `OK BYE`.
+    Quit,
+    /// The server sent a closing `ERR` (timeout, block, framing error).
+    Refused,
+    /// The socket closed or failed.
+    Gone,
+}
+
+/// The reading side of one connection and the state its loops share.
+pub struct Conn {
+    /// Bounded line reader over the socket.
+    reader: LineReader<TcpStream>,
+    /// Where replies go.
+    pub outbox: Outbox,
+    /// The client's address as the server sees it.
+    pub peer: SocketAddr,
+    /// This connection's id in the registry.
+    pub id: ConnId,
+    /// Login must be finished by then; `None` once logged in.
+    deadline: Option<Instant>,
+    /// How long a logged-in client may stay silent.
+    idle_timeout: Duration,
+}
+
+impl Conn {
+    /// Queues a message for the client.
+    pub fn send(&self, msg: ServerMsg) {
+        self.outbox.send(&msg);
+    }
+
+    /// Queues an `ERR`.
+    pub fn send_err(&self, code: ErrorCode, message: impl Into<String>) {
+        self.send(ServerMsg::err(code, message));
+    }
+
+    /// Queues a closing `ERR` and returns the matching [`End`].
+    pub fn refuse(&self, code: ErrorCode, message: impl Into<String>) -> End {
+        self.send_err(code, message);
+        End::Refused
+    }
+
+    /// Marks login finished: from now on only the idle timeout applies.
+    pub fn logged_in(&mut self) {
+        self.deadline = None;
+    }
+
+    /// The next line. `Ok(None)` means a line was rejected with an `ERR` already sent
+    /// (not UTF-8) and the caller should ask again; `Err` means the connection ends.
+    pub fn next_line(&mut self) -> Result<Option<String>, End> {
+        let timeout = match self.deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => self.idle_timeout,
+        };
+        if timeout.is_zero() {
+            return Err(self.refuse(ErrorCode::Timeout, "login not finished in time"));
+        }
+        if self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .is_err()
+        {
+            return Err(End::Gone);
+        }
+        match self.reader.read_line() {
+            Ok(Some(line)) => Ok(Some(line)),
+            Ok(None) => Err(End::Gone),
+            Err(LineError::BadUtf8) => {
+                self.send_err(ErrorCode::BadEncoding, "the line is not valid UTF-8");
+                Ok(None)
+            }
+            Err(LineError::TooLong) => Err(self.refuse(
+                ErrorCode::LineTooLong,
+                format!("a line may hold at most {MAX_LINE} bytes"),
+            )),
+            Err(e) if e.is_timeout() => Err(match self.deadline {
+                Some(_) => self.refuse(ErrorCode::Timeout, "login not finished in time"),
+                None => self.refuse(
+                    ErrorCode::Timeout,
+                    format!("no line for {} s", self.idle_timeout.as_secs()),
+                ),
+            }),
+            Err(LineError::Io(e)) => {
+                log::debug!("{}: read failed: {e}", self.peer);
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// After a closing reply: stop writing once the queue drains, and read what the
+    /// client still sends for a moment so that closing does not reset the connection
+    /// (a reset can destroy our last line before the client reads it).
+    fn linger(self) {
+        self.outbox.close();
+        let mut stream: &TcpStream = self.reader.get_ref();
+        let until = Instant::now() + LINGER;
+        let mut sink = [0u8; 8192];
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection until it ends, then takes its user offline.
+pub fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, outbox: Outbox, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let mut conn = Conn {
+        reader: LineReader::new(stream, MAX_LINE),
+        outbox,
+        peer,
+        id,
+        deadline: Some(Instant::now() + config.login_timeout()),
+        idle_timeout: config.idle_timeout(),
+    };
+    conn.send(ServerMsg::Hello { version: VERSION });
+    let end = match login::run(&mut conn, &shared) {
+        Ok(me) => command_loop(&mut conn, &me, &shared),
+        Err(end) => end,
+    };
+    if let Some((name, others)) = shared.registry.remove_connection(id) {
+        log::info!("{peer} {name}: offline ({end:?})");
+        let event = ServerMsg::Event(Event::Offline { user: name });
+        for outbox in others {
+            outbox.send(&event);
+        }
+    }
+    match end {
+        End::Gone => conn.outbox.kill(),
+        End::Quit | End::Refused => conn.linger(),
+    }
+    log::debug!("{peer}: connection closed");
+}
+
+fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
+    loop {
+        let Some(line) = (match conn.next_line() {
+            Ok(line) => line,
+            Err(end) => return end,
+        }) else {
+            continue;
+        };
+        match Command::parse(&line) {
+            Ok(None) => {}
+            Ok(Some(command)) => {
+                log::info!("{} {}: {command}", conn.peer, me.name);
+                let (reply, flow) = commands::dispatch(&command, me, shared);
+                conn.send(reply);
+                if flow == Flow::Close {
+                    return End::Quit;
+                }
+            }
+            Err(e) => {
+                log::info!("{} {}: rejected ({})", conn.peer, me.name, e.code);
+                conn.send_err(e.code, e.message);
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The peerchat server: settings, the accept loop, the connection cap and shutdown.
+//!
+//! Owns the listening socket and the life of the whole server. One OS thread serves each
+//! accepted connection (plus a small writer thread); the accept loop never does
+//! per-connection work beyond spawning. It must not parse messages (`conn`, `login`,
+//! `commands` do) nor touch SQL (`store` does).
+
+pub mod commands;
+pub mod conn;
+pub mod login;
+pub mod outbox;
+pub mod registry;
+pub mod store;
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits;
+use crate::protocol::server_msg::{Event, ServerMsg};
+use outbox::Outbox;
+use registry::Registry;
+use store::Store;
+
+/// Stack for connection threads. They parse short lines and call bcrypt and SQLite,
+/// which need far less; a deliberate size keeps thousands of threads cheap.
+const CONN_STACK: usize = 256 * 1024;
+
+/// Pending connections the kernel queues for us. std's default of 128 drops SYNs in a
+/// burst, and the client then waits a second to retry.
+const BACKLOG: i32 = 1024;
+
+/// How often the accept loop looks at the shutdown flag when no one is connecting.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+
+/// How long shutdown waits for clients to close after `EVENT SHUTDOWN`, before cutting
+/// the rest off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Server settings; every flag of `peerchat-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    pub addr: SocketAddr,
+    /// SQLite database file (created with its folder if missing).
+    #[arg(long, default_value = "data/server.db")]
+    pub db: PathBuf,
+    /// bcrypt cost for new password hashes (4-31; each step doubles the work).
+    #[arg(long, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+    /// Seconds a (username, address) stays blocked after 3 failed logins.
+    #[arg(long, default_value_t = limits::DEFAULT_BLOCK.as_secs())]
+    pub block_secs: u64,
+    /// Seconds a client has to finish logging in.
+    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_timeout: u64,
+    /// Seconds a logged-in client may stay silent before it is dropped.
+    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// Most simultaneous connections; more are refused with ERR 503 SERVER_FULL.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
+    pub max_clients: usize,
+}
+
+fn parse_max_clients(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("a whole number of at least 1".into()),
+    }
+}
+
+impl ServerConfig {
+    /// How long a block lasts.
+    pub fn block(&self) -> Duration {
+        Duration::from_secs(self.block_secs)
+    }
+    /// How long a login may take.
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout)
+    }
+    /// How long a logged-in client may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout)
+    }
+}
+
+/// State shared by every connection thread.
+pub struct Shared {
+    /// Who is connected and online.
+    pub registry: Registry,
+    /// Accounts and blocks.
+    pub store: Store,
+    /// Settings.
+    pub config: ServerConfig,
+    /// A bcrypt hash of nothing anyone knows, at the configured cost, checked against
+    /// when a name does not exist so that timing does not reveal which names do.
+    pub dummy_hash: String,
+}
+
+/// Binds the listening socket with address reuse and a large backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Seed 001: a restarted server must not wait for old sockets in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Serves `listener` until `stop` is set, then tells every client, closes the store and
+/// returns.
+pub fn run(
+    listener: TcpListener,
+    store: Store,
+    config: ServerConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
+    let dummy_hash = bcrypt::hash(random, config.bcrypt_cost)?;
+    let shared = Arc::new(Shared {
+        registry: Registry::default(),
+        store,
+        config,
+        dummy_hash,
+    });
+    listener.set_nonblocking(true)?;
+    let next_id = AtomicU64::new(1);
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, peer)) => admit(
+                stream,
+                peer,
+                next_id.fetch_add(1, Ordering::Relaxed),
+                &shared,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Running out of file descriptors, for one: back off and keep serving.
+                log::warn!("accept failed: {e}");
+                thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+    drop(listener);
+    shut_down(&shared);
+    shared.store.close()?;
+    log::info!("database closed; server stopped");
+    Ok(())
+}
+
+/// Starts serving one accepted connection, or refuses it when the server is full.
+fn admit(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>) {
+    let max = shared.config.max_clients;
+    if shared.registry.connection_count() >= max {
+        log::warn!("{peer}: refused, {max} connections already");
+        refuse_full(stream, max);
+        return;
+    }
+    if let Err(e) = start_connection(stream, peer, id, shared) {
+        log::warn!("{peer}: could not start serving: {e}");
+    }
+}
+
+fn refuse_full(stream: TcpStream, max: usize) {
+    // Non-blocking: the accept loop must never wait on one client. A fresh socket's
+    // send buffer always has room for one line.
+    let _ = stream.set_nonblocking(true);
+    let msg = ServerMsg::err(
+        ErrorCode::ServerFull,
+        format!("the server is full ({max} connections); try again later"),
+    );
+    let _ = (&stream).write_all(msg.to_wire().as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+fn start_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    let outbox = Outbox::spawn(stream.try_clone()?, peer)?;
+    shared.registry.add_connection(id, outbox.clone());
+    let thread_shared = Arc::clone(shared);
+    let thread_outbox = outbox.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("conn-{id}"))
+        .stack_size(CONN_STACK)
+        .spawn(move || conn::serve(stream, peer, id, thread_outbox, thread_shared));
+    if let Err(e) = spawned {
+        shared.registry.remove_connection(id);
+        outbox.kill();
+        return Err(e);
+    }
+    log::info!("{peer}: connected (id {id})");
+    Ok(())
+}
+
+/// Tells every connection the server is going down, gives them a moment to close, then
+/// cuts off the rest and waits for their threads to finish.
+fn shut_down(shared: &Shared) {
+    let outboxes = shared.registry.all_outboxes();
+    log::info!("shutting down; telling {} connection(s)", outboxes.len());
+    let event = ServerMsg::Event(Event::Shutdown {
+        message: "the server is shutting down".into(),
+    });
+    for outbox in &outboxes {
+        outbox.send(&event);
+        outbox.close();
+    }
+    wait_for_connections(shared, SHUTDOWN_GRACE);
+    for outbox in shared.registry.all_outboxes() {
+        outbox.kill();
+    }
+    wait_for_connections(shared, SHUTDOWN_GRACE);
+}
+
+fn wait_for_connections(shared: &Shared, grace: Duration) {
+    let until = Instant::now() + grace;
+    while shared.registry.connection_count() > 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+}

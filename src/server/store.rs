@@ -1,0 +1,355 @@
+//! The server's SQLite database: schema, migrations and every query.
+//!
+//! Owns persistence of accounts and login failures/blocks. It must not hash passwords
+//! (callers run bcrypt before or after, never inside a store call) and must never be
+//! called while the registry lock is held.
+//!
+//! Concurrency: instead of one connection behind a mutex held across disk waits, the
+//! store keeps a small pool of idle connections. The pool's lock is held only to pop or
+//! push a connection, never while SQLite works; WAL mode lets readers run beside the one
+//! writer, and the busy timeout queues writers inside SQLite. (A crate such as r2d2 would
+//! add two dependencies for these twenty lines.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::protocol::limits::MAX_LOGIN_FAILURES;
+
+/// Schema migrations; entry `i` takes the database from `user_version` i to i+1.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, and failed logins per (username, source address) with their block.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        pw_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE login_failures (
+        username_key TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        blocked_until_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (username_key, ip)
+    );",
+];
+
+/// How long SQLite waits for another connection's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle connections kept for reuse; more are opened under load and closed afterwards.
+const MAX_IDLE: usize = 8;
+
+/// The server's database.
+pub struct Store {
+    /// Where the database file is, to open more pooled connections.
+    path: PathBuf,
+    /// Connections not in use right now.
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// What happened to a registration.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The account was written.
+    Yes,
+    /// Another account has that name (in any case).
+    Taken,
+}
+
+/// A stored account, for checking a password.
+pub struct Account {
+    /// The name as registered.
+    pub username: String,
+    /// The bcrypt hash.
+    pub pw_hash: String,
+}
+
+/// The result of recording a failed login.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Counted; this many consecutive failures so far.
+    Counted(u32),
+    /// This failure reached the limit: the name is now blocked from that address.
+    Blocked,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let store = Store {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut conn = store.connect()?;
+        migrate(&mut conn)?;
+        store.put_back(conn);
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("database journal mode is {mode}, not WAL");
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        Ok(conn)
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `f` on a pooled connection; the pool lock is not held while `f` runs.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&mut conn);
+        self.put_back(conn);
+        Ok(result?)
+    }
+
+    /// True if an account has this name (in any case).
+    pub fn user_exists(&self, username: &str) -> Result<bool> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT 1 FROM users WHERE username = ?1",
+                [username],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|row| row.is_some())
+        })
+    }
+
+    /// Writes a new account; the unique index decides races between two registrations.
+    pub fn create_user(&self, username: &str, pw_hash: &str) -> Result<Created> {
+        let inserted = self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO users (username, pw_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![username, pw_hash, now_ms() / 1000],
+            )
+        });
+        match inserted {
+            Ok(_) => Ok(Created::Yes),
+            Err(Error::Db(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                Ok(Created::Taken)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stored account with this name (in any case), if any.
+    pub fn account(&self, username: &str) -> Result<Option<Account>> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT username, pw_hash FROM users WHERE username = ?1",
+                [username],
+                |r| {
+                    Ok(Account {
+                        username: r.get(0)?,
+                        pw_hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// How long `username_key` stays blocked from `ip`, if it is blocked now.
+    pub fn blocked_for(&self, username_key: &str, ip: &str) -> Result<Option<Duration>> {
+        let until: Option<i64> = self.with_conn(|c| {
+            c.query_row(
+                "SELECT blocked_until_ms FROM login_failures WHERE username_key = ?1 AND ip = ?2",
+                params![username_key, ip],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        let now = now_ms();
+        Ok(until
+            .filter(|&until| until > now)
+            .map(|until| Duration::from_millis((until - now) as u64)))
+    }
+
+    /// Counts a failed login of `username_key` from `ip`; the limit-th consecutive one
+    /// blocks the pair for `block` and starts the count again.
+    pub fn record_failure(&self, username_key: &str, ip: &str, block: Duration) -> Result<Failure> {
+        let limit = MAX_LOGIN_FAILURES as i64;
+        let failures: i64 = self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let failures: i64 = tx.query_row(
+                "INSERT INTO login_failures (username_key, ip, failures) VALUES (?1, ?2, 1)
+                 ON CONFLICT (username_key, ip) DO UPDATE SET failures = failures + 1
+                 RETURNING failures",
+                params![username_key, ip],
+                |r| r.get(0),
+            )?;
+            if failures >= limit {
+                tx.execute(
+                    "UPDATE login_failures SET failures = 0, blocked_until_ms = ?3
+                     WHERE username_key = ?1 AND ip = ?2",
+                    params![username_key, ip, now_ms() + block.as_millis() as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(failures)
+        })?;
+        Ok(if failures >= limit {
+            Failure::Blocked
+        } else {
+            Failure::Counted(failures as u32)
+        })
+    }
+
+    /// Forgets the failures of `username_key` from `ip` after a successful login.
+    pub fn clear_failures(&self, username_key: &str, ip: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "DELETE FROM login_failures WHERE username_key = ?1 AND ip = ?2",
+                params![username_key, ip],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Checkpoints the WAL into the main file and closes every idle connection.
+    pub fn close(&self) -> Result<()> {
+        let conns = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for conn in conns {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+            conn.close().map_err(|(_, e)| e)?;
+        }
+        Ok(())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(Error::Config(format!(
+            "the database has schema version {version}, newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+        log::info!("database schema migrated to version {}", index + 1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/server.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn accounts_are_unique_regardless_of_case() {
+        let (_dir, store) = temp_store();
+        assert_eq!(
+            store.create_user("Alice", "$2b$hash").unwrap(),
+            Created::Yes
+        );
+        assert_eq!(
+            store.create_user("alice", "$2b$other").unwrap(),
+            Created::Taken
+        );
+        assert!(store.user_exists("ALICE").unwrap());
+        let account = store.account("aLiCe").unwrap().unwrap();
+        assert_eq!(account.username, "Alice");
+        assert!(store.account("bob").unwrap().is_none());
+    }
+
+    #[test]
+    fn third_failure_blocks_and_success_clears() {
+        let (_dir, store) = temp_store();
+        let block = Duration::from_secs(60);
+        assert_eq!(
+            store.record_failure("al", "1.2.3.4", block).unwrap(),
+            Failure::Counted(1)
+        );
+        store.clear_failures("al", "1.2.3.4").unwrap();
+        assert_eq!(
+            store.record_failure("al", "1.2.3.4", block).unwrap(),
+            Failure::Counted(1)
+        );
+        assert_eq!(
+            store.record_failure("al", "1.2.3.4", block).unwrap(),
+            Failure::Counted(2)
+        );
+        assert_eq!(
+            store.record_failure("al", "5.6.7.8", block).unwrap(),
+            Failure::Counted(1)
+        );
+        assert!(store.blocked_for("al", "1.2.3.4").unwrap().is_none());
+        assert_eq!(
+            store.record_failure("al", "1.2.3.4", block).unwrap(),
+            Failure::Blocked
+        );
+        let left = store.blocked_for("al", "1.2.3.4").unwrap().unwrap();
+        assert!(left > Duration::from_secs(50) && left <= block);
+        assert!(store.blocked_for("al", "5.6.7.8").unwrap().is_none());
+    }
+
+    #[test]
+    fn schema_version_is_recorded_and_reopening_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store.create_user("carol", "$2b$x").unwrap();
+            store.close().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.user_exists("carol").unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(Store::open(&path), Err(Error::Config(_))));
+    }
+}
