@@ -11,16 +11,35 @@ use peerchat::server::{self, ServerConfig, store::Store};
 
 /// The peerchat server: accounts, presence and the directory of who listens where.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     #[command(flatten)]
     config: ServerConfig,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Print the log of chat sessions and exit.
+    Sessions {
+        /// The server's database.
+        #[arg(long, default_value = "data/server.db")]
+        db: std::path::PathBuf,
+        /// How many of the most recent sessions to print.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    match serve(cli.config) {
+    let result = match cli.command {
+        Some(Sub::Sessions { db, limit }) => print_sessions(&db, limit),
+        None => serve(cli.config),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -43,4 +62,19 @@ fn serve(config: ServerConfig) -> peerchat::Result<()> {
     std::io::stdout().flush()?;
     log::info!("listening on {bound}, database {}", config.db.display());
     server::run(listener, store, config, stop)
+}
+
+fn print_sessions(db: &std::path::Path, limit: usize) -> peerchat::Result<()> {
+    if !db.exists() {
+        return Err(peerchat::Error::Config(format!(
+            "no database at {}",
+            db.display()
+        )));
+    }
+    let store = Store::open(db)?;
+    print!(
+        "{}",
+        server::session_log::render(&store.session_log(limit)?)
+    );
+    store.close()
 }

@@ -1,22 +1,43 @@
 //! The client's side of the login conversation: answer the server's questions.
 //!
-//! Owns the order of the exchange and picking the listening port (bound here, before the
-//! server is told, so the port is known to be free). It asks the person through the
-//! [`Prompter`] trait and must not print or read the terminal itself, so another front
-//! end can drive the same login.
+//! Owns the order of the exchange, picking the listening port (bound here, before the
+//! server is told, so the port is known to be free), and replaying the same answers to
+//! log in again after the server went away. It asks the person through the [`Prompter`]
+//! trait and must not print or read the terminal itself, so another front end can drive
+//! the same login.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 use super::server_link::{LinkEvent, ServerLink};
 use crate::protocol::server_msg::{AskField, Reply, ServerMsg, VERSION};
 
+/// How long to wait for the server's next line during login.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the login talks to the person.
 pub trait Prompter {
     /// Shows `prompt` and returns the answer; `None` when the person is gone (end of
-    /// input). `secret` answers must not be echoed.
-    fn ask(&mut self, prompt: &str, secret: bool) -> Option<String>;
+    /// input). Answers to `AskField::Password` must not be echoed.
+    fn ask(&mut self, field: AskField, prompt: &str) -> Option<String>;
     /// Shows one line of information.
     fn show(&mut self, text: &str);
+}
+
+/// The username and password that worked, kept in memory only, to log in again after
+/// the server went away. `Debug` hides the password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The username as typed.
+    pub username: String,
+    password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, <hidden>)", self.username)
+    }
 }
 
 /// A finished login.
@@ -25,16 +46,42 @@ pub struct Login {
     pub name: String,
     /// What the server tells peers about us.
     pub addr: SocketAddr,
-    /// Our open listener for peer connections.
-    pub listener: TcpListener,
+    /// The listener bound during this login; `None` when an existing port was reused.
+    pub listener: Option<TcpListener>,
+    /// What to answer next time.
+    pub credentials: Credentials,
 }
 
-/// Where peers connect: the interface to bind, and the port if fixed by a flag.
-pub struct PortChoice {
-    /// Interface to listen on.
-    pub ip: IpAddr,
-    /// `Some(port)` from `--port` (0 = any free); `None` asks the person.
-    pub port: Option<u16>,
+/// Where peers connect.
+pub enum PortChoice {
+    /// Bind a new listener on `ip`; `Some(port)` from `--port` (0 = any free), `None`
+    /// asks the person.
+    Bind { ip: IpAddr, port: Option<u16> },
+    /// Already listening on this port (logging in again).
+    Existing(u16),
+}
+
+/// A prompter that logs in again with known credentials and never asks the person.
+pub struct Replay<'a, P: Prompter> {
+    /// What to answer.
+    pub credentials: &'a Credentials,
+    /// Where to show messages.
+    pub out: &'a mut P,
+}
+
+impl<P: Prompter> Prompter for Replay<'_, P> {
+    fn ask(&mut self, field: AskField, _prompt: &str) -> Option<String> {
+        Some(match field {
+            AskField::New => "N".to_string(),
+            AskField::Username => self.credentials.username.clone(),
+            AskField::Password => self.credentials.password.clone(),
+            // Replaying a failed login would only add failures towards a block.
+            AskField::Port => return None,
+        })
+    }
+    fn show(&mut self, text: &str) {
+        self.out.show(text)
+    }
 }
 
 /// Answers questions until the server says `OK WELCOME`.
@@ -44,11 +91,14 @@ pub fn run(
     choice: &PortChoice,
 ) -> Result<Login, String> {
     let mut listener = None;
+    let mut username = String::new();
+    let mut password = String::new();
+    let mut asked_password = false;
     loop {
-        let msg = match link.events.recv() {
+        let msg = match link.events.recv_timeout(STEP_TIMEOUT) {
             Ok(LinkEvent::Msg(msg)) => msg,
             Ok(LinkEvent::Closed(why)) => return Err(why),
-            Err(_) => return Err("the connection to the server ended".into()),
+            Err(_) => return Err("the server stopped answering".into()),
         };
         match msg {
             ServerMsg::Hello { version } if version != VERSION => {
@@ -58,15 +108,37 @@ pub fn run(
                 field: AskField::Port,
                 prompt,
             } => {
-                let bound = listen(prompter, &prompt, choice)?;
-                let port = bound.local_addr().map_err(|e| e.to_string())?.port();
-                listener = Some(bound);
+                let port = match choice {
+                    PortChoice::Existing(port) => *port,
+                    PortChoice::Bind { ip, port } => {
+                        let bound = listen(prompter, &prompt, *ip, *port)?;
+                        let port = bound.local_addr().map_err(|e| e.to_string())?.port();
+                        listener = Some(bound);
+                        port
+                    }
+                };
                 link.send_line(&port.to_string());
             }
             ServerMsg::Ask { field, prompt } => {
+                // A second password question means the first answer failed: a replay
+                // must not keep trying.
+                if field == AskField::Password
+                    && asked_password
+                    && matches!(choice, PortChoice::Existing(_))
+                {
+                    return Err("the saved login no longer works".into());
+                }
                 let answer = prompter
-                    .ask(&prompt, field == AskField::Password)
+                    .ask(field, &prompt)
                     .ok_or("input ended before login finished")?;
+                match field {
+                    AskField::Username => username = answer.trim().to_string(),
+                    AskField::Password => {
+                        password = answer.clone();
+                        asked_password = true;
+                    }
+                    _ => {}
+                }
                 link.send_line(&answer);
             }
             ServerMsg::Err { message, .. } => prompter.show(&format!("error: {message}")),
@@ -77,11 +149,11 @@ pub fn run(
                 prompter.show(&format!("Logged in as {user}."))
             }
             ServerMsg::Ok(Reply::Welcome { user, addr }) => {
-                let listener = listener.ok_or("the server welcomed us before asking for a port")?;
                 return Ok(Login {
                     name: user,
                     addr,
                     listener,
+                    credentials: Credentials { username, password },
                 });
             }
             other => log::debug!("ignored during login: {other:?}"),
@@ -93,15 +165,19 @@ pub fn run(
 fn listen(
     prompter: &mut dyn Prompter,
     prompt: &str,
-    choice: &PortChoice,
+    ip: IpAddr,
+    port: Option<u16>,
 ) -> Result<TcpListener, String> {
-    if let Some(port) = choice.port {
-        return TcpListener::bind((choice.ip, port))
+    if let Some(port) = port {
+        return TcpListener::bind((ip, port))
             .map_err(|e| format!("cannot listen on port {port}: {e}"));
     }
     loop {
         let answer = prompter
-            .ask(&format!("{prompt} (Enter for any free port)"), false)
+            .ask(
+                AskField::Port,
+                &format!("{prompt} (Enter for any free port)"),
+            )
             .ok_or("input ended before login finished")?;
         let port = match answer.trim() {
             "" => 0,
@@ -113,7 +189,7 @@ fn listen(
                 }
             },
         };
-        match TcpListener::bind((choice.ip, port)) {
+        match TcpListener::bind((ip, port)) {
             Ok(listener) => return Ok(listener),
             Err(e) => prompter.show(&format!(
                 "error: port {port} is not free ({e}); choose another"

@@ -1,15 +1,20 @@
 //! The terminal client: settings, wiring, and the UI loop.
 //!
-//! Owns the order of the client's life: connect, log in, then a loop that waits on the
-//! user's lines, the server link's events, Ctrl+C and the heartbeat, all through one
+//! Owns the order of the client's life: connect, log in, then one loop that waits on the
+//! user's lines, the server link, the peer links, Ctrl+C and two timers, all through one
 //! crossbeam `select!`. Only this loop prints (through `ui::Terminal`). It must not parse
-//! wire lines (`protocol`) nor own a socket's threads (`server_link`).
+//! wire lines (`protocol`), own a socket's threads (`server_link`, `peer_link`) or decide
+//! session rules (`sessions`).
 
+pub mod history;
 pub mod login;
+pub mod peer_link;
 pub mod server_link;
+pub mod sessions;
 pub mod ui;
 
-use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,12 +22,21 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
 use crate::protocol::limits::HEARTBEAT_INTERVAL;
-use crate::protocol::server_msg::{Command, Reply, ServerMsg};
+use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
+use login::{Credentials, PortChoice, Prompter};
+use peer_link::PeerEvent;
 use server_link::{LinkEvent, ServerLink};
+use sessions::Sessions;
 use ui::{Terminal, UserCommand};
 
 /// How long `\quit` waits for the server's `OK BYE`.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How often waiting requests and tickets are checked for expiry.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Peer events that may wait for the UI loop before peer readers pause.
+const PEER_EVENTS: usize = 1024;
 
 /// Client settings; every flag of `peerchat-client`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,11 +50,14 @@ pub struct ClientConfig {
     /// Interface to listen on for peers.
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_addr: IpAddr,
+    /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
 }
 
-impl login::Prompter for Terminal {
-    fn ask(&mut self, prompt: &str, secret: bool) -> Option<String> {
-        Terminal::ask(self, prompt, secret)
+impl Prompter for Terminal {
+    fn ask(&mut self, field: AskField, prompt: &str) -> Option<String> {
+        Terminal::ask(self, prompt, field == AskField::Password)
     }
     fn show(&mut self, text: &str) {
         Terminal::show(self, text)
@@ -72,7 +89,7 @@ pub fn run(config: ClientConfig) -> u8 {
             return 1;
         }
     };
-    let choice = login::PortChoice {
+    let choice = PortChoice::Bind {
         ip: config.listen_addr,
         port: config.port,
     };
@@ -85,6 +102,27 @@ pub fn run(config: ClientConfig) -> u8 {
         }
     };
     logged_in.store(true, Ordering::SeqCst);
+    let Some(listener) = me.listener else {
+        term.show("error: no listener was opened");
+        return 1;
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (peer_tx, peer_events) = bounded(PEER_EVENTS);
+    if let Err(e) = peer_link::spawn_listener(listener, peer_tx.clone()) {
+        term.show(&format!("error: cannot accept peers: {e}"));
+        return 1;
+    }
+    let history_path = history::path_for(&config.data_dir, &me.name);
+    let history = match history::History::open(&history_path) {
+        Ok(history) => Some(history),
+        Err(e) => {
+            term.show(&format!(
+                "error: chat history unavailable ({}): {e}",
+                history_path.display()
+            ));
+            None
+        }
+    };
     term.show(&format!(
         "Welcome, {}. Peers reach you at {}. Type \\help for commands.",
         me.name, me.addr
@@ -98,11 +136,14 @@ pub fn run(config: ClientConfig) -> u8 {
     };
     let mut ui = Ui {
         term,
+        sessions: Sessions::new(&me.name, peer_tx, history),
         me: me.name,
         link: Some(link),
-        _listener: me.listener,
+        server: addr,
+        credentials: me.credentials,
+        port,
     };
-    ui.run(&input, &interrupts);
+    ui.run(&input, &peer_events, &interrupts);
     0
 }
 
@@ -133,17 +174,29 @@ fn watch_ctrl_c(logged_in: Arc<AtomicBool>) -> Result<Receiver<()>, String> {
 struct Ui {
     /// Where everything is shown.
     term: Terminal,
+    /// The chat sessions.
+    sessions: Sessions,
     /// Our username.
     me: String,
     /// The server connection; `None` after it is lost.
     link: Option<ServerLink>,
-    /// The peer listener, held open for peer connections.
-    _listener: TcpListener,
+    /// The server's address, to reconnect.
+    server: SocketAddr,
+    /// What to answer when logging in again.
+    credentials: Credentials,
+    /// Our peer port, declared again on reconnect.
+    port: u16,
 }
 
 impl Ui {
-    fn run(&mut self, input: &Receiver<String>, interrupts: &Receiver<()>) {
+    fn run(
+        &mut self,
+        input: &Receiver<String>,
+        peers: &Receiver<PeerEvent>,
+        interrupts: &Receiver<()>,
+    ) {
         let heartbeat = tick(HEARTBEAT_INTERVAL);
+        let expiry = tick(EXPIRY_TICK);
         self.term.show_prompt();
         loop {
             let no_link = never();
@@ -158,15 +211,41 @@ impl Ui {
                     Err(_) => break,
                 },
                 recv(events) -> event => self.on_link_event(event.ok()),
+                recv(peers) -> event => {
+                    if let Ok(event) = event {
+                        self.sessions.on_peer_event(event);
+                    }
+                }
                 recv(interrupts) -> _ => break,
+                recv(expiry) -> _ => self.sessions.tick(),
                 recv(heartbeat) -> _ => {
                     if let Some(link) = &self.link {
                         link.send_line(&Command::Ping.to_string());
                     }
                 }
             }
+            self.flush_sessions();
         }
+        self.sessions.close_all();
+        self.flush_sessions();
         self.quit();
+    }
+
+    /// Shows the session core's notices and forwards its reports to the server.
+    fn flush_sessions(&mut self) {
+        let notices = self.sessions.take_notices();
+        self.term.set_prompt(self.sessions.active_peer());
+        for notice in notices {
+            self.term.show(&ui::render_notice(&notice));
+        }
+        for command in self.sessions.take_server_commands() {
+            match &self.link {
+                Some(link) => {
+                    link.send_line(&command.to_string());
+                }
+                None => log::info!("server away; not reported: {command}"),
+            }
+        }
     }
 
     /// Handles one typed line; false when the user leaves.
@@ -184,9 +263,26 @@ impl Ui {
             UserCommand::List => self.send_command(&Command::List),
             UserCommand::Info { user } => self.send_command(&Command::Info { user }),
             UserCommand::Quit => return false,
-            UserCommand::Text(_) => self
-                .term
-                .show("error: no chat session is open; type \\help for commands"),
+            UserCommand::Connect { user } => {
+                if self.link.is_none() {
+                    self.term
+                        .show("error: not connected to the server; \\reconnect first");
+                } else {
+                    self.sessions.connect(&user);
+                }
+            }
+            UserCommand::Accept { user } => self.sessions.accept(user.as_deref()),
+            UserCommand::Decline { user } => self.sessions.decline(user.as_deref()),
+            UserCommand::Sessions => self.sessions.list(),
+            UserCommand::Switch { user } => self.sessions.switch(&user),
+            UserCommand::Close { user } => self.sessions.close(user.as_deref()),
+            UserCommand::History { user, n } => self.sessions.history(&user, n),
+            UserCommand::Reconnect => self.reconnect(),
+            UserCommand::SendTo { user, text } => self.sessions.say_to(&user, &text),
+            UserCommand::Text(text) => {
+                self.sessions.say(&text);
+                self.term.show_prompt();
+            }
         }
         true
     }
@@ -194,17 +290,15 @@ impl Ui {
     fn send_command(&mut self, command: &Command) {
         match &self.link {
             Some(link) if link.send_line(&command.to_string()) => self.term.show_prompt(),
-            _ => self.term.show("error: not connected to the server"),
+            _ => self
+                .term
+                .show("error: not connected to the server; \\reconnect first"),
         }
     }
 
     fn on_link_event(&mut self, event: Option<LinkEvent>) {
         match event {
-            Some(LinkEvent::Msg(msg)) => {
-                if let Some(text) = ui::render(&msg, &self.me) {
-                    self.term.show(&text);
-                }
-            }
+            Some(LinkEvent::Msg(msg)) => self.on_server_msg(msg),
             Some(LinkEvent::Closed(why)) => {
                 log::info!("server link closed: {why}");
                 self.lose_link();
@@ -213,11 +307,64 @@ impl Ui {
         }
     }
 
-    /// The server is gone; the client keeps running (peer sessions do not need it).
+    fn on_server_msg(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Event(Event::SessionRequest { id, from, ticket }) => {
+                self.sessions.on_ticket(id, &from, ticket);
+            }
+            ServerMsg::Ok(Reply::Session {
+                id,
+                user,
+                addr,
+                ticket,
+            }) => self.sessions.on_granted(id, &user, addr, ticket),
+            ServerMsg::Ok(Reply::SessionOpened { .. })
+            | ServerMsg::Ok(Reply::SessionEnded { .. }) => {}
+            other => {
+                if let Some(text) = ui::render(&other, &self.me) {
+                    self.term.show(&text);
+                }
+            }
+        }
+    }
+
+    /// The server is gone; the client keeps running and open sessions go on.
     fn lose_link(&mut self) {
         if let Some(link) = self.link.take() {
             link.close();
-            self.term.show("* lost the connection to the server");
+            self.term.show("* lost the connection to the server; open sessions go on. Type \\reconnect to log in again.");
+        }
+    }
+
+    /// `\reconnect`: log in again with the same name, password and port.
+    fn reconnect(&mut self) {
+        if self.link.is_some() {
+            return self.term.show("error: already connected to the server");
+        }
+        let link = match ServerLink::connect(self.server) {
+            Ok(link) => link,
+            Err(e) => {
+                return self.term.show(&format!(
+                    "error: cannot reach the server at {}: {e}",
+                    self.server
+                ));
+            }
+        };
+        let credentials = self.credentials.clone();
+        let mut replay = login::Replay {
+            credentials: &credentials,
+            out: &mut self.term,
+        };
+        match login::run(&link, &mut replay, &PortChoice::Existing(self.port)) {
+            Ok(_) => {
+                self.link = Some(link);
+                self.term.show("* reconnected to the server");
+            }
+            Err(why) => {
+                link.close();
+                self.term
+                    .show(&format!("error: could not log in again: {why}"));
+            }
         }
     }
 

@@ -9,7 +9,11 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use crate::protocol::server_msg::{Event, Reply, ServerMsg, one_line};
+use chrono::{Local, TimeZone};
+
+use super::history::Line;
+use super::sessions::{Closer, Notice, State};
+use crate::protocol::server_msg::{EndReason, Event, Reply, ServerMsg, one_line};
 
 /// One thing the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +26,25 @@ pub enum UserCommand {
     Info { user: String },
     /// `\quit`
     Quit,
-    /// A line that is not a command: chat text.
+    /// `\connect <user>`
+    Connect { user: String },
+    /// `\accept [user]`
+    Accept { user: Option<String> },
+    /// `\decline [user]`
+    Decline { user: Option<String> },
+    /// `\sessions`
+    Sessions,
+    /// `\switch <user>`
+    Switch { user: String },
+    /// `\close [user]`
+    Close { user: Option<String> },
+    /// `\history <user> [n]`
+    History { user: String, n: usize },
+    /// `\reconnect`
+    Reconnect,
+    /// `@user text`: to that session without switching.
+    SendTo { user: String, text: String },
+    /// A line that is not a command: chat text for the active session.
     Text(String),
     /// An empty line.
     Empty,
@@ -53,6 +75,46 @@ const USER_COMMANDS: &[Spec] = &[
         meaning: "show where an online user listens for peers",
     },
     Spec {
+        names: &["connect", "c"],
+        args: "<user>",
+        meaning: "open a direct chat session with an online user",
+    },
+    Spec {
+        names: &["accept"],
+        args: "[user]",
+        meaning: "accept a chat request",
+    },
+    Spec {
+        names: &["decline"],
+        args: "[user]",
+        meaning: "decline a chat request",
+    },
+    Spec {
+        names: &["sessions"],
+        args: "",
+        meaning: "list your sessions; the active one gets what you type",
+    },
+    Spec {
+        names: &["switch", "s"],
+        args: "<user>",
+        meaning: "make the session with <user> the active one",
+    },
+    Spec {
+        names: &["CLOSE_SESSION", "close"],
+        args: "[user]",
+        meaning: "end the active session (or the one with <user>)",
+    },
+    Spec {
+        names: &["history"],
+        args: "<user> [n]",
+        meaning: "show the last n lines (default 50) said with <user>",
+    },
+    Spec {
+        names: &["reconnect"],
+        args: "",
+        meaning: "log in to the server again after it went away",
+    },
+    Spec {
         names: &["DISCONNECT_CLIENT", "quit", "q", "exit"],
         args: "",
         meaning: "log out and leave (Ctrl+C and end of input do the same)",
@@ -69,6 +131,17 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         .strip_prefix('\\')
         .or_else(|| trimmed.strip_prefix('/'))
     else {
+        if let Some(rest) = trimmed.strip_prefix('@') {
+            return match rest.split_once(' ') {
+                Some((user, text)) if !user.is_empty() && !text.trim().is_empty() => {
+                    Ok(UserCommand::SendTo {
+                        user: user.to_string(),
+                        text: text.trim_start().to_string(),
+                    })
+                }
+                _ => Err("usage: @<user> <text>".into()),
+            };
+        }
         return Ok(UserCommand::Text(line.to_string()));
     };
     let mut words = body.split_whitespace();
@@ -78,22 +151,50 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         .iter()
         .find(|s| s.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
         .ok_or_else(|| format!("unknown command \\{}; type \\help", one_line(word)))?;
-    let wanted = spec.args.split_whitespace().count();
-    if args.len() != wanted {
+    let required = spec
+        .args
+        .split_whitespace()
+        .filter(|a| a.starts_with('<'))
+        .count();
+    let allowed = spec.args.split_whitespace().count();
+    if args.len() < required || args.len() > allowed {
         return Err(format!("usage: \\{} {}", spec.names[0], spec.args)
             .trim_end()
             .to_string());
     }
-    Ok(match (spec.names[0], args.as_slice()) {
-        ("help", []) => UserCommand::Help,
-        ("GET_CLIENT_LIST", []) => UserCommand::List,
-        ("GET_CLIENT_INFO", [user]) => UserCommand::Info {
-            user: user.to_string(),
-        },
-        ("DISCONNECT_CLIENT", []) => UserCommand::Quit,
-        _ => return Err("unexpected arguments; type \\help".into()),
+    let first = args.first().map(|u| u.to_string());
+    let user = || first.clone().unwrap_or_default();
+    Ok(match spec.names[0] {
+        "help" => UserCommand::Help,
+        "GET_CLIENT_LIST" => UserCommand::List,
+        "GET_CLIENT_INFO" => UserCommand::Info { user: user() },
+        "DISCONNECT_CLIENT" => UserCommand::Quit,
+        "connect" => UserCommand::Connect { user: user() },
+        "accept" => UserCommand::Accept { user: first },
+        "decline" => UserCommand::Decline { user: first },
+        "sessions" => UserCommand::Sessions,
+        "switch" => UserCommand::Switch { user: user() },
+        "CLOSE_SESSION" => UserCommand::Close { user: first },
+        "history" => {
+            let n = match args.get(1) {
+                None => DEFAULT_HISTORY,
+                Some(n) => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_HISTORY).contains(n))
+                    .ok_or_else(|| format!("n must be a number from 1 to {MAX_HISTORY}"))?,
+            };
+            UserCommand::History { user: user(), n }
+        }
+        "reconnect" => UserCommand::Reconnect,
+        _ => return Err("unexpected command; type \\help".into()),
     })
 }
+
+/// Lines `\history` shows unless told otherwise.
+pub const DEFAULT_HISTORY: usize = 50;
+/// Most lines `\history` shows at once.
+pub const MAX_HISTORY: usize = 10_000;
 
 /// The text of `\help`.
 pub fn help_text() -> String {
@@ -132,7 +233,8 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             text
         }
         ServerMsg::Ok(Reply::Info { user, addr }) => {
-            format!("{} is online at {addr}", one_line(user))
+            let user = one_line(user);
+            format!("{user} is online at {addr}; type \\connect {user} to chat")
         }
         ServerMsg::Ok(Reply::Help { lines }) => {
             let mut text = String::from("Server commands:");
@@ -147,6 +249,101 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
         ServerMsg::Event(Event::Shutdown { message }) => format!("* server: {}", one_line(message)),
         _ => return None,
     })
+}
+
+/// `[12:03:04] bob: hello`, in local time.
+fn chat_line(line: &Line) -> String {
+    let when = Local
+        .timestamp_millis_opt(line.at_ms as i64)
+        .single()
+        .map_or_else(
+            || "--:--:--".to_string(),
+            |t| t.format("%H:%M:%S").to_string(),
+        );
+    format!(
+        "[{when}] {}: {}",
+        one_line(&line.sender),
+        one_line(&line.text)
+    )
+}
+
+/// What to show for a notice from the session core.
+pub fn render_notice(notice: &Notice) -> String {
+    match notice {
+        Notice::Chat { peer, line, active } => {
+            if *active {
+                chat_line(line)
+            } else {
+                format!("({}) {}", one_line(peer), chat_line(line))
+            }
+        }
+        Notice::Request { from, within } => format!(
+            "* {from} wants to chat: \\accept {from} or \\decline {from} (within {} s)",
+            within.as_secs()
+        ),
+        Notice::RequestExpired { from } => format!("* chat request from {from} expired"),
+        Notice::Declined { from } => format!("* declined {from}"),
+        Notice::Asking { peer } => format!("* asking {} to chat...", one_line(peer)),
+        Notice::Opened { peer, history } => {
+            let mut text = String::new();
+            if !history.is_empty() {
+                text.push_str(&format!(
+                    "--- last {} lines with {peer} ---\n",
+                    history.len()
+                ));
+                for line in history {
+                    text.push_str(&chat_line(line));
+                    text.push('\n');
+                }
+                text.push_str("---\n");
+            }
+            text.push_str(&format!(
+                "* session with {peer} open; what you type goes to {peer}"
+            ));
+            text
+        }
+        Notice::NotOpened {
+            peer,
+            reason,
+            detail,
+        } => match reason {
+            EndReason::Declined => format!("* {peer} declined"),
+            EndReason::Timeout => format!("* {peer} did not answer"),
+            EndReason::Unreachable => format!("* could not reach {peer}: {}", one_line(detail)),
+            _ => format!("* no session with {peer}: {}", one_line(detail)),
+        },
+        Notice::Closed { peer, by, why } => match by {
+            Closer::Me => format!("* session with {peer} closed"),
+            Closer::Peer => format!("* {peer} closed the session ({})", one_line(why)),
+            Closer::Lost => format!("* lost the connection to {peer}: {}", one_line(why)),
+        },
+        Notice::Sessions { list } => {
+            if list.is_empty() {
+                return "No sessions. \\connect <user> to start one.".to_string();
+            }
+            let mut text = format!("Sessions ({}):", list.len());
+            for (peer, state) in list {
+                let state = match state {
+                    State::Active => "active",
+                    State::Open => "open",
+                    State::Asking => "waiting for an answer",
+                    State::Asked => "wants to chat: \\accept or \\decline",
+                };
+                text.push_str(&format!("\n  {peer} ({state})"));
+            }
+            text
+        }
+        Notice::Switched { peer } => format!("* now talking to {peer}"),
+        Notice::History { peer, lines } => {
+            let mut text = format!("--- {} lines with {peer} ---", lines.len());
+            for line in lines {
+                text.push('\n');
+                text.push_str(&chat_line(line));
+            }
+            text
+        }
+        Notice::Error(text) => format!("error: {text}"),
+    }
 }
 
 /// The terminal: reads the user's lines and prints without garbling the prompt.
@@ -183,6 +380,14 @@ impl Terminal {
             writeln!(out, "{text}")
         };
         let _ = result.and_then(|()| out.flush());
+    }
+
+    /// Sets the prompt: the active session's peer, or none.
+    pub fn set_prompt(&mut self, active: Option<&str>) {
+        self.prompt = match active {
+            Some(peer) => format!("{peer}> "),
+            None => "> ".into(),
+        };
     }
 
     /// Draws the command prompt (terminals only).
@@ -253,6 +458,51 @@ mod tests {
             ("\\q", UserCommand::Quit),
             ("/quit", UserCommand::Quit),
             ("hello there", UserCommand::Text("hello there".into())),
+            ("\\c bob", UserCommand::Connect { user: "bob".into() }),
+            ("\\accept", UserCommand::Accept { user: None }),
+            (
+                "\\ACCEPT bob",
+                UserCommand::Accept {
+                    user: Some("bob".into()),
+                },
+            ),
+            (
+                "\\decline bob",
+                UserCommand::Decline {
+                    user: Some("bob".into()),
+                },
+            ),
+            ("\\sessions", UserCommand::Sessions),
+            ("\\switch bob", UserCommand::Switch { user: "bob".into() }),
+            ("\\CLOSE_SESSION", UserCommand::Close { user: None }),
+            (
+                "\\close bob",
+                UserCommand::Close {
+                    user: Some("bob".into()),
+                },
+            ),
+            (
+                "\\history bob",
+                UserCommand::History {
+                    user: "bob".into(),
+                    n: DEFAULT_HISTORY,
+                },
+            ),
+            (
+                "\\history bob 5",
+                UserCommand::History {
+                    user: "bob".into(),
+                    n: 5,
+                },
+            ),
+            ("\\reconnect", UserCommand::Reconnect),
+            (
+                "@bob  hi there",
+                UserCommand::SendTo {
+                    user: "bob".into(),
+                    text: "hi there".into(),
+                },
+            ),
             ("   ", UserCommand::Empty),
         ] {
             assert_eq!(parse_input(line).unwrap(), want, "{line}");
@@ -261,6 +511,18 @@ mod tests {
 
     #[test]
     fn bad_commands_explain_themselves() {
+        assert_eq!(
+            parse_input("\\connect").unwrap_err(),
+            "usage: \\connect <user>"
+        );
+        assert_eq!(
+            parse_input("\\accept a b").unwrap_err(),
+            "usage: \\accept [user]"
+        );
+        assert!(parse_input("\\history bob x").is_err());
+        assert!(parse_input("\\history bob 0").is_err());
+        assert_eq!(parse_input("@bob").unwrap_err(), "usage: @<user> <text>");
+        assert_eq!(parse_input("@ hi").unwrap_err(), "usage: @<user> <text>");
         assert_eq!(
             parse_input("\\frob").unwrap_err(),
             "unknown command \\frob; type \\help"

@@ -66,6 +66,16 @@ codes! {
     BadEncoding = 414, "BAD_ENCODING";
     /// The port is not a number from 1 to 65535.
     BadPort = 415, "BAD_PORT";
+    /// A peer connection presented no valid ticket for this client.
+    BadTicket = 421, "BAD_TICKET";
+    /// A peer sent more lines than the flood limit allows.
+    Flood = 429, "FLOOD";
+    /// A client already has as many sessions as it allows.
+    TooManySessions = 431, "TOO_MANY_SESSIONS";
+    /// No such session, or not one of yours.
+    NoSession = 432, "NO_SESSION";
+    /// A peer message arrived at the wrong moment (chat before ACCEPT, say).
+    OutOfOrder = 433, "OUT_OF_ORDER";
     /// The server failed; try again.
     Internal = 500, "INTERNAL";
     /// The server has as many connections as it allows.

@@ -54,3 +54,50 @@ pub const MAX_LIST_LINES: usize = 1_000_000;
 /// How long the server waits for a writer to push bytes into a client's socket before it
 /// considers the client dead.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most chat sessions (open or being asked) one client keeps at once; more are refused
+/// with `ERR 431 TOO_MANY_SESSIONS`.
+pub const MAX_SESSIONS: usize = 16;
+
+/// Most incoming peer connections that may be in their handshake at once; more are
+/// closed at once, so a port scan or a flood of idle sockets cannot pin threads.
+pub const MAX_HANDSHAKES: usize = 32;
+
+/// How long an incoming peer connection has to send its `HELLO`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a ticket from the server stays usable if nobody presents it.
+pub const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// How long a `HELLO` with a ticket we have not heard of yet waits for the server's
+/// `EVENT SESSION_REQUEST` (the two travel different roads and may cross).
+pub const TICKET_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the person asked to chat has to accept before the request is declined.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the requester waits for `ACCEPT` or `DECLINE`: the accept timeout plus slack.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(40);
+
+/// How long to wait for a peer to accept the TCP connection.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A peer link that has sent nothing else for this long gets a `PING`.
+pub const PEER_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A peer link that has received nothing (not even `PING`) for this long is dead.
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Lines a peer may send in one burst before the flood limit applies.
+pub const FLOOD_BURST: u32 = 1000;
+
+/// Lines per second a peer may send once its burst is spent; past that the link is
+/// closed with `ERR 429 FLOOD`.
+pub const FLOOD_RATE: u32 = 200;
+
+/// Messages that may wait to be written to one peer; a peer that stops reading until
+/// this fills is disconnected, so typing never blocks.
+pub const PEER_QUEUE: usize = 1024;
+
+/// Longest chat text, in bytes, that fits in one `MSG` line with its stamp.
+pub const MAX_CHAT_TEXT: usize = MAX_LINE - 32;

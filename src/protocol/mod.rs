@@ -6,7 +6,9 @@
 pub mod codes;
 pub mod limits;
 pub mod line;
+pub mod peer_msg;
 pub mod server_msg;
+pub mod ticket;
 
 use codes::ErrorCode;
 

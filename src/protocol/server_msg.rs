@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use super::ParseError;
 use super::codes::ErrorCode;
 use super::limits::{MAX_LIST_LINES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN};
+use super::ticket::Ticket;
 
 /// Protocol version announced in `HELLO`.
 pub const VERSION: u32 = 1;
@@ -67,6 +68,21 @@ pub enum Reply {
     Pong,
     /// `OK BYE`: the server closes next.
     Bye,
+    /// `OK SESSION <id> <user> <addr> <ticket>`: connect to `addr` and present `ticket`.
+    Session {
+        /// The server's session id.
+        id: u64,
+        /// The user asked for, as registered.
+        user: String,
+        /// Where that user accepts peers.
+        addr: SocketAddr,
+        /// The one-time ticket for this session.
+        ticket: Ticket,
+    },
+    /// `OK SESSION_OPEN <id>`: the server noted that the session was accepted.
+    SessionOpened { id: u64 },
+    /// `OK SESSION_END <id>`: the server noted that the session ended.
+    SessionEnded { id: u64 },
 }
 
 /// Something the server pushes unasked: the words after `EVENT`.
@@ -78,6 +94,16 @@ pub enum Event {
     Offline { user: String },
     /// `EVENT SHUTDOWN <message>`
     Shutdown { message: String },
+    /// `EVENT SESSION_REQUEST <id> <from> <ticket>`: `from` will connect to us with
+    /// `ticket` for session `id`.
+    SessionRequest {
+        /// The server's session id.
+        id: u64,
+        /// The requesting user.
+        from: String,
+        /// The ticket `from` will present.
+        ticket: Ticket,
+    },
     /// A kind this version does not know; clients ignore it (protocol.md §5).
     Unknown { kind: String, rest: String },
 }
@@ -194,6 +220,21 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
         "SHUTDOWN" => Event::Shutdown {
             message: rest.to_string(),
         },
+        "SESSION_REQUEST" => {
+            let words: Vec<&str> = rest.split(' ').collect();
+            match words.as_slice() {
+                [id, from, ticket] => Event::SessionRequest {
+                    id: parse_id(id)?,
+                    from: from.to_string(),
+                    ticket: parse_ticket(ticket)?,
+                },
+                _ => {
+                    return Err(ParseError::bad(
+                        "usage: EVENT SESSION_REQUEST <id> <from> <ticket>",
+                    ));
+                }
+            }
+        }
         "" => return Err(ParseError::bad("EVENT without a kind")),
         other => Event::Unknown {
             kind: other.to_string(),
@@ -220,6 +261,14 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             user: user.to_string(),
             addr: parse_addr(addr)?,
         },
+        ("SESSION", [id, user, addr, ticket]) => Reply::Session {
+            id: parse_id(id)?,
+            user: user.to_string(),
+            addr: parse_addr(addr)?,
+            ticket: parse_ticket(ticket)?,
+        },
+        ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
+        ("SESSION_END", [id]) => Reply::SessionEnded { id: parse_id(id)? },
         ("PONG", []) => Reply::Pong,
         ("BYE", []) => Reply::Bye,
         ("HELP", [count]) if count.parse::<usize>().ok() == Some(body.len()) => Reply::Help {
@@ -243,6 +292,15 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
 fn parse_addr(text: &str) -> Result<SocketAddr, ParseError> {
     text.parse()
         .map_err(|_| ParseError::bad(format!("not an address: {text}")))
+}
+
+fn parse_id(text: &str) -> Result<u64, ParseError> {
+    text.parse()
+        .map_err(|_| ParseError::bad(format!("not a session id: {}", shorten(text))))
+}
+
+fn parse_ticket(text: &str) -> Result<Ticket, ParseError> {
+    Ticket::parse(text).ok_or_else(|| ParseError::bad("malformed ticket"))
 }
 
 fn single_name(text: &str) -> Result<String, ParseError> {
@@ -280,6 +338,9 @@ impl fmt::Display for ServerMsg {
                 Event::Online { user } => write!(f, "EVENT ONLINE {user}"),
                 Event::Offline { user } => write!(f, "EVENT OFFLINE {user}"),
                 Event::Shutdown { message } => write!(f, "EVENT SHUTDOWN {}", one_line(message)),
+                Event::SessionRequest { id, from, ticket } => {
+                    write!(f, "EVENT SESSION_REQUEST {id} {from} {ticket}")
+                }
                 Event::Unknown { kind, rest } => {
                     write!(f, "EVENT {} {}", one_line(kind), one_line(rest))
                 }
@@ -289,6 +350,14 @@ impl fmt::Display for ServerMsg {
                 Reply::LoggedIn { user } => write!(f, "OK LOGGED_IN {user}"),
                 Reply::Welcome { user, addr } => write!(f, "OK WELCOME {user} {addr}"),
                 Reply::Info { user, addr } => write!(f, "OK INFO {user} {addr}"),
+                Reply::Session {
+                    id,
+                    user,
+                    addr,
+                    ticket,
+                } => write!(f, "OK SESSION {id} {user} {addr} {ticket}"),
+                Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
+                Reply::SessionEnded { id } => write!(f, "OK SESSION_END {id}"),
                 Reply::Pong => write!(f, "OK PONG"),
                 Reply::Bye => write!(f, "OK BYE"),
                 Reply::Help { lines } => {
@@ -319,6 +388,69 @@ pub enum Command {
     Ping,
     /// `QUIT` (alias `DISCONNECT_CLIENT`)
     Quit,
+    /// `CONNECT <username>`: ask for a chat session with an online user.
+    Connect { user: String },
+    /// `SESSION_OPEN <id>`: the target reports that it accepted session `id`.
+    SessionOpen { id: u64 },
+    /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
+    SessionEnd { id: u64, reason: EndReason },
+}
+
+/// Why a session ended, as recorded in the server's session log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A participant closed it.
+    Closed,
+    /// The target declined.
+    Declined,
+    /// The target did not answer in time.
+    Timeout,
+    /// The connection between the peers broke (a peer vanished).
+    PeerLost,
+    /// The target refused the connection (bad ticket, too many sessions, an error).
+    Refused,
+    /// The requester could not reach the target.
+    Unreachable,
+    /// Both participants went offline (recorded by the server).
+    Offline,
+    /// The server restarted while the session was open (recorded by the server).
+    ServerRestart,
+}
+
+impl EndReason {
+    /// Every reason, for tests and docs.
+    pub const ALL: &'static [EndReason] = &[
+        EndReason::Closed,
+        EndReason::Declined,
+        EndReason::Timeout,
+        EndReason::PeerLost,
+        EndReason::Refused,
+        EndReason::Unreachable,
+        EndReason::Offline,
+        EndReason::ServerRestart,
+    ];
+
+    /// The word on the wire and in the log.
+    pub fn word(self) -> &'static str {
+        match self {
+            EndReason::Closed => "closed",
+            EndReason::Declined => "declined",
+            EndReason::Timeout => "timeout",
+            EndReason::PeerLost => "peer_lost",
+            EndReason::Refused => "refused",
+            EndReason::Unreachable => "unreachable",
+            EndReason::Offline => "offline",
+            EndReason::ServerRestart => "server_restart",
+        }
+    }
+
+    /// Parses a word (case-insensitive).
+    pub fn from_word(word: &str) -> Option<EndReason> {
+        EndReason::ALL
+            .iter()
+            .copied()
+            .find(|r| r.word().eq_ignore_ascii_case(word))
+    }
 }
 
 /// Every command with its usage and meaning; the server's HELP text and the argument
@@ -338,6 +470,21 @@ pub const COMMANDS: &[CommandSpec] = &[
         names: &["INFO", "GET_CLIENT_INFO"],
         args: &["<username>"],
         meaning: "where an online user listens for peers",
+    },
+    CommandSpec {
+        names: &["CONNECT"],
+        args: &["<username>"],
+        meaning: "start a chat session: get the user's address and a one-time ticket",
+    },
+    CommandSpec {
+        names: &["SESSION_OPEN"],
+        args: &["<id>"],
+        meaning: "report that you accepted session <id>",
+    },
+    CommandSpec {
+        names: &["SESSION_END"],
+        args: &["<id>", "<reason>"],
+        meaning: "report that session <id> ended (closed, declined, timeout, peer_lost, refused, unreachable)",
     },
     CommandSpec {
         names: &["PING"],
@@ -411,6 +558,16 @@ impl Command {
             },
             ("PING", []) => Command::Ping,
             ("QUIT", []) => Command::Quit,
+            ("CONNECT", [user]) => Command::Connect {
+                user: user.to_string(),
+            },
+            ("SESSION_OPEN", [id]) => Command::SessionOpen { id: parse_id(id)? },
+            ("SESSION_END", [id, reason]) => Command::SessionEnd {
+                id: parse_id(id)?,
+                reason: EndReason::from_word(reason).ok_or_else(|| {
+                    ParseError::bad(format!("unknown reason {}", shorten(reason)))
+                })?,
+            },
             _ => return Err(ParseError::bad(format!("usage: {}", spec.usage()))),
         };
         Ok(Some(command))
@@ -432,6 +589,9 @@ impl fmt::Display for Command {
             Command::Info { user } => write!(f, "INFO {user}"),
             Command::Ping => write!(f, "PING"),
             Command::Quit => write!(f, "QUIT"),
+            Command::Connect { user } => write!(f, "CONNECT {user}"),
+            Command::SessionOpen { id } => write!(f, "SESSION_OPEN {id}"),
+            Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
         }
     }
 }
@@ -717,6 +877,15 @@ mod tests {
             ("Ping", Command::Ping),
             ("quit", Command::Quit),
             ("DISCONNECT_CLIENT", Command::Quit),
+            ("connect bob", Command::Connect { user: "bob".into() }),
+            ("SESSION_OPEN 12", Command::SessionOpen { id: 12 }),
+            (
+                "session_end 12 PEER_LOST",
+                Command::SessionEnd {
+                    id: 12,
+                    reason: EndReason::PeerLost,
+                },
+            ),
         ];
         for (line, want) in cases {
             let got = Command::parse(line).unwrap().unwrap();
@@ -736,8 +905,21 @@ mod tests {
         assert_eq!(code("INFO a b"), ErrorCode::BadRequest);
         assert_eq!(code("LIST everyone"), ErrorCode::BadRequest);
         assert_eq!(code("QUIT now"), ErrorCode::BadRequest);
+        assert_eq!(code("CONNECT"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_OPEN x"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_OPEN -1"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_END 1 exploded"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_END 1"), ErrorCode::BadRequest);
         let long = "X".repeat(1000);
         assert!(Command::parse(&long).unwrap_err().message.len() < 100);
+    }
+
+    #[test]
+    fn end_reasons_round_trip() {
+        for &reason in EndReason::ALL {
+            assert_eq!(EndReason::from_word(reason.word()), Some(reason));
+        }
+        assert_eq!(EndReason::from_word("nope"), None);
     }
 
     #[test]

@@ -154,10 +154,11 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
     };
     if let Some((name, others)) = shared.registry.remove_connection(id) {
         log::info!("{peer} {name}: offline ({end:?})");
-        let event = ServerMsg::Event(Event::Offline { user: name });
+        let event = ServerMsg::Event(Event::Offline { user: name.clone() });
         for outbox in others {
             outbox.send(&event);
         }
+        commands::close_abandoned_sessions(&shared, &name);
     }
     match end {
         End::Gone => conn.outbox.kill(),

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod login;
 pub mod outbox;
 pub mod registry;
+pub mod session_log;
 pub mod store;
 
 use std::io::{self, Write};
@@ -127,6 +128,12 @@ pub fn run(
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
     let dummy_hash = bcrypt::hash(random, config.bcrypt_cost)?;
+    match store.end_all_open_sessions(crate::protocol::server_msg::EndReason::ServerRestart.word())
+    {
+        Ok(0) => {}
+        Ok(n) => log::info!("{n} session(s) left open by the last run marked server_restart"),
+        Err(e) => log::error!("closing sessions of the last run: {e}"),
+    }
     let shared = Arc::new(Shared {
         registry: Registry::default(),
         store,

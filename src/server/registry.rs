@@ -127,6 +127,14 @@ impl Registry {
         Some((user.name.clone(), user.addr?))
     }
 
+    /// Like [`Registry::lookup`], with the user's outbox to push an event to them.
+    pub fn lookup_with_outbox(&self, key: &str) -> Option<(String, SocketAddr, Outbox)> {
+        let inner = self.lock();
+        let user = inner.users.get(key)?;
+        let outbox = inner.conns.get(&user.conn)?.clone();
+        Some((user.name.clone(), user.addr?, outbox))
+    }
+
     /// Every live connection's outbox.
     pub fn all_outboxes(&self) -> Vec<Outbox> {
         self.lock().conns.values().cloned().collect()

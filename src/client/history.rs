@@ -1,0 +1,120 @@
+//! The client's local record of chat lines, per peer, in its own SQLite file.
+//!
+//! Owns `<data-dir>/<user>/history.db`: schema, writing each line sent or received, and
+//! reading the last lines with a peer. One file per user, so two clients on one machine
+//! never share one. It must not print or talk to the network.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use crate::error::Result;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL COLLATE NOCASE,
+        sender TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_peer ON messages (peer, id);"];
+
+/// One stored line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Who wrote it (us or the peer).
+    pub sender: String,
+    /// When the sender sent it (Unix ms, sender's clock).
+    pub at_ms: u64,
+    /// What was said.
+    pub text: String,
+}
+
+/// An open history file.
+pub struct History {
+    conn: Connection,
+}
+
+/// Where a user's history lives under `data_dir`.
+pub fn path_for(data_dir: &Path, user: &str) -> PathBuf {
+    data_dir.join(user.to_ascii_lowercase()).join("history.db")
+}
+
+impl History {
+    /// Opens (creating if needed) the history file at `path`.
+    pub fn open(path: &Path) -> Result<History> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(History { conn })
+    }
+
+    /// Stores one line of the conversation with `peer`.
+    pub fn record(&self, peer: &str, sender: &str, at_ms: u64, text: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO messages (peer, sender, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
+            params![peer, sender, at_ms as i64, text],
+        )?;
+        Ok(())
+    }
+
+    /// The last `n` lines with `peer`, oldest first.
+    pub fn last(&self, peer: &str, n: usize) -> Result<Vec<Line>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sender, at_ms, text FROM
+               (SELECT id, sender, at_ms, text FROM messages WHERE peer = ?1 ORDER BY id DESC LIMIT ?2)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![peer, n as i64], |r| {
+            Ok(Line {
+                sender: r.get(0)?,
+                at_ms: r.get::<_, i64>(1)? as u64,
+                text: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_per_peer_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "Alice");
+        assert!(path.ends_with("alice/history.db"));
+        let history = History::open(&path).unwrap();
+        for i in 0..30 {
+            history
+                .record(
+                    "bob",
+                    if i % 2 == 0 { "alice" } else { "bob" },
+                    i,
+                    &format!("line {i}"),
+                )
+                .unwrap();
+        }
+        history.record("carol", "carol", 99, "other").unwrap();
+        let last = history.last("BOB", 20).unwrap();
+        assert_eq!(last.len(), 20);
+        assert_eq!(last[0].text, "line 10");
+        assert_eq!(last[19].text, "line 29");
+        drop(history);
+        let reopened = History::open(&path).unwrap();
+        assert_eq!(reopened.last("carol", 5).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,461 @@
+//! Direct connections between peers: the listener, the handshake, and one reader and
+//! one writer thread per established link.
+//!
+//! Owns peer sockets. Incoming connections must send a `HELLO` within the handshake
+//! timeout and are handed to the UI loop as [`Incoming`] for the ticket check; outgoing
+//! ones present a ticket and wait for `ACCEPT`. Established links answer `PING`, send
+//! keep-alives, enforce the flood limit and report every other message as a
+//! [`PeerEvent`]. It must not decide who may connect (that is `sessions`) nor print.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::{
+    ANSWER_WAIT, FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, MAX_LINE,
+    PEER_CONNECT_TIMEOUT, PEER_IDLE_TIMEOUT, PEER_PING_INTERVAL, PEER_QUEUE, WRITE_TIMEOUT,
+};
+use crate::protocol::line::{LineError, LineReader, write_lines};
+use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
+use crate::protocol::server_msg::EndReason;
+use crate::protocol::ticket::Ticket;
+
+/// Identifies one established link inside this client.
+pub type LinkId = u64;
+
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
+/// Small stacks: these threads only move lines.
+const THREAD_STACK: usize = 128 * 1024;
+
+/// What the peer threads report to the UI loop.
+pub enum PeerEvent {
+    /// Someone connected and said `HELLO`; the ticket is not checked yet.
+    Incoming(Incoming),
+    /// Our request to `peer` for `session` was answered (or failed).
+    Answered {
+        /// The server's session id.
+        session: u64,
+        /// The user we asked.
+        peer: String,
+        /// The open link, or why there is none.
+        result: Result<PeerLink, (EndReason, String)>,
+    },
+    /// A message on an established link (never `PING` or `PONG`).
+    Msg { link: LinkId, msg: PeerMsg },
+    /// An established link ended; nothing more comes from it.
+    Closed { link: LinkId, why: String },
+}
+
+/// What an incoming `HELLO` claims.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// The user the connecting side says it is.
+    pub from: String,
+    /// The session it says it comes for.
+    pub session: u64,
+    /// The ticket it presents.
+    pub ticket: Ticket,
+}
+
+/// An incoming connection that has said `HELLO` and waits to be accepted or refused.
+pub struct Incoming {
+    /// The claim to check.
+    pub hello: Hello,
+    /// The connecting address, for logs.
+    pub remote: SocketAddr,
+    stream: TcpStream,
+    reader: LineReader<TcpStream>,
+}
+
+impl Incoming {
+    /// Refuses with an `ERR` line and closes.
+    pub fn refuse(self, code: ErrorCode, message: &str) {
+        log::warn!("refused a peer connection from {}: {message}", self.remote);
+        let line = PeerMsg::Err {
+            code,
+            message: message.to_string(),
+        };
+        send_last(&self.stream, &line);
+    }
+
+    /// Declines (the person said no, or did not answer) and closes.
+    pub fn decline(self, reason: EndReason) {
+        send_last(
+            &self.stream,
+            &PeerMsg::Decline {
+                reason: reason.word().to_string(),
+            },
+        );
+    }
+
+    /// Accepts: sends `ACCEPT` and starts the link's threads.
+    pub fn accept(self, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+        let mut out = &self.stream;
+        self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        write_lines(&mut out, &PeerMsg::Accept.to_wire())?;
+        PeerLink::start(self.stream, self.reader, events.clone())
+    }
+}
+
+/// One line and a FIN on a connection we are giving up on; never blocks for long.
+fn send_last(stream: &TcpStream, msg: &PeerMsg) {
+    let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let mut out = stream;
+    let _ = write_lines(&mut out, &msg.to_wire());
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+enum Out {
+    Line(String),
+    Close,
+}
+
+/// An established link: queue lines to the peer; the reader reports what comes back.
+pub struct PeerLink {
+    /// This link's id in `PeerEvent`s.
+    pub id: LinkId,
+    /// The writer thread's queue.
+    tx: Sender<Out>,
+    /// The socket, to cut it from any thread.
+    stream: Arc<TcpStream>,
+}
+
+impl PeerLink {
+    fn start(
+        stream: TcpStream,
+        reader: LineReader<TcpStream>,
+        events: Sender<PeerEvent>,
+    ) -> io::Result<PeerLink> {
+        let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        reader.get_ref().set_read_timeout(Some(PEER_IDLE_TIMEOUT))?;
+        let stream = Arc::new(stream);
+        let (tx, rx) = bounded(PEER_QUEUE);
+        let writer_stream = Arc::clone(&stream);
+        thread::Builder::new()
+            .name(format!("peer-write-{id}"))
+            .stack_size(THREAD_STACK)
+            .spawn(move || write_loop(&writer_stream, &rx))?;
+        let reader_tx = tx.clone();
+        let reader_stream = Arc::clone(&stream);
+        thread::Builder::new()
+            .name(format!("peer-read-{id}"))
+            .stack_size(THREAD_STACK)
+            .spawn(move || read_loop(reader, id, &reader_tx, &events, &reader_stream))?;
+        Ok(PeerLink { id, tx, stream })
+    }
+
+    /// Queues a message. False if the link is gone, or if the peer stopped reading and
+    /// the queue is full (the link is then cut).
+    pub fn send(&self, msg: &PeerMsg) -> bool {
+        match self.tx.try_send(Out::Line(msg.to_wire())) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                log::warn!("peer link {} is not reading; cutting it", self.id);
+                self.kill();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Sends `CLOSE <reason>` after what is queued, then a FIN.
+    pub fn close(&self, reason: &str) {
+        self.send(&PeerMsg::Close {
+            reason: reason.to_string(),
+        });
+        let _ = self.tx.try_send(Out::Close);
+    }
+
+    /// Cuts the connection now.
+    pub fn kill(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// A token bucket: `FLOOD_BURST` lines at once, then `FLOOD_RATE` per second.
+struct FloodLimit {
+    tokens: f64,
+    last: Instant,
+}
+
+impl FloodLimit {
+    fn new() -> FloodLimit {
+        FloodLimit {
+            tokens: f64::from(FLOOD_BURST),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(FLOOD_RATE);
+        self.tokens = (self.tokens + refill).min(f64::from(FLOOD_BURST));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn read_loop(
+    mut reader: LineReader<TcpStream>,
+    id: LinkId,
+    tx: &Sender<Out>,
+    events: &Sender<PeerEvent>,
+    stream: &TcpStream,
+) {
+    let mut flood = FloodLimit::new();
+    let reply = |msg: PeerMsg| {
+        let _ = tx.try_send(Out::Line(msg.to_wire()));
+    };
+    let err = |code: ErrorCode, message: String| PeerMsg::Err { code, message };
+    let why = loop {
+        match reader.read_line() {
+            Ok(None) => break "the connection closed".to_string(),
+            Ok(Some(line)) => {
+                if !flood.allow() {
+                    reply(err(ErrorCode::Flood, "too many lines; closing".into()));
+                    let _ = tx.try_send(Out::Close);
+                    break "it sent too many lines (flood limit)".to_string();
+                }
+                match PeerMsg::parse(&line) {
+                    Ok(PeerMsg::Ping) => reply(PeerMsg::Pong),
+                    Ok(PeerMsg::Pong) => {}
+                    Ok(msg) => {
+                        let last = matches!(msg, PeerMsg::Close { .. } | PeerMsg::Err { .. });
+                        if events.send(PeerEvent::Msg { link: id, msg }).is_err() {
+                            return;
+                        }
+                        if last {
+                            break "the peer closed the session".to_string();
+                        }
+                    }
+                    Err(e) => reply(err(e.code, e.message)),
+                }
+            }
+            Err(LineError::BadUtf8) => reply(err(
+                ErrorCode::BadEncoding,
+                "the line is not valid UTF-8".into(),
+            )),
+            Err(LineError::TooLong) => {
+                reply(err(
+                    ErrorCode::LineTooLong,
+                    format!("a line may hold at most {MAX_LINE} bytes"),
+                ));
+                let _ = tx.try_send(Out::Close);
+                break "it sent an overlong line".to_string();
+            }
+            Err(e) if e.is_timeout() => {
+                break format!("no sign of life for {} s", PEER_IDLE_TIMEOUT.as_secs());
+            }
+            Err(LineError::Io(e)) => break format!("connection error: {e}"),
+        }
+    };
+    log::debug!("peer link {id} ended: {why}");
+    let _ = stream.shutdown(Shutdown::Read);
+    let _ = events.send(PeerEvent::Closed { link: id, why });
+}
+
+fn write_loop(stream: &TcpStream, rx: &Receiver<Out>) {
+    let mut out = stream;
+    loop {
+        let text = match rx.recv_timeout(PEER_PING_INTERVAL) {
+            Ok(Out::Line(text)) => text,
+            Ok(Out::Close) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => PeerMsg::Ping.to_wire(),
+        };
+        if let Err(e) = write_lines(&mut out, &text) {
+            log::debug!("writing to a peer failed: {e}");
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Accepts peer connections on `listener` until the process ends, reading each one's
+/// `HELLO` on a short-lived thread.
+pub fn spawn_listener(listener: TcpListener, events: Sender<PeerEvent>) -> io::Result<()> {
+    let in_handshake = Arc::new(AtomicUsize::new(0));
+    thread::Builder::new()
+        .name("peer-listen".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        log::warn!("accepting a peer failed: {e}");
+                        thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                };
+                if in_handshake.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+                    log::warn!("too many peer handshakes at once; dropping a connection");
+                    continue;
+                }
+                in_handshake.fetch_add(1, Ordering::SeqCst);
+                let counter = Arc::clone(&in_handshake);
+                let events = events.clone();
+                let spawned = thread::Builder::new()
+                    .name("peer-hello".into())
+                    .stack_size(THREAD_STACK)
+                    .spawn(move || {
+                        handshake(stream, &events);
+                        counter.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    in_handshake.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
+    let Ok(remote) = stream.peer_addr() else {
+        return;
+    };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    if stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err() {
+        return;
+    }
+    let mut reader = LineReader::new(read_half, MAX_LINE);
+    let refuse = |code: ErrorCode, message: &str| {
+        log::warn!("peer connection from {remote} refused: {message}");
+        send_last(
+            &stream,
+            &PeerMsg::Err {
+                code,
+                message: message.to_string(),
+            },
+        );
+    };
+    let line = match reader.read_line() {
+        Ok(Some(line)) => line,
+        Ok(None) => return,
+        Err(LineError::BadUtf8) => {
+            return refuse(ErrorCode::BadEncoding, "the line is not valid UTF-8");
+        }
+        Err(LineError::TooLong) => return refuse(ErrorCode::LineTooLong, "overlong line"),
+        Err(e) if e.is_timeout() => return refuse(ErrorCode::Timeout, "no HELLO in time"),
+        Err(LineError::Io(_)) => return,
+    };
+    match PeerMsg::parse(&line) {
+        Ok(PeerMsg::Hello {
+            version,
+            from,
+            session,
+            ticket,
+        }) => {
+            if version != PEER_VERSION {
+                return refuse(ErrorCode::BadRequest, "unsupported peer protocol version");
+            }
+            let incoming = Incoming {
+                hello: Hello {
+                    from,
+                    session,
+                    ticket,
+                },
+                remote,
+                stream,
+                reader,
+            };
+            let _ = events.send(PeerEvent::Incoming(incoming));
+        }
+        Ok(_) => refuse(ErrorCode::OutOfOrder, "the first line must be HELLO"),
+        Err(e) => refuse(e.code, &e.message),
+    }
+}
+
+/// Connects to `peer` at `addr` for `session`, presents `ticket` and waits for the answer
+/// on a thread of its own; the outcome arrives as [`PeerEvent::Answered`].
+pub fn request(
+    me: &str,
+    peer: &str,
+    session: u64,
+    addr: SocketAddr,
+    ticket: Ticket,
+    events: Sender<PeerEvent>,
+) -> io::Result<()> {
+    let hello = PeerMsg::Hello {
+        version: PEER_VERSION,
+        from: me.to_string(),
+        session,
+        ticket,
+    };
+    let peer = peer.to_string();
+    thread::Builder::new()
+        .name("peer-connect".into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let result = ask_peer(addr, &hello, &events);
+            let _ = events.send(PeerEvent::Answered {
+                session,
+                peer,
+                result,
+            });
+        })?;
+    Ok(())
+}
+
+fn ask_peer(
+    addr: SocketAddr,
+    hello: &PeerMsg,
+    events: &Sender<PeerEvent>,
+) -> Result<PeerLink, (EndReason, String)> {
+    let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
+    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT).map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(ANSWER_WAIT))
+        .map_err(unreachable)?;
+    let mut out = &stream;
+    write_lines(&mut out, &hello.to_wire()).map_err(unreachable)?;
+    let mut reader = LineReader::new(stream.try_clone().map_err(unreachable)?, MAX_LINE);
+    loop {
+        let line = match reader.read_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => return Err((EndReason::Refused, "the peer closed the connection".into())),
+            Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
+            Err(_) => {
+                return Err((
+                    EndReason::Refused,
+                    "the peer sent something unreadable".into(),
+                ));
+            }
+        };
+        match PeerMsg::parse(&line) {
+            Ok(PeerMsg::Accept) => {
+                return PeerLink::start(stream, reader, events.clone())
+                    .map_err(|e| (EndReason::PeerLost, format!("cannot start the link: {e}")));
+            }
+            Ok(PeerMsg::Decline { reason }) => {
+                let why = EndReason::from_word(reason.split(' ').next().unwrap_or(""))
+                    .filter(|r| *r == EndReason::Timeout)
+                    .unwrap_or(EndReason::Declined);
+                return Err((why, reason));
+            }
+            Ok(PeerMsg::Err { message, .. }) => return Err((EndReason::Refused, message)),
+            Ok(PeerMsg::Ping) | Ok(PeerMsg::Pong) => {}
+            Ok(_) | Err(_) => {
+                return Err((EndReason::Refused, "the peer broke the protocol".into()));
+            }
+        }
+    }
+}

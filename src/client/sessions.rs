@@ -1,0 +1,623 @@
+//! The client's chat sessions: tickets from the server, requests waiting for an answer,
+//! open sessions and which one is active.
+//!
+//! Owns who may connect to us (a valid, unused ticket for a session addressed to us,
+//! from the user the server named), the life of each session, what is said in it (to
+//! history), and what the server must be told. It reports to the front end through
+//! typed [`Notice`]s and to the server through queued [`Command`]s; it must not print,
+//! read the terminal or own sockets (`peer_link` does).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+
+use super::history::{History, Line};
+use super::peer_link::{self, Incoming, LinkId, PeerEvent, PeerLink};
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::{
+    ACCEPT_TIMEOUT, MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL,
+};
+use crate::protocol::peer_msg::PeerMsg;
+use crate::protocol::server_msg::{Command, EndReason};
+use crate::protocol::ticket::Ticket;
+
+/// Lines of history shown when a session opens.
+pub const HISTORY_ON_OPEN: usize = 20;
+
+/// How long a used ticket is remembered, to refuse a replay at once.
+const USED_MEMORY: Duration = Duration::from_secs(600);
+
+/// Who ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closer {
+    /// We did (`\close`, quitting).
+    Me,
+    /// The peer sent `CLOSE` or `ERR`.
+    Peer,
+    /// The connection broke.
+    Lost,
+}
+
+/// The state of one entry in `\sessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Open and receiving what we type.
+    Active,
+    /// Open.
+    Open,
+    /// We asked; no answer yet.
+    Asking,
+    /// They asked; waiting for us to accept or decline.
+    Asked,
+}
+
+/// Something the person should see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A chat line from a peer.
+    Chat {
+        peer: String,
+        line: Line,
+        active: bool,
+    },
+    /// `from` wants to chat and must be answered within `within`.
+    Request { from: String, within: Duration },
+    /// A request from `from` was declined because nobody answered.
+    RequestExpired { from: String },
+    /// We declined `from`.
+    Declined { from: String },
+    /// We asked the server to connect us to `peer`.
+    Asking { peer: String },
+    /// A session with `peer` is open (and active), with the last lines said.
+    Opened { peer: String, history: Vec<Line> },
+    /// Our request to `peer` came to nothing.
+    NotOpened {
+        peer: String,
+        reason: EndReason,
+        detail: String,
+    },
+    /// A session ended.
+    Closed {
+        peer: String,
+        by: Closer,
+        why: String,
+    },
+    /// The answer to `\sessions`.
+    Sessions { list: Vec<(String, State)> },
+    /// The active session changed.
+    Switched { peer: String },
+    /// The answer to `\history`.
+    History { peer: String, lines: Vec<Line> },
+    /// Something the person asked for cannot be done.
+    Error(String),
+}
+
+struct Expected {
+    session: u64,
+    from: String,
+    expires: Instant,
+}
+
+struct Request {
+    session: u64,
+    from: String,
+    incoming: Incoming,
+    deadline: Instant,
+}
+
+struct Open {
+    session: u64,
+    peer: String,
+    link: PeerLink,
+}
+
+/// All sessions of one logged-in client.
+pub struct Sessions {
+    /// Our username.
+    me: String,
+    /// Where new links report; cloned into each one.
+    events: Sender<PeerEvent>,
+    /// Local history; `None` if it could not be opened (chat still works).
+    history: Option<History>,
+    /// Tickets the server told us about, not presented yet.
+    tickets: HashMap<Ticket, Expected>,
+    /// Tickets presented already, to refuse replays at once.
+    used: HashMap<Ticket, Instant>,
+    /// Connections whose ticket we have not heard of yet, until the grace time ends.
+    parked: Vec<(Incoming, Instant)>,
+    /// Requests waiting for the person's answer.
+    requests: Vec<Request>,
+    /// Our requests waiting for the peer's answer: peer name → session id.
+    outgoing: Vec<(String, u64)>,
+    /// Open sessions.
+    open: Vec<Open>,
+    /// The peer whose session receives plain lines.
+    active: Option<String>,
+    /// For the front end.
+    notices: Vec<Notice>,
+    /// For the server.
+    to_server: Vec<Command>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+impl Sessions {
+    /// No sessions yet.
+    pub fn new(me: &str, events: Sender<PeerEvent>, history: Option<History>) -> Sessions {
+        Sessions {
+            me: me.to_string(),
+            events,
+            history,
+            tickets: HashMap::new(),
+            used: HashMap::new(),
+            parked: Vec::new(),
+            requests: Vec::new(),
+            outgoing: Vec::new(),
+            open: Vec::new(),
+            active: None,
+            notices: Vec::new(),
+            to_server: Vec::new(),
+        }
+    }
+
+    /// What the front end should show since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// What the server should be told since the last call.
+    pub fn take_server_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.to_server)
+    }
+
+    /// The active session's peer.
+    pub fn active_peer(&self) -> Option<&str> {
+        self.active.as_deref()
+    }
+
+    fn count(&self) -> usize {
+        self.open.len() + self.requests.len() + self.outgoing.len()
+    }
+
+    fn report_end(&mut self, session: u64, reason: EndReason) {
+        self.to_server.push(Command::SessionEnd {
+            id: session,
+            reason,
+        });
+    }
+
+    fn error(&mut self, text: impl Into<String>) {
+        self.notices.push(Notice::Error(text.into()));
+    }
+
+    fn last_lines(&self, peer: &str, n: usize) -> Vec<Line> {
+        match &self.history {
+            Some(history) => history.last(peer, n).unwrap_or_else(|e| {
+                log::warn!("reading history: {e}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        }
+    }
+
+    fn remember(&self, peer: &str, sender: &str, at_ms: u64, text: &str) {
+        if let Some(Err(e)) = self
+            .history
+            .as_ref()
+            .map(|h| h.record(peer, sender, at_ms, text))
+        {
+            log::warn!("writing history: {e}");
+        }
+    }
+
+    /// `\connect <user>`: switch to an open session, accept a waiting request from that
+    /// user, or ask the server for a new session.
+    pub fn connect(&mut self, user: &str) {
+        if same(user, &self.me) {
+            return self.error("you cannot chat with yourself");
+        }
+        if self.open.iter().any(|o| same(&o.peer, user)) {
+            return self.switch(user);
+        }
+        if self.requests.iter().any(|r| same(&r.from, user)) {
+            return self.accept(Some(user));
+        }
+        if self.outgoing.iter().any(|(p, _)| same(p, user)) {
+            return self.error(format!("already waiting for {user} to answer"));
+        }
+        if self.count() >= MAX_SESSIONS {
+            return self.error(format!(
+                "you have {MAX_SESSIONS} sessions already; \\close one first"
+            ));
+        }
+        self.to_server.push(Command::Connect {
+            user: user.to_string(),
+        });
+        self.notices.push(Notice::Asking {
+            peer: user.to_string(),
+        });
+    }
+
+    /// The server granted our `CONNECT`: go and present the ticket.
+    pub fn on_granted(&mut self, session: u64, peer: &str, addr: SocketAddr, ticket: Ticket) {
+        if self.open.iter().any(|o| same(&o.peer, peer)) || self.count() >= MAX_SESSIONS {
+            self.report_end(session, EndReason::Refused);
+            return;
+        }
+        match peer_link::request(&self.me, peer, session, addr, ticket, self.events.clone()) {
+            Ok(()) => self.outgoing.push((peer.to_string(), session)),
+            Err(e) => {
+                self.report_end(session, EndReason::Unreachable);
+                self.notices.push(Notice::NotOpened {
+                    peer: peer.to_string(),
+                    reason: EndReason::Unreachable,
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The server says `from` will connect with `ticket` for `session`.
+    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket) {
+        self.tickets.insert(
+            ticket.clone(),
+            Expected {
+                session,
+                from: from.to_string(),
+                expires: Instant::now() + TICKET_TTL,
+            },
+        );
+        if let Some(at) = self
+            .parked
+            .iter()
+            .position(|(inc, _)| inc.hello.ticket == ticket)
+        {
+            let (incoming, _) = self.parked.remove(at);
+            self.check_incoming(incoming);
+        }
+    }
+
+    /// Handles whatever a peer thread reported.
+    pub fn on_peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Incoming(incoming) => self.check_incoming(incoming),
+            PeerEvent::Answered {
+                session,
+                peer,
+                result,
+            } => self.on_answer(session, &peer, result),
+            PeerEvent::Msg { link, msg } => self.on_message(link, msg),
+            PeerEvent::Closed { link, why } => {
+                if let Some(open) = self.take_open_by_link(link) {
+                    self.report_end(open.session, EndReason::PeerLost);
+                    self.notices.push(Notice::Closed {
+                        peer: open.peer,
+                        by: Closer::Lost,
+                        why,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The ticket check: valid, unused, for a session addressed to us, from the user the
+    /// server named. Anything else is refused.
+    fn check_incoming(&mut self, incoming: Incoming) {
+        let ticket = incoming.hello.ticket.clone();
+        if self.used.contains_key(&ticket) {
+            return incoming.refuse(ErrorCode::BadTicket, "this ticket was used already");
+        }
+        let Some(expected) = self.tickets.remove(&ticket) else {
+            self.parked.push((incoming, Instant::now() + TICKET_GRACE));
+            return;
+        };
+        self.used.insert(ticket, Instant::now());
+        let hello = &incoming.hello;
+        if !same(&expected.from, &hello.from) || expected.session != hello.session {
+            return incoming.refuse(
+                ErrorCode::BadTicket,
+                "this ticket is not for this user and session",
+            );
+        }
+        if self.count() >= MAX_SESSIONS || self.open.iter().any(|o| same(&o.peer, &expected.from)) {
+            self.report_end(expected.session, EndReason::Refused);
+            return incoming.refuse(
+                ErrorCode::TooManySessions,
+                "cannot take another session with you now",
+            );
+        }
+        self.notices.push(Notice::Request {
+            from: expected.from.clone(),
+            within: ACCEPT_TIMEOUT,
+        });
+        self.requests.push(Request {
+            session: expected.session,
+            from: expected.from,
+            incoming,
+            deadline: Instant::now() + ACCEPT_TIMEOUT,
+        });
+    }
+
+    fn pick_request(&mut self, user: Option<&str>, verb: &str) -> Option<Request> {
+        let at = match user {
+            Some(user) => self.requests.iter().position(|r| same(&r.from, user)),
+            None if self.requests.len() == 1 => Some(0),
+            None if self.requests.is_empty() => None,
+            None => {
+                self.error(format!("several people are waiting; \\{verb} <user>"));
+                return None;
+            }
+        };
+        match at {
+            Some(at) => Some(self.requests.remove(at)),
+            None => {
+                self.error(match user {
+                    Some(user) => format!("{user} has not asked to chat"),
+                    None => "nobody has asked to chat".to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// `\accept [user]`
+    pub fn accept(&mut self, user: Option<&str>) {
+        let Some(request) = self.pick_request(user, "accept") else {
+            return;
+        };
+        match request.incoming.accept(&self.events) {
+            Ok(link) => {
+                self.to_server.push(Command::SessionOpen {
+                    id: request.session,
+                });
+                self.opened(request.session, request.from, link);
+            }
+            Err(e) => {
+                self.report_end(request.session, EndReason::PeerLost);
+                self.notices.push(Notice::NotOpened {
+                    peer: request.from,
+                    reason: EndReason::PeerLost,
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// `\decline [user]`
+    pub fn decline(&mut self, user: Option<&str>) {
+        let Some(request) = self.pick_request(user, "decline") else {
+            return;
+        };
+        request.incoming.decline(EndReason::Declined);
+        self.report_end(request.session, EndReason::Declined);
+        self.notices.push(Notice::Declined { from: request.from });
+    }
+
+    fn opened(&mut self, session: u64, peer: String, link: PeerLink) {
+        let history = self.last_lines(&peer, HISTORY_ON_OPEN);
+        self.active = Some(peer.clone());
+        self.open.push(Open {
+            session,
+            peer: peer.clone(),
+            link,
+        });
+        self.notices.push(Notice::Opened { peer, history });
+    }
+
+    fn on_answer(
+        &mut self,
+        session: u64,
+        peer: &str,
+        result: Result<PeerLink, (EndReason, String)>,
+    ) {
+        self.outgoing.retain(|(_, s)| *s != session);
+        match result {
+            Ok(link) if self.open.iter().any(|o| same(&o.peer, peer)) => {
+                // Both asked at once and both sessions opened: keep the first.
+                link.close("duplicate session");
+                self.report_end(session, EndReason::Closed);
+            }
+            Ok(link) => self.opened(session, peer.to_string(), link),
+            Err((reason, detail)) => {
+                self.report_end(session, reason);
+                self.notices.push(Notice::NotOpened {
+                    peer: peer.to_string(),
+                    reason,
+                    detail,
+                });
+            }
+        }
+    }
+
+    fn take_open_by_link(&mut self, link: LinkId) -> Option<Open> {
+        let at = self.open.iter().position(|o| o.link.id == link)?;
+        let open = self.open.remove(at);
+        if self.active.as_deref().is_some_and(|a| same(a, &open.peer)) {
+            self.active = self.open.first().map(|o| o.peer.clone());
+        }
+        Some(open)
+    }
+
+    fn on_message(&mut self, link: LinkId, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Msg { at_ms, text } => {
+                let Some(open) = self.open.iter().find(|o| o.link.id == link) else {
+                    return;
+                };
+                let peer = open.peer.clone();
+                self.remember(&peer, &peer, at_ms, &text);
+                let active = self.active.as_deref().is_some_and(|a| same(a, &peer));
+                self.notices.push(Notice::Chat {
+                    peer: peer.clone(),
+                    line: Line {
+                        sender: peer,
+                        at_ms,
+                        text,
+                    },
+                    active,
+                });
+            }
+            PeerMsg::Close { reason } => self.closed_by_peer(link, EndReason::Closed, reason),
+            PeerMsg::Err { code, message } => self.closed_by_peer(
+                link,
+                EndReason::PeerLost,
+                format!("{message} ({})", code.name()),
+            ),
+            other => log::debug!("ignored a peer message out of place: {other:?}"),
+        }
+    }
+
+    fn closed_by_peer(&mut self, link: LinkId, reason: EndReason, why: String) {
+        if let Some(open) = self.take_open_by_link(link) {
+            open.link.kill();
+            self.report_end(open.session, reason);
+            self.notices.push(Notice::Closed {
+                peer: open.peer,
+                by: Closer::Peer,
+                why,
+            });
+        }
+    }
+
+    /// A plain line: to the active session.
+    pub fn say(&mut self, text: &str) {
+        match self.active.clone() {
+            Some(peer) => self.say_to(&peer, text),
+            None => self.error("no chat session is open; \\connect <user> to start one"),
+        }
+    }
+
+    /// `@user text`: to that session, without switching.
+    pub fn say_to(&mut self, peer: &str, text: &str) {
+        if text.len() > MAX_CHAT_TEXT {
+            return self.error(format!("a message may hold at most {MAX_CHAT_TEXT} bytes"));
+        }
+        let Some(open) = self.open.iter().find(|o| same(&o.peer, peer)) else {
+            return self.error(format!("no session with {peer}"));
+        };
+        let at_ms = now_ms();
+        let sent = open.link.send(&PeerMsg::Msg {
+            at_ms,
+            text: text.to_string(),
+        });
+        let name = open.peer.clone();
+        if sent {
+            let me = self.me.clone();
+            self.remember(&name, &me, at_ms, text);
+        } else {
+            self.error(format!("could not send to {name}: the link is down"));
+        }
+    }
+
+    /// `\switch <user>`
+    pub fn switch(&mut self, user: &str) {
+        match self.open.iter().find(|o| same(&o.peer, user)) {
+            Some(open) => {
+                let peer = open.peer.clone();
+                self.active = Some(peer.clone());
+                self.notices.push(Notice::Switched { peer });
+            }
+            None => self.error(format!("no session with {user}")),
+        }
+    }
+
+    /// `\sessions`
+    pub fn list(&mut self) {
+        let mut list: Vec<(String, State)> = self
+            .open
+            .iter()
+            .map(|o| {
+                let active = self.active.as_deref().is_some_and(|a| same(a, &o.peer));
+                (
+                    o.peer.clone(),
+                    if active { State::Active } else { State::Open },
+                )
+            })
+            .collect();
+        list.extend(
+            self.outgoing
+                .iter()
+                .map(|(p, _)| (p.clone(), State::Asking)),
+        );
+        list.extend(self.requests.iter().map(|r| (r.from.clone(), State::Asked)));
+        self.notices.push(Notice::Sessions { list });
+    }
+
+    /// `\close [user]`: the named or the active session.
+    pub fn close(&mut self, user: Option<&str>) {
+        let Some(peer) = user.map(str::to_string).or_else(|| self.active.clone()) else {
+            return self.error("no chat session is open");
+        };
+        let Some(open) = self.open.iter().find(|o| same(&o.peer, &peer)) else {
+            return self.error(format!("no session with {peer}"));
+        };
+        let link = open.link.id;
+        if let Some(open) = self.take_open_by_link(link) {
+            open.link.close("closed");
+            self.report_end(open.session, EndReason::Closed);
+            self.notices.push(Notice::Closed {
+                peer: open.peer,
+                by: Closer::Me,
+                why: "closed".into(),
+            });
+        }
+    }
+
+    /// Closes every session and declines every request (before quitting).
+    pub fn close_all(&mut self) {
+        for open in std::mem::take(&mut self.open) {
+            open.link.close("quit");
+            self.report_end(open.session, EndReason::Closed);
+        }
+        for request in std::mem::take(&mut self.requests) {
+            request.incoming.decline(EndReason::Declined);
+            self.report_end(request.session, EndReason::Declined);
+        }
+        self.active = None;
+    }
+
+    /// `\history <user> [n]`
+    pub fn history(&mut self, user: &str, n: usize) {
+        let lines = self.last_lines(user, n);
+        self.notices.push(Notice::History {
+            peer: user.to_string(),
+            lines,
+        });
+    }
+
+    /// Expires what waited too long. Call about once a second.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        let (late, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(_, until)| *until <= now);
+        self.parked = parked;
+        for (incoming, _) in late {
+            incoming.refuse(ErrorCode::BadTicket, "no such ticket");
+        }
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
+            .into_iter()
+            .partition(|r| r.deadline <= now);
+        self.requests = waiting;
+        for request in late {
+            request.incoming.decline(EndReason::Timeout);
+            self.report_end(request.session, EndReason::Timeout);
+            self.notices
+                .push(Notice::RequestExpired { from: request.from });
+        }
+        self.tickets.retain(|_, e| e.expires > now);
+        self.used
+            .retain(|_, at| now.duration_since(*at) < USED_MEMORY);
+    }
+}

@@ -1,0 +1,76 @@
+//! One-time session tickets: 128 random bits from the operating system's CSPRNG.
+//!
+//! Owns making, parsing and printing tickets. A ticket is a bearer secret: its `Debug`
+//! hides it so it never reaches a log, and only `Display` (for the wire) shows it. It must
+//! not decide who may use a ticket (the server issues, the client checks).
+
+use std::fmt;
+
+/// A ticket: 16 random bytes, written as 32 lower-case hex digits.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Ticket([u8; 16]);
+
+impl Ticket {
+    /// A fresh ticket from the OS CSPRNG (never time- or counter-based).
+    pub fn generate() -> Result<Ticket, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(Ticket(bytes))
+    }
+
+    /// Parses exactly 32 hex digits (either case).
+    pub fn parse(text: &str) -> Option<Ticket> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Ticket(bytes))
+    }
+}
+
+impl fmt::Display for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ticket(<hidden>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_round_trip_and_differ() {
+        let a = Ticket::generate().unwrap();
+        let b = Ticket::generate().unwrap();
+        assert_ne!(a, b);
+        let text = a.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(Ticket::parse(&text), Some(a.clone()));
+        assert_eq!(Ticket::parse(&text.to_uppercase()), Some(a.clone()));
+        assert!(!format!("{a:?}").contains(&text));
+    }
+
+    #[test]
+    fn malformed_tickets_are_rejected() {
+        for bad in [
+            "",
+            "abc",
+            &"0".repeat(31),
+            &"0".repeat(33),
+            &"g".repeat(32),
+            &"é".repeat(16),
+            "+1".repeat(16).as_str(),
+        ] {
+            assert_eq!(Ticket::parse(bad), None, "{bad}");
+        }
+    }
+}
