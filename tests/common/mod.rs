@@ -1,0 +1,1059 @@
+//! Test harness shared by every integration test file.
+//!
+//! It starts the real `peerchat-server` and `peerchat-client` binaries (no mocks), each
+//! server on `127.0.0.1:0` with its own temporary directory and database, talks to the
+//! server over real TCP sockets (`Wire`) and drives the client through stdin/stdout pipes
+//! (`Client`). Every wait here is bounded, and every child process is killed on Drop so a
+//! failing test never leaves processes behind. Tests never assert durations, only order.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tempfile::TempDir;
+
+/// How long any single wait may take before the test fails (reading a line, a process
+/// exiting, a server starting). Generous on purpose: it only matters when something hangs.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// How long to poll for a state change that the server makes "promptly" (leaving the list).
+pub const POLL: Duration = Duration::from_secs(10);
+
+/// A password that satisfies the rules, for tests that do not care which one.
+pub const PW: &str = "correct horse";
+
+/// A second loopback address, so a connection can come from another source IP.
+pub const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Counts server starts in this test binary, so each start gets its own log file.
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+// ---------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------
+
+/// Options for starting a server; `Server::builder()` makes one.
+pub struct ServerBuilder {
+    /// Extra command-line arguments, e.g. `--block-secs 2`.
+    args: Vec<String>,
+    /// Extra environment variables, e.g. `RUST_LOG=trace`.
+    envs: Vec<(String, String)>,
+    /// bcrypt cost; 4 keeps tests fast, one test needs a slow one.
+    bcrypt_cost: u32,
+}
+
+impl ServerBuilder {
+    /// Adds command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Sets an environment variable for the server process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the bcrypt cost (default 4).
+    pub fn bcrypt_cost(mut self, cost: u32) -> Self {
+        self.bcrypt_cost = cost;
+        self
+    }
+
+    /// Starts the server in a fresh temporary directory.
+    pub fn start(self) -> Server {
+        let dir = Arc::new(TempDir::new().expect("create temp dir"));
+        Server::spawn(dir, self)
+    }
+}
+
+impl Clone for ServerBuilder {
+    fn clone(&self) -> Self {
+        ServerBuilder {
+            args: self.args.clone(),
+            envs: self.envs.clone(),
+            bcrypt_cost: self.bcrypt_cost,
+        }
+    }
+}
+
+/// A running `peerchat-server` process. Killed on Drop.
+pub struct Server {
+    /// The process, `None` once it has been reaped.
+    child: Option<Child>,
+    /// Its exit status once known.
+    status: Option<ExitStatus>,
+    /// The address it printed on its first stdout line.
+    pub addr: SocketAddr,
+    /// Temporary directory holding the database and logs; shared with restarts.
+    dir: Arc<TempDir>,
+    /// How it was started, so `restart` can start it the same way.
+    opts: ServerBuilder,
+    /// Where this process's stderr (the log) goes.
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with default options (bcrypt cost 4).
+    pub fn start() -> Server {
+        Server::builder().start()
+    }
+
+    /// Options for a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            args: Vec::new(),
+            envs: Vec::new(),
+            bcrypt_cost: 4,
+        }
+    }
+
+    fn spawn(dir: Arc<TempDir>, opts: ServerBuilder) -> Server {
+        let n = STARTS.fetch_add(1, Ordering::SeqCst);
+        let log = dir.path().join(format!("server-{n}.log"));
+        let log_file = File::create(&log).expect("create server log");
+        let db = dir.path().join("server.db");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerchat-server"));
+        cmd.arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--db")
+            .arg(&db)
+            .arg("--bcrypt-cost")
+            .arg(opts.bcrypt_cost.to_string())
+            .args(&opts.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        for (k, v) in &opts.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn peerchat-server");
+
+        // Read stdout on a thread for the whole life of the process, so the server never
+        // blocks on a full pipe; the first line is the address.
+        let stdout = child.stdout.take().expect("server stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            status: None,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            dir,
+            opts,
+            log,
+        };
+        match rx.recv_timeout(WAIT) {
+            Ok(line) => {
+                let Some(addr) = line.strip_prefix("listening on ") else {
+                    server.fail(&format!(
+                        "first stdout line should be `listening on ADDR`, got {line:?}"
+                    ));
+                };
+                server.addr = addr.trim().parse().unwrap_or_else(|e| {
+                    server.fail(&format!("cannot parse address {addr:?}: {e}"))
+                });
+            }
+            Err(_) => server.fail("the server did not print `listening on ADDR`"),
+        }
+        server
+    }
+
+    fn fail(&mut self, msg: &str) -> ! {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("server: {msg}\n--- server log ---\n{}", self.log_text());
+    }
+
+    /// Starts a new server process on the same directory and database, with the same
+    /// options. The previous process should have exited.
+    pub fn restart(&self) -> Server {
+        Server::spawn(self.dir.clone(), self.opts.clone())
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("server.db")
+    }
+
+    /// Everything this server process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGINT (what Ctrl+C sends).
+    pub fn interrupt(&self) {
+        let pid = self.child.as_ref().expect("server already reaped").id();
+        let status = Command::new("kill")
+            .arg("-INT")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {pid} failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let child = self.child.as_mut().expect("server child");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                self.status = Some(status);
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.fail("the server did not exit in time");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT, then wait for the exit; returns the status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.interrupt();
+        self.wait_exit()
+    }
+
+    /// SIGKILL: the process dies at once, without telling anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            self.status = child.wait().ok();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Database
+// ---------------------------------------------------------------------------------------
+
+/// `PRAGMA integrity_check` of the database (the server must have exited).
+pub fn integrity_check(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).expect("open database");
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+        .expect("integrity_check")
+}
+
+/// `(username, pw_hash)` of every user, sorted by username.
+pub fn db_users(db: &Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(db).expect("open database");
+    let mut stmt = conn
+        .prepare("SELECT username, pw_hash FROM users ORDER BY username")
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .expect("query users")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+/// Asserts that `name` is stored with a bcrypt hash and not with its password.
+pub fn assert_stored_hash(users: &[(String, String)], name: &str, password: &str) {
+    let (_, hash) = users
+        .iter()
+        .find(|(u, _)| u == name)
+        .unwrap_or_else(|| panic!("user {name} not in the database: {users:?}"));
+    assert!(
+        hash.starts_with("$2"),
+        "pw_hash of {name} is not a bcrypt hash: {hash:?}"
+    );
+    assert_ne!(hash, password, "pw_hash of {name} is the password itself");
+    assert!(
+        !hash.contains(password),
+        "pw_hash of {name} contains the password"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/// A TCP port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// True if `line` is `prefix` or starts with `prefix` followed by a space (so that
+/// `OK REGISTERED alice` does not match `OK REGISTERED alice2`).
+pub fn line_matches(line: &str, prefix: &str) -> bool {
+    line == prefix
+        || (line.starts_with(prefix)
+            && (prefix.ends_with(' ') || line[prefix.len()..].starts_with(' ')))
+}
+
+/// Shortens a line for error messages.
+fn short(s: &str) -> String {
+    if s.len() <= 200 {
+        s.to_string()
+    } else {
+        let mut end = 200;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes)", &s[..end], s.len())
+    }
+}
+
+/// A one-shot barrier with a bounded wait: if not all `n` threads arrive within `WAIT`,
+/// the waiting threads panic instead of hanging forever.
+pub struct Gate {
+    n: usize,
+    arrived: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Gate {
+    /// A gate for `n` threads.
+    pub fn new(n: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            n,
+            arrived: Mutex::new(0),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Blocks until all `n` threads have called `wait`.
+    pub fn wait(&self) {
+        let deadline = Instant::now() + WAIT;
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.cv.notify_all();
+        while *arrived < self.n {
+            let now = Instant::now();
+            if now >= deadline {
+                panic!("only {} of {} threads reached the gate", *arrived, self.n);
+            }
+            arrived = self.cv.wait_timeout(arrived, deadline - now).unwrap().0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wire: a raw protocol connection
+// ---------------------------------------------------------------------------------------
+
+/// What one bounded read produced.
+pub enum Got {
+    Line(String),
+    Closed,
+    TimedOut,
+}
+
+/// One raw TCP connection to the server, speaking protocol.md by hand.
+///
+/// `expect*` methods read the next line that is not an `EVENT` (events are kept aside for
+/// `expect_event`), with a timeout; on any mismatch they panic with the transcript.
+pub struct Wire {
+    /// Name used in failure messages.
+    label: String,
+    stream: TcpStream,
+    /// Bytes received but not yet split into lines.
+    buf: Vec<u8>,
+    /// The server closed (or reset) the connection.
+    eof: bool,
+    /// Lines put back with `unread`.
+    pushback: VecDeque<String>,
+    /// Events read while waiting for something else.
+    events: VecDeque<String>,
+    /// Everything sent (`>`) and received (`<`), for failure messages.
+    transcript: Vec<String>,
+    /// `HELLO` and the first `ASK NEW` have been read.
+    greeted: bool,
+}
+
+impl Wire {
+    /// Connects from the default source address (127.0.0.1).
+    pub fn connect(addr: SocketAddr) -> Wire {
+        let stream = TcpStream::connect_timeout(&addr, WAIT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Wire::from_stream(stream)
+    }
+
+    /// Connects from a chosen source IP (e.g. 127.0.0.2) by binding before connecting.
+    pub fn connect_from(addr: SocketAddr, ip: IpAddr) -> Wire {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(ip, 0).into())
+            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), WAIT)
+            .unwrap_or_else(|e| panic!("connect {addr} from {ip}: {e}"));
+        Wire::from_stream(socket.into())
+    }
+
+    fn from_stream(stream: TcpStream) -> Wire {
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let label = format!("wire {}", stream.local_addr().unwrap());
+        Wire {
+            label,
+            stream,
+            buf: Vec::new(),
+            eof: false,
+            pushback: VecDeque::new(),
+            events: VecDeque::new(),
+            transcript: Vec::new(),
+            greeted: false,
+        }
+    }
+
+    /// Names this connection in failure messages.
+    pub fn named(mut self, label: &str) -> Wire {
+        self.label = label.to_string();
+        self
+    }
+
+    /// The source IP the server sees.
+    pub fn local_ip(&self) -> IpAddr {
+        self.stream.local_addr().unwrap().ip()
+    }
+
+    /// A second handle on the socket, e.g. to write from another thread.
+    pub fn clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().unwrap()
+    }
+
+    /// Panics with the transcript.
+    pub fn fail(&self, msg: &str) -> ! {
+        panic!(
+            "[{}] {msg}\n--- transcript ---\n{}",
+            self.label,
+            self.transcript.join("\n")
+        );
+    }
+
+    /// Sends one line (adds `\n`); panics if the write fails.
+    pub fn send(&mut self, line: &str) {
+        if let Err(e) = self.try_send(line) {
+            self.fail(&format!("sending {:?} failed: {e}", short(line)));
+        }
+    }
+
+    /// Sends one line (adds `\n`) and returns the write result.
+    pub fn try_send(&mut self, line: &str) -> io::Result<()> {
+        self.transcript.push(format!("> {}", short(line)));
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.stream.write_all(&bytes)
+    }
+
+    /// Sends raw bytes as they are (no newline added) and returns the write result.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.transcript.push(format!(
+            "> (raw) {}",
+            short(&format!("{:?}", String::from_utf8_lossy(bytes)))
+        ));
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one line within `timeout` (events included; pushed-back lines first).
+    pub fn read_within(&mut self, timeout: Duration) -> Got {
+        if let Some(line) = self.pushback.pop_front() {
+            return Got::Line(line);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut raw: Vec<u8> = self.buf.drain(..=pos).collect();
+                raw.pop();
+                if raw.last() == Some(&b'\r') {
+                    raw.pop();
+                }
+                let line = String::from_utf8_lossy(&raw).into_owned();
+                self.transcript.push(format!("< {}", short(&line)));
+                return Got::Line(line);
+            }
+            if self.eof {
+                if !self.buf.is_empty() {
+                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
+                    self.transcript
+                        .push(format!("< {} (no newline before close)", short(&line)));
+                    return Got::Line(line);
+                }
+                return Got::Closed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Got::TimedOut;
+            }
+            self.stream
+                .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
+                .unwrap();
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.transcript.push("(closed by server)".into());
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    self.eof = true;
+                    self.transcript.push(format!("(connection {e})"));
+                }
+                Err(e) => self.fail(&format!("read error: {e}")),
+            }
+        }
+    }
+
+    /// Puts a line back; the next read returns it first.
+    pub fn unread(&mut self, line: String) {
+        self.pushback.push_front(line);
+    }
+
+    /// The very next line, whatever it is (events included).
+    pub fn next_line(&mut self) -> String {
+        match self.read_within(WAIT) {
+            Got::Line(line) => line,
+            Got::Closed => self.fail("the server closed the connection while a line was expected"),
+            Got::TimedOut => self.fail(&format!("no line within {WAIT:?}")),
+        }
+    }
+
+    /// The next line that is not an `EVENT` (events are kept for `expect_event`).
+    pub fn next_reply(&mut self) -> String {
+        loop {
+            let line = self.next_line();
+            if line.starts_with("EVENT ") {
+                self.events.push_back(line);
+            } else {
+                return line;
+            }
+        }
+    }
+
+    /// The next non-event line must start with `prefix` (word-wise); returns it.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        if prefix.starts_with("EVENT") {
+            return self.expect_event(prefix);
+        }
+        let line = self.next_reply();
+        if !line_matches(&line, prefix) {
+            self.fail(&format!("expected `{prefix}...`, got {:?}", short(&line)));
+        }
+        line
+    }
+
+    /// The next non-event line must be exactly `want`.
+    pub fn expect_exact(&mut self, want: &str) {
+        let line = self.next_reply();
+        if line != want {
+            self.fail(&format!(
+                "expected exactly {want:?}, got {:?}",
+                short(&line)
+            ));
+        }
+    }
+
+    /// The next non-event line must start with one of `prefixes`; returns it.
+    pub fn expect_one_of(&mut self, prefixes: &[&str]) -> String {
+        let line = self.next_reply();
+        if !prefixes.iter().any(|p| line_matches(&line, p)) {
+            self.fail(&format!(
+                "expected one of {prefixes:?}, got {:?}",
+                short(&line)
+            ));
+        }
+        line
+    }
+
+    /// An event starting with `prefix`, either already seen or still to come. Other events
+    /// are skipped (kept); a reply while waiting is a failure.
+    pub fn expect_event(&mut self, prefix: &str) -> String {
+        if let Some(i) = self.events.iter().position(|e| line_matches(e, prefix)) {
+            return self.events.remove(i).unwrap();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.read_within(left) {
+                Got::Line(line) => line,
+                Got::Closed => self.fail(&format!("closed while waiting for `{prefix}`")),
+                Got::TimedOut => self.fail(&format!("no `{prefix}` within {WAIT:?}")),
+            };
+            if line_matches(&line, prefix) {
+                return line;
+            }
+            if line.starts_with("EVENT ") {
+                self.events.push_back(line);
+            } else {
+                self.fail(&format!(
+                    "waiting for `{prefix}`, got the reply {:?}",
+                    short(&line)
+                ));
+            }
+        }
+    }
+
+    /// The server must close the connection (within `WAIT`) without sending any more
+    /// replies; events before the close are kept.
+    pub fn expect_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_within(left) {
+                Got::Closed => return,
+                Got::TimedOut => {
+                    self.fail("expected the server to close the connection; it stayed open")
+                }
+                Got::Line(line) if line.starts_with("EVENT ") => self.events.push_back(line),
+                Got::Line(line) => self.fail(&format!(
+                    "expected the server to close the connection, got {:?}",
+                    short(&line)
+                )),
+            }
+        }
+    }
+
+    /// Reads `HELLO peerchat 1` and the first `ASK NEW` (once).
+    pub fn hello(&mut self) {
+        if !self.greeted {
+            self.expect_exact("HELLO peerchat 1");
+            self.expect("ASK NEW");
+            self.greeted = true;
+        }
+    }
+
+    /// Full registration on a fresh connection; returns the `OK WELCOME` line.
+    pub fn register(&mut self, name: &str, pass: &str, port: u16) -> String {
+        self.hello();
+        self.send("Y");
+        self.expect("ASK USERNAME");
+        self.send(name);
+        self.expect("ASK PASSWORD");
+        self.send(pass);
+        self.expect_exact(&format!("OK REGISTERED {name}"));
+        self.answer_port(name, port)
+    }
+
+    /// Full login of a returning user on a fresh connection; returns the `OK WELCOME` line.
+    pub fn login(&mut self, name: &str, pass: &str, port: u16) -> String {
+        self.start_login();
+        self.answer_login(name, pass);
+        self.expect_exact(&format!("OK LOGGED_IN {name}"));
+        self.answer_port(name, port)
+    }
+
+    /// HELLO, answers `N`, and waits for the username question.
+    pub fn start_login(&mut self) {
+        self.hello();
+        self.send("N");
+        self.expect("ASK USERNAME");
+    }
+
+    /// At the returning user's `ASK USERNAME`: sends the name, waits for `ASK PASSWORD`,
+    /// sends the password. The caller reads the verdict.
+    pub fn answer_login(&mut self, name: &str, pass: &str) {
+        self.send(name);
+        self.expect("ASK PASSWORD");
+        self.send(pass);
+    }
+
+    /// Answers `ASK PORT` and checks `OK WELCOME <name> <source ip>:<port>`.
+    pub fn answer_port(&mut self, name: &str, port: u16) -> String {
+        self.expect("ASK PORT");
+        self.send(&port.to_string());
+        let want = format!("OK WELCOME {name} {}:{port}", self.local_ip());
+        self.expect_exact(&want);
+        want
+    }
+
+    /// Connects and registers.
+    pub fn registered(addr: SocketAddr, name: &str, pass: &str, port: u16) -> Wire {
+        let mut w = Wire::connect(addr).named(name);
+        w.register(name, pass, port);
+        w
+    }
+
+    /// Connects and logs in.
+    pub fn logged_in(addr: SocketAddr, name: &str, pass: &str, port: u16) -> Wire {
+        let mut w = Wire::connect(addr).named(name);
+        w.login(name, pass, port);
+        w
+    }
+
+    /// Sends `LIST` and returns the user names (checks `OK LIST n` + n `USER` lines).
+    pub fn list(&mut self) -> Vec<String> {
+        self.send("LIST");
+        let head = self.expect("OK LIST");
+        let n: usize = match head["OK LIST".len()..].trim().parse() {
+            Ok(n) => n,
+            Err(_) => self.fail(&format!("bad list header {head:?}")),
+        };
+        let mut users = Vec::with_capacity(n);
+        for _ in 0..n {
+            // No EVENT may land inside a list: read strictly.
+            let line = self.next_line();
+            match line.strip_prefix("USER ") {
+                Some(u) => users.push(u.to_string()),
+                None => self.fail(&format!(
+                    "expected a `USER` line inside the list, got {line:?}"
+                )),
+            }
+        }
+        users
+    }
+
+    /// Polls `LIST` (for up to `POLL`) until it equals `want`.
+    pub fn wait_for_list(&mut self, want: &[&str]) {
+        let deadline = Instant::now() + POLL;
+        loop {
+            let got = self.list();
+            if got == want {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "LIST is still {got:?} after {POLL:?}; want {want:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `PING` → `OK PONG`.
+    pub fn ping(&mut self) {
+        self.send("PING");
+        self.expect_exact("OK PONG");
+    }
+
+    /// `QUIT` → `OK BYE`, then the server closes.
+    pub fn quit(&mut self) {
+        self.send("QUIT");
+        self.expect_exact("OK BYE");
+        self.expect_closed();
+    }
+
+    /// Events seen so far and not yet consumed by `expect_event`.
+    pub fn pending_events(&self) -> Vec<String> {
+        self.events.iter().cloned().collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client: the real peerchat-client binary over pipes
+// ---------------------------------------------------------------------------------------
+
+/// A running `peerchat-client` process driven through stdin/stdout. Killed on Drop.
+///
+/// Prompts have no trailing newline, so stdout is read as a byte stream and `expect`
+/// searches for text after the point the previous `expect` matched.
+pub struct Client {
+    /// Name used in failure messages.
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Chunks of stdout from the reader thread; disconnected at EOF.
+    rx: Receiver<Vec<u8>>,
+    /// All stdout received so far.
+    out: Vec<u8>,
+    /// `expect` searches `out[pos..]`.
+    pos: usize,
+    /// stdout reached EOF.
+    out_done: bool,
+    /// All stderr so far (reader thread).
+    err: Arc<Mutex<Vec<u8>>>,
+    /// Exit status once reaped.
+    status: Option<ExitStatus>,
+    /// Everything written to stdin, for failure messages.
+    sent: Vec<String>,
+}
+
+impl Client {
+    /// Starts `peerchat-client --server <addr> <args...>`.
+    pub fn spawn(server: SocketAddr, args: &[&str]) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peerchat-client"))
+            .arg("--server")
+            .arg(server.to_string())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn peerchat-client");
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stdout.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(chunk[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let err2 = err.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stderr.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => err2.lock().unwrap().extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Client {
+            label: "client".into(),
+            child,
+            stdin,
+            rx,
+            out: Vec::new(),
+            pos: 0,
+            out_done: false,
+            err,
+            status: None,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Names this client in failure messages.
+    pub fn named(mut self, label: &str) -> Client {
+        self.label = label.to_string();
+        self
+    }
+
+    /// Starts a client with `--port <port>` (0 = any free port) and registers `name`
+    /// through its prompts; returns it once the welcome line is printed.
+    pub fn register(server: SocketAddr, name: &str, pass: &str, port: u16) -> Client {
+        let mut c = Client::spawn(server, &["--port", &port.to_string()]).named(name);
+        c.expect("Are you a new client? (Y/N): ");
+        c.send("y");
+        c.expect("Choose a username: ");
+        c.send(name);
+        c.expect("Choose a password: ");
+        c.send(pass);
+        c.expect(&format!("Registered as {name}."));
+        c.expect_welcome(name, port);
+        c
+    }
+
+    /// Waits for `Welcome, <name>. Peers reach you at 127.0.0.1:<port>. Type \help for
+    /// commands.` (any non-zero port if `port` is 0); returns the port shown.
+    pub fn expect_welcome(&mut self, name: &str, port: u16) -> u16 {
+        let shown = self.expect_between(
+            &format!("Welcome, {name}. Peers reach you at 127.0.0.1:"),
+            ". Type \\help for commands.",
+        );
+        let shown: u16 = shown
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("bad port in welcome: {shown:?}")));
+        if port != 0 && shown != port {
+            self.fail(&format!("welcome shows port {shown}, want {port}"));
+        }
+        if shown == 0 {
+            self.fail("welcome shows port 0");
+        }
+        shown
+    }
+
+    /// Writes one line to stdin.
+    pub fn send(&mut self, line: &str) {
+        self.sent.push(line.to_string());
+        let result = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|_| stdin.flush()),
+            None => Err(io::Error::other("stdin already closed")),
+        };
+        if let Err(e) = result {
+            self.fail(&format!("writing {line:?} to stdin failed: {e}"));
+        }
+    }
+
+    /// Closes stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.sent.push("(end of stdin)".into());
+        self.stdin = None;
+    }
+
+    /// Receives more stdout, waiting until `deadline`. False if nothing more came.
+    fn pump(&mut self, deadline: Instant) -> bool {
+        if self.out_done {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(chunk) => {
+                self.out.extend_from_slice(&chunk);
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.out_done = true;
+                false
+            }
+        }
+    }
+
+    fn find(&self, text: &str, from: usize) -> Option<usize> {
+        let hay = &self.out[from..];
+        let needle = text.as_bytes();
+        if needle.is_empty() {
+            return Some(from);
+        }
+        hay.windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| from + i)
+    }
+
+    /// Waits until `text` appears in stdout after the previous match; moves past it.
+    pub fn expect(&mut self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.find(text, self.pos) {
+                self.pos = i + text.len();
+                return;
+            }
+            if !self.pump(deadline) {
+                let why = if self.out_done {
+                    "stdout closed"
+                } else {
+                    "timed out"
+                };
+                self.fail(&format!("expected {text:?} on stdout ({why})"));
+            }
+        }
+    }
+
+    /// Waits for `before`, then `after`; returns the text between them.
+    pub fn expect_between(&mut self, before: &str, after: &str) -> String {
+        self.expect(before);
+        let start = self.pos;
+        self.expect(after);
+        let end = self.pos - after.len();
+        String::from_utf8_lossy(&self.out[start..end]).into_owned()
+    }
+
+    /// Collects stdout for `wait` and returns what arrived after the last match
+    /// (without moving past it).
+    pub fn output_for(&mut self, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if !self.pump(deadline) && self.out_done {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&self.out[self.pos..]).into_owned()
+    }
+
+    /// All stdout received so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    /// All stderr received so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        match self.child.try_wait().expect("try_wait") {
+            Some(status) => {
+                self.status = Some(status);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        while self.is_running() {
+            if Instant::now() >= deadline {
+                self.fail("the client did not exit in time");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Collect the rest of stdout for later assertions and messages.
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.pump(until) {}
+        self.status.unwrap()
+    }
+
+    /// SIGKILL: the process dies at once; its sockets are closed by the kernel.
+    pub fn kill_hard(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    /// Panics with stdout, stderr and what was typed.
+    pub fn fail(&self, msg: &str) -> ! {
+        panic!(
+            "[{}] {msg}\n--- typed ---\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.label,
+            self.sent.join("\n"),
+            self.output(),
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
