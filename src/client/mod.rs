@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
-use crate::protocol::limits::HEARTBEAT_INTERVAL;
+use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
 use login::{Credentials, PortChoice, Prompter};
 use peer_link::PeerEvent;
@@ -50,6 +50,9 @@ pub struct ClientConfig {
     /// Interface to listen on for peers.
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_addr: IpAddr,
+    /// Seconds you have to accept or decline a chat request (1-30).
+    #[arg(long, default_value_t = ACCEPT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ACCEPT_TIMEOUT.as_secs()))]
+    pub accept_timeout: u64,
     /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -136,7 +139,12 @@ pub fn run(config: ClientConfig) -> u8 {
     };
     let mut ui = Ui {
         term,
-        sessions: Sessions::new(&me.name, peer_tx, history),
+        sessions: Sessions::new(
+            &me.name,
+            peer_tx,
+            history,
+            Duration::from_secs(config.accept_timeout),
+        ),
         me: me.name,
         link: Some(link),
         server: addr,

@@ -16,9 +16,7 @@ use crossbeam_channel::Sender;
 use super::history::{History, Line};
 use super::peer_link::{self, Incoming, LinkId, PeerEvent, PeerLink};
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{
-    ACCEPT_TIMEOUT, MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL,
-};
+use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason};
 use crate::protocol::ticket::Ticket;
@@ -135,6 +133,8 @@ pub struct Sessions {
     open: Vec<Open>,
     /// The peer whose session receives plain lines.
     active: Option<String>,
+    /// How long the person has to answer a chat request.
+    accept_timeout: Duration,
     /// For the front end.
     notices: Vec<Notice>,
     /// For the server.
@@ -154,7 +154,12 @@ fn same(a: &str, b: &str) -> bool {
 
 impl Sessions {
     /// No sessions yet.
-    pub fn new(me: &str, events: Sender<PeerEvent>, history: Option<History>) -> Sessions {
+    pub fn new(
+        me: &str,
+        events: Sender<PeerEvent>,
+        history: Option<History>,
+        accept_timeout: Duration,
+    ) -> Sessions {
         Sessions {
             me: me.to_string(),
             events,
@@ -166,6 +171,7 @@ impl Sessions {
             outgoing: Vec::new(),
             open: Vec::new(),
             active: None,
+            accept_timeout,
             notices: Vec::new(),
             to_server: Vec::new(),
         }
@@ -339,13 +345,13 @@ impl Sessions {
         }
         self.notices.push(Notice::Request {
             from: expected.from.clone(),
-            within: ACCEPT_TIMEOUT,
+            within: self.accept_timeout,
         });
         self.requests.push(Request {
             session: expected.session,
             from: expected.from,
             incoming,
-            deadline: Instant::now() + ACCEPT_TIMEOUT,
+            deadline: Instant::now() + self.accept_timeout,
         });
     }
 

@@ -73,7 +73,8 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// `EVENT SESSION_REQUEST` (the two travel different roads and may cross).
 pub const TICKET_GRACE: Duration = Duration::from_secs(3);
 
-/// How long the person asked to chat has to accept before the request is declined.
+/// How long the person asked to chat has to accept before the request is declined (the
+/// default and the most `--accept-timeout` allows: the requester waits `ANSWER_WAIT`).
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the requester waits for `ACCEPT` or `DECLINE`: the accept timeout plus slack.
