@@ -72,9 +72,15 @@ fn print_sessions(db: &std::path::Path, limit: usize) -> peerchat::Result<()> {
         )));
     }
     let store = Store::open(db)?;
+    println!("Chat sessions:");
     print!(
         "{}",
         server::session_log::render(&store.session_log(limit)?)
+    );
+    println!("\nFile transfers:");
+    print!(
+        "{}",
+        server::session_log::render_transfers(&store.transfer_log(limit)?)
     );
     store.close()
 }

@@ -11,6 +11,8 @@ pub mod login;
 pub mod peer_link;
 pub mod server_link;
 pub mod sessions;
+pub mod transfer;
+pub mod transfers;
 pub mod ui;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -27,6 +29,8 @@ use login::{Credentials, PortChoice, Prompter};
 use peer_link::PeerEvent;
 use server_link::{LinkEvent, ServerLink};
 use sessions::Sessions;
+use transfer::{Share, TransferEvent};
+use transfers::{ServerOut, Transfers, XferNotice};
 use ui::{Terminal, UserCommand};
 
 /// How long `\quit` waits for the server's `OK BYE`.
@@ -34,6 +38,12 @@ const QUIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How often waiting requests and tickets are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Transfer events that may wait for the UI loop (progress beyond it is dropped).
+const XFER_EVENTS: usize = 1024;
+
+/// How often the progress of active transfers is shown.
+const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 /// Peer events that may wait for the UI loop before peer readers pause.
 const PEER_EVENTS: usize = 1024;
@@ -53,6 +63,14 @@ pub struct ClientConfig {
     /// Seconds you have to accept or decline a chat request (1-30).
     #[arg(long, default_value_t = ACCEPT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ACCEPT_TIMEOUT.as_secs()))]
     pub accept_timeout: u64,
+    /// Folder to share: its regular files (not subfolders) are listed on the server and
+    /// can be fetched by other users. Without it, a terminal session asks; pipes share
+    /// nothing.
+    #[arg(long)]
+    pub share: Option<PathBuf>,
+    /// Where received files go (default: <data-dir>/<user>/downloads).
+    #[arg(long)]
+    pub downloads: Option<PathBuf>,
     /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -130,6 +148,14 @@ pub fn run(config: ClientConfig) -> u8 {
         "Welcome, {}. Peers reach you at {}. Type \\help for commands.",
         me.name, me.addr
     ));
+    let share = choose_share(&mut term, config.share.as_deref());
+    let downloads = config.downloads.clone().unwrap_or_else(|| {
+        config
+            .data_dir
+            .join(me.name.to_ascii_lowercase())
+            .join("downloads")
+    });
+    let (xfer_tx, xfer_events) = bounded(XFER_EVENTS);
     let input = match term.spawn_reader() {
         Ok(rx) => rx,
         Err(e) => {
@@ -138,6 +164,7 @@ pub fn run(config: ClientConfig) -> u8 {
         }
     };
     let mut ui = Ui {
+        transfers: Transfers::new(&me.name, downloads, share, xfer_tx),
         term,
         sessions: Sessions::new(
             &me.name,
@@ -151,8 +178,34 @@ pub fn run(config: ClientConfig) -> u8 {
         credentials: me.credentials,
         port,
     };
-    ui.run(&input, &peer_events, &interrupts);
+    if ui.transfers.share_dir().is_some() {
+        ui.transfers.announce_share();
+        ui.flush();
+    }
+    ui.run(&input, &peer_events, &xfer_events, &interrupts);
     0
+}
+
+/// The shared folder from `--share`, or asked for in a terminal (Enter for none).
+fn choose_share(term: &mut Terminal, flag: Option<&std::path::Path>) -> Option<Share> {
+    let dir = match flag {
+        Some(dir) => dir.to_path_buf(),
+        None if term.is_interactive() => {
+            let answer = Terminal::ask(term, "Folder to share (Enter for none)", false)?;
+            if answer.trim().is_empty() {
+                return None;
+            }
+            PathBuf::from(answer.trim())
+        }
+        None => return None,
+    };
+    match Share::open(&dir) {
+        Ok(share) => Some(share),
+        Err(e) => {
+            term.show(&format!("error: cannot share {}: {e}", dir.display()));
+            None
+        }
+    }
 }
 
 fn resolve(server: &str) -> Result<SocketAddr, String> {
@@ -184,6 +237,8 @@ struct Ui {
     term: Terminal,
     /// The chat sessions.
     sessions: Sessions,
+    /// File offers and transfers.
+    transfers: Transfers,
     /// Our username.
     me: String,
     /// The server connection; `None` after it is lost.
@@ -201,10 +256,12 @@ impl Ui {
         &mut self,
         input: &Receiver<String>,
         peers: &Receiver<PeerEvent>,
+        xfers: &Receiver<TransferEvent>,
         interrupts: &Receiver<()>,
     ) {
         let heartbeat = tick(HEARTBEAT_INTERVAL);
         let expiry = tick(EXPIRY_TICK);
+        let progress = tick(PROGRESS_TICK);
         self.term.show_prompt();
         loop {
             let no_link = never();
@@ -224,19 +281,70 @@ impl Ui {
                         self.sessions.on_peer_event(event);
                     }
                 }
+                recv(xfers) -> event => {
+                    if let Ok(event) = event {
+                        self.transfers.on_event(event);
+                    }
+                }
+                recv(progress) -> _ => self.transfers.progress(),
                 recv(interrupts) -> _ => break,
-                recv(expiry) -> _ => self.sessions.tick(),
+                recv(expiry) -> _ => {
+                    self.sessions.tick();
+                    self.transfers.tick();
+                }
                 recv(heartbeat) -> _ => {
                     if let Some(link) = &self.link {
                         link.send_line(&Command::Ping.to_string());
                     }
                 }
             }
-            self.flush_sessions();
+            self.flush();
         }
         self.sessions.close_all();
-        self.flush_sessions();
+        self.flush();
         self.quit();
+    }
+
+    /// Moves work between the session and transfer cores, shows their notices and sends
+    /// what they queued for the server and for peers.
+    fn flush(&mut self) {
+        let (conns, offers) = self.sessions.take_transfer_work();
+        for incoming in conns {
+            self.transfers.on_incoming(incoming);
+        }
+        for (peer, msg) in offers {
+            self.transfers.on_peer_msg(&peer, msg);
+        }
+        for (peer, msg) in self.transfers.take_peer_out() {
+            if !self.sessions.send_to_peer(&peer, &msg) {
+                self.term
+                    .show(&format!("error: no open session with {peer} to send that"));
+            }
+        }
+        for notice in self.transfers.take_notices() {
+            if let XferNotice::Finished { row } = &notice {
+                self.sessions
+                    .note_transfer(&row.peer, &ui::transfer_summary(row));
+            }
+            self.term.show(&ui::render_xfer(&notice));
+        }
+        for out in self.transfers.take_server_out() {
+            let Some(link) = &self.link else {
+                log::info!("server away; a transfer message was not sent");
+                continue;
+            };
+            match out {
+                ServerOut::Command(command) => {
+                    link.send_line(&command.to_string());
+                }
+                ServerOut::Share(files) => {
+                    let mut lines = vec![Command::Share { count: files.len() }.to_string()];
+                    lines.extend(files.iter().map(ToString::to_string));
+                    link.send_block(&lines);
+                }
+            }
+        }
+        self.flush_sessions();
     }
 
     /// Shows the session core's notices and forwards its reports to the server.
@@ -287,6 +395,26 @@ impl Ui {
             UserCommand::History { user, n } => self.sessions.history(&user, n),
             UserCommand::Reconnect => self.reconnect(),
             UserCommand::SendTo { user, text } => self.sessions.say_to(&user, &text),
+            UserCommand::AcceptFile { id } => self.transfers.accept(id),
+            UserCommand::DeclineFile { id } => self.transfers.decline(id),
+            UserCommand::SendFile { path } => {
+                let active = self.sessions.active_peer().map(str::to_string);
+                self.transfers
+                    .offer(active.as_deref(), std::path::Path::new(&path));
+            }
+            UserCommand::Files { user } => self.send_command(&Command::Files { user }),
+            UserCommand::Search { text } => self.send_command(&Command::Search { text }),
+            UserCommand::Fetch { user, name } => {
+                if self.link.is_none() {
+                    self.term
+                        .show("error: not connected to the server; \\reconnect first");
+                } else {
+                    self.transfers.fetch(&user, &name);
+                }
+            }
+            UserCommand::Transfers => self.transfers.list(),
+            UserCommand::Cancel { id } => self.transfers.cancel(id),
+            UserCommand::Rescan => self.transfers.announce_share(),
             UserCommand::Text(text) => {
                 self.sessions.say(&text);
                 self.term.show_prompt();
@@ -326,8 +454,21 @@ impl Ui {
                 addr,
                 ticket,
             }) => self.sessions.on_granted(id, &user, addr, ticket),
-            ServerMsg::Ok(Reply::SessionOpened { .. })
-            | ServerMsg::Ok(Reply::SessionEnded { .. }) => {}
+            ServerMsg::Event(Event::TransferRequest { id, from, ticket }) => {
+                self.sessions.on_transfer_ticket(id, &from, ticket);
+            }
+            ServerMsg::Ok(Reply::Transfer {
+                id,
+                user,
+                addr,
+                ticket,
+            }) => self.transfers.on_granted(id, &user, addr, ticket),
+            ServerMsg::Ok(
+                Reply::SessionOpened { .. }
+                | Reply::SessionEnded { .. }
+                | Reply::TransferEnded { .. }
+                | Reply::Shared { .. },
+            ) => {}
             other => {
                 if let Some(text) = ui::render(&other, &self.me) {
                     self.term.show(&text);
@@ -367,6 +508,9 @@ impl Ui {
             Ok(_) => {
                 self.link = Some(link);
                 self.term.show("* reconnected to the server");
+                if self.transfers.share_dir().is_some() {
+                    self.transfers.announce_share();
+                }
             }
             Err(why) => {
                 link.close();

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 
+use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
     ANSWER_WAIT, FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, MAX_LINE,
@@ -58,10 +59,23 @@ pub enum PeerEvent {
 pub struct Hello {
     /// The user the connecting side says it is.
     pub from: String,
-    /// The session it says it comes for.
+    /// The session or transfer id it says it comes for.
     pub session: u64,
     /// The ticket it presents.
     pub ticket: Ticket,
+    /// What the connection is for.
+    pub purpose: Purpose,
+}
+
+/// What an incoming connection is for, from its first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// `HELLO`: a chat session.
+    Chat,
+    /// `PUSH`: the bytes of offer `offer`, accepted over the chat link.
+    Push { offer: u64 },
+    /// `FETCH`: a file of our shared folder.
+    Fetch { name: String },
 }
 
 /// An incoming connection that has said `HELLO` and waits to be accepted or refused.
@@ -93,6 +107,11 @@ impl Incoming {
                 reason: reason.word().to_string(),
             },
         );
+    }
+
+    /// Hands a transfer connection (its ticket checked) to the transfer code.
+    pub fn into_wire(self) -> io::Result<Wire> {
+        Wire::new(self.stream, self.reader)
     }
 
     /// Accepts: sends `ACCEPT` and starts the link's threads.
@@ -354,31 +373,60 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
         Err(e) if e.is_timeout() => return refuse(ErrorCode::Timeout, "no HELLO in time"),
         Err(LineError::Io(_)) => return,
     };
-    match PeerMsg::parse(&line) {
+    let (version, from, session, ticket, purpose) = match PeerMsg::parse(&line) {
         Ok(PeerMsg::Hello {
             version,
             from,
             session,
             ticket,
-        }) => {
-            if version != PEER_VERSION {
-                return refuse(ErrorCode::BadRequest, "unsupported peer protocol version");
-            }
-            let incoming = Incoming {
-                hello: Hello {
-                    from,
-                    session,
-                    ticket,
-                },
-                remote,
-                stream,
-                reader,
-            };
-            let _ = events.send(PeerEvent::Incoming(incoming));
+        }) => (version, from, session, ticket, Purpose::Chat),
+        Ok(PeerMsg::Push {
+            version,
+            from,
+            transfer,
+            ticket,
+            offer,
+        }) => (version, from, transfer, ticket, Purpose::Push { offer }),
+        Ok(PeerMsg::Fetch {
+            version,
+            from,
+            transfer,
+            ticket,
+            name,
+        }) => (version, from, transfer, ticket, Purpose::Fetch { name }),
+        Ok(_) => {
+            return refuse(
+                ErrorCode::OutOfOrder,
+                "the first line must be HELLO, PUSH or FETCH",
+            );
         }
-        Ok(_) => refuse(ErrorCode::OutOfOrder, "the first line must be HELLO"),
-        Err(e) => refuse(e.code, &e.message),
+        Err(e) => return refuse(e.code, &e.message),
+    };
+    if version != PEER_VERSION {
+        return refuse(ErrorCode::BadRequest, "unsupported peer protocol version");
     }
+    let incoming = Incoming {
+        hello: Hello {
+            from,
+            session,
+            ticket,
+            purpose,
+        },
+        remote,
+        stream,
+        reader,
+    };
+    let _ = events.send(PeerEvent::Incoming(incoming));
+}
+
+/// Opens a data connection to `addr` and sends its first line (`PUSH` or `FETCH`).
+pub fn open_transfer(addr: SocketAddr, first: &PeerMsg) -> io::Result<Wire> {
+    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut out = &stream;
+    write_lines(&mut out, &first.to_wire())?;
+    Wire::from_stream(stream)
 }
 
 /// Connects to `peer` at `addr` for `session`, presents `ticket` and waits for the answer

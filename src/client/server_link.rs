@@ -75,6 +75,20 @@ impl ServerLink {
         }
     }
 
+    /// Queues several lines to be written together, so a long `SHARE` body takes one
+    /// place in the queue and nothing can land between its lines.
+    pub fn send_block(&self, lines: &[String]) -> bool {
+        let block: Vec<String> = lines.iter().map(|l| l.replace(['\r', '\n'], " ")).collect();
+        match self.outgoing.try_send(block.join("\n")) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.close();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
     /// Closes the connection in both directions; the reader reports `Closed`.
     pub fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);

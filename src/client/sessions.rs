@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 
 use super::history::{History, Line};
-use super::peer_link::{self, Incoming, LinkId, PeerEvent, PeerLink};
+use super::peer_link::{self, Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
@@ -96,6 +96,8 @@ struct Expected {
     session: u64,
     from: String,
     expires: Instant,
+    /// A file transfer ticket (else a chat session ticket): each opens only its kind.
+    transfer: bool,
 }
 
 struct Request {
@@ -139,6 +141,10 @@ pub struct Sessions {
     notices: Vec<Notice>,
     /// For the server.
     to_server: Vec<Command>,
+    /// Transfer connections whose ticket checked out, for `transfers`.
+    transfer_conns: Vec<Incoming>,
+    /// File offer messages from open sessions, for `transfers`: (peer, message).
+    offer_msgs: Vec<(String, PeerMsg)>,
 }
 
 fn now_ms() -> u64 {
@@ -174,6 +180,8 @@ impl Sessions {
             accept_timeout,
             notices: Vec::new(),
             to_server: Vec::new(),
+            transfer_conns: Vec::new(),
+            offer_msgs: Vec::new(),
         }
     }
 
@@ -185,6 +193,23 @@ impl Sessions {
     /// What the server should be told since the last call.
     pub fn take_server_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.to_server)
+    }
+
+    /// Transfer connections and offer messages since the last call, for `transfers`.
+    pub fn take_transfer_work(&mut self) -> (Vec<Incoming>, Vec<(String, PeerMsg)>) {
+        (
+            std::mem::take(&mut self.transfer_conns),
+            std::mem::take(&mut self.offer_msgs),
+        )
+    }
+
+    /// Sends `msg` on the open session with `peer`; false if there is none or the link
+    /// is down.
+    pub fn send_to_peer(&self, peer: &str, msg: &PeerMsg) -> bool {
+        self.open
+            .iter()
+            .find(|o| same(&o.peer, peer))
+            .is_some_and(|o| o.link.send(msg))
     }
 
     /// The active session's peer.
@@ -276,12 +301,22 @@ impl Sessions {
 
     /// The server says `from` will connect with `ticket` for `session`.
     pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket) {
+        self.add_ticket(session, from, ticket, false);
+    }
+
+    /// The server says `from` will connect with `ticket` for file transfer `id`.
+    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket) {
+        self.add_ticket(id, from, ticket, true);
+    }
+
+    fn add_ticket(&mut self, session: u64, from: &str, ticket: Ticket, transfer: bool) {
         self.tickets.insert(
             ticket.clone(),
             Expected {
                 session,
                 from: from.to_string(),
                 expires: Instant::now() + TICKET_TTL,
+                transfer,
             },
         );
         if let Some(at) = self
@@ -335,6 +370,13 @@ impl Sessions {
                 ErrorCode::BadTicket,
                 "this ticket is not for this user and session",
             );
+        }
+        if expected.transfer != (hello.purpose != Purpose::Chat) {
+            return incoming.refuse(ErrorCode::BadTicket, "this ticket is for something else");
+        }
+        if expected.transfer {
+            self.transfer_conns.push(incoming);
+            return;
         }
         if self.count() >= MAX_SESSIONS || self.open.iter().any(|o| same(&o.peer, &expected.from)) {
             self.report_end(expected.session, EndReason::Refused);
@@ -480,6 +522,14 @@ impl Sessions {
                 EndReason::PeerLost,
                 format!("{message} ({})", code.name()),
             ),
+            msg @ (PeerMsg::Offer { .. }
+            | PeerMsg::OfferOk { .. }
+            | PeerMsg::OfferNo { .. }
+            | PeerMsg::Cancel { .. }) => {
+                if let Some(open) = self.open.iter().find(|o| o.link.id == link) {
+                    self.offer_msgs.push((open.peer.clone(), msg));
+                }
+            }
             other => log::debug!("ignored a peer message out of place: {other:?}"),
         }
     }
@@ -524,6 +574,11 @@ impl Sessions {
         } else {
             self.error(format!("could not send to {name}: the link is down"));
         }
+    }
+
+    /// Records a line about a finished file transfer in the history with `peer`.
+    pub fn note_transfer(&self, peer: &str, text: &str) {
+        self.remember(peer, "*", now_ms(), text);
     }
 
     /// `\switch <user>`

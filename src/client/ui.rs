@@ -13,7 +13,9 @@ use chrono::{Local, TimeZone};
 
 use super::history::Line;
 use super::sessions::{Closer, Notice, State};
+use super::transfers::{Role, Row, Stage, XferNotice};
 use crate::protocol::server_msg::{EndReason, Event, Reply, ServerMsg, one_line};
+use crate::protocol::server_msg::{FileEntry, TransferResult};
 
 /// One thing the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,24 @@ pub enum UserCommand {
     History { user: String, n: usize },
     /// `\reconnect`
     Reconnect,
+    /// `\\accept <id>`: accept a file offer.
+    AcceptFile { id: u64 },
+    /// `\\decline <id>`: decline a file offer.
+    DeclineFile { id: u64 },
+    /// `\\SEND_FILE <path>`
+    SendFile { path: String },
+    /// `\\files [user]`
+    Files { user: Option<String> },
+    /// `\\search <text>`
+    Search { text: String },
+    /// `\\fetch <user> <name>`
+    Fetch { user: String, name: String },
+    /// `\\transfers`
+    Transfers,
+    /// `\\cancel <id>`
+    Cancel { id: u64 },
+    /// `\\rescan`
+    Rescan,
     /// `@user text`: to that session without switching.
     SendTo { user: String, text: String },
     /// A line that is not a command: chat text for the active session.
@@ -81,13 +101,13 @@ const USER_COMMANDS: &[Spec] = &[
     },
     Spec {
         names: &["accept"],
-        args: "[user]",
-        meaning: "accept a chat request",
+        args: "[user|id]",
+        meaning: "accept a chat request, or file offer <id>",
     },
     Spec {
         names: &["decline"],
-        args: "[user]",
-        meaning: "decline a chat request",
+        args: "[user|id]",
+        meaning: "decline a chat request, or file offer <id>",
     },
     Spec {
         names: &["sessions"],
@@ -108,6 +128,41 @@ const USER_COMMANDS: &[Spec] = &[
         names: &["history"],
         args: "<user> [n]",
         meaning: "show the last n lines (default 50) said with <user>",
+    },
+    Spec {
+        names: &["SEND_FILE", "send", "send_file"],
+        args: "<path...>",
+        meaning: "offer a file (any type, any size) to the active session's peer",
+    },
+    Spec {
+        names: &["files", "GET_AF", "GET_UF"],
+        args: "[user]",
+        meaning: "the files online users share (or one user's)",
+    },
+    Spec {
+        names: &["search"],
+        args: "<text...>",
+        meaning: "shared files whose names contain <text>, any case",
+    },
+    Spec {
+        names: &["fetch"],
+        args: "<user> <name...>",
+        meaning: "download a file from <user>'s shared folder (no session needed)",
+    },
+    Spec {
+        names: &["transfers"],
+        args: "",
+        meaning: "active and recent file transfers",
+    },
+    Spec {
+        names: &["cancel"],
+        args: "<id>",
+        meaning: "stop transfer <id> on both sides (or withdraw an offer)",
+    },
+    Spec {
+        names: &["rescan"],
+        args: "",
+        meaning: "tell the server again what your shared folder holds",
     },
     Spec {
         names: &["reconnect"],
@@ -144,36 +199,43 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         }
         return Ok(UserCommand::Text(line.to_string()));
     };
-    let mut words = body.split_whitespace();
-    let word = words.next().unwrap_or("");
-    let args: Vec<&str> = words.collect();
+    let (word, rest) = body
+        .trim()
+        .split_once(char::is_whitespace)
+        .unwrap_or((body.trim(), ""));
     let spec = USER_COMMANDS
         .iter()
         .find(|s| s.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
         .ok_or_else(|| format!("unknown command \\{}; type \\help", one_line(word)))?;
-    let required = spec
-        .args
-        .split_whitespace()
-        .filter(|a| a.starts_with('<'))
-        .count();
-    let allowed = spec.args.split_whitespace().count();
-    if args.len() < required || args.len() > allowed {
-        return Err(format!("usage: \\{} {}", spec.names[0], spec.args)
+    let usage = || {
+        format!("usage: \\{} {}", spec.names[0], spec.args)
             .trim_end()
-            .to_string());
-    }
+            .to_string()
+    };
+    let args = split_args(spec.args, rest).ok_or_else(usage)?;
     let first = args.first().map(|u| u.to_string());
-    let user = || first.clone().unwrap_or_default();
+    let arg = |i: usize| args.get(i).map(|a| a.to_string()).unwrap_or_default();
+    let number = |text: &str| text.parse::<u64>().map_err(|_| usage());
+    let is_number = |text: &Option<String>| {
+        text.as_deref()
+            .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+    };
     Ok(match spec.names[0] {
         "help" => UserCommand::Help,
         "GET_CLIENT_LIST" => UserCommand::List,
-        "GET_CLIENT_INFO" => UserCommand::Info { user: user() },
+        "GET_CLIENT_INFO" => UserCommand::Info { user: arg(0) },
         "DISCONNECT_CLIENT" => UserCommand::Quit,
-        "connect" => UserCommand::Connect { user: user() },
+        "connect" => UserCommand::Connect { user: arg(0) },
+        "accept" if is_number(&first) => UserCommand::AcceptFile {
+            id: number(&arg(0))?,
+        },
         "accept" => UserCommand::Accept { user: first },
+        "decline" if is_number(&first) => UserCommand::DeclineFile {
+            id: number(&arg(0))?,
+        },
         "decline" => UserCommand::Decline { user: first },
         "sessions" => UserCommand::Sessions,
-        "switch" => UserCommand::Switch { user: user() },
+        "switch" => UserCommand::Switch { user: arg(0) },
         "CLOSE_SESSION" => UserCommand::Close { user: first },
         "history" => {
             let n = match args.get(1) {
@@ -184,11 +246,48 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
                     .filter(|n| (1..=MAX_HISTORY).contains(n))
                     .ok_or_else(|| format!("n must be a number from 1 to {MAX_HISTORY}"))?,
             };
-            UserCommand::History { user: user(), n }
+            UserCommand::History { user: arg(0), n }
         }
         "reconnect" => UserCommand::Reconnect,
+        "SEND_FILE" => UserCommand::SendFile { path: arg(0) },
+        "files" => UserCommand::Files { user: first },
+        "search" => UserCommand::Search { text: arg(0) },
+        "fetch" => UserCommand::Fetch {
+            user: arg(0),
+            name: arg(1),
+        },
+        "transfers" => UserCommand::Transfers,
+        "cancel" => UserCommand::Cancel {
+            id: number(&arg(0))?,
+        },
+        "rescan" => UserCommand::Rescan,
         _ => return Err("unexpected command; type \\help".into()),
     })
+}
+
+/// Splits `rest` by the placeholders in `spec`: `<x>` required, `[x]` optional, a last
+/// `<x...>` takes the rest of the line with its spaces. `None` if the count is wrong.
+fn split_args<'a>(spec: &str, rest: &'a str) -> Option<Vec<&'a str>> {
+    let placeholders: Vec<&str> = spec.split_whitespace().collect();
+    let required = placeholders.iter().filter(|p| p.starts_with('<')).count();
+    let mut out = Vec::new();
+    let mut remaining = rest.trim();
+    for (i, placeholder) in placeholders.iter().enumerate() {
+        if remaining.is_empty() {
+            break;
+        }
+        if i + 1 == placeholders.len() && placeholder.ends_with("...>") {
+            out.push(remaining);
+            remaining = "";
+            break;
+        }
+        let (word, after) = remaining
+            .split_once(char::is_whitespace)
+            .unwrap_or((remaining, ""));
+        out.push(word);
+        remaining = after.trim_start();
+    }
+    (remaining.is_empty() && out.len() >= required).then_some(out)
 }
 
 /// Lines `\history` shows unless told otherwise.
@@ -243,12 +342,198 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             }
             text
         }
+        ServerMsg::Ok(Reply::Files { files }) => {
+            if files.is_empty() {
+                return Some("No shared files.".into());
+            }
+            let mut text = format!("Shared files ({}):", files.len());
+            for file in files {
+                text.push_str(&file_row(file));
+            }
+            text
+        }
+        ServerMsg::Ok(Reply::Search { files, total }) => {
+            let mut text = format!("Search: {total} match(es)");
+            if *total > files.len() {
+                text.push_str(&format!(", first {} shown", files.len()));
+            }
+            text.push(':');
+            for file in files {
+                text.push_str(&file_row(file));
+            }
+            text
+        }
         ServerMsg::Err { message, .. } => format!("error: {}", one_line(message)),
         ServerMsg::Event(Event::Online { user }) => format!("* {} is online", one_line(user)),
         ServerMsg::Event(Event::Offline { user }) => format!("* {} went offline", one_line(user)),
         ServerMsg::Event(Event::Shutdown { message }) => format!("* server: {}", one_line(message)),
         _ => return None,
     })
+}
+
+fn file_row(file: &FileEntry) -> String {
+    format!(
+        "\n  {:<16} {:>10}  {}",
+        one_line(&file.user),
+        human_size(file.size),
+        one_line(&file.name)
+    )
+}
+
+/// `1.5 MiB`
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Send => "send",
+        Role::Receive => "receive",
+        Role::Fetch => "fetch",
+        Role::Serve => "serve",
+    }
+}
+
+/// `[####------]  42%  42.0 MiB / 100.0 MiB  850.0 MiB/s  0:01 left`
+fn progress_text(row: &Row) -> String {
+    let total = row.size.unwrap_or(0);
+    let fraction = if total == 0 {
+        1.0
+    } else {
+        row.done as f64 / total as f64
+    };
+    let filled = (fraction * 20.0).round() as usize;
+    let left = if row.rate > 0.0 && total > row.done {
+        let secs = ((total - row.done) as f64 / row.rate) as u64;
+        format!("{}:{:02} left", secs / 60, secs % 60)
+    } else {
+        "-:-- left".to_string()
+    };
+    format!(
+        "[{}{}] {:>3}%  {} / {}  {}/s  {left}",
+        "#".repeat(filled.min(20)),
+        "-".repeat(20 - filled.min(20)),
+        (fraction * 100.0) as u32,
+        human_size(row.done),
+        human_size(total),
+        human_size(row.rate as u64)
+    )
+}
+
+fn row_line(row: &Row) -> String {
+    let state = match &row.stage {
+        Stage::Offered => "offered, waiting for an answer".to_string(),
+        Stage::Asked => format!("offered to you: \\accept {0} or \\decline {0}", row.id),
+        Stage::Connecting => "connecting".to_string(),
+        Stage::Active => progress_text(row),
+        Stage::Finished(outcome) if outcome.result == TransferResult::Ok => {
+            format!("done, verified ({})", one_line(&outcome.detail))
+        }
+        Stage::Finished(outcome) => {
+            format!("{}: {}", outcome.result.word(), one_line(&outcome.detail))
+        }
+        Stage::Dropped(why) => one_line(why),
+    };
+    format!(
+        "[{}] {} {} {} {}: {state}",
+        row.id,
+        role_word(row.role),
+        one_line(&row.name),
+        match row.role {
+            Role::Send | Role::Serve => "to",
+            Role::Receive | Role::Fetch => "from",
+        },
+        one_line(&row.peer)
+    )
+}
+
+/// One line for the history about a finished transfer.
+pub fn transfer_summary(row: &Row) -> String {
+    let (verb, result) = match &row.stage {
+        Stage::Finished(outcome) => (
+            outcome.result.word(),
+            outcome
+                .hash
+                .map(|h| format!(", hash {}", &h.to_hex().as_str()[..16])),
+        ),
+        _ => ("ended", None),
+    };
+    format!(
+        "file {} {} ({}): {verb}{}",
+        role_word(row.role),
+        one_line(&row.name),
+        human_size(row.size.unwrap_or(0)),
+        result.unwrap_or_default()
+    )
+}
+
+/// What to show for a transfer notice. Progress lines are plain text, one per active
+/// transfer, so they read the same in a terminal and in a log.
+pub fn render_xfer(notice: &XferNotice) -> String {
+    match notice {
+        XferNotice::Offered {
+            id,
+            peer,
+            name,
+            size,
+        } => format!(
+            "* [{id}] offered {} ({}) to {peer}; waiting for an answer",
+            one_line(name),
+            human_size(*size)
+        ),
+        XferNotice::OfferIn {
+            id,
+            from,
+            name,
+            size,
+        } => format!(
+            "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}",
+            one_line(name),
+            human_size(*size)
+        ),
+        XferNotice::Started { row } => format!("* {}", row_line(row)),
+        XferNotice::Progress { rows } => rows
+            .iter()
+            .map(|row| {
+                format!(
+                    "  [{}] {} {}",
+                    row.id,
+                    one_line(&row.name),
+                    progress_text(row)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        XferNotice::Finished { row } | XferNotice::Dropped { row } => {
+            format!("* {}", row_line(row))
+        }
+        XferNotice::List { rows } => {
+            if rows.is_empty() {
+                return "No transfers.".into();
+            }
+            let mut text = format!("Transfers ({}):", rows.len());
+            for row in rows {
+                text.push_str("\n  ");
+                text.push_str(&row_line(row));
+            }
+            text
+        }
+        XferNotice::Shared { count, dir } => {
+            format!("* sharing {count} file(s) from {}", dir.display())
+        }
+        XferNotice::Error(text) => format!("error: {text}"),
+    }
 }
 
 /// `[12:03:04] bob: hello`, in local time.
@@ -382,6 +667,11 @@ impl Terminal {
         let _ = result.and_then(|()| out.flush());
     }
 
+    /// True when talking to a person at a terminal.
+    pub fn is_interactive(&self) -> bool {
+        self.interactive
+    }
+
     /// Sets the prompt: the active session's peer, or none.
     pub fn set_prompt(&mut self, active: Option<&str>) {
         self.prompt = match active {
@@ -497,6 +787,43 @@ mod tests {
             ),
             ("\\reconnect", UserCommand::Reconnect),
             (
+                "\\send my file.txt",
+                UserCommand::SendFile {
+                    path: "my file.txt".into(),
+                },
+            ),
+            (
+                "\\SEND_FILE /tmp/a",
+                UserCommand::SendFile {
+                    path: "/tmp/a".into(),
+                },
+            ),
+            ("\\accept 3", UserCommand::AcceptFile { id: 3 }),
+            ("\\decline 3", UserCommand::DeclineFile { id: 3 }),
+            ("\\files", UserCommand::Files { user: None }),
+            (
+                "\\GET_UF bob",
+                UserCommand::Files {
+                    user: Some("bob".into()),
+                },
+            ),
+            (
+                "\\search  annual report",
+                UserCommand::Search {
+                    text: "annual report".into(),
+                },
+            ),
+            (
+                "\\fetch bob my  file.txt",
+                UserCommand::Fetch {
+                    user: "bob".into(),
+                    name: "my  file.txt".into(),
+                },
+            ),
+            ("\\transfers", UserCommand::Transfers),
+            ("\\cancel 4", UserCommand::Cancel { id: 4 }),
+            ("\\rescan", UserCommand::Rescan),
+            (
                 "@bob  hi there",
                 UserCommand::SendTo {
                     user: "bob".into(),
@@ -517,7 +844,7 @@ mod tests {
         );
         assert_eq!(
             parse_input("\\accept a b").unwrap_err(),
-            "usage: \\accept [user]"
+            "usage: \\accept [user|id]"
         );
         assert!(parse_input("\\history bob x").is_err());
         assert!(parse_input("\\history bob 0").is_err());

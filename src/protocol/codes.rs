@@ -68,6 +68,10 @@ codes! {
     BadPort = 415, "BAD_PORT";
     /// A peer connection presented no valid ticket for this client.
     BadTicket = 421, "BAD_TICKET";
+    /// A file chunk or the whole file did not match its hash.
+    Corrupt = 422, "CORRUPT";
+    /// A file transfer was refused: unknown offer, unsafe name, not shared, disk error.
+    TransferRefused = 423, "TRANSFER_REFUSED";
     /// A peer sent more lines than the flood limit allows.
     Flood = 429, "FLOOD";
     /// A client already has as many sessions as it allows.

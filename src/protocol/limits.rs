@@ -102,3 +102,15 @@ pub const PEER_QUEUE: usize = 1024;
 
 /// Longest chat text, in bytes, that fits in one `MSG` line with its stamp.
 pub const MAX_CHAT_TEXT: usize = MAX_LINE - 32;
+
+/// Longest file name, in bytes, in offers, shares and fetches (most file systems' limit).
+pub const MAX_FILE_NAME: usize = 255;
+
+/// Most files one client may list in `SHARE`.
+pub const MAX_SHARED_FILES: usize = 20_000;
+
+/// Most results `SEARCH` returns; the reply still says how many matched in all.
+pub const MAX_SEARCH_RESULTS: usize = 100;
+
+/// How long a file offer waits for `\accept` before it expires.
+pub const OFFER_TIMEOUT: Duration = Duration::from_secs(120);

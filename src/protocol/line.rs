@@ -86,6 +86,15 @@ impl<R: Read> LineReader<R> {
         }
     }
 
+    /// Reads exactly `buf.len()` raw bytes that follow the last line (a file chunk).
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        debug_assert!(
+            self.partial.is_empty(),
+            "raw bytes only follow a complete line"
+        );
+        self.inner.read_exact(buf)
+    }
+
     /// The underlying reader, to change timeouts on it.
     pub fn get_ref(&self) -> &R {
         self.inner.get_ref()

@@ -9,6 +9,7 @@ pub mod line;
 pub mod peer_msg;
 pub mod server_msg;
 pub mod ticket;
+pub mod transfer_msg;
 
 use codes::ErrorCode;
 

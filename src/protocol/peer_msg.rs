@@ -43,6 +43,42 @@ pub enum PeerMsg {
     Close { reason: String },
     /// `ERR <code> <NAME> <message>`: the last line before the sender closes.
     Err { code: ErrorCode, message: String },
+    /// `OFFER <id> <size> <name>` (chat link): I would like to send you this file.
+    Offer { id: u64, size: u64, name: String },
+    /// `OFFER_OK <id>` (chat link): send it.
+    OfferOk { id: u64 },
+    /// `OFFER_NO <id> <reason>` (chat link): do not.
+    OfferNo { id: u64, reason: String },
+    /// `CANCEL <id>` (chat link): stop transfer `id` (the offer id of a push).
+    Cancel { id: u64 },
+    /// `PUSH peerchat <version> <from> <transfer> <ticket> <offer>`: first line of a data
+    /// connection that delivers offer `offer`.
+    Push {
+        /// Protocol version.
+        version: u32,
+        /// The sending user.
+        from: String,
+        /// The server's transfer id.
+        transfer: u64,
+        /// The ticket the server issued for it.
+        ticket: Ticket,
+        /// The offer (accepted over the chat link) this connection delivers.
+        offer: u64,
+    },
+    /// `FETCH peerchat <version> <from> <transfer> <ticket> <name>`: first line of a data
+    /// connection that asks for a file of the listener's shared folder.
+    Fetch {
+        /// Protocol version.
+        version: u32,
+        /// The fetching user.
+        from: String,
+        /// The server's transfer id.
+        transfer: u64,
+        /// The ticket the server issued for it.
+        ticket: Ticket,
+        /// The shared file's name.
+        name: String,
+    },
 }
 
 impl PeerMsg {
@@ -68,6 +104,39 @@ impl PeerMsg {
         };
         match word {
             "HELLO" => parse_hello(rest),
+            "PUSH" => parse_push(rest),
+            "FETCH" => parse_fetch(rest),
+            "OFFER" => {
+                let mut parts = rest.splitn(3, ' ');
+                let usage = || ParseError::bad("usage: OFFER <id> <size> <name>");
+                let id = parts
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(usage)?;
+                let size = parts
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(usage)?;
+                let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(usage)?;
+                Ok(PeerMsg::Offer {
+                    id,
+                    size,
+                    name: name.to_string(),
+                })
+            }
+            "OFFER_OK" => Ok(PeerMsg::OfferOk {
+                id: parse_num(rest, "OFFER_OK <id>")?,
+            }),
+            "CANCEL" => Ok(PeerMsg::Cancel {
+                id: parse_num(rest, "CANCEL <id>")?,
+            }),
+            "OFFER_NO" => {
+                let (id, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                Ok(PeerMsg::OfferNo {
+                    id: parse_num(id, "OFFER_NO <id> <reason>")?,
+                    reason: reason.to_string(),
+                })
+            }
             "ACCEPT" => bare(PeerMsg::Accept),
             "PING" => bare(PeerMsg::Ping),
             "PONG" => bare(PeerMsg::Pong),
@@ -112,6 +181,53 @@ impl PeerMsg {
     }
 }
 
+fn parse_num(text: &str, usage: &str) -> Result<u64, ParseError> {
+    text.parse()
+        .map_err(|_| ParseError::bad(format!("usage: {usage}")))
+}
+
+fn bad_ticket() -> ParseError {
+    ParseError {
+        code: ErrorCode::BadTicket,
+        message: "malformed ticket".into(),
+    }
+}
+
+fn parse_push(rest: &str) -> Result<PeerMsg, ParseError> {
+    let usage =
+        || ParseError::bad("usage: PUSH peerchat <version> <from> <transfer> <ticket> <offer>");
+    let words: Vec<&str> = rest.split(' ').collect();
+    let ["peerchat", version, from, transfer, ticket, offer] = words.as_slice() else {
+        return Err(usage());
+    };
+    Ok(PeerMsg::Push {
+        version: version.parse().map_err(|_| usage())?,
+        from: from.to_string(),
+        transfer: transfer.parse().map_err(|_| usage())?,
+        ticket: Ticket::parse(ticket).ok_or_else(bad_ticket)?,
+        offer: offer.parse().map_err(|_| usage())?,
+    })
+}
+
+fn parse_fetch(rest: &str) -> Result<PeerMsg, ParseError> {
+    let usage =
+        || ParseError::bad("usage: FETCH peerchat <version> <from> <transfer> <ticket> <name>");
+    let words: Vec<&str> = rest.splitn(6, ' ').collect();
+    let ["peerchat", version, from, transfer, ticket, name] = words.as_slice() else {
+        return Err(usage());
+    };
+    if name.is_empty() {
+        return Err(usage());
+    }
+    Ok(PeerMsg::Fetch {
+        version: version.parse().map_err(|_| usage())?,
+        from: from.to_string(),
+        transfer: transfer.parse().map_err(|_| usage())?,
+        ticket: Ticket::parse(ticket).ok_or_else(bad_ticket)?,
+        name: name.to_string(),
+    })
+}
+
 fn parse_hello(rest: &str) -> Result<PeerMsg, ParseError> {
     let usage = || ParseError::bad("usage: HELLO peerchat <version> <from> <session> <ticket>");
     let words: Vec<&str> = rest.split(' ').collect();
@@ -153,6 +269,31 @@ impl fmt::Display for PeerMsg {
                     one_line(message)
                 )
             }
+            PeerMsg::Offer { id, size, name } => write!(f, "OFFER {id} {size} {}", one_line(name)),
+            PeerMsg::OfferOk { id } => write!(f, "OFFER_OK {id}"),
+            PeerMsg::OfferNo { id, reason } => write!(f, "OFFER_NO {id} {}", one_line(reason)),
+            PeerMsg::Cancel { id } => write!(f, "CANCEL {id}"),
+            PeerMsg::Push {
+                version,
+                from,
+                transfer,
+                ticket,
+                offer,
+            } => write!(
+                f,
+                "PUSH peerchat {version} {from} {transfer} {ticket} {offer}"
+            ),
+            PeerMsg::Fetch {
+                version,
+                from,
+                transfer,
+                ticket,
+                name,
+            } => write!(
+                f,
+                "FETCH peerchat {version} {from} {transfer} {ticket} {}",
+                one_line(name)
+            ),
         }
     }
 }
@@ -231,5 +372,58 @@ mod tests {
             text: "hi\nCLOSE bye".into(),
         };
         assert_eq!(msg.to_wire(), "MSG 1 hi CLOSE bye\n");
+    }
+
+    #[test]
+    fn transfer_messages_round_trip_and_reject_garbage() {
+        for msg in [
+            PeerMsg::Offer {
+                id: 3,
+                size: 0,
+                name: "a file with spaces ü.txt".into(),
+            },
+            PeerMsg::OfferOk { id: 3 },
+            PeerMsg::OfferNo {
+                id: 3,
+                reason: "declined".into(),
+            },
+            PeerMsg::Cancel { id: 3 },
+            PeerMsg::Push {
+                version: 1,
+                from: "bob".into(),
+                transfer: 9,
+                ticket: Ticket::generate().unwrap(),
+                offer: 3,
+            },
+            PeerMsg::Fetch {
+                version: 1,
+                from: "bob".into(),
+                transfer: 9,
+                ticket: Ticket::generate().unwrap(),
+                name: "my file.bin".into(),
+            },
+        ] {
+            let wire = msg.to_wire();
+            assert_eq!(
+                PeerMsg::parse(wire.trim_end_matches('\n')).unwrap(),
+                msg,
+                "{wire}"
+            );
+        }
+        for line in [
+            "OFFER",
+            "OFFER 1 2",
+            "OFFER x 2 n",
+            "OFFER 1 -2 n",
+            "OFFER_OK",
+            "OFFER_OK x",
+            "CANCEL",
+            "OFFER_NO x y",
+            "PUSH peerchat 1 a 1 00000000000000000000000000000000",
+            "FETCH peerchat 1 a 1 00000000000000000000000000000000",
+            "FETCH peerchat 1 a 1 00000000000000000000000000000000 ",
+        ] {
+            assert!(PeerMsg::parse(line).is_err(), "accepted {line:?}");
+        }
     }
 }

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 
 use super::ParseError;
 use super::codes::ErrorCode;
-use super::limits::{MAX_LIST_LINES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN};
+use super::limits::{
+    MAX_FILE_NAME, MAX_LIST_LINES, MAX_SHARED_FILES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX,
+    USERNAME_MIN,
+};
 use super::ticket::Ticket;
 
 /// Protocol version announced in `HELLO`.
@@ -83,6 +86,143 @@ pub enum Reply {
     SessionOpened { id: u64 },
     /// `OK SESSION_END <id>`: the server noted that the session ended.
     SessionEnded { id: u64 },
+    /// `OK TRANSFER <id> <user> <addr> <ticket>`: connect to `addr` for a file transfer
+    /// and present `ticket`.
+    Transfer {
+        /// The server's transfer id.
+        id: u64,
+        /// The other user, as registered.
+        user: String,
+        /// Where that user accepts peers.
+        addr: SocketAddr,
+        /// The one-time ticket for this transfer.
+        ticket: Ticket,
+    },
+    /// `OK TRANSFER_END <id>`: the server logged the transfer's outcome.
+    TransferEnded { id: u64 },
+    /// `OK SHARE <n>`: the server now lists these `n` files for you.
+    Shared { count: usize },
+    /// `OK FILES <n>` and `n` lines `FILE <user> <size> <name>`.
+    Files { files: Vec<FileEntry> },
+    /// `OK SEARCH <n> <total>` and `n` lines `FILE <user> <size> <name>`: the first `n` of
+    /// `total` matches.
+    Search { files: Vec<FileEntry>, total: usize },
+}
+
+/// One shared file in a listing or search result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Who shares it.
+    pub user: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its name inside that user's shared folder.
+    pub name: String,
+}
+
+impl FileEntry {
+    fn parse(line: &str) -> Result<FileEntry, ParseError> {
+        let bad = || ParseError::bad("a file line is FILE <user> <size> <name>");
+        let mut parts = line.splitn(4, ' ');
+        if parts.next() != Some("FILE") {
+            return Err(bad());
+        }
+        let user = parts.next().filter(|u| !u.is_empty()).ok_or_else(bad)?;
+        let size = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+        let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(bad)?;
+        Ok(FileEntry {
+            user: user.to_string(),
+            size,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for FileEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FILE {} {} {}",
+            self.user,
+            self.size,
+            one_line(&self.name)
+        )
+    }
+}
+
+/// One line of a `SHARE` body: `<size> <name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Size in bytes.
+    pub size: u64,
+    /// Name inside the shared folder.
+    pub name: String,
+}
+
+impl SharedFile {
+    /// Parses `<size> <name>`.
+    pub fn parse(line: &str) -> Result<SharedFile, ParseError> {
+        let bad = || ParseError::bad("a SHARE line is <size> <name>");
+        let (size, name) = line.split_once(' ').ok_or_else(bad)?;
+        if name.is_empty() || name.len() > MAX_FILE_NAME {
+            return Err(bad());
+        }
+        Ok(SharedFile {
+            size: size.parse().map_err(|_| bad())?,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for SharedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.size, one_line(&self.name))
+    }
+}
+
+/// How a transfer ended, as logged by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferResult {
+    /// Delivered and verified.
+    Ok,
+    /// Broke off (connection lost, disk error); may be resumed.
+    Failed,
+    /// Cancelled by either side.
+    Cancelled,
+    /// A chunk or the whole file failed its hash.
+    Corrupt,
+    /// Refused (declined offer, unsafe name, not shared).
+    Refused,
+}
+
+impl TransferResult {
+    /// Every result.
+    pub const ALL: &'static [TransferResult] = &[
+        TransferResult::Ok,
+        TransferResult::Failed,
+        TransferResult::Cancelled,
+        TransferResult::Corrupt,
+        TransferResult::Refused,
+    ];
+
+    /// The word on the wire and in the log.
+    pub fn word(self) -> &'static str {
+        match self {
+            TransferResult::Ok => "ok",
+            TransferResult::Failed => "failed",
+            TransferResult::Cancelled => "cancelled",
+            TransferResult::Corrupt => "corrupt",
+            TransferResult::Refused => "refused",
+        }
+    }
+
+    /// Parses a word (case-insensitive).
+    pub fn from_word(word: &str) -> Option<TransferResult> {
+        TransferResult::ALL
+            .iter()
+            .copied()
+            .find(|r| r.word().eq_ignore_ascii_case(word))
+    }
 }
 
 /// Something the server pushes unasked: the words after `EVENT`.
@@ -98,6 +238,16 @@ pub enum Event {
     /// `ticket` for session `id`.
     SessionRequest {
         /// The server's session id.
+        id: u64,
+        /// The requesting user.
+        from: String,
+        /// The ticket `from` will present.
+        ticket: Ticket,
+    },
+    /// `EVENT TRANSFER_REQUEST <id> <from> <ticket>`: `from` will connect to us with
+    /// `ticket` for file transfer `id`.
+    TransferRequest {
+        /// The server's transfer id.
         id: u64,
         /// The requesting user.
         from: String,
@@ -153,7 +303,7 @@ impl ServerMsg {
             return Ok(0);
         }
         match words.next() {
-            Some("LIST") | Some("HELP") => {}
+            Some("LIST") | Some("HELP") | Some("FILES") | Some("SEARCH") => {}
             _ => return Ok(0),
         }
         let count = words
@@ -220,17 +370,22 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
         "SHUTDOWN" => Event::Shutdown {
             message: rest.to_string(),
         },
-        "SESSION_REQUEST" => {
+        "SESSION_REQUEST" | "TRANSFER_REQUEST" => {
             let words: Vec<&str> = rest.split(' ').collect();
             match words.as_slice() {
-                [id, from, ticket] => Event::SessionRequest {
+                [id, from, ticket] if kind == "SESSION_REQUEST" => Event::SessionRequest {
+                    id: parse_id(id)?,
+                    from: from.to_string(),
+                    ticket: parse_ticket(ticket)?,
+                },
+                [id, from, ticket] => Event::TransferRequest {
                     id: parse_id(id)?,
                     from: from.to_string(),
                     ticket: parse_ticket(ticket)?,
                 },
                 _ => {
                     return Err(ParseError::bad(
-                        "usage: EVENT SESSION_REQUEST <id> <from> <ticket>",
+                        "usage: EVENT SESSION_REQUEST|TRANSFER_REQUEST <id> <from> <ticket>",
                     ));
                 }
             }
@@ -269,6 +424,35 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
         },
         ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
         ("SESSION_END", [id]) => Reply::SessionEnded { id: parse_id(id)? },
+        ("TRANSFER", [id, user, addr, ticket]) => Reply::Transfer {
+            id: parse_id(id)?,
+            user: user.to_string(),
+            addr: parse_addr(addr)?,
+            ticket: parse_ticket(ticket)?,
+        },
+        ("TRANSFER_END", [id]) => Reply::TransferEnded { id: parse_id(id)? },
+        ("SHARE", [count]) => Reply::Shared {
+            count: count
+                .parse()
+                .map_err(|_| ParseError::bad("malformed OK SHARE"))?,
+        },
+        ("FILES", [count]) if count.parse::<usize>().ok() == Some(body.len()) => Reply::Files {
+            files: body
+                .iter()
+                .map(|l| FileEntry::parse(l))
+                .collect::<Result<_, _>>()?,
+        },
+        ("SEARCH", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
+            Reply::Search {
+                files: body
+                    .iter()
+                    .map(|l| FileEntry::parse(l))
+                    .collect::<Result<_, _>>()?,
+                total: total
+                    .parse()
+                    .map_err(|_| ParseError::bad("malformed OK SEARCH"))?,
+            }
+        }
         ("PONG", []) => Reply::Pong,
         ("BYE", []) => Reply::Bye,
         ("HELP", [count]) if count.parse::<usize>().ok() == Some(body.len()) => Reply::Help {
@@ -341,6 +525,9 @@ impl fmt::Display for ServerMsg {
                 Event::SessionRequest { id, from, ticket } => {
                     write!(f, "EVENT SESSION_REQUEST {id} {from} {ticket}")
                 }
+                Event::TransferRequest { id, from, ticket } => {
+                    write!(f, "EVENT TRANSFER_REQUEST {id} {from} {ticket}")
+                }
                 Event::Unknown { kind, rest } => {
                     write!(f, "EVENT {} {}", one_line(kind), one_line(rest))
                 }
@@ -358,6 +545,22 @@ impl fmt::Display for ServerMsg {
                 } => write!(f, "OK SESSION {id} {user} {addr} {ticket}"),
                 Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
                 Reply::SessionEnded { id } => write!(f, "OK SESSION_END {id}"),
+                Reply::Transfer {
+                    id,
+                    user,
+                    addr,
+                    ticket,
+                } => write!(f, "OK TRANSFER {id} {user} {addr} {ticket}"),
+                Reply::TransferEnded { id } => write!(f, "OK TRANSFER_END {id}"),
+                Reply::Shared { count } => write!(f, "OK SHARE {count}"),
+                Reply::Files { files } => {
+                    write!(f, "OK FILES {}", files.len())?;
+                    files.iter().try_for_each(|e| write!(f, "\n{e}"))
+                }
+                Reply::Search { files, total } => {
+                    write!(f, "OK SEARCH {} {total}", files.len())?;
+                    files.iter().try_for_each(|e| write!(f, "\n{e}"))
+                }
                 Reply::Pong => write!(f, "OK PONG"),
                 Reply::Bye => write!(f, "OK BYE"),
                 Reply::Help { lines } => {
@@ -394,6 +597,29 @@ pub enum Command {
     SessionOpen { id: u64 },
     /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
     SessionEnd { id: u64, reason: EndReason },
+    /// `TRANSFER <username>`: ask for a ticket to connect to a user for a file transfer.
+    Transfer { user: String },
+    /// `TRANSFER_END <id> <result> <size> <ms> <hash|-> <name>`: log a transfer's end.
+    TransferEnd {
+        /// The server's transfer id.
+        id: u64,
+        /// How it ended.
+        result: TransferResult,
+        /// Bytes of the file.
+        size: u64,
+        /// How long it took, in milliseconds.
+        ms: u64,
+        /// The peerchat file hash (hex), if verified.
+        hash: Option<String>,
+        /// The file's name.
+        name: String,
+    },
+    /// `SHARE <n>` followed by `n` lines `<size> <name>`: replace my shared files.
+    Share { count: usize },
+    /// `FILES [username]`: everyone's shared files, or one user's.
+    Files { user: Option<String> },
+    /// `SEARCH <text>`: shared files whose name contains `text`, any case.
+    Search { text: String },
 }
 
 /// Why a session ended, as recorded in the server's session log.
@@ -487,6 +713,31 @@ pub const COMMANDS: &[CommandSpec] = &[
         meaning: "report that session <id> ended (closed, declined, timeout, peer_lost, refused, unreachable)",
     },
     CommandSpec {
+        names: &["TRANSFER"],
+        args: &["<username>"],
+        meaning: "start a file transfer: get the user's address and a one-time ticket",
+    },
+    CommandSpec {
+        names: &["TRANSFER_END"],
+        args: &["<id>", "<result>", "<size>", "<ms>", "<hash>", "<name...>"],
+        meaning: "log how transfer <id> ended (ok, failed, cancelled, corrupt, refused)",
+    },
+    CommandSpec {
+        names: &["SHARE"],
+        args: &["<n>"],
+        meaning: "replace your shared files with the n lines '<size> <name>' that follow",
+    },
+    CommandSpec {
+        names: &["FILES", "GET_AF", "GET_UF"],
+        args: &["[username]"],
+        meaning: "the files online users share (or one user's)",
+    },
+    CommandSpec {
+        names: &["SEARCH"],
+        args: &["<text...>"],
+        meaning: "shared files whose names contain <text>, any case",
+    },
+    CommandSpec {
         names: &["PING"],
         args: &[],
         meaning: "keep the connection alive; answers OK PONG",
@@ -528,6 +779,29 @@ impl CommandSpec {
         format!("{}{} - {}", self.usage(), aliases, self.meaning)
     }
 
+    /// Splits `rest` into this command's arguments: `<x>` is required, `[x]` optional,
+    /// and a last `<x...>` takes the rest of the line, spaces included. `None` if the
+    /// count is wrong.
+    fn split_args<'a>(&self, rest: &'a str) -> Option<Vec<&'a str>> {
+        let required = self.args.iter().filter(|a| a.starts_with('<')).count();
+        let mut out = Vec::new();
+        let mut remaining = rest.trim_start_matches(' ');
+        for (i, placeholder) in self.args.iter().enumerate() {
+            if remaining.is_empty() {
+                break;
+            }
+            if i + 1 == self.args.len() && placeholder.ends_with("...>") {
+                out.push(remaining);
+                remaining = "";
+                break;
+            }
+            let (word, after) = split_word(remaining);
+            out.push(word);
+            remaining = after;
+        }
+        (remaining.is_empty() && out.len() >= required).then_some(out)
+    }
+
     fn find(word: &str) -> Option<&'static CommandSpec> {
         COMMANDS
             .iter()
@@ -538,18 +812,17 @@ impl CommandSpec {
 impl Command {
     /// Parses a command line; an empty line is `Ok(None)`.
     pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
-        let mut words = line.split(' ').filter(|w| !w.is_empty());
-        let Some(word) = words.next() else {
+        let (word, rest) = split_word(line.trim_start_matches(' '));
+        if word.is_empty() {
             return Ok(None);
-        };
-        let args: Vec<&str> = words.collect();
+        }
         let spec = CommandSpec::find(word).ok_or_else(|| ParseError {
             code: ErrorCode::UnknownCommand,
             message: format!("unknown command {}; try HELP", shorten(word)),
         })?;
-        if args.len() != spec.args.len() {
-            return Err(ParseError::bad(format!("usage: {}", spec.usage())));
-        }
+        let usage = || ParseError::bad(format!("usage: {}", spec.usage()));
+        let args = spec.split_args(rest).ok_or_else(usage)?;
+        let number = |text: &str| text.parse::<u64>().map_err(|_| usage());
         let command = match (spec.names[0], args.as_slice()) {
             ("HELP", []) => Command::Help,
             ("LIST", []) => Command::List,
@@ -568,7 +841,40 @@ impl Command {
                     ParseError::bad(format!("unknown reason {}", shorten(reason)))
                 })?,
             },
-            _ => return Err(ParseError::bad(format!("usage: {}", spec.usage()))),
+            ("TRANSFER", [user]) => Command::Transfer {
+                user: user.to_string(),
+            },
+            ("TRANSFER_END", [id, result, size, ms, hash, name]) => Command::TransferEnd {
+                id: parse_id(id)?,
+                result: TransferResult::from_word(result).ok_or_else(|| {
+                    ParseError::bad(format!("unknown result {}", shorten(result)))
+                })?,
+                size: number(size)?,
+                ms: number(ms)?,
+                hash: match *hash {
+                    "-" => None,
+                    hex if blake3::Hash::from_hex(hex).is_ok() => Some(hex.to_ascii_lowercase()),
+                    _ => return Err(ParseError::bad("the hash is - or 64 hex digits")),
+                },
+                name: name.to_string(),
+            },
+            ("SHARE", [count]) => {
+                let count = number(count)? as usize;
+                if count > MAX_SHARED_FILES {
+                    return Err(ParseError::bad(format!(
+                        "at most {MAX_SHARED_FILES} shared files"
+                    )));
+                }
+                Command::Share { count }
+            }
+            ("FILES", []) => Command::Files { user: None },
+            ("FILES", [user]) => Command::Files {
+                user: Some(user.to_string()),
+            },
+            ("SEARCH", [text]) => Command::Search {
+                text: text.to_string(),
+            },
+            _ => return Err(usage()),
         };
         Ok(Some(command))
     }
@@ -592,6 +898,25 @@ impl fmt::Display for Command {
             Command::Connect { user } => write!(f, "CONNECT {user}"),
             Command::SessionOpen { id } => write!(f, "SESSION_OPEN {id}"),
             Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
+            Command::Transfer { user } => write!(f, "TRANSFER {user}"),
+            Command::TransferEnd {
+                id,
+                result,
+                size,
+                ms,
+                hash,
+                name,
+            } => write!(
+                f,
+                "TRANSFER_END {id} {} {size} {ms} {} {}",
+                result.word(),
+                hash.as_deref().unwrap_or("-"),
+                one_line(name)
+            ),
+            Command::Share { count } => write!(f, "SHARE {count}"),
+            Command::Files { user: None } => write!(f, "FILES"),
+            Command::Files { user: Some(user) } => write!(f, "FILES {user}"),
+            Command::Search { text } => write!(f, "SEARCH {}", one_line(text)),
         }
     }
 }

@@ -7,7 +7,10 @@
 
 use super::Shared;
 use super::login::LoggedIn;
+use super::store::TransferRecord;
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::MAX_SEARCH_RESULTS;
+use crate::protocol::server_msg::SharedFile;
 use crate::protocol::server_msg::{
     COMMANDS, Command, CommandSpec, EndReason, Event, Reply, ServerMsg,
 };
@@ -33,6 +36,30 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Connect { user } => connect(shared, me, user),
         Command::SessionOpen { id } => session_open(shared, me, *id),
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
+        Command::Transfer { user } => transfer(shared, me, user),
+        Command::TransferEnd {
+            id,
+            result,
+            size,
+            ms,
+            hash,
+            name,
+        } => transfer_end(
+            shared,
+            me,
+            *id,
+            &TransferRecord {
+                result: result.word().to_string(),
+                name: name.clone(),
+                size: *size,
+                hash: hash.clone(),
+                duration_ms: *ms,
+            },
+        ),
+        // The body of SHARE is read by `conn`, which calls `share` itself.
+        Command::Share { .. } => ServerMsg::err(ErrorCode::BadRequest, "SHARE needs its lines"),
+        Command::Files { user } => files(shared, user.as_deref()),
+        Command::Search { text } => search(shared, text),
     };
     (reply, Flow::Continue)
 }
@@ -160,6 +187,118 @@ fn session_end(shared: &Shared, me: &LoggedIn, id: u64, reason: EndReason) -> Se
         Err(e) => return internal("ending a session", &e),
     }
     ServerMsg::Ok(Reply::SessionEnded { id })
+}
+
+/// The online user `user` with an outbox, or the `NOT_ONLINE` reply.
+fn online_peer(
+    shared: &Shared,
+    me: &LoggedIn,
+    user: &str,
+) -> Result<(String, std::net::SocketAddr, super::outbox::Outbox), ServerMsg> {
+    let key = user.to_ascii_lowercase();
+    if key == me.key {
+        return Err(ServerMsg::err(ErrorCode::BadRequest, "that is you"));
+    }
+    shared.registry.lookup_with_outbox(&key).ok_or_else(|| {
+        let shown: String = user.chars().take(32).collect();
+        ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"))
+    })
+}
+
+/// TRANSFER <username>
+///
+/// Like CONNECT, for a file transfer: the target learns the ticket first.
+fn transfer(shared: &Shared, me: &LoggedIn, user: &str) -> ServerMsg {
+    let (target, addr, outbox) = match online_peer(shared, me, user) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    let ticket = match Ticket::generate() {
+        Ok(ticket) => ticket,
+        Err(e) => return internal("generating a ticket", &e),
+    };
+    let id = match shared.store.create_transfer(&me.name, &target) {
+        Ok(id) => id,
+        Err(e) => return internal("recording a transfer", &e),
+    };
+    outbox.send(&ServerMsg::Event(Event::TransferRequest {
+        id,
+        from: me.name.clone(),
+        ticket: ticket.clone(),
+    }));
+    log::info!("transfer {id}: {} asked for {target}", me.name);
+    ServerMsg::Ok(Reply::Transfer {
+        id,
+        user: target,
+        addr,
+        ticket,
+    })
+}
+
+/// TRANSFER_END <id> <result> <size> <ms> <hash> <name>
+///
+/// Either participant may report; the first report is logged.
+fn transfer_end(shared: &Shared, me: &LoggedIn, id: u64, record: &TransferRecord) -> ServerMsg {
+    match shared.store.transfer_participants(id) {
+        Ok(Some((a, b)))
+            if a.eq_ignore_ascii_case(&me.name) || b.eq_ignore_ascii_case(&me.name) => {}
+        Ok(_) => {
+            return ServerMsg::err(
+                ErrorCode::NoSession,
+                format!("transfer {id} is not one of yours"),
+            );
+        }
+        Err(e) => return internal("reading a transfer", &e),
+    }
+    match shared.store.end_transfer(id, record) {
+        Ok(true) => log::info!(
+            "transfer {id}: {} {} ({} bytes, {} ms), reported by {}",
+            record.result,
+            record.name,
+            record.size,
+            record.duration_ms,
+            me.name
+        ),
+        Ok(false) => {}
+        Err(e) => return internal("ending a transfer", &e),
+    }
+    ServerMsg::Ok(Reply::TransferEnded { id })
+}
+
+/// SHARE <n> and its n lines (already read by `conn`).
+pub fn share(
+    shared: &Shared,
+    me: &LoggedIn,
+    files: Result<Vec<SharedFile>, crate::protocol::ParseError>,
+) -> ServerMsg {
+    match files {
+        Ok(files) => {
+            let count = files.len();
+            shared.files.set(&me.key, &me.name, files);
+            ServerMsg::Ok(Reply::Shared { count })
+        }
+        Err(e) => ServerMsg::err(e.code, e.message),
+    }
+}
+
+/// FILES [username]
+fn files(shared: &Shared, user: Option<&str>) -> ServerMsg {
+    let key = user.map(str::to_ascii_lowercase);
+    if let Some(key) = &key
+        && shared.registry.lookup(key).is_none()
+    {
+        let shown: String = key.chars().take(32).collect();
+        return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
+    }
+    ServerMsg::Ok(Reply::Files {
+        files: shared.files.list(key.as_deref()),
+    })
+}
+
+/// SEARCH <text>
+fn search(shared: &Shared, text: &str) -> ServerMsg {
+    let (files, total) = shared.files.search(text, MAX_SEARCH_RESULTS);
+    ServerMsg::Ok(Reply::Search { files, total })
 }
 
 /// After `user` went offline: ends the sessions in which nobody is online any more.

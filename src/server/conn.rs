@@ -15,10 +15,11 @@ use super::commands::{self, Flow};
 use super::login;
 use super::outbox::Outbox;
 use super::registry::ConnId;
+use crate::protocol::ParseError;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader};
-use crate::protocol::server_msg::{Command, Event, ServerMsg, VERSION};
+use crate::protocol::server_msg::{Command, Event, ServerMsg, SharedFile, VERSION};
 
 /// How long a closing connection keeps reading (and discarding) what the client still
 /// sends, so that our last line reaches it before the socket closes.
@@ -158,6 +159,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
         for outbox in others {
             outbox.send(&event);
         }
+        shared.files.remove(&name.to_ascii_lowercase());
         commands::close_abandoned_sessions(&shared, &name);
     }
     match end {
@@ -165,6 +167,33 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
         End::Quit | End::Refused => conn.linger(),
     }
     log::debug!("{peer}: connection closed");
+}
+
+/// Reads the `count` lines after `SHARE`. A bad line is answered after the body is
+/// read, so the stream stays in step; a framing error ends the connection as usual.
+fn read_share_body(
+    conn: &mut Conn,
+    count: usize,
+) -> Result<Result<Vec<SharedFile>, ParseError>, End> {
+    let mut files = Vec::with_capacity(count.min(1024));
+    let mut first_error = None;
+    for _ in 0..count {
+        match conn.next_line()? {
+            Some(line) => match SharedFile::parse(&line) {
+                Ok(file) => files.push(file),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            },
+            None => {
+                first_error.get_or_insert(ParseError::bad("a SHARE line is not UTF-8"));
+            }
+        }
+    }
+    Ok(match first_error {
+        Some(e) => Err(e),
+        None => Ok(files),
+    })
 }
 
 fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
@@ -177,6 +206,14 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
         };
         match Command::parse(&line) {
             Ok(None) => {}
+            Ok(Some(Command::Share { count })) => {
+                log::info!("{} {}: SHARE {count}", conn.peer, me.name);
+                let files = match read_share_body(conn, count) {
+                    Ok(files) => files,
+                    Err(end) => return end,
+                };
+                conn.send(commands::share(shared, me, files));
+            }
             Ok(Some(command)) => {
                 log::info!("{} {}: {command}", conn.peer, me.name);
                 let (reply, flow) = commands::dispatch(&command, me, shared);

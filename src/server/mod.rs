@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod conn;
+pub mod file_index;
 pub mod login;
 pub mod outbox;
 pub mod registry;
@@ -100,6 +101,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Accounts and blocks.
     pub store: Store,
+    /// What online users share.
+    pub files: file_index::FileIndex,
     /// Settings.
     pub config: ServerConfig,
     /// A bcrypt hash of nothing anyone knows, at the configured cost, checked against
@@ -137,6 +140,7 @@ pub fn run(
     let shared = Arc::new(Shared {
         registry: Registry::default(),
         store,
+        files: file_index::FileIndex::default(),
         config,
         dummy_hash,
     });

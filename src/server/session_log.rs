@@ -5,7 +5,7 @@
 
 use chrono::{Local, TimeZone};
 
-use super::store::SessionRecord;
+use super::store::{SessionRecord, TransferLogRow};
 
 fn when(ms: Option<i64>) -> String {
     ms.and_then(|ms| Local.timestamp_millis_opt(ms).single())
@@ -36,6 +36,47 @@ pub fn render(records: &[SessionRecord]) -> String {
             when(r.accepted_at_ms),
             when(r.ended_at_ms),
             reason
+        ));
+    }
+    out
+}
+
+/// A table with one row per file transfer, newest first, and a header.
+pub fn render_transfers(rows: &[TransferLogRow]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<16} {:<16} {:<19}  {:<9} {:>12} {:>8}  {:<16} {}\n",
+        "id", "requester", "target", "started", "result", "bytes", "ms", "hash", "name"
+    );
+    for row in rows {
+        let (result, size, ms, hash, name) = match &row.end {
+            Some(end) => (
+                end.result.clone(),
+                end.size.to_string(),
+                end.duration_ms.to_string(),
+                end.hash
+                    .as_deref()
+                    .map_or("-".to_string(), |h| h.chars().take(16).collect()),
+                end.name.clone(),
+            ),
+            None => (
+                "(open)".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
+        };
+        out.push_str(&format!(
+            "{:>6}  {:<16} {:<16} {:<19}  {:<9} {:>12} {:>8}  {:<16} {}\n",
+            row.id,
+            row.requester,
+            row.target,
+            when(Some(row.started_at_ms)),
+            result,
+            size,
+            ms,
+            hash,
+            name
         ));
     }
     out

@@ -46,6 +46,19 @@ const MIGRATIONS: &[&str] = &[
         end_reason TEXT
     );
     CREATE INDEX sessions_open ON sessions (ended_at_ms) WHERE ended_at_ms IS NULL;",
+    // 3: the log of file transfers, reported by the clients.
+    "CREATE TABLE transfers (
+        id INTEGER PRIMARY KEY,
+        requester TEXT NOT NULL,
+        target TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        ended_at_ms INTEGER,
+        result TEXT,
+        name TEXT,
+        size INTEGER,
+        hash TEXT,
+        duration_ms INTEGER
+    );",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.
@@ -112,6 +125,36 @@ impl SessionRecord {
     pub fn has_participant(&self, user: &str) -> bool {
         self.requester.eq_ignore_ascii_case(user) || self.target.eq_ignore_ascii_case(user)
     }
+}
+
+/// How a transfer ended, as the clients report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// ok, failed, cancelled, corrupt or refused.
+    pub result: String,
+    /// The file's name.
+    pub name: String,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// The peerchat file hash, when verified.
+    pub hash: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// One row of the transfer log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferLogRow {
+    /// Transfer id, as given to the clients.
+    pub id: u64,
+    /// Who asked for the ticket (the sender of a push, the fetcher of a fetch).
+    pub requester: String,
+    /// The other side.
+    pub target: String,
+    /// When the ticket was issued (Unix ms).
+    pub started_at_ms: i64,
+    /// How it ended, once reported.
+    pub end: Option<TransferRecord>,
 }
 
 const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason FROM sessions";
@@ -362,6 +405,82 @@ impl Store {
         self.with_conn(|c| {
             let mut stmt = c.prepare(&format!("{SESSION_COLUMNS} ORDER BY id DESC LIMIT ?1"))?;
             let rows = stmt.query_map([limit as i64], session_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Records a requested transfer and returns its id.
+    pub fn create_transfer(&self, requester: &str, target: &str) -> Result<u64> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO transfers (requester, target, started_at_ms) VALUES (?1, ?2, ?3)",
+                params![requester, target, now_ms()],
+            )?;
+            Ok(c.last_insert_rowid() as u64)
+        })
+    }
+
+    /// The participants of transfer `id`, if it exists.
+    pub fn transfer_participants(&self, id: u64) -> Result<Option<(String, String)>> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT requester, target FROM transfers WHERE id = ?1",
+                [id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Records how transfer `id` ended, unless it was recorded already; true if this
+    /// call recorded it.
+    pub fn end_transfer(&self, id: u64, end: &TransferRecord) -> Result<bool> {
+        let changed = self.with_conn(|c| {
+            c.execute(
+                "UPDATE transfers SET ended_at_ms = ?2, result = ?3, name = ?4, size = ?5, hash = ?6,
+                 duration_ms = ?7 WHERE id = ?1 AND ended_at_ms IS NULL",
+                params![
+                    id as i64,
+                    now_ms(),
+                    end.result,
+                    end.name,
+                    end.size as i64,
+                    end.hash,
+                    end.duration_ms as i64
+                ],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    /// The most recent `limit` transfers, newest first.
+    pub fn transfer_log(&self, limit: usize) -> Result<Vec<TransferLogRow>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size, hash,
+                        duration_ms
+                 FROM transfers ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                let ended: Option<i64> = r.get(4)?;
+                let end = match ended {
+                    Some(_) => Some(TransferRecord {
+                        result: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        name: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        size: r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
+                        hash: r.get(8)?,
+                        duration_ms: r.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
+                    }),
+                    None => None,
+                };
+                Ok(TransferLogRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    requester: r.get(1)?,
+                    target: r.get(2)?,
+                    started_at_ms: r.get(3)?,
+                    end,
+                })
+            })?;
             rows.collect()
         })
     }

@@ -1057,3 +1057,264 @@ impl Drop for Client {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Chat sessions (used by tests/sessions.rs)
+// ---------------------------------------------------------------------------------------
+
+/// Starts a server process on `dir` with `opts`, listening on exactly `addr`. `None` if it
+/// did not come up (e.g. the address is taken); the process is then reaped.
+fn spawn_at(dir: Arc<TempDir>, opts: ServerBuilder, addr: SocketAddr) -> Option<Server> {
+    let n = STARTS.fetch_add(1, Ordering::SeqCst);
+    let log = dir.path().join(format!("server-{n}.log"));
+    let log_file = File::create(&log).expect("create server log");
+    let db = dir.path().join("server.db");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerchat-server"));
+    cmd.arg("--addr")
+        .arg(addr.to_string())
+        .arg("--db")
+        .arg(&db)
+        .arg("--bcrypt-cost")
+        .arg(opts.bcrypt_cost.to_string())
+        .args(&opts.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "debug");
+    }
+    for (k, v) in &opts.envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn peerchat-server");
+    let stdout = child.stdout.take().expect("server stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(line)
+            if line.strip_prefix("listening on ").map(str::trim) == Some(&addr.to_string()) =>
+        {
+            Some(Server {
+                child: Some(child),
+                status: None,
+                addr,
+                dir,
+                opts,
+                log,
+            })
+        }
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+impl Server {
+    /// Starts a new server process on the same directory, database and address (so that
+    /// clients can `\reconnect` to it). The previous process must have exited. Retries for
+    /// up to `WAIT` in case the port is briefly unavailable.
+    pub fn restart_same_addr(&self) -> Server {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(server) = spawn_at(self.dir.clone(), self.opts.clone(), self.addr) {
+                return server;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "could not start a server on {} again\n--- previous log ---\n{}",
+                    self.addr,
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One row of the server's `sessions` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: i64,
+    pub requester: String,
+    pub target: String,
+    pub started_at_ms: i64,
+    pub accepted_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub end_reason: Option<String>,
+}
+
+/// Every row of the `sessions` table, by id (the server may be running: WAL mode).
+pub fn db_sessions(db: &Path) -> Vec<SessionRow> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open database");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason
+             FROM sessions ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| {
+        Ok(SessionRow {
+            id: r.get(0)?,
+            requester: r.get(1)?,
+            target: r.get(2)?,
+            started_at_ms: r.get(3)?,
+            accepted_at_ms: r.get(4)?,
+            ended_at_ms: r.get(5)?,
+            end_reason: r.get(6)?,
+        })
+    })
+    .expect("query sessions")
+    .map(|r| r.expect("row"))
+    .collect()
+}
+
+/// Polls the `sessions` table (for up to `POLL`) until the row with `id` satisfies
+/// `ok`; returns it. Panics with the table if it never does.
+pub fn wait_session_row(
+    db: &Path,
+    id: i64,
+    what: &str,
+    ok: impl Fn(&SessionRow) -> bool,
+) -> SessionRow {
+    let deadline = Instant::now() + POLL;
+    loop {
+        let rows = db_sessions(db);
+        if let Some(row) = rows.iter().find(|r| r.id == id && ok(r)) {
+            return row.clone();
+        }
+        if Instant::now() >= deadline {
+            panic!("session {id}: {what}, not seen within {POLL:?}; table:\n{rows:#?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// True if `line` is a chat line as the client prints it:
+/// `[<prefix>][HH:MM:SS] <sender>: <text>`, where prefix is `(peer) ` or nothing.
+pub fn is_chat_line(line: &str, prefix: Option<&str>, sender: &str, text: &str) -> bool {
+    let rest = match prefix {
+        Some(p) => match line.strip_prefix(&format!("({p}) ")) {
+            Some(rest) => rest,
+            None => return false,
+        },
+        None => line,
+    };
+    let b = rest.as_bytes();
+    if b.len() < 11 || b[0] != b'[' || b[9] != b']' || b[10] != b' ' {
+        return false;
+    }
+    let clock_ok = b[1..9].iter().enumerate().all(|(i, c)| {
+        if i == 2 || i == 5 {
+            *c == b':'
+        } else {
+            c.is_ascii_digit()
+        }
+    });
+    clock_ok && rest[11..] == format!("{sender}: {text}")
+}
+
+impl Client {
+    /// Starts a client with `--port 0` and `args` (e.g. `--data-dir`), and registers
+    /// (`new`) or logs in `name`; returns once the welcome line is printed.
+    pub fn start_with(
+        server: SocketAddr,
+        name: &str,
+        pass: &str,
+        new: bool,
+        args: &[&str],
+    ) -> Client {
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        let mut c = Client::spawn(server, &all).named(name);
+        c.expect("Are you a new client? (Y/N): ");
+        if new {
+            c.send("y");
+            c.expect("Choose a username: ");
+            c.send(name);
+            c.expect("Choose a password: ");
+            c.send(pass);
+            c.expect(&format!("Registered as {name}."));
+        } else {
+            c.send("n");
+            c.expect("Username: ");
+            c.send(name);
+            c.expect("Password: ");
+            c.send(pass);
+            c.expect(&format!("Logged in as {name}."));
+        }
+        c.expect_welcome(name, 0);
+        c
+    }
+
+    /// Writes many lines to stdin in one write.
+    pub fn send_all(&mut self, lines: &[String]) {
+        let mut bytes = Vec::new();
+        for line in lines {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        self.sent.push(format!("({} lines at once)", lines.len()));
+        let result = match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(&bytes).and_then(|_| stdin.flush()),
+            None => Err(io::Error::other("stdin already closed")),
+        };
+        if let Err(e) = result {
+            self.fail(&format!(
+                "writing {} lines to stdin failed: {e}",
+                lines.len()
+            ));
+        }
+    }
+
+    /// Waits until a complete stdout line after the previous match satisfies `ok`;
+    /// moves past that line and returns it. `what` describes it in failure messages.
+    pub fn expect_line(&mut self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut scanned = self.pos;
+        loop {
+            // Only complete lines; `scanned` skips those already rejected.
+            while let Some(nl) = self.out[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + nl;
+                let line = String::from_utf8_lossy(&self.out[scanned..end]).into_owned();
+                scanned = end + 1;
+                if ok(&line) {
+                    self.pos = scanned;
+                    return line;
+                }
+            }
+            if !self.pump(deadline) {
+                let why = if self.out_done {
+                    "stdout closed"
+                } else {
+                    "timed out"
+                };
+                self.fail(&format!("expected a line: {what} ({why})"));
+            }
+        }
+    }
+
+    /// Waits for the chat line `[HH:MM:SS] sender: text` (with `(prefix) ` before it if
+    /// given) after the previous match.
+    pub fn expect_chat(&mut self, prefix: Option<&str>, sender: &str, text: &str) -> String {
+        let what = match prefix {
+            Some(p) => format!("({p}) [HH:MM:SS] {sender}: {text}"),
+            None => format!("[HH:MM:SS] {sender}: {text}"),
+        };
+        self.expect_line(&what, |l| is_chat_line(l, prefix, sender, text))
+    }
+
+    /// Where the next `expect` starts searching (a byte offset in `output()`).
+    pub fn mark(&self) -> usize {
+        self.pos
+    }
+}

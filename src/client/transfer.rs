@@ -1,0 +1,854 @@
+//! Moving one file over one data connection: sending, receiving, hashing, resume; and
+//! the safety rules for names and shared folders.
+//!
+//! Owns the byte stream after a data connection's first line (protocol.md §11), the
+//! partial files and their state beside them, and every check that keeps a name from
+//! the network inside the downloads or shared folder. Memory stays bounded (one chunk
+//! buffer per transfer, whatever the file size). It must not decide who may transfer
+//! (`sessions` checks tickets, `transfers` keeps the table) nor print.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::{MAX_FILE_NAME, MAX_LINE, WRITE_TIMEOUT};
+use crate::protocol::line::{LineError, LineReader, write_lines};
+use crate::protocol::server_msg::{SharedFile, TransferResult};
+use crate::protocol::transfer_msg::{CHUNK_SIZE, FileHasher, XferLine};
+
+/// Folder inside the downloads folder for partial files and their state.
+pub const PARTIAL_DIR: &str = ".peerchat-partial";
+
+/// How often a running transfer reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// How long either side waits for the other's next line or bytes.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a transfer thread reports.
+#[derive(Debug)]
+pub enum TransferEvent {
+    /// `done` of `total` bytes are through (including a resumed prefix).
+    Progress { id: u64, done: u64, total: u64 },
+    /// The transfer ended.
+    Finished { id: u64, outcome: Outcome },
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The result class, as logged by the server.
+    pub result: TransferResult,
+    /// A sentence for people: why it failed, or where the file went.
+    pub detail: String,
+    /// The file's size.
+    pub size: u64,
+    /// The peerchat file hash, when verified.
+    pub hash: Option<blake3::Hash>,
+    /// Where a received file was stored.
+    pub saved_as: Option<PathBuf>,
+    /// Bytes skipped because an earlier attempt had them.
+    pub resumed_from: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Lets the UI stop a running transfer from its thread.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Asks the transfer to stop; it sends `CANCEL` and ends.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Refuses names that could leave the folder or confuse a terminal: empty, `.`, `..`,
+/// path separators, drive letters, control characters, or longer than 255 bytes.
+pub fn safe_file_name(name: &str) -> Result<&str, String> {
+    let bad = |why: &str| Err(format!("unsafe file name ({why})"));
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_FILE_NAME {
+        return bad("too long");
+    }
+    if name == "." || name == ".." {
+        return bad("a folder reference");
+    }
+    if name.contains(['/', '\\']) {
+        return bad("a path separator");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("a control character");
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return bad("a drive letter");
+    }
+    Ok(name)
+}
+
+/// A shared folder: only regular files directly inside it are shared (subfolders are
+/// not), and every path is checked after resolving symlinks and `..`.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// The folder, canonical.
+    root: PathBuf,
+}
+
+impl Share {
+    /// Opens a shared folder; it must exist.
+    pub fn open(dir: &Path) -> io::Result<Share> {
+        let root = dir.canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a folder"));
+        }
+        Ok(Share { root })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The files to announce: regular files inside the folder (symlinks only if they
+    /// resolve inside it), with safe UTF-8 names, sorted by name.
+    pub fn scan(&self) -> io::Result<Vec<SharedFile>> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if let Ok((_, size)) = self.resolve(&name) {
+                files.push(SharedFile { size, name });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// The real path and size of shared file `name`, or why it cannot be served.
+    pub fn resolve(&self, name: &str) -> Result<(PathBuf, u64), String> {
+        let name = safe_file_name(name)?;
+        let path = self
+            .root
+            .join(name)
+            .canonicalize()
+            .map_err(|_| "no such shared file".to_string())?;
+        if path.parent() != Some(self.root.as_path()) {
+            return Err("not inside the shared folder".into());
+        }
+        let meta = fs::metadata(&path).map_err(|_| "no such shared file".to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        Ok((path, meta.len()))
+    }
+}
+
+/// `name`, or `name (1).ext`, `name (2).ext`... : the first that does not exist.
+fn candidate(dir: &Path, name: &str, n: u32) -> PathBuf {
+    if n == 0 {
+        return dir.join(name);
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    dir.join(format!("{stem} ({n}){ext}"))
+}
+
+/// Moves a finished partial file to its final name without ever replacing a file: the
+/// hard link fails if the name exists, so two finishing transfers cannot race.
+fn place(part: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    for n in 0..10_000 {
+        let target = candidate(dir, name, n);
+        match fs::hard_link(part, &target) {
+            Ok(()) => {
+                fs::remove_file(part)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) if !target.exists() => {
+                // A file system without hard links: check, then rename.
+                fs::rename(part, &target)?;
+                return Ok(target);
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(io::Error::other("no free name"))
+}
+
+/// One side of a data connection after its first line.
+pub struct Wire {
+    /// Reads lines and the raw chunk bytes after `CHUNK`.
+    reader: LineReader<TcpStream>,
+    /// Writes lines and chunk bytes.
+    stream: TcpStream,
+}
+
+/// Why a transfer stopped early.
+enum Stop {
+    /// Ends with this result and detail; `tell` is sent to the peer first, if any.
+    Fail(TransferResult, String, Option<XferLine>),
+}
+
+fn fail(result: TransferResult, detail: impl Into<String>) -> Stop {
+    Stop::Fail(result, detail.into(), None)
+}
+
+fn fail_and_tell(result: TransferResult, detail: impl Into<String>, code: ErrorCode) -> Stop {
+    let detail = detail.into();
+    let line = XferLine::Err {
+        code,
+        message: detail.clone(),
+    };
+    Stop::Fail(result, detail, Some(line))
+}
+
+impl Wire {
+    /// Wraps a connected stream whose first line was already read (or written) through
+    /// `reader`.
+    pub fn new(stream: TcpStream, reader: LineReader<TcpStream>) -> io::Result<Wire> {
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        reader.get_ref().set_read_timeout(Some(STALL_TIMEOUT))?;
+        Ok(Wire { reader, stream })
+    }
+
+    /// A fresh wire on `stream`.
+    pub fn from_stream(stream: TcpStream) -> io::Result<Wire> {
+        let reader = LineReader::new(stream.try_clone()?, MAX_LINE);
+        Wire::new(stream, reader)
+    }
+
+    fn send(&mut self, line: &XferLine) -> Result<(), Stop> {
+        let mut out = &self.stream;
+        write_lines(&mut out, &line.to_wire())
+            .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))
+    }
+
+    fn recv(&mut self) -> Result<XferLine, Stop> {
+        match self.reader.read_line() {
+            Ok(Some(line)) => XferLine::parse(&line).map_err(|e| {
+                fail_and_tell(
+                    TransferResult::Failed,
+                    format!("protocol error: {}", e.message),
+                    e.code,
+                )
+            }),
+            Ok(None) => Err(fail(
+                TransferResult::Failed,
+                "the peer closed the connection",
+            )),
+            Err(e) if e.is_timeout() => {
+                Err(fail(TransferResult::Failed, "the peer stopped sending"))
+            }
+            Err(LineError::Io(e)) => Err(fail(
+                TransferResult::Failed,
+                format!("connection lost: {e}"),
+            )),
+            Err(_) => Err(fail_and_tell(
+                TransferResult::Failed,
+                "unreadable line",
+                ErrorCode::BadRequest,
+            )),
+        }
+    }
+
+    /// A line the peer sent while we were sending, if any (`CANCEL` or `ERR`), without
+    /// waiting.
+    fn poll_peer(&mut self) -> Option<XferLine> {
+        self.stream.set_nonblocking(true).ok()?;
+        let mut probe = [0u8; 1];
+        let waiting = matches!(self.stream.peek(&mut probe), Ok(n) if n > 0);
+        let _ = self.stream.set_nonblocking(false);
+        if !waiting {
+            return None;
+        }
+        self.recv().ok()
+    }
+
+    /// Ends the conversation: what `stop` says is sent, the connection is closed, and
+    /// the outcome is built.
+    fn finish(&mut self, stop: Stop, size: u64, resumed_from: u64, started: Instant) -> Outcome {
+        let Stop::Fail(result, detail, tell) = stop;
+        if let Some(line) = tell {
+            let _ = self.send(&line);
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
+        Outcome {
+            result,
+            detail,
+            size,
+            hash: None,
+            saved_as: None,
+            resumed_from,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Refuses with `ERR` and closes (before anything was sent).
+    pub fn refuse(mut self, message: &str) {
+        let _ = self.send(&XferLine::Err {
+            code: ErrorCode::TransferRefused,
+            message: message.to_string(),
+        });
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Reports progress at most every `PROGRESS_EVERY`.
+struct Reporter<'a> {
+    id: u64,
+    events: &'a Sender<TransferEvent>,
+    last: Instant,
+}
+
+impl Reporter<'_> {
+    fn report(&mut self, done: u64, total: u64, force: bool) {
+        if force || self.last.elapsed() >= PROGRESS_EVERY {
+            self.last = Instant::now();
+            let _ = self.events.try_send(TransferEvent::Progress {
+                id: self.id,
+                done,
+                total,
+            });
+        }
+    }
+}
+
+/// Reads up to one chunk; fewer bytes only at the end of the file.
+fn read_chunk(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Sends `path` as `name`: announces it, honours the receiver's resume point after
+/// checking that our copy has the same prefix, streams hashed chunks, and waits for the
+/// receiver's verdict.
+pub fn send(
+    mut wire: Wire,
+    path: &Path,
+    name: &str,
+    id: u64,
+    events: &Sender<TransferEvent>,
+    cancel: &Cancel,
+) -> Outcome {
+    let started = Instant::now();
+    let mut size = 0;
+    let mut resumed_from = 0;
+    let result = (|| -> Result<Outcome, Stop> {
+        let mut file = File::open(path).map_err(|e| {
+            fail_and_tell(
+                TransferResult::Refused,
+                format!("cannot read the file: {e}"),
+                ErrorCode::TransferRefused,
+            )
+        })?;
+        size = file
+            .metadata()
+            .map_err(|e| fail(TransferResult::Failed, e.to_string()))?
+            .len();
+        wire.send(&XferLine::File {
+            size,
+            name: name.to_string(),
+        })?;
+        let (offset, prefix) = match wire.recv()? {
+            XferLine::Resume { offset, prefix } => (offset, prefix),
+            XferLine::Cancel => {
+                return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
+            }
+            XferLine::Err { message, .. } => return Err(fail(TransferResult::Refused, message)),
+            _ => {
+                return Err(fail_and_tell(
+                    TransferResult::Failed,
+                    "expected RESUME",
+                    ErrorCode::OutOfOrder,
+                ));
+            }
+        };
+        let mut hasher = FileHasher::new();
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut start = 0;
+        if offset > 0 && offset <= size && offset % CHUNK_SIZE as u64 == 0 {
+            // Prove that our file still starts with what the receiver has; otherwise
+            // the whole file goes again.
+            for _ in 0..offset / CHUNK_SIZE as u64 {
+                let n = read_chunk(&mut file, &mut buf)
+                    .map_err(|e| fail(TransferResult::Failed, e.to_string()))?;
+                hasher.add(&blake3::hash(&buf[..n]));
+            }
+            if Some(hasher.finish()) == prefix {
+                start = offset;
+            } else {
+                hasher = FileHasher::new();
+            }
+        }
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| fail(TransferResult::Failed, e.to_string()))?;
+        resumed_from = start;
+        wire.send(&XferLine::Start { offset: start })?;
+        let mut reporter = Reporter {
+            id,
+            events,
+            last: Instant::now(),
+        };
+        let mut done = start;
+        reporter.report(done, size, true);
+        while done < size {
+            if cancel.is_set() {
+                return Err(Stop::Fail(
+                    TransferResult::Cancelled,
+                    "cancelled".into(),
+                    Some(XferLine::Cancel),
+                ));
+            }
+            match wire.poll_peer() {
+                Some(XferLine::Cancel) => {
+                    return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
+                }
+                Some(XferLine::Err { code, message }) => {
+                    let result = if code == ErrorCode::Corrupt {
+                        TransferResult::Corrupt
+                    } else {
+                        TransferResult::Failed
+                    };
+                    return Err(fail(result, format!("the peer stopped: {message}")));
+                }
+                _ => {}
+            }
+            let n = read_chunk(&mut file, &mut buf)
+                .map_err(|e| fail(TransferResult::Failed, e.to_string()))?;
+            if n == 0 {
+                return Err(fail_and_tell(
+                    TransferResult::Failed,
+                    "the file shrank while sending",
+                    ErrorCode::TransferRefused,
+                ));
+            }
+            let hash = blake3::hash(&buf[..n]);
+            hasher.add(&hash);
+            wire.send(&XferLine::Chunk { len: n, hash })?;
+            (&wire.stream)
+                .write_all(&buf[..n])
+                .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))?;
+            done += n as u64;
+            reporter.report(done, size, false);
+        }
+        let hash = hasher.finish();
+        wire.send(&XferLine::End { hash })?;
+        reporter.report(done, size, true);
+        match wire.recv()? {
+            XferLine::Done { hash: theirs } if theirs == hash => Ok(Outcome {
+                result: TransferResult::Ok,
+                detail: "delivered and verified".into(),
+                size,
+                hash: Some(hash),
+                saved_as: None,
+                resumed_from,
+                elapsed: started.elapsed(),
+            }),
+            XferLine::Err {
+                code: ErrorCode::Corrupt,
+                message,
+            } => Err(fail(TransferResult::Corrupt, message)),
+            XferLine::Err { message, .. } => Err(fail(TransferResult::Failed, message)),
+            XferLine::Cancel => Err(fail(TransferResult::Cancelled, "cancelled by the peer")),
+            _ => Err(fail(TransferResult::Corrupt, "the peer's hash differs")),
+        }
+    })();
+    match result {
+        Ok(outcome) => {
+            let _ = wire.stream.shutdown(Shutdown::Write);
+            outcome
+        }
+        Err(stop) => wire.finish(stop, size, resumed_from, started),
+    }
+}
+
+/// What a receiver expects, when it knows (a push it accepted, or a fetch it asked for).
+pub struct Expect {
+    /// The name offered or asked for.
+    pub name: String,
+    /// The size offered; `None` for a fetch (the owner says).
+    pub size: Option<u64>,
+}
+
+/// The partial file of one (peer, name, size) and the hashes of its verified chunks.
+struct Partial {
+    part: PathBuf,
+    state: PathBuf,
+    hashes: Vec<blake3::Hash>,
+}
+
+impl Partial {
+    /// Finds or starts the partial file for this file from this peer. The state file
+    /// holds a header line, then one hex hash per verified chunk, appended as chunks
+    /// arrive: a resume reads only this, never the data.
+    fn open(downloads: &Path, from: &str, name: &str, size: u64) -> io::Result<Partial> {
+        let dir = downloads.join(PARTIAL_DIR);
+        fs::create_dir_all(&dir)?;
+        let header = format!(
+            "peerchat-partial 1 {} {size} {}",
+            from.to_ascii_lowercase(),
+            name
+        );
+        let key = blake3::hash(header.as_bytes()).to_hex();
+        let key = &key.as_str()[..32];
+        let part = dir.join(format!("{key}.part"));
+        let state = dir.join(format!("{key}.state"));
+        let mut hashes = Vec::new();
+        if let Ok(file) = File::open(&state) {
+            let mut lines = BufReader::new(file).lines();
+            if lines.next().and_then(Result::ok).as_deref() == Some(header.as_str()) {
+                for line in lines {
+                    match line
+                        .ok()
+                        .and_then(|l| blake3::Hash::from_hex(l.trim()).ok())
+                    {
+                        Some(hash) => hashes.push(hash),
+                        None => break,
+                    }
+                }
+            }
+        }
+        // Trust only chunks that are both hashed and on disk.
+        let on_disk = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let chunks_on_disk = if on_disk >= size && size > 0 {
+            size.div_ceil(CHUNK_SIZE as u64)
+        } else {
+            on_disk / CHUNK_SIZE as u64
+        };
+        hashes.truncate(chunks_on_disk as usize);
+        let mut text = format!("{header}\n");
+        for hash in &hashes {
+            text.push_str(hash.to_hex().as_str());
+            text.push('\n');
+        }
+        fs::write(&state, text)?;
+        Ok(Partial {
+            part,
+            state,
+            hashes,
+        })
+    }
+
+    fn verified_bytes(&self, size: u64) -> u64 {
+        (self.hashes.len() as u64 * CHUNK_SIZE as u64).min(size)
+    }
+
+    fn restart(&mut self) -> io::Result<()> {
+        self.hashes.clear();
+        let header = fs::read_to_string(&self.state)?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        fs::write(&self.state, format!("{header}\n"))
+    }
+
+    fn discard(&self) {
+        let _ = fs::remove_file(&self.part);
+        let _ = fs::remove_file(&self.state);
+    }
+}
+
+/// Receives a file into `downloads`: checks the announced name, resumes from verified
+/// chunks of an earlier attempt, verifies each chunk and the whole, and moves the file
+/// to its final name (never replacing one) only when complete.
+pub fn receive(
+    mut wire: Wire,
+    downloads: &Path,
+    from: &str,
+    expect: &Expect,
+    id: u64,
+    events: &Sender<TransferEvent>,
+    cancel: &Cancel,
+) -> Outcome {
+    let started = Instant::now();
+    let mut size = 0;
+    let mut resumed_from = 0;
+    let result = (|| -> Result<Outcome, Stop> {
+        let (announced, name) = match wire.recv()? {
+            XferLine::File { size, name } => (size, name),
+            XferLine::Err { message, .. } => return Err(fail(TransferResult::Refused, message)),
+            _ => {
+                return Err(fail_and_tell(
+                    TransferResult::Failed,
+                    "expected FILE",
+                    ErrorCode::OutOfOrder,
+                ));
+            }
+        };
+        size = announced;
+        if name != expect.name || expect.size.is_some_and(|s| s != size) {
+            return Err(fail_and_tell(
+                TransferResult::Refused,
+                "not the file that was agreed on",
+                ErrorCode::TransferRefused,
+            ));
+        }
+        let name = safe_file_name(&name)
+            .map_err(|e| fail_and_tell(TransferResult::Refused, e, ErrorCode::TransferRefused))?
+            .to_string();
+        let disk = |e: io::Error| {
+            fail_and_tell(
+                TransferResult::Failed,
+                format!("cannot write in {}: {e}", downloads.display()),
+                ErrorCode::TransferRefused,
+            )
+        };
+        fs::create_dir_all(downloads).map_err(disk)?;
+        let mut partial = Partial::open(downloads, from, &name, size).map_err(disk)?;
+        let have = partial.verified_bytes(size);
+        let mut hasher = FileHasher::new();
+        partial.hashes.iter().for_each(|h| hasher.add(h));
+        let prefix = (have > 0).then(|| hasher.finish());
+        wire.send(&XferLine::Resume {
+            offset: have,
+            prefix,
+        })?;
+        let start = match wire.recv()? {
+            XferLine::Start { offset } if offset == have || offset == 0 => offset,
+            XferLine::Err { message, .. } => return Err(fail(TransferResult::Refused, message)),
+            XferLine::Cancel => {
+                return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
+            }
+            _ => {
+                return Err(fail_and_tell(
+                    TransferResult::Failed,
+                    "expected START",
+                    ErrorCode::OutOfOrder,
+                ));
+            }
+        };
+        if start == 0 && have > 0 {
+            // The sender's file changed: start over.
+            partial.restart().map_err(disk)?;
+            hasher = FileHasher::new();
+        }
+        resumed_from = start;
+        let mut part = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&partial.part)
+            .map_err(disk)?;
+        part.set_len(start).map_err(disk)?;
+        part.seek(SeekFrom::Start(start)).map_err(disk)?;
+        let mut state = OpenOptions::new()
+            .append(true)
+            .open(&partial.state)
+            .map_err(disk)?;
+        let mut reporter = Reporter {
+            id,
+            events,
+            last: Instant::now(),
+        };
+        let mut done = start;
+        reporter.report(done, size, true);
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        while done < size {
+            if cancel.is_set() {
+                return Err(Stop::Fail(
+                    TransferResult::Cancelled,
+                    "cancelled".into(),
+                    Some(XferLine::Cancel),
+                ));
+            }
+            let (len, hash) = match wire.recv()? {
+                XferLine::Chunk { len, hash } => (len, hash),
+                XferLine::Cancel => {
+                    return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
+                }
+                XferLine::Err { message, .. } => return Err(fail(TransferResult::Failed, message)),
+                _ => {
+                    return Err(fail_and_tell(
+                        TransferResult::Failed,
+                        "expected CHUNK",
+                        ErrorCode::OutOfOrder,
+                    ));
+                }
+            };
+            let expected = (size - done).min(CHUNK_SIZE as u64) as usize;
+            if len != expected {
+                return Err(fail_and_tell(
+                    TransferResult::Failed,
+                    "wrong chunk length",
+                    ErrorCode::BadRequest,
+                ));
+            }
+            let chunk = &mut buf[..len];
+            wire.reader
+                .read_exact(chunk)
+                .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))?;
+            if blake3::hash(chunk) != hash {
+                return Err(fail_and_tell(
+                    TransferResult::Corrupt,
+                    format!(
+                        "chunk {} failed its hash; discarded",
+                        done / CHUNK_SIZE as u64
+                    ),
+                    ErrorCode::Corrupt,
+                ));
+            }
+            part.write_all(chunk).map_err(disk)?;
+            state
+                .write_all(format!("{}\n", hash.to_hex()).as_bytes())
+                .map_err(disk)?;
+            hasher.add(&hash);
+            done += len as u64;
+            reporter.report(done, size, false);
+        }
+        let whole = hasher.finish();
+        match wire.recv()? {
+            XferLine::End { hash } if hash == whole => {}
+            XferLine::End { .. } => {
+                partial.discard();
+                return Err(fail_and_tell(
+                    TransferResult::Corrupt,
+                    "the whole file failed its hash; discarded",
+                    ErrorCode::Corrupt,
+                ));
+            }
+            XferLine::Cancel => {
+                return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
+            }
+            _ => {
+                return Err(fail_and_tell(
+                    TransferResult::Failed,
+                    "expected END",
+                    ErrorCode::OutOfOrder,
+                ));
+            }
+        }
+        part.flush().map_err(disk)?;
+        drop(part);
+        let saved = place(&partial.part, downloads, &name).map_err(disk)?;
+        let _ = fs::remove_file(&partial.state);
+        wire.send(&XferLine::Done { hash: whole })?;
+        reporter.report(done, size, true);
+        Ok(Outcome {
+            result: TransferResult::Ok,
+            detail: format!("saved as {}", saved.display()),
+            size,
+            hash: Some(whole),
+            saved_as: Some(saved),
+            resumed_from,
+            elapsed: started.elapsed(),
+        })
+    })();
+    match result {
+        Ok(outcome) => {
+            let _ = wire.stream.shutdown(Shutdown::Write);
+            outcome
+        }
+        Err(stop) => wire.finish(stop, size, resumed_from, started),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a\\b",
+            "C:evil",
+            "c:\\x",
+            "tab\there",
+            "nl\nx",
+            &"x".repeat(256),
+        ] {
+            assert!(safe_file_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "report.pdf",
+            "with spaces.txt",
+            "ünïcødé ✓.bin",
+            ".hidden",
+            "ab:c",
+            &"x".repeat(255),
+        ] {
+            assert_eq!(safe_file_name(good), Ok(good));
+        }
+    }
+
+    #[test]
+    fn existing_files_get_numbered_names() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), "old").unwrap();
+        fs::write(dir.path().join("a (1).txt"), "old").unwrap();
+        let part = dir.path().join("x.part");
+        fs::write(&part, "new").unwrap();
+        let placed = place(&part, dir.path(), "a.txt").unwrap();
+        assert_eq!(placed, dir.path().join("a (2).txt"));
+        assert_eq!(fs::read_to_string(dir.path().join("a.txt")).unwrap(), "old");
+        assert!(!part.exists());
+        assert_eq!(
+            candidate(dir.path(), "noext", 3),
+            dir.path().join("noext (3)")
+        );
+        assert_eq!(
+            candidate(dir.path(), ".hidden", 1),
+            dir.path().join(".hidden (1)")
+        );
+    }
+
+    #[test]
+    fn share_serves_only_regular_files_inside_it() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("ok.txt"), "hello").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/deep.txt"), "d").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("ok.txt"), dir.path().join("inner-link"))
+            .unwrap();
+        let share = Share::open(dir.path()).unwrap();
+        let names: Vec<String> = share.scan().unwrap().into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["inner-link", "ok.txt"]);
+        assert_eq!(share.resolve("ok.txt").unwrap().1, 5);
+        for bad in [
+            "link",
+            "sub",
+            "sub/deep.txt",
+            "../secret",
+            "missing",
+            "/etc/passwd",
+        ] {
+            assert!(share.resolve(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! The client's table of file offers and transfers: push (`\send`), fetch (`\fetch`),
+//! serving fetches from the shared folder, `\transfers` and `\cancel`.
+//!
+//! Owns each transfer's life from offer to outcome, numbering them for the person,
+//! starting one thread per data connection, and telling the server how each ended. It
+//! reports through [`XferNotice`]s, queued server [`Command`]s and queued peer messages;
+//! it must not print, check tickets (`sessions` does) or touch bytes (`transfer` does).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::peer_link::{self, Incoming, Purpose};
+use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
+use crate::protocol::limits::OFFER_TIMEOUT;
+use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
+use crate::protocol::server_msg::{Command, SharedFile, TransferResult};
+use crate::protocol::ticket::Ticket;
+
+/// How long a `TRANSFER` request waits for the server's ticket.
+const TICKET_WAIT: Duration = Duration::from_secs(30);
+
+/// Finished transfers kept for `\transfers`.
+const KEEP_FINISHED: usize = 50;
+
+/// What we do in a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We offered a file (`\send`).
+    Send,
+    /// A peer offered us a file.
+    Receive,
+    /// We fetch from a peer's shared folder.
+    Fetch,
+    /// A peer fetches from our shared folder.
+    Serve,
+}
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Our offer waits for the peer's answer.
+    Offered,
+    /// A peer's offer waits for our `\accept` or `\decline`.
+    Asked,
+    /// Agreed; waiting for the ticket or the connection.
+    Connecting,
+    /// Bytes are moving.
+    Active,
+    /// Ended.
+    Finished(Outcome),
+    /// Declined, expired or cancelled before any bytes moved.
+    Dropped(String),
+}
+
+/// One row of `\transfers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Our number for it.
+    pub id: u64,
+    /// What we do.
+    pub role: Role,
+    /// The other user.
+    pub peer: String,
+    /// The file's name.
+    pub name: String,
+    /// The file's size, when known.
+    pub size: Option<u64>,
+    /// Bytes through so far.
+    pub done: u64,
+    /// Where it stands.
+    pub stage: Stage,
+    /// Bytes per second since it started moving bytes (0 before).
+    pub rate: f64,
+}
+
+/// Something about transfers the person should see.
+#[derive(Debug, Clone, PartialEq)]
+pub enum XferNotice {
+    /// We offered a file.
+    Offered {
+        id: u64,
+        peer: String,
+        name: String,
+        size: u64,
+    },
+    /// A peer offers us a file.
+    OfferIn {
+        id: u64,
+        from: String,
+        name: String,
+        size: u64,
+    },
+    /// A transfer started moving bytes.
+    Started { row: Row },
+    /// Progress of the active transfers (on a timer).
+    Progress { rows: Vec<Row> },
+    /// A transfer ended.
+    Finished { row: Row },
+    /// A transfer was declined, expired or cancelled before it started.
+    Dropped { row: Row },
+    /// `\transfers`.
+    List { rows: Vec<Row> },
+    /// We told the server about our shared files.
+    Shared { count: usize, dir: PathBuf },
+    /// Something asked for cannot be done.
+    Error(String),
+}
+
+struct Entry {
+    row: Row,
+    /// The offer id on the chat link: ours for `Send`, the sender's for `Receive`.
+    offer: Option<u64>,
+    /// The server's transfer id, once known.
+    transfer: Option<u64>,
+    /// The file to send (`Send`, `Serve`).
+    path: Option<PathBuf>,
+    /// Stops the transfer thread.
+    cancel: Cancel,
+    /// When an unanswered offer lapses.
+    expires: Option<Instant>,
+    /// When bytes started moving, for the rate.
+    started: Option<Instant>,
+}
+
+/// All transfers of one logged-in client.
+pub struct Transfers {
+    /// Our username.
+    me: String,
+    /// Where received files go.
+    downloads: PathBuf,
+    /// Our shared folder, if any.
+    share: Option<Share>,
+    /// Where transfer threads report.
+    events: Sender<TransferEvent>,
+    /// The next number to give a transfer.
+    next_id: u64,
+    /// Every transfer by number.
+    entries: BTreeMap<u64, Entry>,
+    /// Transfers waiting for the server's `OK TRANSFER`, oldest first: (peer, id, since).
+    awaiting_ticket: Vec<(String, u64, Instant)>,
+    /// For the front end.
+    notices: Vec<XferNotice>,
+    /// For the server.
+    to_server: Vec<ServerOut>,
+    /// For peers over their chat link: (peer, message).
+    to_peers: Vec<(String, PeerMsg)>,
+}
+
+/// What `transfers` asks to send to the server.
+pub enum ServerOut {
+    /// One command line.
+    Command(Command),
+    /// `SHARE <n>` and its lines, sent as one block.
+    Share(Vec<SharedFile>),
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+impl Transfers {
+    /// No transfers yet.
+    pub fn new(
+        me: &str,
+        downloads: PathBuf,
+        share: Option<Share>,
+        events: Sender<TransferEvent>,
+    ) -> Transfers {
+        Transfers {
+            me: me.to_string(),
+            downloads,
+            share,
+            events,
+            next_id: 1,
+            entries: BTreeMap::new(),
+            awaiting_ticket: Vec::new(),
+            notices: Vec::new(),
+            to_server: Vec::new(),
+            to_peers: Vec::new(),
+        }
+    }
+
+    /// What the front end should show since the last call.
+    pub fn take_notices(&mut self) -> Vec<XferNotice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// What the server should be sent since the last call.
+    pub fn take_server_out(&mut self) -> Vec<ServerOut> {
+        std::mem::take(&mut self.to_server)
+    }
+
+    /// What peers should be sent since the last call.
+    pub fn take_peer_out(&mut self) -> Vec<(String, PeerMsg)> {
+        std::mem::take(&mut self.to_peers)
+    }
+
+    /// The shared folder, if any.
+    pub fn share_dir(&self) -> Option<&Path> {
+        self.share.as_ref().map(Share::root)
+    }
+
+    fn error(&mut self, text: impl Into<String>) {
+        self.notices.push(XferNotice::Error(text.into()));
+    }
+
+    fn add(&mut self, role: Role, peer: &str, name: &str, size: Option<u64>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.insert(
+            id,
+            Entry {
+                row: Row {
+                    id,
+                    role,
+                    peer: peer.to_string(),
+                    name: name.to_string(),
+                    size,
+                    done: 0,
+                    stage: Stage::Connecting,
+                    rate: 0.0,
+                },
+                offer: None,
+                transfer: None,
+                path: None,
+                cancel: Cancel::default(),
+                expires: None,
+                started: None,
+            },
+        );
+        self.prune();
+        id
+    }
+
+    /// Forgets the oldest finished transfers beyond `KEEP_FINISHED`.
+    fn prune(&mut self) {
+        let finished: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_)))
+            .map(|e| e.row.id)
+            .collect();
+        for id in finished
+            .iter()
+            .take(finished.len().saturating_sub(KEEP_FINISHED))
+        {
+            self.entries.remove(id);
+        }
+    }
+
+    /// Announces our shared files to the server (after login, on `\rescan`).
+    pub fn announce_share(&mut self) {
+        let Some(share) = &self.share else {
+            return self.error("no shared folder (start the client with --share DIR)");
+        };
+        match share.scan() {
+            Ok(files) => {
+                self.notices.push(XferNotice::Shared {
+                    count: files.len(),
+                    dir: share.root().to_path_buf(),
+                });
+                self.to_server.push(ServerOut::Share(files));
+            }
+            Err(e) => self.error(format!("cannot read the shared folder: {e}")),
+        }
+    }
+
+    /// `\send <path>` to `peer` (the active session): offers the file over the chat link.
+    pub fn offer(&mut self, peer: Option<&str>, path: &Path) {
+        let Some(peer) = peer else {
+            return self.error("no chat session is open: \\connect <user> first, then \\send");
+        };
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => return self.error(format!("{} is not a regular file", path.display())),
+            Err(e) => return self.error(format!("cannot read {}: {e}", path.display())),
+        };
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            return self.error("the file name is not UTF-8");
+        };
+        if let Err(e) = safe_file_name(&name) {
+            return self.error(e);
+        }
+        let size = meta.len();
+        let id = self.add(Role::Send, peer, &name, Some(size));
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.offer = Some(id);
+            entry.path = Some(path.to_path_buf());
+            entry.row.stage = Stage::Offered;
+            entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
+        }
+        self.to_peers.push((
+            peer.to_string(),
+            PeerMsg::Offer {
+                id,
+                size,
+                name: name.clone(),
+            },
+        ));
+        self.notices.push(XferNotice::Offered {
+            id,
+            peer: peer.to_string(),
+            name,
+            size,
+        });
+    }
+
+    /// An offer message from an open session with `peer`.
+    pub fn on_peer_msg(&mut self, peer: &str, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Offer {
+                id: offer,
+                size,
+                name,
+            } => {
+                if let Err(e) = safe_file_name(&name) {
+                    self.to_peers.push((
+                        peer.to_string(),
+                        PeerMsg::OfferNo {
+                            id: offer,
+                            reason: e.clone(),
+                        },
+                    ));
+                    return self.error(format!("{peer} offered a file with an {e}; refused"));
+                }
+                let id = self.add(Role::Receive, peer, &name, Some(size));
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.offer = Some(offer);
+                    entry.row.stage = Stage::Asked;
+                    entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
+                }
+                self.notices.push(XferNotice::OfferIn {
+                    id,
+                    from: peer.to_string(),
+                    name,
+                    size,
+                });
+            }
+            PeerMsg::OfferOk { id } => {
+                let Some(entry) = self.find_mut(Role::Send, peer, id) else {
+                    return;
+                };
+                if entry.row.stage != Stage::Offered {
+                    return;
+                }
+                entry.row.stage = Stage::Connecting;
+                entry.expires = None;
+                let local = entry.row.id;
+                self.ask_ticket(peer, local);
+            }
+            PeerMsg::OfferNo { id, reason } => {
+                if let Some(entry) = self.find_mut(Role::Send, peer, id)
+                    && entry.row.stage == Stage::Offered
+                {
+                    let local = entry.row.id;
+                    self.drop_entry(local, format!("declined: {reason}"));
+                }
+            }
+            PeerMsg::Cancel { id } => {
+                let local = self
+                    .entries
+                    .values()
+                    .find(|e| {
+                        same(&e.row.peer, peer)
+                            && e.offer == Some(id)
+                            && matches!(e.row.role, Role::Send | Role::Receive)
+                    })
+                    .map(|e| e.row.id);
+                if let Some(local) = local {
+                    self.stop(local, "cancelled by the peer");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn find_mut(&mut self, role: Role, peer: &str, offer: u64) -> Option<&mut Entry> {
+        self.entries
+            .values_mut()
+            .find(|e| e.row.role == role && same(&e.row.peer, peer) && e.offer == Some(offer))
+    }
+
+    fn ask_ticket(&mut self, peer: &str, id: u64) {
+        self.to_server.push(ServerOut::Command(Command::Transfer {
+            user: peer.to_string(),
+        }));
+        self.awaiting_ticket
+            .push((peer.to_string(), id, Instant::now()));
+    }
+
+    /// `\accept <id>`: accept a peer's offer.
+    pub fn accept(&mut self, id: u64) {
+        match self.entries.get_mut(&id) {
+            Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
+                entry.row.stage = Stage::Connecting;
+                entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
+                if let Some(offer) = entry.offer {
+                    let peer = entry.row.peer.clone();
+                    self.to_peers.push((peer, PeerMsg::OfferOk { id: offer }));
+                }
+            }
+            _ => self.error(format!("no file offer {id} is waiting for you")),
+        }
+    }
+
+    /// `\decline <id>`: decline a peer's offer.
+    pub fn decline(&mut self, id: u64) {
+        match self.entries.get(&id) {
+            Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
+                if let Some(offer) = entry.offer {
+                    let peer = entry.row.peer.clone();
+                    self.to_peers.push((
+                        peer,
+                        PeerMsg::OfferNo {
+                            id: offer,
+                            reason: "declined".into(),
+                        },
+                    ));
+                }
+                self.drop_entry(id, "declined".into());
+            }
+            _ => self.error(format!("no file offer {id} is waiting for you")),
+        }
+    }
+
+    /// `\fetch <user> <name>`: download a file from that user's shared folder.
+    pub fn fetch(&mut self, user: &str, name: &str) {
+        if same(user, &self.me) {
+            return self.error("that is your own shared folder");
+        }
+        if let Err(e) = safe_file_name(name) {
+            return self.error(e);
+        }
+        let id = self.add(Role::Fetch, user, name, None);
+        self.ask_ticket(user, id);
+        self.notices.push(XferNotice::Started {
+            row: self.entries[&id].row.clone(),
+        });
+    }
+
+    /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
+    pub fn on_granted(&mut self, transfer_id: u64, user: &str, addr: SocketAddr, ticket: Ticket) {
+        let Some(at) = self
+            .awaiting_ticket
+            .iter()
+            .position(|(p, _, _)| same(p, user))
+        else {
+            log::warn!("a transfer ticket nobody waits for");
+            return;
+        };
+        let (_, id, _) = self.awaiting_ticket.remove(at);
+        let me = self.me.clone();
+        let downloads = self.downloads.clone();
+        let events = self.events.clone();
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if !matches!(entry.row.stage, Stage::Connecting) {
+            return;
+        }
+        entry.transfer = Some(transfer_id);
+        entry.row.peer = user.to_string();
+        let cancel = entry.cancel.clone();
+        let name = entry.row.name.clone();
+        let peer = user.to_string();
+        let spawned = match entry.row.role {
+            Role::Send => {
+                let Some(path) = entry.path.clone() else {
+                    return;
+                };
+                let first = PeerMsg::Push {
+                    version: PEER_VERSION,
+                    from: me,
+                    transfer: transfer_id,
+                    ticket,
+                    offer: entry.offer.unwrap_or(id),
+                };
+                spawn(id, &events, move |events| {
+                    match peer_link::open_transfer(addr, &first) {
+                        Ok(wire) => transfer::send(wire, &path, &name, id, events, &cancel),
+                        Err(e) => unreachable_outcome(&peer, &e),
+                    }
+                })
+            }
+            Role::Fetch => {
+                let first = PeerMsg::Fetch {
+                    version: PEER_VERSION,
+                    from: me,
+                    transfer: transfer_id,
+                    ticket,
+                    name: name.clone(),
+                };
+                spawn(id, &events, move |events| {
+                    match peer_link::open_transfer(addr, &first) {
+                        Ok(wire) => {
+                            let expect = Expect { name, size: None };
+                            transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
+                        }
+                        Err(e) => unreachable_outcome(&peer, &e),
+                    }
+                })
+            }
+            Role::Receive | Role::Serve => return,
+        };
+        self.started(id, spawned);
+    }
+
+    /// A data connection whose ticket `sessions` checked.
+    pub fn on_incoming(&mut self, incoming: Incoming) {
+        let from = incoming.hello.from.clone();
+        let transfer_id = incoming.hello.session;
+        match incoming.hello.purpose.clone() {
+            Purpose::Push { offer } => {
+                let found = self
+                    .entries
+                    .values()
+                    .find(|e| {
+                        e.row.role == Role::Receive
+                            && same(&e.row.peer, &from)
+                            && e.offer == Some(offer)
+                            && e.row.stage == Stage::Connecting
+                    })
+                    .map(|e| e.row.id);
+                let Some(id) = found else {
+                    return refuse(incoming, "no accepted offer with that number");
+                };
+                let Ok(wire) = incoming.into_wire() else {
+                    return;
+                };
+                let (downloads, events) = (self.downloads.clone(), self.events.clone());
+                let Some(entry) = self.entries.get_mut(&id) else {
+                    return;
+                };
+                entry.transfer = Some(transfer_id);
+                let (cancel, name, size) =
+                    (entry.cancel.clone(), entry.row.name.clone(), entry.row.size);
+                let spawned = spawn(id, &events, move |events| {
+                    let expect = Expect { name, size };
+                    transfer::receive(wire, &downloads, &from, &expect, id, events, &cancel)
+                });
+                self.started(id, spawned);
+            }
+            Purpose::Fetch { name } => {
+                let resolved = match &self.share {
+                    Some(share) => share.resolve(&name),
+                    None => Err("nothing is shared here".to_string()),
+                };
+                let (path, size) = match resolved {
+                    Ok(found) => found,
+                    Err(why) => {
+                        log::warn!("refused to serve {name:?} to {from}: {why}");
+                        self.error(format!("{from} asked for {name}, refused: {why}"));
+                        return refuse(incoming, &why);
+                    }
+                };
+                let Ok(wire) = incoming.into_wire() else {
+                    return;
+                };
+                let id = self.add(Role::Serve, &from, &name, Some(size));
+                let events = self.events.clone();
+                let Some(entry) = self.entries.get_mut(&id) else {
+                    return;
+                };
+                entry.transfer = Some(transfer_id);
+                entry.path = Some(path.clone());
+                let cancel = entry.cancel.clone();
+                let spawned = spawn(id, &events, move |events| {
+                    transfer::send(wire, &path, &name, id, events, &cancel)
+                });
+                self.started(id, spawned);
+            }
+            Purpose::Chat => refuse(incoming, "not a transfer"),
+        }
+    }
+
+    fn started(&mut self, id: u64, spawned: std::io::Result<()>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = spawned {
+            let why = format!("cannot start a thread: {e}");
+            return self.drop_entry(id, why);
+        }
+        entry.row.stage = Stage::Active;
+        entry.expires = None;
+        entry.started = Some(Instant::now());
+        let row = entry.row.clone();
+        if row.role != Role::Fetch {
+            self.notices.push(XferNotice::Started { row });
+        }
+    }
+
+    /// Progress and outcomes from transfer threads.
+    pub fn on_event(&mut self, event: TransferEvent) {
+        match event {
+            TransferEvent::Progress { id, done, total } => {
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.row.done = done;
+                    entry.row.size = Some(total);
+                    if let Some(started) = entry.started {
+                        entry.row.rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    }
+                }
+            }
+            TransferEvent::Finished { id, outcome } => {
+                let Some(entry) = self.entries.get_mut(&id) else {
+                    return;
+                };
+                if outcome.result == TransferResult::Ok {
+                    entry.row.done = outcome.size;
+                }
+                entry.row.size = Some(outcome.size);
+                let secs = outcome.elapsed.as_secs_f64().max(0.001);
+                entry.row.rate = (outcome.size - outcome.resumed_from) as f64 / secs;
+                entry.row.stage = Stage::Finished(outcome.clone());
+                let row = entry.row.clone();
+                if let Some(transfer) = entry.transfer {
+                    self.to_server
+                        .push(ServerOut::Command(Command::TransferEnd {
+                            id: transfer,
+                            result: outcome.result,
+                            size: outcome.size,
+                            ms: outcome.elapsed.as_millis() as u64,
+                            hash: outcome.hash.map(|h| h.to_hex().to_string()),
+                            name: row.name.clone(),
+                        }));
+                }
+                self.notices.push(XferNotice::Finished { row });
+            }
+        }
+    }
+
+    /// `\transfers`
+    pub fn list(&mut self) {
+        let rows = self.entries.values().map(|e| e.row.clone()).collect();
+        self.notices.push(XferNotice::List { rows });
+    }
+
+    /// The active transfers, for the progress display.
+    pub fn progress(&mut self) {
+        let rows: Vec<Row> = self
+            .entries
+            .values()
+            .filter(|e| e.row.stage == Stage::Active)
+            .map(|e| e.row.clone())
+            .collect();
+        if !rows.is_empty() {
+            self.notices.push(XferNotice::Progress { rows });
+        }
+    }
+
+    /// `\cancel <id>`: stops a transfer on both sides, or withdraws an offer.
+    pub fn cancel(&mut self, id: u64) {
+        let Some(entry) = self.entries.get(&id) else {
+            return self.error(format!("no transfer {id}"));
+        };
+        if matches!(entry.row.stage, Stage::Finished(_) | Stage::Dropped(_)) {
+            return self.error(format!("transfer {id} has ended already"));
+        }
+        if let (Some(offer), Role::Send | Role::Receive) = (entry.offer, entry.row.role) {
+            let peer = entry.row.peer.clone();
+            self.to_peers.push((peer, PeerMsg::Cancel { id: offer }));
+        }
+        self.stop(id, "cancelled");
+    }
+
+    /// Stops transfer `id`: the thread of an active one ends it (and reports), anything
+    /// earlier is dropped here.
+    fn stop(&mut self, id: u64, why: &str) {
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        match entry.row.stage {
+            Stage::Active => entry.cancel.cancel(),
+            Stage::Finished(_) | Stage::Dropped(_) => {}
+            _ => self.drop_entry(id, why.to_string()),
+        }
+    }
+
+    fn drop_entry(&mut self, id: u64, why: String) {
+        self.awaiting_ticket
+            .retain(|(_, waiting, _)| *waiting != id);
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.row.stage = Stage::Dropped(why);
+            entry.expires = None;
+            let row = entry.row.clone();
+            self.notices.push(XferNotice::Dropped { row });
+        }
+    }
+
+    /// Expires unanswered offers and ticket requests. Call about once a second.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        let lapsed: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| e.expires.is_some_and(|t| t <= now))
+            .map(|e| e.row.id)
+            .collect();
+        for id in lapsed {
+            self.drop_entry(id, "expired".into());
+        }
+        let stale: Vec<u64> = self
+            .awaiting_ticket
+            .iter()
+            .filter(|(_, _, since)| now.duration_since(*since) > TICKET_WAIT)
+            .map(|(_, id, _)| *id)
+            .collect();
+        for id in stale {
+            self.drop_entry(id, "the server gave no ticket (is the user online?)".into());
+        }
+    }
+}
+
+fn refuse(incoming: Incoming, why: &str) {
+    if let Ok(wire) = incoming.into_wire() {
+        wire.refuse(why);
+    }
+}
+
+fn unreachable_outcome(peer: &str, e: &std::io::Error) -> Outcome {
+    Outcome {
+        result: TransferResult::Failed,
+        detail: format!("cannot reach {peer}: {e}"),
+        size: 0,
+        hash: None,
+        saved_as: None,
+        resumed_from: 0,
+        elapsed: Duration::ZERO,
+    }
+}
+
+/// Runs one transfer on its own thread and reports its outcome.
+fn spawn(
+    id: u64,
+    events: &Sender<TransferEvent>,
+    work: impl FnOnce(&Sender<TransferEvent>) -> Outcome + Send + 'static,
+) -> std::io::Result<()> {
+    let events = events.clone();
+    thread::Builder::new()
+        .name(format!("transfer-{id}"))
+        .spawn(move || {
+            let outcome = work(&events);
+            let _ = events.send(TransferEvent::Finished { id, outcome });
+        })
+        .map(|_| ())
+}
