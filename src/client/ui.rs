@@ -438,7 +438,12 @@ fn row_line(row: &Row) -> String {
         Stage::Connecting => "connecting".to_string(),
         Stage::Active => progress_text(row),
         Stage::Finished(outcome) if outcome.result == TransferResult::Ok => {
-            format!("done, verified ({})", one_line(&outcome.detail))
+            let resumed = if outcome.resumed_from > 0 {
+                format!(", resumed at {}", human_size(outcome.resumed_from))
+            } else {
+                String::new()
+            };
+            format!("done, verified ({}{resumed})", one_line(&outcome.detail))
         }
         Stage::Finished(outcome) => {
             format!("{}: {}", outcome.result.word(), one_line(&outcome.detail))
