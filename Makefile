@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: build server client test lint fmt clean
+.PHONY: build server client test lint demo fmt clean
 
 build:
 	$(CARGO) build --release --bins
@@ -17,6 +17,9 @@ client:
 
 test:
 	$(CARGO) test --all-targets
+
+demo: build
+	bash scripts/demo.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

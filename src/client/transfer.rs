@@ -225,6 +225,8 @@ impl Wire {
     /// Wraps a connected stream whose first line was already read (or written) through
     /// `reader`.
     pub fn new(stream: TcpStream, reader: LineReader<TcpStream>) -> io::Result<Wire> {
+        // The short lines of the exchange must not wait for Nagle's algorithm.
+        stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         reader.get_ref().set_read_timeout(Some(STALL_TIMEOUT))?;
         Ok(Wire { reader, stream })

@@ -431,6 +431,21 @@ fn progress_text(row: &Row) -> String {
     )
 }
 
+/// `[3] send photo.bin to alice`
+fn row_head(row: &Row) -> String {
+    let direction = match row.role {
+        Role::Send | Role::Serve => "to",
+        Role::Receive | Role::Fetch => "from",
+    };
+    format!(
+        "[{}] {} {} {direction} {}",
+        row.id,
+        role_word(row.role),
+        one_line(&row.name),
+        one_line(&row.peer)
+    )
+}
+
 fn row_line(row: &Row) -> String {
     let state = match &row.stage {
         Stage::Offered => "offered, waiting for an answer".to_string(),
@@ -450,17 +465,7 @@ fn row_line(row: &Row) -> String {
         }
         Stage::Dropped(why) => one_line(why),
     };
-    format!(
-        "[{}] {} {} {} {}: {state}",
-        row.id,
-        role_word(row.role),
-        one_line(&row.name),
-        match row.role {
-            Role::Send | Role::Serve => "to",
-            Role::Receive | Role::Fetch => "from",
-        },
-        one_line(&row.peer)
-    )
+    format!("{}: {state}", row_head(row))
 }
 
 /// One line for the history about a finished transfer.
@@ -507,7 +512,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             one_line(name),
             human_size(*size)
         ),
-        XferNotice::Started { row } => format!("* {}", row_line(row)),
+        XferNotice::Started { row } => format!("* {}: started", row_head(row)),
         XferNotice::Progress { rows } => rows
             .iter()
             .map(|row| {

@@ -243,5 +243,12 @@ mod tests {
         assert_ne!(ab.finish(), ba.finish());
         assert_eq!(ab.chunks, 2);
         assert_eq!(FileHasher::new().finish(), blake3::hash(b""));
+        // The example in protocol.md §11: a 6-byte file "hello\n".
+        let mut hello = FileHasher::new();
+        hello.add(&blake3::hash(b"hello\n"));
+        assert_eq!(
+            hello.finish().to_hex().as_str(),
+            "4180cbd7a2b9297abf1f04eb033f30624f1f17186eab61e01aaaf1896a20de96"
+        );
     }
 }
