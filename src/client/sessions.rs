@@ -18,7 +18,7 @@ use super::peer_link::{self, Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
-use crate::protocol::server_msg::{Command, EndReason};
+use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
 
 /// Lines of history shown when a session opens.
@@ -365,14 +365,30 @@ impl Sessions {
         };
         self.used.insert(ticket, Instant::now());
         let hello = &incoming.hello;
-        if !same(&expected.from, &hello.from) || expected.session != hello.session {
-            return incoming.refuse(
-                ErrorCode::BadTicket,
-                "this ticket is not for this user and session",
-            );
-        }
-        if expected.transfer != (hello.purpose != Purpose::Chat) {
-            return incoming.refuse(ErrorCode::BadTicket, "this ticket is for something else");
+        let why = if !same(&expected.from, &hello.from) || expected.session != hello.session {
+            Some("this ticket is not for this user and session")
+        } else if expected.transfer != (hello.purpose != Purpose::Chat) {
+            Some("this ticket is for something else")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            // The ticket is spent, so what it was issued for can never happen: say so.
+            self.to_server.push(match expected.transfer {
+                false => Command::SessionEnd {
+                    id: expected.session,
+                    reason: EndReason::Refused,
+                },
+                true => Command::TransferEnd {
+                    id: expected.session,
+                    result: TransferResult::Refused,
+                    size: 0,
+                    ms: 0,
+                    hash: None,
+                    name: "-".into(),
+                },
+            });
+            return incoming.refuse(ErrorCode::BadTicket, why);
         }
         if expected.transfer {
             self.transfer_conns.push(incoming);
