@@ -442,9 +442,10 @@ impl Transfers {
         }
         let id = self.add(Role::Fetch, user, name, None);
         self.ask_ticket(user, id);
-        self.notices.push(XferNotice::Started {
-            row: self.entries[&id].row.clone(),
-        });
+        if let Some(entry) = self.entries.get(&id) {
+            let row = entry.row.clone();
+            self.notices.push(XferNotice::Started { row });
+        }
     }
 
     /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
