@@ -90,11 +90,11 @@ pub const PEER_PING_INTERVAL: Duration = Duration::from_secs(30);
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Lines a peer may send in one burst before the flood limit applies.
-pub const FLOOD_BURST: u32 = 1000;
+pub const FLOOD_BURST: u32 = 5000;
 
 /// Lines per second a peer may send once its burst is spent; past that the link is
 /// closed with `ERR 429 FLOOD`.
-pub const FLOOD_RATE: u32 = 200;
+pub const FLOOD_RATE: u32 = 2000;
 
 /// Messages that may wait to be written to one peer; a peer that stops reading until
 /// this fills is disconnected, so typing never blocks.

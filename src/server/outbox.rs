@@ -15,6 +15,9 @@ use crate::protocol::limits::{OUTGOING_QUEUE, WRITE_TIMEOUT};
 use crate::protocol::line::write_lines;
 use crate::protocol::server_msg::ServerMsg;
 
+/// Most bytes gathered from the queue into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// Stack for writer threads: they only copy bytes, so a small one keeps thousands cheap.
 const WRITER_STACK: usize = 64 * 1024;
 
@@ -83,17 +86,35 @@ impl Outbox {
 }
 
 fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr) {
-    for item in rx.iter() {
-        match item {
-            Outgoing::Text(text) => {
-                let mut out = stream;
-                if let Err(e) = write_lines(&mut out, &text) {
-                    log::debug!("{peer}: write failed: {e}");
-                    let _ = stream.shutdown(Shutdown::Both);
-                    return;
+    let mut batch = String::new();
+    let mut closing = false;
+    while let Ok(first) = rx.recv() {
+        // Everything already queued goes out in one write: a burst of presence events
+        // to thousands of clients costs one system call per client, not one per line.
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                Outgoing::Text(text) => batch.push_str(&text),
+                Outgoing::Close => {
+                    closing = true;
+                    break;
                 }
             }
-            Outgoing::Close => break,
+            if batch.len() < WRITE_BATCH {
+                item = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let mut out = stream;
+            if let Err(e) = write_lines(&mut out, &batch) {
+                log::debug!("{peer}: write failed: {e}");
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            batch.clear();
+        }
+        if closing {
+            break;
         }
     }
     // Only the write half: the reader may still be draining what the client sent, so
