@@ -332,6 +332,16 @@ impl Transfers {
                     ));
                     return self.error(format!("{peer} offered a file with an {e}; refused"));
                 }
+                if self.receiving(peer, &name) {
+                    self.to_peers.push((
+                        peer.to_string(),
+                        PeerMsg::OfferNo {
+                            id: offer,
+                            reason: "that file is already on its way".into(),
+                        },
+                    ));
+                    return;
+                }
                 let id = self.add(Role::Receive, peer, &name, Some(size));
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.offer = Some(offer);
@@ -381,6 +391,17 @@ impl Transfers {
             }
             _ => {}
         }
+    }
+
+    /// True if a file called `name` is already on its way to us from `peer`: two such
+    /// transfers would share one partial file.
+    fn receiving(&self, peer: &str, name: &str) -> bool {
+        self.entries.values().any(|e| {
+            matches!(e.row.role, Role::Receive | Role::Fetch)
+                && same(&e.row.peer, peer)
+                && e.row.name == name
+                && !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_))
+        })
     }
 
     fn find_mut(&mut self, role: Role, peer: &str, offer: u64) -> Option<&mut Entry> {
@@ -439,6 +460,9 @@ impl Transfers {
         }
         if let Err(e) = safe_file_name(name) {
             return self.error(e);
+        }
+        if self.receiving(user, name) {
+            return self.error(format!("{name} from {user} is already on its way"));
         }
         let id = self.add(Role::Fetch, user, name, None);
         self.ask_ticket(user, id);
