@@ -3,22 +3,32 @@
 //!
 //! - [`error`]: the crate's error type.
 //! - [`protocol`]: the wire protocols of protocol.md; no sockets except `protocol::line`.
-//!   - `protocol::line`: bounded line framing.
-//!   - `protocol::server_msg`: client↔server messages, parse and format.
+//!   - `protocol::line`: bounded line framing (and the raw bytes after a `CHUNK` line).
+//!   - `protocol::server_msg`: client↔server messages and commands, parse and format.
+//!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
+//!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
+//!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).
 //!   - `protocol::codes`: `ERR` codes.
 //!   - `protocol::limits`: every limit and default timeout.
 //! - [`server`]: the central server.
 //!   - `server` (mod): settings, accept loop, connection cap, shutdown.
 //!   - `server::conn`: one connection's read → parse → dispatch → reply loop.
 //!   - `server::login`: the Y/N login conversation, registration, blocks.
-//!   - `server::commands`: what each command does.
+//!   - `server::commands`: what each command does (presence, sessions, transfers, files).
 //!   - `server::registry`: who is connected and online (one mutex, leaf lock).
+//!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.
+//!   - `server::session_log`: the printed log of sessions and transfers.
 //! - [`client`]: the terminal client.
 //!   - `client` (mod): wiring and the UI loop.
 //!   - `client::server_link`: reader and writer threads of the server connection.
 //!   - `client::login`: answering the server's login questions.
+//!   - `client::peer_link`: the peer listener, handshakes, and each link's threads.
+//!   - `client::sessions`: ticket checks and the chat sessions.
+//!   - `client::history`: the local SQLite history of chat lines.
+//!   - `client::transfers`: the table of file offers and transfers.
+//!   - `client::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
 //!   - `client::ui`: parsing what the user types and rendering what happens; no sockets.
 
 pub mod client;
