@@ -144,11 +144,11 @@ pub fn run(config: ClientConfig) -> u8 {
             None
         }
     };
+    let share = choose_share(&mut term, config.share.as_deref());
     term.show(&format!(
         "Welcome, {}. Peers reach you at {}. Type \\help for commands.",
         me.name, me.addr
     ));
-    let share = choose_share(&mut term, config.share.as_deref());
     let downloads = config.downloads.clone().unwrap_or_else(|| {
         config
             .data_dir
@@ -322,9 +322,18 @@ impl Ui {
             }
         }
         for notice in self.transfers.take_notices() {
-            if let XferNotice::Finished { row } = &notice {
-                self.sessions
-                    .note_transfer(&row.peer, &ui::transfer_summary(row));
+            match &notice {
+                // A terminal gets a status line redrawn in place; pipes get plain lines.
+                XferNotice::Progress { rows } if self.term.is_interactive() => {
+                    self.term.set_status(&ui::progress_status(rows));
+                    continue;
+                }
+                XferNotice::Progress { rows } if rows.is_empty() => continue,
+                XferNotice::Finished { row } => {
+                    self.sessions
+                        .note_transfer(&row.peer, &ui::transfer_summary(row));
+                }
+                _ => {}
             }
             self.term.show(&ui::render_xfer(&notice));
         }

@@ -678,9 +678,7 @@ impl Transfers {
             .filter(|e| e.row.stage == Stage::Active)
             .map(|e| e.row.clone())
             .collect();
-        if !rows.is_empty() {
-            self.notices.push(XferNotice::Progress { rows });
-        }
+        self.notices.push(XferNotice::Progress { rows });
     }
 
     /// `\cancel <id>`: stops a transfer on both sides, or withdraws an offer.

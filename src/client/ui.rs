@@ -468,6 +468,36 @@ fn row_line(row: &Row) -> String {
     format!("{}: {state}", row_head(row))
 }
 
+/// The status line for a terminal: one short bar per active transfer, e.g.
+/// `[2 ######---- 61% 850.0 MiB/s 0:01] `; empty when nothing moves.
+pub fn progress_status(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|row| {
+            let total = row.size.unwrap_or(0);
+            let fraction = if total == 0 {
+                1.0
+            } else {
+                row.done as f64 / total as f64
+            };
+            let filled = ((fraction * 10.0).round() as usize).min(10);
+            let left = if row.rate > 0.0 && total > row.done {
+                let secs = ((total - row.done) as f64 / row.rate) as u64;
+                format!("{}:{:02}", secs / 60, secs % 60)
+            } else {
+                "-:--".to_string()
+            };
+            format!(
+                "[{} {}{} {:>3}% {}/s {left}] ",
+                row.id,
+                "#".repeat(filled),
+                "-".repeat(10 - filled),
+                (fraction * 100.0) as u32,
+                human_size(row.rate as u64)
+            )
+        })
+        .collect()
+}
+
 /// One line for the history about a finished transfer.
 pub fn transfer_summary(row: &Row) -> String {
     let (verb, result) = match &row.stage {
@@ -648,6 +678,9 @@ pub struct Terminal {
     interactive: bool,
     /// The prompt shown while waiting for a command.
     prompt: String,
+    /// A status line drawn in front of the prompt (transfer progress), redrawn in place
+    /// so it never pushes chat off the screen. Terminals only.
+    status: String,
 }
 
 impl Default for Terminal {
@@ -662,6 +695,7 @@ impl Terminal {
         Terminal {
             interactive: io::stdin().is_terminal() && io::stdout().is_terminal(),
             prompt: "> ".into(),
+            status: String::new(),
         }
     }
 
@@ -670,7 +704,7 @@ impl Terminal {
     pub fn show(&self, text: &str) {
         let mut out = io::stdout().lock();
         let result = if self.interactive {
-            write!(out, "\r\x1b[2K{text}\n{}", self.prompt)
+            write!(out, "\r\x1b[2K{text}\n{}{}", self.status, self.prompt)
         } else {
             writeln!(out, "{text}")
         };
@@ -694,8 +728,18 @@ impl Terminal {
     pub fn show_prompt(&self) {
         if self.interactive {
             let mut out = io::stdout().lock();
-            let _ = write!(out, "{}", self.prompt).and_then(|()| out.flush());
+            let _ = write!(out, "{}{}", self.status, self.prompt).and_then(|()| out.flush());
         }
+    }
+
+    /// Replaces the status line and redraws it with the prompt (terminals only).
+    pub fn set_status(&mut self, status: &str) {
+        if !self.interactive || self.status == status {
+            return;
+        }
+        self.status = status.to_string();
+        let mut out = io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K{}{}", self.status, self.prompt).and_then(|()| out.flush());
     }
 
     /// Prints `prompt: ` and reads one line; `None` at end of input. A secret is read
