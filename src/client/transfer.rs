@@ -12,7 +12,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -60,18 +60,54 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Lets the UI stop a running transfer from its thread.
+/// Lets the UI stop a running transfer from its thread, and remembers who asked.
 #[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(Arc<AtomicU8>);
+
+const NOT_CANCELLED: u8 = 0;
+const BY_US: u8 = 1;
+const BY_PEER: u8 = 2;
 
 impl Cancel {
     /// Asks the transfer to stop; it sends `CANCEL` and ends.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        let _ = self
+            .0
+            .compare_exchange(NOT_CANCELLED, BY_US, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The peer cancelled (over the chat link): stop, and say so.
+    pub fn cancelled_by_peer(&self) {
+        let _ = self
+            .0
+            .compare_exchange(NOT_CANCELLED, BY_PEER, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) != NOT_CANCELLED
+    }
+
+    /// Why the transfer stopped, if it was cancelled.
+    fn reason(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::SeqCst) {
+            BY_US => Some("cancelled"),
+            BY_PEER => Some("cancelled by the peer"),
+            _ => None,
+        }
+    }
+
+    /// A failure while a cancel is under way is the cancel: the other side closing the
+    /// connection breaks our read or write first.
+    fn explain(&self, stop: Stop) -> Stop {
+        match (stop, self.reason()) {
+            (Stop::Fail(TransferResult::Failed, _, tell), Some(why)) => {
+                Stop::Fail(TransferResult::Cancelled, why.into(), tell)
+            }
+            (Stop::Fail(TransferResult::Cancelled, _, tell), Some(why)) => {
+                Stop::Fail(TransferResult::Cancelled, why.into(), tell)
+            }
+            (stop, _) => stop,
+        }
     }
 }
 
@@ -487,7 +523,7 @@ pub fn send(
             let _ = wire.stream.shutdown(Shutdown::Write);
             outcome
         }
-        Err(stop) => wire.finish(stop, size, resumed_from, started),
+        Err(stop) => wire.finish(cancel.explain(stop), size, resumed_from, started),
     }
 }
 
@@ -768,7 +804,7 @@ pub fn receive(
             let _ = wire.stream.shutdown(Shutdown::Write);
             outcome
         }
-        Err(stop) => wire.finish(stop, size, resumed_from, started),
+        Err(stop) => wire.finish(cancel.explain(stop), size, resumed_from, started),
     }
 }
 

@@ -386,7 +386,7 @@ impl Transfers {
                     })
                     .map(|e| e.row.id);
                 if let Some(local) = local {
-                    self.stop(local, "cancelled by the peer");
+                    self.stop(local, true);
                 }
             }
             _ => {}
@@ -672,11 +672,19 @@ impl Transfers {
 
     /// The active transfers, for the progress display.
     pub fn progress(&mut self) {
+        // The rate is worked out now, not at the last report, so a stalled transfer
+        // shows its rate falling instead of a frozen figure.
         let rows: Vec<Row> = self
             .entries
             .values()
             .filter(|e| e.row.stage == Stage::Active)
-            .map(|e| e.row.clone())
+            .map(|e| {
+                let mut row = e.row.clone();
+                if let Some(started) = e.started {
+                    row.rate = row.done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                }
+                row
+            })
             .collect();
         self.notices.push(XferNotice::Progress { rows });
     }
@@ -693,19 +701,21 @@ impl Transfers {
             let peer = entry.row.peer.clone();
             self.to_peers.push((peer, PeerMsg::Cancel { id: offer }));
         }
-        self.stop(id, "cancelled");
+        self.stop(id, false);
     }
 
     /// Stops transfer `id`: the thread of an active one ends it (and reports), anything
     /// earlier is dropped here.
-    fn stop(&mut self, id: u64, why: &str) {
+    fn stop(&mut self, id: u64, by_peer: bool) {
         let Some(entry) = self.entries.get(&id) else {
             return;
         };
-        match entry.row.stage {
-            Stage::Active => entry.cancel.cancel(),
-            Stage::Finished(_) | Stage::Dropped(_) => {}
-            _ => self.drop_entry(id, why.to_string()),
+        match (&entry.row.stage, by_peer) {
+            (Stage::Finished(_) | Stage::Dropped(_), _) => {}
+            (Stage::Active, false) => entry.cancel.cancel(),
+            (Stage::Active, true) => entry.cancel.cancelled_by_peer(),
+            (_, false) => self.drop_entry(id, "cancelled".into()),
+            (_, true) => self.drop_entry(id, "cancelled by the peer".into()),
         }
     }
 
