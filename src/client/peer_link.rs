@@ -363,7 +363,7 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
             },
         );
     };
-    let line = match reader.read_line() {
+    let line = match reader.read_line_by(Instant::now() + HANDSHAKE_TIMEOUT) {
         Ok(Some(line)) => line,
         Ok(None) => return,
         Err(LineError::BadUtf8) => {

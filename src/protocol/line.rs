@@ -5,6 +5,8 @@
 //! with read timeouts without losing bytes.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
 
 /// Why a line could not be read.
 #[derive(Debug)]
@@ -34,6 +36,21 @@ pub struct LineReader<R> {
     max: usize,
 }
 
+impl LineReader<TcpStream> {
+    /// The next line, which must be complete by `deadline` however slowly its bytes
+    /// drip in (a read timeout alone restarts with every byte). A missed deadline is a
+    /// timeout error; the partial line is kept.
+    pub fn read_line_by(&mut self, deadline: Instant) -> Result<Option<String>, LineError> {
+        self.read_line_with(|stream| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            }
+            stream.set_read_timeout(Some(left))
+        })
+    }
+}
+
 impl<R: Read> LineReader<R> {
     /// A reader that refuses lines longer than `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
@@ -47,7 +64,19 @@ impl<R: Read> LineReader<R> {
     /// The next line without its terminator; `Ok(None)` at end of stream. Bytes after the
     /// last `\n` at end of stream are discarded.
     pub fn read_line(&mut self) -> Result<Option<String>, LineError> {
+        self.read_line_with(|_| Ok(()))
+    }
+
+    /// Like `read_line`, calling `before_read` on the source before each read from it,
+    /// e.g. to shorten its timeout to what is left of a deadline.
+    fn read_line_with(
+        &mut self,
+        mut before_read: impl FnMut(&R) -> io::Result<()>,
+    ) -> Result<Option<String>, LineError> {
         loop {
+            if self.inner.buffer().is_empty() {
+                before_read(self.inner.get_ref()).map_err(LineError::Io)?;
+            }
             let available = match self.inner.fill_buf() {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

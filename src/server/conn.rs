@@ -77,22 +77,15 @@ impl Conn {
     /// The next line. `Ok(None)` means a line was rejected with an `ERR` already sent
     /// (not UTF-8) and the caller should ask again; `Err` means the connection ends.
     pub fn next_line(&mut self) -> Result<Option<String>, End> {
-        let timeout = match self.deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => self.idle_timeout,
-        };
-        if timeout.is_zero() {
+        // A whole line must arrive by the deadline: the login's, or the idle timeout from
+        // now. Dripping one byte at a time does not stretch it.
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.idle_timeout);
+        if deadline <= Instant::now() {
             return Err(self.refuse(ErrorCode::Timeout, "login not finished in time"));
         }
-        if self
-            .reader
-            .get_ref()
-            .set_read_timeout(Some(timeout))
-            .is_err()
-        {
-            return Err(End::Gone);
-        }
-        match self.reader.read_line() {
+        match self.reader.read_line_by(deadline) {
             Ok(Some(line)) => Ok(Some(line)),
             Ok(None) => Err(End::Gone),
             Err(LineError::BadUtf8) => {

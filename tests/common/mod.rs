@@ -1318,3 +1318,39 @@ impl Client {
         self.pos
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile-input and load tests (tests/hostile.rs, tests/load.rs)
+// ---------------------------------------------------------------------------------------
+
+impl Wire {
+    /// Connects like `connect`, but returns the error instead of panicking (e.g. when
+    /// the server may just have been killed).
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Wire> {
+        let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+        Ok(Wire::from_stream(stream))
+    }
+
+    /// Wraps a socket the test opened or accepted itself (a raw peer's side of a link).
+    pub fn from_accepted(stream: TcpStream, label: &str) -> Wire {
+        stream.set_nonblocking(false).unwrap();
+        Wire::from_stream(stream).named(label)
+    }
+
+    /// Takes the events read so far (so a long-lived connection does not pile them up).
+    pub fn take_events(&mut self) -> Vec<String> {
+        self.events.drain(..).collect()
+    }
+
+    /// Forgets the transcript so far (long-lived connections in load tests).
+    pub fn clear_transcript(&mut self) {
+        self.transcript.clear();
+    }
+}
+
+impl Client {
+    /// The process id (to send it a signal from another thread).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
