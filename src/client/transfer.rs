@@ -257,6 +257,24 @@ fn fail_and_tell(result: TransferResult, detail: impl Into<String>, code: ErrorC
     Stop::Fail(result, detail, Some(line))
 }
 
+/// The stop for a line other than the one expected next: the peer's cancel or error
+/// (`on_err` says what a plain error means at this step), or a protocol violation.
+fn unexpected(line: XferLine, want: &str, on_err: TransferResult) -> Stop {
+    match line {
+        XferLine::Cancel => fail(TransferResult::Cancelled, "cancelled by the peer"),
+        XferLine::Err {
+            code: ErrorCode::Corrupt,
+            message,
+        } => fail(TransferResult::Corrupt, message),
+        XferLine::Err { message, .. } => fail(on_err, message),
+        _ => fail_and_tell(
+            TransferResult::Failed,
+            format!("expected {want}"),
+            ErrorCode::OutOfOrder,
+        ),
+    }
+}
+
 impl Wire {
     /// Wraps a connected stream whose first line was already read (or written) through
     /// `reader`.
@@ -416,17 +434,7 @@ pub fn send(
         })?;
         let (offset, prefix) = match wire.recv()? {
             XferLine::Resume { offset, prefix } => (offset, prefix),
-            XferLine::Cancel => {
-                return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
-            }
-            XferLine::Err { message, .. } => return Err(fail(TransferResult::Refused, message)),
-            _ => {
-                return Err(fail_and_tell(
-                    TransferResult::Failed,
-                    "expected RESUME",
-                    ErrorCode::OutOfOrder,
-                ));
-            }
+            other => return Err(unexpected(other, "RESUME", TransferResult::Refused)),
         };
         let mut hasher = FileHasher::new();
         let mut buf = vec![0u8; CHUNK_SIZE];
@@ -509,13 +517,8 @@ pub fn send(
                 resumed_from,
                 elapsed: started.elapsed(),
             }),
-            XferLine::Err {
-                code: ErrorCode::Corrupt,
-                message,
-            } => Err(fail(TransferResult::Corrupt, message)),
-            XferLine::Err { message, .. } => Err(fail(TransferResult::Failed, message)),
-            XferLine::Cancel => Err(fail(TransferResult::Cancelled, "cancelled by the peer")),
-            _ => Err(fail(TransferResult::Corrupt, "the peer's hash differs")),
+            XferLine::Done { .. } => Err(fail(TransferResult::Corrupt, "the peer's hash differs")),
+            other => Err(unexpected(other, "DONE", TransferResult::Failed)),
         }
     })();
     match result {
@@ -632,14 +635,7 @@ pub fn receive(
     let result = (|| -> Result<Outcome, Stop> {
         let (announced, name) = match wire.recv()? {
             XferLine::File { size, name } => (size, name),
-            XferLine::Err { message, .. } => return Err(fail(TransferResult::Refused, message)),
-            _ => {
-                return Err(fail_and_tell(
-                    TransferResult::Failed,
-                    "expected FILE",
-                    ErrorCode::OutOfOrder,
-                ));
-            }
+            other => return Err(unexpected(other, "FILE", TransferResult::Refused)),
         };
         size = announced;
         if name != expect.name || expect.size.is_some_and(|s| s != size) {
@@ -671,17 +667,7 @@ pub fn receive(
         })?;
         let start = match wire.recv()? {
             XferLine::Start { offset } if offset == have || offset == 0 => offset,
-            XferLine::Err { message, .. } => return Err(fail(TransferResult::Refused, message)),
-            XferLine::Cancel => {
-                return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
-            }
-            _ => {
-                return Err(fail_and_tell(
-                    TransferResult::Failed,
-                    "expected START",
-                    ErrorCode::OutOfOrder,
-                ));
-            }
+            other => return Err(unexpected(other, "START", TransferResult::Refused)),
         };
         if start == 0 && have > 0 {
             // The sender's file changed: start over.
@@ -719,17 +705,7 @@ pub fn receive(
             }
             let (len, hash) = match wire.recv()? {
                 XferLine::Chunk { len, hash } => (len, hash),
-                XferLine::Cancel => {
-                    return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
-                }
-                XferLine::Err { message, .. } => return Err(fail(TransferResult::Failed, message)),
-                _ => {
-                    return Err(fail_and_tell(
-                        TransferResult::Failed,
-                        "expected CHUNK",
-                        ErrorCode::OutOfOrder,
-                    ));
-                }
+                other => return Err(unexpected(other, "CHUNK", TransferResult::Failed)),
             };
             let expected = (size - done).min(CHUNK_SIZE as u64) as usize;
             if len != expected {
@@ -772,16 +748,7 @@ pub fn receive(
                     ErrorCode::Corrupt,
                 ));
             }
-            XferLine::Cancel => {
-                return Err(fail(TransferResult::Cancelled, "cancelled by the peer"));
-            }
-            _ => {
-                return Err(fail_and_tell(
-                    TransferResult::Failed,
-                    "expected END",
-                    ErrorCode::OutOfOrder,
-                ));
-            }
+            other => return Err(unexpected(other, "END", TransferResult::Failed)),
         }
         part.flush().map_err(disk)?;
         drop(part);

@@ -39,3 +39,29 @@ impl std::fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// Parses what follows `ERR` in every protocol: `<code> <NAME> <message>`.
+pub(crate) fn parse_err(rest: &str) -> Result<(ErrorCode, String), ParseError> {
+    let mut words = rest.splitn(3, ' ');
+    let number = words.next().and_then(|n| n.parse::<u16>().ok());
+    let name = words.next().unwrap_or("");
+    let code = number
+        .and_then(|n| ErrorCode::from_wire(n, name))
+        .ok_or_else(|| ParseError::bad("unknown error code"))?;
+    Ok((code, words.next().unwrap_or("").to_string()))
+}
+
+/// Writes `ERR <code> <NAME> <message>`, the message made one line.
+pub(crate) fn write_err(
+    f: &mut std::fmt::Formatter<'_>,
+    code: ErrorCode,
+    message: &str,
+) -> std::fmt::Result {
+    write!(
+        f,
+        "ERR {} {} {}",
+        code.number(),
+        code.name(),
+        server_msg::one_line(message)
+    )
+}

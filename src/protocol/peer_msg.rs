@@ -6,10 +6,10 @@
 
 use std::fmt;
 
-use super::ParseError;
 use super::codes::ErrorCode;
 use super::server_msg::one_line;
 use super::ticket::Ticket;
+use super::{ParseError, parse_err, write_err};
 
 /// Peer protocol version sent in `HELLO`.
 pub const PEER_VERSION: u32 = 1;
@@ -162,16 +162,8 @@ impl PeerMsg {
                 })
             }
             "ERR" => {
-                let mut parts = rest.splitn(3, ' ');
-                let number = parts.next().and_then(|n| n.parse::<u16>().ok());
-                let name = parts.next().unwrap_or("");
-                let code = number
-                    .and_then(|n| ErrorCode::from_wire(n, name))
-                    .ok_or_else(|| ParseError::bad("unknown error code"))?;
-                Ok(PeerMsg::Err {
-                    code,
-                    message: parts.next().unwrap_or("").to_string(),
-                })
+                let (code, message) = parse_err(rest)?;
+                Ok(PeerMsg::Err { code, message })
             }
             _ => Err(ParseError {
                 code: ErrorCode::UnknownCommand,
@@ -260,15 +252,7 @@ impl fmt::Display for PeerMsg {
             PeerMsg::Ping => write!(f, "PING"),
             PeerMsg::Pong => write!(f, "PONG"),
             PeerMsg::Close { reason } => write!(f, "CLOSE {}", one_line(reason)),
-            PeerMsg::Err { code, message } => {
-                write!(
-                    f,
-                    "ERR {} {} {}",
-                    code.number(),
-                    code.name(),
-                    one_line(message)
-                )
-            }
+            PeerMsg::Err { code, message } => write_err(f, *code, message),
             PeerMsg::Offer { id, size, name } => write!(f, "OFFER {id} {size} {}", one_line(name)),
             PeerMsg::OfferOk { id } => write!(f, "OFFER_OK {id}"),
             PeerMsg::OfferNo { id, reason } => write!(f, "OFFER_NO {id} {}", one_line(reason)),

@@ -7,13 +7,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::ParseError;
 use super::codes::ErrorCode;
 use super::limits::{
     MAX_FILE_NAME, MAX_LIST_LINES, MAX_SHARED_FILES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX,
     USERNAME_MIN,
 };
 use super::ticket::Ticket;
+use super::{ParseError, parse_err, write_err};
 
 /// Protocol version announced in `HELLO`.
 pub const VERSION: u32 = 1;
@@ -337,17 +337,8 @@ impl ServerMsg {
                 })
             }
             "ERR" => {
-                let (number, rest) = split_word(rest);
-                let (name, message) = split_word(rest);
-                let code = number
-                    .parse::<u16>()
-                    .ok()
-                    .and_then(|n| ErrorCode::from_wire(n, name))
-                    .ok_or_else(|| ParseError::bad("unknown error code"))?;
-                Ok(ServerMsg::Err {
-                    code,
-                    message: message.to_string(),
-                })
+                let (code, message) = parse_err(rest)?;
+                Ok(ServerMsg::Err { code, message })
             }
             "EVENT" => parse_event(rest).map(ServerMsg::Event),
             "OK" => parse_reply(rest, body).map(ServerMsg::Ok),
@@ -509,15 +500,7 @@ impl fmt::Display for ServerMsg {
             ServerMsg::Ask { field, prompt } => {
                 write!(f, "ASK {} {}", field.word(), one_line(prompt))
             }
-            ServerMsg::Err { code, message } => {
-                write!(
-                    f,
-                    "ERR {} {} {}",
-                    code.number(),
-                    code.name(),
-                    one_line(message)
-                )
-            }
+            ServerMsg::Err { code, message } => write_err(f, *code, message),
             ServerMsg::Event(event) => match event {
                 Event::Online { user } => write!(f, "EVENT ONLINE {user}"),
                 Event::Offline { user } => write!(f, "EVENT OFFLINE {user}"),

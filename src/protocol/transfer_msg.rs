@@ -6,9 +6,9 @@
 
 use std::fmt;
 
-use super::ParseError;
 use super::codes::ErrorCode;
 use super::server_msg::one_line;
+use super::{ParseError, parse_err, write_err};
 
 /// Bytes per chunk: each is hashed and checked on its own, and resume restarts at a
 /// chunk boundary.
@@ -103,16 +103,8 @@ impl XferLine {
             },
             ("CANCEL", [""]) => XferLine::Cancel,
             ("ERR", _) => {
-                let mut parts = rest.splitn(3, ' ');
-                let number = parts.next().and_then(|n| n.parse::<u16>().ok());
-                let name = parts.next().unwrap_or("");
-                let code = number
-                    .and_then(|n| ErrorCode::from_wire(n, name))
-                    .ok_or_else(|| ParseError::bad("unknown error code"))?;
-                XferLine::Err {
-                    code,
-                    message: parts.next().unwrap_or("").to_string(),
-                }
+                let (code, message) = parse_err(rest)?;
+                XferLine::Err { code, message }
             }
             _ => return Err(ParseError::bad("unexpected line in a transfer")),
         })
@@ -132,15 +124,7 @@ impl fmt::Display for XferLine {
             XferLine::End { hash } => write!(f, "END {}", hash.to_hex()),
             XferLine::Done { hash } => write!(f, "DONE {}", hash.to_hex()),
             XferLine::Cancel => write!(f, "CANCEL"),
-            XferLine::Err { code, message } => {
-                write!(
-                    f,
-                    "ERR {} {} {}",
-                    code.number(),
-                    code.name(),
-                    one_line(message)
-                )
-            }
+            XferLine::Err { code, message } => write_err(f, *code, message),
         }
     }
 }

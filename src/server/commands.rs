@@ -33,10 +33,10 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
         Command::Quit => return (ServerMsg::Ok(Reply::Bye), Flow::Close),
-        Command::Connect { user } => connect(shared, me, user),
+        Command::Connect { user } => grant(shared, me, user, Grant::Session),
         Command::SessionOpen { id } => session_open(shared, me, *id),
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
-        Command::Transfer { user } => transfer(shared, me, user),
+        Command::Transfer { user } => grant(shared, me, user, Grant::Transfer),
         Command::TransferEnd {
             id,
             result,
@@ -94,47 +94,6 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> ServerMsg {
     ServerMsg::err(ErrorCode::Internal, "the server failed; try again")
 }
 
-/// CONNECT <username>
-///
-/// Records the session, makes a one-time ticket, tells the target who will connect with
-/// it, and gives the requester the target's address and the same ticket. Nobody else
-/// ever sees the ticket, and it is never logged.
-fn connect(shared: &Shared, me: &LoggedIn, user: &str) -> ServerMsg {
-    let key = user.to_ascii_lowercase();
-    if key == me.key {
-        return ServerMsg::err(
-            ErrorCode::BadRequest,
-            "you cannot open a session with yourself",
-        );
-    }
-    let Some((target, addr, outbox)) = shared.registry.lookup_with_outbox(&key) else {
-        let shown: String = user.chars().take(32).collect();
-        return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
-    };
-    let ticket = match Ticket::generate() {
-        Ok(ticket) => ticket,
-        Err(e) => return internal("generating a ticket", &e),
-    };
-    let id = match shared.store.create_session(&me.name, &target) {
-        Ok(id) => id,
-        Err(e) => return internal("recording a session", &e),
-    };
-    // The target learns of the ticket before the requester can use it: its event is
-    // queued before our reply is.
-    outbox.send(&ServerMsg::Event(Event::SessionRequest {
-        id,
-        from: me.name.clone(),
-        ticket: ticket.clone(),
-    }));
-    log::info!("session {id}: {} asked for {target}", me.name);
-    ServerMsg::Ok(Reply::Session {
-        id,
-        user: target,
-        addr,
-        ticket,
-    })
-}
-
 /// The session `id` if `me` takes part in it.
 fn my_session(
     shared: &Shared,
@@ -189,50 +148,74 @@ fn session_end(shared: &Shared, me: &LoggedIn, id: u64, reason: EndReason) -> Se
     ServerMsg::Ok(Reply::SessionEnded { id })
 }
 
-/// The online user `user` with an outbox, or the `NOT_ONLINE` reply.
-fn online_peer(
-    shared: &Shared,
-    me: &LoggedIn,
-    user: &str,
-) -> Result<(String, std::net::SocketAddr, super::outbox::Outbox), ServerMsg> {
-    let key = user.to_ascii_lowercase();
-    if key == me.key {
-        return Err(ServerMsg::err(ErrorCode::BadRequest, "that is you"));
-    }
-    shared.registry.lookup_with_outbox(&key).ok_or_else(|| {
-        let shown: String = user.chars().take(32).collect();
-        ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"))
-    })
+/// What a ticket is for: a chat session or a file transfer.
+#[derive(Clone, Copy)]
+enum Grant {
+    Session,
+    Transfer,
 }
 
-/// TRANSFER <username>
+/// CONNECT <username> and TRANSFER <username>
 ///
-/// Like CONNECT, for a file transfer: the target learns the ticket first.
-fn transfer(shared: &Shared, me: &LoggedIn, user: &str) -> ServerMsg {
-    let (target, addr, outbox) = match online_peer(shared, me, user) {
-        Ok(found) => found,
-        Err(reply) => return reply,
+/// Records the session or transfer, makes a one-time ticket, tells the target who will
+/// connect with it, and gives the requester the target's address and the same ticket.
+/// The target's event is queued before the requester's reply, so the target knows the
+/// ticket before it can be presented. Nobody else ever sees it, and it is never logged.
+fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
+    let key = user.to_ascii_lowercase();
+    if key == me.key {
+        return ServerMsg::err(ErrorCode::BadRequest, "that is you");
+    }
+    let Some((target, addr, outbox)) = shared.registry.lookup_with_outbox(&key) else {
+        let shown: String = user.chars().take(32).collect();
+        return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
     };
     let ticket = match Ticket::generate() {
         Ok(ticket) => ticket,
         Err(e) => return internal("generating a ticket", &e),
     };
-    let id = match shared.store.create_transfer(&me.name, &target) {
-        Ok(id) => id,
-        Err(e) => return internal("recording a transfer", &e),
+    let recorded = match kind {
+        Grant::Session => shared.store.create_session(&me.name, &target),
+        Grant::Transfer => shared.store.create_transfer(&me.name, &target),
     };
-    outbox.send(&ServerMsg::Event(Event::TransferRequest {
-        id,
-        from: me.name.clone(),
-        ticket: ticket.clone(),
-    }));
-    log::info!("transfer {id}: {} asked for {target}", me.name);
-    ServerMsg::Ok(Reply::Transfer {
-        id,
-        user: target,
-        addr,
-        ticket,
-    })
+    let id = match recorded {
+        Ok(id) => id,
+        Err(e) => return internal("recording a ticket", &e),
+    };
+    let from = me.name.clone();
+    let (event, reply, what) = match kind {
+        Grant::Session => (
+            Event::SessionRequest {
+                id,
+                from,
+                ticket: ticket.clone(),
+            },
+            Reply::Session {
+                id,
+                user: target.clone(),
+                addr,
+                ticket,
+            },
+            "session",
+        ),
+        Grant::Transfer => (
+            Event::TransferRequest {
+                id,
+                from,
+                ticket: ticket.clone(),
+            },
+            Reply::Transfer {
+                id,
+                user: target.clone(),
+                addr,
+                ticket,
+            },
+            "transfer",
+        ),
+    };
+    outbox.send(&ServerMsg::Event(event));
+    log::info!("{what} {id}: {} asked for {target}", me.name);
+    ServerMsg::Ok(reply)
 }
 
 /// TRANSFER_END <id> <result> <size> <ms> <hash> <name>
