@@ -1700,3 +1700,39 @@ fn files_and_search_cover_every_online_user_and_follow_quits_and_rescans() {
     wait_listing(&mut carol, "\\files bob", &now);
     assert_eq!(search(&mut carol, "REPORT"), (2, vec![b1, b3]));
 }
+
+/// An unusable downloads folder (here a regular file stands where the folder should be,
+/// since root ignores permission bits): a clear error on both sides, nothing written,
+/// and the server logs the transfer as not ok.
+#[test]
+fn an_unusable_downloads_folder_is_a_clear_error_on_both_sides() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    fs::write(lab.downloads("bob"), "I am a file, not a folder").unwrap();
+    let mut alice = lab.register("alice", false);
+    let mut bob = lab.register("bob", false);
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    let source = lab.outbox("alice").join("photo.bin");
+    write_pattern(&source, 3 * CHUNK as u64 + 17, 7);
+
+    let (sid, rid) = offer_and_accept(&mut alice, "alice", &mut bob, "bob", &source);
+    let theirs = wait_final(&mut bob, rid, "receive", "photo.bin", "alice", WAIT);
+    assert!(
+        theirs.starts_with("failed: cannot write in ") && theirs.contains("downloads"),
+        "bob should say why: {theirs:?}"
+    );
+    let ours = wait_final(&mut alice, sid, "send", "photo.bin", "bob", WAIT);
+    assert!(
+        ours.contains("cannot write in "),
+        "alice should hear why: {ours:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(lab.downloads("bob")).unwrap(),
+        "I am a file, not a folder"
+    );
+    let result = logged_result(&server.db_path(), "photo.bin", 0);
+    assert_ne!(result, "ok", "the server logged an impossible success");
+    // Chat goes on after the failed transfer.
+    alice.send("still here?");
+    bob.expect_chat(None, "alice", "still here?");
+}
