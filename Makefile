@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: build server client test lint demo fmt clean
+.PHONY: build server client test lint demo fmt clean bench
 
 build:
 	$(CARGO) build --release --bins
@@ -20,6 +20,13 @@ test:
 
 demo: build
 	bash scripts/demo.sh
+
+# Benchmarks (BENCHMARKS.md): release binaries, the open-file limit raised to the hard
+# limit for the 5,000-client figure (the bench also raises it itself), then every group;
+# ARGS="transfer" runs one group, ARGS="--quick" every group with small sizes.
+bench:
+	$(CARGO) build --release --bins
+	ulimit -n "$$(ulimit -Hn)" 2>/dev/null; $(CARGO) bench --bench peerchat -- $(ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check
