@@ -63,10 +63,12 @@ impl History {
 
     /// Stores one line of the conversation with `peer`.
     pub fn record(&self, peer: &str, sender: &str, at_ms: u64, text: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO messages (peer, sender, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
-            params![peer, sender, at_ms as i64, text],
-        )?;
+        // Cached: a busy chat must not parse the same statement for every line.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO messages (peer, sender, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![peer, sender, at_ms as i64, text])?;
         Ok(())
     }
 

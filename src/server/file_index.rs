@@ -59,7 +59,7 @@ impl FileIndex {
             None => index.values().cloned().collect(),
         };
         drop(index);
-        lists.sort_by_key(|l| l.user.to_ascii_lowercase());
+        lists.sort_by_cached_key(|l| l.user.to_ascii_lowercase());
         lists
     }
 

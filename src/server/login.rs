@@ -5,6 +5,7 @@
 //! must not run once the user is online (that is `conn`'s command loop).
 
 use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex};
 
 use super::Shared;
 use super::conn::{Conn, End};
@@ -14,6 +15,54 @@ use crate::protocol::limits::MAX_LOGIN_FAILURES;
 use crate::protocol::server_msg::{
     AskField, Event, NewAnswer, Password, Reply, ServerMsg, Username, parse_port,
 };
+
+/// A counting semaphore around bcrypt: at most `permits` hashes run at once, the rest
+/// wait their turn. Its lock is held only to count, never while hashing.
+pub struct HashGate {
+    /// Hashes that may still start.
+    free: Mutex<usize>,
+    /// Signalled when one finishes.
+    freed: Condvar,
+}
+
+impl HashGate {
+    /// One permit per core but one (at least one), leaving a core for everything else.
+    pub fn for_this_machine() -> HashGate {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        HashGate::new(cores.saturating_sub(1).max(1))
+    }
+
+    /// A gate that lets `permits` hashes run at once.
+    pub fn new(permits: usize) -> HashGate {
+        HashGate {
+            free: Mutex::new(permits.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Runs `hash` when a permit is free.
+    pub fn run<T>(&self, hash: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            while *free == 0 {
+                free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+            }
+            *free -= 1;
+        }
+        // Released on drop, so even a panic inside `hash` gives the permit back.
+        let _permit = Permit(self);
+        hash()
+    }
+}
+
+struct Permit<'a>(&'a HashGate);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
 
 /// The prompt of `ASK NEW`, as in the seeds.
 pub const NEW_PROMPT: &str = "Are you a new client? (Y/N)";
@@ -124,7 +173,10 @@ fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
                 Err(e) => conn.send_err(e.code, e.message),
             }
         };
-        let hash = match bcrypt::hash(password.expose(), shared.config.bcrypt_cost) {
+        let hashed = shared
+            .hash_gate
+            .run(|| bcrypt::hash(password.expose(), shared.config.bcrypt_cost));
+        let hash = match hashed {
             Ok(hash) => hash,
             Err(e) => {
                 internal(conn, "hashing a password", &e.into());
@@ -212,7 +264,10 @@ fn authenticate(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
         let hash = account
             .as_ref()
             .map_or(shared.dummy_hash.as_str(), |a| a.pw_hash.as_str());
-        let verified = bcrypt::verify(&password, hash).unwrap_or(false);
+        let verified = shared
+            .hash_gate
+            .run(|| bcrypt::verify(&password, hash))
+            .unwrap_or(false);
         if let (true, Some(account)) = (verified, account.as_ref()) {
             if let Err(e) = shared.store.clear_failures(&key, &ip) {
                 log::error!("{}: clearing failures: {e}", conn.peer);
@@ -274,5 +329,37 @@ fn authenticate(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
                 if left == 1 { "" } else { "s" }
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn the_hash_gate_never_lets_more_than_its_permits_run() {
+        let gate = Arc::new(HashGate::new(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+                std::thread::spawn(move || {
+                    gate.run(|| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(gate.run(|| 7), 7, "every permit came back");
     }
 }

@@ -40,8 +40,13 @@ const CONN_STACK: usize = 256 * 1024;
 /// burst, and the client then waits a second to retry.
 const BACKLOG: i32 = 1024;
 
-/// How often the accept loop looks at the shutdown flag when no one is connecting.
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// How often the accept loop looks at the shutdown flag when no one is connecting. The
+/// listener blocks in `accept` with this timeout (SO_RCVTIMEO), so a new connection is
+/// taken at once, never after a sleep.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
+/// Pause after an accept error (running out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// How long shutdown waits for clients to close after `EVENT SHUTDOWN`, before cutting
 /// the rest off.
@@ -108,6 +113,9 @@ pub struct Shared {
     /// A bcrypt hash of nothing anyone knows, at the configured cost, checked against
     /// when a name does not exist so that timing does not reveal which names do.
     pub dummy_hash: String,
+    /// Limits how many bcrypt computations run at once, so logins never take every core
+    /// from the users already online.
+    pub hash_gate: login::HashGate,
 }
 
 /// Binds the listening socket with address reuse and a large backlog.
@@ -117,6 +125,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
+    socket.set_read_timeout(Some(ACCEPT_POLL))?;
     Ok(socket.into())
 }
 
@@ -143,8 +152,8 @@ pub fn run(
         files: file_index::FileIndex::default(),
         config,
         dummy_hash,
+        hash_gate: login::HashGate::for_this_machine(),
     });
-    listener.set_nonblocking(true)?;
     let next_id = AtomicU64::new(1);
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -154,12 +163,18 @@ pub fn run(
                 next_id.fetch_add(1, Ordering::Relaxed),
                 &shared,
             ),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The accept timeout: go round and look at the flag.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => {
                 // Running out of file descriptors, for one: back off and keep serving.
                 log::warn!("accept failed: {e}");
-                thread::sleep(ACCEPT_POLL);
+                thread::sleep(ACCEPT_BACKOFF);
             }
         }
     }

@@ -116,7 +116,7 @@ impl Registry {
             .filter(|u| u.addr.is_some())
             .map(|u| u.name.clone())
             .collect();
-        names.sort_by_key(|n| n.to_ascii_lowercase());
+        names.sort_by_cached_key(|n| n.to_ascii_lowercase());
         names
     }
 
