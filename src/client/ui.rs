@@ -949,7 +949,7 @@ mod tests {
         let evil = ServerMsg::Event(Event::Online {
             user: "x\u{1b}[2Jy".into(),
         });
-        assert_eq!(render(&evil, "me").unwrap(), "* x [2Jy is online");
+        assert_eq!(render(&evil, "me").unwrap(), "* x\u{FFFD}[2Jy is online");
         assert_eq!(render(&ServerMsg::Ok(Reply::Pong), "me"), None);
     }
 }

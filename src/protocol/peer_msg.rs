@@ -355,7 +355,7 @@ mod tests {
             at_ms: 1,
             text: "hi\nCLOSE bye".into(),
         };
-        assert_eq!(msg.to_wire(), "MSG 1 hi CLOSE bye\n");
+        assert_eq!(msg.to_wire(), "MSG 1 hi\u{FFFD}CLOSE bye\n");
     }
 
     #[test]

@@ -273,10 +273,12 @@ pub enum ServerMsg {
     Event(Event),
 }
 
-/// Replaces control characters so that text from anywhere stays one line on the wire.
+/// Replaces control characters with U+FFFD so that text from anywhere stays one line on
+/// the wire and cannot steer a terminal. Not with a space: parsers trim spaces, and a
+/// formatted message must parse back to the same text.
 pub fn one_line(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()
 }
 
@@ -381,11 +383,17 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
                 }
             }
         }
-        "" => return Err(ParseError::bad("EVENT without a kind")),
-        other => Event::Unknown {
-            kind: other.to_string(),
-            rest: rest.to_string(),
-        },
+        // Kinds are upper-case words; anything else is not a future event but garbage
+        // (and would not format back to itself).
+        other
+            if !other.is_empty() && other.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+        {
+            Event::Unknown {
+                kind: other.to_string(),
+                rest: rest.to_string(),
+            }
+        }
+        _ => return Err(ParseError::bad("EVENT without a valid kind")),
     })
 }
 
@@ -1141,7 +1149,10 @@ mod tests {
     #[test]
     fn text_with_newlines_cannot_break_framing() {
         let msg = ServerMsg::err(ErrorCode::BadRequest, "evil\nOK BYE\r");
-        assert_eq!(msg.to_wire(), "ERR 400 BAD_REQUEST evil OK BYE \n");
+        assert_eq!(
+            msg.to_wire(),
+            "ERR 400 BAD_REQUEST evil\u{FFFD}OK BYE\u{FFFD}\n"
+        );
     }
 
     #[test]
