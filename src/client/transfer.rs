@@ -388,6 +388,40 @@ impl Reporter<'_> {
     }
 }
 
+/// The hashes of the first `chunks` full chunks of `path`, computed by one thread per
+/// core on its own part of the file: a resume waits for this before sending anything,
+/// and the receiver is idle meanwhile, so every core may help.
+fn hash_prefix(path: &Path, chunks: u64) -> io::Result<Vec<blake3::Hash>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(chunks.max(1) as usize);
+    let per = (chunks as usize).div_ceil(workers);
+    let mut hashes = vec![blake3::Hash::from_bytes([0; 32]); chunks as usize];
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = hashes
+            .chunks_mut(per.max(1))
+            .enumerate()
+            .map(|(part, slots)| {
+                scope.spawn(move || -> io::Result<()> {
+                    let mut file = File::open(path)?;
+                    file.seek(SeekFrom::Start((part * per * CHUNK_SIZE) as u64))?;
+                    let mut buf = vec![0u8; CHUNK_SIZE];
+                    for slot in slots {
+                        file.read_exact(&mut buf)?;
+                        *slot = blake3::hash(&buf);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        parts.into_iter().try_for_each(|part| {
+            part.join()
+                .unwrap_or_else(|_| Err(io::Error::other("a hashing thread failed")))
+        })
+    })?;
+    Ok(hashes)
+}
+
 /// Reads up to one chunk; fewer bytes only at the end of the file.
 fn read_chunk(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -442,11 +476,9 @@ pub fn send(
         if offset > 0 && offset <= size && offset % CHUNK_SIZE as u64 == 0 {
             // Prove that our file still starts with what the receiver has; otherwise
             // the whole file goes again.
-            for _ in 0..offset / CHUNK_SIZE as u64 {
-                let n = read_chunk(&mut file, &mut buf)
-                    .map_err(|e| fail(TransferResult::Failed, e.to_string()))?;
-                hasher.add(&blake3::hash(&buf[..n]));
-            }
+            let hashes = hash_prefix(path, offset / CHUNK_SIZE as u64)
+                .map_err(|e| fail(TransferResult::Failed, e.to_string()))?;
+            hashes.iter().for_each(|h| hasher.add(h));
             if Some(hasher.finish()) == prefix {
                 start = offset;
             } else {
@@ -778,6 +810,28 @@ pub fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parallel_prefix_hash_matches_a_sequential_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data: Vec<u8> = (0..CHUNK_SIZE * 5 + 1234)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        fs::write(&path, &data).unwrap();
+        for chunks in [1u64, 2, 5] {
+            let want: Vec<blake3::Hash> = data
+                .chunks(CHUNK_SIZE)
+                .take(chunks as usize)
+                .map(blake3::hash)
+                .collect();
+            assert_eq!(hash_prefix(&path, chunks).unwrap(), want, "{chunks} chunks");
+        }
+        assert!(
+            hash_prefix(&path, 6).is_err(),
+            "the sixth chunk is not a full one"
+        );
+    }
 
     #[test]
     fn unsafe_names_are_refused() {
