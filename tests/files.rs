@@ -375,26 +375,6 @@ impl Lab {
     }
 }
 
-fn password(name: &str) -> String {
-    format!("{name} password")
-}
-
-/// `requester` asks `target` (both real clients) and `target` accepts.
-fn open_session(requester: &mut Client, rname: &str, target: &mut Client, tname: &str) {
-    requester.send(&format!("\\connect {tname}"));
-    requester.expect(&format!("* asking {tname} to chat..."));
-    target.expect(&format!(
-        "* {rname} wants to chat: \\accept {rname} or \\decline {rname}"
-    ));
-    target.send(&format!("\\accept {rname}"));
-    target.expect(&format!(
-        "* session with {rname} open; what you type goes to {rname}\n"
-    ));
-    requester.expect(&format!(
-        "* session with {tname} open; what you type goes to {tname}\n"
-    ));
-}
-
 /// The complete stdout lines after `client`'s last match.
 fn pending_lines(client: &Client) -> Vec<String> {
     let out = client.output();

@@ -8,7 +8,6 @@ mod common;
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -17,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use socket2::{Domain, Protocol, Socket, Type};
-use tempfile::TempDir;
 
 /// The client's handshake timeout (protocol.md §10: 10 s to say `HELLO`).
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -30,77 +28,11 @@ const SLACK: Duration = Duration::from_secs(8);
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A test's clients: one temp dir holding one data dir (and share dir) per user.
-struct Lab {
-    dir: TempDir,
-    server: SocketAddr,
-}
-
-impl Lab {
-    fn new(server: &Server) -> Lab {
-        Lab {
-            dir: TempDir::new().expect("temp dir"),
-            server: server.addr,
-        }
-    }
-
-    fn data_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}-data"))
-    }
-
-    fn share_dir(&self, name: &str) -> PathBuf {
-        let dir = self.dir.path().join(format!("{name}-share"));
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn downloads(&self, name: &str) -> PathBuf {
-        self.data_dir(name).join(name).join("downloads")
-    }
-
-    /// Registers `name` with a real client (own data dir, `extra` flags).
-    fn register(&self, name: &str, extra: &[&str]) -> Client {
-        let data = self.data_dir(name);
-        let data = data.to_str().unwrap();
-        let mut args = vec!["--data-dir", data];
-        args.extend_from_slice(extra);
-        Client::start_with(self.server, name, &password(name), true, &args)
-    }
-
-    /// Registers `name` with a real client sharing its share dir.
-    fn register_sharing(&self, name: &str) -> Client {
-        let share = self.share_dir(name);
-        let mut c = self.register(name, &["--share", share.to_str().unwrap()]);
-        c.expect_line("the sharing line", |l| l.starts_with("* sharing "));
-        c
-    }
-}
-
-fn password(name: &str) -> String {
-    format!("{name} password")
-}
-
 fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
-}
-
-/// `requester` asks `target` (both real clients) and `target` accepts.
-fn open_session(requester: &mut Client, rname: &str, target: &mut Client, tname: &str) {
-    requester.send(&format!("\\connect {tname}"));
-    requester.expect(&format!("* asking {tname} to chat..."));
-    target.expect(&format!(
-        "* {rname} wants to chat: \\accept {rname} or \\decline {rname}"
-    ));
-    target.send(&format!("\\accept {rname}"));
-    target.expect(&format!(
-        "* session with {rname} open; what you type goes to {rname}\n"
-    ));
-    requester.expect(&format!(
-        "* session with {tname} open; what you type goes to {tname}\n"
-    ));
 }
 
 /// `CONNECT <user>` on a raw server connection; returns (id, peer address, ticket).

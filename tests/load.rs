@@ -53,10 +53,6 @@ fn real_name(i: usize) -> String {
     format!("c{i:02}")
 }
 
-fn password(name: &str) -> String {
-    format!("{name} password")
-}
-
 fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

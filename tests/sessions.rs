@@ -8,13 +8,12 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use tempfile::TempDir;
 
 /// Upper bound for "the ticket was refused after the 3 s grace": generous, only there
 /// to catch a refusal that never comes or waits for something else (e.g. 10 s).
@@ -23,64 +22,6 @@ const GRACE_BOUND: Duration = Duration::from_secs(9);
 /// Upper bound for "refused at once" (no 3 s grace): anything above it means the client
 /// parked the ticket as unknown instead of recognising it.
 const AT_ONCE: Duration = Duration::from_millis(2500);
-
-/// A test's clients: one temp dir holding one data dir per user.
-struct Lab {
-    dir: TempDir,
-    server: SocketAddr,
-}
-
-impl Lab {
-    fn new(server: &Server) -> Lab {
-        Lab {
-            dir: TempDir::new().expect("temp dir"),
-            server: server.addr,
-        }
-    }
-
-    fn data_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}-data"))
-    }
-
-    /// Registers `name` with a real client (own data dir, `extra` flags).
-    fn register(&self, name: &str, extra: &[&str]) -> Client {
-        self.start(name, true, extra)
-    }
-
-    /// Logs `name` in again with a real client on the same data dir.
-    fn login(&self, name: &str, extra: &[&str]) -> Client {
-        self.start(name, false, extra)
-    }
-
-    fn start(&self, name: &str, new: bool, extra: &[&str]) -> Client {
-        let data = self.data_dir(name);
-        let data = data.to_str().unwrap();
-        let mut args = vec!["--data-dir", data];
-        args.extend_from_slice(extra);
-        Client::start_with(self.server, name, &password(name), new, &args)
-    }
-}
-
-fn password(name: &str) -> String {
-    format!("{name} password")
-}
-
-/// `requester` asks `target` (both real clients) and `target` accepts; waits until both
-/// print that the session is open.
-fn open_session(requester: &mut Client, rname: &str, target: &mut Client, tname: &str) {
-    requester.send(&format!("\\connect {tname}"));
-    requester.expect(&format!("* asking {tname} to chat..."));
-    target.expect(&format!(
-        "* {rname} wants to chat: \\accept {rname} or \\decline {rname}"
-    ));
-    target.send(&format!("\\accept {rname}"));
-    target.expect(&format!(
-        "* session with {rname} open; what you type goes to {rname}\n"
-    ));
-    requester.expect(&format!(
-        "* session with {tname} open; what you type goes to {tname}\n"
-    ));
-}
 
 /// Finds the one row for `requester` → `target` in the session log (waits for it).
 fn session_id(db: &Path, requester: &str, target: &str) -> i64 {

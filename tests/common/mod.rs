@@ -120,61 +120,11 @@ impl Server {
     }
 
     fn spawn(dir: Arc<TempDir>, opts: ServerBuilder) -> Server {
-        let n = STARTS.fetch_add(1, Ordering::SeqCst);
-        let log = dir.path().join(format!("server-{n}.log"));
-        let log_file = File::create(&log).expect("create server log");
-        let db = dir.path().join("server.db");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerchat-server"));
-        cmd.arg("--addr")
-            .arg("127.0.0.1:0")
-            .arg("--db")
-            .arg(&db)
-            .arg("--bcrypt-cost")
-            .arg(opts.bcrypt_cost.to_string())
-            .args(&opts.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "debug");
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        match launch(dir, opts, any_port) {
+            Ok(server) => server,
+            Err((why, log)) => panic!("server: {why}\n--- server log ---\n{log}"),
         }
-        for (k, v) in &opts.envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn peerchat-server");
-
-        // Read stdout on a thread for the whole life of the process, so the server never
-        // blocks on a full pipe; the first line is the address.
-        let stdout = child.stdout.take().expect("server stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server {
-            child: Some(child),
-            status: None,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            dir,
-            opts,
-            log,
-        };
-        match rx.recv_timeout(WAIT) {
-            Ok(line) => {
-                let Some(addr) = line.strip_prefix("listening on ") else {
-                    server.fail(&format!(
-                        "first stdout line should be `listening on ADDR`, got {line:?}"
-                    ));
-                };
-                server.addr = addr.trim().parse().unwrap_or_else(|e| {
-                    server.fail(&format!("cannot parse address {addr:?}: {e}"))
-                });
-            }
-            Err(_) => server.fail("the server did not print `listening on ADDR`"),
-        }
-        server
     }
 
     fn fail(&mut self, msg: &str) -> ! {
@@ -1062,9 +1012,14 @@ impl Drop for Client {
 // Chat sessions (used by tests/sessions.rs)
 // ---------------------------------------------------------------------------------------
 
-/// Starts a server process on `dir` with `opts`, listening on exactly `addr`. `None` if it
-/// did not come up (e.g. the address is taken); the process is then reaped.
-fn spawn_at(dir: Arc<TempDir>, opts: ServerBuilder, addr: SocketAddr) -> Option<Server> {
+/// Starts a server process on `dir` with `opts`, listening on `addr` (port 0: any free
+/// port), and reads the address it prints first. On failure the process is reaped and
+/// the reason comes back with its log.
+fn launch(
+    dir: Arc<TempDir>,
+    opts: ServerBuilder,
+    addr: SocketAddr,
+) -> Result<Server, (String, String)> {
     let n = STARTS.fetch_add(1, Ordering::SeqCst);
     let log = dir.path().join(format!("server-{n}.log"));
     let log_file = File::create(&log).expect("create server log");
@@ -1087,6 +1042,9 @@ fn spawn_at(dir: Arc<TempDir>, opts: ServerBuilder, addr: SocketAddr) -> Option<
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn peerchat-server");
+
+    // Read stdout on a thread for the whole life of the process, so the server never
+    // blocks on a full pipe; the first line is the address.
     let stdout = child.stdout.take().expect("server stdout");
     let (tx, rx) = mpsc::channel::<String>();
     thread::spawn(move || {
@@ -1095,23 +1053,28 @@ fn spawn_at(dir: Arc<TempDir>, opts: ServerBuilder, addr: SocketAddr) -> Option<
             let _ = tx.send(line);
         }
     });
-    match rx.recv_timeout(WAIT) {
-        Ok(line)
-            if line.strip_prefix("listening on ").map(str::trim) == Some(&addr.to_string()) =>
-        {
-            Some(Server {
-                child: Some(child),
-                status: None,
-                addr,
-                dir,
-                opts,
-                log,
-            })
-        }
-        _ => {
+    let bound = match rx.recv_timeout(WAIT) {
+        Ok(line) => match line.strip_prefix("listening on ").map(|a| a.trim().parse()) {
+            Some(Ok(bound)) if addr.port() == 0 || bound == addr => Ok(bound),
+            _ => Err(format!(
+                "first stdout line should be `listening on {addr}`, got {line:?}"
+            )),
+        },
+        Err(_) => Err("the server did not print `listening on ADDR`".to_string()),
+    };
+    match bound {
+        Ok(addr) => Ok(Server {
+            child: Some(child),
+            status: None,
+            addr,
+            dir,
+            opts,
+            log,
+        }),
+        Err(why) => {
             let _ = child.kill();
             let _ = child.wait();
-            None
+            Err((why, fs::read_to_string(&log).unwrap_or_default()))
         }
     }
 }
@@ -1123,7 +1086,7 @@ impl Server {
     pub fn restart_same_addr(&self) -> Server {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(server) = spawn_at(self.dir.clone(), self.opts.clone(), self.addr) {
+            if let Ok(server) = launch(self.dir.clone(), self.opts.clone(), self.addr) {
                 return server;
             }
             if Instant::now() >= deadline {
@@ -1353,4 +1316,86 @@ impl Client {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Real clients in one temporary folder (used by sessions, hostile and files tests)
+// ---------------------------------------------------------------------------------------
+
+/// A test's clients: one temp dir holding a data dir (and a share dir) per user.
+pub struct Lab {
+    dir: TempDir,
+    server: SocketAddr,
+}
+
+impl Lab {
+    pub fn new(server: &Server) -> Lab {
+        Lab {
+            dir: TempDir::new().expect("temp dir"),
+            server: server.addr,
+        }
+    }
+
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-data"))
+    }
+
+    pub fn share_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(format!("{name}-share"));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The default downloads folder of `name` (inside its data dir).
+    pub fn downloads(&self, name: &str) -> PathBuf {
+        self.data_dir(name).join(name).join("downloads")
+    }
+
+    /// Registers `name` with a real client (own data dir, `extra` flags).
+    pub fn register(&self, name: &str, extra: &[&str]) -> Client {
+        self.start(name, true, extra)
+    }
+
+    /// Logs `name` in again with a real client on the same data dir.
+    pub fn login(&self, name: &str, extra: &[&str]) -> Client {
+        self.start(name, false, extra)
+    }
+
+    /// Registers `name` with a real client sharing its share dir.
+    pub fn register_sharing(&self, name: &str) -> Client {
+        let share = self.share_dir(name);
+        let mut c = self.register(name, &["--share", share.to_str().unwrap()]);
+        c.expect_line("the sharing line", |l| l.starts_with("* sharing "));
+        c
+    }
+
+    fn start(&self, name: &str, new: bool, extra: &[&str]) -> Client {
+        let data = self.data_dir(name);
+        let data = data.to_str().unwrap();
+        let mut args = vec!["--data-dir", data];
+        args.extend_from_slice(extra);
+        Client::start_with(self.server, name, &password(name), new, &args)
+    }
+}
+
+/// The password every test user gets.
+pub fn password(name: &str) -> String {
+    format!("{name} password")
+}
+
+/// `requester` asks `target` (both real clients) and `target` accepts; waits until both
+/// print that the session is open.
+pub fn open_session(requester: &mut Client, rname: &str, target: &mut Client, tname: &str) {
+    requester.send(&format!("\\connect {tname}"));
+    requester.expect(&format!("* asking {tname} to chat..."));
+    target.expect(&format!(
+        "* {rname} wants to chat: \\accept {rname} or \\decline {rname}"
+    ));
+    target.send(&format!("\\accept {rname}"));
+    target.expect(&format!(
+        "* session with {rname} open; what you type goes to {rname}\n"
+    ));
+    requester.expect(&format!(
+        "* session with {tname} open; what you type goes to {tname}\n"
+    ));
 }
