@@ -2,6 +2,8 @@
 //! presence. Module map (each module's own doc says what it owns and must not do):
 //!
 //! - [`error`]: the crate's error type.
+//! - [`sanitize`]: the one rule for showing, logging or storing text from others
+//!   (control and Unicode format characters become U+FFFD).
 //! - [`protocol`]: the wire protocols of protocol.md; no sockets except `protocol::line`.
 //!   - `protocol::line`: bounded line framing (and the raw bytes after a `CHUNK` line).
 //!   - `protocol::server_msg`: client↔server messages and commands, parse and format.
@@ -34,6 +36,7 @@
 pub mod client;
 pub mod error;
 pub mod protocol;
+pub mod sanitize;
 pub mod server;
 
 pub use error::{Error, Result};

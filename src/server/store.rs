@@ -59,6 +59,33 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT,
         duration_ms INTEGER
     );",
+    // 4: the truth about restarts and both sides of a transfer (issue 9). A session open
+    // when the server stopped is "unknown since" then, not ended: its clients may report
+    // the real end after reconnecting. Ends the old code invented at startup are undone.
+    // Each side's transfer report is kept; the summary row says push or fetch, the bytes
+    // that moved, the resume offset, and whether the receiver's report is the one shown.
+    "ALTER TABLE sessions ADD COLUMN unknown_since_ms INTEGER;
+    UPDATE sessions SET unknown_since_ms = ended_at_ms, ended_at_ms = NULL, end_reason = NULL
+        WHERE end_reason = 'server_restart';
+    ALTER TABLE transfers ADD COLUMN direction TEXT;
+    ALTER TABLE transfers ADD COLUMN role TEXT;
+    ALTER TABLE transfers ADD COLUMN moved INTEGER;
+    ALTER TABLE transfers ADD COLUMN resumed_from INTEGER;
+    ALTER TABLE transfers ADD COLUMN from_receiver INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE transfer_reports (
+        transfer_id INTEGER NOT NULL,
+        side TEXT NOT NULL,
+        role TEXT,
+        result TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        moved INTEGER NOT NULL,
+        resumed_from INTEGER NOT NULL,
+        hash TEXT,
+        duration_ms INTEGER NOT NULL,
+        reported_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (transfer_id, side)
+    );",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.
@@ -118,6 +145,9 @@ pub struct SessionRecord {
     pub ended_at_ms: Option<i64>,
     /// Why it ended.
     pub end_reason: Option<String>,
+    /// Set when a server run stopped while the session was open: from then on nobody
+    /// knew, until a participant reports the end.
+    pub unknown_since_ms: Option<i64>,
 }
 
 impl SessionRecord {
@@ -140,6 +170,21 @@ pub struct TransferRecord {
     pub hash: Option<String>,
     /// How long it took.
     pub duration_ms: u64,
+    /// The reporter's role (`send`, `receive`, `fetch`, `serve`), if it said.
+    pub role: Option<String>,
+    /// Bytes that crossed the link in this attempt.
+    pub moved: u64,
+    /// Bytes kept from an earlier attempt (0: not resumed).
+    pub resumed_from: u64,
+}
+
+/// One participant's report of how a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferReport {
+    /// `requester` or `target`.
+    pub side: String,
+    /// What it reported.
+    pub record: TransferRecord,
 }
 
 /// One row of the transfer log.
@@ -153,11 +198,17 @@ pub struct TransferLogRow {
     pub target: String,
     /// When the ticket was issued (Unix ms).
     pub started_at_ms: i64,
-    /// How it ended, once reported.
+    /// `push` or `fetch`, once a report said.
+    pub direction: Option<String>,
+    /// How it ended, once reported: the receiver's report if it came, else the sender's.
     pub end: Option<TransferRecord>,
+    /// True when `end` is the receiver's report.
+    pub from_receiver: bool,
+    /// Every participant's report, requester first.
+    pub reports: Vec<TransferReport>,
 }
 
-const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason FROM sessions";
+const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason, unknown_since_ms FROM sessions";
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -168,6 +219,25 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
         accepted_at_ms: r.get(4)?,
         ended_at_ms: r.get(5)?,
         end_reason: r.get(6)?,
+        unknown_since_ms: r.get(7)?,
+    })
+}
+
+/// A `TransferRecord` from nine columns starting at `at`: result, name, size, hash,
+/// duration, role, moved, resumed_from (rows from before migration 4 have NULLs).
+fn record_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<TransferRecord> {
+    let number = |i: usize| -> rusqlite::Result<u64> {
+        Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0).max(0) as u64)
+    };
+    Ok(TransferRecord {
+        result: r.get::<_, Option<String>>(at)?.unwrap_or_default(),
+        name: r.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+        size: number(2)?,
+        hash: r.get(at + 3)?,
+        duration_ms: number(4)?,
+        role: r.get(at + 5)?,
+        moved: number(6)?,
+        resumed_from: number(7)?,
     })
 }
 
@@ -377,25 +447,29 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// The open sessions `user` takes part in, with the other participant of each.
+    /// The open sessions `user` takes part in, with the other participant of each; not
+    /// those unknown since a server stop (only a client's report ends them).
     pub fn open_sessions_of(&self, user: &str) -> Result<Vec<(u64, String)>> {
         self.with_conn(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, CASE WHEN requester = ?1 COLLATE NOCASE THEN target ELSE requester END
                  FROM sessions
-                 WHERE ended_at_ms IS NULL AND (requester = ?1 COLLATE NOCASE OR target = ?1 COLLATE NOCASE)",
+                 WHERE ended_at_ms IS NULL AND unknown_since_ms IS NULL AND (requester = ?1 COLLATE NOCASE OR target = ?1 COLLATE NOCASE)",
             )?;
             let rows = stmt.query_map([user], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
             rows.collect()
         })
     }
 
-    /// Ends every open session with `reason`; returns how many there were.
-    pub fn end_all_open_sessions(&self, reason: &str) -> Result<usize> {
+    /// Marks every open session "unknown since now" (a server run ended or was found to
+    /// have ended while they were open) without ending them; returns how many were newly
+    /// marked. A session already unknown keeps its first mark.
+    pub fn mark_open_sessions_unknown(&self) -> Result<usize> {
         self.with_conn(|c| {
             c.execute(
-                "UPDATE sessions SET ended_at_ms = ?1, end_reason = ?2 WHERE ended_at_ms IS NULL",
-                params![now_ms(), reason],
+                "UPDATE sessions SET unknown_since_ms = ?1
+                 WHERE ended_at_ms IS NULL AND unknown_since_ms IS NULL",
+                [now_ms()],
             )
         })
     }
@@ -432,45 +506,84 @@ impl Store {
         })
     }
 
-    /// Records how transfer `id` ended, unless it was recorded already; true if this
-    /// call recorded it.
-    pub fn end_transfer(&self, id: u64, end: &TransferRecord) -> Result<bool> {
-        let changed = self.with_conn(|c| {
-            c.execute(
-                "UPDATE transfers SET ended_at_ms = ?2, result = ?3, name = ?4, size = ?5, hash = ?6,
-                 duration_ms = ?7 WHERE id = ?1 AND ended_at_ms IS NULL",
+    /// Keeps one side's report of how transfer `id` ended (the first from each side; the
+    /// name is stored sanitised) and updates the summary: the receiver's report replaces
+    /// a sender's, a sender's only fills an empty one. True if this report was new.
+    pub fn report_transfer(
+        &self,
+        id: u64,
+        requester: bool,
+        receiver: bool,
+        direction: Option<&str>,
+        end: &TransferRecord,
+    ) -> Result<bool> {
+        let name = crate::sanitize::clean(&end.name).into_owned();
+        let side = if requester { "requester" } else { "target" };
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO transfer_reports (transfer_id, side, role, result, name, size,
+                     moved, resumed_from, hash, duration_ms, reported_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     id as i64,
-                    now_ms(),
+                    side,
+                    end.role,
                     end.result,
-                    end.name,
+                    name,
                     end.size as i64,
+                    end.moved as i64,
+                    end.resumed_from as i64,
                     end.hash,
-                    end.duration_ms as i64
+                    end.duration_ms as i64,
+                    now
                 ],
-            )
-        })?;
-        Ok(changed == 1)
+            )?;
+            if inserted == 1 {
+                tx.execute(
+                    "UPDATE transfers SET ended_at_ms = ?2, result = ?3, name = ?4, size = ?5,
+                         hash = ?6, duration_ms = ?7, role = ?8, moved = ?9, resumed_from = ?10,
+                         from_receiver = ?11
+                     WHERE id = ?1 AND (ended_at_ms IS NULL OR (?11 = 1 AND from_receiver = 0))",
+                    params![
+                        id as i64,
+                        now,
+                        end.result,
+                        name,
+                        end.size as i64,
+                        end.hash,
+                        end.duration_ms as i64,
+                        end.role,
+                        end.moved as i64,
+                        end.resumed_from as i64,
+                        receiver as i64
+                    ],
+                )?;
+                if let Some(direction) = direction {
+                    tx.execute(
+                        "UPDATE transfers SET direction = ?2 WHERE id = ?1 AND direction IS NULL",
+                        params![id as i64, direction],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(inserted == 1)
+        })
     }
 
-    /// The most recent `limit` transfers, newest first.
+    /// The most recent `limit` transfers, newest first, each with its side reports.
     pub fn transfer_log(&self, limit: usize) -> Result<Vec<TransferLogRow>> {
         self.with_conn(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size, hash,
-                        duration_ms
+                        duration_ms, role, moved, resumed_from, direction, from_receiver
                  FROM transfers ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |r| {
                 let ended: Option<i64> = r.get(4)?;
                 let end = match ended {
-                    Some(_) => Some(TransferRecord {
-                        result: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        name: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                        size: r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
-                        hash: r.get(8)?,
-                        duration_ms: r.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
-                    }),
+                    Some(_) => Some(record_at(r, 5)?),
                     None => None,
                 };
                 Ok(TransferLogRow {
@@ -478,10 +591,27 @@ impl Store {
                     requester: r.get(1)?,
                     target: r.get(2)?,
                     started_at_ms: r.get(3)?,
+                    direction: r.get(13)?,
                     end,
+                    from_receiver: r.get::<_, i64>(14)? != 0,
+                    reports: Vec::new(),
                 })
             })?;
-            rows.collect()
+            let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare(
+                "SELECT side, result, name, size, hash, duration_ms, role, moved, resumed_from
+                 FROM transfer_reports WHERE transfer_id = ?1 ORDER BY side DESC",
+            )?;
+            for row in &mut rows {
+                let reports = stmt.query_map([row.id as i64], |r| {
+                    Ok(TransferReport {
+                        side: r.get(0)?,
+                        record: record_at(r, 1)?,
+                    })
+                })?;
+                row.reports = reports.collect::<rusqlite::Result<Vec<_>>>()?;
+            }
+            Ok(rows)
         })
     }
 
@@ -610,13 +740,19 @@ mod tests {
         assert!(record.accepted_at_ms.is_some() && record.ended_at_ms.is_some());
         assert_eq!(record.end_reason.as_deref(), Some("closed"));
         assert!(record.has_participant("Alice") && !record.has_participant("carol"));
-        assert_eq!(store.end_all_open_sessions("server_restart").unwrap(), 1);
+        assert_eq!(store.mark_open_sessions_unknown().unwrap(), 1);
+        assert_eq!(store.mark_open_sessions_unknown().unwrap(), 0);
         let log = store.session_log(10).unwrap();
         assert_eq!(
             log.iter().map(|r| r.id).collect::<Vec<_>>(),
             vec![other, id]
         );
-        assert_eq!(log[0].end_reason.as_deref(), Some("server_restart"));
+        assert!(log[0].unknown_since_ms.is_some() && log[0].ended_at_ms.is_none());
+        assert!(log[1].unknown_since_ms.is_none());
+        // A report after the restart records the real end.
+        assert!(store.end_session(other, "closed").unwrap());
+        let record = store.session(other).unwrap().unwrap();
+        assert_eq!(record.end_reason.as_deref(), Some("closed"));
     }
 
     #[test]
