@@ -130,14 +130,17 @@ pub fn render_transfers(rows: &[TransferLogRow]) -> String {
                     &row.target
                 };
                 out.push_str(&format!(
-                    "{:>6}  {} {} ({}) reported {}: {} bytes moved, resumed at {}{}\n",
+                    "{:>6}  {} {} ({}) reported {}: {} bytes moved, {}{}\n",
                     "",
                     Untrusted(&report.side),
                     Untrusted(who),
                     Untrusted(r.role.as_deref().unwrap_or("-")),
                     Untrusted(&r.result),
                     moved_text(r),
-                    resumed_text(r),
+                    match r.resumed_from {
+                        0 => "not resumed".to_string(),
+                        at => format!("resumed at {at}"),
+                    },
                     r.hash
                         .as_deref()
                         .map_or(String::new(), |h| format!(", hash {}", Untrusted(h))),

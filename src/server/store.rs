@@ -600,7 +600,7 @@ impl Store {
             let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
             let mut stmt = c.prepare(
                 "SELECT side, result, name, size, hash, duration_ms, role, moved, resumed_from
-                 FROM transfer_reports WHERE transfer_id = ?1 ORDER BY side DESC",
+                 FROM transfer_reports WHERE transfer_id = ?1 ORDER BY side",
             )?;
             for row in &mut rows {
                 let reports = stmt.query_map([row.id as i64], |r| {
