@@ -385,3 +385,42 @@ fn a_cancelled_fetch_shows_cancelled_and_the_receivers_report_wins_over_a_lying_
         "{text}"
     );
 }
+
+#[test]
+fn a_session_closed_while_the_server_is_away_gets_its_real_end_after_reconnecting() {
+    let mut server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let mut bob = lab.register("bob", &[]);
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    let id = db_sessions(&server.db_path())
+        .last()
+        .expect("a session row")
+        .id;
+    wait_session_row(&server.db_path(), id, "accepted", |r| {
+        r.accepted_at_ms.is_some()
+    });
+
+    // SIGKILL: the new run finds the session open and marks it unknown at startup.
+    server.kill();
+    let lost = "* lost the connection to the server; open sessions go on.";
+    alice.expect(lost);
+    bob.expect(lost);
+    let server2 = server.restart_same_addr();
+    assert!(unknown_since(&server2.db_path(), id).is_some());
+
+    // The session ends while neither is logged in; the report waits for \reconnect.
+    alice.send("\\close");
+    alice.expect("* session with bob closed\n");
+    bob.expect("* alice closed the session (closed)\n");
+    thread::sleep(Duration::from_millis(300));
+    let row = db_sessions(&server2.db_path())
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap();
+    assert_eq!(row.ended_at_ms, None, "{row:?}");
+    alice.send("\\reconnect");
+    alice.expect("* reconnected to the server\n");
+    let row = wait_session_row(&server2.db_path(), id, "ended", |r| r.ended_at_ms.is_some());
+    assert_eq!(row.end_reason.as_deref(), Some("closed"), "{row:?}");
+}

@@ -755,6 +755,87 @@ mod tests {
         assert_eq!(record.end_reason.as_deref(), Some("closed"));
     }
 
+    fn report(result: &str, role: &str, moved: u64) -> TransferRecord {
+        TransferRecord {
+            result: result.into(),
+            name: "f\u{1b}[2J.bin".into(),
+            size: 100,
+            hash: None,
+            duration_ms: 5,
+            role: Some(role.into()),
+            moved,
+            resumed_from: 0,
+        }
+    }
+
+    #[test]
+    fn the_receivers_transfer_report_wins_and_each_side_reports_once() {
+        let (_dir, store) = temp_store();
+        let id = store.create_transfer("alice", "bob").unwrap();
+        let push = Some("push");
+        assert!(
+            store
+                .report_transfer(id, true, false, push, &report("ok", "send", 100))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .report_transfer(id, true, false, push, &report("failed", "send", 1))
+                .unwrap()
+        );
+        let row = &store.transfer_log(10).unwrap()[0];
+        assert_eq!(row.end.as_ref().unwrap().result, "ok");
+        assert!(!row.from_receiver);
+        assert!(
+            store
+                .report_transfer(id, false, true, push, &report("corrupt", "receive", 100))
+                .unwrap()
+        );
+        let row = &store.transfer_log(10).unwrap()[0];
+        let end = row.end.as_ref().unwrap();
+        assert_eq!((end.result.as_str(), row.from_receiver), ("corrupt", true));
+        assert_eq!(end.name, "f\u{FFFD}[2J.bin");
+        assert_eq!(row.direction.as_deref(), Some("push"));
+        let sides: Vec<_> = row
+            .reports
+            .iter()
+            .map(|r| (r.side.as_str(), r.record.result.as_str()))
+            .collect();
+        assert_eq!(sides, [("requester", "ok"), ("target", "corrupt")]);
+    }
+
+    #[test]
+    fn a_version_3_database_is_migrated_and_invented_ends_are_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute_batch(
+                "INSERT INTO sessions (requester, target, started_at_ms, ended_at_ms, end_reason)
+                     VALUES ('a', 'b', 1, 50, 'server_restart'), ('c', 'd', 1, 60, 'closed');
+                 INSERT INTO transfers (requester, target, started_at_ms, ended_at_ms, result, name, size)
+                     VALUES ('a', 'b', 1, 2, 'ok', 'x.bin', 9);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let log = store.session_log(10).unwrap();
+        assert_eq!(
+            (log[1].ended_at_ms, log[1].unknown_since_ms),
+            (None, Some(50))
+        );
+        assert_eq!(log[0].end_reason.as_deref(), Some("closed"));
+        let transfers = store.transfer_log(10).unwrap();
+        assert_eq!(transfers[0].end.as_ref().unwrap().name, "x.bin");
+        assert_eq!(transfers[0].direction, None);
+    }
+
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
