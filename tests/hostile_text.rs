@@ -161,6 +161,21 @@ fn a_right_to_left_override_never_reaches_another_users_screen() {
         assert_clean(&format!("{who}'s stdout"), &client.output());
         assert_clean(&format!("{who}'s stderr"), &client.stderr());
     }
+    // bob's history database holds the line cleaned as well.
+    let history = lab.data_dir("bob").join("bob").join("history.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&history, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.busy_timeout(WAIT).unwrap();
+    let texts: Vec<String> = conn
+        .prepare("SELECT text FROM messages")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(texts.iter().any(|t| t.contains(RLO_SHOWN)), "{texts:?}");
+    assert_clean("bob's history", &texts.join("\n"));
 }
 
 /// Plays a hostile server on a real socket: the greeting, an `ASK` and an `ERR` full of
