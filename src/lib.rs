@@ -21,6 +21,7 @@
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.
+//!   - `server::store::logs`: the session and transfer logs' records and queries.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //! - [`client`]: the terminal client.
 //!   - `client` (mod): wiring and the UI loop.
