@@ -82,15 +82,9 @@ pub struct Untrusted<'a>(pub &'a str);
 
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Writes the clean runs between unsafe characters without building a String.
-        let mut rest = self.0;
-        while let Some(at) = rest.find(is_unsafe) {
-            f.write_str(&rest[..at])?;
-            write!(f, "{REPLACEMENT}")?;
-            let len = rest[at..].chars().next().map_or(1, char::len_utf8);
-            rest = &rest[at + len..];
-        }
-        f.write_str(rest)
+        // `pad` honours width and alignment (`{:<16}`), as a plain string would; the
+        // text is copied only when something needed replacing.
+        f.pad(&clean(self.0))
     }
 }
 
@@ -117,6 +111,7 @@ mod tests {
             assert_eq!(clean(&text), "report�fdp.exe", "{:?}", c);
             assert_eq!(Untrusted(&text).to_string(), "report�fdp.exe");
         }
+        assert_eq!(format!("[{:<6}]", Untrusted("a\u{1b}b")), "[a�b   ]");
     }
 
     #[test]

@@ -984,6 +984,23 @@ mod tests {
             user: "x\u{1b}[2Jy".into(),
         });
         assert_eq!(render(&evil, "me").unwrap(), "* x\u{FFFD}[2Jy is online");
+        let files = ServerMsg::Ok(Reply::Files {
+            files: vec![FileEntry {
+                user: "bob".into(),
+                size: 1,
+                name: "report\u{202E}fdp.exe".into(),
+            }],
+        });
+        let shown = render(&files, "me").unwrap();
+        assert!(
+            shown.ends_with("  bob                     1 B  report\u{FFFD}fdp.exe"),
+            "{shown:?}"
+        );
+        let notice = Notice::Request {
+            from: "ev\u{1b}[2Jil".into(),
+            within: std::time::Duration::from_secs(5),
+        };
+        assert!(!render_notice(&notice).contains('\u{1b}'));
         assert_eq!(render(&ServerMsg::Ok(Reply::Pong), "me"), None);
     }
 }
