@@ -407,7 +407,15 @@ fn a_session_closed_while_the_server_is_away_gets_its_real_end_after_reconnectin
     alice.expect(lost);
     bob.expect(lost);
     let server2 = server.restart_same_addr();
-    assert!(unknown_since(&server2.db_path(), id).is_some());
+    // The new run marks it before its accept loop starts (just after printing its address).
+    let deadline = Instant::now() + POLL;
+    while unknown_since(&server2.db_path(), id).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the new run never marked session {id} unknown"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 
     // The session ends while neither is logged in; the report waits for \reconnect.
     alice.send("\\close");
