@@ -2,6 +2,8 @@
 //! presence. Module map (each module's own doc says what it owns and must not do):
 //!
 //! - [`error`]: the crate's error type.
+//! - [`sanitize`]: the one rule for showing, logging or storing text from others
+//!   (control and Unicode format characters become U+FFFD).
 //! - [`protocol`]: the wire protocols of protocol.md; no sockets except `protocol::line`.
 //!   - `protocol::line`: bounded line framing (and the raw bytes after a `CHUNK` line).
 //!   - `protocol::server_msg`: client↔server messages and commands, parse and format.
@@ -19,6 +21,7 @@
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.
+//!   - `server::store::logs`: the session and transfer logs' records and queries.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //! - [`client`]: the terminal client.
 //!   - `client` (mod): wiring and the UI loop.
@@ -34,6 +37,7 @@
 pub mod client;
 pub mod error;
 pub mod protocol;
+pub mod sanitize;
 pub mod server;
 
 pub use error::{Error, Result};

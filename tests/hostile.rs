@@ -772,7 +772,10 @@ fn a_third_user_never_sees_a_ticket_and_the_server_never_logs_one() {
     for (command, want) in [
         (format!("SESSION_OPEN {chat_id}"), "ERR 432"),
         (format!("SESSION_END {chat_id} closed"), "ERR 432"),
-        (format!("TRANSFER_END {xfer_id} ok 1 1 - x"), "ERR 432"),
+        (
+            format!("TRANSFER_END {xfer_id} ok 1 1 - - 1 0 x"),
+            "ERR 432",
+        ),
         ("INFO alice".to_string(), "OK INFO alice"),
         ("INFO bob".to_string(), "OK INFO bob"),
         ("FILES".to_string(), "OK FILES"),

@@ -8,7 +8,7 @@ use peerchat::protocol::codes::ErrorCode;
 use peerchat::protocol::peer_msg::PeerMsg;
 use peerchat::protocol::server_msg::{
     Command, EndReason, Event, FileEntry, NewAnswer, Password, Reply, ServerMsg, SharedFile,
-    TransferResult, Username, parse_port,
+    TransferResult, TransferRole, Username, parse_port,
 };
 use peerchat::protocol::ticket::Ticket;
 use peerchat::protocol::transfer_msg::XferLine;
@@ -121,16 +121,28 @@ fn command() -> impl Strategy<Value = Command> {
             any::<u64>(),
             any::<u64>(),
             proptest::option::of(hash()),
+            (
+                proptest::option::of(proptest::sample::select(TransferRole::ALL)),
+                any::<u64>(),
+                any::<u64>()
+            ),
             text()
         )
-            .prop_map(|(id, result, size, ms, hash, name)| Command::TransferEnd {
-                id,
-                result,
-                size,
-                ms,
-                hash: hash.map(|h| h.to_hex().to_string()),
-                name,
-            }),
+            .prop_map(
+                |(id, result, size, ms, hash, (role, moved, resumed_from), name)| {
+                    Command::TransferEnd {
+                        id,
+                        result,
+                        size,
+                        ms,
+                        hash: hash.map(|h| h.to_hex().to_string()),
+                        role,
+                        moved,
+                        resumed_from,
+                        name,
+                    }
+                }
+            ),
     ]
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 
 use crate::error::Result;
+use crate::sanitize::clean;
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
         id INTEGER PRIMARY KEY,
@@ -61,14 +62,21 @@ impl History {
         Ok(History { conn })
     }
 
-    /// Stores one line of the conversation with `peer`.
+    /// Stores one line of the conversation with `peer`, sanitised: the database never
+    /// holds a control or bidi character from a peer (whoever reads it later).
     pub fn record(&self, peer: &str, sender: &str, at_ms: u64, text: &str) -> Result<()> {
+        let (peer, sender, text) = (clean(peer), clean(sender), clean(text));
         // Cached: a busy chat must not parse the same statement for every line.
         self.conn
             .prepare_cached(
                 "INSERT INTO messages (peer, sender, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![peer, sender, at_ms as i64, text])?;
+            .execute(params![
+                peer.as_ref(),
+                sender.as_ref(),
+                at_ms as i64,
+                text.as_ref()
+            ])?;
         Ok(())
     }
 

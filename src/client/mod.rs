@@ -15,6 +15,7 @@ pub mod transfer;
 pub mod transfers;
 pub mod ui;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
-use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL};
+use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_HELD_REPORTS};
 use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
 use login::{Credentials, PortChoice, Prompter};
 use peer_link::PeerEvent;
@@ -174,6 +175,7 @@ pub fn run(config: ClientConfig) -> u8 {
         ),
         me: me.name,
         link: Some(link),
+        held_reports: VecDeque::new(),
         server: addr,
         credentials: me.credentials,
         port,
@@ -249,6 +251,10 @@ struct Ui {
     credentials: Credentials,
     /// Our peer port, declared again on reconnect.
     port: u16,
+    /// `SESSION_END`/`TRANSFER_END` reports made while the server was away, sent after
+    /// `\reconnect` so the server's log records the real ends (at most
+    /// `MAX_HELD_REPORTS`).
+    held_reports: VecDeque<Command>,
 }
 
 impl Ui {
@@ -339,7 +345,12 @@ impl Ui {
         }
         for out in self.transfers.take_server_out() {
             let Some(link) = &self.link else {
-                log::info!("server away; a transfer message was not sent");
+                match out {
+                    ServerOut::Command(report @ Command::TransferEnd { .. }) => {
+                        self.hold_report(report)
+                    }
+                    _ => log::info!("server away; a transfer message was not sent"),
+                }
                 continue;
             };
             match out {
@@ -368,9 +379,21 @@ impl Ui {
                 Some(link) => {
                     link.send_line(&command.to_string());
                 }
-                None => log::info!("server away; not reported: {command}"),
+                None => match command {
+                    Command::SessionEnd { .. } => self.hold_report(command),
+                    _ => log::info!("server away; not reported: {command}"),
+                },
             }
         }
+    }
+
+    /// Keeps an end report for the next server connection, dropping the oldest past
+    /// `MAX_HELD_REPORTS`.
+    fn hold_report(&mut self, report: Command) {
+        if self.held_reports.len() >= MAX_HELD_REPORTS {
+            self.held_reports.pop_front();
+        }
+        self.held_reports.push_back(report);
     }
 
     /// Handles one typed line; false when the user leaves.
@@ -515,8 +538,11 @@ impl Ui {
         };
         match login::run(&link, &mut replay, &PortChoice::Existing(self.port)) {
             Ok(_) => {
-                self.link = Some(link);
                 self.term.show("* reconnected to the server");
+                for report in std::mem::take(&mut self.held_reports) {
+                    link.send_line(&report.to_string());
+                }
+                self.link = Some(link);
                 if self.transfers.share_dir().is_some() {
                     self.transfers.announce_share();
                 }

@@ -26,6 +26,7 @@ use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::EndReason;
 use crate::protocol::ticket::Ticket;
+use crate::sanitize::Untrusted;
 
 /// Identifies one established link inside this client.
 pub type LinkId = u64;
@@ -91,7 +92,11 @@ pub struct Incoming {
 impl Incoming {
     /// Refuses with an `ERR` line and closes.
     pub fn refuse(self, code: ErrorCode, message: &str) {
-        log::warn!("refused a peer connection from {}: {message}", self.remote);
+        log::warn!(
+            "refused a peer connection from {}: {}",
+            self.remote,
+            Untrusted(message)
+        );
         let line = PeerMsg::Err {
             code,
             message: message.to_string(),
@@ -354,7 +359,10 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
     }
     let mut reader = LineReader::new(read_half, MAX_LINE);
     let refuse = |code: ErrorCode, message: &str| {
-        log::warn!("peer connection from {remote} refused: {message}");
+        log::warn!(
+            "peer connection from {remote} refused: {}",
+            Untrusted(message)
+        );
         send_last(
             &stream,
             &PeerMsg::Err {

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::server_msg::ServerMsg;
+use crate::sanitize::Untrusted;
 
 /// How long to wait for the server to accept the TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +106,10 @@ fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
         let body_len = match ServerMsg::body_len(&first) {
             Ok(n) => n,
             Err(e) => {
-                log::warn!("server sent a malformed line: {e}");
+                log::warn!(
+                    "server sent a malformed line: {}",
+                    Untrusted(&e.to_string())
+                );
                 continue;
             }
         };
@@ -125,7 +129,10 @@ fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
                     return;
                 }
             }
-            Err(e) => log::warn!("server sent a message this client does not understand: {e}"),
+            Err(e) => log::warn!(
+                "server sent a message this client does not understand: {}",
+                Untrusted(&e.to_string())
+            ),
         }
     };
     let _ = events.send(LinkEvent::Closed(why));

@@ -385,6 +385,9 @@ impl Sessions {
                     size: 0,
                     ms: 0,
                     hash: None,
+                    role: None,
+                    moved: 0,
+                    resumed_from: 0,
                     name: "-".into(),
                 },
             });

@@ -18,8 +18,9 @@ use super::peer_link::{self, Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
-use crate::protocol::server_msg::{Command, SharedFile, TransferResult};
+use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
 use crate::protocol::ticket::Ticket;
+use crate::sanitize::Untrusted;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
 const TICKET_WAIT: Duration = Duration::from_secs(30);
@@ -38,6 +39,18 @@ pub enum Role {
     Fetch,
     /// A peer fetches from our shared folder.
     Serve,
+}
+
+impl Role {
+    /// The role named in `TRANSFER_END`, which tells the server's log push or fetch.
+    pub fn wire(self) -> TransferRole {
+        match self {
+            Role::Send => TransferRole::Send,
+            Role::Receive => TransferRole::Receive,
+            Role::Fetch => TransferRole::Fetch,
+            Role::Serve => TransferRole::Serve,
+        }
+    }
 }
 
 /// Where a transfer stands.
@@ -582,7 +595,12 @@ impl Transfers {
                 let (path, size) = match resolved {
                     Ok(found) => found,
                     Err(why) => {
-                        log::warn!("refused to serve {name:?} to {from}: {why}");
+                        log::warn!(
+                            "refused to serve {} to {}: {}",
+                            Untrusted(&name),
+                            Untrusted(&from),
+                            Untrusted(&why)
+                        );
                         self.error(format!("{from} asked for {name}, refused: {why}"));
                         return refuse(incoming, &why);
                     }
@@ -656,6 +674,15 @@ impl Transfers {
                             size: outcome.size,
                             ms: outcome.elapsed.as_millis() as u64,
                             hash: outcome.hash.map(|h| h.to_hex().to_string()),
+                            role: Some(row.role.wire()),
+                            // A whole file moved, or (stopped early) what the last
+                            // progress report counted, past the resumed prefix.
+                            moved: match outcome.result {
+                                TransferResult::Ok => outcome.size,
+                                _ => row.done,
+                            }
+                            .saturating_sub(outcome.resumed_from),
+                            resumed_from: outcome.resumed_from,
                             name: row.name.clone(),
                         }));
                 }

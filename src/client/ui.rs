@@ -14,8 +14,9 @@ use chrono::{Local, TimeZone};
 use super::history::Line;
 use super::sessions::{Closer, Notice, State};
 use super::transfers::{Role, Row, Stage, XferNotice};
-use crate::protocol::server_msg::{EndReason, Event, Reply, ServerMsg, one_line};
+use crate::protocol::server_msg::{EndReason, Event, Reply, ServerMsg};
 use crate::protocol::server_msg::{FileEntry, TransferResult};
+use crate::sanitize::{self, Untrusted};
 
 /// One thing the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +207,7 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
     let spec = USER_COMMANDS
         .iter()
         .find(|s| s.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
-        .ok_or_else(|| format!("unknown command \\{}; type \\help", one_line(word)))?;
+        .ok_or_else(|| format!("unknown command \\{}; type \\help", Untrusted(word)))?;
     let usage = || {
         format!("usage: \\{} {}", spec.names[0], spec.args)
             .trim_end()
@@ -327,18 +328,18 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
                 } else {
                     ""
                 };
-                text.push_str(&format!("\n  {}{you}", one_line(user)));
+                text.push_str(&format!("\n  {}{you}", Untrusted(user)));
             }
             text
         }
         ServerMsg::Ok(Reply::Info { user, addr }) => {
-            let user = one_line(user);
+            let user = Untrusted(user);
             format!("{user} is online at {addr}; type \\connect {user} to chat")
         }
         ServerMsg::Ok(Reply::Help { lines }) => {
             let mut text = String::from("Server commands:");
             for line in lines {
-                text.push_str(&format!("\n  {}", one_line(line)));
+                text.push_str(&format!("\n  {}", Untrusted(line)));
             }
             text
         }
@@ -363,10 +364,12 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             }
             text
         }
-        ServerMsg::Err { message, .. } => format!("error: {}", one_line(message)),
-        ServerMsg::Event(Event::Online { user }) => format!("* {} is online", one_line(user)),
-        ServerMsg::Event(Event::Offline { user }) => format!("* {} went offline", one_line(user)),
-        ServerMsg::Event(Event::Shutdown { message }) => format!("* server: {}", one_line(message)),
+        ServerMsg::Err { message, .. } => format!("error: {}", Untrusted(message)),
+        ServerMsg::Event(Event::Online { user }) => format!("* {} is online", Untrusted(user)),
+        ServerMsg::Event(Event::Offline { user }) => format!("* {} went offline", Untrusted(user)),
+        ServerMsg::Event(Event::Shutdown { message }) => {
+            format!("* server: {}", Untrusted(message))
+        }
         _ => return None,
     })
 }
@@ -374,9 +377,9 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
 fn file_row(file: &FileEntry) -> String {
     format!(
         "\n  {:<16} {:>10}  {}",
-        one_line(&file.user),
+        Untrusted(&file.user),
         human_size(file.size),
-        one_line(&file.name)
+        Untrusted(&file.name)
     )
 }
 
@@ -441,8 +444,8 @@ fn row_head(row: &Row) -> String {
         "[{}] {} {} {direction} {}",
         row.id,
         role_word(row.role),
-        one_line(&row.name),
-        one_line(&row.peer)
+        Untrusted(&row.name),
+        Untrusted(&row.peer)
     )
 }
 
@@ -458,12 +461,12 @@ fn row_line(row: &Row) -> String {
             } else {
                 String::new()
             };
-            format!("done, verified ({}{resumed})", one_line(&outcome.detail))
+            format!("done, verified ({}{resumed})", Untrusted(&outcome.detail))
         }
         Stage::Finished(outcome) => {
-            format!("{}: {}", outcome.result.word(), one_line(&outcome.detail))
+            format!("{}: {}", outcome.result.word(), Untrusted(&outcome.detail))
         }
-        Stage::Dropped(why) => one_line(why),
+        Stage::Dropped(why) => Untrusted(why).to_string(),
     };
     format!("{}: {state}", row_head(row))
 }
@@ -512,7 +515,7 @@ pub fn transfer_summary(row: &Row) -> String {
     format!(
         "file {} {} ({}): {verb}{}",
         role_word(row.role),
-        one_line(&row.name),
+        Untrusted(&row.name),
         human_size(row.size.unwrap_or(0)),
         result.unwrap_or_default()
     )
@@ -528,9 +531,10 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             name,
             size,
         } => format!(
-            "* [{id}] offered {} ({}) to {peer}; waiting for an answer",
-            one_line(name),
-            human_size(*size)
+            "* [{id}] offered {} ({}) to {}; waiting for an answer",
+            Untrusted(name),
+            human_size(*size),
+            Untrusted(peer)
         ),
         XferNotice::OfferIn {
             id,
@@ -539,8 +543,9 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             size,
         } => format!(
             "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}",
-            one_line(name),
-            human_size(*size)
+            Untrusted(name),
+            human_size(*size),
+            from = Untrusted(from)
         ),
         XferNotice::Started { row } => format!("* {}: started", row_head(row)),
         XferNotice::Progress { rows } => rows
@@ -549,7 +554,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
                 format!(
                     "  [{}] {} {}",
                     row.id,
-                    one_line(&row.name),
+                    Untrusted(&row.name),
                     progress_text(row)
                 )
             })
@@ -572,7 +577,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
         XferNotice::Shared { count, dir } => {
             format!("* sharing {count} file(s) from {}", dir.display())
         }
-        XferNotice::Error(text) => format!("error: {text}"),
+        XferNotice::Error(text) => format!("error: {text}", text = Untrusted(text)),
     }
 }
 
@@ -587,8 +592,8 @@ fn chat_line(line: &Line) -> String {
         );
     format!(
         "[{when}] {}: {}",
-        one_line(&line.sender),
-        one_line(&line.text)
+        Untrusted(&line.sender),
+        Untrusted(&line.text)
     )
 }
 
@@ -599,22 +604,26 @@ pub fn render_notice(notice: &Notice) -> String {
             if *active {
                 chat_line(line)
             } else {
-                format!("({}) {}", one_line(peer), chat_line(line))
+                format!("({}) {}", Untrusted(peer), chat_line(line))
             }
         }
         Notice::Request { from, within } => format!(
             "* {from} wants to chat: \\accept {from} or \\decline {from} (within {} s)",
-            within.as_secs()
+            within.as_secs(),
+            from = Untrusted(from)
         ),
-        Notice::RequestExpired { from } => format!("* chat request from {from} expired"),
-        Notice::Declined { from } => format!("* declined {from}"),
-        Notice::Asking { peer } => format!("* asking {} to chat...", one_line(peer)),
+        Notice::RequestExpired { from } => {
+            format!("* chat request from {from} expired", from = Untrusted(from))
+        }
+        Notice::Declined { from } => format!("* declined {from}", from = Untrusted(from)),
+        Notice::Asking { peer } => format!("* asking {} to chat...", Untrusted(peer)),
         Notice::Opened { peer, history } => {
             let mut text = String::new();
             if !history.is_empty() {
                 text.push_str(&format!(
                     "--- last {} lines with {peer} ---\n",
-                    history.len()
+                    history.len(),
+                    peer = Untrusted(peer)
                 ));
                 for line in history {
                     text.push_str(&chat_line(line));
@@ -623,7 +632,8 @@ pub fn render_notice(notice: &Notice) -> String {
                 text.push_str("---\n");
             }
             text.push_str(&format!(
-                "* session with {peer} open; what you type goes to {peer}"
+                "* session with {peer} open; what you type goes to {peer}",
+                peer = Untrusted(peer)
             ));
             text
         }
@@ -632,15 +642,31 @@ pub fn render_notice(notice: &Notice) -> String {
             reason,
             detail,
         } => match reason {
-            EndReason::Declined => format!("* {peer} declined"),
-            EndReason::Timeout => format!("* {peer} did not answer"),
-            EndReason::Unreachable => format!("* could not reach {peer}: {}", one_line(detail)),
-            _ => format!("* no session with {peer}: {}", one_line(detail)),
+            EndReason::Declined => format!("* {peer} declined", peer = Untrusted(peer)),
+            EndReason::Timeout => format!("* {peer} did not answer", peer = Untrusted(peer)),
+            EndReason::Unreachable => format!(
+                "* could not reach {peer}: {}",
+                Untrusted(detail),
+                peer = Untrusted(peer)
+            ),
+            _ => format!(
+                "* no session with {peer}: {}",
+                Untrusted(detail),
+                peer = Untrusted(peer)
+            ),
         },
         Notice::Closed { peer, by, why } => match by {
-            Closer::Me => format!("* session with {peer} closed"),
-            Closer::Peer => format!("* {peer} closed the session ({})", one_line(why)),
-            Closer::Lost => format!("* lost the connection to {peer}: {}", one_line(why)),
+            Closer::Me => format!("* session with {peer} closed", peer = Untrusted(peer)),
+            Closer::Peer => format!(
+                "* {peer} closed the session ({})",
+                Untrusted(why),
+                peer = Untrusted(peer)
+            ),
+            Closer::Lost => format!(
+                "* lost the connection to {peer}: {}",
+                Untrusted(why),
+                peer = Untrusted(peer)
+            ),
         },
         Notice::Sessions { list } => {
             if list.is_empty() {
@@ -654,20 +680,24 @@ pub fn render_notice(notice: &Notice) -> String {
                     State::Asking => "waiting for an answer",
                     State::Asked => "wants to chat: \\accept or \\decline",
                 };
-                text.push_str(&format!("\n  {peer} ({state})"));
+                text.push_str(&format!("\n  {peer} ({state})", peer = Untrusted(peer)));
             }
             text
         }
-        Notice::Switched { peer } => format!("* now talking to {peer}"),
+        Notice::Switched { peer } => format!("* now talking to {peer}", peer = Untrusted(peer)),
         Notice::History { peer, lines } => {
-            let mut text = format!("--- {} lines with {peer} ---", lines.len());
+            let mut text = format!(
+                "--- {} lines with {peer} ---",
+                lines.len(),
+                peer = Untrusted(peer)
+            );
             for line in lines {
                 text.push('\n');
                 text.push_str(&chat_line(line));
             }
             text
         }
-        Notice::Error(text) => format!("error: {text}"),
+        Notice::Error(text) => format!("error: {text}", text = Untrusted(text)),
     }
 }
 
@@ -701,7 +731,10 @@ impl Terminal {
 
     /// Prints `text` as complete lines. In a terminal, the prompt line is cleared first
     /// and drawn again after, so output arriving while the user types stays readable.
+    /// Everything shown goes through `sanitize::clean_block` first: whatever a renderer
+    /// forgot, no escape sequence or bidi control reaches the terminal.
     pub fn show(&self, text: &str) {
+        let text = sanitize::clean_block(text);
         let mut out = io::stdout().lock();
         let result = if self.interactive {
             write!(out, "\r\x1b[2K{text}\n{}{}", self.status, self.prompt)
@@ -719,7 +752,7 @@ impl Terminal {
     /// Sets the prompt: the active session's peer, or none.
     pub fn set_prompt(&mut self, active: Option<&str>) {
         self.prompt = match active {
-            Some(peer) => format!("{peer}> "),
+            Some(peer) => format!("{}> ", Untrusted(peer)),
             None => "> ".into(),
         };
     }
@@ -737,7 +770,7 @@ impl Terminal {
         if !self.interactive || self.status == status {
             return;
         }
-        self.status = status.to_string();
+        self.status = sanitize::clean(status).into_owned();
         let mut out = io::stdout().lock();
         let _ = write!(out, "\r\x1b[2K{}{}", self.status, self.prompt).and_then(|()| out.flush());
     }
@@ -746,7 +779,8 @@ impl Terminal {
     /// without echo when stdin is a terminal.
     pub fn ask(&self, prompt: &str, secret: bool) -> Option<String> {
         let mut out = io::stdout().lock();
-        let _ = write!(out, "{prompt}: ").and_then(|()| out.flush());
+        // The prompt may be the server's `ASK` text: cleaned like everything shown.
+        let _ = write!(out, "{}: ", Untrusted(prompt)).and_then(|()| out.flush());
         drop(out);
         if secret && self.interactive {
             return rpassword::read_password().ok();
@@ -950,6 +984,23 @@ mod tests {
             user: "x\u{1b}[2Jy".into(),
         });
         assert_eq!(render(&evil, "me").unwrap(), "* x\u{FFFD}[2Jy is online");
+        let files = ServerMsg::Ok(Reply::Files {
+            files: vec![FileEntry {
+                user: "bob".into(),
+                size: 1,
+                name: "report\u{202E}fdp.exe".into(),
+            }],
+        });
+        let shown = render(&files, "me").unwrap();
+        assert!(
+            shown.ends_with("  bob                     1 B  report\u{FFFD}fdp.exe"),
+            "{shown:?}"
+        );
+        let notice = Notice::Request {
+            from: "ev\u{1b}[2Jil".into(),
+            within: std::time::Duration::from_secs(5),
+        };
+        assert!(!render_notice(&notice).contains('\u{1b}'));
         assert_eq!(render(&ServerMsg::Ok(Reply::Pong), "me"), None);
     }
 }

@@ -114,3 +114,7 @@ pub const MAX_SEARCH_RESULTS: usize = 100;
 
 /// How long a file offer waits for `\accept` before it expires.
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `SESSION_END` and `TRANSFER_END` reports a client holds while the server is away, to
+/// send after `\reconnect` (so the session log learns real ends); the oldest go first.
+pub const MAX_HELD_REPORTS: usize = 256;

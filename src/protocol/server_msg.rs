@@ -225,6 +225,66 @@ impl TransferResult {
     }
 }
 
+/// Which side of a transfer a `TRANSFER_END` report comes from, and so the direction:
+/// `send`/`receive` are the two sides of a push, `fetch`/`serve` of a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferRole {
+    /// Pushes a file it offered (asked for the ticket).
+    Send,
+    /// Receives a pushed file.
+    Receive,
+    /// Downloads from the other's shared folder (asked for the ticket).
+    Fetch,
+    /// Serves a file from its shared folder.
+    Serve,
+}
+
+impl TransferRole {
+    /// Every role.
+    pub const ALL: &'static [TransferRole] = &[
+        TransferRole::Send,
+        TransferRole::Receive,
+        TransferRole::Fetch,
+        TransferRole::Serve,
+    ];
+
+    /// The word on the wire and in the log.
+    pub fn word(self) -> &'static str {
+        match self {
+            TransferRole::Send => "send",
+            TransferRole::Receive => "receive",
+            TransferRole::Fetch => "fetch",
+            TransferRole::Serve => "serve",
+        }
+    }
+
+    /// Parses a word (case-insensitive).
+    pub fn from_word(word: &str) -> Option<TransferRole> {
+        TransferRole::ALL
+            .iter()
+            .copied()
+            .find(|r| r.word().eq_ignore_ascii_case(word))
+    }
+
+    /// `push` or `fetch`.
+    pub fn direction(self) -> &'static str {
+        match self {
+            TransferRole::Send | TransferRole::Receive => "push",
+            TransferRole::Fetch | TransferRole::Serve => "fetch",
+        }
+    }
+
+    /// True for the side that writes the file and verifies its hash.
+    pub fn receives(self) -> bool {
+        matches!(self, TransferRole::Receive | TransferRole::Fetch)
+    }
+
+    /// True for the side that asked for the ticket (the requester in the log).
+    pub fn requests(self) -> bool {
+        matches!(self, TransferRole::Send | TransferRole::Fetch)
+    }
+}
+
 /// Something the server pushes unasked: the words after `EVENT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -273,14 +333,8 @@ pub enum ServerMsg {
     Event(Event),
 }
 
-/// Replaces control characters with U+FFFD so that text from anywhere stays one line on
-/// the wire and cannot steer a terminal. Not with a space: parsers trim spaces, and a
-/// formatted message must parse back to the same text.
-pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect()
-}
+/// Keeps text from anywhere one line on the wire; the rule lives in `crate::sanitize`.
+pub use crate::sanitize::one_line;
 
 impl ServerMsg {
     /// Shorthand for an `ERR` message.
@@ -590,7 +644,8 @@ pub enum Command {
     SessionEnd { id: u64, reason: EndReason },
     /// `TRANSFER <username>`: ask for a ticket to connect to a user for a file transfer.
     Transfer { user: String },
-    /// `TRANSFER_END <id> <result> <size> <ms> <hash|-> <name>`: log a transfer's end.
+    /// `TRANSFER_END <id> <result> <size> <ms> <hash|-> <role|-> <moved> <resumed> <name>`:
+    /// log a transfer's end as this side saw it.
     TransferEnd {
         /// The server's transfer id.
         id: u64,
@@ -602,6 +657,13 @@ pub enum Command {
         ms: u64,
         /// The peerchat file hash (hex), if verified.
         hash: Option<String>,
+        /// This side's role, which also says push or fetch; `None` when a connection
+        /// was refused before its purpose was known.
+        role: Option<TransferRole>,
+        /// Bytes that actually crossed the link in this attempt.
+        moved: u64,
+        /// Bytes kept from an earlier attempt (0: not resumed).
+        resumed_from: u64,
         /// The file's name.
         name: String,
     },
@@ -710,8 +772,18 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["TRANSFER_END"],
-        args: &["<id>", "<result>", "<size>", "<ms>", "<hash>", "<name...>"],
-        meaning: "log how transfer <id> ended (ok, failed, cancelled, corrupt, refused)",
+        args: &[
+            "<id>",
+            "<result>",
+            "<size>",
+            "<ms>",
+            "<hash>",
+            "<role>",
+            "<moved>",
+            "<resumed>",
+            "<name...>",
+        ],
+        meaning: "log how transfer <id> ended as you saw it (ok, failed, cancelled, corrupt, refused; role send, receive, fetch, serve or -)",
     },
     CommandSpec {
         names: &["SHARE"],
@@ -835,20 +907,32 @@ impl Command {
             ("TRANSFER", [user]) => Command::Transfer {
                 user: user.to_string(),
             },
-            ("TRANSFER_END", [id, result, size, ms, hash, name]) => Command::TransferEnd {
-                id: parse_id(id)?,
-                result: TransferResult::from_word(result).ok_or_else(|| {
-                    ParseError::bad(format!("unknown result {}", shorten(result)))
-                })?,
-                size: number(size)?,
-                ms: number(ms)?,
-                hash: match *hash {
-                    "-" => None,
-                    hex if blake3::Hash::from_hex(hex).is_ok() => Some(hex.to_ascii_lowercase()),
-                    _ => return Err(ParseError::bad("the hash is - or 64 hex digits")),
-                },
-                name: name.to_string(),
-            },
+            ("TRANSFER_END", [id, result, size, ms, hash, role, moved, resumed, name]) => {
+                Command::TransferEnd {
+                    id: parse_id(id)?,
+                    result: TransferResult::from_word(result).ok_or_else(|| {
+                        ParseError::bad(format!("unknown result {}", shorten(result)))
+                    })?,
+                    size: number(size)?,
+                    ms: number(ms)?,
+                    hash: match *hash {
+                        "-" => None,
+                        hex if blake3::Hash::from_hex(hex).is_ok() => {
+                            Some(hex.to_ascii_lowercase())
+                        }
+                        _ => return Err(ParseError::bad("the hash is - or 64 hex digits")),
+                    },
+                    role: match *role {
+                        "-" => None,
+                        word => Some(TransferRole::from_word(word).ok_or_else(|| {
+                            ParseError::bad(format!("unknown role {}", shorten(word)))
+                        })?),
+                    },
+                    moved: number(moved)?,
+                    resumed_from: number(resumed)?,
+                    name: name.to_string(),
+                }
+            }
             ("SHARE", [count]) => {
                 let count = number(count)? as usize;
                 if count > MAX_SHARED_FILES {
@@ -896,12 +980,16 @@ impl fmt::Display for Command {
                 size,
                 ms,
                 hash,
+                role,
+                moved,
+                resumed_from,
                 name,
             } => write!(
                 f,
-                "TRANSFER_END {id} {} {size} {ms} {} {}",
+                "TRANSFER_END {id} {} {size} {ms} {} {} {moved} {resumed_from} {}",
                 result.word(),
                 hash.as_deref().unwrap_or("-"),
+                role.map_or("-", TransferRole::word),
                 one_line(name)
             ),
             Command::Share { count } => write!(f, "SHARE {count}"),

@@ -12,9 +12,10 @@ use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_SEARCH_RESULTS;
 use crate::protocol::server_msg::SharedFile;
 use crate::protocol::server_msg::{
-    COMMANDS, Command, CommandSpec, EndReason, Event, Reply, ServerMsg,
+    COMMANDS, Command, CommandSpec, EndReason, Event, Reply, ServerMsg, TransferRole,
 };
 use crate::protocol::ticket::Ticket;
+use crate::sanitize::Untrusted;
 
 /// What the connection does after replying.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
             size,
             ms,
             hash,
+            role,
+            moved,
+            resumed_from,
             name,
         } => transfer_end(
             shared,
@@ -54,6 +58,9 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
                 size: *size,
                 hash: hash.clone(),
                 duration_ms: *ms,
+                role: role.map(|r| r.word().to_string()),
+                moved: *moved,
+                resumed_from: *resumed_from,
             },
         ),
         // The body of SHARE is read by `conn`, which calls `share` itself.
@@ -218,13 +225,17 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
     ServerMsg::Ok(reply)
 }
 
-/// TRANSFER_END <id> <result> <size> <ms> <hash> <name>
+/// TRANSFER_END <id> <result> <size> <ms> <hash> <role> <moved> <resumed> <name>
 ///
-/// Either participant may report; the first report is logged.
+/// Each participant's first report is kept. The log's summary is the receiver's report
+/// (it verified the bytes on its disk); a sender's report fills it only until the
+/// receiver's arrives. A role that does not fit the reporter's side (the requester
+/// sends or fetches, the target receives or serves) is refused, so a sender cannot pass
+/// itself off as the receiver.
 fn transfer_end(shared: &Shared, me: &LoggedIn, id: u64, record: &TransferRecord) -> ServerMsg {
-    match shared.store.transfer_participants(id) {
-        Ok(Some((a, b)))
-            if a.eq_ignore_ascii_case(&me.name) || b.eq_ignore_ascii_case(&me.name) => {}
+    let requester = match shared.store.transfer_participants(id) {
+        Ok(Some((a, _))) if a.eq_ignore_ascii_case(&me.name) => true,
+        Ok(Some((_, b))) if b.eq_ignore_ascii_case(&me.name) => false,
         Ok(_) => {
             return ServerMsg::err(
                 ErrorCode::NoSession,
@@ -232,12 +243,27 @@ fn transfer_end(shared: &Shared, me: &LoggedIn, id: u64, record: &TransferRecord
             );
         }
         Err(e) => return internal("reading a transfer", &e),
+    };
+    let role = record.role.as_deref().and_then(TransferRole::from_word);
+    if role.is_some_and(|r| r.requests() != requester) {
+        return ServerMsg::err(
+            ErrorCode::BadRequest,
+            format!("that role is not yours in transfer {id}"),
+        );
     }
-    match shared.store.end_transfer(id, record) {
+    let receiver = role.is_some_and(TransferRole::receives);
+    match shared.store.report_transfer(
+        id,
+        requester,
+        receiver,
+        role.map(TransferRole::direction),
+        record,
+    ) {
         Ok(true) => log::info!(
-            "transfer {id}: {} {} ({} bytes, {} ms), reported by {}",
+            "transfer {id}: {} {} ({} of {} bytes moved, {} ms), reported by {}",
             record.result,
-            record.name,
+            Untrusted(&record.name),
+            record.moved,
             record.size,
             record.duration_ms,
             me.name

@@ -20,6 +20,7 @@ use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader};
 use crate::protocol::server_msg::{Command, Event, ServerMsg, SharedFile, VERSION};
+use crate::sanitize::Untrusted;
 
 /// How long a closing connection keeps reading (and discarding) what the client still
 /// sends, so that our last line reaches it before the socket closes.
@@ -208,7 +209,9 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
                 conn.send(commands::share(shared, me, files));
             }
             Ok(Some(command)) => {
-                log::info!("{} {}: {command}", conn.peer, me.name);
+                // Arguments are the client's text: cleaned, so a CR cannot forge a line.
+                let shown = command.to_string();
+                log::info!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
                 let (reply, flow) = commands::dispatch(&command, me, shared);
                 conn.send(reply);
                 if flow == Flow::Close {

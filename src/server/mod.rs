@@ -140,12 +140,9 @@ pub fn run(
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
     let dummy_hash = bcrypt::hash(random, config.bcrypt_cost)?;
-    match store.end_all_open_sessions(crate::protocol::server_msg::EndReason::ServerRestart.word())
-    {
-        Ok(0) => {}
-        Ok(n) => log::info!("{n} session(s) left open by the last run marked server_restart"),
-        Err(e) => log::error!("closing sessions of the last run: {e}"),
-    }
+    // A session open when the last run stopped may well go on (peers talk directly): it
+    // is marked unknown, not ended, and its clients report the real end later.
+    mark_sessions_unknown(&store, "left open by the last run");
     let shared = Arc::new(Shared {
         registry: Registry::default(),
         store,
@@ -238,6 +235,9 @@ fn start_connection(
 /// Tells every connection the server is going down, gives them a moment to close, then
 /// cuts off the rest and waits for their threads to finish.
 fn shut_down(shared: &Shared) {
+    // Before any connection closes: sessions outlive the server, so they become unknown
+    // rather than "offline" as their users leave.
+    mark_sessions_unknown(&shared.store, "open at shutdown");
     let outboxes = shared.registry.all_outboxes();
     log::info!("shutting down; telling {} connection(s)", outboxes.len());
     let event = ServerMsg::Event(Event::Shutdown {
@@ -252,6 +252,15 @@ fn shut_down(shared: &Shared) {
         outbox.kill();
     }
     wait_for_connections(shared, SHUTDOWN_GRACE);
+}
+
+/// Marks the open sessions "unknown since now" and says how many in the log.
+fn mark_sessions_unknown(store: &Store, why: &str) {
+    match store.mark_open_sessions_unknown() {
+        Ok(0) => {}
+        Ok(n) => log::info!("{n} session(s) {why} marked unknown until a client reports"),
+        Err(e) => log::error!("marking open sessions unknown: {e}"),
+    }
 }
 
 fn wait_for_connections(shared: &Shared, grace: Duration) {

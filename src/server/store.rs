@@ -19,6 +19,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use crate::error::{Error, Result};
 use crate::protocol::limits::MAX_LOGIN_FAILURES;
 
+mod logs;
+pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
+
 /// Schema migrations; entry `i` takes the database from `user_version` i to i+1.
 const MIGRATIONS: &[&str] = &[
     // 1: accounts, and failed logins per (username, source address) with their block.
@@ -58,6 +61,33 @@ const MIGRATIONS: &[&str] = &[
         size INTEGER,
         hash TEXT,
         duration_ms INTEGER
+    );",
+    // 4: the truth about restarts and both sides of a transfer (issue 9). A session open
+    // when the server stopped is "unknown since" then, not ended: its clients may report
+    // the real end after reconnecting. Ends the old code invented at startup are undone.
+    // Each side's transfer report is kept; the summary row says push or fetch, the bytes
+    // that moved, the resume offset, and whether the receiver's report is the one shown.
+    "ALTER TABLE sessions ADD COLUMN unknown_since_ms INTEGER;
+    UPDATE sessions SET unknown_since_ms = ended_at_ms, ended_at_ms = NULL, end_reason = NULL
+        WHERE end_reason = 'server_restart';
+    ALTER TABLE transfers ADD COLUMN direction TEXT;
+    ALTER TABLE transfers ADD COLUMN role TEXT;
+    ALTER TABLE transfers ADD COLUMN moved INTEGER;
+    ALTER TABLE transfers ADD COLUMN resumed_from INTEGER;
+    ALTER TABLE transfers ADD COLUMN from_receiver INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE transfer_reports (
+        transfer_id INTEGER NOT NULL,
+        side TEXT NOT NULL,
+        role TEXT,
+        result TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        moved INTEGER NOT NULL,
+        resumed_from INTEGER NOT NULL,
+        hash TEXT,
+        duration_ms INTEGER NOT NULL,
+        reported_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (transfer_id, side)
     );",
 ];
 
@@ -99,76 +129,6 @@ pub enum Failure {
     Counted(u32),
     /// This failure reached the limit: the name is now blocked from that address.
     Blocked,
-}
-
-/// One row of the session log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// Session id, as given to the clients.
-    pub id: u64,
-    /// Who asked for the session.
-    pub requester: String,
-    /// Who was asked.
-    pub target: String,
-    /// When it was requested (Unix ms).
-    pub started_at_ms: i64,
-    /// When the target accepted (Unix ms), if it did.
-    pub accepted_at_ms: Option<i64>,
-    /// When it ended (Unix ms), if it has.
-    pub ended_at_ms: Option<i64>,
-    /// Why it ended.
-    pub end_reason: Option<String>,
-}
-
-impl SessionRecord {
-    /// True if `user` (any case) takes part in this session.
-    pub fn has_participant(&self, user: &str) -> bool {
-        self.requester.eq_ignore_ascii_case(user) || self.target.eq_ignore_ascii_case(user)
-    }
-}
-
-/// How a transfer ended, as the clients report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferRecord {
-    /// ok, failed, cancelled, corrupt or refused.
-    pub result: String,
-    /// The file's name.
-    pub name: String,
-    /// The file's size in bytes.
-    pub size: u64,
-    /// The peerchat file hash, when verified.
-    pub hash: Option<String>,
-    /// How long it took.
-    pub duration_ms: u64,
-}
-
-/// One row of the transfer log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferLogRow {
-    /// Transfer id, as given to the clients.
-    pub id: u64,
-    /// Who asked for the ticket (the sender of a push, the fetcher of a fetch).
-    pub requester: String,
-    /// The other side.
-    pub target: String,
-    /// When the ticket was issued (Unix ms).
-    pub started_at_ms: i64,
-    /// How it ended, once reported.
-    pub end: Option<TransferRecord>,
-}
-
-const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason FROM sessions";
-
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
-    Ok(SessionRecord {
-        id: r.get::<_, i64>(0)? as u64,
-        requester: r.get(1)?,
-        target: r.get(2)?,
-        started_at_ms: r.get(3)?,
-        accepted_at_ms: r.get(4)?,
-        ended_at_ms: r.get(5)?,
-        end_reason: r.get(6)?,
-    })
 }
 
 fn now_ms() -> i64 {
@@ -330,161 +290,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records a requested session and returns its id.
-    pub fn create_session(&self, requester: &str, target: &str) -> Result<u64> {
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO sessions (requester, target, started_at_ms) VALUES (?1, ?2, ?3)",
-                params![requester, target, now_ms()],
-            )?;
-            Ok(c.last_insert_rowid() as u64)
-        })
-    }
-
-    /// The participants of session `id` and whether it is still open.
-    pub fn session(&self, id: u64) -> Result<Option<SessionRecord>> {
-        self.with_conn(|c| {
-            c.query_row(
-                &format!("{SESSION_COLUMNS} WHERE id = ?1"),
-                [id as i64],
-                session_row,
-            )
-            .optional()
-        })
-    }
-
-    /// Notes that the target accepted session `id`.
-    pub fn mark_accepted(&self, id: u64) -> Result<()> {
-        self.with_conn(|c| {
-            c.execute(
-                "UPDATE sessions SET accepted_at_ms = ?2
-                 WHERE id = ?1 AND accepted_at_ms IS NULL AND ended_at_ms IS NULL",
-                params![id as i64, now_ms()],
-            )
-        })?;
-        Ok(())
-    }
-
-    /// Ends session `id` with `reason` if it is open; true if this call ended it.
-    pub fn end_session(&self, id: u64, reason: &str) -> Result<bool> {
-        let changed = self.with_conn(|c| {
-            c.execute(
-                "UPDATE sessions SET ended_at_ms = ?2, end_reason = ?3
-                 WHERE id = ?1 AND ended_at_ms IS NULL",
-                params![id as i64, now_ms(), reason],
-            )
-        })?;
-        Ok(changed == 1)
-    }
-
-    /// The open sessions `user` takes part in, with the other participant of each.
-    pub fn open_sessions_of(&self, user: &str) -> Result<Vec<(u64, String)>> {
-        self.with_conn(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, CASE WHEN requester = ?1 COLLATE NOCASE THEN target ELSE requester END
-                 FROM sessions
-                 WHERE ended_at_ms IS NULL AND (requester = ?1 COLLATE NOCASE OR target = ?1 COLLATE NOCASE)",
-            )?;
-            let rows = stmt.query_map([user], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
-            rows.collect()
-        })
-    }
-
-    /// Ends every open session with `reason`; returns how many there were.
-    pub fn end_all_open_sessions(&self, reason: &str) -> Result<usize> {
-        self.with_conn(|c| {
-            c.execute(
-                "UPDATE sessions SET ended_at_ms = ?1, end_reason = ?2 WHERE ended_at_ms IS NULL",
-                params![now_ms(), reason],
-            )
-        })
-    }
-
-    /// The most recent `limit` sessions, newest first.
-    pub fn session_log(&self, limit: usize) -> Result<Vec<SessionRecord>> {
-        self.with_conn(|c| {
-            let mut stmt = c.prepare(&format!("{SESSION_COLUMNS} ORDER BY id DESC LIMIT ?1"))?;
-            let rows = stmt.query_map([limit as i64], session_row)?;
-            rows.collect()
-        })
-    }
-
-    /// Records a requested transfer and returns its id.
-    pub fn create_transfer(&self, requester: &str, target: &str) -> Result<u64> {
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO transfers (requester, target, started_at_ms) VALUES (?1, ?2, ?3)",
-                params![requester, target, now_ms()],
-            )?;
-            Ok(c.last_insert_rowid() as u64)
-        })
-    }
-
-    /// The participants of transfer `id`, if it exists.
-    pub fn transfer_participants(&self, id: u64) -> Result<Option<(String, String)>> {
-        self.with_conn(|c| {
-            c.query_row(
-                "SELECT requester, target FROM transfers WHERE id = ?1",
-                [id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-        })
-    }
-
-    /// Records how transfer `id` ended, unless it was recorded already; true if this
-    /// call recorded it.
-    pub fn end_transfer(&self, id: u64, end: &TransferRecord) -> Result<bool> {
-        let changed = self.with_conn(|c| {
-            c.execute(
-                "UPDATE transfers SET ended_at_ms = ?2, result = ?3, name = ?4, size = ?5, hash = ?6,
-                 duration_ms = ?7 WHERE id = ?1 AND ended_at_ms IS NULL",
-                params![
-                    id as i64,
-                    now_ms(),
-                    end.result,
-                    end.name,
-                    end.size as i64,
-                    end.hash,
-                    end.duration_ms as i64
-                ],
-            )
-        })?;
-        Ok(changed == 1)
-    }
-
-    /// The most recent `limit` transfers, newest first.
-    pub fn transfer_log(&self, limit: usize) -> Result<Vec<TransferLogRow>> {
-        self.with_conn(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size, hash,
-                        duration_ms
-                 FROM transfers ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                let ended: Option<i64> = r.get(4)?;
-                let end = match ended {
-                    Some(_) => Some(TransferRecord {
-                        result: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        name: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                        size: r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
-                        hash: r.get(8)?,
-                        duration_ms: r.get::<_, Option<i64>>(9)?.unwrap_or(0) as u64,
-                    }),
-                    None => None,
-                };
-                Ok(TransferLogRow {
-                    id: r.get::<_, i64>(0)? as u64,
-                    requester: r.get(1)?,
-                    target: r.get(2)?,
-                    started_at_ms: r.get(3)?,
-                    end,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
     /// Checkpoints the WAL into the main file and closes every idle connection.
     pub fn close(&self) -> Result<()> {
         let conns = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
@@ -589,34 +394,6 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
-    }
-
-    #[test]
-    fn sessions_are_logged_from_request_to_end() {
-        let (_dir, store) = temp_store();
-        let id = store.create_session("alice", "bob").unwrap();
-        let other = store.create_session("carol", "dave").unwrap();
-        assert_eq!(
-            store.open_sessions_of("BOB").unwrap(),
-            vec![(id, "alice".to_string())]
-        );
-        store.mark_accepted(id).unwrap();
-        assert!(store.end_session(id, "closed").unwrap());
-        assert!(
-            !store.end_session(id, "timeout").unwrap(),
-            "a session ends once"
-        );
-        let record = store.session(id).unwrap().unwrap();
-        assert!(record.accepted_at_ms.is_some() && record.ended_at_ms.is_some());
-        assert_eq!(record.end_reason.as_deref(), Some("closed"));
-        assert!(record.has_participant("Alice") && !record.has_participant("carol"));
-        assert_eq!(store.end_all_open_sessions("server_restart").unwrap(), 1);
-        let log = store.session_log(10).unwrap();
-        assert_eq!(
-            log.iter().map(|r| r.id).collect::<Vec<_>>(),
-            vec![other, id]
-        );
-        assert_eq!(log[0].end_reason.as_deref(), Some("server_restart"));
     }
 
     #[test]
