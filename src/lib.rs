@@ -29,6 +29,9 @@
 //!   - `client::history`: the local SQLite history of chat lines.
 //!   - `client::transfers`: the table of file offers and transfers.
 //!   - `client::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
+//!   - `client::transfer_index`: O(1) lookups and per-peer caps beside the transfer table.
+//!   - `client::disk_space`: free space before a receive, and the cap on kept partials.
+//!   - `client::resume_check`: re-checks a resumed transfer's kept prefix on disk.
 //!   - `client::ui`: parsing what the user types and rendering what happens; no sockets.
 
 pub mod client;
