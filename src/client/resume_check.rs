@@ -21,6 +21,8 @@ use crate::protocol::transfer_msg::CHUNK_SIZE;
 pub struct PrefixCheck {
     /// The verdict, sent once by the checking thread.
     verdict: Receiver<Result<(), String>>,
+    /// The verdict once received (the channel gives it only once).
+    known: Option<Result<(), String>>,
 }
 
 impl PrefixCheck {
@@ -33,23 +35,33 @@ impl PrefixCheck {
             .spawn(move || {
                 let _ = tx.send(check(&part, &hashes, size));
             })?;
-        Ok(PrefixCheck { verdict })
+        Ok(PrefixCheck {
+            verdict,
+            known: None,
+        })
     }
 
     /// The verdict if the check has finished, without waiting.
-    pub fn poll(&self) -> Option<Result<(), String>> {
-        match self.verdict.try_recv() {
-            Ok(verdict) => Some(verdict),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the check stopped".into())),
+    pub fn poll(&mut self) -> Option<Result<(), String>> {
+        if self.known.is_none() {
+            self.known = match self.verdict.try_recv() {
+                Ok(verdict) => Some(verdict),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err("the check stopped".into())),
+            };
         }
+        self.known.clone()
     }
 
     /// Waits for the verdict.
     pub fn wait(self) -> Result<(), String> {
-        self.verdict
-            .recv()
-            .unwrap_or_else(|_| Err("the check stopped".into()))
+        match self.known {
+            Some(verdict) => verdict,
+            None => self
+                .verdict
+                .recv()
+                .unwrap_or_else(|_| Err("the check stopped".into())),
+        }
     }
 }
 
@@ -80,7 +92,11 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let hashes: Vec<blake3::Hash> = data.chunks(CHUNK_SIZE).map(blake3::hash).collect();
         let size = 3 * CHUNK_SIZE as u64;
-        let good = PrefixCheck::start(path.clone(), hashes.clone(), size).unwrap();
+        let mut good = PrefixCheck::start(path.clone(), hashes.clone(), size).unwrap();
+        while good.poll().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(good.poll(), Some(Ok(())), "asked twice, the same answer");
         assert_eq!(good.wait(), Ok(()));
         let mut bad = data.clone();
         bad[CHUNK_SIZE + 17] ^= 1;

@@ -813,7 +813,7 @@ pub fn receive(
                     Some(XferLine::Cancel),
                 ));
             }
-            if let Some(Err(why)) = prefix_check.as_ref().and_then(PrefixCheck::poll) {
+            if let Some(Err(why)) = prefix_check.as_mut().and_then(PrefixCheck::poll) {
                 return Err(kept_changed(why));
             }
             let (len, hash) = match wire.recv()? {

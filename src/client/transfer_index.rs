@@ -73,9 +73,13 @@ impl TableIndex {
         self.offers.get(&(peer_key(peer), role, offer)).copied()
     }
 
-    /// Forgets an offer (when its entry is forgotten).
-    pub fn remove_offer(&mut self, peer: &str, role: Role, offer: u64) {
-        self.offers.remove(&(peer_key(peer), role, offer));
+    /// Forgets offer `offer` of `peer` if it is still our transfer `id` (when that
+    /// transfer ends: the peer may reuse the number, e.g. after a restart).
+    pub fn remove_offer(&mut self, peer: &str, role: Role, offer: u64, id: u64) {
+        let key = (peer_key(peer), role, offer);
+        if self.offers.get(&key) == Some(&id) {
+            self.offers.remove(&key);
+        }
     }
 
     /// True if `name` from `peer` is already on its way to us.
@@ -226,7 +230,13 @@ mod tests {
         index.add_offer("Bob", Role::Receive, 3, 9);
         assert_eq!(index.offer("bob", Role::Receive, 3), Some(9));
         assert_eq!(index.offer("bob", Role::Send, 3), None);
-        index.remove_offer("bob", Role::Receive, 3);
+        index.remove_offer("bob", Role::Receive, 3, 8);
+        assert_eq!(
+            index.offer("bob", Role::Receive, 3),
+            Some(9),
+            "not that one"
+        );
+        index.remove_offer("bob", Role::Receive, 3, 9);
         assert_eq!(index.offer("bob", Role::Receive, 3), None);
     }
 }

@@ -259,23 +259,23 @@ impl Transfers {
             return;
         };
         let slot = std::mem::take(&mut entry.slot);
-        let (peer, name, role) = (
+        let (peer, name, role, offer) = (
             entry.row.peer.clone(),
             entry.row.name.clone(),
             entry.row.role,
+            entry.offer,
         );
         self.index.release(&peer, slot);
         if matches!(role, Role::Receive | Role::Fetch) {
             self.index.stop_receiving(&peer, &name, id);
         }
+        // The peer may reuse the number (after a restart, say).
+        if let Some(offer) = offer {
+            self.index.remove_offer(&peer, role, offer, id);
+        }
         self.index.ended(id);
         while let Some(old) = self.index.oldest_beyond(KEEP_FINISHED) {
-            if let Some(gone) = self.entries.remove(&old)
-                && let Some(offer) = gone.offer
-            {
-                self.index
-                    .remove_offer(&gone.row.peer, gone.row.role, offer);
-            }
+            self.entries.remove(&old);
         }
     }
 
