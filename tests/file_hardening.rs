@@ -439,7 +439,8 @@ fn offers_beyond_the_per_peer_cap_are_refused_until_one_is_answered() {
 // ---------------------------------------------------------------------------------------
 
 /// mallory lists `tiny.bin` as 10 bytes in the index, then announces 50,000,000 bytes
-/// when bob fetches it: bob refuses before anything is written.
+/// when bob fetches it: bob refuses before anything is written. A second fetch meets
+/// mallory's `ERR 424 SERVE_BUSY`, which bob's screen says plainly.
 #[test]
 fn a_fetch_announcing_a_bigger_size_than_listed_is_refused() {
     let server = Server::start();
@@ -475,6 +476,19 @@ fn a_fetch_announcing_a_bigger_size_than_listed_is_refused() {
     );
     let written: u64 = files_under(&lab.downloads("bob")).iter().map(|f| f.1).sum();
     assert!(written < 1000, "bob wrote {written} bytes");
+
+    // An owner at its serving cap answers `ERR 424`: bob is told plainly.
+    bob.send("\\fetch mallory tiny.bin");
+    let (stream, _) = listener.accept().unwrap();
+    let mut data = Wire::from_accepted(stream, "bob -> mallory (data, 2)");
+    assert!(data.next_line().starts_with("FETCH peerchat 1 bob "));
+    data.send("ERR 424 SERVE_BUSY at most 4 fetches per peer are served at once");
+    let state = final_state(&mut bob, "[2] fetch tiny.bin from mallory");
+    assert_eq!(
+        state,
+        "refused: the owner is serving as many fetches as it allows; try again later \
+         (424 SERVE_BUSY)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
