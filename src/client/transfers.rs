@@ -14,16 +14,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+mod refusals;
+
 use super::disk_space;
 use super::peer_link::{self, Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
-use super::transfer_index::{ServeRefusal, Slot, TableIndex};
-use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{
-    MAX_PENDING_OFFERS_PER_PEER, MAX_SERVES, MAX_SERVES_PER_PEER, OFFER_TIMEOUT,
-};
+use super::transfer_index::{Slot, TableIndex};
+use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
-use crate::protocol::server_msg::{Command, FileEntry, SharedFile, TransferResult};
+use crate::protocol::server_msg::{Command, SharedFile, TransferResult};
 use crate::protocol::ticket::Ticket;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
@@ -429,27 +428,6 @@ impl Transfers {
         }
     }
 
-    /// Refuses `peer`'s offer `offer` because the peer has as many offers waiting as
-    /// allowed; the person hears of it once per burst (`first`), not once per offer.
-    fn too_many_offers(&mut self, peer: &str, offer: u64, first: bool) {
-        let code = ErrorCode::TooManyOffers;
-        self.to_peers.push((
-            peer.to_string(),
-            PeerMsg::OfferNo {
-                id: offer,
-                reason: format!(
-                    "{code} at most {MAX_PENDING_OFFERS_PER_PEER} offers from you may wait for an answer"
-                ),
-            },
-        ));
-        if first {
-            self.error(format!(
-                "{peer} has {MAX_PENDING_OFFERS_PER_PEER} file offers waiting for you; \
-                 refusing more until you answer some ({code})"
-            ));
-        }
-    }
-
     fn find_mut(&mut self, role: Role, peer: &str, offer: u64) -> Option<&mut Entry> {
         let id = self.index.offer(peer, role, offer)?;
         self.entries.get_mut(&id)
@@ -507,24 +485,6 @@ impl Transfers {
         }
     }
 
-    /// Declines offer `id` because the downloads folder lacks room (`why` says how much).
-    fn refuse_for_space(&mut self, id: u64, why: String) {
-        if let Some(entry) = self.entries.get(&id)
-            && let Some(offer) = entry.offer
-        {
-            let peer = entry.row.peer.clone();
-            let code = ErrorCode::NoSpace;
-            self.to_peers.push((
-                peer,
-                PeerMsg::OfferNo {
-                    id: offer,
-                    reason: format!("{code} the receiver has not enough free disk space"),
-                },
-            ));
-        }
-        self.drop_entry(id, format!("refused: {why}"));
-    }
-
     /// `\fetch <user> <name>`: download a file from that user's shared folder. The
     /// size to expect is the one the server's index lists (`FILES <user>` is asked
     /// first); an owner announcing another size at transfer time is refused.
@@ -549,45 +509,6 @@ impl Transfers {
             let row = entry.row.clone();
             self.notices.push(XferNotice::Started { row });
         }
-    }
-
-    /// A `FILES` reply from the server. If it lists only the files of the user our
-    /// oldest waiting fetch is for (or nothing), it answers our `FILES <user>`: each
-    /// fetch from that user takes its size from it (or is refused if the file is not
-    /// listed), and the reply is not shown (returns true). Otherwise the person asked.
-    pub fn on_files_reply(&mut self, files: &[FileEntry]) -> bool {
-        let Some((user, _, _)) = self.awaiting_listing.first() else {
-            return false;
-        };
-        let user = user.clone();
-        if !files.iter().all(|f| same(&f.user, &user)) {
-            return false;
-        }
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_listing)
-            .into_iter()
-            .partition(|(peer, _, _)| same(peer, &user));
-        self.awaiting_listing = rest;
-        for (_, id, _) in mine {
-            let Some(entry) = self.entries.get_mut(&id) else {
-                continue;
-            };
-            if entry.row.stage != Stage::Connecting {
-                continue;
-            }
-            let name = entry.row.name.clone();
-            match files.iter().find(|f| f.name == name) {
-                Some(listed) => {
-                    entry.row.size = Some(listed.size);
-                    let peer = entry.row.peer.clone();
-                    self.ask_ticket(&peer, id);
-                }
-                None => self.drop_entry(
-                    id,
-                    format!("refused: {user} does not list {name} among its shared files"),
-                ),
-            }
-        }
-        true
     }
 
     /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
@@ -726,26 +647,6 @@ impl Transfers {
             }
             Purpose::Chat => refuse(incoming, "not a transfer"),
         }
-    }
-
-    /// Refuses a fetch over a serving cap with `ERR 424 SERVE_BUSY`; the person hears
-    /// of it once per burst from that peer, not once per connection.
-    fn serve_busy(&mut self, incoming: Incoming, from: &str, why: ServeRefusal, first: bool) {
-        let text = match why {
-            ServeRefusal::PerPeer => format!(
-                "at most {MAX_SERVES_PER_PEER} fetches per peer are served at once; try again later"
-            ),
-            ServeRefusal::Total => {
-                format!("at most {MAX_SERVES} fetches are served at once; try again later")
-            }
-        };
-        if first {
-            self.error(format!(
-                "{from} asked for more fetches than are served at once; refusing the extra ones ({}): {text}",
-                ErrorCode::ServeBusy
-            ));
-        }
-        incoming.refuse(ErrorCode::ServeBusy, &text);
     }
 
     fn started(&mut self, id: u64, spawned: std::io::Result<()>) {
