@@ -30,8 +30,12 @@
 //!   - `client::peer_link`: the peer listener, handshakes, and each link's threads.
 //!   - `client::sessions`: ticket checks and the chat sessions.
 //!   - `client::history`: the local SQLite history of chat lines.
-//!   - `client::transfers`: the table of file offers and transfers.
+//!   - `client::transfers`: the table of file offers and transfers (`transfers::refusals`:
+//!     the refusals a cap or a lookup decides, and the size a fetch expects).
 //!   - `client::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
+//!   - `client::transfer_index`: O(1) lookups and per-peer caps beside the transfer table.
+//!   - `client::disk_space`: free space before a receive, and the cap on kept partials.
+//!   - `client::resume_check`: re-checks a resumed transfer's kept prefix on disk.
 //!   - `client::ui`: parsing what the user types and rendering what happens; no sockets.
 
 pub mod client;

@@ -742,6 +742,10 @@ fn a_third_user_never_sees_a_ticket_and_the_server_never_logs_one() {
 
     // bob fetches from alice: alice gets the transfer ticket from the server and serves.
     const SECRET: &[u8] = b"the plans, which nobody else may fetch\n";
+    // A fetch expects the size the index lists, so alice lists the file first.
+    alice.send("SHARE 1");
+    alice.send(&format!("{} plans.txt", SECRET.len()));
+    alice.expect("OK SHARE 1");
     bob.send("\\fetch alice plans.txt");
     let event = alice.expect_event("EVENT TRANSFER_REQUEST");
     let words: Vec<&str> = event.split(' ').collect();

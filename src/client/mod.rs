@@ -6,12 +6,15 @@
 //! wire lines (`protocol`), own a socket's threads (`server_link`, `peer_link`) or decide
 //! session rules (`sessions`).
 
+pub mod disk_space;
 pub mod history;
 pub mod login;
 pub mod peer_link;
+pub mod resume_check;
 pub mod server_link;
 pub mod sessions;
 pub mod transfer;
+pub mod transfer_index;
 pub mod transfers;
 pub mod ui;
 
@@ -495,6 +498,8 @@ impl Ui {
                 addr,
                 ticket,
             }) => self.transfers.on_granted(id, &user, addr, ticket),
+            // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
+            ServerMsg::Ok(Reply::Files { files }) if self.transfers.on_files_reply(&files) => {}
             ServerMsg::Ok(
                 Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::disk_space;
+use super::resume_check::PrefixCheck;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_FILE_NAME, MAX_LINE, WRITE_TIMEOUT};
 use crate::protocol::line::{LineError, LineReader, write_lines};
@@ -257,6 +259,21 @@ fn fail_and_tell(result: TransferResult, detail: impl Into<String>, code: ErrorC
     Stop::Fail(result, detail, Some(line))
 }
 
+/// Like [`fail_and_tell`], but the peer is told only `told`: `detail` may hold local
+/// paths or system errors, which never leave this machine.
+fn fail_privately(
+    result: TransferResult,
+    detail: impl Into<String>,
+    code: ErrorCode,
+    told: &str,
+) -> Stop {
+    let line = XferLine::Err {
+        code,
+        message: told.to_string(),
+    };
+    Stop::Fail(result, detail.into(), Some(line))
+}
+
 /// The stop for a line other than the one expected next: the peer's cancel or error
 /// (`on_err` says what a plain error means at this step), or a protocol violation.
 fn unexpected(line: XferLine, want: &str, on_err: TransferResult) -> Stop {
@@ -266,6 +283,22 @@ fn unexpected(line: XferLine, want: &str, on_err: TransferResult) -> Stop {
             code: ErrorCode::Corrupt,
             message,
         } => fail(TransferResult::Corrupt, message),
+        // Refusals with a limit behind them are said plainly (the code is stable, the
+        // peer's text is not).
+        XferLine::Err {
+            code: code @ ErrorCode::ServeBusy,
+            ..
+        } => fail(
+            TransferResult::Refused,
+            format!("the owner is serving as many fetches as it allows; try again later ({code})"),
+        ),
+        XferLine::Err {
+            code: code @ ErrorCode::NoSpace,
+            ..
+        } => fail(
+            TransferResult::Refused,
+            format!("the receiver has not enough free disk space for the file ({code})"),
+        ),
         XferLine::Err { message, .. } => fail(on_err, message),
         _ => fail_and_tell(
             TransferResult::Failed,
@@ -452,10 +485,11 @@ pub fn send(
     let mut resumed_from = 0;
     let result = (|| -> Result<Outcome, Stop> {
         let mut file = File::open(path).map_err(|e| {
-            fail_and_tell(
+            fail_privately(
                 TransferResult::Refused,
-                format!("cannot read the file: {e}"),
+                format!("cannot read {}: {e}", path.display()),
                 ErrorCode::TransferRefused,
+                "the sender cannot read the file",
             )
         })?;
         size = file
@@ -566,7 +600,8 @@ pub fn send(
 pub struct Expect {
     /// The name offered or asked for.
     pub name: String,
-    /// The size offered; `None` for a fetch (the owner says).
+    /// The size offered, or the size the server's index lists for a fetch; a `FILE`
+    /// line announcing another size is refused. `None` trusts the sender.
     pub size: Option<u64>,
 }
 
@@ -670,26 +705,51 @@ pub fn receive(
             other => return Err(unexpected(other, "FILE", TransferResult::Refused)),
         };
         size = announced;
-        if name != expect.name || expect.size.is_some_and(|s| s != size) {
+        if name != expect.name {
             return Err(fail_and_tell(
                 TransferResult::Refused,
                 "not the file that was agreed on",
                 ErrorCode::TransferRefused,
             ));
         }
+        if let Some(agreed) = expect.size.filter(|&s| s != size) {
+            return Err(fail_and_tell(
+                TransferResult::Refused,
+                format!(
+                    "the sender announced {size} bytes, not the {agreed} bytes offered or listed; not the file that was agreed on"
+                ),
+                ErrorCode::TransferRefused,
+            ));
+        }
         let name = safe_file_name(&name)
             .map_err(|e| fail_and_tell(TransferResult::Refused, e, ErrorCode::TransferRefused))?
             .to_string();
+        // The detail (with our paths) stays here; the peer hears a generic reason.
         let disk = |e: io::Error| {
-            fail_and_tell(
+            fail_privately(
                 TransferResult::Failed,
                 format!("cannot write in {}: {e}", downloads.display()),
                 ErrorCode::TransferRefused,
+                "the receiver cannot store the file (disk error)",
             )
         };
         fs::create_dir_all(downloads).map_err(disk)?;
         let mut partial = Partial::open(downloads, from, &name, size).map_err(disk)?;
+        if let (Some(dir), Some(key)) = (
+            partial.part.parent(),
+            partial.part.file_stem().and_then(|k| k.to_str()),
+        ) {
+            disk_space::clean_partials(dir, key);
+        }
         let have = partial.verified_bytes(size);
+        disk_space::check_room(downloads, size - have).map_err(|why| {
+            fail_privately(
+                TransferResult::Refused,
+                why,
+                ErrorCode::NoSpace,
+                "the receiver has not enough free disk space",
+            )
+        })?;
         let mut hasher = FileHasher::new();
         partial.hashes.iter().for_each(|h| hasher.add(h));
         let prefix = (have > 0).then(|| hasher.finish());
@@ -706,6 +766,24 @@ pub fn receive(
             partial.restart().map_err(disk)?;
             hasher = FileHasher::new();
         }
+        // The kept prefix is re-read and checked against its stored hashes while the
+        // rest streams in; "verified" needs both.
+        let mut prefix_check = if start > 0 {
+            let hashes = partial.hashes.clone();
+            Some(PrefixCheck::start(partial.part.clone(), hashes, size).map_err(disk)?)
+        } else {
+            None
+        };
+        let kept_changed = |why: String| {
+            partial.discard();
+            fail_and_tell(
+                TransferResult::Corrupt,
+                format!(
+                    "the part kept from an earlier attempt failed its check ({why}); discarded"
+                ),
+                ErrorCode::Corrupt,
+            )
+        };
         resumed_from = start;
         let mut part = OpenOptions::new()
             .create(true)
@@ -735,6 +813,9 @@ pub fn receive(
                     Some(XferLine::Cancel),
                 ));
             }
+            if let Some(Err(why)) = prefix_check.as_mut().and_then(PrefixCheck::poll) {
+                return Err(kept_changed(why));
+            }
             let (len, hash) = match wire.recv()? {
                 XferLine::Chunk { len, hash } => (len, hash),
                 other => return Err(unexpected(other, "CHUNK", TransferResult::Failed)),
@@ -762,9 +843,13 @@ pub fn receive(
                 ));
             }
             part.write_all(chunk).map_err(disk)?;
+            // The chunk's bytes, then its hash in the state file, reach the disk before
+            // it counts as verified: a crash never leaves a hash for bytes not written.
+            part.sync_data().map_err(disk)?;
             state
                 .write_all(format!("{}\n", hash.to_hex()).as_bytes())
                 .map_err(disk)?;
+            state.sync_data().map_err(disk)?;
             hasher.add(&hash);
             done += len as u64;
             reporter.report(done, size, false);
@@ -781,6 +866,11 @@ pub fn receive(
                 ));
             }
             other => return Err(unexpected(other, "END", TransferResult::Failed)),
+        }
+        if let Some(check) = prefix_check.take()
+            && let Err(why) = check.wait()
+        {
+            return Err(kept_changed(why));
         }
         part.flush().map_err(disk)?;
         drop(part);

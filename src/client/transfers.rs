@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+mod refusals;
+
+use super::disk_space;
 use super::peer_link::{self, Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
+use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
@@ -29,7 +33,7 @@ const TICKET_WAIT: Duration = Duration::from_secs(30);
 const KEEP_FINISHED: usize = 50;
 
 /// What we do in a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// We offered a file (`\send`).
     Send,
@@ -138,6 +142,8 @@ struct Entry {
     expires: Option<Instant>,
     /// When bytes started moving, for the rate.
     started: Option<Instant>,
+    /// The per-peer slot it holds (a waiting offer, a serve), given back when it ends.
+    slot: Slot,
 }
 
 /// All transfers of one logged-in client.
@@ -156,6 +162,11 @@ pub struct Transfers {
     entries: BTreeMap<u64, Entry>,
     /// Transfers waiting for the server's `OK TRANSFER`, oldest first: (peer, id, since).
     awaiting_ticket: Vec<(String, u64, Instant)>,
+    /// Fetches waiting for the server's `FILES <peer>` answer (the size to expect),
+    /// oldest first: (peer, id, since).
+    awaiting_listing: Vec<(String, u64, Instant)>,
+    /// O(1) lookups and the per-peer caps.
+    index: TableIndex,
     /// For the front end.
     notices: Vec<XferNotice>,
     /// For the server.
@@ -192,6 +203,8 @@ impl Transfers {
             next_id: 1,
             entries: BTreeMap::new(),
             awaiting_ticket: Vec::new(),
+            awaiting_listing: Vec::new(),
+            index: TableIndex::default(),
             notices: Vec::new(),
             to_server: Vec::new(),
             to_peers: Vec::new(),
@@ -244,25 +257,37 @@ impl Transfers {
                 cancel: Cancel::default(),
                 expires: None,
                 started: None,
+                slot: Slot::None,
             },
         );
-        self.prune();
         id
     }
 
-    /// Forgets the oldest finished transfers beyond `KEEP_FINISHED`.
-    fn prune(&mut self) {
-        let finished: Vec<u64> = self
-            .entries
-            .values()
-            .filter(|e| matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_)))
-            .map(|e| e.row.id)
-            .collect();
-        for id in finished
-            .iter()
-            .take(finished.len().saturating_sub(KEEP_FINISHED))
-        {
-            self.entries.remove(id);
+    /// Bookkeeping when transfer `id` ends (finished or dropped): gives back its slot,
+    /// frees its name for a new receive, and forgets the oldest ended transfers beyond
+    /// `KEEP_FINISHED`. O(1) amortised: no scan of the table.
+    fn ended(&mut self, id: u64) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let slot = std::mem::take(&mut entry.slot);
+        let (peer, name, role, offer) = (
+            entry.row.peer.clone(),
+            entry.row.name.clone(),
+            entry.row.role,
+            entry.offer,
+        );
+        self.index.release(&peer, slot);
+        if matches!(role, Role::Receive | Role::Fetch) {
+            self.index.stop_receiving(&peer, &name, id);
+        }
+        // The peer may reuse the number (after a restart, say).
+        if let Some(offer) = offer {
+            self.index.remove_offer(&peer, role, offer, id);
+        }
+        self.index.ended(id);
+        while let Some(old) = self.index.oldest_beyond(KEEP_FINISHED) {
+            self.entries.remove(&old);
         }
     }
 
@@ -311,6 +336,7 @@ impl Transfers {
             entry.row.stage = Stage::Offered;
             entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
         }
+        self.index.add_offer(peer, Role::Send, id, id);
         self.to_peers.push((
             peer.to_string(),
             PeerMsg::Offer {
@@ -345,22 +371,36 @@ impl Transfers {
                     ));
                     return self.error(format!("{peer} offered a file with an {e}; refused"));
                 }
-                if self.receiving(peer, &name) {
+                let busy = if self.index.is_receiving(peer, &name) {
+                    Some("that file is already on its way")
+                } else if self.index.offer(peer, Role::Receive, offer).is_some() {
+                    Some("that offer number is in use")
+                } else {
+                    None
+                };
+                if let Some(reason) = busy {
                     self.to_peers.push((
                         peer.to_string(),
                         PeerMsg::OfferNo {
                             id: offer,
-                            reason: "that file is already on its way".into(),
+                            reason: reason.into(),
                         },
                     ));
                     return;
                 }
+                let slot = match self.index.take_offer_slot(peer) {
+                    Ok(slot) => slot,
+                    Err(first) => return self.too_many_offers(peer, offer, first),
+                };
                 let id = self.add(Role::Receive, peer, &name, Some(size));
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.offer = Some(offer);
                     entry.row.stage = Stage::Asked;
                     entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
+                    entry.slot = slot;
                 }
+                self.index.add_offer(peer, Role::Receive, offer, id);
+                self.index.start_receiving(peer, &name, id);
                 self.notices.push(XferNotice::OfferIn {
                     id,
                     from: peer.to_string(),
@@ -390,14 +430,9 @@ impl Transfers {
             }
             PeerMsg::Cancel { id } => {
                 let local = self
-                    .entries
-                    .values()
-                    .find(|e| {
-                        same(&e.row.peer, peer)
-                            && e.offer == Some(id)
-                            && matches!(e.row.role, Role::Send | Role::Receive)
-                    })
-                    .map(|e| e.row.id);
+                    .index
+                    .offer(peer, Role::Send, id)
+                    .or_else(|| self.index.offer(peer, Role::Receive, id));
                 if let Some(local) = local {
                     self.stop(local, true);
                 }
@@ -406,21 +441,9 @@ impl Transfers {
         }
     }
 
-    /// True if a file called `name` is already on its way to us from `peer`: two such
-    /// transfers would share one partial file.
-    fn receiving(&self, peer: &str, name: &str) -> bool {
-        self.entries.values().any(|e| {
-            matches!(e.row.role, Role::Receive | Role::Fetch)
-                && same(&e.row.peer, peer)
-                && e.row.name == name
-                && !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_))
-        })
-    }
-
     fn find_mut(&mut self, role: Role, peer: &str, offer: u64) -> Option<&mut Entry> {
-        self.entries
-            .values_mut()
-            .find(|e| e.row.role == role && same(&e.row.peer, peer) && e.offer == Some(offer))
+        let id = self.index.offer(peer, role, offer)?;
+        self.entries.get_mut(&id)
     }
 
     fn ask_ticket(&mut self, peer: &str, id: u64) {
@@ -431,8 +454,17 @@ impl Transfers {
             .push((peer.to_string(), id, Instant::now()));
     }
 
-    /// `\accept <id>`: accept a peer's offer.
+    /// `\accept <id>`: accept a peer's offer, if the downloads folder has room for it.
     pub fn accept(&mut self, id: u64) {
+        let room = match self.entries.get(&id) {
+            Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
+                disk_space::check_room(&self.downloads, entry.row.size.unwrap_or(0))
+            }
+            _ => Ok(()),
+        };
+        if let Err(why) = room {
+            return self.refuse_for_space(id, why);
+        }
         match self.entries.get_mut(&id) {
             Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
                 entry.row.stage = Stage::Connecting;
@@ -466,7 +498,9 @@ impl Transfers {
         }
     }
 
-    /// `\fetch <user> <name>`: download a file from that user's shared folder.
+    /// `\fetch <user> <name>`: download a file from that user's shared folder. The
+    /// size to expect is the one the server's index lists (`FILES <user>` is asked
+    /// first); an owner announcing another size at transfer time is refused.
     pub fn fetch(&mut self, user: &str, name: &str) {
         if same(user, &self.me) {
             return self.error("that is your own shared folder");
@@ -474,11 +508,16 @@ impl Transfers {
         if let Err(e) = safe_file_name(name) {
             return self.error(e);
         }
-        if self.receiving(user, name) {
+        if self.index.is_receiving(user, name) {
             return self.error(format!("{name} from {user} is already on its way"));
         }
         let id = self.add(Role::Fetch, user, name, None);
-        self.ask_ticket(user, id);
+        self.index.start_receiving(user, name, id);
+        self.to_server.push(ServerOut::Command(Command::Files {
+            user: Some(user.to_string()),
+        }));
+        self.awaiting_listing
+            .push((user.to_string(), id, Instant::now()));
         if let Some(entry) = self.entries.get(&id) {
             let row = entry.row.clone();
             self.notices.push(XferNotice::Started { row });
@@ -509,6 +548,7 @@ impl Transfers {
         entry.row.peer = user.to_string();
         let cancel = entry.cancel.clone();
         let name = entry.row.name.clone();
+        let listed = entry.row.size;
         let peer = user.to_string();
         let spawned = match entry.row.role {
             Role::Send => {
@@ -540,7 +580,7 @@ impl Transfers {
                 spawn(id, &events, move |events| {
                     match peer_link::open_transfer(addr, &first) {
                         Ok(wire) => {
-                            let expect = Expect { name, size: None };
+                            let expect = Expect { name, size: listed };
                             transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
                         }
                         Err(e) => unreachable_outcome(&peer, &e),
@@ -558,16 +598,11 @@ impl Transfers {
         let transfer_id = incoming.hello.session;
         match incoming.hello.purpose.clone() {
             Purpose::Push { offer } => {
-                let found = self
-                    .entries
-                    .values()
-                    .find(|e| {
-                        e.row.role == Role::Receive
-                            && same(&e.row.peer, &from)
-                            && e.offer == Some(offer)
-                            && e.row.stage == Stage::Connecting
-                    })
-                    .map(|e| e.row.id);
+                let found = self.index.offer(&from, Role::Receive, offer).filter(|id| {
+                    self.entries
+                        .get(id)
+                        .is_some_and(|e| e.row.stage == Stage::Connecting)
+                });
                 let Some(id) = found else {
                     return refuse(incoming, "no accepted offer with that number");
                 };
@@ -588,6 +623,10 @@ impl Transfers {
                 self.started(id, spawned);
             }
             Purpose::Fetch { name } => {
+                let slot = match self.index.take_serve_slot(&from) {
+                    Ok(slot) => slot,
+                    Err((why, first)) => return self.serve_busy(incoming, &from, why, first),
+                };
                 let resolved = match &self.share {
                     Some(share) => share.resolve(&name),
                     None => Err("nothing is shared here".to_string()),
@@ -595,6 +634,7 @@ impl Transfers {
                 let (path, size) = match resolved {
                     Ok(found) => found,
                     Err(why) => {
+                        self.index.release(&from, slot);
                         log::warn!(
                             "refused to serve {} to {}: {}",
                             Untrusted(&name),
@@ -606,6 +646,7 @@ impl Transfers {
                     }
                 };
                 let Ok(wire) = incoming.into_wire() else {
+                    self.index.release(&from, slot);
                     return;
                 };
                 let id = self.add(Role::Serve, &from, &name, Some(size));
@@ -613,6 +654,7 @@ impl Transfers {
                 let Some(entry) = self.entries.get_mut(&id) else {
                     return;
                 };
+                entry.slot = slot;
                 entry.transfer = Some(transfer_id);
                 entry.path = Some(path.clone());
                 let cancel = entry.cancel.clone();
@@ -626,13 +668,22 @@ impl Transfers {
     }
 
     fn started(&mut self, id: u64, spawned: std::io::Result<()>) {
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
         if let Err(e) = spawned {
             let why = format!("cannot start a thread: {e}");
             return self.drop_entry(id, why);
         }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        // An accepted offer stops counting as waiting once its bytes move.
+        if entry.slot == Slot::Offer {
+            entry.slot = Slot::None;
+            let peer = entry.row.peer.clone();
+            self.index.release(&peer, Slot::Offer);
+        }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
         entry.row.stage = Stage::Active;
         entry.expires = None;
         entry.started = Some(Instant::now());
@@ -686,6 +737,7 @@ impl Transfers {
                             name: row.name.clone(),
                         }));
                 }
+                self.ended(id);
                 self.notices.push(XferNotice::Finished { row });
             }
         }
@@ -749,11 +801,17 @@ impl Transfers {
     fn drop_entry(&mut self, id: u64, why: String) {
         self.awaiting_ticket
             .retain(|(_, waiting, _)| *waiting != id);
+        self.awaiting_listing
+            .retain(|(_, waiting, _)| *waiting != id);
         if let Some(entry) = self.entries.get_mut(&id) {
+            if matches!(entry.row.stage, Stage::Finished(_) | Stage::Dropped(_)) {
+                return;
+            }
             entry.row.stage = Stage::Dropped(why);
             entry.expires = None;
             let row = entry.row.clone();
             self.notices.push(XferNotice::Dropped { row });
+            self.ended(id);
         }
     }
 
@@ -777,6 +835,18 @@ impl Transfers {
             .collect();
         for id in stale {
             self.drop_entry(id, "the server gave no ticket (is the user online?)".into());
+        }
+        let unlisted: Vec<u64> = self
+            .awaiting_listing
+            .iter()
+            .filter(|(_, _, since)| now.duration_since(*since) > TICKET_WAIT)
+            .map(|(_, id, _)| *id)
+            .collect();
+        for id in unlisted {
+            self.drop_entry(
+                id,
+                "the server gave no list of the user's files (is the user online?)".into(),
+            );
         }
     }
 }

@@ -72,6 +72,12 @@ codes! {
     Corrupt = 422, "CORRUPT";
     /// A file transfer was refused: unknown offer, unsafe name, not shared, disk error.
     TransferRefused = 423, "TRANSFER_REFUSED";
+    /// A sharer serves as many fetches (in all, or to this peer) as it allows.
+    ServeBusy = 424, "SERVE_BUSY";
+    /// A peer has as many file offers waiting as the receiver allows.
+    TooManyOffers = 425, "TOO_MANY_OFFERS";
+    /// The receiver has not enough free disk space for the file.
+    NoSpace = 426, "NO_SPACE";
     /// A peer sent more lines than the flood limit allows.
     Flood = 429, "FLOOD";
     /// A client already has as many sessions as it allows.

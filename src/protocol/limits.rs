@@ -118,3 +118,27 @@ pub const OFFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// `SESSION_END` and `TRANSFER_END` reports a client holds while the server is away, to
 /// send after `\reconnect` (so the session log learns real ends); the oldest go first.
 pub const MAX_HELD_REPORTS: usize = 256;
+/// Most fetches one client serves from its shared folder at once, to all peers together;
+/// more are refused with `ERR 424 SERVE_BUSY`. Each serve holds a thread and a 1 MiB
+/// chunk buffer, so this bounds what fetchers who never read can pin.
+pub const MAX_SERVES: usize = 16;
+
+/// Most fetches one client serves to one peer at once; more from that peer are refused
+/// with `ERR 424 SERVE_BUSY`, so one account cannot take every serving slot.
+pub const MAX_SERVES_PER_PEER: usize = 4;
+
+/// Most file offers from one peer that may wait for `\accept` (or for their push) at
+/// once; more are answered `OFFER_NO <id> 425 TOO_MANY_OFFERS ...`.
+pub const MAX_PENDING_OFFERS_PER_PEER: usize = 16;
+
+/// Bytes a receiver keeps free beyond the file itself when it checks the downloads
+/// folder's free space, so a transfer never fills the disk to the last byte.
+pub const DISK_SPACE_MARGIN: u64 = 1024 * 1024;
+
+/// Most partial files (of failed or interrupted transfers) kept for a resume; beyond
+/// it, the oldest are deleted when a new transfer starts.
+pub const MAX_PARTIAL_FILES: usize = 32;
+
+/// Most bytes of partial files kept for a resume; beyond it, the oldest are deleted
+/// when a new transfer starts.
+pub const MAX_PARTIAL_BYTES: u64 = 8 * 1024 * 1024 * 1024;

@@ -1,0 +1,121 @@
+//! The transfer table's refusals that a limit or a lookup decides: too many offers from
+//! one peer, no room on disk, a serving cap reached, and the `FILES` answer that gives
+//! a fetch the size to expect.
+//!
+//! A second `impl Transfers` block beside `client::transfers`, kept apart so the table
+//! itself stays small; it owns the wording and coded reasons of these refusals and
+//! must not touch bytes, sockets (beyond refusing an `Incoming`) or the screen.
+
+use super::{Stage, Transfers, same};
+use crate::client::peer_link::Incoming;
+use crate::client::transfer_index::ServeRefusal;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::{MAX_PENDING_OFFERS_PER_PEER, MAX_SERVES, MAX_SERVES_PER_PEER};
+use crate::protocol::peer_msg::PeerMsg;
+use crate::protocol::server_msg::FileEntry;
+
+impl Transfers {
+    /// Refuses `peer`'s offer `offer` because the peer has as many offers waiting as
+    /// allowed; the person hears of it once per burst (`first`), not once per offer.
+    pub(super) fn too_many_offers(&mut self, peer: &str, offer: u64, first: bool) {
+        let code = ErrorCode::TooManyOffers;
+        self.to_peers.push((
+            peer.to_string(),
+            PeerMsg::OfferNo {
+                id: offer,
+                reason: format!(
+                    "{code} at most {MAX_PENDING_OFFERS_PER_PEER} offers from you may wait for an answer"
+                ),
+            },
+        ));
+        if first {
+            self.error(format!(
+                "{peer} has {MAX_PENDING_OFFERS_PER_PEER} file offers waiting for you; \
+                 refusing more until you answer some ({code})"
+            ));
+        }
+    }
+
+    /// Declines offer `id` because the downloads folder lacks room (`why` says how much).
+    pub(super) fn refuse_for_space(&mut self, id: u64, why: String) {
+        if let Some(entry) = self.entries.get(&id)
+            && let Some(offer) = entry.offer
+        {
+            let peer = entry.row.peer.clone();
+            let code = ErrorCode::NoSpace;
+            self.to_peers.push((
+                peer,
+                PeerMsg::OfferNo {
+                    id: offer,
+                    reason: format!("{code} the receiver has not enough free disk space"),
+                },
+            ));
+        }
+        self.drop_entry(id, format!("refused: {why}"));
+    }
+
+    /// A `FILES` reply from the server. If it lists only the files of the user our
+    /// oldest waiting fetch is for (or nothing), it answers our `FILES <user>`: each
+    /// fetch from that user takes its size from it (or is refused if the file is not
+    /// listed), and the reply is not shown (returns true). Otherwise the person asked.
+    pub fn on_files_reply(&mut self, files: &[FileEntry]) -> bool {
+        let Some((user, _, _)) = self.awaiting_listing.first() else {
+            return false;
+        };
+        let user = user.clone();
+        if !files.iter().all(|f| same(&f.user, &user)) {
+            return false;
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_listing)
+            .into_iter()
+            .partition(|(peer, _, _)| same(peer, &user));
+        self.awaiting_listing = rest;
+        for (_, id, _) in mine {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            if entry.row.stage != Stage::Connecting {
+                continue;
+            }
+            let name = entry.row.name.clone();
+            match files.iter().find(|f| f.name == name) {
+                Some(listed) => {
+                    entry.row.size = Some(listed.size);
+                    let peer = entry.row.peer.clone();
+                    self.ask_ticket(&peer, id);
+                }
+                None => self.drop_entry(
+                    id,
+                    format!("refused: {user} does not list {name} among its shared files"),
+                ),
+            }
+        }
+        true
+    }
+
+    /// Refuses a fetch over a serving cap with `ERR 424 SERVE_BUSY`; the person hears
+    /// of it once per burst from that peer, not once per connection.
+    pub(super) fn serve_busy(
+        &mut self,
+        incoming: Incoming,
+        from: &str,
+        why: ServeRefusal,
+        first: bool,
+    ) {
+        let text = match why {
+            ServeRefusal::PerPeer => format!(
+                "at most {MAX_SERVES_PER_PEER} fetches per peer are served at once; try again later"
+            ),
+            ServeRefusal::Total => {
+                format!("at most {MAX_SERVES} fetches are served at once; try again later")
+            }
+        };
+        if first {
+            self.error(format!(
+                "{from} asked for more fetches than are served at once; refusing the extra ones ({}): {text}",
+                ErrorCode::ServeBusy
+            ));
+        }
+        incoming.refuse(ErrorCode::ServeBusy, &text);
+    }
+}
