@@ -286,6 +286,11 @@ fn a_cancelled_fetch_shows_cancelled_and_the_receivers_report_wins_over_a_lying_
     let port = listener.local_addr().unwrap().port();
     let mut mallory = Wire::registered(server.addr, "mallory", PW, port);
     alice.expect("* mallory is online");
+    // A fetch takes the size the owner listed, so mallory shares the file first.
+    const SIZE: usize = 8 << 20;
+    mallory.send("SHARE 1");
+    mallory.send(&format!("{SIZE} big.bin"));
+    mallory.expect("OK SHARE 1");
 
     alice.send("\\fetch mallory big.bin");
     let line = alice.expect_line("the fetch's start", |l| {
@@ -298,7 +303,6 @@ fn a_cancelled_fetch_shows_cancelled_and_the_receivers_report_wins_over_a_lying_
     let (stream, _) = listener.accept().unwrap();
     let mut data = Wire::from_accepted(stream, "alice -> mallory (fetch)");
     data.expect("FETCH peerchat 1 alice");
-    const SIZE: usize = 8 << 20;
     data.send(&format!("FILE {SIZE} big.bin"));
     data.expect_exact("RESUME 0 -");
     data.send("START 0");
