@@ -89,8 +89,11 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 ticket
             })
         ),
-        proptest::collection::vec(file_entry(), 0..10)
-            .prop_map(|files| ServerMsg::Ok(Reply::Files { files })),
+        (
+            proptest::collection::vec(file_entry(), 0..10),
+            any::<usize>()
+        )
+            .prop_map(|(files, total)| ServerMsg::Ok(Reply::Files { files, total })),
         (
             proptest::collection::vec(file_entry(), 0..10),
             any::<usize>()
@@ -113,7 +116,8 @@ fn command() -> impl Strategy<Value = Command> {
         (any::<u64>(), proptest::sample::select(EndReason::ALL))
             .prop_map(|(id, reason)| Command::SessionEnd { id, reason }),
         (0usize..=20_000).prop_map(|count| Command::Share { count }),
-        proptest::option::of(word()).prop_map(|user| Command::Files { user }),
+        (proptest::option::of(word()), any::<usize>())
+            .prop_map(|(user, offset)| Command::Files { user, offset }),
         text().prop_map(|text| Command::Search { text }),
         (
             any::<u64>(),

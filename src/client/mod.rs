@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
-use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL};
+use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_SHARED_FILES};
 use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
 use login::{Credentials, PortChoice, Prompter};
 use peer_link::PeerEvent;
@@ -346,7 +346,16 @@ impl Ui {
                 ServerOut::Command(command) => {
                     link.send_line(&command.to_string());
                 }
-                ServerOut::Share(files) => {
+                ServerOut::Share(mut files) => {
+                    // The server refuses (and hangs up on) a longer list: share the first
+                    // ones and say so.
+                    if files.len() > MAX_SHARED_FILES {
+                        self.term.show(&format!(
+                            "* only the first {MAX_SHARED_FILES} of {} files are shared (the server's limit)",
+                            files.len()
+                        ));
+                        files.truncate(MAX_SHARED_FILES);
+                    }
                     let mut lines = vec![Command::Share { count: files.len() }.to_string()];
                     lines.extend(files.iter().map(ToString::to_string));
                     link.send_block(&lines);
@@ -411,7 +420,7 @@ impl Ui {
                 self.transfers
                     .offer(active.as_deref(), std::path::Path::new(&path));
             }
-            UserCommand::Files { user } => self.send_command(&Command::Files { user }),
+            UserCommand::Files { user } => self.send_command(&Command::Files { user, offset: 0 }),
             UserCommand::Search { text } => self.send_command(&Command::Search { text }),
             UserCommand::Fetch { user, name } => {
                 if self.link.is_none() {
