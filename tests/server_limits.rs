@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Got, PW, Server, Wire};
+use common::{Got, Lab, PW, Server, Wire};
 
 /// `n` SHARE lines `<size> <name>` with names long enough to make listings heavy.
 fn share_lines(prefix: &str, n: usize) -> Vec<String> {
@@ -208,4 +208,38 @@ fn one_address_cannot_fill_the_index() {
     other.expect_exact("OK SHARE 20000");
     other.send("FILES 0");
     assert_eq!(read_files(&mut other).1, 70_000);
+}
+
+#[test]
+fn the_real_client_shares_at_most_the_limit_and_says_when_files_is_paged() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    // 20,001 files: one more than the server takes. The client shares the first 20,000,
+    // says so, and stays connected (the server would close on SHARE 20001).
+    let dir = lab.share_dir("bob");
+    for i in 0..=20_000 {
+        std::fs::write(dir.join(format!("f{i:05}.txt")), b"x").unwrap();
+    }
+    let mut bob = lab.register("bob", &["--share", dir.to_str().unwrap()]);
+    bob.expect("only the first 20000 of 20001 files are shared (the server's limit)");
+    let mut carol = Wire::registered(server.addr, "carol", PW, 40003);
+    // Wait until bob's list is in: FILES bob says 20,000 in all.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        carol.send("FILES bob");
+        let (_, total, _) = read_files(&mut carol);
+        if total == 20_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob's files never arrived: {total}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // \files shows one page and says it is one.
+    bob.send("\\files");
+    bob.expect("Shared files (the first 1000 of 20000;");
+    bob.send("\\list");
+    bob.expect("carol");
 }
