@@ -243,3 +243,33 @@ fn the_real_client_shares_at_most_the_limit_and_says_when_files_is_paged() {
     bob.send("\\list");
     bob.expect("carol");
 }
+
+#[test]
+fn the_index_as_a_whole_is_capped() {
+    let server = Server::start();
+    // Ten accounts from five addresses (two each, 40,000 per address: under the
+    // per-address cap) fill the index to its 200,000 files.
+    let lines: Vec<String> = (0..20_000).map(|i| format!("1 f{i:05}")).collect();
+    let mut wires = Vec::new();
+    for i in 0..10u16 {
+        let ip: IpAddr = format!("127.0.0.{}", 20 + i / 2).parse().unwrap();
+        let name = format!("filler{i}");
+        let mut w = Wire::connect_from(server.addr, ip).named(&name);
+        w.register(&name, PW, 42000 + i);
+        w.send_share(&lines);
+        w.expect_exact("OK SHARE 20000");
+        wires.push(w);
+    }
+    let mut late = Wire::connect_from(server.addr, "127.0.0.40".parse().unwrap()).named("late");
+    late.register("late", PW, 42100);
+    late.send_share(&["1 one.txt".to_string()]);
+    let refused = late.expect("ERR 416 TOO_MANY_FILES");
+    assert!(refused.contains("index is full"), "{refused}");
+    // Room again once someone shares less.
+    wires[0].send_share(&[]);
+    wires[0].expect_exact("OK SHARE 0");
+    late.send_share(&["1 one.txt".to_string()]);
+    late.expect_exact("OK SHARE 1");
+    late.send("FILES");
+    assert_eq!(read_files(&mut late).1, 180_001);
+}

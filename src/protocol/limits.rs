@@ -131,7 +131,8 @@ pub const MAX_SEARCH_RESULTS: usize = 100;
 pub const MAX_FILES_PAGE: usize = 1000;
 
 /// Most files in the server's index, all users together: bounds the index's memory
-/// (at most about 300 bytes per file) whatever many accounts share.
+/// (a file costs its name twice, as given and in lower case, plus about 80 bytes: at
+/// most about 120 MB at the cap) whatever many accounts share.
 pub const MAX_INDEX_FILES: usize = 200_000;
 
 /// Most files in the index shared by accounts logged in from one IP address: one source
