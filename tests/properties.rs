@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use peerchat::client::ui::parse_input;
 use peerchat::protocol::codes::ErrorCode;
+use peerchat::protocol::file_name::safe_file_name;
 use peerchat::protocol::peer_msg::PeerMsg;
 use peerchat::protocol::server_msg::{
     Command, EndReason, Event, FileEntry, NewAnswer, Password, Reply, ServerMsg, SharedFile,
@@ -247,7 +248,11 @@ proptest! {
     }
 
     #[test]
-    fn shared_file_lines_round_trip(size in any::<u64>(), name in text()) {
+    fn shared_file_lines_round_trip(
+        size in any::<u64>(),
+        // SHARE names obey the file name rule (protocol.md §4b); others are refused.
+        name in text().prop_filter("a safe file name", |n| safe_file_name(n).is_ok()),
+    ) {
         let file = SharedFile { size, name };
         prop_assert_eq!(SharedFile::parse(&file.to_string()).unwrap(), file);
     }
