@@ -497,3 +497,74 @@ fn the_resume_worked_example_recomputes_from_the_document() {
         FileHasher::new().finish().to_hex().as_str()
     );
 }
+
+/// Formats 200000 as `200,000`, as the document writes numbers.
+fn with_commas(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn section_8_states_the_limits_the_code_enforces() {
+    use peerchat::protocol::limits::*;
+    let text = doc();
+    let start = text.find("## 8. Limits and timeouts").expect("§8");
+    let end = text[start..].find("\n## 9.").expect("§9") + start;
+    let section = &text[start..end];
+    let mib = |n: usize| format!("{} MiB", n >> 20);
+    for (row, values) in [
+        ("| line length |", vec![format!("{MAX_LINE} bytes")]),
+        (
+            "| outgoing queue per connection |",
+            vec![
+                format!("{OUTGOING_QUEUE} messages"),
+                mib(OUTGOING_QUEUE_BYTES),
+            ],
+        ),
+        (
+            "| own replies wait (pipelining) |",
+            vec![format!("{REPLY_QUEUE} messages"), mib(REPLY_QUEUE_BYTES)],
+        ),
+        ("| chat text |", vec![format!("{MAX_CHAT_TEXT} bytes")]),
+        (
+            "| shared files per user |",
+            vec![with_commas(MAX_SHARED_FILES)],
+        ),
+        (
+            "| search results shown |",
+            vec![MAX_SEARCH_RESULTS.to_string()],
+        ),
+        (
+            "| `FILES` lines per reply |",
+            vec![MAX_FILES_PAGE.to_string()],
+        ),
+        (
+            "| files in the index, all users |",
+            vec![with_commas(MAX_INDEX_FILES)],
+        ),
+        (
+            "| files in the index from one IP address |",
+            vec![with_commas(MAX_INDEX_FILES_PER_ADDRESS)],
+        ),
+        ("| file name |", vec![format!("1–{MAX_FILE_NAME} bytes")]),
+        ("| transfer chunk |", vec![with_commas(CHUNK_SIZE)]),
+    ] {
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("§8 has no row {row}"));
+        for value in values {
+            assert!(
+                line.contains(&value),
+                "§8 row {row} should say {value}: {line}"
+            );
+        }
+    }
+}
