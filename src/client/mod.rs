@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
-use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_SHARED_FILES};
+use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
 use login::{Credentials, PortChoice, Prompter};
 use peer_link::PeerEvent;
@@ -349,12 +349,13 @@ impl Ui {
                 ServerOut::Share(mut files) => {
                     // The server refuses (and hangs up on) a longer list: share the first
                     // ones and say so.
-                    if files.len() > MAX_SHARED_FILES {
+                    let most = crate::protocol::limits::MAX_SHARED_FILES;
+                    if files.len() > most {
                         self.term.show(&format!(
-                            "* only the first {MAX_SHARED_FILES} of {} files are shared (the server's limit)",
+                            "* only the first {most} of {} files are shared (the server's limit)",
                             files.len()
                         ));
-                        files.truncate(MAX_SHARED_FILES);
+                        files.truncate(most);
                     }
                     let mut lines = vec![Command::Share { count: files.len() }.to_string()];
                     lines.extend(files.iter().map(ToString::to_string));
