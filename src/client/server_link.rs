@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader, write_lines};
-use crate::protocol::server_msg::{BODY_WORDS, ServerMsg};
+use crate::protocol::server_msg::ServerMsg;
 
 /// How long to wait for the server to accept the TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,7 +144,7 @@ fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
 /// True if `line` is a list body line (`TEXT`, `USER` or `FILE`), not a message.
 fn is_body_line(line: &str) -> bool {
     let word = line.split(' ').next().unwrap_or("");
-    BODY_WORDS.contains(&word)
+    crate::protocol::server_msg::BODY_WORDS.contains(&word)
 }
 
 fn read_one(reader: &mut LineReader<TcpStream>) -> Result<String, String> {

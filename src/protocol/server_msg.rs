@@ -18,6 +18,13 @@ use super::{ParseError, parse_err, write_err};
 /// Protocol version announced in `HELLO`.
 pub const VERSION: u32 = 1;
 
+/// The replies followed by body lines (protocol.md §2, Lists), and no others.
+pub const LIST_REPLIES: &[&str] = &["HELP", "LIST", "FILES", "SEARCH"];
+
+/// The first words of body lines: `TEXT` (help), `USER` (list), `FILE` (files, search).
+/// No message line starts with one of them, so a reader can tell the two apart.
+pub const BODY_WORDS: &[&str] = &["TEXT", "USER", "FILE"];
+
 /// The question an `ASK` line asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AskField {
@@ -273,13 +280,6 @@ pub enum ServerMsg {
     /// `EVENT ...`
     Event(Event),
 }
-
-/// The replies followed by body lines (protocol.md §2, Lists), and no others.
-pub const LIST_REPLIES: &[&str] = &["HELP", "LIST", "FILES", "SEARCH"];
-
-/// The first words of body lines: `TEXT` (help), `USER` (list), `FILE` (files, search).
-/// No message line starts with one of them, so a reader can tell the two apart.
-pub const BODY_WORDS: &[&str] = &["TEXT", "USER", "FILE"];
 
 /// Replaces control characters with U+FFFD so that text from anywhere stays one line on
 /// the wire and cannot steer a terminal. Not with a space: parsers trim spaces, and a
