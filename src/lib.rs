@@ -11,6 +11,7 @@
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
 //!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).
 //!   - `protocol::codes`: `ERR` codes.
+//!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
 //! - [`server`]: the central server.
 //!   - `server` (mod): settings, accept loop, connection cap, shutdown.

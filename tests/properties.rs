@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use peerchat::client::ui::parse_input;
 use peerchat::protocol::codes::ErrorCode;
+use peerchat::protocol::file_name::safe_file_name;
 use peerchat::protocol::peer_msg::PeerMsg;
 use peerchat::protocol::server_msg::{
     Command, EndReason, Event, FileEntry, NewAnswer, Password, Reply, ServerMsg, SharedFile,
@@ -89,8 +90,11 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 ticket
             })
         ),
-        proptest::collection::vec(file_entry(), 0..10)
-            .prop_map(|files| ServerMsg::Ok(Reply::Files { files })),
+        (
+            proptest::collection::vec(file_entry(), 0..10),
+            any::<usize>()
+        )
+            .prop_map(|(files, total)| ServerMsg::Ok(Reply::Files { files, total })),
         (
             proptest::collection::vec(file_entry(), 0..10),
             any::<usize>()
@@ -113,7 +117,8 @@ fn command() -> impl Strategy<Value = Command> {
         (any::<u64>(), proptest::sample::select(EndReason::ALL))
             .prop_map(|(id, reason)| Command::SessionEnd { id, reason }),
         (0usize..=20_000).prop_map(|count| Command::Share { count }),
-        proptest::option::of(word()).prop_map(|user| Command::Files { user }),
+        (proptest::option::of(word()), any::<usize>())
+            .prop_map(|(user, offset)| Command::Files { user, offset }),
         text().prop_map(|text| Command::Search { text }),
         (
             any::<u64>(),
@@ -255,7 +260,11 @@ proptest! {
     }
 
     #[test]
-    fn shared_file_lines_round_trip(size in any::<u64>(), name in text()) {
+    fn shared_file_lines_round_trip(
+        size in any::<u64>(),
+        // SHARE names obey the file name rule (protocol.md §4b); others are refused.
+        name in text().prop_filter("a safe file name", |n| safe_file_name(n).is_ok()),
+    ) {
         let file = SharedFile { size, name };
         prop_assert_eq!(SharedFile::parse(&file.to_string()).unwrap(), file);
     }

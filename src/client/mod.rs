@@ -360,7 +360,17 @@ impl Ui {
                 ServerOut::Command(command) => {
                     link.send_line(&command.to_string());
                 }
-                ServerOut::Share(files) => {
+                ServerOut::Share(mut files) => {
+                    // The server refuses (and hangs up on) a longer list: share the first
+                    // ones and say so.
+                    let most = crate::protocol::limits::MAX_SHARED_FILES;
+                    if files.len() > most {
+                        self.term.show(&format!(
+                            "* only the first {most} of {} files are shared (the server's limit)",
+                            files.len()
+                        ));
+                        files.truncate(most);
+                    }
                     let mut lines = vec![Command::Share { count: files.len() }.to_string()];
                     lines.extend(files.iter().map(ToString::to_string));
                     link.send_block(&lines);
@@ -437,7 +447,7 @@ impl Ui {
                 self.transfers
                     .offer(active.as_deref(), std::path::Path::new(&path));
             }
-            UserCommand::Files { user } => self.send_command(&Command::Files { user }),
+            UserCommand::Files { user } => self.send_command(&Command::Files { user, offset: 0 }),
             UserCommand::Search { text } => self.send_command(&Command::Search { text }),
             UserCommand::Fetch { user, name } => {
                 if self.link.is_none() {
@@ -499,7 +509,8 @@ impl Ui {
                 ticket,
             }) => self.transfers.on_granted(id, &user, addr, ticket),
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
-            ServerMsg::Ok(Reply::Files { files }) if self.transfers.on_files_reply(&files) => {}
+            ServerMsg::Ok(Reply::Files { files, total })
+                if self.transfers.on_files_reply(&files, total) => {}
             ServerMsg::Ok(
                 Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }

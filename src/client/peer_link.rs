@@ -381,7 +381,7 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
         Err(e) if e.is_timeout() => return refuse(ErrorCode::Timeout, "no HELLO in time"),
         Err(LineError::Io(_)) => return,
     };
-    let (version, from, session, ticket, purpose) = match PeerMsg::parse(&line) {
+    let (version, from, session, ticket, purpose) = match PeerMsg::parse_first(&line) {
         Ok(PeerMsg::Hello {
             version,
             from,

@@ -1,7 +1,8 @@
 //! The client's connection to the server: a reader thread and a writer thread.
 //!
 //! Owns the socket to the server. The reader turns lines into `ServerMsg`s (with their
-//! list bodies) and sends them to whoever listens; the writer sends queued lines. It
+//! list bodies, exactly as many lines as `ServerMsg::body_len` says, each a body line)
+//! and sends them to whoever listens; the writer sends queued lines. It
 //! must not print or decide what a message means.
 
 use std::io;
@@ -98,8 +99,10 @@ impl ServerLink {
 
 fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
     let mut reader = LineReader::new(stream, MAX_LINE);
+    // A line read as part of a list body that turned out to be a message line.
+    let mut pending: Option<String> = None;
     let why = loop {
-        let first = match read_one(&mut reader) {
+        let first = match pending.take().map_or_else(|| read_one(&mut reader), Ok) {
             Ok(line) => line,
             Err(why) => break why,
         };
@@ -116,7 +119,14 @@ fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
         let mut body = Vec::with_capacity(body_len.min(1024));
         for _ in 0..body_len {
             match read_one(&mut reader) {
-                Ok(line) => body.push(line),
+                // Body lines start with their own words (protocol.md §2), so a short
+                // list cannot make us swallow the replies after it.
+                Ok(line) if is_body_line(&line) => body.push(line),
+                Ok(line) => {
+                    log::warn!("a list reply ended early: {}", ServerMsg::short(&first));
+                    pending = Some(line);
+                    break;
+                }
                 Err(why) => {
                     let _ = events.send(LinkEvent::Closed(why));
                     return;
@@ -136,6 +146,12 @@ fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
         }
     };
     let _ = events.send(LinkEvent::Closed(why));
+}
+
+/// True if `line` is a list body line (`TEXT`, `USER` or `FILE`), not a message.
+fn is_body_line(line: &str) -> bool {
+    let word = line.split(' ').next().unwrap_or("");
+    crate::protocol::server_msg::BODY_WORDS.contains(&word)
 }
 
 fn read_one(reader: &mut LineReader<TcpStream>) -> Result<String, String> {

@@ -20,7 +20,7 @@ use crossbeam_channel::Sender;
 use super::disk_space;
 use super::resume_check::PrefixCheck;
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{MAX_FILE_NAME, MAX_LINE, WRITE_TIMEOUT};
+use crate::protocol::limits::{MAX_LINE, WRITE_TIMEOUT};
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::server_msg::{SharedFile, TransferResult};
 use crate::protocol::transfer_msg::{CHUNK_SIZE, FileHasher, XferLine};
@@ -113,31 +113,8 @@ impl Cancel {
     }
 }
 
-/// Refuses names that could leave the folder or confuse a terminal: empty, `.`, `..`,
-/// path separators, drive letters, control characters, or longer than 255 bytes.
-pub fn safe_file_name(name: &str) -> Result<&str, String> {
-    let bad = |why: &str| Err(format!("unsafe file name ({why})"));
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > MAX_FILE_NAME {
-        return bad("too long");
-    }
-    if name == "." || name == ".." {
-        return bad("a folder reference");
-    }
-    if name.contains(['/', '\\']) {
-        return bad("a path separator");
-    }
-    if name.chars().any(char::is_control) {
-        return bad("a control character");
-    }
-    let bytes = name.as_bytes();
-    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-        return bad("a drive letter");
-    }
-    Ok(name)
-}
+/// The one file name rule (protocol.md §8), shared with the server's `SHARE` check.
+pub use crate::protocol::file_name::safe_file_name;
 
 /// A shared folder: only regular files directly inside it are shared (subfolders are
 /// not), and every path is checked after resolving symlinks and `..`.

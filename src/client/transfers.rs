@@ -146,6 +146,18 @@ struct Entry {
     slot: Slot,
 }
 
+/// A fetch waiting for one page of the owner's `FILES` answer.
+struct Listing {
+    /// The owner.
+    peer: String,
+    /// The fetch's number.
+    id: u64,
+    /// When the page was asked for, to give up on a server that never answers.
+    since: Instant,
+    /// Which page: where the next unseen file starts, since the name may be further on.
+    offset: usize,
+}
+
 /// All transfers of one logged-in client.
 pub struct Transfers {
     /// Our username.
@@ -162,9 +174,9 @@ pub struct Transfers {
     entries: BTreeMap<u64, Entry>,
     /// Transfers waiting for the server's `OK TRANSFER`, oldest first: (peer, id, since).
     awaiting_ticket: Vec<(String, u64, Instant)>,
-    /// Fetches waiting for the server's `FILES <peer>` answer (the size to expect),
-    /// oldest first: (peer, id, since).
-    awaiting_listing: Vec<(String, u64, Instant)>,
+    /// Fetches waiting for the server's `FILES <peer> <offset>` answer (the size to
+    /// expect), in the order the requests were sent: replies come back in that order.
+    awaiting_listing: Vec<Listing>,
     /// O(1) lookups and the per-peer caps.
     index: TableIndex,
     /// For the front end.
@@ -513,11 +525,7 @@ impl Transfers {
         }
         let id = self.add(Role::Fetch, user, name, None);
         self.index.start_receiving(user, name, id);
-        self.to_server.push(ServerOut::Command(Command::Files {
-            user: Some(user.to_string()),
-        }));
-        self.awaiting_listing
-            .push((user.to_string(), id, Instant::now()));
+        self.ask_listing(user, id, 0);
         if let Some(entry) = self.entries.get(&id) {
             let row = entry.row.clone();
             self.notices.push(XferNotice::Started { row });
@@ -801,8 +809,7 @@ impl Transfers {
     fn drop_entry(&mut self, id: u64, why: String) {
         self.awaiting_ticket
             .retain(|(_, waiting, _)| *waiting != id);
-        self.awaiting_listing
-            .retain(|(_, waiting, _)| *waiting != id);
+        self.awaiting_listing.retain(|l| l.id != id);
         if let Some(entry) = self.entries.get_mut(&id) {
             if matches!(entry.row.stage, Stage::Finished(_) | Stage::Dropped(_)) {
                 return;
@@ -839,8 +846,8 @@ impl Transfers {
         let unlisted: Vec<u64> = self
             .awaiting_listing
             .iter()
-            .filter(|(_, _, since)| now.duration_since(*since) > TICKET_WAIT)
-            .map(|(_, id, _)| *id)
+            .filter(|l| now.duration_since(l.since) > TICKET_WAIT)
+            .map(|l| l.id)
             .collect();
         for id in unlisted {
             self.drop_entry(

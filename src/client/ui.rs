@@ -343,11 +343,19 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             }
             text
         }
-        ServerMsg::Ok(Reply::Files { files }) => {
+        ServerMsg::Ok(Reply::Files { files, total }) => {
             if files.is_empty() {
                 return Some("No shared files.".into());
             }
             let mut text = format!("Shared files ({}):", files.len());
+            if *total > files.len() {
+                // FILES is paged by the server (protocol.md §4b); say so rather than
+                // let the list look complete.
+                text = format!(
+                    "Shared files (the first {} of {total}; use \\search to narrow):",
+                    files.len()
+                );
+            }
             for file in files {
                 text.push_str(&file_row(file));
             }
@@ -990,6 +998,7 @@ mod tests {
                 size: 1,
                 name: "report\u{202E}fdp.exe".into(),
             }],
+            total: 1,
         });
         let shown = render(&files, "me").unwrap();
         assert!(

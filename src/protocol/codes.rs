@@ -66,6 +66,8 @@ codes! {
     BadEncoding = 414, "BAD_ENCODING";
     /// The port is not a number from 1 to 65535.
     BadPort = 415, "BAD_PORT";
+    /// `SHARE` lists more files than one user, one address or the whole index may share.
+    TooManyFiles = 416, "TOO_MANY_FILES";
     /// A peer connection presented no valid ticket for this client.
     BadTicket = 421, "BAD_TICKET";
     /// A file chunk or the whole file did not match its hash.

@@ -40,9 +40,22 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default cap on simultaneous connections to the server.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 
-/// Messages that may wait in one connection's outgoing queue before the server gives up
-/// on that client.
+/// Messages that may wait in one connection's outgoing queue. Pushes from other
+/// connections (events) that find it full drop the client; its own replies wait.
 pub const OUTGOING_QUEUE: usize = 1024;
+
+/// Bytes that may wait in one connection's outgoing queue: an event that would pass this
+/// drops the client, so a client that stops reading pins at most this much memory.
+pub const OUTGOING_QUEUE_BYTES: usize = 4 << 20;
+
+/// A connection's own reply waits (and the server stops reading that connection's lines)
+/// while this many messages are queued for it: half the queue, so a client that pipelines
+/// commands is slowed down, never dropped, and events still find room.
+pub const REPLY_QUEUE: usize = OUTGOING_QUEUE / 2;
+
+/// A connection's own reply waits while this many bytes are queued for it (see
+/// `REPLY_QUEUE`); a quarter of `OUTGOING_QUEUE_BYTES`.
+pub const REPLY_QUEUE_BYTES: usize = OUTGOING_QUEUE_BYTES / 4;
 
 /// Default bcrypt cost for new password hashes.
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
@@ -100,8 +113,9 @@ pub const FLOOD_RATE: u32 = 2000;
 /// this fills is disconnected, so typing never blocks.
 pub const PEER_QUEUE: usize = 1024;
 
-/// Longest chat text, in bytes, that fits in one `MSG` line with its stamp.
-pub const MAX_CHAT_TEXT: usize = MAX_LINE - 32;
+/// Longest chat text, in bytes, that fits in one `MSG` line with its stamp: the line
+/// limit minus `MSG ` (4 bytes), the longest stamp (20 digits of a `u64`) and its space.
+pub const MAX_CHAT_TEXT: usize = MAX_LINE - 4 - 20 - 1;
 
 /// Longest file name, in bytes, in offers, shares and fetches (most file systems' limit).
 pub const MAX_FILE_NAME: usize = 255;
@@ -111,6 +125,19 @@ pub const MAX_SHARED_FILES: usize = 20_000;
 
 /// Most results `SEARCH` returns; the reply still says how many matched in all.
 pub const MAX_SEARCH_RESULTS: usize = 100;
+
+/// Most `FILE` lines in one `FILES` reply; the reply says how many there are in all, and
+/// `FILES [<user>] <offset>` asks for the next page.
+pub const MAX_FILES_PAGE: usize = 1000;
+
+/// Most files in the server's index, all users together: bounds the index's memory
+/// (a file costs its name twice, as given and in lower case, plus about 80 bytes: at
+/// most about 120 MB at the cap) whatever many accounts share.
+pub const MAX_INDEX_FILES: usize = 200_000;
+
+/// Most files in the index shared by accounts logged in from one IP address: one source
+/// cannot fill the index for everyone by opening many accounts.
+pub const MAX_INDEX_FILES_PER_ADDRESS: usize = 50_000;
 
 /// How long a file offer waits for `\accept` before it expires.
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(120);

@@ -4,6 +4,7 @@
 //! touches a socket, and nothing here decides what a message does.
 
 pub mod codes;
+pub mod file_name;
 pub mod limits;
 pub mod line;
 pub mod peer_msg;

@@ -89,7 +89,33 @@ impl PeerMsg {
         out
     }
 
-    /// Parses one line.
+    /// Parses the first line of an incoming peer connection (protocol.md §10): it must
+    /// be `HELLO`, `PUSH` or `FETCH` of this version. Any other first line (an empty one,
+    /// another message, an unknown or lower-case word) is `433 OUT_OF_ORDER`; a wrong
+    /// shape or another version `400 BAD_REQUEST`; a malformed ticket `421 BAD_TICKET`.
+    pub fn parse_first(line: &str) -> Result<PeerMsg, ParseError> {
+        let word = line.split(' ').next().unwrap_or("");
+        if !matches!(word, "HELLO" | "PUSH" | "FETCH") {
+            return Err(ParseError {
+                code: ErrorCode::OutOfOrder,
+                message: "the first line must be HELLO, PUSH or FETCH".into(),
+            });
+        }
+        let msg = PeerMsg::parse(line)?;
+        match &msg {
+            PeerMsg::Hello { version, .. }
+            | PeerMsg::Push { version, .. }
+            | PeerMsg::Fetch { version, .. }
+                if *version != PEER_VERSION =>
+            {
+                Err(ParseError::bad("unsupported peer protocol version"))
+            }
+            _ => Ok(msg),
+        }
+    }
+
+    /// Parses one line. Words are case-sensitive (peers are programs); an empty line or
+    /// an unknown word is `405 UNKNOWN_COMMAND`, a known word with bad arguments `400`.
     pub fn parse(line: &str) -> Result<PeerMsg, ParseError> {
         let (word, rest) = match line.split_once(' ') {
             Some((word, rest)) => (word, rest),
@@ -409,5 +435,58 @@ mod tests {
         ] {
             assert!(PeerMsg::parse(line).is_err(), "accepted {line:?}");
         }
+    }
+
+    #[test]
+    fn first_lines_have_one_rule() {
+        let code = |line: &str| PeerMsg::parse_first(line).unwrap_err().code;
+        for line in [
+            "",
+            " ",
+            "ACCEPT",
+            "MSG 1 hi",
+            "hello peerchat 1 a 1 x",
+            "FROB",
+            "PING",
+        ] {
+            assert_eq!(code(line), ErrorCode::OutOfOrder, "{line:?}");
+        }
+        assert_eq!(code("HELLO peerchat 1 alice 12"), ErrorCode::BadRequest);
+        assert_eq!(
+            code("HELLO peerchat 2 alice 12 6f1c0d3e9a2b4c5d8e7f60718293a4b5"),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code("HELLO peerchat 1 alice 12 nothex"),
+            ErrorCode::BadTicket
+        );
+        assert!(
+            PeerMsg::parse_first("HELLO peerchat 1 alice 12 6f1c0d3e9a2b4c5d8e7f60718293a4b5")
+                .is_ok()
+        );
+        // After the handshake: case-sensitive, and empty lines are unknown.
+        assert_eq!(
+            PeerMsg::parse("").unwrap_err().code,
+            ErrorCode::UnknownCommand
+        );
+        assert_eq!(
+            PeerMsg::parse("ping").unwrap_err().code,
+            ErrorCode::UnknownCommand
+        );
+        assert_eq!(
+            PeerMsg::parse("PING x").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn the_longest_chat_text_fills_exactly_one_line() {
+        use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_LINE};
+        let msg = PeerMsg::Msg {
+            at_ms: u64::MAX,
+            text: "x".repeat(MAX_CHAT_TEXT),
+        };
+        assert_eq!(msg.to_string().len(), MAX_LINE);
+        assert_eq!(PeerMsg::parse(&msg.to_string()).unwrap(), msg);
     }
 }

@@ -8,15 +8,22 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::codes::ErrorCode;
+use super::file_name::safe_file_name;
 use super::limits::{
-    MAX_FILE_NAME, MAX_LIST_LINES, MAX_SHARED_FILES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX,
-    USERNAME_MIN,
+    MAX_LIST_LINES, MAX_SHARED_FILES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN,
 };
 use super::ticket::Ticket;
 use super::{ParseError, parse_err, write_err};
 
 /// Protocol version announced in `HELLO`.
 pub const VERSION: u32 = 1;
+
+/// The replies followed by body lines (protocol.md §2, Lists), and no others.
+pub const LIST_REPLIES: &[&str] = &["HELP", "LIST", "FILES", "SEARCH"];
+
+/// The first words of body lines: `TEXT` (help), `USER` (list), `FILE` (files, search).
+/// No message line starts with one of them, so a reader can tell the two apart.
+pub const BODY_WORDS: &[&str] = &["TEXT", "USER", "FILE"];
 
 /// The question an `ASK` line asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +68,7 @@ pub enum Reply {
     LoggedIn { user: String },
     /// `OK WELCOME <user> <addr>`: online; `addr` is what peers are told.
     Welcome { user: String, addr: SocketAddr },
-    /// `OK HELP <n>` and `n` lines of text.
+    /// `OK HELP <n>` and `n` lines `TEXT <line>`.
     Help { lines: Vec<String> },
     /// `OK LIST <n>` and `n` lines `USER <name>`.
     List { users: Vec<String> },
@@ -102,8 +109,9 @@ pub enum Reply {
     TransferEnded { id: u64 },
     /// `OK SHARE <n>`: the server now lists these `n` files for you.
     Shared { count: usize },
-    /// `OK FILES <n>` and `n` lines `FILE <user> <size> <name>`.
-    Files { files: Vec<FileEntry> },
+    /// `OK FILES <n> <total>` and `n` lines `FILE <user> <size> <name>`: one page of
+    /// `total` files.
+    Files { files: Vec<FileEntry>, total: usize },
     /// `OK SEARCH <n> <total>` and `n` lines `FILE <user> <size> <name>`: the first `n` of
     /// `total` matches.
     Search { files: Vec<FileEntry>, total: usize },
@@ -160,15 +168,15 @@ pub struct SharedFile {
 }
 
 impl SharedFile {
-    /// Parses `<size> <name>`.
+    /// Parses `<size> <name>`: the name is everything after the first space, spaces
+    /// included, and must pass the file name rule (`protocol::file_name`).
     pub fn parse(line: &str) -> Result<SharedFile, ParseError> {
         let bad = || ParseError::bad("a SHARE line is <size> <name>");
         let (size, name) = line.split_once(' ').ok_or_else(bad)?;
-        if name.is_empty() || name.len() > MAX_FILE_NAME {
-            return Err(bad());
-        }
+        let size = size.parse().map_err(|_| bad())?;
+        let name = safe_file_name(name).map_err(ParseError::bad)?;
         Ok(SharedFile {
-            size: size.parse().map_err(|_| bad())?,
+            size,
             name: name.to_string(),
         })
     }
@@ -337,6 +345,11 @@ pub enum ServerMsg {
 pub use crate::sanitize::one_line;
 
 impl ServerMsg {
+    /// The first words of a line, at most 40 characters, for a log message.
+    pub fn short(line: &str) -> String {
+        one_line(&line.chars().take(40).collect::<String>())
+    }
+
     /// Shorthand for an `ERR` message.
     pub fn err(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
         ServerMsg::Err {
@@ -352,15 +365,19 @@ impl ServerMsg {
         out
     }
 
-    /// How many lines follow `first` as part of the same message (protocol.md §2, Lists).
+    /// How many lines follow `first` as part of the same message (protocol.md §2, Lists):
+    /// exactly the `<n>` of `OK HELP <n>`, `OK LIST <n>`, `OK FILES <n> <total>` and
+    /// `OK SEARCH <n> <total>`; 0 for every other line, whatever numbers it holds.
     pub fn body_len(first: &str) -> Result<usize, ParseError> {
         let mut words = first.split(' ');
         if words.next() != Some("OK") {
             return Ok(0);
         }
-        match words.next() {
-            Some("LIST") | Some("HELP") | Some("FILES") | Some("SEARCH") => {}
-            _ => return Ok(0),
+        if !words
+            .next()
+            .is_some_and(|what| LIST_REPLIES.contains(&what))
+        {
+            return Ok(0);
         }
         let count = words
             .next()
@@ -489,12 +506,17 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
                 .parse()
                 .map_err(|_| ParseError::bad("malformed OK SHARE"))?,
         },
-        ("FILES", [count]) if count.parse::<usize>().ok() == Some(body.len()) => Reply::Files {
-            files: body
-                .iter()
-                .map(|l| FileEntry::parse(l))
-                .collect::<Result<_, _>>()?,
-        },
+        ("FILES", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
+            Reply::Files {
+                files: body
+                    .iter()
+                    .map(|l| FileEntry::parse(l))
+                    .collect::<Result<_, _>>()?,
+                total: total
+                    .parse()
+                    .map_err(|_| ParseError::bad("malformed OK FILES"))?,
+            }
+        }
         ("SEARCH", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
             Reply::Search {
                 files: body
@@ -509,7 +531,14 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
         ("PONG", []) => Reply::Pong,
         ("BYE", []) => Reply::Bye,
         ("HELP", [count]) if count.parse::<usize>().ok() == Some(body.len()) => Reply::Help {
-            lines: body.to_vec(),
+            lines: body
+                .iter()
+                .map(|line| match line.split_once(' ') {
+                    Some(("TEXT", text)) => Ok(text.to_string()),
+                    _ if line == "TEXT" => Ok(String::new()),
+                    _ => Err(ParseError::bad("a HELP line is TEXT <text>")),
+                })
+                .collect::<Result<_, _>>()?,
         },
         ("LIST", [count]) if count.parse::<usize>().ok() == Some(body.len()) => {
             let users = body
@@ -598,8 +627,8 @@ impl fmt::Display for ServerMsg {
                 } => write!(f, "OK TRANSFER {id} {user} {addr} {ticket}"),
                 Reply::TransferEnded { id } => write!(f, "OK TRANSFER_END {id}"),
                 Reply::Shared { count } => write!(f, "OK SHARE {count}"),
-                Reply::Files { files } => {
-                    write!(f, "OK FILES {}", files.len())?;
+                Reply::Files { files, total } => {
+                    write!(f, "OK FILES {} {total}", files.len())?;
                     files.iter().try_for_each(|e| write!(f, "\n{e}"))
                 }
                 Reply::Search { files, total } => {
@@ -612,7 +641,7 @@ impl fmt::Display for ServerMsg {
                     write!(f, "OK HELP {}", lines.len())?;
                     lines
                         .iter()
-                        .try_for_each(|l| write!(f, "\n{}", one_line(l)))
+                        .try_for_each(|l| write!(f, "\nTEXT {}", one_line(l)))
                 }
                 Reply::List { users } => {
                     write!(f, "OK LIST {}", users.len())?;
@@ -669,8 +698,9 @@ pub enum Command {
     },
     /// `SHARE <n>` followed by `n` lines `<size> <name>`: replace my shared files.
     Share { count: usize },
-    /// `FILES [username]`: everyone's shared files, or one user's.
-    Files { user: Option<String> },
+    /// `FILES [username] [offset]`: one page of everyone's shared files, or one user's,
+    /// starting at `offset`.
+    Files { user: Option<String>, offset: usize },
     /// `SEARCH <text>`: shared files whose name contains `text`, any case.
     Search { text: String },
 }
@@ -792,8 +822,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["FILES", "GET_AF", "GET_UF"],
-        args: &["[username]"],
-        meaning: "the files online users share (or one user's)",
+        args: &["[username]", "[offset]"],
+        meaning: "the files online users share (or one user's), 1000 at a time from <offset>",
     },
     CommandSpec {
         names: &["SEARCH"],
@@ -934,17 +964,34 @@ impl Command {
                 }
             }
             ("SHARE", [count]) => {
-                let count = number(count)? as usize;
-                if count > MAX_SHARED_FILES {
-                    return Err(ParseError::bad(format!(
-                        "at most {MAX_SHARED_FILES} shared files"
-                    )));
+                let count = number(count)?;
+                if count > MAX_SHARED_FILES as u64 {
+                    return Err(ParseError {
+                        code: ErrorCode::TooManyFiles,
+                        message: format!(
+                            "at most {MAX_SHARED_FILES} shared files; closing (the lines that follow are not read)"
+                        ),
+                    });
                 }
-                Command::Share { count }
+                Command::Share {
+                    count: count as usize,
+                }
             }
-            ("FILES", []) => Command::Files { user: None },
-            ("FILES", [user]) => Command::Files {
+            ("FILES", []) => Command::Files {
+                user: None,
+                offset: 0,
+            },
+            // A username starts with a letter, so a lone number is an offset.
+            ("FILES", [first]) => match first.parse::<usize>() {
+                Ok(offset) => Command::Files { user: None, offset },
+                Err(_) => Command::Files {
+                    user: Some(first.to_string()),
+                    offset: 0,
+                },
+            },
+            ("FILES", [user, offset]) => Command::Files {
                 user: Some(user.to_string()),
+                offset: offset.parse().map_err(|_| usage())?,
             },
             ("SEARCH", [text]) => Command::Search {
                 text: text.to_string(),
@@ -952,6 +999,14 @@ impl Command {
             _ => return Err(usage()),
         };
         Ok(Some(command))
+    }
+
+    /// True if a refusal of `line` must close the connection: a `SHARE` whose count is
+    /// refused, since the server cannot know where the lines that follow it end.
+    pub fn refusal_closes(line: &str) -> bool {
+        line.split(' ')
+            .find(|w| !w.is_empty())
+            .is_some_and(|w| w.eq_ignore_ascii_case("SHARE"))
     }
 
     /// True if `line` starts with a command name: used to answer `LOGIN_REQUIRED`.
@@ -993,8 +1048,16 @@ impl fmt::Display for Command {
                 one_line(name)
             ),
             Command::Share { count } => write!(f, "SHARE {count}"),
-            Command::Files { user: None } => write!(f, "FILES"),
-            Command::Files { user: Some(user) } => write!(f, "FILES {user}"),
+            Command::Files { user, offset } => {
+                write!(f, "FILES")?;
+                if let Some(user) = user {
+                    write!(f, " {user}")?;
+                }
+                if *offset > 0 {
+                    write!(f, " {offset}")?;
+                }
+                Ok(())
+            }
             Command::Search { text } => write!(f, "SEARCH {}", one_line(text)),
         }
     }
@@ -1231,6 +1294,80 @@ mod tests {
         assert_eq!(
             ServerMsg::err(ErrorCode::NotOnline, "carol is not online").to_wire(),
             "ERR 404 NOT_ONLINE carol is not online\n"
+        );
+    }
+
+    #[test]
+    fn only_list_replies_have_bodies() {
+        for (line, n) in [
+            ("OK HELP 3", 3),
+            ("OK LIST 2", 2),
+            ("OK FILES 4 90", 4),
+            ("OK SEARCH 1 1", 1),
+            ("OK SHARE 2", 0),
+            ("OK SESSION_END 12", 0),
+            ("OK TRANSFER_END 12", 0),
+            ("OK SESSION_OPEN 12", 0),
+            (
+                "OK SESSION 12 bob 127.0.0.1:1 6f1c0d3e9a2b4c5d8e7f60718293a4b5",
+                0,
+            ),
+            ("ERR 400 BAD_REQUEST 5 lines", 0),
+            ("EVENT FUTURE 3", 0),
+        ] {
+            assert_eq!(ServerMsg::body_len(line).unwrap(), n, "{line}");
+        }
+        let help = ServerMsg::Ok(Reply::Help {
+            lines: vec!["a".into()],
+        });
+        assert_eq!(help.to_wire(), "OK HELP 1\nTEXT a\n");
+        let files = ServerMsg::Ok(Reply::Files {
+            files: vec![FileEntry {
+                user: "bob".into(),
+                size: 6,
+                name: "two  spaces ".into(),
+            }],
+            total: 7,
+        });
+        assert_eq!(files.to_wire(), "OK FILES 1 7\nFILE bob 6 two  spaces \n");
+        for word in BODY_WORDS {
+            assert!(!["HELLO", "ASK", "OK", "ERR", "EVENT"].contains(word));
+        }
+    }
+
+    #[test]
+    fn files_takes_an_optional_user_and_offset() {
+        let parse = |line: &str| Command::parse(line).unwrap().unwrap();
+        assert_eq!(
+            parse("FILES 1000"),
+            Command::Files {
+                user: None,
+                offset: 1000
+            }
+        );
+        assert_eq!(
+            parse("files bob 2000"),
+            Command::Files {
+                user: Some("bob".into()),
+                offset: 2000
+            }
+        );
+        assert_eq!(
+            Command::parse("FILES bob x").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            Command::parse("SHARE 20001").unwrap_err().code,
+            ErrorCode::TooManyFiles
+        );
+        assert!(Command::refusal_closes("share 20001"));
+        assert!(!Command::refusal_closes("FILES"));
+        assert!(SharedFile::parse("1 ..").is_err());
+        assert!(SharedFile::parse("1 a/b").is_err());
+        assert!(SharedFile::parse("1 C:evil").is_err());
+        assert_eq!(
+            SharedFile::parse("1  two  spaces").unwrap().name,
+            " two  spaces"
         );
     }
 

@@ -9,7 +9,11 @@ use super::Shared;
 use super::login::LoggedIn;
 use super::store::TransferRecord;
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::MAX_SEARCH_RESULTS;
+use std::net::IpAddr;
+
+use super::file_index::CapExceeded;
+use crate::protocol::ParseError;
+use crate::protocol::limits::{MAX_FILES_PAGE, MAX_SEARCH_RESULTS};
 use crate::protocol::server_msg::SharedFile;
 use crate::protocol::server_msg::{
     COMMANDS, Command, CommandSpec, EndReason, Event, Reply, ServerMsg, TransferRole,
@@ -65,7 +69,7 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         ),
         // The body of SHARE is read by `conn`, which calls `share` itself.
         Command::Share { .. } => ServerMsg::err(ErrorCode::BadRequest, "SHARE needs its lines"),
-        Command::Files { user } => files(shared, user.as_deref()),
+        Command::Files { user, offset } => files(shared, user.as_deref(), *offset),
         Command::Search { text } => search(shared, text),
     };
     (reply, Flow::Continue)
@@ -274,24 +278,35 @@ fn transfer_end(shared: &Shared, me: &LoggedIn, id: u64, record: &TransferRecord
     ServerMsg::Ok(Reply::TransferEnded { id })
 }
 
-/// SHARE <n> and its n lines (already read by `conn`).
+/// SHARE <n> and its n lines (already read by `conn`), from a user logged in from `ip`.
+///
+/// A refused list leaves the user's previous list in place.
 pub fn share(
     shared: &Shared,
     me: &LoggedIn,
-    files: Result<Vec<SharedFile>, crate::protocol::ParseError>,
+    ip: IpAddr,
+    files: Result<Vec<SharedFile>, ParseError>,
 ) -> ServerMsg {
-    match files {
-        Ok(files) => {
-            let count = files.len();
-            shared.files.set(&me.key, &me.name, files);
-            ServerMsg::Ok(Reply::Shared { count })
-        }
-        Err(e) => ServerMsg::err(e.code, e.message),
+    let files = match files {
+        Ok(files) => files,
+        Err(e) => return ServerMsg::err(e.code, e.message),
+    };
+    let count = files.len();
+    match shared.files.set(&me.key, &me.name, ip, files) {
+        Ok(()) => ServerMsg::Ok(Reply::Shared { count }),
+        Err(CapExceeded::PerAddress(cap)) => ServerMsg::err(
+            ErrorCode::TooManyFiles,
+            format!("accounts from your address may share at most {cap} files in all"),
+        ),
+        Err(CapExceeded::Total(cap)) => ServerMsg::err(
+            ErrorCode::TooManyFiles,
+            format!("the server's file index is full ({cap} files); share fewer files"),
+        ),
     }
 }
 
-/// FILES [username]
-fn files(shared: &Shared, user: Option<&str>) -> ServerMsg {
+/// FILES [username] [offset]: one page of at most `MAX_FILES_PAGE` lines.
+fn files(shared: &Shared, user: Option<&str>, offset: usize) -> ServerMsg {
     let key = user.map(str::to_ascii_lowercase);
     if let Some(key) = &key
         && shared.registry.lookup(key).is_none()
@@ -299,9 +314,8 @@ fn files(shared: &Shared, user: Option<&str>) -> ServerMsg {
         let shown: String = key.chars().take(32).collect();
         return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
     }
-    ServerMsg::Ok(Reply::Files {
-        files: shared.files.list(key.as_deref()),
-    })
+    let (files, total) = shared.files.list(key.as_deref(), offset, MAX_FILES_PAGE);
+    ServerMsg::Ok(Reply::Files { files, total })
 }
 
 /// SEARCH <text>

@@ -54,9 +54,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Queues a message for the client.
+    /// Queues a reply for the client, waiting while it has too much unread: this
+    /// connection's lines are read no faster than the client reads the answers.
     pub fn send(&self, msg: ServerMsg) {
-        self.outbox.send(&msg);
+        self.outbox.reply(&msg);
     }
 
     /// Queues an `ERR`.
@@ -206,7 +207,7 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
                     Ok(files) => files,
                     Err(end) => return end,
                 };
-                conn.send(commands::share(shared, me, files));
+                conn.send(commands::share(shared, me, conn.peer.ip(), files));
             }
             Ok(Some(command)) => {
                 // Arguments are the client's text: cleaned, so a CR cannot forge a line.
@@ -217,6 +218,17 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
                 if flow == Flow::Close {
                     return End::Quit;
                 }
+            }
+            Err(e) if Command::refusal_closes(&line) => {
+                // A refused SHARE count: the lines after it cannot be told from commands,
+                // so they are not read at all (protocol.md §4b).
+                log::info!(
+                    "{} {}: SHARE refused ({}); closing",
+                    conn.peer,
+                    me.name,
+                    e.code
+                );
+                return conn.refuse(e.code, e.message);
             }
             Err(e) => {
                 log::info!("{} {}: rejected ({})", conn.peer, me.name, e.code);

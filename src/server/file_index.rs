@@ -7,31 +7,80 @@
 //! registry (never held while taking another).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::protocol::limits::{MAX_INDEX_FILES, MAX_INDEX_FILES_PER_ADDRESS};
 use crate::protocol::server_msg::{FileEntry, SharedFile};
 
 /// One user's shared files, with lower-case names precomputed for search.
 struct UserFiles {
     /// The user's name as registered.
     user: String,
-    /// (file, lower-case name), sorted by name.
+    /// The address the user is logged in from, for the per-address cap.
+    ip: IpAddr,
+    /// (file, lower-case name), sorted by lower-case name.
     files: Vec<(SharedFile, String)>,
 }
 
-/// The index: user key → that user's files.
+/// What the lock guards: the lists and the counts the caps are checked against.
 #[derive(Default)]
+struct Inner {
+    /// User key → that user's files.
+    by_user: HashMap<String, Arc<UserFiles>>,
+    /// Files of all users together.
+    total: usize,
+    /// Files per source address.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why `set` refused a list: the index would pass one of its caps.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CapExceeded {
+    /// All users together would share more than the total cap.
+    Total(usize),
+    /// Accounts from this address would share more than the per-address cap.
+    PerAddress(usize),
+}
+
+/// The index: user key → that user's files, within a total and a per-address cap.
 pub struct FileIndex {
-    by_user: Mutex<HashMap<String, Arc<UserFiles>>>,
+    inner: Mutex<Inner>,
+    /// Most files in the index.
+    max_total: usize,
+    /// Most files from one address.
+    max_per_ip: usize,
+}
+
+impl Default for FileIndex {
+    fn default() -> Self {
+        FileIndex::with_caps(MAX_INDEX_FILES, MAX_INDEX_FILES_PER_ADDRESS)
+    }
 }
 
 impl FileIndex {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<UserFiles>>> {
-        self.by_user.lock().unwrap_or_else(|p| p.into_inner())
+    /// An empty index with these caps (the defaults are in `protocol::limits`).
+    pub fn with_caps(max_total: usize, max_per_ip: usize) -> FileIndex {
+        FileIndex {
+            inner: Mutex::default(),
+            max_total,
+            max_per_ip,
+        }
     }
 
-    /// Replaces `user`'s shared files.
-    pub fn set(&self, key: &str, user: &str, files: Vec<SharedFile>) {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces `user`'s shared files, unless the index would pass a cap (then the old
+    /// list stays). The sorting happens before the lock is taken.
+    pub fn set(
+        &self,
+        key: &str,
+        user: &str,
+        ip: IpAddr,
+        files: Vec<SharedFile>,
+    ) -> Result<(), CapExceeded> {
         let mut files: Vec<(SharedFile, String)> = files
             .into_iter()
             .map(|f| {
@@ -39,36 +88,83 @@ impl FileIndex {
                 (f, lower)
             })
             .collect();
-        files.sort_by(|a, b| a.1.cmp(&b.1));
+        files.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
+        let count = files.len();
         let entry = Arc::new(UserFiles {
             user: user.to_string(),
+            ip,
             files,
         });
-        self.lock().insert(key.to_string(), entry);
+        let mut inner = self.lock();
+        let old = inner.by_user.get(key).map(|l| (l.ip, l.files.len()));
+        let old_total = old.map_or(0, |(_, n)| n);
+        let old_here = old
+            .filter(|(old_ip, _)| *old_ip == ip)
+            .map_or(0, |(_, n)| n);
+        let total = inner.total - old_total + count;
+        let here = inner.per_ip.get(&ip).copied().unwrap_or(0) - old_here + count;
+        if total > self.max_total {
+            return Err(CapExceeded::Total(self.max_total));
+        }
+        if here > self.max_per_ip {
+            return Err(CapExceeded::PerAddress(self.max_per_ip));
+        }
+        Self::forget(&mut inner, key);
+        inner.total += count;
+        *inner.per_ip.entry(ip).or_insert(0) += count;
+        inner.by_user.insert(key.to_string(), entry);
+        Ok(())
     }
 
     /// Forgets `user`'s files (they went offline).
     pub fn remove(&self, key: &str) {
-        self.lock().remove(key);
+        Self::forget(&mut self.lock(), key);
+    }
+
+    fn forget(inner: &mut Inner, key: &str) {
+        let Some(old) = inner.by_user.remove(key) else {
+            return;
+        };
+        let n = old.files.len();
+        inner.total -= n;
+        if let Some(here) = inner.per_ip.get_mut(&old.ip) {
+            *here -= n;
+            if *here == 0 {
+                inner.per_ip.remove(&old.ip);
+            }
+        }
+    }
+
+    /// How many files the index holds, all users together.
+    pub fn total(&self) -> usize {
+        self.lock().total
     }
 
     fn snapshot(&self, only: Option<&str>) -> Vec<Arc<UserFiles>> {
-        let index = self.lock();
+        let inner = self.lock();
         let mut lists: Vec<Arc<UserFiles>> = match only {
-            Some(key) => index.get(key).cloned().into_iter().collect(),
-            None => index.values().cloned().collect(),
+            Some(key) => inner.by_user.get(key).cloned().into_iter().collect(),
+            None => inner.by_user.values().cloned().collect(),
         };
-        drop(index);
+        drop(inner);
         lists.sort_by_cached_key(|l| l.user.to_ascii_lowercase());
         lists
     }
 
-    /// Every file, or one user's (`only` is a user key), sorted by user then name.
-    pub fn list(&self, only: Option<&str>) -> Vec<FileEntry> {
-        self.snapshot(only)
+    /// At most `limit` files from position `offset` of the whole listing (or of one
+    /// user's: `only` is a user key), sorted by user then name (both case-insensitive),
+    /// and how many files the listing has in all. Only the page is copied.
+    pub fn list(&self, only: Option<&str>, offset: usize, limit: usize) -> (Vec<FileEntry>, usize) {
+        let lists = self.snapshot(only);
+        let total = lists.iter().map(|l| l.files.len()).sum();
+        let page = lists
             .iter()
-            .flat_map(|l| l.files.iter().map(|(f, _)| entry(&l.user, f)))
-            .collect()
+            .flat_map(|l| l.files.iter().map(move |(f, _)| (l, f)))
+            .skip(offset)
+            .take(limit)
+            .map(|(l, f)| entry(&l.user, f))
+            .collect();
+        (page, total)
     }
 
     /// The first `limit` files whose name contains `text` (any case), and how many match.
@@ -102,6 +198,8 @@ fn entry(user: &str, file: &SharedFile) -> FileEntry {
 mod tests {
     use super::*;
 
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn files(names: &[&str]) -> Vec<SharedFile> {
         names
             .iter()
@@ -115,22 +213,30 @@ mod tests {
     #[test]
     fn list_search_and_removal() {
         let index = FileIndex::default();
-        index.set("bob", "Bob", files(&["Zeta.TXT", "alpha.pdf"]));
-        index.set("alice", "alice", files(&["report.txt"]));
+        index
+            .set("bob", "Bob", IP, files(&["Zeta.TXT", "alpha.pdf"]))
+            .unwrap();
+        index
+            .set("alice", "alice", IP, files(&["report.txt"]))
+            .unwrap();
         let all: Vec<String> = index
-            .list(None)
+            .list(None, 0, 100)
+            .0
             .iter()
             .map(|e| format!("{} {}", e.user, e.name))
             .collect();
         assert_eq!(all, ["alice report.txt", "Bob alpha.pdf", "Bob Zeta.TXT"]);
-        assert_eq!(index.list(Some("bob")).len(), 2);
+        assert_eq!(index.list(Some("bob"), 0, 100).0.len(), 2);
+        let (page, total) = index.list(None, 1, 1);
+        assert_eq!((page[0].name.as_str(), total), ("alpha.pdf", 3));
         let (found, total) = index.search("TXT", 1);
         assert_eq!((found.len(), total), (1, 2));
-        index.set("bob", "Bob", files(&["only.bin"]));
+        index.set("bob", "Bob", IP, files(&["only.bin"])).unwrap();
         assert_eq!(index.search("txt", 10).1, 1);
         index.remove("alice");
         assert_eq!(index.search("txt", 10).1, 0);
-        assert!(index.list(Some("alice")).is_empty());
+        assert!(index.list(Some("alice"), 0, 100).0.is_empty());
+        assert_eq!(index.total(), 1);
     }
 
     #[test]
@@ -141,10 +247,35 @@ mod tests {
                 .map(|i| format!("file-{user}-{i}.dat"))
                 .collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            index.set(&format!("u{user}"), &format!("u{user}"), files(&refs));
+            let ip = IpAddr::from([127, 0, 0, user as u8]);
+            index
+                .set(&format!("u{user}"), &format!("u{user}"), ip, files(&refs))
+                .unwrap();
         }
         let (found, total) = index.search("-7-12", 100);
         assert_eq!(total, 111, "file-7-12, file-7-120..129, file-7-1200..1299");
         assert_eq!(found.len(), 100);
+    }
+
+    #[test]
+    fn caps_refuse_and_keep_the_old_list() {
+        let index = FileIndex::with_caps(5, 3);
+        let other = IpAddr::from([127, 0, 0, 2]);
+        index.set("a", "a", IP, files(&["1", "2"])).unwrap();
+        assert_eq!(
+            index.set("b", "b", IP, files(&["3", "4"])),
+            Err(CapExceeded::PerAddress(3))
+        );
+        // Replacing one's own list counts only the difference.
+        index.set("a", "a", IP, files(&["1", "2", "3"])).unwrap();
+        index.set("c", "c", other, files(&["x", "y"])).unwrap();
+        assert_eq!(
+            index.set("d", "d", IpAddr::from([127, 0, 0, 3]), files(&["z"])),
+            Err(CapExceeded::Total(5))
+        );
+        assert_eq!(index.total(), 5);
+        index.remove("a");
+        index.set("b", "b", IP, files(&["3", "4"])).unwrap();
+        assert_eq!(index.total(), 4);
     }
 }

@@ -1,17 +1,28 @@
-//! One connection's outgoing side: a bounded queue and the writer thread that drains it.
+//! One connection's outgoing side: a queue bounded in messages and in bytes, and the
+//! writer thread that drains it.
 //!
-//! Owns writing to one client's socket. Anyone may queue a message without blocking; a
-//! client that stops reading until its queue is full is disconnected (DESIGN.md rule 3),
-//! so no other thread ever waits on it. It must not read from the socket.
+//! Owns writing to one client's socket. Two kinds of senders, two policies:
+//! - the connection's own replies (`reply`) wait for room, so a client that pipelines
+//!   commands is served at the pace it reads: its reader thread simply stops reading
+//!   its lines until the writer catches up (bounded by the write timeout);
+//! - pushes from other connections (`send`: events) never wait: a client whose queue is
+//!   full is disconnected (DESIGN.md rule 3), so no other thread ever waits on it.
+//!
+//! Replies wait at half the queue, so events still find room while a pipelining client
+//! reads. It must not read from the socket.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-use crate::protocol::limits::{OUTGOING_QUEUE, WRITE_TIMEOUT};
+use crate::protocol::limits::{
+    OUTGOING_QUEUE, OUTGOING_QUEUE_BYTES, REPLY_QUEUE, REPLY_QUEUE_BYTES, WRITE_TIMEOUT,
+};
 use crate::protocol::line::write_lines;
 use crate::protocol::server_msg::ServerMsg;
 
@@ -21,11 +32,35 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Stack for writer threads: they only copy bytes, so a small one keeps thousands cheap.
 const WRITER_STACK: usize = 64 * 1024;
 
+/// Longest single wait for room; the condition is re-checked after it, so a lost
+/// wake-up costs at most this.
+const ROOM_POLL: Duration = Duration::from_millis(200);
+
 enum Outgoing {
     /// Complete lines to write.
     Text(String),
     /// Write nothing more: send FIN and stop.
     Close,
+}
+
+/// What the queue holds, shared by the senders and the writer.
+#[derive(Default)]
+struct Room {
+    /// Bytes queued or being written.
+    bytes: AtomicUsize,
+    /// The connection is cut or the writer stopped: nothing more will be written.
+    dead: AtomicBool,
+    /// Guards nothing but the wait below (held only to check and to notify).
+    lock: Mutex<()>,
+    /// Signalled when the writer frees room or the connection dies.
+    freed: Condvar,
+}
+
+impl Room {
+    fn notify(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.freed.notify_all();
+    }
 }
 
 /// A cheap, cloneable handle to queue lines for one client.
@@ -38,6 +73,8 @@ pub struct Outbox {
     stream: Arc<TcpStream>,
     /// The client's address, for logs.
     peer: SocketAddr,
+    /// Bytes queued, and the wait for room.
+    room: Arc<Room>,
 }
 
 impl Outbox {
@@ -46,17 +83,83 @@ impl Outbox {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let stream = Arc::new(stream);
         let (tx, rx) = bounded(OUTGOING_QUEUE);
+        let room = Arc::new(Room::default());
         let writer_stream = Arc::clone(&stream);
+        let writer_room = Arc::clone(&room);
         thread::Builder::new()
             .name(format!("write-{peer}"))
             .stack_size(WRITER_STACK)
-            .spawn(move || write_loop(&writer_stream, &rx, peer))?;
-        Ok(Outbox { tx, stream, peer })
+            .spawn(move || write_loop(&writer_stream, &rx, peer, &writer_room))?;
+        Ok(Outbox {
+            tx,
+            stream,
+            peer,
+            room,
+        })
     }
 
-    /// Queues a message; false if the client is gone or was just dropped for being slow.
+    /// Queues a message pushed by someone else (an event); never waits. False if the
+    /// client is gone, or was just dropped because its queue is full (in messages or
+    /// bytes): a client that does not read must not hold up anyone.
     pub fn send(&self, msg: &ServerMsg) -> bool {
-        self.push(Outgoing::Text(msg.to_wire()))
+        let text = msg.to_wire();
+        if self.room.dead.load(Ordering::SeqCst) {
+            return false;
+        }
+        let queued = self.room.bytes.load(Ordering::SeqCst);
+        if queued + text.len() > OUTGOING_QUEUE_BYTES {
+            log::warn!(
+                "{}: {queued} bytes wait unread; disconnecting a client that does not read",
+                self.peer
+            );
+            self.kill();
+            return false;
+        }
+        self.push(Outgoing::Text(text))
+    }
+
+    /// Queues this connection's own reply, waiting while the client has more than
+    /// `REPLY_QUEUE` messages or `REPLY_QUEUE_BYTES` bytes unread (a reply alone in the
+    /// queue always goes, whatever its size). A client that reads nothing for the write
+    /// timeout is disconnected. False if the client is gone.
+    pub fn reply(&self, msg: &ServerMsg) -> bool {
+        let text = msg.to_wire();
+        if !self.wait_for_room(text.len()) {
+            return false;
+        }
+        self.push(Outgoing::Text(text))
+    }
+
+    /// Waits until a reply of `len` bytes fits; false if the client died or the wait
+    /// passed the write timeout (then the client is cut off).
+    fn wait_for_room(&self, len: usize) -> bool {
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let room = &self.room;
+        let mut guard = room.lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if room.dead.load(Ordering::SeqCst) {
+                return false;
+            }
+            let queued = room.bytes.load(Ordering::SeqCst);
+            if self.tx.len() < REPLY_QUEUE && (queued == 0 || queued + len <= REPLY_QUEUE_BYTES) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(guard);
+                log::warn!(
+                    "{}: nothing read for {} s; disconnecting",
+                    self.peer,
+                    WRITE_TIMEOUT.as_secs()
+                );
+                self.kill();
+                return false;
+            }
+            guard = match room.freed.wait_timeout(guard, left.min(ROOM_POLL)) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Queues a FIN after everything already queued.
@@ -64,28 +167,38 @@ impl Outbox {
         self.push(Outgoing::Close);
     }
 
-    /// Cuts the connection now, in both directions; the reader sees end of stream.
+    /// Cuts the connection now, in both directions; the reader sees end of stream and
+    /// anyone waiting for room stops waiting.
     pub fn kill(&self) {
+        self.room.dead.store(true, Ordering::SeqCst);
         let _ = self.stream.shutdown(Shutdown::Both);
+        self.room.notify();
     }
 
     fn push(&self, item: Outgoing) -> bool {
+        let len = match &item {
+            Outgoing::Text(text) => text.len(),
+            Outgoing::Close => 0,
+        };
+        self.room.bytes.fetch_add(len, Ordering::SeqCst);
         match self.tx.try_send(item) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                log::warn!(
-                    "{}: outgoing queue full; disconnecting a client that does not read",
-                    self.peer
-                );
-                self.kill();
+            Err(e) => {
+                self.room.bytes.fetch_sub(len, Ordering::SeqCst);
+                if let TrySendError::Full(_) = e {
+                    log::warn!(
+                        "{}: outgoing queue full; disconnecting a client that does not read",
+                        self.peer
+                    );
+                    self.kill();
+                }
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 }
 
-fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr) {
+fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr, room: &Room) {
     let mut batch = String::new();
     let mut closing = false;
     while let Ok(first) = rx.recv() {
@@ -108,15 +221,21 @@ fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr) {
             let mut out = stream;
             if let Err(e) = write_lines(&mut out, &batch) {
                 log::debug!("{peer}: write failed: {e}");
+                room.dead.store(true, Ordering::SeqCst);
                 let _ = stream.shutdown(Shutdown::Both);
+                room.notify();
                 return;
             }
+            room.bytes.fetch_sub(batch.len(), Ordering::SeqCst);
+            room.notify();
             batch.clear();
         }
         if closing {
             break;
         }
     }
+    room.dead.store(true, Ordering::SeqCst);
+    room.notify();
     // Only the write half: the reader may still be draining what the client sent, so
     // the client gets a FIN after our last line instead of a reset that could lose it.
     let _ = stream.shutdown(Shutdown::Write);

@@ -1399,3 +1399,39 @@ pub fn open_session(requester: &mut Client, rname: &str, target: &mut Client, tn
         "* session with {tname} open; what you type goes to {tname}\n"
     ));
 }
+
+// ---- H1 (protocol doc, server limits) ----
+
+impl Server {
+    /// The server process's id (for reading /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// The server's resident memory in KiB, from /proc (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+impl Wire {
+    /// Sends `SHARE <n>` and its `n` lines in one write (no reply read).
+    pub fn send_share(&mut self, lines: &[String]) {
+        let mut text = format!("SHARE {}\n", lines.len());
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        self.transcript
+            .push(format!("> SHARE {} (+{} lines)", lines.len(), lines.len()));
+        if let Err(e) = self.stream.write_all(text.as_bytes()) {
+            self.fail(&format!("sending SHARE failed: {e}"));
+        }
+    }
+}

@@ -6,13 +6,15 @@
 //! itself stays small; it owns the wording and coded reasons of these refusals and
 //! must not touch bytes, sockets (beyond refusing an `Incoming`) or the screen.
 
-use super::{Stage, Transfers, same};
+use std::time::Instant;
+
+use super::{Listing, ServerOut, Stage, Transfers, same};
 use crate::client::peer_link::Incoming;
 use crate::client::transfer_index::ServeRefusal;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_PENDING_OFFERS_PER_PEER, MAX_SERVES, MAX_SERVES_PER_PEER};
 use crate::protocol::peer_msg::PeerMsg;
-use crate::protocol::server_msg::FileEntry;
+use crate::protocol::server_msg::{Command, FileEntry};
 
 impl Transfers {
     /// Refuses `peer`'s offer `offer` because the peer has as many offers waiting as
@@ -58,39 +60,56 @@ impl Transfers {
     /// oldest waiting fetch is for (or nothing), it answers our `FILES <user>`: each
     /// fetch from that user takes its size from it (or is refused if the file is not
     /// listed), and the reply is not shown (returns true). Otherwise the person asked.
-    pub fn on_files_reply(&mut self, files: &[FileEntry]) -> bool {
-        let Some((user, _, _)) = self.awaiting_listing.first() else {
+    pub fn on_files_reply(&mut self, files: &[FileEntry], total: usize) -> bool {
+        let Some(first) = self.awaiting_listing.first() else {
             return false;
         };
-        let user = user.clone();
-        if !files.iter().all(|f| same(&f.user, &user)) {
+        if !files.iter().all(|f| same(&f.user, &first.peer)) {
             return false;
         }
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_listing)
-            .into_iter()
-            .partition(|(peer, _, _)| same(peer, &user));
-        self.awaiting_listing = rest;
-        for (_, id, _) in mine {
-            let Some(entry) = self.entries.get_mut(&id) else {
-                continue;
-            };
-            if entry.row.stage != Stage::Connecting {
-                continue;
+        // Replies come back in the order the requests went out: this one answers the
+        // oldest request.
+        let listing = self.awaiting_listing.remove(0);
+        let Some(entry) = self.entries.get_mut(&listing.id) else {
+            return true;
+        };
+        if entry.row.stage != Stage::Connecting {
+            return true;
+        }
+        let name = entry.row.name.clone();
+        match files.iter().find(|f| f.name == name) {
+            Some(listed) => {
+                entry.row.size = Some(listed.size);
+                let peer = entry.row.peer.clone();
+                self.ask_ticket(&peer, listing.id);
             }
-            let name = entry.row.name.clone();
-            match files.iter().find(|f| f.name == name) {
-                Some(listed) => {
-                    entry.row.size = Some(listed.size);
-                    let peer = entry.row.peer.clone();
-                    self.ask_ticket(&peer, id);
-                }
-                None => self.drop_entry(
-                    id,
-                    format!("refused: {user} does not list {name} among its shared files"),
+            // `FILES` is paged: look on the next page while there is one.
+            None if !files.is_empty() && listing.offset + files.len() < total => {
+                self.ask_listing(&listing.peer, listing.id, listing.offset + files.len());
+            }
+            None => self.drop_entry(
+                listing.id,
+                format!(
+                    "refused: {} does not list {name} among its shared files",
+                    listing.peer
                 ),
-            }
+            ),
         }
         true
+    }
+
+    /// Asks the server for one page of `peer`'s shared files, for fetch `id`.
+    pub(super) fn ask_listing(&mut self, peer: &str, id: u64, offset: usize) {
+        self.to_server.push(ServerOut::Command(Command::Files {
+            user: Some(peer.to_string()),
+            offset,
+        }));
+        self.awaiting_listing.push(Listing {
+            peer: peer.to_string(),
+            id,
+            since: Instant::now(),
+            offset,
+        });
     }
 
     /// Refuses a fetch over a serving cap with `ERR 424 SERVE_BUSY`; the person hears
