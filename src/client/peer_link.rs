@@ -1,26 +1,30 @@
 //! Direct connections between peers: the listener, the handshake, and one reader and
 //! one writer thread per established link.
 //!
-//! Owns peer sockets. Incoming connections must send a `HELLO` within the handshake
-//! timeout and are handed to the UI loop as [`Incoming`] for the ticket check; outgoing
-//! ones present a ticket and wait for `ACCEPT`. Established links answer `PING`, send
-//! keep-alives, enforce the flood limit and report every other message as a
-//! [`PeerEvent`]. It must not decide who may connect (that is `sessions`) nor print.
+//! Owns peer sockets. Incoming connections take a handshake slot (capped per source
+//! address and in all, `peer_limits`), must send a `HELLO` within the handshake timeout
+//! and are handed to the UI loop as [`Incoming`] for the ticket check, still holding
+//! their slot; every refusal is counted for the person's summary. Outgoing ones present
+//! a ticket and wait, until a fixed deadline, for an `ACCEPT` that proves the ticket
+//! (its MAC). Established links answer `PING`, send keep-alives, enforce the flood limit
+//! and report every other message as a [`PeerEvent`]. It must not decide who may connect
+//! (that is `sessions`) nor print.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 
+use super::peer_limits::{Refusals, Slot, Slots};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
-    ANSWER_WAIT, FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, MAX_LINE,
-    PEER_CONNECT_TIMEOUT, PEER_IDLE_TIMEOUT, PEER_PING_INTERVAL, PEER_QUEUE, WRITE_TIMEOUT,
+    FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_CONNECT_TIMEOUT, PEER_IDLE_TIMEOUT,
+    PEER_PING_INTERVAL, PEER_QUEUE, WRITE_TIMEOUT,
 };
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
@@ -86,12 +90,28 @@ pub struct Incoming {
     pub remote: SocketAddr,
     stream: TcpStream,
     reader: LineReader<TcpStream>,
+    /// The handshake slot, held until the ticket is checked (`release_slot`).
+    slot: Option<Slot>,
+    /// Where a refusal is counted.
+    refusals: Refusals,
 }
 
 impl Incoming {
-    /// Refuses with an `ERR` line and closes.
+    /// Gives the handshake slot back: the ticket checked out, so this connection no
+    /// longer counts against its address's handshake cap.
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
+
+    /// The connecting address.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.remote.ip()
+    }
+
+    /// Refuses with an `ERR` line and closes; counted for the person's summary.
     pub fn refuse(self, code: ErrorCode, message: &str) {
-        log::warn!("refused a peer connection from {}: {message}", self.remote);
+        self.refusals.add(self.remote.ip(), code);
+        log::info!("refused a peer connection from {}: {message}", self.remote);
         let line = PeerMsg::Err {
             code,
             message: message.to_string(),
@@ -114,11 +134,17 @@ impl Incoming {
         Wire::new(self.stream, self.reader)
     }
 
-    /// Accepts: sends `ACCEPT` and starts the link's threads.
-    pub fn accept(self, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+    /// Accepts as `me`: sends `ACCEPT <mac>` (the proof that we hold the ticket) and
+    /// starts the link's threads.
+    pub fn accept(self, me: &str, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+        let hello = &self.hello;
+        let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
+        let accept = PeerMsg::Accept {
+            mac: mac.to_hex().to_string(),
+        };
         let mut out = &self.stream;
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        write_lines(&mut out, &PeerMsg::Accept.to_wire())?;
+        write_lines(&mut out, &accept.to_wire())?;
         PeerLink::start(self.stream, self.reader, events.clone())
     }
 }
@@ -305,9 +331,14 @@ fn write_loop(stream: &TcpStream, rx: &Receiver<Out>) {
 }
 
 /// Accepts peer connections on `listener` until the process ends, reading each one's
-/// `HELLO` on a short-lived thread.
-pub fn spawn_listener(listener: TcpListener, events: Sender<PeerEvent>) -> io::Result<()> {
-    let in_handshake = Arc::new(AtomicUsize::new(0));
+/// `HELLO` on a short-lived thread. A connection gets a handshake slot or is closed at
+/// once with `ERR 442 PEER_BUSY`; refusals are counted in `refusals`.
+pub fn spawn_listener(
+    listener: TcpListener,
+    events: Sender<PeerEvent>,
+    refusals: Refusals,
+) -> io::Result<()> {
+    let slots = Slots::new();
     thread::Builder::new()
         .name("peer-listen".into())
         .spawn(move || {
@@ -315,37 +346,54 @@ pub fn spawn_listener(listener: TcpListener, events: Sender<PeerEvent>) -> io::R
                 let stream = match stream {
                     Ok(stream) => stream,
                     Err(e) => {
+                        // Out of descriptors, say: wait instead of spinning.
                         log::warn!("accepting a peer failed: {e}");
-                        thread::sleep(std::time::Duration::from_millis(50));
+                        thread::sleep(Duration::from_millis(50));
                         continue;
                     }
                 };
-                if in_handshake.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
-                    log::warn!("too many peer handshakes at once; dropping a connection");
+                let Ok(remote) = stream.peer_addr() else {
                     continue;
-                }
-                in_handshake.fetch_add(1, Ordering::SeqCst);
-                let counter = Arc::clone(&in_handshake);
+                };
+                let Some(slot) = slots.try_take(remote.ip()) else {
+                    refusals.add(remote.ip(), ErrorCode::PeerBusy);
+                    log::debug!("too many peer handshakes; refused {remote}");
+                    refuse_now(&stream);
+                    continue;
+                };
                 let events = events.clone();
-                let spawned = thread::Builder::new()
+                let refusals = refusals.clone();
+                // A failed spawn drops the closure: the stream closes, the slot returns.
+                let _ = thread::Builder::new()
                     .name("peer-hello".into())
                     .stack_size(THREAD_STACK)
-                    .spawn(move || {
-                        handshake(stream, &events);
-                        counter.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    in_handshake.fetch_sub(1, Ordering::SeqCst);
-                }
+                    .spawn(move || handshake(stream, remote, slot, refusals, &events));
             }
         })?;
     Ok(())
 }
 
-fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
-    let Ok(remote) = stream.peer_addr() else {
-        return;
+/// `ERR 442 PEER_BUSY` without waiting: a fresh socket's send buffer takes one line, and
+/// if it does not, the connection is closed anyway.
+fn refuse_now(stream: &TcpStream) {
+    let line = PeerMsg::Err {
+        code: ErrorCode::PeerBusy,
+        message: "too many connections at once; try again later".into(),
     };
+    if stream.set_nonblocking(true).is_ok() {
+        let mut out = stream;
+        let _ = write_lines(&mut out, &line.to_wire());
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn handshake(
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Slot,
+    refusals: Refusals,
+    events: &Sender<PeerEvent>,
+) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -354,7 +402,8 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
     }
     let mut reader = LineReader::new(read_half, MAX_LINE);
     let refuse = |code: ErrorCode, message: &str| {
-        log::warn!("peer connection from {remote} refused: {message}");
+        refusals.add(remote.ip(), code);
+        log::info!("peer connection from {remote} refused: {message}");
         send_last(
             &stream,
             &PeerMsg::Err {
@@ -394,13 +443,15 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
             ticket,
             name,
         }) => (version, from, transfer, ticket, Purpose::Fetch { name }),
-        Ok(_) => {
+        Err(e) if matches!(line.split(' ').next(), Some("HELLO" | "PUSH" | "FETCH")) => {
+            return refuse(e.code, &e.message);
+        }
+        Ok(_) | Err(_) => {
             return refuse(
                 ErrorCode::OutOfOrder,
                 "the first line must be HELLO, PUSH or FETCH",
             );
         }
-        Err(e) => return refuse(e.code, &e.message),
     };
     if version != PEER_VERSION {
         return refuse(ErrorCode::BadRequest, "unsupported peer protocol version");
@@ -415,7 +466,10 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
         remote,
         stream,
         reader,
+        slot: Some(slot),
+        refusals,
     };
+    // Blocks while the UI loop is behind; the slot bounds how many wait here.
     let _ = events.send(PeerEvent::Incoming(incoming));
 }
 
@@ -429,28 +483,32 @@ pub fn open_transfer(addr: SocketAddr, first: &PeerMsg) -> io::Result<Wire> {
     Wire::from_stream(stream)
 }
 
-/// Connects to `peer` at `addr` for `session`, presents `ticket` and waits for the answer
-/// on a thread of its own; the outcome arrives as [`PeerEvent::Answered`].
-pub fn request(
-    me: &str,
-    peer: &str,
-    session: u64,
-    addr: SocketAddr,
-    ticket: Ticket,
-    events: Sender<PeerEvent>,
-) -> io::Result<()> {
-    let hello = PeerMsg::Hello {
-        version: PEER_VERSION,
-        from: me.to_string(),
-        session,
-        ticket,
-    };
-    let peer = peer.to_string();
+/// What the requester needs to ask a peer and check its answer.
+pub struct Ask {
+    /// Our username.
+    pub me: String,
+    /// The user we ask, as the server named them.
+    pub peer: String,
+    /// The server's session id.
+    pub session: u64,
+    /// Where the server says the peer listens.
+    pub addr: SocketAddr,
+    /// The ticket for this session.
+    pub ticket: Ticket,
+    /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
+    pub wait: Duration,
+}
+
+/// Connects to the peer of `ask`, presents the ticket and waits for the answer on a
+/// thread of its own; the outcome arrives as [`PeerEvent::Answered`].
+pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
+    let session = ask.session;
+    let peer = ask.peer.clone();
     thread::Builder::new()
         .name("peer-connect".into())
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            let result = ask_peer(addr, &hello, &events);
+            let result = ask_peer(&ask, &events);
             let _ = events.send(PeerEvent::Answered {
                 session,
                 peer,
@@ -460,24 +518,28 @@ pub fn request(
     Ok(())
 }
 
-fn ask_peer(
-    addr: SocketAddr,
-    hello: &PeerMsg,
-    events: &Sender<PeerEvent>,
-) -> Result<PeerLink, (EndReason, String)> {
+fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReason, String)> {
+    let addr = ask.addr;
     let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
     let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT).map_err(unreachable)?;
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(ANSWER_WAIT))
-        .map_err(unreachable)?;
+    let hello = PeerMsg::Hello {
+        version: PEER_VERSION,
+        from: ask.me.clone(),
+        session: ask.session,
+        ticket: ask.ticket.clone(),
+    };
     let mut out = &stream;
     write_lines(&mut out, &hello.to_wire()).map_err(unreachable)?;
+    // One deadline for the whole answer: PINGs or a line dripped byte by byte from a
+    // hostile peer must not keep us waiting past it.
+    let deadline = Instant::now() + ask.wait;
     let mut reader = LineReader::new(stream.try_clone().map_err(unreachable)?, MAX_LINE);
+    let peer = &ask.peer;
     loop {
-        let line = match reader.read_line() {
+        let line = match reader.read_line_by(deadline) {
             Ok(Some(line)) => line,
             Ok(None) => return Err((EndReason::Refused, "the peer closed the connection".into())),
             Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
@@ -488,22 +550,62 @@ fn ask_peer(
                 ));
             }
         };
-        match PeerMsg::parse(&line) {
-            Ok(PeerMsg::Accept) => {
+        let parsed = PeerMsg::parse(&line);
+        let unverified = || {
+            // Whoever answered does not hold the ticket: not the peer the server named.
+            send_last(
+                &stream,
+                &PeerMsg::Err {
+                    code: ErrorCode::BadProof,
+                    message: "ACCEPT without a valid proof of the ticket".into(),
+                },
+            );
+            log::warn!("an ACCEPT from {addr} did not prove the ticket for {peer}");
+            Err((
+                EndReason::Refused,
+                format!("could not verify that the answer came from {peer} (not opened)"),
+            ))
+        };
+        match parsed {
+            Ok(PeerMsg::Accept { mac }) => {
+                let want = ask.ticket.accept_mac(ask.session, &ask.me, peer);
+                // `blake3::Hash` compares in constant time.
+                if blake3::Hash::from_hex(&mac).ok() != Some(want) {
+                    return unverified();
+                }
                 return PeerLink::start(stream, reader, events.clone())
                     .map_err(|e| (EndReason::PeerLost, format!("cannot start the link: {e}")));
             }
+            Err(_) if line.split(' ').next() == Some("ACCEPT") => return unverified(),
             Ok(PeerMsg::Decline { reason }) => {
                 let why = EndReason::from_word(reason.split(' ').next().unwrap_or(""))
                     .filter(|r| *r == EndReason::Timeout)
                     .unwrap_or(EndReason::Declined);
                 return Err((why, reason));
             }
-            Ok(PeerMsg::Err { message, .. }) => return Err((EndReason::Refused, message)),
+            Ok(PeerMsg::Err { code, message }) => {
+                return Err((EndReason::Refused, answer_error(peer, code, message)));
+            }
             Ok(PeerMsg::Ping) | Ok(PeerMsg::Pong) => {}
             Ok(_) | Err(_) => {
                 return Err((EndReason::Refused, "the peer broke the protocol".into()));
             }
         }
+    }
+}
+
+/// What to tell the person when the peer answered our `HELLO` with an `ERR`.
+fn answer_error(peer: &str, code: ErrorCode, message: String) -> String {
+    match code {
+        ErrorCode::AlreadyAsked => {
+            format!("{peer} already has a chat request from you waiting for an answer ({code})")
+        }
+        ErrorCode::PeerBusy => {
+            format!("{peer} has too many connections at once; try again later ({code})")
+        }
+        ErrorCode::TooManySessions => {
+            format!("{peer} cannot take another session now ({code})")
+        }
+        _ => message,
     }
 }

@@ -667,6 +667,15 @@ pub fn render_notice(notice: &Notice) -> String {
             }
             text
         }
+        Notice::Refused {
+            count,
+            from,
+            why,
+            secs,
+        } => format!(
+            "* refused {count} peer connection{} from {from} in the last {secs} s ({why})",
+            if *count == 1 { "" } else { "s" }
+        ),
         Notice::Error(text) => format!("error: {text}"),
     }
 }
