@@ -627,6 +627,8 @@ fn raw_transfer(mallory: &mut Wire, first: impl Fn(u64, &str) -> String) -> Wire
     let (id, addr, ticket) = grant(mallory, "TRANSFER", "bob");
     let mut data = Wire::connect(addr).named("mallory -> bob (data)");
     data.send(&first(id, &ticket));
+    // bob proves he holds the ticket before any file line (protocol.md §11).
+    data.expect("ACCEPT");
     data
 }
 

@@ -753,6 +753,11 @@ fn a_third_user_never_sees_a_ticket_and_the_server_never_logs_one() {
     data.expect_exact(&format!(
         "FETCH peerchat 1 bob {xfer_id} {xfer_ticket} plans.txt"
     ));
+    // alice proves she holds the ticket before serving (protocol.md §11).
+    let proof = peerchat::protocol::ticket::Ticket::parse(&xfer_ticket)
+        .unwrap()
+        .accept_mac(xfer_id.parse().unwrap(), "bob", "alice");
+    data.send(&format!("ACCEPT {}", proof.to_hex()));
     serve_file(&mut data, "plans.txt", SECRET);
     expect_fetch_done(&mut bob, "plans.txt", "alice", WAIT);
     assert_eq!(

@@ -678,3 +678,74 @@ fn a_malicious_server_cannot_make_the_client_write_outside_its_data_dir() {
     );
     assert_eq!(tree(root.path()), ["a", "a/b", "a/b/data"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// 8: data connections: the listener proves the ticket before any file line
+// ---------------------------------------------------------------------------------------
+
+/// Reads lines from `raw` until it closes (bounded); returns them.
+fn lines_until_closed(raw: &mut Wire) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        match raw.read_within(WAIT) {
+            Got::Line(line) => lines.push(line),
+            Got::Closed => return lines,
+            Got::TimedOut => raw.fail(&format!("still open; lines so far {lines:?}")),
+        }
+    }
+}
+
+#[test]
+fn an_impostor_on_a_data_connection_neither_serves_a_fetch_nor_receives_a_push() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let (mut bob, listener) = fake_target(&server, "bob");
+    let mut alice = lab.register("alice", &[]);
+
+    // alice fetches from "bob": whoever answers at bob's address sends a file at once.
+    alice.send("\\fetch bob plans.txt");
+    bob.expect_event("EVENT TRANSFER_REQUEST");
+    let mut impostor = Wire::from_accepted(accept_within(&listener, WAIT), "impostor (fetch)");
+    impostor.expect("FETCH peerchat 1 alice");
+    impostor.send("FILE 5 plans.txt");
+    let lines = lines_until_closed(&mut impostor);
+    assert_eq!(lines.len(), 1, "alice answered the impostor: {lines:?}");
+    assert!(lines[0].starts_with("ERR 441 BAD_PROOF"), "{lines:?}");
+    alice.expect_line("the fetch refused", |l| {
+        l.contains("fetch plans.txt from bob") && l.contains("could not verify")
+    });
+    assert!(
+        !lab.downloads("alice").join("plans.txt").exists(),
+        "a file from the impostor was saved"
+    );
+
+    // alice pushes to "bob" (a real chat session with the ticket's holder), but the data
+    // connection is answered by an impostor with `RESUME`: not one byte of the file goes.
+    alice.send("\\connect bob");
+    let event = bob.expect_event("EVENT SESSION_REQUEST");
+    let words: Vec<&str> = event.split(' ').collect();
+    let (id, ticket): (u64, _) = (words[2].parse().unwrap(), Ticket::parse(words[4]).unwrap());
+    let mut chat = Wire::from_accepted(accept_within(&listener, WAIT), "bob (chat)");
+    chat.expect(&format!("HELLO peerchat 1 alice {id}"));
+    chat.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "alice", "bob").to_hex()
+    ));
+    alice.expect("* session with bob open");
+    let secret = lab.share_dir("alice").join("secret.txt");
+    fs::write(&secret, "not for impostors\n").unwrap();
+    alice.send(&format!("\\send {}", secret.display()));
+    let offer = chat.expect("OFFER ");
+    let offer_id = offer.split(' ').nth(1).unwrap().to_string();
+    chat.send(&format!("OFFER_OK {offer_id}"));
+    bob.expect_event("EVENT TRANSFER_REQUEST");
+    let mut impostor = Wire::from_accepted(accept_within(&listener, WAIT), "impostor (push)");
+    impostor.expect("PUSH peerchat 1 alice");
+    impostor.send("RESUME 0 -");
+    let lines = lines_until_closed(&mut impostor);
+    assert_eq!(lines.len(), 1, "alice sent the impostor: {lines:?}");
+    assert!(lines[0].starts_with("ERR 441 BAD_PROOF"), "{lines:?}");
+    alice.expect_line("the push refused", |l| {
+        l.contains("send secret.txt to bob") && l.contains("could not verify")
+    });
+}

@@ -24,7 +24,7 @@ use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
     FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_CONNECT_TIMEOUT, PEER_IDLE_TIMEOUT,
-    PEER_PING_INTERVAL, PEER_QUEUE, WRITE_TIMEOUT,
+    PEER_PING_INTERVAL, PEER_QUEUE, TICKET_GRACE, WRITE_TIMEOUT,
 };
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
@@ -127,6 +127,19 @@ impl Incoming {
                 reason: reason.word().to_string(),
             },
         );
+    }
+
+    /// Proves to the connecting side of a data connection (its ticket checked) that we
+    /// hold the ticket: `ACCEPT <mac>` as `me`, before any file line (protocol.md §11).
+    pub fn prove(&self, me: &str) -> io::Result<()> {
+        let hello = &self.hello;
+        let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
+        let accept = PeerMsg::Accept {
+            mac: mac.to_hex().to_string(),
+        };
+        self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let mut out = &self.stream;
+        write_lines(&mut out, &accept.to_wire())
     }
 
     /// Hands a transfer connection (its ticket checked) to the transfer code.
@@ -473,14 +486,94 @@ fn handshake(
     let _ = events.send(PeerEvent::Incoming(incoming));
 }
 
-/// Opens a data connection to `addr` and sends its first line (`PUSH` or `FETCH`).
-pub fn open_transfer(addr: SocketAddr, first: &PeerMsg) -> io::Result<Wire> {
+/// Opens a data connection to `peer` at `addr`, sends its first line (`PUSH` or
+/// `FETCH`) and checks the listener's proof of the ticket (`ACCEPT <mac>`, protocol.md
+/// §11) before any file line is exchanged. An `ERR` as the first answer (a refusal) is
+/// left unread for the transfer code, so it reports it as before; anything else, or a
+/// wrong MAC, is refused: whoever answered at `addr` does not hold the ticket.
+pub fn open_transfer(addr: SocketAddr, first: &PeerMsg, peer: &str) -> io::Result<Wire> {
+    let (from, id, ticket) = match first {
+        PeerMsg::Push {
+            from,
+            transfer,
+            ticket,
+            ..
+        }
+        | PeerMsg::Fetch {
+            from,
+            transfer,
+            ticket,
+            ..
+        } => (from, *transfer, ticket),
+        _ => return Err(io::Error::other("not the first line of a data connection")),
+    };
     let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut out = &stream;
     write_lines(&mut out, &first.to_wire())?;
+    // The listener may hold an early connection up to `TICKET_GRACE` for its ticket.
+    let (line, taken) = peek_line(
+        &stream,
+        Instant::now() + PEER_CONNECT_TIMEOUT + TICKET_GRACE,
+    )?;
+    if line.starts_with("ERR ") {
+        return Wire::from_stream(stream);
+    }
+    let want = ticket.accept_mac(id, from, peer);
+    let proven = match PeerMsg::parse(&line) {
+        Ok(PeerMsg::Accept { mac }) => blake3::Hash::from_hex(&mac).ok() == Some(want),
+        _ => false,
+    };
+    if !proven {
+        log::warn!("a data connection to {addr} did not prove the ticket for {peer}");
+        send_last(
+            &stream,
+            &PeerMsg::Err {
+                code: ErrorCode::BadProof,
+                message: "no valid proof of the ticket".into(),
+            },
+        );
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("could not verify that the answer came from {peer} (441 BAD_PROOF)"),
+        ));
+    }
+    // Take the proof line off the socket; the file lines follow it.
+    let mut proof = vec![0u8; taken];
+    io::Read::read_exact(&mut &stream, &mut proof)?;
     Wire::from_stream(stream)
+}
+
+/// The first line waiting on `stream` and its length with the terminator, without taking
+/// it off the socket (`peek`), by `deadline`. A line longer than `MAX_LINE` or not UTF-8
+/// is an error.
+fn peek_line(stream: &TcpStream, deadline: Instant) -> io::Result<(String, usize)> {
+    let mut buf = vec![0u8; MAX_LINE + 2];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.peek(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer closed the connection",
+            ));
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            let line = std::str::from_utf8(&buf[..end])
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
+            return Ok((line.trim_end_matches('\r').to_string(), end + 1));
+        }
+        if n == buf.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "overlong line"));
+        }
+        // Part of a line: `peek` returns at once while it waits, so pause between looks.
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// What the requester needs to ask a peer and check its answer.

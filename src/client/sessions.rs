@@ -421,6 +421,9 @@ impl Sessions {
         // address's handshake cap (several real peers may share one address).
         incoming.release_slot();
         if expected.transfer {
+            if let Err(e) = incoming.prove(&self.me) {
+                log::info!("a data connection from {} broke: {e}", incoming.remote);
+            }
             self.transfer_conns.push(incoming);
             return;
         }

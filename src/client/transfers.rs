@@ -510,7 +510,7 @@ impl Transfers {
                     offer: entry.offer.unwrap_or(id),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_link::open_transfer(addr, &first) {
+                    match peer_link::open_transfer(addr, &first, &peer) {
                         Ok(wire) => transfer::send(wire, &path, &name, id, events, &cancel),
                         Err(e) => unreachable_outcome(&peer, &e),
                     }
@@ -525,7 +525,7 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_link::open_transfer(addr, &first) {
+                    match peer_link::open_transfer(addr, &first, &peer) {
                         Ok(wire) => {
                             let expect = Expect { name, size: None };
                             transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
