@@ -94,9 +94,15 @@ mod tests {
     #[test]
     fn the_accept_examples_of_protocol_md_hold() {
         let chat = Ticket::parse("6f1c0d3e9a2b4c5d8e7f60718293a4b5").unwrap();
-        assert_eq!(chat.accept_mac(12, "alice", "bob").to_hex().as_str(), "785e6dad8ae7dac35e13084203dced2a7f10b157dec14d8af66f5fa32d553497");
+        assert_eq!(
+            chat.accept_mac(12, "alice", "bob").to_hex().as_str(),
+            "785e6dad8ae7dac35e13084203dced2a7f10b157dec14d8af66f5fa32d553497"
+        );
         let fetch = Ticket::parse("9f0c2a4e6b8d1f3a5c7e9b1d3f5a7c9e").unwrap();
-        assert_eq!(fetch.accept_mac(7, "bob", "alice").to_hex().as_str(), "244b34778b12c8ee4fae74ff3afd91d73b032fd340645ea1cf8cdc73f04161cb");
+        assert_eq!(
+            fetch.accept_mac(7, "bob", "alice").to_hex().as_str(),
+            "244b34778b12c8ee4fae74ff3afd91d73b032fd340645ea1cf8cdc73f04161cb"
+        );
     }
 
     #[test]
