@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod login;
+pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
 pub mod server_link;

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 
 use super::history::{History, Line};
+use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
-use super::peer_link::{self, Ask, Incoming, LinkId, PeerEvent, PeerLink, Purpose};
+use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
@@ -313,7 +314,7 @@ impl Sessions {
             ticket,
             wait: self.answer_wait,
         };
-        match peer_link::request(ask, self.events.clone()) {
+        match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer.to_string(), session)),
             Err(e) => {
                 self.report_end(session, EndReason::Unreachable);

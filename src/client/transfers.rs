@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::peer_link::{self, Incoming, Purpose};
+use super::peer_dial;
+use super::peer_link::{Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
@@ -510,7 +511,7 @@ impl Transfers {
                     offer: entry.offer.unwrap_or(id),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_link::open_transfer(addr, &first, &peer) {
+                    match peer_dial::open_transfer(addr, &first, &peer) {
                         Ok(wire) => transfer::send(wire, &path, &name, id, events, &cancel),
                         Err(e) => unreachable_outcome(&peer, &e),
                     }
@@ -525,7 +526,7 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_link::open_transfer(addr, &first, &peer) {
+                    match peer_dial::open_transfer(addr, &first, &peer) {
                         Ok(wire) => {
                             let expect = Expect { name, size: None };
                             transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
