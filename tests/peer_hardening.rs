@@ -397,34 +397,47 @@ fn a_second_pending_request_from_one_account_is_refused_with_440() {
 fn a_requester_whose_request_still_waits_is_told_so_plainly() {
     let server = Server::start();
     let lab = Lab::new(&server);
-    let mut bob = lab.register("bob", &[]);
+    let (_bob, listener) = fake_target(&server, "bob");
     let mut alice = lab.register("alice", &[]);
-    let mut watcher = Wire::registered(server.addr, "watcher", PW, free_port());
-
     alice.send("\\connect bob");
     alice.expect("* asking bob to chat...");
-    bob.expect("* alice wants to chat");
-    // alice's client dies; her request still waits on bob's side.
-    alice.kill_hard();
-    let deadline = Instant::now() + POLL;
-    loop {
-        watcher.send("INFO alice");
-        if watcher
-            .expect_one_of(&["OK INFO", "ERR 404"])
-            .starts_with("ERR")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "alice still online after a kill");
-        thread::sleep(Duration::from_millis(100));
-    }
-    let mut alice = lab.login("alice", &[]);
-    alice.send("\\connect bob");
-    alice.expect("* asking bob to chat...");
+    let mut target = Wire::from_accepted(accept_within(&listener, WAIT), "bob (refusing)");
+    target.expect("HELLO peerchat 1 alice");
+    target.send("ERR 440 ALREADY_ASKED your earlier chat request is still waiting for an answer");
     alice.expect_line("a plain refusal", |l| {
         l.contains("bob already has a chat request from you waiting for an answer")
             && l.contains("440 ALREADY_ASKED")
     });
+    alice.send("\\sessions");
+    alice.expect("No sessions.");
+}
+
+#[test]
+fn a_requester_that_gave_up_frees_its_request_and_can_ask_again() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut bob = lab.register("bob", &[]);
+    let mut alice = lab.register("alice", &["--answer-wait", "2"]);
+
+    alice.send("\\connect bob");
+    alice.expect("* asking bob to chat...");
+    bob.expect("* alice wants to chat");
+    alice.expect_line("gave up", |l| l == "* bob did not answer");
+    bob.expect_line("withdrawn", |l| l == "* alice withdrew the chat request");
+
+    // Her one pending request is free again: a new one reaches bob and opens.
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    alice.send("second time lucky");
+    bob.expect_chat(None, "alice", "second time lucky");
+
+    // The same when the requester's client dies: bob drops the dead request.
+    let mut carol = lab.register("carol", &[]);
+    carol.send("\\connect bob");
+    bob.expect("* carol wants to chat");
+    carol.kill_hard();
+    bob.expect_line("withdrawn", |l| l == "* carol withdrew the chat request");
+    bob.send("\\sessions");
+    bob.expect("Sessions (1):");
 }
 
 // ---------------------------------------------------------------------------------------

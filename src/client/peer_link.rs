@@ -107,6 +107,20 @@ impl Incoming {
         self.remote.ip()
     }
 
+    /// True if the connecting side has closed the connection (a requester that gave up
+    /// or died), checked without blocking and without taking anything off the socket.
+    pub fn peer_gone(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let gone = match self.stream.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        gone || self.stream.set_nonblocking(false).is_err()
+    }
+
     /// Refuses with an `ERR` line and closes; counted for the person's summary.
     pub fn refuse(self, code: ErrorCode, message: &str) {
         self.refusals.add(self.remote.ip(), code);

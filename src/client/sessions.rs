@@ -66,6 +66,8 @@ pub enum Notice {
     Request { from: String, within: Duration },
     /// A request from `from` was declined because nobody answered.
     RequestExpired { from: String },
+    /// `from` gave up waiting (or its client ended) before we answered.
+    RequestWithdrawn { from: String },
     /// We declined `from`.
     Declined { from: String },
     /// We asked the server to connect us to `peer`.
@@ -724,6 +726,17 @@ impl Sessions {
         self.parked = parked;
         for (incoming, _) in late {
             incoming.refuse(ErrorCode::BadTicket, "no such ticket");
+        }
+        // A requester that gave up frees its one pending request at once, so it may ask
+        // again (and a dead connection is not offered to the person).
+        let (gone, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
+            .into_iter()
+            .partition(|r| r.incoming.peer_gone());
+        self.requests = waiting;
+        for request in gone {
+            self.report_end(request.session, EndReason::PeerLost);
+            self.notices
+                .push(Notice::RequestWithdrawn { from: request.from });
         }
         let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
             .into_iter()

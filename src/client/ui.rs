@@ -607,6 +607,7 @@ pub fn render_notice(notice: &Notice) -> String {
             within.as_secs()
         ),
         Notice::RequestExpired { from } => format!("* chat request from {from} expired"),
+        Notice::RequestWithdrawn { from } => format!("* {from} withdrew the chat request"),
         Notice::Declined { from } => format!("* declined {from}"),
         Notice::Asking { peer } => format!("* asking {} to chat...", one_line(peer)),
         Notice::Opened { peer, history } => {
