@@ -29,6 +29,8 @@
 //!   - `client::server_link`: reader and writer threads of the server connection.
 //!   - `client::login`: answering the server's login questions.
 //!   - `client::peer_link`: the peer listener, handshakes, and each link's threads.
+//!   - `client::peer_dial`: asking peers and opening data connections; the target's proof.
+//!   - `client::peer_limits`: handshake slots per address and the tally of refusals.
 //!   - `client::sessions`: ticket checks and the chat sessions.
 //!   - `client::history`: the local SQLite history of chat lines.
 //!   - `client::transfers`: the table of file offers and transfers (`transfers::refusals`:

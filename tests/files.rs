@@ -605,7 +605,7 @@ fn raw_session_with_bob(mallory: &mut Wire, bob: &mut Client) -> Wire {
     bob.expect("* mallory wants to chat");
     bob.send("\\accept mallory");
     bob.expect("* session with mallory open");
-    raw.expect_exact("ACCEPT");
+    raw.expect("ACCEPT");
     raw
 }
 
@@ -627,6 +627,8 @@ fn raw_transfer(mallory: &mut Wire, first: impl Fn(u64, &str) -> String) -> Wire
     let (id, addr, ticket) = grant(mallory, "TRANSFER", "bob");
     let mut data = Wire::connect(addr).named("mallory -> bob (data)");
     data.send(&first(id, &ticket));
+    // bob proves he holds the ticket before any file line (protocol.md §11).
+    data.expect("ACCEPT");
     data
 }
 

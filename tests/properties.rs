@@ -161,7 +161,9 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
                 ticket
             }
         ),
-        Just(PeerMsg::Accept),
+        hash().prop_map(|h| PeerMsg::Accept {
+            mac: h.to_hex().to_string()
+        }),
         Just(PeerMsg::Ping),
         Just(PeerMsg::Pong),
         text().prop_map(|reason| PeerMsg::Decline { reason }),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::{Client, Got, Lab, PW, Server, Wire};
 use peerchat::protocol::codes::ErrorCode;
 use peerchat::protocol::peer_msg::PeerMsg;
+use peerchat::protocol::ticket::Ticket;
 use peerchat::protocol::transfer_msg::{CHUNK_SIZE, FileHasher};
 
 /// One example block of protocol.md.
@@ -315,6 +316,13 @@ fn run_peer_example(ex: &Example) {
                 }) => (transfer, ticket),
                 other => panic!("line {}: not a first line: {other:?}", ex.at + 1),
             };
+            // So does the proof in bob's `ACCEPT`, which is made from them (§10).
+            let real = Ticket::parse(&ticket).expect("the server's ticket");
+            let real_id: u64 = id.parse().expect("a numeric id");
+            vary.bound.insert(
+                doc_ticket.accept_mac(doc_id, "alice", "bob").to_hex().to_string(),
+                real.accept_mac(real_id, "alice", "bob").to_hex().to_string(),
+            );
             vary.bound.insert(doc_id.to_string(), id);
             vary.bound.insert(doc_ticket.to_string(), ticket);
             addr

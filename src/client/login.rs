@@ -2,7 +2,10 @@
 //!
 //! Owns the order of the exchange, picking the listening port (bound here, before the
 //! server is told, so the port is known to be free), and replaying the same answers to
-//! log in again after the server went away. It asks the person through the [`Prompter`]
+//! log in again after the server went away. The name in `OK WELCOME` must follow the
+//! registration rules and be the name we gave, since it becomes part of local paths: a
+//! malicious server cannot make the client write outside `--data-dir`. It asks the
+//! person through the [`Prompter`]
 //! trait and must not print or read the terminal itself, so another front end can drive
 //! the same login.
 
@@ -11,7 +14,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use super::server_link::{LinkEvent, ServerLink};
-use crate::protocol::server_msg::{AskField, Reply, ServerMsg, VERSION};
+use crate::protocol::server_msg::{AskField, Reply, ServerMsg, Username, VERSION};
 
 /// How long to wait for the server's next line during login.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,6 +152,7 @@ pub fn run(
                 prompter.show(&format!("Logged in as {user}."))
             }
             ServerMsg::Ok(Reply::Welcome { user, addr }) => {
+                check_welcome_name(&user, &username)?;
                 return Ok(Login {
                     name: user,
                     addr,
@@ -159,6 +163,25 @@ pub fn run(
             other => log::debug!("ignored during login: {other:?}"),
         }
     }
+}
+
+/// The name in `OK WELCOME` becomes part of paths (`<data-dir>/<name>/`): it must follow
+/// the registration rules (no `/`, `.`, `..` or control characters can pass them) and be
+/// the name we logged in with, whatever the server says.
+fn check_welcome_name(user: &str, typed: &str) -> Result<(), String> {
+    let shown = user.escape_default();
+    if Username::parse(user).is_err() {
+        return Err(format!(
+            "the server welcomed us with an invalid username \"{shown}\"; refusing it"
+        ));
+    }
+    if !typed.is_empty() && !user.eq_ignore_ascii_case(typed) {
+        return Err(format!(
+            "the server welcomed us as \"{shown}\", not as {}; refusing it",
+            typed.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 /// Binds the listener on the chosen port, asking the person until a port is free.
@@ -195,5 +218,19 @@ fn listen(
                 "error: port {port} is not free ({e}); choose another"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welcome_names_that_could_leave_the_data_dir_are_refused() {
+        assert!(check_welcome_name("alice", "Alice").is_ok());
+        for bad in ["../../evil", "..", "a/b", "al\u{1b}[2J", "", "x"] {
+            assert!(check_welcome_name(bad, "").is_err(), "{bad:?}");
+        }
+        assert!(check_welcome_name("mallory", "alice").is_err());
     }
 }

@@ -9,6 +9,8 @@
 pub mod disk_space;
 pub mod history;
 pub mod login;
+pub mod peer_dial;
+pub mod peer_limits;
 pub mod peer_link;
 pub mod resume_check;
 pub mod server_link;
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
-use crate::protocol::limits::{ACCEPT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_HELD_REPORTS};
+use crate::protocol::limits::{ACCEPT_TIMEOUT, ANSWER_WAIT, HEARTBEAT_INTERVAL, MAX_HELD_REPORTS};
 use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
 use login::{Credentials, PortChoice, Prompter};
 use peer_link::PeerEvent;
@@ -67,6 +69,9 @@ pub struct ClientConfig {
     /// Seconds you have to accept or decline a chat request (1-30).
     #[arg(long, default_value_t = ACCEPT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ACCEPT_TIMEOUT.as_secs()))]
     pub accept_timeout: u64,
+    /// Seconds to wait for the peer to answer your chat request (1-40).
+    #[arg(long, default_value_t = ANSWER_WAIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ANSWER_WAIT.as_secs()))]
+    pub answer_wait: u64,
     /// Folder to share: its regular files (not subfolders) are listed on the server and
     /// can be fetched by other users. Without it, a terminal session asks; pipes share
     /// nothing.
@@ -133,7 +138,8 @@ pub fn run(config: ClientConfig) -> u8 {
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
-    if let Err(e) = peer_link::spawn_listener(listener, peer_tx.clone()) {
+    let refusals = peer_limits::Refusals::new();
+    if let Err(e) = peer_link::spawn_listener(listener, peer_tx.clone(), refusals.clone()) {
         term.show(&format!("error: cannot accept peers: {e}"));
         return 1;
     }
@@ -175,6 +181,8 @@ pub fn run(config: ClientConfig) -> u8 {
             peer_tx,
             history,
             Duration::from_secs(config.accept_timeout),
+            Duration::from_secs(config.answer_wait),
+            refusals,
         ),
         me: me.name,
         link: Some(link),

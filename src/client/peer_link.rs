@@ -1,26 +1,29 @@
 //! Direct connections between peers: the listener, the handshake, and one reader and
 //! one writer thread per established link.
 //!
-//! Owns peer sockets. Incoming connections must send a `HELLO` within the handshake
-//! timeout and are handed to the UI loop as [`Incoming`] for the ticket check; outgoing
-//! ones present a ticket and wait for `ACCEPT`. Established links answer `PING`, send
-//! keep-alives, enforce the flood limit and report every other message as a
-//! [`PeerEvent`]. It must not decide who may connect (that is `sessions`) nor print.
+//! Owns incoming peer sockets and every established link. Incoming connections take a
+//! handshake slot (capped per source address and in all, `peer_limits`), must send a
+//! `HELLO` within the handshake timeout and are handed to the UI loop as [`Incoming`]
+//! for the ticket check, still holding their slot; every refusal is counted for the
+//! person's summary. Established links answer `PING`, send keep-alives, enforce the
+//! flood limit and report every other message as a [`PeerEvent`]. Outgoing connections
+//! are `peer_dial`'s. It must not decide who may connect (that is `sessions`) nor print.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 
+use super::peer_limits::{Refusals, Slot, Slots};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
-    ANSWER_WAIT, FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, MAX_LINE,
-    PEER_CONNECT_TIMEOUT, PEER_IDLE_TIMEOUT, PEER_PING_INTERVAL, PEER_QUEUE, WRITE_TIMEOUT,
+    FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_IDLE_TIMEOUT, PEER_PING_INTERVAL,
+    PEER_QUEUE, WRITE_TIMEOUT,
 };
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
@@ -87,12 +90,42 @@ pub struct Incoming {
     pub remote: SocketAddr,
     stream: TcpStream,
     reader: LineReader<TcpStream>,
+    /// The handshake slot, held until the ticket is checked (`release_slot`).
+    slot: Option<Slot>,
+    /// Where a refusal is counted.
+    refusals: Refusals,
 }
 
 impl Incoming {
-    /// Refuses with an `ERR` line and closes.
+    /// Gives the handshake slot back: the ticket checked out, so this connection no
+    /// longer counts against its address's handshake cap.
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
+
+    /// The connecting address.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.remote.ip()
+    }
+
+    /// True if the connecting side has closed the connection (a requester that gave up
+    /// or died), checked without blocking and without taking anything off the socket.
+    pub fn peer_gone(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let gone = match self.stream.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        gone || self.stream.set_nonblocking(false).is_err()
+    }
+
+    /// Refuses with an `ERR` line and closes; counted for the person's summary.
     pub fn refuse(self, code: ErrorCode, message: &str) {
-        log::warn!(
+        self.refusals.add(self.remote.ip(), code);
+        log::info!(
             "refused a peer connection from {}: {}",
             self.remote,
             Untrusted(message)
@@ -114,22 +147,41 @@ impl Incoming {
         );
     }
 
+    /// Proves to the connecting side of a data connection (its ticket checked) that we
+    /// hold the ticket: `ACCEPT <mac>` as `me`, before any file line (protocol.md §11).
+    pub fn prove(&self, me: &str) -> io::Result<()> {
+        let hello = &self.hello;
+        let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
+        let accept = PeerMsg::Accept {
+            mac: mac.to_hex().to_string(),
+        };
+        self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let mut out = &self.stream;
+        write_lines(&mut out, &accept.to_wire())
+    }
+
     /// Hands a transfer connection (its ticket checked) to the transfer code.
     pub fn into_wire(self) -> io::Result<Wire> {
         Wire::new(self.stream, self.reader)
     }
 
-    /// Accepts: sends `ACCEPT` and starts the link's threads.
-    pub fn accept(self, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+    /// Accepts as `me`: sends `ACCEPT <mac>` (the proof that we hold the ticket) and
+    /// starts the link's threads.
+    pub fn accept(self, me: &str, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+        let hello = &self.hello;
+        let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
+        let accept = PeerMsg::Accept {
+            mac: mac.to_hex().to_string(),
+        };
         let mut out = &self.stream;
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        write_lines(&mut out, &PeerMsg::Accept.to_wire())?;
+        write_lines(&mut out, &accept.to_wire())?;
         PeerLink::start(self.stream, self.reader, events.clone())
     }
 }
 
 /// One line and a FIN on a connection we are giving up on; never blocks for long.
-fn send_last(stream: &TcpStream, msg: &PeerMsg) {
+pub(super) fn send_last(stream: &TcpStream, msg: &PeerMsg) {
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
     let mut out = stream;
     let _ = write_lines(&mut out, &msg.to_wire());
@@ -152,7 +204,8 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    fn start(
+    /// Starts the reader and writer threads of a link whose handshake is done.
+    pub(super) fn start(
         stream: TcpStream,
         reader: LineReader<TcpStream>,
         events: Sender<PeerEvent>,
@@ -310,9 +363,14 @@ fn write_loop(stream: &TcpStream, rx: &Receiver<Out>) {
 }
 
 /// Accepts peer connections on `listener` until the process ends, reading each one's
-/// `HELLO` on a short-lived thread.
-pub fn spawn_listener(listener: TcpListener, events: Sender<PeerEvent>) -> io::Result<()> {
-    let in_handshake = Arc::new(AtomicUsize::new(0));
+/// `HELLO` on a short-lived thread. A connection gets a handshake slot or is closed at
+/// once with `ERR 442 PEER_BUSY`; refusals are counted in `refusals`.
+pub fn spawn_listener(
+    listener: TcpListener,
+    events: Sender<PeerEvent>,
+    refusals: Refusals,
+) -> io::Result<()> {
+    let slots = Slots::new();
     thread::Builder::new()
         .name("peer-listen".into())
         .spawn(move || {
@@ -320,37 +378,54 @@ pub fn spawn_listener(listener: TcpListener, events: Sender<PeerEvent>) -> io::R
                 let stream = match stream {
                     Ok(stream) => stream,
                     Err(e) => {
+                        // Out of descriptors, say: wait instead of spinning.
                         log::warn!("accepting a peer failed: {e}");
-                        thread::sleep(std::time::Duration::from_millis(50));
+                        thread::sleep(Duration::from_millis(50));
                         continue;
                     }
                 };
-                if in_handshake.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
-                    log::warn!("too many peer handshakes at once; dropping a connection");
+                let Ok(remote) = stream.peer_addr() else {
                     continue;
-                }
-                in_handshake.fetch_add(1, Ordering::SeqCst);
-                let counter = Arc::clone(&in_handshake);
+                };
+                let Some(slot) = slots.try_take(remote.ip()) else {
+                    refusals.add(remote.ip(), ErrorCode::PeerBusy);
+                    log::debug!("too many peer handshakes; refused {remote}");
+                    refuse_now(&stream);
+                    continue;
+                };
                 let events = events.clone();
-                let spawned = thread::Builder::new()
+                let refusals = refusals.clone();
+                // A failed spawn drops the closure: the stream closes, the slot returns.
+                let _ = thread::Builder::new()
                     .name("peer-hello".into())
                     .stack_size(THREAD_STACK)
-                    .spawn(move || {
-                        handshake(stream, &events);
-                        counter.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    in_handshake.fetch_sub(1, Ordering::SeqCst);
-                }
+                    .spawn(move || handshake(stream, remote, slot, refusals, &events));
             }
         })?;
     Ok(())
 }
 
-fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
-    let Ok(remote) = stream.peer_addr() else {
-        return;
+/// `ERR 442 PEER_BUSY` without waiting: a fresh socket's send buffer takes one line, and
+/// if it does not, the connection is closed anyway.
+fn refuse_now(stream: &TcpStream) {
+    let line = PeerMsg::Err {
+        code: ErrorCode::PeerBusy,
+        message: "too many connections at once; try again later".into(),
     };
+    if stream.set_nonblocking(true).is_ok() {
+        let mut out = stream;
+        let _ = write_lines(&mut out, &line.to_wire());
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn handshake(
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Slot,
+    refusals: Refusals,
+    events: &Sender<PeerEvent>,
+) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -359,7 +434,8 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
     }
     let mut reader = LineReader::new(read_half, MAX_LINE);
     let refuse = |code: ErrorCode, message: &str| {
-        log::warn!(
+        refusals.add(remote.ip(), code);
+        log::info!(
             "peer connection from {remote} refused: {}",
             Untrusted(message)
         );
@@ -402,13 +478,15 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
             ticket,
             name,
         }) => (version, from, transfer, ticket, Purpose::Fetch { name }),
-        Ok(_) => {
+        Err(e) if matches!(line.split(' ').next(), Some("HELLO" | "PUSH" | "FETCH")) => {
+            return refuse(e.code, &e.message);
+        }
+        Ok(_) | Err(_) => {
             return refuse(
                 ErrorCode::OutOfOrder,
                 "the first line must be HELLO, PUSH or FETCH",
             );
         }
-        Err(e) => return refuse(e.code, &e.message),
     };
     if version != PEER_VERSION {
         return refuse(ErrorCode::BadRequest, "unsupported peer protocol version");
@@ -423,95 +501,9 @@ fn handshake(stream: TcpStream, events: &Sender<PeerEvent>) {
         remote,
         stream,
         reader,
+        slot: Some(slot),
+        refusals,
     };
+    // Blocks while the UI loop is behind; the slot bounds how many wait here.
     let _ = events.send(PeerEvent::Incoming(incoming));
-}
-
-/// Opens a data connection to `addr` and sends its first line (`PUSH` or `FETCH`).
-pub fn open_transfer(addr: SocketAddr, first: &PeerMsg) -> io::Result<Wire> {
-    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT)?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let mut out = &stream;
-    write_lines(&mut out, &first.to_wire())?;
-    Wire::from_stream(stream)
-}
-
-/// Connects to `peer` at `addr` for `session`, presents `ticket` and waits for the answer
-/// on a thread of its own; the outcome arrives as [`PeerEvent::Answered`].
-pub fn request(
-    me: &str,
-    peer: &str,
-    session: u64,
-    addr: SocketAddr,
-    ticket: Ticket,
-    events: Sender<PeerEvent>,
-) -> io::Result<()> {
-    let hello = PeerMsg::Hello {
-        version: PEER_VERSION,
-        from: me.to_string(),
-        session,
-        ticket,
-    };
-    let peer = peer.to_string();
-    thread::Builder::new()
-        .name("peer-connect".into())
-        .stack_size(THREAD_STACK)
-        .spawn(move || {
-            let result = ask_peer(addr, &hello, &events);
-            let _ = events.send(PeerEvent::Answered {
-                session,
-                peer,
-                result,
-            });
-        })?;
-    Ok(())
-}
-
-fn ask_peer(
-    addr: SocketAddr,
-    hello: &PeerMsg,
-    events: &Sender<PeerEvent>,
-) -> Result<PeerLink, (EndReason, String)> {
-    let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
-    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT).map_err(unreachable)?;
-    stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(ANSWER_WAIT))
-        .map_err(unreachable)?;
-    let mut out = &stream;
-    write_lines(&mut out, &hello.to_wire()).map_err(unreachable)?;
-    let mut reader = LineReader::new(stream.try_clone().map_err(unreachable)?, MAX_LINE);
-    loop {
-        let line = match reader.read_line() {
-            Ok(Some(line)) => line,
-            Ok(None) => return Err((EndReason::Refused, "the peer closed the connection".into())),
-            Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
-            Err(_) => {
-                return Err((
-                    EndReason::Refused,
-                    "the peer sent something unreadable".into(),
-                ));
-            }
-        };
-        match PeerMsg::parse(&line) {
-            Ok(PeerMsg::Accept) => {
-                return PeerLink::start(stream, reader, events.clone())
-                    .map_err(|e| (EndReason::PeerLost, format!("cannot start the link: {e}")));
-            }
-            Ok(PeerMsg::Decline { reason }) => {
-                let why = EndReason::from_word(reason.split(' ').next().unwrap_or(""))
-                    .filter(|r| *r == EndReason::Timeout)
-                    .unwrap_or(EndReason::Declined);
-                return Err((why, reason));
-            }
-            Ok(PeerMsg::Err { message, .. }) => return Err((EndReason::Refused, message)),
-            Ok(PeerMsg::Ping) | Ok(PeerMsg::Pong) => {}
-            Ok(_) | Err(_) => {
-                return Err((EndReason::Refused, "the peer broke the protocol".into()));
-            }
-        }
-    }
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 
 use super::history::{History, Line};
-use super::peer_link::{self, Incoming, LinkId, PeerEvent, PeerLink, Purpose};
+use super::peer_dial::{self, Ask};
+use super::peer_limits::Refusals;
+use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
@@ -64,6 +66,8 @@ pub enum Notice {
     Request { from: String, within: Duration },
     /// A request from `from` was declined because nobody answered.
     RequestExpired { from: String },
+    /// `from` gave up waiting (or its client ended) before we answered.
+    RequestWithdrawn { from: String },
     /// We declined `from`.
     Declined { from: String },
     /// We asked the server to connect us to `peer`.
@@ -88,6 +92,14 @@ pub enum Notice {
     Switched { peer: String },
     /// The answer to `\history`.
     History { peer: String, lines: Vec<Line> },
+    /// `count` peer connections from `from` were refused for `why` in the last `secs`
+    /// seconds (one notice per burst, not one per connection).
+    Refused {
+        count: u64,
+        from: String,
+        why: String,
+        secs: u64,
+    },
     /// Something the person asked for cannot be done.
     Error(String),
 }
@@ -137,6 +149,10 @@ pub struct Sessions {
     active: Option<String>,
     /// How long the person has to answer a chat request.
     accept_timeout: Duration,
+    /// How long our requests wait for the peer's answer.
+    answer_wait: Duration,
+    /// Refused peer connections, summed for the person once per burst.
+    refusals: Refusals,
     /// For the front end.
     notices: Vec<Notice>,
     /// For the server.
@@ -159,12 +175,16 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    /// No sessions yet.
+    /// No sessions yet. `accept_timeout` is how long the person has to answer a request,
+    /// `answer_wait` how long our requests wait for an answer; `refusals` is the tally the
+    /// peer listener counts into.
     pub fn new(
         me: &str,
         events: Sender<PeerEvent>,
         history: Option<History>,
         accept_timeout: Duration,
+        answer_wait: Duration,
+        refusals: Refusals,
     ) -> Sessions {
         Sessions {
             me: me.to_string(),
@@ -178,6 +198,8 @@ impl Sessions {
             open: Vec::new(),
             active: None,
             accept_timeout,
+            answer_wait,
+            refusals,
             notices: Vec::new(),
             to_server: Vec::new(),
             transfer_conns: Vec::new(),
@@ -242,10 +264,10 @@ impl Sessions {
         }
     }
 
-    fn remember(&self, peer: &str, sender: &str, at_ms: u64, text: &str) {
+    fn remember(&mut self, peer: &str, sender: &str, at_ms: u64, text: &str) {
         if let Some(Err(e)) = self
             .history
-            .as_ref()
+            .as_mut()
             .map(|h| h.record(peer, sender, at_ms, text))
         {
             log::warn!("writing history: {e}");
@@ -286,7 +308,15 @@ impl Sessions {
             self.report_end(session, EndReason::Refused);
             return;
         }
-        match peer_link::request(&self.me, peer, session, addr, ticket, self.events.clone()) {
+        let ask = Ask {
+            me: self.me.clone(),
+            peer: peer.to_string(),
+            session,
+            addr,
+            ticket,
+            wait: self.answer_wait,
+        };
+        match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer.to_string(), session)),
             Err(e) => {
                 self.report_end(session, EndReason::Unreachable);
@@ -354,7 +384,7 @@ impl Sessions {
 
     /// The ticket check: valid, unused, for a session addressed to us, from the user the
     /// server named. Anything else is refused.
-    fn check_incoming(&mut self, incoming: Incoming) {
+    fn check_incoming(&mut self, mut incoming: Incoming) {
         let ticket = incoming.hello.ticket.clone();
         if self.used.contains_key(&ticket) {
             return incoming.refuse(ErrorCode::BadTicket, "this ticket was used already");
@@ -393,9 +423,23 @@ impl Sessions {
             });
             return incoming.refuse(ErrorCode::BadTicket, why);
         }
+        // The ticket checked out: this connection no longer counts against its
+        // address's handshake cap (several real peers may share one address).
+        incoming.release_slot();
         if expected.transfer {
+            if let Err(e) = incoming.prove(&self.me) {
+                log::info!("a data connection from {} broke: {e}", incoming.remote);
+            }
             self.transfer_conns.push(incoming);
             return;
+        }
+        if self.requests.iter().any(|r| same(&r.from, &expected.from)) {
+            // One pending request per requester: one account cannot fill every slot.
+            self.report_end(expected.session, EndReason::Refused);
+            return incoming.refuse(
+                ErrorCode::AlreadyAsked,
+                "your earlier chat request is still waiting for an answer",
+            );
         }
         if self.count() >= MAX_SESSIONS || self.open.iter().any(|o| same(&o.peer, &expected.from)) {
             self.report_end(expected.session, EndReason::Refused);
@@ -443,7 +487,7 @@ impl Sessions {
         let Some(request) = self.pick_request(user, "accept") else {
             return;
         };
-        match request.incoming.accept(&self.events) {
+        match request.incoming.accept(&self.me, &self.events) {
             Ok(link) => {
                 self.to_server.push(Command::SessionOpen {
                     id: request.session,
@@ -596,7 +640,7 @@ impl Sessions {
     }
 
     /// Records a line about a finished file transfer in the history with `peer`.
-    pub fn note_transfer(&self, peer: &str, text: &str) {
+    pub fn note_transfer(&mut self, peer: &str, text: &str) {
         self.remember(peer, "*", now_ms(), text);
     }
 
@@ -686,6 +730,17 @@ impl Sessions {
         for (incoming, _) in late {
             incoming.refuse(ErrorCode::BadTicket, "no such ticket");
         }
+        // A requester that gave up frees its one pending request at once, so it may ask
+        // again (and a dead connection is not offered to the person).
+        let (gone, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
+            .into_iter()
+            .partition(|r| r.incoming.peer_gone());
+        self.requests = waiting;
+        for request in gone {
+            self.report_end(request.session, EndReason::PeerLost);
+            self.notices
+                .push(Notice::RequestWithdrawn { from: request.from });
+        }
         let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
             .into_iter()
             .partition(|r| r.deadline <= now);
@@ -695,6 +750,15 @@ impl Sessions {
             self.report_end(request.session, EndReason::Timeout);
             self.notices
                 .push(Notice::RequestExpired { from: request.from });
+        }
+        if let Some((lines, secs)) = self.refusals.take_summary(now) {
+            self.notices
+                .extend(lines.into_iter().map(|line| Notice::Refused {
+                    count: line.count,
+                    from: line.from,
+                    why: line.why.to_string(),
+                    secs,
+                }));
         }
         self.tickets.retain(|_, e| e.expires > now);
         self.used

@@ -17,7 +17,8 @@ use crossbeam_channel::Sender;
 mod refusals;
 
 use super::disk_space;
-use super::peer_link::{self, Incoming, Purpose};
+use super::peer_dial;
+use super::peer_link::{Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::limits::OFFER_TIMEOUT;
@@ -571,7 +572,7 @@ impl Transfers {
                     offer: entry.offer.unwrap_or(id),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_link::open_transfer(addr, &first) {
+                    match peer_dial::open_transfer(addr, &first, &peer) {
                         Ok(wire) => transfer::send(wire, &path, &name, id, events, &cancel),
                         Err(e) => unreachable_outcome(&peer, &e),
                     }
@@ -586,7 +587,7 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_link::open_transfer(addr, &first) {
+                    match peer_dial::open_transfer(addr, &first, &peer) {
                         Ok(wire) => {
                             let expect = Expect { name, size: listed };
                             transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)

@@ -623,6 +623,9 @@ pub fn render_notice(notice: &Notice) -> String {
         Notice::RequestExpired { from } => {
             format!("* chat request from {from} expired", from = Untrusted(from))
         }
+        Notice::RequestWithdrawn { from } => {
+            format!("* {from} withdrew the chat request", from = Untrusted(from))
+        }
         Notice::Declined { from } => format!("* declined {from}", from = Untrusted(from)),
         Notice::Asking { peer } => format!("* asking {} to chat...", Untrusted(peer)),
         Notice::Opened { peer, history } => {
@@ -705,6 +708,16 @@ pub fn render_notice(notice: &Notice) -> String {
             }
             text
         }
+        Notice::Refused {
+            count,
+            from,
+            why,
+            secs,
+        } => format!(
+            "* refused {count} peer connection{} from {from} in the last {secs} s ({why})",
+            if *count == 1 { "" } else { "s" },
+            why = Untrusted(why)
+        ),
         Notice::Error(text) => format!("error: {text}", text = Untrusted(text)),
     }
 }

@@ -88,6 +88,13 @@ codes! {
     NoSession = 432, "NO_SESSION";
     /// A peer message arrived at the wrong moment (chat before ACCEPT, say).
     OutOfOrder = 433, "OUT_OF_ORDER";
+    /// (peer) A chat request from this requester is already waiting for an answer.
+    AlreadyAsked = 440, "ALREADY_ASKED";
+    /// (peer) An `ACCEPT` without the right MAC: the answer did not come from the holder
+    /// of the ticket (someone else answered at the target's address).
+    BadProof = 441, "BAD_PROOF";
+    /// (peer) Too many peer handshakes at once, from this address or in all.
+    PeerBusy = 442, "PEER_BUSY";
     /// The server failed; try again.
     Internal = 500, "INTERNAL";
     /// The server has as many connections as it allows.

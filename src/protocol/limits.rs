@@ -72,12 +72,28 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// with `ERR 431 TOO_MANY_SESSIONS`.
 pub const MAX_SESSIONS: usize = 16;
 
-/// Most incoming peer connections that may be in their handshake at once; more are
-/// closed at once, so a port scan or a flood of idle sockets cannot pin threads.
-pub const MAX_HANDSHAKES: usize = 32;
+/// Most incoming peer connections that may be in their handshake at once (from `accept`
+/// until the ticket is checked, including `HELLO`s parked for `TICKET_GRACE`); more are
+/// closed at once with `ERR 442 PEER_BUSY`, so a port scan or a flood of idle sockets
+/// cannot pin threads or descriptors.
+pub const MAX_HANDSHAKES: usize = 64;
 
-/// How long an incoming peer connection has to send its `HELLO`.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most incoming peer handshakes (as `MAX_HANDSHAKES`) from one source address at once:
+/// one stranger's idle sockets or forged `HELLO`s cannot take every slot, so other
+/// peers still get in.
+pub const MAX_HANDSHAKES_PER_IP: usize = 8;
+
+/// How long an incoming peer connection has to send its `HELLO`: short, since a real
+/// peer sends it at once, and every idle socket holds a handshake slot until then.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refused peer connections are summed per source address and reason and shown to the
+/// person at most once per this period (one line per burst, not one per connection).
+pub const REFUSAL_SUMMARY_PERIOD: Duration = Duration::from_secs(5);
+
+/// Most distinct (address, reason) pairs one refusal summary names; the rest are added
+/// up in one "other addresses" line, so a spoofed-address flood cannot flood the screen.
+pub const REFUSAL_SUMMARY_LINES: usize = 8;
 
 /// How long a ticket from the server stays usable if nobody presents it.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -91,7 +107,14 @@ pub const TICKET_GRACE: Duration = Duration::from_secs(3);
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the requester waits for `ACCEPT` or `DECLINE`: the accept timeout plus slack.
+/// It is a deadline from the moment `HELLO` is sent: nothing the peer sends meanwhile
+/// (`PING`, a line dripped byte by byte) extends it. `--answer-wait` may shorten it.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(40);
+
+/// Most lines of chat history kept per peer; older lines are deleted as new ones arrive,
+/// so a peer cannot grow the history file without bound (at most this many lines of
+/// up to `MAX_CHAT_TEXT` bytes, about 40 MiB, per peer).
+pub const HISTORY_LINES_PER_PEER: usize = 10_000;
 
 /// How long to wait for a peer to accept the TCP connection.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -29,8 +29,9 @@ pub enum PeerMsg {
         /// The one-time ticket the server issued for this session.
         ticket: Ticket,
     },
-    /// `ACCEPT`: the person accepted; chat may start.
-    Accept,
+    /// `ACCEPT <mac>`: the person accepted; chat may start. `<mac>` (64 hex digits) is
+    /// `Ticket::accept_mac`: it proves the answer comes from the ticket's holder.
+    Accept { mac: String },
     /// `DECLINE <reason>`: the person declined, or did not answer in time.
     Decline { reason: String },
     /// `MSG <unix-ms> <text>`: one chat line, stamped by the sender.
@@ -163,7 +164,12 @@ impl PeerMsg {
                     reason: reason.to_string(),
                 })
             }
-            "ACCEPT" => bare(PeerMsg::Accept),
+            "ACCEPT" if rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(PeerMsg::Accept {
+                    mac: rest.to_ascii_lowercase(),
+                })
+            }
+            "ACCEPT" => Err(ParseError::bad("usage: ACCEPT <mac>")),
             "PING" => bare(PeerMsg::Ping),
             "PONG" => bare(PeerMsg::Pong),
             "DECLINE" => Ok(PeerMsg::Decline {
@@ -272,7 +278,7 @@ impl fmt::Display for PeerMsg {
                 session,
                 ticket,
             } => write!(f, "HELLO peerchat {version} {from} {session} {ticket}"),
-            PeerMsg::Accept => write!(f, "ACCEPT"),
+            PeerMsg::Accept { mac } => write!(f, "ACCEPT {mac}"),
             PeerMsg::Decline { reason } => write!(f, "DECLINE {}", one_line(reason)),
             PeerMsg::Msg { at_ms, text } => write!(f, "MSG {at_ms} {}", one_line(text)),
             PeerMsg::Ping => write!(f, "PING"),
@@ -322,7 +328,9 @@ mod tests {
                 session: 42,
                 ticket,
             },
-            PeerMsg::Accept,
+            PeerMsg::Accept {
+                mac: "ab".repeat(32),
+            },
             PeerMsg::Decline {
                 reason: "declined".into(),
             },
@@ -361,6 +369,7 @@ mod tests {
             "HELLO peerchat x alice 5 00000000000000000000000000000000",
             "HELLO peerchat 1 alice -5 00000000000000000000000000000000",
             "ACCEPT now",
+            "ACCEPT",
             "PING x",
             "MSG",
             "MSG 12",

@@ -1,8 +1,9 @@
 //! One-time session tickets: 128 random bits from the operating system's CSPRNG.
 //!
 //! Owns making, parsing and printing tickets. A ticket is a bearer secret: its `Debug`
-//! hides it so it never reaches a log, and only `Display` (for the wire) shows it. It must
-//! not decide who may use a ticket (the server issues, the client checks).
+//! hides it so it never reaches a log, and only `Display` (for the wire) shows it. It also
+//! computes the `ACCEPT` proof (a MAC keyed by the ticket, protocol.md §10). It must not
+//! decide who may use a ticket (the server issues, the client checks).
 
 use std::fmt;
 
@@ -28,6 +29,25 @@ impl Ticket {
             *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
         Some(Ticket(bytes))
+    }
+}
+
+/// The context string for deriving the `ACCEPT` MAC key from a ticket (BLAKE3
+/// `derive_key`): fixed forever, so both sides derive the same key.
+pub const ACCEPT_MAC_CONTEXT: &str = "peerchat 2026-12 peer ACCEPT mac v1";
+
+impl Ticket {
+    /// The proof in `ACCEPT <mac>`: keyed BLAKE3 over the session id and both names (lower
+    /// case), under a key derived from the ticket. Only the two holders of the ticket can
+    /// make it, so the requester knows the answer came from the target the server named.
+    pub fn accept_mac(&self, session: u64, requester: &str, target: &str) -> blake3::Hash {
+        let key = blake3::derive_key(ACCEPT_MAC_CONTEXT, &self.0);
+        let input = format!(
+            "{session}\n{}\n{}",
+            requester.to_ascii_lowercase(),
+            target.to_ascii_lowercase()
+        );
+        blake3::keyed_hash(&key, input.as_bytes())
     }
 }
 
@@ -57,6 +77,32 @@ mod tests {
         assert_eq!(Ticket::parse(&text), Some(a.clone()));
         assert_eq!(Ticket::parse(&text.to_uppercase()), Some(a.clone()));
         assert!(!format!("{a:?}").contains(&text));
+    }
+
+    #[test]
+    fn accept_macs_bind_ticket_session_and_names() {
+        let a = Ticket::generate().unwrap();
+        let b = Ticket::generate().unwrap();
+        let mac = a.accept_mac(7, "Alice", "bob");
+        assert_eq!(mac, a.accept_mac(7, "alice", "BOB"));
+        assert_ne!(mac, b.accept_mac(7, "alice", "bob"));
+        assert_ne!(mac, a.accept_mac(8, "alice", "bob"));
+        assert_ne!(mac, a.accept_mac(7, "alice", "carol"));
+        assert_ne!(mac, a.accept_mac(7, "bob", "alice"));
+    }
+
+    #[test]
+    fn the_accept_examples_of_protocol_md_hold() {
+        let chat = Ticket::parse("6f1c0d3e9a2b4c5d8e7f60718293a4b5").unwrap();
+        assert_eq!(
+            chat.accept_mac(12, "alice", "bob").to_hex().as_str(),
+            "785e6dad8ae7dac35e13084203dced2a7f10b157dec14d8af66f5fa32d553497"
+        );
+        let fetch = Ticket::parse("9f0c2a4e6b8d1f3a5c7e9b1d3f5a7c9e").unwrap();
+        assert_eq!(
+            fetch.accept_mac(7, "alice", "bob").to_hex().as_str(),
+            "ec0e3b027ac899a6c85cbe295554fbb26cb2cd9a0e615685f5bc616e4136676e"
+        );
     }
 
     #[test]

@@ -1,0 +1,244 @@
+//! Outgoing peer connections: asking a peer for a chat session and opening data
+//! connections, each checking that whoever answers holds the ticket (`ACCEPT <mac>`).
+//!
+//! Owns the requester's side of the handshakes: the `HELLO`/`PUSH`/`FETCH` line, one
+//! deadline for the answer whatever the peer sends meanwhile, the proof check, and
+//! saying plainly why a peer refused. Established chat links are handed to
+//! `peer_link::PeerLink`, data connections to the transfer code. It must not decide who
+//! to ask (that is `sessions` and `transfers`) nor print.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::peer_link::{PeerEvent, PeerLink, send_last};
+use super::transfer::Wire;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::{MAX_LINE, PEER_CONNECT_TIMEOUT, TICKET_GRACE, WRITE_TIMEOUT};
+use crate::protocol::line::{LineReader, write_lines};
+use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
+use crate::protocol::server_msg::EndReason;
+use crate::protocol::ticket::Ticket;
+
+/// Small stacks: these threads only move lines.
+const THREAD_STACK: usize = 128 * 1024;
+
+/// Opens a data connection to `peer` at `addr`, sends its first line (`PUSH` or
+/// `FETCH`) and checks the listener's proof of the ticket (`ACCEPT <mac>`, protocol.md
+/// §11) before any file line is exchanged. An `ERR` as the first answer (a refusal) is
+/// left unread for the transfer code, so it reports it as before; anything else, or a
+/// wrong MAC, is refused: whoever answered at `addr` does not hold the ticket.
+pub fn open_transfer(addr: SocketAddr, first: &PeerMsg, peer: &str) -> io::Result<Wire> {
+    let (from, id, ticket) = match first {
+        PeerMsg::Push {
+            from,
+            transfer,
+            ticket,
+            ..
+        }
+        | PeerMsg::Fetch {
+            from,
+            transfer,
+            ticket,
+            ..
+        } => (from, *transfer, ticket),
+        _ => return Err(io::Error::other("not the first line of a data connection")),
+    };
+    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut out = &stream;
+    write_lines(&mut out, &first.to_wire())?;
+    // The listener may hold an early connection up to `TICKET_GRACE` for its ticket.
+    let (line, taken) = peek_line(
+        &stream,
+        Instant::now() + PEER_CONNECT_TIMEOUT + TICKET_GRACE,
+    )?;
+    if line.starts_with("ERR ") {
+        return Wire::from_stream(stream);
+    }
+    let want = ticket.accept_mac(id, from, peer);
+    let proven = match PeerMsg::parse(&line) {
+        Ok(PeerMsg::Accept { mac }) => blake3::Hash::from_hex(&mac).ok() == Some(want),
+        _ => false,
+    };
+    if !proven {
+        log::warn!("a data connection to {addr} did not prove the ticket for {peer}");
+        send_last(
+            &stream,
+            &PeerMsg::Err {
+                code: ErrorCode::BadProof,
+                message: "no valid proof of the ticket".into(),
+            },
+        );
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("could not verify that the answer came from {peer} (441 BAD_PROOF)"),
+        ));
+    }
+    // Take the proof line off the socket; the file lines follow it.
+    let mut proof = vec![0u8; taken];
+    io::Read::read_exact(&mut &stream, &mut proof)?;
+    Wire::from_stream(stream)
+}
+
+/// The first line waiting on `stream` and its length with the terminator, without taking
+/// it off the socket (`peek`), by `deadline`. A line longer than `MAX_LINE` or not UTF-8
+/// is an error.
+fn peek_line(stream: &TcpStream, deadline: Instant) -> io::Result<(String, usize)> {
+    let mut buf = vec![0u8; MAX_LINE + 2];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.peek(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer closed the connection",
+            ));
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            let line = std::str::from_utf8(&buf[..end])
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
+            return Ok((line.trim_end_matches('\r').to_string(), end + 1));
+        }
+        if n == buf.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "overlong line"));
+        }
+        // Part of a line: `peek` returns at once while it waits, so pause between looks.
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What the requester needs to ask a peer and check its answer.
+pub struct Ask {
+    /// Our username.
+    pub me: String,
+    /// The user we ask, as the server named them.
+    pub peer: String,
+    /// The server's session id.
+    pub session: u64,
+    /// Where the server says the peer listens.
+    pub addr: SocketAddr,
+    /// The ticket for this session.
+    pub ticket: Ticket,
+    /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
+    pub wait: Duration,
+}
+
+/// Connects to the peer of `ask`, presents the ticket and waits for the answer on a
+/// thread of its own; the outcome arrives as [`PeerEvent::Answered`].
+pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
+    let session = ask.session;
+    let peer = ask.peer.clone();
+    thread::Builder::new()
+        .name("peer-connect".into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let result = ask_peer(&ask, &events);
+            let _ = events.send(PeerEvent::Answered {
+                session,
+                peer,
+                result,
+            });
+        })?;
+    Ok(())
+}
+
+fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReason, String)> {
+    let addr = ask.addr;
+    let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
+    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT).map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .map_err(unreachable)?;
+    let hello = PeerMsg::Hello {
+        version: PEER_VERSION,
+        from: ask.me.clone(),
+        session: ask.session,
+        ticket: ask.ticket.clone(),
+    };
+    let mut out = &stream;
+    write_lines(&mut out, &hello.to_wire()).map_err(unreachable)?;
+    // One deadline for the whole answer: PINGs or a line dripped byte by byte from a
+    // hostile peer must not keep us waiting past it.
+    let deadline = Instant::now() + ask.wait;
+    let mut reader = LineReader::new(stream.try_clone().map_err(unreachable)?, MAX_LINE);
+    let peer = &ask.peer;
+    loop {
+        let line = match reader.read_line_by(deadline) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Err((EndReason::Refused, "the peer closed the connection".into())),
+            Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
+            Err(_) => {
+                return Err((
+                    EndReason::Refused,
+                    "the peer sent something unreadable".into(),
+                ));
+            }
+        };
+        let parsed = PeerMsg::parse(&line);
+        let unverified = || {
+            // Whoever answered does not hold the ticket: not the peer the server named.
+            send_last(
+                &stream,
+                &PeerMsg::Err {
+                    code: ErrorCode::BadProof,
+                    message: "ACCEPT without a valid proof of the ticket".into(),
+                },
+            );
+            log::warn!("an ACCEPT from {addr} did not prove the ticket for {peer}");
+            Err((
+                EndReason::Refused,
+                format!("could not verify that the answer came from {peer} (not opened)"),
+            ))
+        };
+        match parsed {
+            Ok(PeerMsg::Accept { mac }) => {
+                let want = ask.ticket.accept_mac(ask.session, &ask.me, peer);
+                // `blake3::Hash` compares in constant time.
+                if blake3::Hash::from_hex(&mac).ok() != Some(want) {
+                    return unverified();
+                }
+                return PeerLink::start(stream, reader, events.clone())
+                    .map_err(|e| (EndReason::PeerLost, format!("cannot start the link: {e}")));
+            }
+            Err(_) if line.split(' ').next() == Some("ACCEPT") => return unverified(),
+            Ok(PeerMsg::Decline { reason }) => {
+                let why = EndReason::from_word(reason.split(' ').next().unwrap_or(""))
+                    .filter(|r| *r == EndReason::Timeout)
+                    .unwrap_or(EndReason::Declined);
+                return Err((why, reason));
+            }
+            Ok(PeerMsg::Err { code, message }) => {
+                return Err((EndReason::Refused, answer_error(peer, code, message)));
+            }
+            Ok(PeerMsg::Ping) | Ok(PeerMsg::Pong) => {}
+            Ok(_) | Err(_) => {
+                return Err((EndReason::Refused, "the peer broke the protocol".into()));
+            }
+        }
+    }
+}
+
+/// What to tell the person when the peer answered our `HELLO` with an `ERR`.
+fn answer_error(peer: &str, code: ErrorCode, message: String) -> String {
+    match code {
+        ErrorCode::AlreadyAsked => {
+            format!("{peer} already has a chat request from you waiting for an answer ({code})")
+        }
+        ErrorCode::PeerBusy => {
+            format!("{peer} has too many connections at once; try again later ({code})")
+        }
+        ErrorCode::TooManySessions => {
+            format!("{peer} cannot take another session now ({code})")
+        }
+        _ => message,
+    }
+}
