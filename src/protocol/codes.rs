@@ -80,10 +80,17 @@ codes! {
     NoSession = 432, "NO_SESSION";
     /// A peer message arrived at the wrong moment (chat before ACCEPT, say).
     OutOfOrder = 433, "OUT_OF_ORDER";
+    /// Too many requests in a short time: `CONNECT`/`TRANSFER` per user, username checks
+    /// per address, or password checks for one username; the message says when to retry.
+    RateLimited = 434, "RATE_LIMITED";
+    /// Too many connections from one address that have not logged in yet.
+    TooManyConnections = 435, "TOO_MANY_CONNECTIONS";
     /// The server failed; try again.
     Internal = 500, "INTERNAL";
     /// The server has as many connections as it allows.
     ServerFull = 503, "SERVER_FULL";
+    /// Too many logins are waiting for password checks to finish in time; retry shortly.
+    Busy = 504, "BUSY";
 }
 
 impl fmt::Display for ErrorCode {

@@ -1399,3 +1399,26 @@ pub fn open_session(requester: &mut Client, rname: &str, target: &mut Client, tn
         "* session with {tname} open; what you type goes to {tname}\n"
     ));
 }
+
+// ---- H3: login limits, request limits, flags ----
+
+/// A loopback source address per index: 127.0.0.2, 127.0.0.3, ... (then 127.0.1.x), so
+/// a test can act from many addresses at once.
+pub fn loopback(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, (i / 250) as u8, (2 + i % 250) as u8))
+}
+
+impl Server {
+    /// A new server process on the same directory and database (the previous one should
+    /// have exited), with a different bcrypt cost.
+    pub fn restart_with_cost(&self, cost: u32) -> Server {
+        let mut opts = self.opts.clone();
+        opts.bcrypt_cost = cost;
+        Server::spawn(self.dir.clone(), opts)
+    }
+
+    /// How many lines of this server's log contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log_text().lines().filter(|l| l.contains(text)).count()
+    }
+}
