@@ -67,30 +67,30 @@ pub struct ServerConfig {
     #[arg(long, default_value = "data/server.db")]
     pub db: PathBuf,
     /// bcrypt cost for new password hashes (4-31; each step doubles the work).
-    #[arg(long, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
     /// Seconds a (username, address) stays blocked after 3 failed logins (1-86400).
-    #[arg(long, default_value_t = limits::DEFAULT_BLOCK.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_BLOCK_SECS))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_BLOCK.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_BLOCK_SECS))]
     pub block_secs: u64,
     /// Seconds a client has to finish logging in (1-3600).
-    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_LOGIN_TIMEOUT_SECS))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_LOGIN_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_LOGIN_TIMEOUT_SECS))]
     pub login_timeout: u64,
     /// Seconds a logged-in client may stay silent before it is dropped (1-86400).
-    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_IDLE_TIMEOUT_SECS))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_IDLE_TIMEOUT_SECS))]
     pub idle_timeout: u64,
     /// Most simultaneous connections (1-65536); more are refused with ERR 503 SERVER_FULL.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_MAX_CLIENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
     pub max_clients: usize,
     /// Most connections from one address (IPv6: one /64) not logged in yet (1-65536);
     /// more are refused with ERR 435 TOO_MANY_CONNECTIONS.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_PRELOGIN_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_MAX_PRELOGIN_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
     pub max_prelogin_per_ip: usize,
     /// CONNECT and TRANSFER requests one user may make at once (1-10000); past it they
     /// get ERR 434 RATE_LIMITED.
-    #[arg(long, default_value_t = limits::DEFAULT_REQUEST_BURST, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_REQUEST_BURST, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
     pub request_burst: u32,
     /// Further CONNECT and TRANSFER requests per second per user (1-10000).
-    #[arg(long, default_value_t = limits::DEFAULT_REQUEST_RATE, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_REQUEST_RATE, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
     pub request_rate: u32,
 }
 
