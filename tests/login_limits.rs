@@ -89,6 +89,7 @@ fn sixty_parallel_wrong_guesses_from_one_address_check_at_most_three_passwords()
         "60 racing guesses from one address made {checked} password checks (at most 3 allowed)"
     );
     assert!(count(&replies, "ERR 403 BLOCKED") >= 57, "{replies:#?}");
+    println!("figure: 60 racing guesses from one address -> {checked} password checks");
 
     // The right password from that address is refused now, without a check.
     let mut w = Wire::connect_from(server.addr, ATTACKER).named("alice from the attacker");
@@ -218,6 +219,9 @@ fn one_name_guessed_from_thirty_addresses_is_slowed_down_per_name() {
         "{ADDRESSES} addresses with one guess each made {checked} checks of one name"
     );
     assert!(limited >= ADDRESSES - BURST - 4, "{replies:#?}");
+    println!(
+        "figure: {ADDRESSES} addresses guessing one name -> {checked} checks, {limited} refused"
+    );
     let example = replies
         .iter()
         .find(|r| line_matches(r, "ERR 434 RATE_LIMITED"))
@@ -268,6 +272,7 @@ fn username_probing_during_registration_is_rate_limited_per_address() {
         "{answered} probes answered"
     );
     w.expect_closed();
+    println!("figure: username probing from one address -> {answered} answered, then 434");
 
     // A new connection from the same address is refused too; another address is not.
     let mut again = Wire::connect_from(server.addr, ATTACKER).named("prober again");
@@ -352,7 +357,7 @@ fn a_thousand_idle_sockets_from_one_address_do_not_shut_out_another_address() {
     assert_eq!(bob.list(), ["alice", "bob"]);
 }
 
-/// With one hash taking a noticeable time (cost 12) and a 3 s login deadline, 30 logins
+/// With one hash taking a noticeable time (cost 12) and a 5 s login deadline, 30 logins
 /// at once are more than the queue can serve in time: the surplus is told `504 BUSY`
 /// at once rather than waiting to be cut off by the login timeout.
 #[test]
@@ -360,7 +365,7 @@ fn logins_beyond_what_the_bcrypt_queue_can_serve_in_time_get_busy_at_once() {
     const LOGINS: usize = 30;
     let server = Server::builder()
         .bcrypt_cost(12)
-        .args(&["--login-timeout", "3"])
+        .args(&["--login-timeout", "5"])
         .start();
     let started = Instant::now();
     let replies = race_logins(
@@ -394,6 +399,10 @@ fn logins_beyond_what_the_bcrypt_queue_can_serve_in_time_get_busy_at_once() {
     assert!(
         started.elapsed() < WAIT,
         "the logins took {:?}",
+        started.elapsed()
+    );
+    println!(
+        "figure: {LOGINS} logins at cost 12, 5 s deadline -> {answered} checked, {busy} busy, in {:?}",
         started.elapsed()
     );
 }
@@ -432,6 +441,10 @@ fn one_address_may_not_fill_the_bcrypt_queue() {
     assert!(
         busy.iter().any(|r| r.contains("from your address")),
         "{busy:#?}"
+    );
+    println!(
+        "figure: {LOGINS} logins from one address at cost 13 -> {} busy",
+        busy.len()
     );
     // Another address is served meanwhile.
     let mut w = Wire::connect_from(server.addr, OTHER_IP).named("bob");
@@ -475,6 +488,10 @@ fn hammering_connect_is_rate_limited_and_other_users_are_still_served() {
         "{granted} of {REQUESTS} CONNECTs were granted (allowed at most {allowed})"
     );
     assert!(limited[0].contains("try again in"), "{:?}", limited[0]);
+    println!(
+        "figure: {REQUESTS} pipelined CONNECTs -> {granted} granted, {} refused",
+        limited.len()
+    );
     // TRANSFER shares the budget.
     mallory.send("TRANSFER bob");
     mallory.expect("ERR 434 RATE_LIMITED");

@@ -86,8 +86,10 @@ impl HashGate {
                 return Err(GateRefusal::AddressBusy);
             }
             if s.free == 0 || s.waiting > 0 {
-                // Served in rounds of `permits`; this caller is in round ⌈(waiting+1)/p⌉.
-                let rounds = (s.waiting / self.permits + 1) as u32;
+                // Served in rounds of `permits`: this caller starts after round
+                // ⌈(waiting+1)/p⌉ and needs one more for its own hash (a margin for hashes
+                // slower than the average, too).
+                let rounds = (s.waiting / self.permits + 2) as u32;
                 let expected = s.typical.saturating_mul(rounds);
                 if Instant::now() + expected > deadline {
                     return Err(GateRefusal::Busy);
@@ -215,11 +217,11 @@ mod tests {
             })
         };
         started_rx.recv().unwrap();
-        // One hash (200 ms) ahead and 50 ms to go: refused without waiting.
-        let soon = Instant::now() + Duration::from_millis(50);
+        // One hash (200 ms) ahead, one to run, and 300 ms to go: refused without waiting.
+        let soon = Instant::now() + Duration::from_millis(300);
         assert_eq!(gate.run(ip(2), soon, || ()), Err(GateRefusal::Busy));
         // Time enough by the estimate, but the holder never finishes: cut at the deadline.
-        let by = Instant::now() + Duration::from_millis(400);
+        let by = Instant::now() + Duration::from_millis(600);
         assert_eq!(gate.run(ip(2), by, || ()), Err(GateRefusal::TimedOut));
         assert!(Instant::now() >= by);
         assert_eq!(gate.waiting(), 0);
