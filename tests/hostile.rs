@@ -279,7 +279,9 @@ fn register_until_gone(
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(w) = Wire::try_connect(addr) else {
+        // One address per thread: one address may not have 20 registrations hashing at
+        // once (protocol.md §8).
+        let Ok(w) = Wire::try_connect_from(addr, loopback(t)) else {
             return;
         };
         let name = format!("k{t:02}n{i:04}");

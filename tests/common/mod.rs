@@ -1422,3 +1422,14 @@ impl Server {
         self.log_text().lines().filter(|l| l.contains(text)).count()
     }
 }
+
+impl Wire {
+    /// Like [`Wire::connect_from`], but returns the error instead of panicking (for
+    /// servers that may be gone).
+    pub fn try_connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<Wire> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+        socket.connect_timeout(&addr.into(), WAIT)?;
+        Ok(Wire::from_stream(socket.into()))
+    }
+}
