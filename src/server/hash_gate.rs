@@ -4,8 +4,8 @@
 //! Owns the permits and the waiting line. At most `permits` hashes run at once; a caller
 //! waits for a permit only until its deadline, and is refused at once when the line ahead
 //! of it could not be served by then, or when its address already has
-//! [`MAX_HASHING_PER_IP`] logins waiting or hashing. The lock is held only to count,
-//! never while hashing. It must not know about logins or the protocol.
+//! [`MAX_HASHING_PER_IP`] logins waiting or hashing. The lock is a leaf held only to
+//! count, never while hashing. It must not know about logins or the protocol.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -4,7 +4,7 @@
 //! Owns the in-memory table of login attempts. An attempt is reserved atomically before
 //! its password is checked and settled afterwards (a success gives it back), so racing
 //! connections can never check more passwords than the limits allow. The table's mutex
-//! is held only for map work: never across bcrypt, SQLite or socket I/O. It must not
+//! is a leaf lock, held only for map work: never across bcrypt, SQLite or socket I/O. It must not
 //! touch the database itself; callers persist blocks (so they survive restarts) from
 //! what [`Attempt::fail`] returns, and restore them with [`LoginLimits::restore`].
 

@@ -2,7 +2,8 @@
 //! address, and counted slots per source address.
 //!
 //! Owns the arithmetic of "how many, how fast" and nothing else. Every method locks its
-//! mutex only for map work and returns; it must not do socket I/O, SQLite or bcrypt, and
+//! mutex (a leaf lock: nothing else is locked while it is held) only for map work and
+//! returns; it must not do socket I/O, SQLite or bcrypt, and
 //! it knows nothing of the protocol (callers turn a refusal into an `ERR`).
 
 use std::collections::HashMap;
