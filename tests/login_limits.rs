@@ -190,6 +190,42 @@ fn attempts_left_count_failures_from_every_connection_of_the_address() {
     a.expect_closed();
 }
 
+/// The in-memory table is rebuilt from the database at start-up: two failures before a
+/// restart and one after block the name, and the block then holds across another restart.
+#[test]
+fn failure_counts_and_blocks_survive_restarts() {
+    let mut server = Server::start();
+    Wire::registered(server.addr, "alice", PW, 40001).quit();
+    let mut w = Wire::connect_from(server.addr, ATTACKER).named("before the restart");
+    w.start_login();
+    for _ in 0..2 {
+        w.answer_login("alice", "wrong");
+        w.expect("ERR 401 AUTH_FAILED");
+        w.expect("ASK USERNAME");
+    }
+    drop(w);
+    assert!(server.stop().success());
+
+    let mut server = server.restart();
+    let mut w = Wire::connect_from(server.addr, ATTACKER).named("after the restart");
+    w.start_login();
+    w.answer_login("alice", "wrong");
+    w.expect("ERR 403 BLOCKED");
+    w.expect_closed();
+    assert!(server.stop().success());
+
+    let server = server.restart();
+    let mut w = Wire::connect_from(server.addr, ATTACKER).named("after a second restart");
+    w.start_login();
+    w.answer_login("alice", PW);
+    let blocked = w.expect("ERR 403 BLOCKED");
+    assert!(blocked.contains("more s"), "{blocked:?}");
+    // Other addresses were never affected.
+    Wire::connect_from(server.addr, OTHER_IP)
+        .named("alice elsewhere")
+        .login("alice", PW, 40001);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2: one name guessed from many addresses
 // ---------------------------------------------------------------------------------------
