@@ -540,3 +540,20 @@ fn hammering_connect_is_rate_limited_and_other_users_are_still_served() {
     bob.ping();
     assert_eq!(bob.list(), ["bob", "carol", "mallory"]);
 }
+
+/// The real client says plainly what the limit did.
+#[test]
+fn the_client_shows_a_rate_limited_connect_plainly() {
+    let server = Server::builder()
+        .args(&["--request-burst", "1", "--request-rate", "1"])
+        .start();
+    let lab = Lab::new(&server);
+    let _carol = Wire::registered(server.addr, "carol", PW, free_port());
+    let mut alice = lab.register("alice", &[]);
+    alice.send("\\connect nobody");
+    alice.expect("error: nobody is not online");
+    alice.send("\\connect carol");
+    alice.expect("error: too many CONNECT and TRANSFER requests; try again in ");
+    alice.send("\\list");
+    alice.expect("carol");
+}
