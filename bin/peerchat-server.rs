@@ -26,8 +26,8 @@ enum Sub {
         /// The server's database.
         #[arg(long, default_value = "data/server.db")]
         db: std::path::PathBuf,
-        /// How many of the most recent sessions to print.
-        #[arg(long, default_value_t = 50)]
+        /// How many of the most recent sessions (and transfers) to print (1-1000000).
+        #[arg(long, allow_negative_numbers = true, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=peerchat::protocol::limits::MAX_LOG_ROWS))]
         limit: usize,
     },
 }

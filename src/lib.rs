@@ -17,6 +17,9 @@
 //!   - `server` (mod): settings, accept loop, connection cap, shutdown.
 //!   - `server::conn`: one connection's read → parse → dispatch → reply loop.
 //!   - `server::login`: the Y/N login conversation, registration, blocks.
+//!   - `server::login_limits`: password checks reserved per (name, address) and per name.
+//!   - `server::hash_gate`: the bcrypt queue (permits, deadlines, per-address cap).
+//!   - `server::rate_limit`: token buckets and per-address slots (pure memory).
 //!   - `server::commands`: what each command does (presence, sessions, transfers, files).
 //!   - `server::registry`: who is connected and online (one mutex, leaf lock).
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.

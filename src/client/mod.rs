@@ -60,14 +60,14 @@ pub struct ClientConfig {
     /// The server's address (host:port).
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub server: String,
-    /// Port to listen on for peers (0 = any free port); without it the client asks.
-    #[arg(long)]
+    /// Port to listen on for peers (0-65535; 0 = any free port); without it the client asks.
+    #[arg(long, allow_negative_numbers = true)]
     pub port: Option<u16>,
     /// Interface to listen on for peers.
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_addr: IpAddr,
     /// Seconds you have to accept or decline a chat request (1-30).
-    #[arg(long, default_value_t = ACCEPT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ACCEPT_TIMEOUT.as_secs()))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = ACCEPT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ACCEPT_TIMEOUT.as_secs()))]
     pub accept_timeout: u64,
     /// Seconds to wait for the peer to answer your chat request (1-40).
     #[arg(long, default_value_t = ANSWER_WAIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ANSWER_WAIT.as_secs()))]

@@ -88,6 +88,11 @@ codes! {
     NoSession = 432, "NO_SESSION";
     /// A peer message arrived at the wrong moment (chat before ACCEPT, say).
     OutOfOrder = 433, "OUT_OF_ORDER";
+    /// Too many requests in a short time: `CONNECT`/`TRANSFER` per user, username checks
+    /// per address, or password checks for one username; the message says when to retry.
+    RateLimited = 434, "RATE_LIMITED";
+    /// Too many connections from one address that have not logged in yet.
+    TooManyConnections = 435, "TOO_MANY_CONNECTIONS";
     /// (peer) A chat request from this requester is already waiting for an answer.
     AlreadyAsked = 440, "ALREADY_ASKED";
     /// (peer) An `ACCEPT` without the right MAC: the answer did not come from the holder
@@ -99,6 +104,8 @@ codes! {
     Internal = 500, "INTERNAL";
     /// The server has as many connections as it allows.
     ServerFull = 503, "SERVER_FULL";
+    /// Too many logins are waiting for password checks to finish in time; retry shortly.
+    Busy = 504, "BUSY";
 }
 
 impl fmt::Display for ErrorCode {

@@ -21,8 +21,57 @@ pub const PASSWORD_MIN: usize = 4;
 pub const PASSWORD_MAX: usize = 72;
 
 /// Consecutive failed logins for one (username, source IP) that trigger a block, and
-/// failed logins on one connection that close it.
+/// failed logins on one connection that close it. Attempts are counted before bcrypt
+/// runs, so no more than this many passwords per (username, source IP) are ever checked
+/// in one block window, however many connections race.
 pub const MAX_LOGIN_FAILURES: u32 = 3;
+
+/// A (username, source IP) that fails fewer than [`MAX_LOGIN_FAILURES`] times forgets
+/// its failures after this long without another, so the table of counts stays bounded.
+pub const LOGIN_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// Password checks for one username, from any addresses, allowed at full speed in one
+/// [`NAME_ATTEMPT_WINDOW`]; past that each check waits an exponential delay.
+pub const NAME_ATTEMPT_BURST: u32 = 20;
+
+/// The window of [`NAME_ATTEMPT_BURST`]: the count starts again after it.
+pub const NAME_ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The first delay once a username's burst is spent; it doubles with every further check.
+pub const NAME_DELAY_BASE: Duration = Duration::from_secs(1);
+
+/// The longest delay between checks of one username: never a lockout, only a slow-down.
+pub const NAME_DELAY_MAX: Duration = Duration::from_secs(60);
+
+/// Addresses remembered per account (the latest ones it logged in or registered from);
+/// logins from them skip the per-username delay, so an attacker's guessing cannot lock
+/// the owner out of their usual address.
+pub const KNOWN_ADDRESSES: usize = 8;
+
+/// Username checks ("is this name free?") one source address may make at once during
+/// registration; a check that ends in a new account is given back.
+pub const NAME_CHECK_BURST: u32 = 20;
+
+/// One more username check per source address is allowed every this long.
+pub const NAME_CHECK_REFILL: Duration = Duration::from_secs(3);
+
+/// Default `CONNECT`/`TRANSFER` requests one user may make at once (`--request-burst`).
+pub const DEFAULT_REQUEST_BURST: u32 = 32;
+
+/// Default further `CONNECT`/`TRANSFER` requests per second per user (`--request-rate`).
+pub const DEFAULT_REQUEST_RATE: u32 = 4;
+
+/// Default connections from one source address (IPv6: one /64) that may be open without
+/// having logged in (`--max-prelogin-per-ip`); more are refused at once.
+pub const DEFAULT_MAX_PRELOGIN_PER_IP: usize = 64;
+
+/// Logins and registrations from one source address (IPv6: one /64) that may wait for or
+/// run bcrypt at once; more get `ERR 504 BUSY` at once.
+pub const MAX_HASHING_PER_IP: usize = 8;
+
+/// Most keys (users, addresses, usernames) one rate-limit table tracks; old entries are
+/// swept first, and past this a new key is refused until room frees up.
+pub const MAX_TRACKED_KEYS: usize = 65_536;
 
 /// Default time a blocked (username, source IP) stays blocked.
 pub const DEFAULT_BLOCK: Duration = Duration::from_secs(300);
@@ -192,3 +241,21 @@ pub const MAX_PARTIAL_FILES: usize = 32;
 /// Most bytes of partial files kept for a resume; beyond it, the oldest are deleted
 /// when a new transfer starts.
 pub const MAX_PARTIAL_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// Largest `--login-timeout`, in seconds (an hour).
+pub const MAX_LOGIN_TIMEOUT_SECS: u64 = 3600;
+
+/// Largest `--idle-timeout`, in seconds (a day).
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
+
+/// Largest `--block-secs` (a day).
+pub const MAX_BLOCK_SECS: u64 = 86_400;
+
+/// Largest `--max-clients` and `--max-prelogin-per-ip`.
+pub const MAX_MAX_CLIENTS: u64 = 65_536;
+
+/// Largest `--request-burst` and `--request-rate`.
+pub const MAX_REQUEST_SETTING: u64 = 10_000;
+
+/// Largest `--limit` of `peerchat-server sessions`.
+pub const MAX_LOG_ROWS: u64 = 1_000_000;

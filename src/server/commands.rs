@@ -177,6 +177,16 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
     if key == me.key {
         return ServerMsg::err(ErrorCode::BadRequest, "that is you");
     }
+    // Per-user token bucket (server::rate_limit): tickets are cheap to ask for.
+    if let Err(wait) = shared.requests.take(&me.key) {
+        return ServerMsg::err(
+            ErrorCode::RateLimited,
+            format!(
+                "too many CONNECT and TRANSFER requests; try again in {} s",
+                super::rate_limit::secs(wait)
+            ),
+        );
+    }
     let Some((target, addr, outbox)) = shared.registry.lookup_with_outbox(&key) else {
         let shown: String = user.chars().take(32).collect();
         return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));

@@ -1,68 +1,30 @@
 //! The login conversation of protocol.md §3: new or returning, username, password, port.
 //!
-//! Owns the questions and the rules between them: registration, authentication, failure
-//! counting and blocks, one live login per account. It runs bcrypt with no lock held and
-//! must not run once the user is online (that is `conn`'s command loop).
+//! Owns the questions and the rules between them: registration, authentication, one
+//! live login per account, and applying the limits around them (attempts reserved in
+//! `login_limits` before bcrypt runs, username checks in a token bucket, the bcrypt
+//! queue of `hash_gate`). It runs bcrypt with no lock held and must not run once the
+//! user is online (that is `conn`'s command loop).
 
-use std::net::SocketAddr;
-use std::sync::{Condvar, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use super::Shared;
 use super::conn::{Conn, End};
-use super::store::{Created, Failure};
+use super::hash_gate::GateRefusal;
+use super::login_limits::Refused;
+use super::rate_limit::{secs, source_key};
+use super::store::Created;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_LOGIN_FAILURES;
 use crate::protocol::server_msg::{
     AskField, Event, NewAnswer, Password, Reply, ServerMsg, Username, parse_port,
 };
 
-/// A counting semaphore around bcrypt: at most `permits` hashes run at once, the rest
-/// wait their turn. Its lock is held only to count, never while hashing.
-pub struct HashGate {
-    /// Hashes that may still start.
-    free: Mutex<usize>,
-    /// Signalled when one finishes.
-    freed: Condvar,
-}
-
-impl HashGate {
-    /// One permit per core but one (at least one), leaving a core for everything else.
-    pub fn for_this_machine() -> HashGate {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        HashGate::new(cores.saturating_sub(1).max(1))
-    }
-
-    /// A gate that lets `permits` hashes run at once.
-    pub fn new(permits: usize) -> HashGate {
-        HashGate {
-            free: Mutex::new(permits.max(1)),
-            freed: Condvar::new(),
-        }
-    }
-
-    /// Runs `hash` when a permit is free.
-    pub fn run<T>(&self, hash: impl FnOnce() -> T) -> T {
-        {
-            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            while *free == 0 {
-                free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
-            }
-            *free -= 1;
-        }
-        // Released on drop, so even a panic inside `hash` gives the permit back.
-        let _permit = Permit(self);
-        hash()
-    }
-}
-
-struct Permit<'a>(&'a HashGate);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.freed.notify_one();
-    }
-}
+/// The key under which attempts with a name that breaks the username rules are counted
+/// (no account can have it: usernames start with a letter). Keeps arbitrary text out of
+/// the limit tables.
+const INVALID_NAME_KEY: &str = "-invalid-";
 
 /// The prompt of `ASK NEW`, as in the seeds.
 pub const NEW_PROMPT: &str = "Are you a new client? (Y/N)";
@@ -80,11 +42,14 @@ pub struct LoggedIn {
 
 /// Runs the whole login; on success the user is online and announced.
 pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
+    // The connection's own deadline started a moment earlier; waits for bcrypt end by
+    // this one, so they never outlast the login.
+    let deadline = Instant::now() + shared.config.login_timeout();
     let me = loop {
         let line = ask(conn, AskField::New, NEW_PROMPT)?;
         match NewAnswer::parse(&line) {
-            Ok(NewAnswer::Yes) => break register(conn, shared)?,
-            Ok(NewAnswer::No) => break authenticate(conn, shared)?,
+            Ok(NewAnswer::Yes) => break register(conn, shared, deadline)?,
+            Ok(NewAnswer::No) => break authenticate(conn, shared, deadline)?,
             Ok(NewAnswer::Quit) => {
                 conn.send(ServerMsg::Ok(Reply::Bye));
                 return Err(End::Quit);
@@ -101,6 +66,8 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     };
     let addr = SocketAddr::new(conn.peer.ip(), port);
     conn.logged_in();
+    // No longer a connection waiting to log in: it stops counting against its address.
+    shared.prelogin.release(conn.id);
     conn.send(ServerMsg::Ok(Reply::Welcome {
         user: me.name.clone(),
         addr,
@@ -138,8 +105,33 @@ fn internal(conn: &Conn, what: &str, e: &crate::Error) {
     conn.send_err(ErrorCode::Internal, "the server failed; try again");
 }
 
+/// Closes the login after the bcrypt queue refused it.
+fn gate_refused(conn: &Conn, refusal: GateRefusal) -> End {
+    log::warn!(
+        "{}: login refused by the bcrypt queue: {refusal:?}",
+        conn.peer
+    );
+    match refusal {
+        GateRefusal::Busy => conn.refuse(
+            ErrorCode::Busy,
+            "busy, retry: too many logins are waiting for password checks; try again in a moment",
+        ),
+        GateRefusal::AddressBusy => conn.refuse(
+            ErrorCode::Busy,
+            "busy, retry: too many logins from your address are being checked; try again in a moment",
+        ),
+        GateRefusal::TimedOut => conn.refuse(ErrorCode::Timeout, "login not finished in time"),
+    }
+}
+
+/// bcrypt's cost as written in a hash (`$2b$12$...`).
+fn hash_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
 /// New client: a free username, a password, an account.
-fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
+fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<LoggedIn, End> {
+    let address = source_key(conn.peer.ip());
     loop {
         let line = ask(conn, AskField::Username, "Choose a username")?;
         let name = match Username::parse(line.trim()) {
@@ -149,6 +141,18 @@ fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
                 continue;
             }
         };
+        // Each "is this name free?" answer tells which names exist, so an address may
+        // only ask so often. A check that ends in a new account is given back below.
+        if let Err(wait) = shared.name_checks.take(&address) {
+            log::warn!("{}: username checks rate-limited", conn.peer);
+            return Err(conn.refuse(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many username checks from your address; try again in {} s",
+                    secs(wait)
+                ),
+            ));
+        }
         let taken = |conn: &Conn| {
             conn.send_err(
                 ErrorCode::NameTaken,
@@ -162,6 +166,7 @@ fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
                 continue;
             }
             Err(e) => {
+                shared.name_checks.refund(&address);
                 internal(conn, "checking a username", &e);
                 continue;
             }
@@ -173,9 +178,14 @@ fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
                 Err(e) => conn.send_err(e.code, e.message),
             }
         };
-        let hashed = shared
+        let cost = shared.config.bcrypt_cost;
+        let hashed = match shared
             .hash_gate
-            .run(|| bcrypt::hash(password.expose(), shared.config.bcrypt_cost));
+            .run(address, deadline, || bcrypt::hash(password.expose(), cost))
+        {
+            Ok(hashed) => hashed,
+            Err(refusal) => return Err(gate_refused(conn, refusal)),
+        };
         let hash = match hashed {
             Ok(hash) => hash,
             Err(e) => {
@@ -194,6 +204,8 @@ fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
                 continue;
             }
         }
+        shared.name_checks.refund(&address);
+        shared.login_limits.note_known(&name.key(), address);
         log::info!("{}: registered {}", conn.peer, name.as_str());
         if shared
             .registry
@@ -217,59 +229,93 @@ fn register(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     }
 }
 
-/// Returning client: username and password, with failure counting and blocks.
-fn authenticate(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
-    let ip = conn.peer.ip().to_string();
+/// Refuses an attempt the limits did not let through; every refusal closes the login.
+fn attempt_refused(conn: &Conn, refused: Refused, shown: &str) -> End {
+    log::warn!("{}: login refused: {refused:?}", conn.peer);
+    match refused {
+        Refused::Blocked(left) => conn.refuse(
+            ErrorCode::Blocked,
+            format!(
+                "too many failed logins: {shown} is blocked from your address for {} more s",
+                secs(left)
+            ),
+        ),
+        Refused::Checking => conn.refuse(
+            ErrorCode::Blocked,
+            format!(
+                "too many failed logins: {shown} has no attempts left from your address while \
+                 others are being checked; try again later"
+            ),
+        ),
+        Refused::NameThrottled(wait) => conn.refuse(
+            ErrorCode::RateLimited,
+            format!(
+                "too many login attempts for {shown} from everywhere; try again in {} s",
+                secs(wait)
+            ),
+        ),
+        Refused::Full => conn.refuse(
+            ErrorCode::Busy,
+            "busy, retry: too many logins are being tracked; try again in a moment",
+        ),
+    }
+}
+
+/// Returning client: username and password. Each check is reserved before bcrypt runs
+/// and counted per (username, address), per username, and per connection.
+fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<LoggedIn, End> {
+    let address = source_key(conn.peer.ip());
+    let address_text = address.to_string();
     let mut failures_here = 0u32;
     loop {
         let typed = ask(conn, AskField::Username, "Username")?
             .trim()
             .to_string();
         let password = ask(conn, AskField::Password, "Password")?;
-        let key = typed.to_ascii_lowercase();
-        // Only a name that follows the rules is echoed back or logged: people type
-        // passwords into the username prompt.
-        let shown = Username::parse(&typed)
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_else(|_| "this name".to_string());
-        match shared.store.blocked_for(&key, &ip) {
-            Ok(None) => {}
-            Ok(Some(left)) => {
-                log::warn!("{}: login refused: blocked", conn.peer);
-                return Err(conn.refuse(
-                    ErrorCode::Blocked,
-                    format!(
-                        "too many failed logins: {shown} is blocked from your address for {} more s",
-                        left.as_secs() + 1
-                    ),
-                ));
-            }
-            Err(e) => {
-                internal(conn, "checking a block", &e);
-                continue;
-            }
-        }
-        let account = match Username::parse(&typed) {
-            Ok(_) => match shared.store.account(&key) {
+        // Only a name that follows the rules is echoed back, logged or used as a key:
+        // people type passwords into the username prompt.
+        let valid = Username::parse(&typed).ok();
+        let key = valid
+            .as_ref()
+            .map_or_else(|| INVALID_NAME_KEY.to_string(), Username::key);
+        let shown = valid
+            .as_ref()
+            .map_or("this name", Username::as_str)
+            .to_string();
+        let attempt = match shared.login_limits.reserve(&key, address) {
+            Ok(attempt) => attempt,
+            Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
+        };
+        let account = match valid {
+            Some(_) => match shared.store.account(&key) {
                 Ok(account) => account,
                 Err(e) => {
+                    // The attempt is dropped unchecked, so it does not count.
                     internal(conn, "reading an account", &e);
                     continue;
                 }
             },
-            Err(_) => None,
+            None => None,
         };
-        // An unknown name is checked against a dummy hash of the same cost, so the time
-        // taken does not tell which names exist.
+        // An unknown name is checked against a dummy hash of the current cost, and stored
+        // hashes are brought to that cost below, so the time taken does not tell which
+        // names exist.
         let hash = account
             .as_ref()
             .map_or(shared.dummy_hash.as_str(), |a| a.pw_hash.as_str());
-        let verified = shared
-            .hash_gate
-            .run(|| bcrypt::verify(&password, hash))
-            .unwrap_or(false);
+        let peer = conn.peer;
+        let checked = shared.hash_gate.run(address, deadline, || {
+            // Tests count these lines: one per password actually checked.
+            log::debug!("{peer}: bcrypt verify for {shown}");
+            bcrypt::verify(&password, hash).unwrap_or(false)
+        });
+        let verified = match checked {
+            Ok(verified) => verified,
+            Err(refusal) => return Err(gate_refused(conn, refusal)),
+        };
         if let (true, Some(account)) = (verified, account.as_ref()) {
-            if let Err(e) = shared.store.clear_failures(&key, &ip) {
+            attempt.succeed();
+            if let Err(e) = shared.store.clear_failures(&key, &address_text) {
                 log::error!("{}: clearing failures: {e}", conn.peer);
             }
             if shared
@@ -288,6 +334,15 @@ fn authenticate(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
             conn.send(ServerMsg::Ok(Reply::LoggedIn {
                 user: account.username.clone(),
             }));
+            rehash_if_needed(
+                conn,
+                shared,
+                address,
+                deadline,
+                &account.username,
+                &password,
+                hash,
+            );
             return Ok(LoggedIn {
                 key,
                 name: account.username.clone(),
@@ -298,30 +353,35 @@ fn authenticate(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
             Some(account) => log::warn!("{}: failed login for {}", conn.peer, account.username),
             None => log::warn!("{}: failed login for an unknown name", conn.peer),
         }
-        match shared
-            .store
-            .record_failure(&key, &ip, shared.config.block())
+        let failed = attempt.fail(shared.config.block());
+        if let Err(e) =
+            shared
+                .store
+                .save_login_failures(&key, &address_text, failed.failures, failed.blocked)
         {
-            Ok(Failure::Blocked) => {
-                log::warn!("{}: {shown} blocked from {ip}", conn.peer);
-                return Err(conn.refuse(
-                    ErrorCode::Blocked,
-                    format!(
-                        "too many failed logins: {shown} is blocked from your address for {} s",
-                        shared.config.block().as_secs()
-                    ),
-                ));
-            }
-            Ok(Failure::Counted(_)) => {}
-            Err(e) => log::error!("{}: recording a failure: {e}", conn.peer),
+            log::error!("{}: recording a failure: {e}", conn.peer);
         }
-        if failures_here >= MAX_LOGIN_FAILURES {
+        if let Some(block) = failed.blocked {
+            log::warn!("{}: {shown} blocked from {address}", conn.peer);
+            return Err(conn.refuse(
+                ErrorCode::Blocked,
+                format!(
+                    "too many failed logins: {shown} is blocked from your address for {} s",
+                    block.as_secs()
+                ),
+            ));
+        }
+        // What the server will really allow next: this connection's attempts and this
+        // (name, address)'s, with checks still under way counted as used.
+        let left = MAX_LOGIN_FAILURES
+            .saturating_sub(failures_here)
+            .min(failed.left);
+        if left == 0 {
             return Err(conn.refuse(
                 ErrorCode::AuthFailed,
                 "invalid username or password; too many failures, closing",
             ));
         }
-        let left = MAX_LOGIN_FAILURES - failures_here;
         conn.send_err(
             ErrorCode::AuthFailed,
             format!(
@@ -332,34 +392,43 @@ fn authenticate(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     }
 }
 
+/// After a successful login: if the stored hash has another cost than the server's,
+/// hash the password again at the current cost, so every stored hash (and the dummy
+/// one for unknown names) costs the same. Skipped when the bcrypt queue is busy.
+fn rehash_if_needed(
+    conn: &Conn,
+    shared: &Shared,
+    address: IpAddr,
+    deadline: Instant,
+    username: &str,
+    password: &str,
+    stored: &str,
+) {
+    let cost = shared.config.bcrypt_cost;
+    if hash_cost(stored) == Some(cost) {
+        return;
+    }
+    match shared
+        .hash_gate
+        .run(address, deadline, || bcrypt::hash(password, cost))
+    {
+        Ok(Ok(new)) => match shared.store.set_password_hash(username, &new) {
+            Ok(()) => log::info!("{}: {username}'s hash renewed at cost {cost}", conn.peer),
+            Err(e) => log::error!("{}: storing a renewed hash: {e}", conn.peer),
+        },
+        Ok(Err(e)) => log::error!("{}: renewing a hash: {e}", conn.peer),
+        Err(refusal) => log::info!("{}: hash not renewed now ({refusal:?})", conn.peer),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn the_hash_gate_never_lets_more_than_its_permits_run() {
-        let gate = Arc::new(HashGate::new(2));
-        let running = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
-                std::thread::spawn(move || {
-                    gate.run(|| {
-                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        running.fetch_sub(1, Ordering::SeqCst);
-                    })
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(most.load(Ordering::SeqCst), 2);
-        assert_eq!(gate.run(|| 7), 7, "every permit came back");
+    fn the_cost_is_read_from_a_hash() {
+        assert_eq!(hash_cost("$2b$12$abcdefghijklmnopqrstuv"), Some(12));
+        assert_eq!(hash_cost("$2y$04$x"), Some(4));
+        assert_eq!(hash_cost("garbage"), None);
     }
 }

@@ -1,15 +1,19 @@
-//! The peerchat server: settings, the accept loop, the connection cap and shutdown.
+//! The peerchat server: settings, the accept loop, the connection caps and shutdown.
 //!
 //! Owns the listening socket and the life of the whole server. One OS thread serves each
 //! accepted connection (plus a small writer thread); the accept loop never does
-//! per-connection work beyond spawning. It must not parse messages (`conn`, `login`,
-//! `commands` do) nor touch SQL (`store` does).
+//! per-connection work beyond spawning, and refuses connections over the total cap or
+//! over the per-address cap of connections not logged in yet. It must not parse messages
+//! (`conn`, `login`, `commands` do) nor touch SQL (`store` does).
 
 pub mod commands;
 pub mod conn;
 pub mod file_index;
+pub mod hash_gate;
 pub mod login;
+pub mod login_limits;
 pub mod outbox;
+pub mod rate_limit;
 pub mod registry;
 pub mod session_log;
 pub mod store;
@@ -29,6 +33,7 @@ use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits;
 use crate::protocol::server_msg::{Event, ServerMsg};
 use outbox::Outbox;
+use rate_limit::{AddressSlots, TokenBuckets, source_key};
 use registry::Registry;
 use store::Store;
 
@@ -62,27 +67,31 @@ pub struct ServerConfig {
     #[arg(long, default_value = "data/server.db")]
     pub db: PathBuf,
     /// bcrypt cost for new password hashes (4-31; each step doubles the work).
-    #[arg(long, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
-    /// Seconds a (username, address) stays blocked after 3 failed logins.
-    #[arg(long, default_value_t = limits::DEFAULT_BLOCK.as_secs())]
+    /// Seconds a (username, address) stays blocked after 3 failed logins (1-86400).
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_BLOCK.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_BLOCK_SECS))]
     pub block_secs: u64,
-    /// Seconds a client has to finish logging in.
-    #[arg(long, default_value_t = limits::DEFAULT_LOGIN_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds a client has to finish logging in (1-3600).
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_LOGIN_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_LOGIN_TIMEOUT_SECS))]
     pub login_timeout: u64,
-    /// Seconds a logged-in client may stay silent before it is dropped.
-    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds a logged-in client may stay silent before it is dropped (1-86400).
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=limits::MAX_IDLE_TIMEOUT_SECS))]
     pub idle_timeout: u64,
-    /// Most simultaneous connections; more are refused with ERR 503 SERVER_FULL.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS, value_parser = parse_max_clients)]
+    /// Most simultaneous connections (1-65536); more are refused with ERR 503 SERVER_FULL.
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_MAX_CLIENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
     pub max_clients: usize,
-}
-
-fn parse_max_clients(text: &str) -> std::result::Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err("a whole number of at least 1".into()),
-    }
+    /// Most connections from one address (IPv6: one /64) not logged in yet (1-65536);
+    /// more are refused with ERR 435 TOO_MANY_CONNECTIONS.
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_MAX_PRELOGIN_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
+    pub max_prelogin_per_ip: usize,
+    /// CONNECT and TRANSFER requests one user may make at once (1-10000); past it they
+    /// get ERR 434 RATE_LIMITED.
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_REQUEST_BURST, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
+    pub request_burst: u32,
+    /// Further CONNECT and TRANSFER requests per second per user (1-10000).
+    #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_REQUEST_RATE, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
+    pub request_rate: u32,
 }
 
 impl ServerConfig {
@@ -114,8 +123,16 @@ pub struct Shared {
     /// when a name does not exist so that timing does not reveal which names do.
     pub dummy_hash: String,
     /// Limits how many bcrypt computations run at once, so logins never take every core
-    /// from the users already online.
-    pub hash_gate: login::HashGate,
+    /// from the users already online, and how long and from where logins queue for them.
+    pub hash_gate: hash_gate::HashGate,
+    /// Password checks reserved per (username, address) and per username.
+    pub login_limits: login_limits::LoginLimits,
+    /// Username checks during registration, per source address.
+    pub name_checks: TokenBuckets<std::net::IpAddr>,
+    /// CONNECT and TRANSFER requests, per user key.
+    pub requests: TokenBuckets<String>,
+    /// Connections not logged in yet, per source address.
+    pub prelogin: AddressSlots,
 }
 
 /// Binds the listening socket with address reuse and a large backlog.
@@ -139,7 +156,26 @@ pub fn run(
 ) -> Result<()> {
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
+    let hashing = Instant::now();
     let dummy_hash = bcrypt::hash(random, config.bcrypt_cost)?;
+    // What one hash costs here, to tell when the bcrypt queue is longer than a login's
+    // deadline can wait.
+    let one_hash = hashing.elapsed();
+    let login_limits = login_limits::LoginLimits::new();
+    match store.login_failures() {
+        Ok(rows) => {
+            for (name, ip, failures, blocked_for) in &rows {
+                match ip.parse() {
+                    Ok(ip) => login_limits.restore(name, ip, *failures, *blocked_for),
+                    Err(_) => log::warn!("ignoring a stored failure with a bad address"),
+                }
+            }
+            if !rows.is_empty() {
+                log::info!("{} login failure record(s) still in force", rows.len());
+            }
+        }
+        Err(e) => log::error!("reading login failures: {e}"),
+    }
     // A session open when the last run stopped may well go on (peers talk directly): it
     // is marked unknown, not ended, and its clients report the real end later.
     mark_sessions_unknown(&store, "left open by the last run");
@@ -147,9 +183,13 @@ pub fn run(
         registry: Registry::default(),
         store,
         files: file_index::FileIndex::default(),
-        config,
         dummy_hash,
-        hash_gate: login::HashGate::for_this_machine(),
+        hash_gate: hash_gate::HashGate::for_this_machine(one_hash),
+        login_limits,
+        name_checks: TokenBuckets::new(limits::NAME_CHECK_BURST, limits::NAME_CHECK_REFILL),
+        requests: TokenBuckets::per_second(config.request_burst, config.request_rate),
+        prelogin: AddressSlots::new(config.max_prelogin_per_ip),
+        config,
     });
     let next_id = AtomicU64::new(1);
     while !stop.load(Ordering::SeqCst) {
@@ -182,27 +222,43 @@ pub fn run(
     Ok(())
 }
 
-/// Starts serving one accepted connection, or refuses it when the server is full.
+/// Starts serving one accepted connection, or refuses it when the server is full or its
+/// address has too many connections that have not logged in yet.
 fn admit(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>) {
     let max = shared.config.max_clients;
     if shared.registry.connection_count() >= max {
         log::warn!("{peer}: refused, {max} connections already");
-        refuse_full(stream, max);
+        refuse(
+            stream,
+            ErrorCode::ServerFull,
+            format!("the server is full ({max} connections); try again later"),
+        );
+        return;
+    }
+    if !shared.prelogin.acquire(id, source_key(peer.ip())) {
+        let most = shared.prelogin.max();
+        log::debug!("{peer}: refused, {most} connections from there not logged in");
+        refuse(
+            stream,
+            ErrorCode::TooManyConnections,
+            format!(
+                "too many connections from your address ({most}) have not logged in; \
+                 finish or close them first"
+            ),
+        );
         return;
     }
     if let Err(e) = start_connection(stream, peer, id, shared) {
+        shared.prelogin.release(id);
         log::warn!("{peer}: could not start serving: {e}");
     }
 }
 
-fn refuse_full(stream: TcpStream, max: usize) {
+fn refuse(stream: TcpStream, code: ErrorCode, message: String) {
     // Non-blocking: the accept loop must never wait on one client. A fresh socket's
     // send buffer always has room for one line.
     let _ = stream.set_nonblocking(true);
-    let msg = ServerMsg::err(
-        ErrorCode::ServerFull,
-        format!("the server is full ({max} connections); try again later"),
-    );
+    let msg = ServerMsg::err(code, message);
     let _ = (&stream).write_all(msg.to_wire().as_bytes());
     let _ = stream.shutdown(Shutdown::Write);
 }
@@ -222,7 +278,11 @@ fn start_connection(
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
         .stack_size(CONN_STACK)
-        .spawn(move || conn::serve(stream, peer, id, thread_outbox, thread_shared));
+        .spawn(move || {
+            conn::serve(stream, peer, id, thread_outbox, Arc::clone(&thread_shared));
+            // Logged in or not, the connection no longer holds a pre-login slot.
+            thread_shared.prelogin.release(id);
+        });
     if let Err(e) = spawned {
         shared.registry.remove_connection(id);
         outbox.kill();

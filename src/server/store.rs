@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::error::{Error, Result};
-use crate::protocol::limits::MAX_LOGIN_FAILURES;
 
 mod logs;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
@@ -122,15 +121,6 @@ pub struct Account {
     pub pw_hash: String,
 }
 
-/// The result of recording a failed login.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// Counted; this many consecutive failures so far.
-    Counted(u32),
-    /// This failure reached the limit: the name is now blocked from that address.
-    Blocked,
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -233,49 +223,64 @@ impl Store {
         })
     }
 
-    /// How long `username_key` stays blocked from `ip`, if it is blocked now.
-    pub fn blocked_for(&self, username_key: &str, ip: &str) -> Result<Option<Duration>> {
-        let until: Option<i64> = self.with_conn(|c| {
-            c.query_row(
-                "SELECT blocked_until_ms FROM login_failures WHERE username_key = ?1 AND ip = ?2",
-                params![username_key, ip],
-                |r| r.get(0),
+    /// Replaces the stored password hash of `username` (any case), e.g. to rehash it at
+    /// the current cost.
+    pub fn set_password_hash(&self, username: &str, pw_hash: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE users SET pw_hash = ?2 WHERE username = ?1",
+                params![username, pw_hash],
             )
-            .optional()
         })?;
-        let now = now_ms();
-        Ok(until
-            .filter(|&until| until > now)
-            .map(|until| Duration::from_millis((until - now) as u64)))
+        Ok(())
     }
 
-    /// Counts a failed login of `username_key` from `ip`; the limit-th consecutive one
-    /// blocks the pair for `block` and starts the count again.
-    pub fn record_failure(&self, username_key: &str, ip: &str, block: Duration) -> Result<Failure> {
-        let limit = MAX_LOGIN_FAILURES as i64;
-        let failures: i64 = self.with_conn(|c| {
-            let tx = c.transaction()?;
-            let failures: i64 = tx.query_row(
-                "INSERT INTO login_failures (username_key, ip, failures) VALUES (?1, ?2, 1)
-                 ON CONFLICT (username_key, ip) DO UPDATE SET failures = failures + 1
-                 RETURNING failures",
-                params![username_key, ip],
-                |r| r.get(0),
-            )?;
-            if failures >= limit {
-                tx.execute(
-                    "UPDATE login_failures SET failures = 0, blocked_until_ms = ?3
-                     WHERE username_key = ?1 AND ip = ?2",
-                    params![username_key, ip, now_ms() + block.as_millis() as i64],
-                )?;
-            }
-            tx.commit()?;
-            Ok(failures)
+    /// Writes the failure count of `username_key` from `ip`, and the block it started if
+    /// any. A block only ever grows, so writes that cross cannot shorten one.
+    pub fn save_login_failures(
+        &self,
+        username_key: &str,
+        ip: &str,
+        failures: u32,
+        blocked_for: Option<Duration>,
+    ) -> Result<()> {
+        let until = blocked_for.map_or(0, |block| now_ms() + block.as_millis() as i64);
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO login_failures (username_key, ip, failures, blocked_until_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (username_key, ip) DO UPDATE SET
+                   failures = excluded.failures,
+                   blocked_until_ms = MAX(blocked_until_ms, excluded.blocked_until_ms)",
+                params![username_key, ip, failures, until],
+            )
         })?;
-        Ok(if failures >= limit {
-            Failure::Blocked
-        } else {
-            Failure::Counted(failures as u32)
+        Ok(())
+    }
+
+    /// The failure counts and blocks still in force, for the in-memory limits at start-up:
+    /// (username key, ip, failures, time left blocked). Rows that no longer count are
+    /// deleted.
+    pub fn login_failures(&self) -> Result<Vec<(String, String, u32, Duration)>> {
+        let now = now_ms();
+        self.with_conn(|c| {
+            c.execute(
+                "DELETE FROM login_failures WHERE failures <= 0 AND blocked_until_ms <= ?1",
+                [now],
+            )?;
+            let mut stmt = c.prepare(
+                "SELECT username_key, ip, failures, blocked_until_ms FROM login_failures",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let until: i64 = r.get(3)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    u32::try_from(r.get::<_, i64>(2)?.max(0)).unwrap_or(u32::MAX),
+                    Duration::from_millis(until.saturating_sub(now).max(0) as u64),
+                ))
+            })?;
+            rows.collect()
         })
     }
 
@@ -348,34 +353,35 @@ mod tests {
     }
 
     #[test]
-    fn third_failure_blocks_and_success_clears() {
+    fn login_failures_and_blocks_are_stored_and_blocks_never_shrink() {
         let (_dir, store) = temp_store();
         let block = Duration::from_secs(60);
+        store.save_login_failures("al", "1.2.3.4", 2, None).unwrap();
+        store
+            .save_login_failures("al", "5.6.7.8", 0, Some(block))
+            .unwrap();
+        // A count written after the block (writes that crossed) keeps the block.
+        store.save_login_failures("al", "5.6.7.8", 1, None).unwrap();
+        store.save_login_failures("bo", "1.2.3.4", 1, None).unwrap();
+        store.clear_failures("bo", "1.2.3.4").unwrap();
+        let mut rows = store.login_failures().unwrap();
+        rows.sort();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("al", "1.2.3.4"));
+        assert_eq!((rows[0].2, rows[0].3), (2, Duration::ZERO));
+        assert_eq!(rows[1].1, "5.6.7.8");
+        assert!(rows[1].3 > Duration::from_secs(50) && rows[1].3 <= block);
+    }
+
+    #[test]
+    fn a_password_hash_can_be_replaced() {
+        let (_dir, store) = temp_store();
+        store.create_user("Alice", "$2b$04$old").unwrap();
+        store.set_password_hash("alice", "$2b$12$new").unwrap();
         assert_eq!(
-            store.record_failure("al", "1.2.3.4", block).unwrap(),
-            Failure::Counted(1)
+            store.account("ALICE").unwrap().unwrap().pw_hash,
+            "$2b$12$new"
         );
-        store.clear_failures("al", "1.2.3.4").unwrap();
-        assert_eq!(
-            store.record_failure("al", "1.2.3.4", block).unwrap(),
-            Failure::Counted(1)
-        );
-        assert_eq!(
-            store.record_failure("al", "1.2.3.4", block).unwrap(),
-            Failure::Counted(2)
-        );
-        assert_eq!(
-            store.record_failure("al", "5.6.7.8", block).unwrap(),
-            Failure::Counted(1)
-        );
-        assert!(store.blocked_for("al", "1.2.3.4").unwrap().is_none());
-        assert_eq!(
-            store.record_failure("al", "1.2.3.4", block).unwrap(),
-            Failure::Blocked
-        );
-        let left = store.blocked_for("al", "1.2.3.4").unwrap().unwrap();
-        assert!(left > Duration::from_secs(50) && left <= block);
-        assert!(store.blocked_for("al", "5.6.7.8").unwrap().is_none());
     }
 
     #[test]

@@ -1420,6 +1420,29 @@ impl Server {
     }
 }
 
+// ---- H3: login limits, request limits, flags ----
+
+/// A loopback source address per index: 127.0.0.2, 127.0.0.3, ... (then 127.0.1.x), so
+/// a test can act from many addresses at once.
+pub fn loopback(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, (i / 250) as u8, (2 + i % 250) as u8))
+}
+
+impl Server {
+    /// A new server process on the same directory and database (the previous one should
+    /// have exited), with a different bcrypt cost.
+    pub fn restart_with_cost(&self, cost: u32) -> Server {
+        let mut opts = self.opts.clone();
+        opts.bcrypt_cost = cost;
+        Server::spawn(self.dir.clone(), opts)
+    }
+
+    /// How many lines of this server's log contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log_text().lines().filter(|l| l.contains(text)).count()
+    }
+}
+
 impl Wire {
     /// Sends `SHARE <n>` and its `n` lines in one write (no reply read).
     pub fn send_share(&mut self, lines: &[String]) {
@@ -1433,5 +1456,14 @@ impl Wire {
         if let Err(e) = self.stream.write_all(text.as_bytes()) {
             self.fail(&format!("sending SHARE failed: {e}"));
         }
+    }
+
+    /// Like [`Wire::connect_from`], but returns the error instead of panicking (for
+    /// servers that may be gone).
+    pub fn try_connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<Wire> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+        socket.connect_timeout(&addr.into(), WAIT)?;
+        Ok(Wire::from_stream(socket.into()))
     }
 }

@@ -1,0 +1,252 @@
+//! The bcrypt queue: how many password hashes run at once, who may wait for one, and for
+//! how long.
+//!
+//! Owns the permits and the waiting line. At most `permits` hashes run at once; a caller
+//! waits for a permit only until its deadline, and is refused at once when the line ahead
+//! of it could not be served by then, or when its address already has
+//! [`MAX_HASHING_PER_IP`] logins waiting or hashing. The lock is a leaf held only to
+//! count, never while hashing. It must not know about logins or the protocol.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::rate_limit::lock;
+use crate::protocol::limits::MAX_HASHING_PER_IP;
+
+/// Why a hash did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateRefusal {
+    /// The line is longer than the deadline allows: refused at once.
+    Busy,
+    /// This address has too many hashes waiting or running already.
+    AddressBusy,
+    /// The deadline passed while waiting.
+    TimedOut,
+}
+
+struct State {
+    /// Hashes that may still start.
+    free: usize,
+    /// Callers waiting for a permit.
+    waiting: usize,
+    /// Waiting or running hashes per address.
+    per_address: HashMap<IpAddr, usize>,
+    /// Recent hash duration (moving average), to predict waits.
+    typical: Duration,
+}
+
+/// A counting semaphore around bcrypt with deadlines and per-address caps.
+pub struct HashGate {
+    /// Hashes that may run at once.
+    permits: usize,
+    /// Per-address cap on waiting + running hashes.
+    per_address_max: usize,
+    state: Mutex<State>,
+    /// Signalled when a permit comes back.
+    freed: Condvar,
+}
+
+impl HashGate {
+    /// One permit per core but one (at least one), leaving a core for everything else;
+    /// `typical` is what one hash costs (measured at start-up).
+    pub fn for_this_machine(typical: Duration) -> HashGate {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        HashGate::new(cores.saturating_sub(1).max(1), MAX_HASHING_PER_IP, typical)
+    }
+
+    /// A gate that lets `permits` hashes run at once, `per_address_max` per address.
+    pub fn new(permits: usize, per_address_max: usize, typical: Duration) -> HashGate {
+        let permits = permits.max(1);
+        HashGate {
+            permits,
+            per_address_max: per_address_max.max(1),
+            state: Mutex::new(State {
+                free: permits,
+                waiting: 0,
+                per_address: HashMap::new(),
+                typical,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Runs `hash` for `address` once a permit is free, if that happens by `deadline`.
+    pub fn run<T>(
+        &self,
+        address: IpAddr,
+        deadline: Instant,
+        hash: impl FnOnce() -> T,
+    ) -> Result<T, GateRefusal> {
+        {
+            let mut s = lock(&self.state);
+            let mine = s.per_address.get(&address).copied().unwrap_or(0);
+            if mine >= self.per_address_max {
+                return Err(GateRefusal::AddressBusy);
+            }
+            if s.free == 0 || s.waiting > 0 {
+                // Served in rounds of `permits`: this caller starts after round
+                // ⌈(waiting+1)/p⌉ and needs one more for its own hash (a margin for hashes
+                // slower than the average, too).
+                let rounds = (s.waiting / self.permits + 2) as u32;
+                let expected = s.typical.saturating_mul(rounds);
+                if Instant::now() + expected > deadline {
+                    return Err(GateRefusal::Busy);
+                }
+            }
+            *s.per_address.entry(address).or_insert(0) += 1;
+            s.waiting += 1;
+            while s.free == 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    s.waiting -= 1;
+                    leave(&mut s, address);
+                    return Err(GateRefusal::TimedOut);
+                }
+                s = self
+                    .freed
+                    .wait_timeout(s, deadline - now)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            s.waiting -= 1;
+            s.free -= 1;
+        }
+        // Released on drop, so even a panic inside `hash` gives the permit back.
+        let permit = Permit {
+            gate: self,
+            address,
+            started: Instant::now(),
+        };
+        let out = hash();
+        drop(permit);
+        Ok(out)
+    }
+
+    /// Hashes waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        lock(&self.state).waiting
+    }
+}
+
+fn leave(s: &mut State, address: IpAddr) {
+    if let Some(n) = s.per_address.get_mut(&address) {
+        *n -= 1;
+        if *n == 0 {
+            s.per_address.remove(&address);
+        }
+    }
+}
+
+struct Permit<'a> {
+    gate: &'a HashGate,
+    address: IpAddr,
+    started: Instant,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        let mut s = lock(&self.gate.state);
+        s.free += 1;
+        leave(&mut s, self.address);
+        // A moving average over about eight hashes follows a changing load.
+        s.typical = (s.typical.saturating_mul(7) + took) / 8;
+        drop(s);
+        // Every waiter looks: one whose deadline passed leaves, the next one runs.
+        self.gate.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn the_gate_never_lets_more_than_its_permits_run() {
+        let gate = Arc::new(HashGate::new(2, 100, Duration::from_millis(1)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+                std::thread::spawn(move || {
+                    gate.run(ip(i), far(), || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            gate.run(ip(1), far(), || 7),
+            Ok(7),
+            "every permit came back"
+        );
+    }
+
+    #[test]
+    fn a_line_longer_than_the_deadline_is_refused_at_once_and_waiters_are_cut() {
+        let gate = Arc::new(HashGate::new(1, 100, Duration::from_millis(200)));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                gate.run(ip(1), far(), || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+            })
+        };
+        started_rx.recv().unwrap();
+        // One hash (200 ms) ahead, one to run, and 300 ms to go: refused without waiting.
+        let soon = Instant::now() + Duration::from_millis(300);
+        assert_eq!(gate.run(ip(2), soon, || ()), Err(GateRefusal::Busy));
+        // Time enough by the estimate, but the holder never finishes: cut at the deadline.
+        let by = Instant::now() + Duration::from_millis(600);
+        assert_eq!(gate.run(ip(2), by, || ()), Err(GateRefusal::TimedOut));
+        assert!(Instant::now() >= by);
+        assert_eq!(gate.waiting(), 0);
+        release_tx.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn one_address_may_not_queue_more_than_its_share() {
+        let gate = Arc::new(HashGate::new(1, 1, Duration::from_millis(1)));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                gate.run(ip(1), far(), || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+            })
+        };
+        started_rx.recv().unwrap();
+        assert_eq!(gate.run(ip(1), far(), || ()), Err(GateRefusal::AddressBusy));
+        release_tx.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        assert_eq!(gate.run(ip(1), far(), || 1), Ok(1));
+    }
+}
