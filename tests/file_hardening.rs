@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use peerchat::protocol::ticket::Ticket;
 use peerchat::protocol::transfer_msg::FileHasher;
 
 /// Bytes per chunk on a data connection (protocol: `CHUNK_SIZE`).
@@ -58,7 +59,7 @@ fn raw_session(me: &mut Wire, mname: &str, target: &mut Client, tname: &str) -> 
     target.expect(&format!("* {mname} wants to chat"));
     target.send(&format!("\\accept {mname}"));
     target.expect(&format!("* session with {mname} open"));
-    raw.expect_exact("ACCEPT");
+    raw.expect("ACCEPT ");
     raw
 }
 
@@ -112,7 +113,22 @@ fn mallory_pushes(
     let (id, addr, ticket) = grant(mallory, "TRANSFER", "bob");
     let mut data = Wire::connect(addr).named("mallory -> bob (data)");
     data.send(&format!("PUSH peerchat 1 mallory {id} {ticket} {offer}"));
+    // bob proves he holds the ticket before any file line (protocol.md §11).
+    data.expect("ACCEPT ");
     (data, rid)
+}
+
+/// mallory, the owner bob fetches from, answers bob's data connection (whose first line
+/// is `first`: `FETCH peerchat 1 bob <id> <ticket> <name>`) with the proof that she holds
+/// the ticket, as the real listener does (protocol.md §11).
+fn prove_to_bob(data: &mut Wire, first: &str) {
+    let words: Vec<&str> = first.split(' ').collect();
+    let id: u64 = words[4].parse().expect("transfer id");
+    let ticket = Ticket::parse(words[5]).expect("ticket");
+    data.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "bob", "mallory").to_hex()
+    ));
 }
 
 /// A file's bytes: a pattern that differs in every chunk.
@@ -269,8 +285,14 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
+        let mut reader = BufReader::new(stream);
         let mut first = String::new();
-        let _ = BufReader::new(stream).read_line(&mut first);
+        let _ = reader.read_line(&mut first);
+        // A served fetch starts with bob's proof of the ticket (protocol.md §11).
+        if first.starts_with("ACCEPT ") {
+            first.clear();
+            let _ = reader.read_line(&mut first);
+        }
         if first.starts_with("FILE ") {
             served += 1;
         } else if first.starts_with("ERR 424 SERVE_BUSY ") {
@@ -465,6 +487,7 @@ fn a_fetch_announcing_a_bigger_size_than_listed_is_refused() {
         first.starts_with("FETCH peerchat 1 bob ") && first.ends_with(" tiny.bin"),
         "{first:?}"
     );
+    prove_to_bob(&mut data, &first);
     data.send("FILE 50000000 tiny.bin");
     let refusal = data.next_line();
     assert!(
@@ -484,7 +507,9 @@ fn a_fetch_announcing_a_bigger_size_than_listed_is_refused() {
     bob.send("\\fetch mallory tiny.bin");
     let (stream, _) = listener.accept().unwrap();
     let mut data = Wire::from_accepted(stream, "bob -> mallory (data, 2)");
-    assert!(data.next_line().starts_with("FETCH peerchat 1 bob "));
+    let first = data.next_line();
+    assert!(first.starts_with("FETCH peerchat 1 bob "), "{first:?}");
+    prove_to_bob(&mut data, &first);
     data.send("ERR 424 SERVE_BUSY at most 4 fetches per peer are served at once");
     let state = final_state(&mut bob, "[2] fetch tiny.bin from mallory");
     assert_eq!(

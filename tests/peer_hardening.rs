@@ -740,6 +740,10 @@ fn an_impostor_on_a_data_connection_neither_serves_a_fetch_nor_receives_a_push()
     let server = Server::start();
     let lab = Lab::new(&server);
     let (mut bob, listener) = fake_target(&server, "bob");
+    // A fetch takes the size the owner listed, so "bob" lists the file.
+    bob.send("SHARE 1");
+    bob.send("5 plans.txt");
+    bob.expect("OK SHARE 1");
     let mut alice = lab.register("alice", &[]);
 
     // alice fetches from "bob": whoever answers at bob's address sends a file at once.

@@ -320,8 +320,13 @@ fn run_peer_example(ex: &Example) {
             let real = Ticket::parse(&ticket).expect("the server's ticket");
             let real_id: u64 = id.parse().expect("a numeric id");
             vary.bound.insert(
-                doc_ticket.accept_mac(doc_id, "alice", "bob").to_hex().to_string(),
-                real.accept_mac(real_id, "alice", "bob").to_hex().to_string(),
+                doc_ticket
+                    .accept_mac(doc_id, "alice", "bob")
+                    .to_hex()
+                    .to_string(),
+                real.accept_mac(real_id, "alice", "bob")
+                    .to_hex()
+                    .to_string(),
             );
             vary.bound.insert(doc_id.to_string(), id);
             vary.bound.insert(doc_ticket.to_string(), ticket);

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use peerchat::protocol::ticket::Ticket;
 
 /// What `peerchat-server sessions --db` prints.
 fn sessions_output(db: &Path) -> String {
@@ -302,7 +303,13 @@ fn a_cancelled_fetch_shows_cancelled_and_the_receivers_report_wins_over_a_lying_
     listener.set_nonblocking(false).unwrap();
     let (stream, _) = listener.accept().unwrap();
     let mut data = Wire::from_accepted(stream, "alice -> mallory (fetch)");
-    data.expect("FETCH peerchat 1 alice");
+    let first = data.expect("FETCH peerchat 1 alice");
+    // mallory proves she holds the ticket, as a real owner does (protocol.md §11).
+    let ticket = Ticket::parse(first.split(' ').nth(5).unwrap()).unwrap();
+    data.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "alice", "mallory").to_hex()
+    ));
     data.send(&format!("FILE {SIZE} big.bin"));
     data.expect_exact("RESUME 0 -");
     data.send("START 0");

@@ -17,9 +17,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use rusqlite::{Connection, params};
 
-use crate::sanitize::clean;
 use crate::error::{Error, Result};
 use crate::protocol::limits::HISTORY_LINES_PER_PEER;
+use crate::sanitize::clean;
 
 /// Lines written per peer between two prunes. A prune keeps the newest
 /// `HISTORY_LINES_PER_PEER - PRUNE_BATCH`, so the count never passes the cap, and the
