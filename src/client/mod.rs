@@ -7,6 +7,7 @@
 //! session rules (`sessions`).
 
 pub mod disk_space;
+pub mod editor;
 pub mod history;
 pub mod login;
 pub mod peer_dial;
@@ -94,6 +95,99 @@ impl Prompter for Terminal {
     }
 }
 
+/// The login's questions as a person at a terminal meets them: registering asks for the
+/// password twice, an empty username is refused before the password is asked, and after
+/// an `N` given by mistake an empty username goes back to registration. With pipes the
+/// questions are asked exactly as the server puts them.
+struct Asker<'a> {
+    /// Where the questions are asked.
+    term: &'a mut Terminal,
+    /// The user answered `Y`: a new account.
+    registering: bool,
+    /// Answer `Y` without asking: the user chose to go back to registration.
+    force_new: bool,
+    /// The user asked to go back to registration; the login is started again.
+    go_back: bool,
+}
+
+impl Prompter for Asker<'_> {
+    fn ask(&mut self, field: AskField, prompt: &str) -> Option<String> {
+        if !self.term.is_interactive() {
+            return Terminal::ask(self.term, prompt, field == AskField::Password);
+        }
+        if field == AskField::New && self.force_new {
+            self.registering = true;
+            return Some("Y".into());
+        }
+        loop {
+            let answer = Terminal::ask(self.term, prompt, field == AskField::Password)?;
+            match field {
+                AskField::New => {
+                    self.registering = answer.trim().eq_ignore_ascii_case("y");
+                    if answer.trim().eq_ignore_ascii_case("n") {
+                        self.term
+                            .show("(no account yet? press Enter at the username to register)");
+                    }
+                }
+                AskField::Username if answer.trim().is_empty() && !self.registering => {
+                    self.go_back = true;
+                    return None;
+                }
+                AskField::Username if answer.trim().is_empty() => {
+                    self.term
+                        .show("error: a username cannot be empty; type one");
+                    continue;
+                }
+                AskField::Password if self.registering => {
+                    let again = Terminal::ask(self.term, "Repeat the password", true)?;
+                    if again != answer {
+                        self.term
+                            .show("error: the two passwords differ; choose the password again");
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Some(answer);
+        }
+    }
+    fn show(&mut self, text: &str) {
+        Terminal::show(self.term, text)
+    }
+}
+
+/// Connects and logs in; in a terminal, starts again as a registration when the user
+/// asks to go back after answering `N`.
+fn connect_and_log_in(
+    term: &mut Terminal,
+    addr: SocketAddr,
+    choice: &PortChoice,
+) -> Result<(ServerLink, login::Login), String> {
+    let mut force_new = false;
+    loop {
+        let link = ServerLink::connect(addr)
+            .map_err(|e| format!("cannot reach the server at {addr}: {e}"))?;
+        let mut asker = Asker {
+            term: &mut *term,
+            registering: false,
+            force_new,
+            go_back: false,
+        };
+        match login::run(&link, &mut asker, choice) {
+            Ok(me) => return Ok((link, me)),
+            Err(_) if asker.go_back => {
+                link.close();
+                term.show("Registering a new account.");
+                force_new = true;
+            }
+            Err(why) => {
+                link.close();
+                return Err(why);
+            }
+        }
+    }
+}
+
 /// Runs the client until the user leaves; returns the process exit code.
 pub fn run(config: ClientConfig) -> u8 {
     let mut term = Terminal::new();
@@ -112,22 +206,14 @@ pub fn run(config: ClientConfig) -> u8 {
             return 1;
         }
     };
-    let link = match ServerLink::connect(addr) {
-        Ok(link) => link,
-        Err(e) => {
-            term.show(&format!("error: cannot reach the server at {addr}: {e}"));
-            return 1;
-        }
-    };
     let choice = PortChoice::Bind {
         ip: config.listen_addr,
         port: config.port,
     };
-    let me = match login::run(&link, &mut term, &choice) {
-        Ok(me) => me,
+    let (link, me) = match connect_and_log_in(&mut term, addr, &choice) {
+        Ok(done) => done,
         Err(why) => {
             term.show(&format!("error: {why}"));
-            link.close();
             return 1;
         }
     };
@@ -166,7 +252,7 @@ pub fn run(config: ClientConfig) -> u8 {
             .join("downloads")
     });
     let (xfer_tx, xfer_events) = bounded(XFER_EVENTS);
-    let input = match term.spawn_reader() {
+    let input = match term.spawn_reader(Some(editor::history_path(&config.data_dir, &me.name))) {
         Ok(rx) => rx,
         Err(e) => {
             term.show(&format!("error: cannot read input: {e}"));
@@ -237,6 +323,10 @@ fn watch_ctrl_c(logged_in: Arc<AtomicBool>) -> Result<Receiver<()>, String> {
         if logged_in.load(Ordering::SeqCst) {
             let _ = tx.try_send(());
         } else {
+            // At the password prompt echo is off: put the terminal back first, and end
+            // the half-written prompt line so the shell's prompt starts on its own.
+            editor::restore_terminal();
+            println!();
             std::process::exit(130);
         }
     })
@@ -279,16 +369,20 @@ impl Ui {
         let heartbeat = tick(HEARTBEAT_INTERVAL);
         let expiry = tick(EXPIRY_TICK);
         let progress = tick(PROGRESS_TICK);
-        self.term.show_prompt();
+        self.term.read_next();
         loop {
             let no_link = never();
             let events = self.link.as_ref().map_or(&no_link, |l| &l.events);
             select! {
                 recv(input) -> line => match line {
                     Ok(line) => {
+                        self.term.typed(&line);
                         if !self.on_input(&line) {
                             break;
                         }
+                        self.flush();
+                        self.term.read_next();
+                        continue;
                     }
                     Err(_) => break,
                 },
@@ -393,6 +487,15 @@ impl Ui {
         let notices = self.sessions.take_notices();
         self.term.set_prompt(self.sessions.active_peer());
         for notice in notices {
+            match &notice {
+                // Pipes never echoed what was typed; scripts read only what others say.
+                sessions::Notice::Said { .. } if !self.term.is_interactive() => continue,
+                sessions::Notice::Opened { peer, .. }
+                | sessions::Notice::Request { from: peer, .. } => {
+                    self.term.names_mut().insert(peer.clone());
+                }
+                _ => {}
+            }
             self.term.show(&ui::render_notice(&notice));
         }
         for command in self.sessions.take_server_commands() {
@@ -501,6 +604,18 @@ impl Ui {
             ServerMsg::Event(Event::SessionRequest { id, from, ticket }) => {
                 self.sessions.on_ticket(id, &from, ticket);
             }
+            ServerMsg::Ok(Reply::List { ref users }) => {
+                self.term.names_mut().extend(users.iter().cloned());
+                self.show_server_msg(&msg);
+            }
+            ServerMsg::Event(Event::Online { ref user }) => {
+                self.term.names_mut().insert(user.clone());
+                self.show_server_msg(&msg);
+            }
+            ServerMsg::Event(Event::Offline { ref user }) => {
+                self.term.names_mut().remove(user);
+                self.show_server_msg(&msg);
+            }
             ServerMsg::Ok(Reply::Session {
                 id,
                 user,
@@ -525,11 +640,13 @@ impl Ui {
                 | Reply::TransferEnded { .. }
                 | Reply::Shared { .. },
             ) => {}
-            other => {
-                if let Some(text) = ui::render(&other, &self.me) {
-                    self.term.show(&text);
-                }
-            }
+            other => self.show_server_msg(&other),
+        }
+    }
+
+    fn show_server_msg(&mut self, msg: &ServerMsg) {
+        if let Some(text) = ui::render(msg, &self.me) {
+            self.term.show(&text);
         }
     }
 

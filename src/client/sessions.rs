@@ -62,6 +62,13 @@ pub enum Notice {
         line: Line,
         active: bool,
     },
+    /// A chat line we sent to `peer` (a terminal shows it like a peer's; pipes, which
+    /// never echoed what was typed, need not).
+    Said {
+        peer: String,
+        line: Line,
+        active: bool,
+    },
     /// `from` wants to chat and must be answered within `within`.
     Request { from: String, within: Duration },
     /// A request from `from` was declined because nobody answered.
@@ -634,6 +641,16 @@ impl Sessions {
         if sent {
             let me = self.me.clone();
             self.remember(&name, &me, at_ms, text);
+            let active = self.active.as_deref().is_some_and(|a| same(a, &name));
+            self.notices.push(Notice::Said {
+                peer: name,
+                line: Line {
+                    sender: me,
+                    at_ms,
+                    text: text.to_string(),
+                },
+                active,
+            });
         } else {
             self.error(format!("could not send to {name}: the link is down"));
         }

@@ -5,12 +5,15 @@
 //! must not open sockets or hold protocol state: the UI loop in `client` feeds it.
 
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{Receiver, bounded};
 
 use chrono::{Local, TimeZone};
 
+use super::editor::{self, LineEditor, Names};
 use super::history::Line;
 use super::sessions::{Closer, Notice, State};
 use super::transfers::{Role, Row, Stage, XferNotice};
@@ -200,6 +203,11 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         }
         return Ok(UserCommand::Text(line.to_string()));
     };
+    if trimmed.starts_with("//") {
+        // `//text` is chat that starts with a slash: the first slash escapes the second.
+        let start = line.len() - line.trim_start().len() + 1;
+        return Ok(UserCommand::Text(line[start..].to_string()));
+    }
     let (word, rest) = body
         .trim()
         .split_once(char::is_whitespace)
@@ -608,7 +616,7 @@ fn chat_line(line: &Line) -> String {
 /// What to show for a notice from the session core.
 pub fn render_notice(notice: &Notice) -> String {
     match notice {
-        Notice::Chat { peer, line, active } => {
+        Notice::Chat { peer, line, active } | Notice::Said { peer, line, active } => {
             if *active {
                 chat_line(line)
             } else {
@@ -722,16 +730,25 @@ pub fn render_notice(notice: &Notice) -> String {
     }
 }
 
-/// The terminal: reads the user's lines and prints without garbling the prompt.
+/// The terminal: reads the user's lines and prints without garbling the line being typed.
 pub struct Terminal {
-    /// True when both stdin and stdout are terminals: then a prompt is shown and
-    /// passwords are read without echo. With pipes, plain lines in and out.
+    /// True when both stdin and stdout are terminals: then a line editor reads input,
+    /// output goes above the input line, and passwords are read without echo. With
+    /// pipes, plain lines in and out, no prompt.
     interactive: bool,
-    /// The prompt shown while waiting for a command.
+    /// Colours for names, notices and errors: a terminal without `NO_COLOR` only.
+    colour: bool,
+    /// The prompt for the next line: the active session's peer, or `> `.
     prompt: String,
-    /// A status line drawn in front of the prompt (transfer progress), redrawn in place
-    /// so it never pushes chat off the screen. Terminals only.
+    /// The transfer status line kept just above the input line (terminals only); empty
+    /// when nothing moves.
     status: String,
+    /// True while `status` is on screen right above the input line.
+    status_shown: bool,
+    /// The line editor, once the UI loop reads lines (terminals only).
+    editor: Option<LineEditor>,
+    /// Online users and session peers, for Tab completion.
+    names: Names,
 }
 
 impl Default for Terminal {
@@ -741,28 +758,47 @@ impl Default for Terminal {
 }
 
 impl Terminal {
-    /// Looks at stdin and stdout to decide how to behave.
+    /// Looks at stdin and stdout to decide how to behave, and remembers the terminal's
+    /// modes so every way out can restore them.
     pub fn new() -> Terminal {
+        let interactive = io::stdin().is_terminal() && io::stdout().is_terminal();
+        editor::save_terminal();
         Terminal {
-            interactive: io::stdin().is_terminal() && io::stdout().is_terminal(),
+            interactive,
+            colour: interactive && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             prompt: "> ".into(),
             status: String::new(),
+            status_shown: false,
+            editor: None,
+            names: Names::default(),
         }
     }
 
-    /// Prints `text` as complete lines. In a terminal, the prompt line is cleared first
-    /// and drawn again after, so output arriving while the user types stays readable.
-    /// Everything shown goes through `sanitize::clean_block` first: whatever a renderer
-    /// forgot, no escape sequence or bidi control reaches the terminal.
-    pub fn show(&self, text: &str) {
+    /// Prints `text` as complete lines; in a terminal, above the line being typed, which
+    /// stays as it was. Everything shown goes through `sanitize::clean_block` first:
+    /// whatever a renderer forgot, no escape sequence or bidi control reaches the
+    /// terminal (colours are added after, by us).
+    pub fn show(&mut self, text: &str) {
         let text = sanitize::clean_block(text);
-        let mut out = io::stdout().lock();
-        let result = if self.interactive {
-            write!(out, "\r\x1b[2K{text}\n{}{}", self.status, self.prompt)
-        } else {
-            writeln!(out, "{text}")
-        };
-        let _ = result.and_then(|()| out.flush());
+        match &mut self.editor {
+            Some(editor) => {
+                let painted = if self.colour {
+                    paint(&text)
+                } else {
+                    text.into_owned()
+                };
+                if self.status_shown {
+                    // Over the status line, which is drawn again below the new text.
+                    editor.print(&format!("{UP_CLEAR}{painted}\n{}", self.status));
+                } else {
+                    editor.print(&painted);
+                }
+            }
+            None => {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+            }
+        }
     }
 
     /// True when talking to a person at a terminal.
@@ -778,22 +814,52 @@ impl Terminal {
         };
     }
 
-    /// Draws the command prompt (terminals only).
-    pub fn show_prompt(&self) {
-        if self.interactive {
-            let mut out = io::stdout().lock();
-            let _ = write!(out, "{}{}", self.status, self.prompt).and_then(|()| out.flush());
+    /// Nothing to draw: the line editor draws its own prompt when it reads a line, and
+    /// pipes get none. Kept so callers need not know which.
+    pub fn show_prompt(&self) {}
+
+    /// Lets the line editor read the next line (terminals only): called once the last
+    /// line has been handled, so a prompt never appears before its answer, nor after
+    /// the client decided to leave.
+    pub fn read_next(&mut self) {
+        if let Some(editor) = &self.editor {
+            editor.read_next(&self.prompt);
         }
     }
 
-    /// Replaces the status line and redraws it with the prompt (terminals only).
+    /// Notes a line the user just typed. A command's line stays on screen and pushes the
+    /// status line up; the next status is drawn afresh below it.
+    pub fn typed(&mut self, line: &str) {
+        if !editor::is_chat_text(line) {
+            self.status_shown = false;
+        }
+    }
+
+    /// Replaces the status line just above the input line (terminals only); an empty
+    /// status removes the line.
     pub fn set_status(&mut self, status: &str) {
-        if !self.interactive || self.status == status {
+        let status = sanitize::clean(status).into_owned();
+        let Some(editor) = &mut self.editor else {
+            return;
+        };
+        if self.status_shown && self.status == status {
             return;
         }
-        self.status = sanitize::clean(status).into_owned();
-        let mut out = io::stdout().lock();
-        let _ = write!(out, "\r\x1b[2K{}{}", self.status, self.prompt).and_then(|()| out.flush());
+        match (self.status_shown, status.is_empty()) {
+            (false, true) => {}
+            (false, false) => editor.print(&status),
+            (true, false) => editor.print(&format!("{UP_CLEAR}{status}")),
+            // Up to the status line, clear it, up once more: the newline the printer
+            // adds brings the input line back onto the status line's row.
+            (true, true) => editor.print(&format!("{UP_CLEAR}\x1b[1A")),
+        }
+        self.status_shown = !status.is_empty();
+        self.status = status;
+    }
+
+    /// The names Tab completes after `\connect`, `@`...; the UI loop keeps them current.
+    pub fn names_mut(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Prints `prompt: ` and reads one line; `None` at end of input. A secret is read
@@ -809,9 +875,16 @@ impl Terminal {
         read_stdin_line()
     }
 
-    /// Moves reading stdin to a thread; each line arrives on the channel, which closes
-    /// at end of input.
-    pub fn spawn_reader(&self) -> io::Result<Receiver<String>> {
+    /// Starts reading the user's lines: each arrives on the channel, which closes at
+    /// end of input (Ctrl+D, or Ctrl+C and `y`, in a terminal). A terminal gets the line
+    /// editor, with `history` for Up/Down; pipes get plain lines, as they always did.
+    pub fn spawn_reader(&mut self, history: Option<PathBuf>) -> io::Result<Receiver<String>> {
+        if self.interactive {
+            let (editor, lines) =
+                LineEditor::spawn(history, command_names(), Arc::clone(&self.names))?;
+            self.editor = Some(editor);
+            return Ok(lines);
+        }
         let (tx, rx) = bounded(16);
         thread::Builder::new().name("stdin".into()).spawn(move || {
             while let Some(line) = read_stdin_line() {
@@ -822,6 +895,53 @@ impl Terminal {
         })?;
         Ok(rx)
     }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        editor::restore_terminal();
+    }
+}
+
+/// Cursor up one row, then clear that row.
+const UP_CLEAR: &str = "\x1b[1A\x1b[2K";
+
+/// Colours a cleaned block for a terminal: errors red, notices dim cyan, the name in a
+/// chat line bold.
+fn paint(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("error:") {
+                format!("\x1b[31m{line}\x1b[0m")
+            } else if line.starts_with("* ") {
+                format!("\x1b[36m{line}\x1b[0m")
+            } else if let Some(close) = chat_name_span(line) {
+                let (head, tail) = line.split_at(close.1);
+                let (time, name) = head.split_at(close.0);
+                format!("\x1b[2m{time}\x1b[0m\x1b[1;33m{name}\x1b[0m{tail}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// In `[12:03:04] bob: hi` (or `(bob) [...] bob: hi`), where the name starts and ends.
+fn chat_name_span(line: &str) -> Option<(usize, usize)> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find("] ")?;
+    let start = close + 2;
+    let end = start + line[start..].find(": ")?;
+    (end > start && !line[start..end].contains(' ')).then_some((start, end))
+}
+
+/// Every command name Tab completes, without the backslash.
+pub fn command_names() -> Vec<&'static str> {
+    USER_COMMANDS
+        .iter()
+        .flat_map(|s| s.names.iter().copied())
+        .collect()
 }
 
 fn read_stdin_line() -> Option<String> {
@@ -857,6 +977,7 @@ mod tests {
             ("\\q", UserCommand::Quit),
             ("/quit", UserCommand::Quit),
             ("hello there", UserCommand::Text("hello there".into())),
+            ("//etc/x y", UserCommand::Text("/etc/x y".into())),
             ("\\c bob", UserCommand::Connect { user: "bob".into() }),
             ("\\accept", UserCommand::Accept { user: None }),
             (
