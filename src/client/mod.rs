@@ -10,6 +10,7 @@ pub mod disk_space;
 pub mod editor;
 pub mod history;
 pub mod login;
+pub mod menu;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
@@ -165,7 +166,11 @@ fn connect_and_log_in(
 ) -> Result<(ServerLink, login::Login), String> {
     let mut force_new = false;
     loop {
-        let link = ServerLink::connect(addr)
+        let from = match choice {
+            PortChoice::Bind { ip, .. } => Some(*ip),
+            PortChoice::Existing(_) => None,
+        };
+        let link = ServerLink::connect_from(addr, from)
             .map_err(|e| format!("cannot reach the server at {addr}: {e}"))?;
         let mut asker = Asker {
             term: &mut *term,
@@ -276,6 +281,8 @@ pub fn run(config: ClientConfig) -> u8 {
         server: addr,
         credentials: me.credentials,
         port,
+        listen_ip: config.listen_addr,
+        menu: None,
     };
     if ui.transfers.share_dir().is_some() {
         ui.transfers.announce_share();
@@ -352,6 +359,11 @@ struct Ui {
     credentials: Credentials,
     /// Our peer port, declared again on reconnect.
     port: u16,
+    /// `\menu`'s state while it waits for a choice.
+    menu: Option<menu::Menu>,
+    /// The interface we listen on for peers: the server link comes from it, so the
+    /// server announces the address peers can really reach.
+    listen_ip: IpAddr,
     /// `SESSION_END`/`TRANSFER_END` reports made while the server was away, sent after
     /// `\reconnect` so the server's log records the real ends (at most
     /// `MAX_HELD_REPORTS`).
@@ -487,6 +499,9 @@ impl Ui {
         let notices = self.sessions.take_notices();
         self.term.set_prompt(self.sessions.active_peer());
         for notice in notices {
+            if let sessions::Notice::Closed { peer, .. } = &notice {
+                self.transfers.peer_gone(peer);
+            }
             match &notice {
                 // Pipes never echoed what was typed; scripts read only what others say.
                 sessions::Notice::Said { .. } if !self.term.is_interactive() => continue,
@@ -522,14 +537,36 @@ impl Ui {
 
     /// Handles one typed line; false when the user leaves.
     fn on_input(&mut self, line: &str) -> bool {
-        let command = match ui::parse_input(line) {
+        if let Some(menu) = self.menu.take() {
+            let step = menu::step(&menu, line);
+            self.menu = step.next;
+            if let Some(text) = step.show {
+                self.term.show(&text);
+            }
+            return match step.run {
+                Some(command) => self.run_command(command),
+                None => true,
+            };
+        }
+        let no_session = self.sessions.active_peer().is_none();
+        let command = match ui::parse_typed(line, no_session) {
             Ok(command) => command,
             Err(e) => {
                 self.term.show(&format!("error: {e}"));
                 return true;
             }
         };
+        self.run_command(command)
+    }
+
+    /// Does what the user asked; false when the user leaves.
+    fn run_command(&mut self, command: UserCommand) -> bool {
         match command {
+            UserCommand::Menu => {
+                self.menu = Some(menu::Menu::Main);
+                self.term.show(&menu::main_text());
+            }
+            UserCommand::Action { text } => self.sessions.say(&ui::action_text(&text)),
             UserCommand::Empty => self.term.show_prompt(),
             UserCommand::Help => self.term.show(&ui::help_text()),
             UserCommand::List => self.send_command(&Command::List),
@@ -543,6 +580,8 @@ impl Ui {
                     self.sessions.connect(&user);
                 }
             }
+            UserCommand::Accept { user: None } => self.answer_the_only_one(true),
+            UserCommand::Decline { user: None } => self.answer_the_only_one(false),
             UserCommand::Accept { user } => self.sessions.accept(user.as_deref()),
             UserCommand::Decline { user } => self.sessions.decline(user.as_deref()),
             UserCommand::Sessions => self.sessions.list(),
@@ -577,6 +616,25 @@ impl Ui {
             }
         }
         true
+    }
+
+    /// `\accept` or `\decline` alone: acts on the only chat request or file offer
+    /// waiting, or says which to name.
+    fn answer_the_only_one(&mut self, yes: bool) {
+        let offers = self.transfers.waiting_offers();
+        let verb = if yes { "accept" } else { "decline" };
+        match (self.sessions.waiting_requests(), offers.as_slice()) {
+            (0, [id]) if yes => self.transfers.accept(*id),
+            (0, [id]) => self.transfers.decline(*id),
+            (_, []) if yes => self.sessions.accept(None),
+            (_, []) => self.sessions.decline(None),
+            (0, _) => self.term.show(&format!(
+                "error: several file offers are waiting: \\{verb} <offer number>"
+            )),
+            _ => self.term.show(&format!(
+                "error: chat requests and file offers are waiting: \\{verb} <user> or \\{verb} <offer number>"
+            )),
+        }
     }
 
     fn send_command(&mut self, command: &Command) {
@@ -663,7 +721,7 @@ impl Ui {
         if self.link.is_some() {
             return self.term.show("error: already connected to the server");
         }
-        let link = match ServerLink::connect(self.server) {
+        let link = match ServerLink::connect_from(self.server, Some(self.listen_ip)) {
             Ok(link) => link,
             Err(e) => {
                 return self.term.show(&format!(

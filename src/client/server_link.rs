@@ -6,7 +6,7 @@
 //! must not print or decide what a message means.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
@@ -45,7 +45,26 @@ pub struct ServerLink {
 impl ServerLink {
     /// Connects and starts both threads.
     pub fn connect(addr: SocketAddr) -> io::Result<ServerLink> {
-        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        ServerLink::connect_from(addr, None)
+    }
+
+    /// Like [`ServerLink::connect`], from the local address `from` when given: the
+    /// server announces to peers the address our connection comes from, so a client
+    /// listening on `--listen-addr 127.0.0.2` connects from there too.
+    pub fn connect_from(addr: SocketAddr, from: Option<IpAddr>) -> io::Result<ServerLink> {
+        let stream = match from {
+            Some(ip) if !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4() => {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.bind(&SocketAddr::new(ip, 0).into())?;
+                socket.connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
+                TcpStream::from(socket)
+            }
+            _ => TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?,
+        };
         stream.set_nodelay(true)?;
         let (events_tx, events) = unbounded();
         let (outgoing, outgoing_rx) = bounded(SEND_QUEUE);

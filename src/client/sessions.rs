@@ -489,6 +489,11 @@ impl Sessions {
         }
     }
 
+    /// How many chat requests wait for our answer.
+    pub fn waiting_requests(&self) -> usize {
+        self.requests.len()
+    }
+
     /// `\accept [user]`
     pub fn accept(&mut self, user: Option<&str>) {
         let Some(request) = self.pick_request(user, "accept") else {

@@ -589,6 +589,32 @@ struct Partial {
     hashes: Vec<blake3::Hash>,
 }
 
+/// How many bytes of `name` (`size` bytes) from `from` are already in `downloads` and
+/// verified, where a resume would start; 0 when none. Only reads.
+pub fn kept_bytes(downloads: &Path, from: &str, name: &str, size: u64) -> u64 {
+    let header = format!(
+        "peerchat-partial 1 {} {size} {}",
+        from.to_ascii_lowercase(),
+        name
+    );
+    let key = blake3::hash(header.as_bytes()).to_hex();
+    let key = &key.as_str()[..32];
+    let dir = downloads.join(PARTIAL_DIR);
+    let Ok(file) = File::open(dir.join(format!("{key}.state"))) else {
+        return 0;
+    };
+    let mut lines = BufReader::new(file).lines();
+    if lines.next().and_then(Result::ok).as_deref() != Some(header.as_str()) {
+        return 0;
+    }
+    let hashed = lines
+        .map_while(Result::ok)
+        .take_while(|l| blake3::Hash::from_hex(l.trim()).is_ok())
+        .count() as u64;
+    let on_disk = fs::metadata(dir.join(format!("{key}.part"))).map_or(0, |m| m.len());
+    (hashed * CHUNK_SIZE as u64).min(on_disk).min(size)
+}
+
 impl Partial {
     /// Finds or starts the partial file for this file from this peer. The state file
     /// holds a header line, then one hex hash per verified chunk, appended as chunks

@@ -92,9 +92,18 @@ pub struct Row {
     pub done: u64,
     /// Where it stands.
     pub stage: Stage,
-    /// Bytes per second since it started moving bytes (0 before).
+    /// Bytes per second over the last few seconds (0 before bytes move).
     pub rate: f64,
+    /// No bytes for `STALLED_AFTER`: the rate and time left mean nothing now.
+    pub stalled: bool,
 }
+
+/// The window the current rate is measured over: recent enough to show a slowdown,
+/// long enough not to jump with every chunk.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Seconds without a byte after which a transfer is shown as stalled.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// Something about transfers the person should see.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +121,10 @@ pub enum XferNotice {
         from: String,
         name: String,
         size: u64,
+        /// How long the offer waits for an answer.
+        open_for: Duration,
+        /// Bytes of it already here from an earlier try: accepting resumes there.
+        resumes_at: u64,
     },
     /// A transfer started moving bytes.
     Started { row: Row },
@@ -143,6 +156,9 @@ struct Entry {
     expires: Option<Instant>,
     /// When bytes started moving, for the rate.
     started: Option<Instant>,
+    /// (when, bytes done) at recent progress reports, oldest first, for the current
+    /// rate; the last one says when bytes last moved.
+    samples: std::collections::VecDeque<(Instant, u64)>,
     /// The per-peer slot it holds (a waiting offer, a serve), given back when it ends.
     slot: Slot,
 }
@@ -263,6 +279,7 @@ impl Transfers {
                     done: 0,
                     stage: Stage::Connecting,
                     rate: 0.0,
+                    stalled: false,
                 },
                 offer: None,
                 transfer: None,
@@ -270,6 +287,7 @@ impl Transfers {
                 cancel: Cancel::default(),
                 expires: None,
                 started: None,
+                samples: std::collections::VecDeque::new(),
                 slot: Slot::None,
             },
         );
@@ -414,11 +432,14 @@ impl Transfers {
                 }
                 self.index.add_offer(peer, Role::Receive, offer, id);
                 self.index.start_receiving(peer, &name, id);
+                let resumes_at = transfer::kept_bytes(&self.downloads, peer, &name, size);
                 self.notices.push(XferNotice::OfferIn {
                     id,
                     from: peer.to_string(),
                     name,
                     size,
+                    open_for: OFFER_TIMEOUT,
+                    resumes_at,
                 });
             }
             PeerMsg::OfferOk { id } => {
@@ -438,7 +459,13 @@ impl Transfers {
                     && entry.row.stage == Stage::Offered
                 {
                     let local = entry.row.id;
-                    self.drop_entry(local, format!("declined: {reason}"));
+                    // Plain words: "bob declined", not "declined: declined".
+                    let why = if reason.trim().eq_ignore_ascii_case("declined") {
+                        format!("declined by {}", Untrusted(peer))
+                    } else {
+                        format!("{} refused it: {}", Untrusted(peer), Untrusted(&reason))
+                    };
+                    self.drop_entry(local, why);
                 }
             }
             PeerMsg::Cancel { id } => {
@@ -488,6 +515,39 @@ impl Transfers {
                 }
             }
             _ => self.error(format!("no file offer {id} is waiting for you")),
+        }
+    }
+
+    /// The numbers of the peers' offers waiting for our `\accept` or `\decline`.
+    pub fn waiting_offers(&self) -> Vec<u64> {
+        self.entries
+            .values()
+            .filter(|e| e.row.role == Role::Receive && e.row.stage == Stage::Asked)
+            .map(|e| e.row.id)
+            .collect()
+    }
+
+    /// The chat link with `peer` is gone: offers either way that no data connection
+    /// carries yet can no longer be answered, so they end now, said plainly, instead of
+    /// waiting out their time.
+    pub fn peer_gone(&mut self, peer: &str) {
+        let waiting: Vec<(u64, Role)> = self
+            .entries
+            .values()
+            .filter(|e| same(&e.row.peer, peer) && matches!(e.row.role, Role::Send | Role::Receive))
+            .filter(|e| {
+                matches!(e.row.stage, Stage::Offered | Stage::Asked)
+                    || (e.row.stage == Stage::Connecting && e.transfer.is_none())
+            })
+            .map(|e| (e.row.id, e.row.role))
+            .collect();
+        let peer = Untrusted(peer).to_string();
+        for (id, role) in waiting {
+            let why = match role {
+                Role::Receive => format!("{peer} went away; the offer is withdrawn"),
+                _ => format!("{peer} went away before answering"),
+            };
+            self.drop_entry(id, why);
         }
     }
 
@@ -707,11 +767,22 @@ impl Transfers {
         match event {
             TransferEvent::Progress { id, done, total } => {
                 if let Some(entry) = self.entries.get_mut(&id) {
+                    let now = Instant::now();
+                    if entry.samples.back().is_none_or(|&(_, last)| last != done) {
+                        entry.samples.push_back((now, done));
+                    }
+                    // Keep one sample older than the window, to measure across it.
+                    while entry.samples.len() > 2
+                        && entry
+                            .samples
+                            .get(1)
+                            .is_some_and(|&(at, _)| now.duration_since(at) > RATE_WINDOW)
+                    {
+                        entry.samples.pop_front();
+                    }
                     entry.row.done = done;
                     entry.row.size = Some(total);
-                    if let Some(started) = entry.started {
-                        entry.row.rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    }
+                    entry.row.rate = current_rate(&entry.samples, now);
                 }
             }
             TransferEvent::Finished { id, outcome } => {
@@ -768,9 +839,10 @@ impl Transfers {
             .filter(|e| e.row.stage == Stage::Active)
             .map(|e| {
                 let mut row = e.row.clone();
-                if let Some(started) = e.started {
-                    row.rate = row.done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                }
+                let now = Instant::now();
+                row.rate = current_rate(&e.samples, now);
+                let last_moved = e.samples.back().map(|&(at, _)| at).or(e.started);
+                row.stalled = last_moved.is_some_and(|at| now.duration_since(at) >= STALLED_AFTER);
                 row
             })
             .collect();
@@ -803,7 +875,14 @@ impl Transfers {
             (Stage::Active, false) => entry.cancel.cancel(),
             (Stage::Active, true) => entry.cancel.cancelled_by_peer(),
             (_, false) => self.drop_entry(id, "cancelled".into()),
-            (_, true) => self.drop_entry(id, "cancelled by the peer".into()),
+            (Stage::Asked, true) => {
+                let peer = Untrusted(&entry.row.peer).to_string();
+                self.drop_entry(id, format!("{peer} withdrew the offer"))
+            }
+            (_, true) => {
+                let peer = Untrusted(&entry.row.peer).to_string();
+                self.drop_entry(id, format!("cancelled by {peer}"))
+            }
         }
     }
 
@@ -856,6 +935,17 @@ impl Transfers {
                 "the server gave no list of the user's files (is the user online?)".into(),
             );
         }
+    }
+}
+
+/// Bytes per second from the oldest sample in the window to now; it falls while no
+/// bytes arrive, rather than freezing at the last figure.
+fn current_rate(samples: &std::collections::VecDeque<(Instant, u64)>, now: Instant) -> f64 {
+    match (samples.front(), samples.back()) {
+        (Some(&(first_at, first)), Some(&(_, last))) if last > first => {
+            (last - first) as f64 / now.duration_since(first_at).as_secs_f64().max(0.001)
+        }
+        _ => 0.0,
     }
 }
 

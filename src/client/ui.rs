@@ -66,6 +66,10 @@ pub enum UserCommand {
     Cancel { id: u64 },
     /// `\\rescan`
     Rescan,
+    /// `\me <action>`: an action, shown as `* alice waves`.
+    Action { text: String },
+    /// `\menu`: the numbered menu.
+    Menu,
     /// `@user text`: to that session without switching.
     SendTo { user: String, text: String },
     /// A line that is not a command: chat text for the active session.
@@ -169,6 +173,16 @@ const USER_COMMANDS: &[Spec] = &[
         meaning: "tell the server again what your shared folder holds",
     },
     Spec {
+        names: &["me"],
+        args: "<action...>",
+        meaning: "say what you do: \\me waves shows * alice waves",
+    },
+    Spec {
+        names: &["menu"],
+        args: "",
+        meaning: "numbered choices: users, files, chat, fetch",
+    },
+    Spec {
         names: &["reconnect"],
         args: "",
         meaning: "log in to the server again after it went away",
@@ -270,8 +284,35 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
             id: number(&arg(0))?,
         },
         "rescan" => UserCommand::Rescan,
+        "me" => UserCommand::Action { text: arg(0) },
+        "menu" => UserCommand::Menu,
         _ => return Err("unexpected command; type \\help".into()),
     })
+}
+
+/// Parses one typed line as [`parse_input`] does, and with no active session also takes
+/// seed 001's menu letters: `h` (help), `l` (list), `c <user>` (connect).
+pub fn parse_typed(line: &str, no_session: bool) -> Result<UserCommand, String> {
+    if no_session {
+        let trimmed = line.trim();
+        match trimmed.split_once(char::is_whitespace) {
+            None if trimmed.eq_ignore_ascii_case("h") => return Ok(UserCommand::Help),
+            None if trimmed.eq_ignore_ascii_case("l") => return Ok(UserCommand::List),
+            Some((c, user)) if c.eq_ignore_ascii_case("c") && !user.trim().contains(' ') => {
+                return Ok(UserCommand::Connect {
+                    user: user.trim().to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    parse_input(line)
+}
+
+/// The text sent for `\me <action>`: an ordinary chat message that starts with `/me `
+/// (protocol.md §5), so any client shows something sensible.
+pub fn action_text(action: &str) -> String {
+    format!("/me {action}")
 }
 
 /// Splits `rest` by the placeholders in `spec`: `<x>` required, `[x]` optional, a last
@@ -399,6 +440,15 @@ fn file_row(file: &FileEntry) -> String {
     )
 }
 
+/// `2 min`, or `45 s` under a minute.
+fn minutes(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s < 60 => format!("{s} s"),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{} min {} s", s / 60, s % 60),
+    }
+}
+
 /// `1.5 MiB`
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -424,7 +474,8 @@ fn role_word(role: Role) -> &'static str {
     }
 }
 
-/// `[####------]  42%  42.0 MiB / 100.0 MiB  850.0 MiB/s  0:01 left`
+/// `[####------]  42%  42.0 MiB / 100.0 MiB  850.0 MiB/s  0:01 left`, or `... stalled`
+/// when no bytes came for a while.
 fn progress_text(row: &Row) -> String {
     let total = row.size.unwrap_or(0);
     let fraction = if total == 0 {
@@ -433,21 +484,30 @@ fn progress_text(row: &Row) -> String {
         row.done as f64 / total as f64
     };
     let filled = (fraction * 20.0).round() as usize;
+    format!(
+        "[{}{}] {:>3}%  {} / {}  {}",
+        "#".repeat(filled.min(20)),
+        "-".repeat(20 - filled.min(20)),
+        (fraction * 100.0) as u32,
+        human_size(row.done),
+        human_size(total),
+        rate_and_left(row)
+    )
+}
+
+/// `850.0 MiB/s  0:01 left`, or `stalled` when no bytes came for a while.
+fn rate_and_left(row: &Row) -> String {
+    if row.stalled {
+        return "stalled".into();
+    }
+    let total = row.size.unwrap_or(0);
     let left = if row.rate > 0.0 && total > row.done {
         let secs = ((total - row.done) as f64 / row.rate) as u64;
         format!("{}:{:02} left", secs / 60, secs % 60)
     } else {
         "-:-- left".to_string()
     };
-    format!(
-        "[{}{}] {:>3}%  {} / {}  {}/s  {left}",
-        "#".repeat(filled.min(20)),
-        "-".repeat(20 - filled.min(20)),
-        (fraction * 100.0) as u32,
-        human_size(row.done),
-        human_size(total),
-        human_size(row.rate as u64)
-    )
+    format!("{}/s  {left}", human_size(row.rate as u64))
 }
 
 /// `[3] send photo.bin to alice`
@@ -479,42 +539,69 @@ fn row_line(row: &Row) -> String {
             };
             format!("done, verified ({}{resumed})", Untrusted(&outcome.detail))
         }
-        Stage::Finished(outcome) => {
-            format!("{}: {}", outcome.result.word(), Untrusted(&outcome.detail))
-        }
+        Stage::Finished(outcome) => outcome_words(row, outcome),
         Stage::Dropped(why) => Untrusted(why).to_string(),
     };
     format!("{}: {state}", row_head(row))
 }
 
-/// The status line for a terminal: one short bar per active transfer, e.g.
-/// `[2 ######---- 61% 850.0 MiB/s 0:01] `; empty when nothing moves.
+/// How a transfer that did not succeed ended, in plain words: `cancelled by alice`, not
+/// `cancelled: cancelled by the peer`; `failed: alice went away; send again to resume`,
+/// not `Broken pipe (os error 32)`. The first word is always the result's.
+fn outcome_words(row: &Row, outcome: &super::transfer::Outcome) -> String {
+    let word = outcome.result.word();
+    let peer = Untrusted(&row.peer);
+    let detail = outcome.detail.as_str();
+    match outcome.result {
+        TransferResult::Cancelled if detail == "cancelled by the peer" => {
+            format!("{word} by {peer}")
+        }
+        TransferResult::Failed if is_connection_loss(detail) => {
+            let again = match row.role {
+                Role::Send => "; send again to resume",
+                Role::Fetch => "; fetch again to resume",
+                Role::Receive => "; what arrived is kept and resumes if it is sent again",
+                Role::Serve => "",
+            };
+            format!("{word}: {peer} went away{again}")
+        }
+        _ if detail == word || detail.is_empty() => word.to_string(),
+        _ => format!("{word}: {}", Untrusted(detail)),
+    }
+}
+
+/// True for the texts the system gives when the other side of a connection vanished.
+fn is_connection_loss(detail: &str) -> bool {
+    let lower = detail.to_ascii_lowercase();
+    [
+        "connection lost",
+        "broken pipe",
+        "connection reset",
+        "failed to fill whole buffer",
+        "unexpected end of file",
+        "early eof",
+    ]
+    .iter()
+    .any(|t| lower.contains(t))
+}
+
+/// The status line for a terminal, one part per active transfer, e.g.
+/// `[2] photo.bin 61.0 MiB / 100.0 MiB 850.0 MiB/s 0:01 left`; empty when nothing moves.
 pub fn progress_status(rows: &[Row]) -> String {
     rows.iter()
         .map(|row| {
-            let total = row.size.unwrap_or(0);
-            let fraction = if total == 0 {
-                1.0
-            } else {
-                row.done as f64 / total as f64
-            };
-            let filled = ((fraction * 10.0).round() as usize).min(10);
-            let left = if row.rate > 0.0 && total > row.done {
-                let secs = ((total - row.done) as f64 / row.rate) as u64;
-                format!("{}:{:02}", secs / 60, secs % 60)
-            } else {
-                "-:--".to_string()
-            };
+            let name: String = row.name.chars().take(24).collect();
             format!(
-                "[{} {}{} {:>3}% {}/s {left}] ",
+                "[{}] {} {} / {}  {}",
                 row.id,
-                "#".repeat(filled),
-                "-".repeat(10 - filled),
-                (fraction * 100.0) as u32,
-                human_size(row.rate as u64)
+                Untrusted(&name),
+                human_size(row.done),
+                human_size(row.size.unwrap_or(0)),
+                rate_and_left(row)
             )
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join("  |  ")
 }
 
 /// One line for the history about a finished transfer.
@@ -557,12 +644,25 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             from,
             name,
             size,
-        } => format!(
-            "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}",
-            Untrusted(name),
-            human_size(*size),
-            from = Untrusted(from)
-        ),
+            open_for,
+            resumes_at,
+        } => {
+            let mut text = format!(
+                "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}\n  the offer stays open for {}",
+                Untrusted(name),
+                human_size(*size),
+                minutes(*open_for),
+                from = Untrusted(from)
+            );
+            if *resumes_at > 0 {
+                text.push_str(&format!(
+                    "; {} of it is already here: it resumes at {}",
+                    human_size(*resumes_at),
+                    human_size(*resumes_at)
+                ));
+            }
+            text
+        }
         XferNotice::Started { row } => format!("* {}: started", row_head(row)),
         XferNotice::Progress { rows } => rows
             .iter()
@@ -606,6 +706,13 @@ fn chat_line(line: &Line) -> String {
             || "--:--:--".to_string(),
             |t| t.format("%H:%M:%S").to_string(),
         );
+    if let Some(action) = line.text.strip_prefix("/me ") {
+        return format!(
+            "[{when}] * {} {}",
+            Untrusted(&line.sender),
+            Untrusted(action)
+        );
+    }
     format!(
         "[{when}] {}: {}",
         Untrusted(&line.sender),
@@ -838,7 +945,11 @@ impl Terminal {
     /// Replaces the status line just above the input line (terminals only); an empty
     /// status removes the line.
     pub fn set_status(&mut self, status: &str) {
-        let status = sanitize::clean(status).into_owned();
+        // One row only, or the line could not be redrawn in place.
+        let width = rustix::termios::tcgetwinsize(io::stdout())
+            .map_or(80, |w| usize::from(w.ws_col))
+            .max(2);
+        let status: String = sanitize::clean(status).chars().take(width - 1).collect();
         let Some(editor) = &mut self.editor else {
             return;
         };
@@ -978,6 +1089,13 @@ mod tests {
             ("/quit", UserCommand::Quit),
             ("hello there", UserCommand::Text("hello there".into())),
             ("//etc/x y", UserCommand::Text("/etc/x y".into())),
+            (
+                "\\me waves",
+                UserCommand::Action {
+                    text: "waves".into(),
+                },
+            ),
+            ("\\menu", UserCommand::Menu),
             ("\\c bob", UserCommand::Connect { user: "bob".into() }),
             ("\\accept", UserCommand::Accept { user: None }),
             (
