@@ -237,9 +237,23 @@ fn shows_own_line(screen: &str, who: &str, text: &str) -> bool {
     })
 }
 
+/// bob through pipes, his data (and downloads) under `dir/bob-data`.
+fn bob_in(server: &Server, dir: &Path) -> Client {
+    let data = dir.join("bob-data").display().to_string();
+    let mut bob = Client::spawn(server.addr, &["--port", "0", "--data-dir", &data]).named("bob");
+    bob.expect("Are you a new client? (Y/N): ");
+    bob.send("y");
+    bob.expect("Choose a username: ");
+    bob.send("bob");
+    bob.expect("Choose a password: ");
+    bob.send(PW);
+    bob.expect_welcome("bob", 0);
+    bob
+}
+
 /// alice in a terminal with an open session with bob (pipes); returns both.
 fn alice_talks_to_bob(server: &Server, dir: &Path) -> (Pty, Client) {
-    let mut bob = Client::register(server.addr, "bob", PW, 0).named("bob");
+    let mut bob = bob_in(server, dir);
     let mut alice = Pty::client("alice", server.addr, dir, &[]);
     alice.register("alice");
     alice.keys("\\connect bob\r");
@@ -300,9 +314,12 @@ fn the_typed_line_survives_incoming_messages_and_edits_like_readline() {
     alice.expect_input("bob> @bob", 10);
     alice.keys(CTRL_U);
 
-    // `//` sends a line that starts with a slash.
+    // `//` sends a line that starts with a slash; `\me` an action.
     alice.keys("//etc is a folder\r");
     bob.expect("alice: /etc is a folder");
+    alice.keys("\\me waves\r");
+    bob.expect("* alice waves");
+    alice.expect("* alice waves");
 
     // The input history is kept per user in the data folder.
     alice.keys("\\quit\r");
@@ -368,4 +385,34 @@ fn heartbeats_stay_out_of_the_info_log() {
     let log = server.log_text();
     assert!(log.contains("LIST"), "{log}");
     assert!(!log.contains("PING"), "{log}");
+}
+
+#[test]
+fn offers_withdrawn_or_sent_from_home_are_shown_plainly() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob) = alice_talks_to_bob(&server, dir.path());
+
+    // bob offers, then withdraws: alice hears it at once, not after two minutes.
+    let file = dir.path().join("plan.txt");
+    std::fs::write(&file, b"the plan").unwrap();
+    bob.send(&format!("\\send {}", file.display()));
+    alice.expect("bob offers plan.txt");
+    alice.expect("the offer stays open for 2 min");
+    bob.send("\\cancel 1");
+    alice.expect("bob withdrew the offer");
+
+    // `~` is alice's home folder (HOME is the test's folder), and bob's `\accept`
+    // alone takes the only offer waiting.
+    std::fs::write(dir.path().join("note.txt"), b"hello from home").unwrap();
+    alice.keys("\\send ~/note.txt\r");
+    bob.expect("alice offers note.txt");
+    bob.send("\\accept");
+    alice.expect("note.txt to bob: done");
+    let got = dir.path().join("bob-data/bob/downloads/note.txt");
+    let deadline = Instant::now() + WAIT;
+    while !got.exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(&got).unwrap(), b"hello from home");
 }

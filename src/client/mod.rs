@@ -15,6 +15,7 @@ pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
 pub mod resume_check;
+pub mod send_paths;
 pub mod server_link;
 pub mod sessions;
 pub mod transfer;
@@ -594,8 +595,14 @@ impl Ui {
             UserCommand::DeclineFile { id } => self.transfers.decline(id),
             UserCommand::SendFile { path } => {
                 let active = self.sessions.active_peer().map(str::to_string);
-                self.transfers
-                    .offer(active.as_deref(), std::path::Path::new(&path));
+                match send_paths::expand(&path, send_paths::home().as_deref()) {
+                    Ok(paths) => {
+                        for path in paths {
+                            self.transfers.offer(active.as_deref(), &path);
+                        }
+                    }
+                    Err(e) => self.term.show(&format!("error: {e}")),
+                }
             }
             UserCommand::Files { user } => self.send_command(&Command::Files { user, offset: 0 }),
             UserCommand::Search { text } => self.send_command(&Command::Search { text }),

@@ -346,6 +346,13 @@ impl Transfers {
         };
         let meta = match std::fs::metadata(path) {
             Ok(meta) if meta.is_file() => meta,
+            Ok(meta) if meta.is_dir() => {
+                return self.error(format!(
+                    "{} is a folder; send the files in it (\\send {}/*)",
+                    path.display(),
+                    path.display()
+                ));
+            }
             Ok(_) => return self.error(format!("{} is not a regular file", path.display())),
             Err(e) => return self.error(format!("cannot read {}: {e}", path.display())),
         };
