@@ -6,19 +6,8 @@
 //! wire lines (`protocol`), own a socket's threads (`server_link`, `peer_link`) or decide
 //! session rules (`sessions`).
 
-pub mod disk_space;
-pub mod history;
-pub mod login;
-pub mod peer_dial;
-pub mod peer_limits;
-pub mod peer_link;
-pub mod resume_check;
-pub mod server_link;
-pub mod sessions;
-pub mod transfer;
-pub mod transfer_index;
-pub mod transfers;
-pub mod ui;
+pub mod core;
+pub mod tui;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -29,15 +18,16 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
 
+use self::core::login::{self, Credentials, PortChoice, Prompter};
+use self::core::peer_link::{self, PeerEvent};
+use self::core::server_link::{LinkEvent, ServerLink};
+use self::core::sessions::Sessions;
+use self::core::transfer::{Share, TransferEvent};
+use self::core::transfers::{ServerOut, Transfers, XferNotice};
+use self::core::{history, peer_limits};
+use self::tui::ui::{self, Terminal, UserCommand};
 use crate::protocol::limits::{ACCEPT_TIMEOUT, ANSWER_WAIT, HEARTBEAT_INTERVAL, MAX_HELD_REPORTS};
 use crate::protocol::server_msg::{AskField, Command, Event, Reply, ServerMsg};
-use login::{Credentials, PortChoice, Prompter};
-use peer_link::PeerEvent;
-use server_link::{LinkEvent, ServerLink};
-use sessions::Sessions;
-use transfer::{Share, TransferEvent};
-use transfers::{ServerOut, Transfers, XferNotice};
-use ui::{Terminal, UserCommand};
 
 /// How long `\quit` waits for the server's `OK BYE`.
 const QUIT_WAIT: Duration = Duration::from_secs(2);

@@ -11,9 +11,9 @@ use crossbeam_channel::{Receiver, bounded};
 
 use chrono::{Local, TimeZone};
 
-use super::history::Line;
-use super::sessions::{Closer, Notice, State};
-use super::transfers::{Role, Row, Stage, XferNotice};
+use crate::client::core::history::Line;
+use crate::client::core::sessions::{Closer, Notice, State};
+use crate::client::core::transfers::{Role, Row, Stage, XferNotice};
 use crate::protocol::server_msg::{EndReason, Event, Reply, ServerMsg};
 use crate::protocol::server_msg::{FileEntry, TransferResult};
 use crate::sanitize::{self, Untrusted};
