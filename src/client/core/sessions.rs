@@ -31,7 +31,8 @@ pub const HISTORY_ON_OPEN: usize = 20;
 const USED_MEMORY: Duration = Duration::from_secs(600);
 
 /// Who ended a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Closer {
     /// We did (`\close`, quitting).
     Me,
@@ -42,7 +43,8 @@ pub enum Closer {
 }
 
 /// The state of one entry in `\sessions`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     /// Open and receiving what we type.
     Active,
@@ -55,7 +57,8 @@ pub enum State {
 }
 
 /// Something the person should see.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Notice {
     /// A chat line from a peer.
     Chat {
@@ -64,7 +67,11 @@ pub enum Notice {
         active: bool,
     },
     /// `from` wants to chat and must be answered within `within`.
-    Request { from: String, within: Duration },
+    Request {
+        from: String,
+        #[serde(serialize_with = "super::event::secs")]
+        within: Duration,
+    },
     /// A request from `from` was declined because nobody answered.
     RequestExpired { from: String },
     /// `from` gave up waiting (or its client ended) before we answered.
@@ -78,6 +85,7 @@ pub enum Notice {
     /// Our request to `peer` came to nothing.
     NotOpened {
         peer: String,
+        #[serde(serialize_with = "super::event::end_reason")]
         reason: EndReason,
         detail: String,
     },

@@ -44,21 +44,24 @@ pub enum TransferEvent {
 }
 
 /// How a transfer ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {
     /// The result class, as logged by the server.
+    #[serde(serialize_with = "super::event::transfer_result")]
     pub result: TransferResult,
     /// A sentence for people: why it failed, or where the file went.
     pub detail: String,
     /// The file's size.
     pub size: u64,
     /// The peerchat file hash, when verified.
+    #[serde(serialize_with = "super::event::hash")]
     pub hash: Option<blake3::Hash>,
     /// Where a received file was stored.
     pub saved_as: Option<PathBuf>,
     /// Bytes skipped because an earlier attempt had them.
     pub resumed_from: u64,
     /// How long it took.
+    #[serde(serialize_with = "super::event::millis")]
     pub elapsed: Duration,
 }
 
