@@ -26,6 +26,17 @@ pub trait Prompter {
     fn ask(&mut self, field: AskField, prompt: &str) -> Option<String>;
     /// Shows one line of information.
     fn show(&mut self, text: &str);
+    /// After login, asks which folder to share when no `--share` was given; `None` (the
+    /// default) shares nothing.
+    fn ask_share(&mut self) -> Option<String> {
+        None
+    }
+    /// After a login that ended without success, true when the person asked to start
+    /// over (say, to register after answering `N` by mistake): the core connects again
+    /// and the conversation starts from the first question.
+    fn start_over(&mut self) -> bool {
+        false
+    }
 }
 
 /// The username and password that worked, kept in memory only, to log in again after
