@@ -416,3 +416,67 @@ fn offers_withdrawn_or_sent_from_home_are_shown_plainly() {
     }
     assert_eq!(std::fs::read(&got).unwrap(), b"hello from home");
 }
+
+#[test]
+fn registration_in_a_terminal_asks_twice_refuses_empty_names_and_can_go_back() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Pty::client("alice", server.addr, dir.path(), &[]);
+    // `N` by mistake: an empty username goes back to registration.
+    alice.expect("Are you a new client? (Y/N): ");
+    alice.keys("n\r");
+    alice.expect("Username: ");
+    alice.keys(ENTER);
+    alice.expect("Registering a new account.");
+    // An empty username is refused before any password is asked.
+    alice.expect("Choose a username: ");
+    alice.keys(ENTER);
+    alice.expect("error: a username cannot be empty");
+    assert!(!alice.text().contains("Choose a password"));
+    alice.keys("alice\r");
+    alice.expect("Choose a password: ");
+    alice.keys(&format!("{PW}\r"));
+    alice.expect("Repeat the password: ");
+    alice.keys("not the same\r");
+    alice.expect("error: the two passwords differ");
+    alice.keys(&format!("{PW}\r"));
+    alice.expect_after_password();
+    alice.expect("Folder to share (Enter for none): ");
+    alice.keys(ENTER);
+    alice.expect("Welcome, alice.");
+    // The account works with the password given twice.
+    alice.expect_input(">", 2);
+    alice.keys("\\quit\r");
+    alice.wait_exit();
+    let mut wire = common::Wire::connect(server.addr);
+    wire.login("alice", PW, 40_003);
+}
+
+#[test]
+fn the_server_is_told_the_address_given_with_listen_addr() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let mut alice = Client::spawn(
+        server.addr,
+        &[
+            "--port",
+            "0",
+            "--listen-addr",
+            "127.0.0.2",
+            "--data-dir",
+            &data,
+        ],
+    )
+    .named("alice");
+    alice.expect("Are you a new client? (Y/N): ");
+    alice.send("y");
+    alice.expect("Choose a username: ");
+    alice.send("alice");
+    alice.expect("Choose a password: ");
+    alice.send(PW);
+    let port = alice.expect_between("Peers reach you at 127.0.0.2:", ".");
+    let mut carol = common::Wire::registered(server.addr, "carol", PW, 40_004);
+    carol.send("INFO alice");
+    carol.expect_exact(&format!("OK INFO alice 127.0.0.2:{port}"));
+}
