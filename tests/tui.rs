@@ -480,3 +480,32 @@ fn the_server_is_told_the_address_given_with_listen_addr() {
     carol.send("INFO alice");
     carol.expect_exact(&format!("OK INFO alice 127.0.0.2:{port}"));
 }
+
+#[test]
+fn ctrl_c_clears_the_line_then_asks_before_quitting_and_letters_work_without_a_session() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Pty::client("alice", server.addr, dir.path(), &[]);
+    alice.register("alice");
+    // Seed 001's letters with no session: `l` lists.
+    alice.keys("l\r");
+    alice.expect("Online users (1):");
+    // Ctrl+C on a line with text clears it and nothing is sent.
+    alice.keys("half a thought");
+    alice.expect_input("> half a thought", 16);
+    alice.keys(CTRL_C);
+    alice.expect_input(">", 2);
+    // On an empty line it asks; `n` goes on, `y` leaves.
+    alice.keys(CTRL_C);
+    alice.expect("quit? (y/N)");
+    alice.keys("n\r");
+    alice.expect_input(">", 2);
+    alice.keys(CTRL_C);
+    alice.wait_for("the second question", |p| {
+        p.text().matches("quit? (y/N)").count() == 2
+    });
+    alice.keys("y\r");
+    alice.expect("Bye.");
+    alice.wait_exit();
+    assert!(!alice.text().contains("half a thought\n"));
+}

@@ -673,7 +673,14 @@ fn chat_line(line: &Line) -> String {
         .single()
         .map_or_else(
             || "--:--:--".to_string(),
-            |t| t.format("%H:%M:%S").to_string(),
+            |t| {
+                // A line from another day (history) says which day.
+                if t.date_naive() == Local::now().date_naive() {
+                    t.format("%H:%M:%S").to_string()
+                } else {
+                    t.format("%Y-%m-%d %H:%M:%S").to_string()
+                }
+            },
         );
     if let Some(action) = line.text.strip_prefix("/me ") {
         return format!(
