@@ -509,3 +509,64 @@ fn ctrl_c_clears_the_line_then_asks_before_quitting_and_letters_work_without_a_s
     alice.wait_exit();
     assert!(!alice.text().contains("half a thought\n"));
 }
+
+#[test]
+fn a_folder_of_three_files_is_accepted_once_and_arrives_with_its_layout() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob) = alice_talks_to_bob(&server, dir.path());
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("2024/june")).unwrap();
+    std::fs::write(photos.join("cover.txt"), b"cover").unwrap();
+    std::fs::write(photos.join("2024/a b.txt"), b"first of june").unwrap();
+    std::fs::write(photos.join("2024/june/c.txt"), vec![7u8; 300_000]).unwrap();
+
+    alice.keys("\\send ~/photos\r");
+    bob.expect("alice offers the folder photos/ (3 files");
+    bob.send("\\accept");
+    let got = dir.path().join("bob-data/bob/downloads/photos");
+    let want: [(&str, Vec<u8>); 3] = [
+        ("cover.txt", b"cover".to_vec()),
+        ("2024/a b.txt", b"first of june".to_vec()),
+        ("2024/june/c.txt", vec![7u8; 300_000]),
+    ];
+    let deadline = Instant::now() + WAIT;
+    while want
+        .iter()
+        .any(|(p, bytes)| std::fs::read(got.join(p)).ok().as_ref() != Some(bytes))
+    {
+        if Instant::now() > deadline {
+            bob.fail(&format!(
+                "the folder did not arrive whole; bob has {:?}",
+                walk_names(&got)
+            ));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing else was written, and bob was asked once.
+    assert_eq!(walk_names(&got).len(), 3, "{:?}", walk_names(&got));
+    assert_eq!(
+        bob.output().matches("offers").count(),
+        1,
+        "{}",
+        bob.output()
+    );
+    alice.expect("c.txt to bob: done");
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -607,6 +607,8 @@ impl Sessions {
                 format!("{message} ({})", code.name()),
             ),
             msg @ (PeerMsg::Offer { .. }
+            | PeerMsg::OfferFolder { .. }
+            | PeerMsg::OfferIn { .. }
             | PeerMsg::OfferOk { .. }
             | PeerMsg::OfferNo { .. }
             | PeerMsg::Cancel { .. }) => {

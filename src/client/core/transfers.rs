@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+mod folders;
 mod refusals;
 
 use super::disk_space;
@@ -130,6 +131,17 @@ pub enum XferNotice {
         /// Bytes of it already here from an earlier try: accepting resumes there.
         resumes_at: u64,
     },
+    /// A peer offers us a folder: `files` files, `size` bytes in all, accepted once.
+    FolderIn {
+        id: u64,
+        from: String,
+        name: String,
+        files: u64,
+        size: u64,
+        /// How long the offer waits for an answer.
+        #[serde(serialize_with = "super::event::secs")]
+        open_for: Duration,
+    },
     /// A transfer started moving bytes.
     Started { row: Row },
     /// Progress of the active transfers (on a timer).
@@ -158,6 +170,10 @@ struct Entry {
     cancel: Cancel,
     /// When an unanswered offer lapses.
     expires: Option<Instant>,
+    /// For a file of a folder we send: the folder offer's entry, told when it ends.
+    folder: Option<u64>,
+    /// For a folder offer (either way): how many files it holds.
+    folder_files: Option<u64>,
     /// When bytes started moving, for the rate.
     started: Option<Instant>,
     /// (when, bytes done) at recent progress reports, oldest first, for the current
@@ -206,6 +222,10 @@ pub struct Transfers {
     to_server: Vec<ServerOut>,
     /// For peers over their chat link: (peer, message).
     to_peers: Vec<(String, PeerMsg)>,
+    /// Folders we offered, by their entry, with the files still to offer.
+    folders_out: BTreeMap<u64, folders::FolderOut>,
+    /// Folders we accepted, whose files are still coming.
+    folders_in: Vec<folders::FolderIn>,
 }
 
 /// What `transfers` asks to send to the server.
@@ -241,6 +261,8 @@ impl Transfers {
             notices: Vec::new(),
             to_server: Vec::new(),
             to_peers: Vec::new(),
+            folders_out: BTreeMap::new(),
+            folders_in: Vec::new(),
         }
     }
 
@@ -290,6 +312,8 @@ impl Transfers {
                 path: None,
                 cancel: Cancel::default(),
                 expires: None,
+                folder: None,
+                folder_files: None,
                 started: None,
                 samples: std::collections::VecDeque::new(),
                 slot: Slot::None,
@@ -306,6 +330,7 @@ impl Transfers {
             return;
         };
         let slot = std::mem::take(&mut entry.slot);
+        let folder = entry.folder.take();
         let (peer, name, role, offer) = (
             entry.row.peer.clone(),
             entry.row.name.clone(),
@@ -323,6 +348,9 @@ impl Transfers {
         self.index.ended(id);
         while let Some(old) = self.index.oldest_beyond(KEEP_FINISHED) {
             self.entries.remove(&old);
+        }
+        if let Some(folder) = folder {
+            self.folder_file_ended(folder);
         }
     }
 
@@ -350,13 +378,7 @@ impl Transfers {
         };
         let meta = match std::fs::metadata(path) {
             Ok(meta) if meta.is_file() => meta,
-            Ok(meta) if meta.is_dir() => {
-                return self.error(format!(
-                    "{} is a folder; send the files in it (\\send {}/*)",
-                    path.display(),
-                    path.display()
-                ));
-            }
+            Ok(meta) if meta.is_dir() => return self.offer_folder(peer, path),
             Ok(_) => return self.error(format!("{} is not a regular file", path.display())),
             Err(e) => return self.error(format!("cannot read {}: {e}", path.display())),
         };
@@ -460,11 +482,27 @@ impl Transfers {
                 if entry.row.stage != Stage::Offered {
                     return;
                 }
+                if entry.folder_files.is_some() {
+                    let local = entry.row.id;
+                    return self.folder_accepted(local);
+                }
                 entry.row.stage = Stage::Connecting;
                 entry.expires = None;
                 let local = entry.row.id;
                 self.ask_ticket(peer, local);
             }
+            PeerMsg::OfferFolder {
+                id,
+                files,
+                size,
+                name,
+            } => self.on_folder_offer(peer, id, files, size, &name),
+            PeerMsg::OfferIn {
+                folder,
+                id,
+                size,
+                path,
+            } => self.on_folder_file(peer, folder, id, size, &path),
             PeerMsg::OfferNo { id, reason } => {
                 if let Some(entry) = self.find_mut(Role::Send, peer, id)
                     && entry.row.stage == Stage::Offered
@@ -507,6 +545,13 @@ impl Transfers {
 
     /// `\accept <id>`: accept a peer's offer, if the downloads folder has room for it.
     pub fn accept(&mut self, id: u64) {
+        if let Some(entry) = self.entries.get(&id)
+            && entry.folder_files.is_some()
+            && entry.row.role == Role::Receive
+            && entry.row.stage == Stage::Asked
+        {
+            return self.accept_folder(id);
+        }
         let room = match self.entries.get(&id) {
             Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
                 disk_space::check_room(&self.downloads, entry.row.size.unwrap_or(0))
@@ -552,6 +597,7 @@ impl Transfers {
             })
             .map(|e| (e.row.id, e.row.role))
             .collect();
+        self.forget_folders(peer);
         let peer = Untrusted(peer).to_string();
         for (id, role) in waiting {
             let why = match role {
@@ -644,7 +690,11 @@ impl Transfers {
                 };
                 spawn(id, &events, move |events| {
                     match peer_dial::open_transfer(addr, &first, &peer) {
-                        Ok(wire) => transfer::send(wire, &path, &name, id, events, &cancel),
+                        Ok(wire) => {
+                            // A folder's file goes by its own name; its folder was agreed.
+                            let (_, name) = folders::split_folder_path(&name);
+                            transfer::send(wire, &path, &name, id, events, &cancel)
+                        }
                         Err(e) => unreachable_outcome(&peer, &e),
                     }
                 })
@@ -660,7 +710,11 @@ impl Transfers {
                 spawn(id, &events, move |events| {
                     match peer_dial::open_transfer(addr, &first, &peer) {
                         Ok(wire) => {
-                            let expect = Expect { name, size: listed };
+                            let expect = Expect {
+                                name,
+                                size: listed,
+                                into: None,
+                            };
                             transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
                         }
                         Err(e) => unreachable_outcome(&peer, &e),
@@ -697,7 +751,9 @@ impl Transfers {
                 let (cancel, name, size) =
                     (entry.cancel.clone(), entry.row.name.clone(), entry.row.size);
                 let spawned = spawn(id, &events, move |events| {
-                    let expect = Expect { name, size };
+                    // A folder's file: its folder inside the downloads folder, its name.
+                    let (into, name) = folders::split_folder_path(&name);
+                    let expect = Expect { name, size, into };
                     transfer::receive(wire, &downloads, &from, &expect, id, events, &cancel)
                 });
                 self.started(id, spawned);
@@ -825,7 +881,8 @@ impl Transfers {
                             }
                             .saturating_sub(outcome.resumed_from),
                             resumed_from: outcome.resumed_from,
-                            name: row.name.clone(),
+                            // The server logs a file's own name (a folder's file too).
+                            name: folders::split_folder_path(&row.name).1,
                         }));
                 }
                 self.ended(id);

@@ -632,6 +632,20 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             }
             text
         }
+        XferNotice::FolderIn {
+            id,
+            from,
+            name,
+            files,
+            size,
+            open_for,
+        } => format!(
+            "* [{id}] {from} offers the folder {}/ ({files} files, {}): \\accept {id} or \\decline {id}\n  accepted once, its files keep their places inside it; the offer stays open for {}",
+            Untrusted(name),
+            human_size(*size),
+            minutes(*open_for),
+            from = Untrusted(from)
+        ),
         XferNotice::Started { row } => format!("* {}: started", row_head(row)),
         XferNotice::Progress { rows } => rows
             .iter()
