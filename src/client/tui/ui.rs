@@ -682,6 +682,16 @@ pub fn render_xfer(notice: &XferNotice) -> String {
 
 /// `[12:03:04] bob: hello`, in local time.
 fn chat_line(line: &Line) -> String {
+    chat_line_dated(line, false)
+}
+
+/// A line of history: `[2026-11-30 12:03:04] bob: hello` when it is not from today.
+fn history_line(line: &Line) -> String {
+    chat_line_dated(line, true)
+}
+
+/// `[12:03:04] bob: hello`; with `dated`, lines from another day carry their date.
+fn chat_line_dated(line: &Line, dated: bool) -> String {
     let when = Local
         .timestamp_millis_opt(line.at_ms as i64)
         .single()
@@ -689,7 +699,7 @@ fn chat_line(line: &Line) -> String {
             || "--:--:--".to_string(),
             |t| {
                 // A line from another day (history) says which day.
-                if t.date_naive() == Local::now().date_naive() {
+                if !dated || t.date_naive() == Local::now().date_naive() {
                     t.format("%H:%M:%S").to_string()
                 } else {
                     t.format("%Y-%m-%d %H:%M:%S").to_string()
@@ -742,7 +752,7 @@ pub fn render_notice(notice: &Notice) -> String {
                     peer = Untrusted(peer)
                 ));
                 for line in history {
-                    text.push_str(&chat_line(line));
+                    text.push_str(&history_line(line));
                     text.push('\n');
                 }
                 text.push_str("---\n");
@@ -809,7 +819,7 @@ pub fn render_notice(notice: &Notice) -> String {
             );
             for line in lines {
                 text.push('\n');
-                text.push_str(&chat_line(line));
+                text.push_str(&history_line(line));
             }
             text
         }
