@@ -570,3 +570,47 @@ fn walk_names(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+#[test]
+fn errors_are_red_in_a_terminal_and_plain_with_no_color() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let red_row = |p: &Pty| {
+        let screen = p.screen.screen();
+        (0..ROWS).find_map(|row| {
+            let text: String = (0..COLS)
+                .filter_map(|col| screen.cell(row, col).map(|c| c.contents().to_string()))
+                .collect();
+            text.starts_with("error: unknown command")
+                .then(|| screen.cell(row, 0).map(|c| c.fgcolor()))
+                .flatten()
+        })
+    };
+    let mut alice = Pty::client("alice", server.addr, dir.path(), &[]);
+    alice.register("alice");
+    alice.keys("\\frob\r");
+    alice.expect("error: unknown command \\frob");
+    assert_eq!(red_row(&alice), Some(vt100::Color::Idx(1)));
+
+    let other = tempfile::tempdir().unwrap();
+    let home = other.path().display().to_string();
+    let data = other.path().join("data").display().to_string();
+    let mut bob = Pty::spawn(
+        "bob",
+        env!("CARGO_BIN_EXE_peerchat-client"),
+        &[
+            "--server",
+            &server.addr.to_string(),
+            "--port",
+            "0",
+            "--data-dir",
+            &data,
+        ],
+        other.path(),
+        &[("HOME", &home), ("NO_COLOR", "1")],
+    );
+    bob.register("bob");
+    bob.keys("\\frob\r");
+    bob.expect("error: unknown command \\frob");
+    assert_eq!(red_row(&bob), Some(vt100::Color::Default));
+}
