@@ -614,3 +614,60 @@ fn errors_are_red_in_a_terminal_and_plain_with_no_color() {
     bob.expect("error: unknown command \\frob");
     assert_eq!(red_row(&bob), Some(vt100::Color::Default));
 }
+
+#[test]
+fn the_progress_line_counts_bytes_says_stalled_and_goes_away_at_the_end() {
+    const SIZE: usize = 128 << 20;
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut alice, mut bob) = alice_talks_to_bob(&server, dir.path());
+    std::fs::write(dir.path().join("big.bin"), vec![5u8; SIZE]).unwrap();
+    alice.keys("\\send ~/big.bin\r");
+    bob.expect("alice offers big.bin");
+    bob.send("\\accept");
+    // Hold bob still once a few MiB are in: alice's bytes stop moving.
+    let partial = dir.path().join("bob-data/bob/downloads/.peerchat-partial");
+    let deadline = Instant::now() + WAIT;
+    let in_partial = || {
+        std::fs::read_dir(&partial)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    while in_partial() < 4 << 20 {
+        assert!(Instant::now() < deadline, "no bytes arrived");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &bob.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    // The status line just above the input line: bytes of the total, then stalled.
+    let status_row = |p: &Pty| {
+        let (row, _) = p.screen.screen().cursor_position();
+        p.screen
+            .screen()
+            .rows(0, COLS)
+            .nth(usize::from(row).saturating_sub(1))
+            .unwrap_or_default()
+    };
+    alice.wait_for("a stalled status line", |p| {
+        let line = status_row(p);
+        line.contains("big.bin") && line.contains("/ 128.0 MiB") && line.ends_with("stalled")
+    });
+    signal("-CONT");
+    alice.expect("big.bin to bob: done");
+    alice.wait_for("the status line gone", |p| {
+        !p.text()
+            .lines()
+            .any(|l| l.ends_with("stalled") || l.ends_with(" left"))
+    });
+}
