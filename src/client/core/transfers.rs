@@ -919,6 +919,9 @@ impl Transfers {
 
     /// `\cancel <id>`: stops a transfer on both sides, or withdraws an offer.
     pub fn cancel(&mut self, id: u64) {
+        if self.cancel_folder(id) {
+            return;
+        }
         let Some(entry) = self.entries.get(&id) else {
             return self.error(format!("no transfer {id}"));
         };

@@ -359,6 +359,39 @@ impl Transfers {
             .push((peer.to_string(), PeerMsg::OfferOk { id: offer }));
     }
 
+    /// `\cancel <id>` of a folder we are sending: the files not offered yet are not
+    /// sent, and those under way stop on both sides. False if `id` is no such folder.
+    pub(super) fn cancel_folder(&mut self, id: u64) -> bool {
+        let Some(folder) = self.folders_out.remove(&id) else {
+            return false;
+        };
+        let left = folder.queue.len();
+        let mut files: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| e.folder == Some(id))
+            .filter(|e| !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_)))
+            .map(|e| e.row.id)
+            .collect();
+        if self
+            .entries
+            .get(&id)
+            .is_some_and(|e| !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_)))
+        {
+            files.push(id);
+        }
+        for file in files {
+            self.cancel(file);
+        }
+        if left > 0 {
+            self.error(format!(
+                "the last {left} file(s) of {}/ were not sent",
+                folder.name
+            ));
+        }
+        true
+    }
+
     /// The chat link with `peer` is gone: its folders stop.
     pub(super) fn forget_folders(&mut self, peer: &str) {
         self.folders_in.retain(|f| !same(&f.peer, peer));
