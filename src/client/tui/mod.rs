@@ -9,6 +9,7 @@
 pub mod editor;
 pub mod menu;
 pub mod send_paths;
+pub mod terminal;
 pub mod ui;
 
 use crossbeam_channel::{Receiver, select};
