@@ -45,6 +45,7 @@
 //!   - `client::ui`: parsing what the user types and rendering what happens; no sockets.
 
 pub mod client;
+pub mod crypto;
 pub mod error;
 pub mod protocol;
 pub mod sanitize;
