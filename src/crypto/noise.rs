@@ -18,7 +18,9 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::protocol::line::ReadTimeout;
 
 use snow::{Builder, HandshakeState, StatelessTransportState};
 
@@ -257,6 +259,12 @@ impl NoiseReader {
     }
 }
 
+impl ReadTimeout for NoiseReader {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
+}
+
 impl Read for NoiseReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.start == self.end {
@@ -340,7 +348,6 @@ impl Write for NoiseWriter {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::time::Duration;
 
     #[allow(clippy::type_complexity)]
     fn run(

@@ -27,6 +27,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, Connection, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
 use crate::error::{Error, Result};
+use crate::protocol::line::ReadTimeout;
 
 /// Bytes read from the socket at once: one full TLS record and its overhead.
 const SOCKET_READ: usize = 16 * 1024 + 512;
@@ -129,12 +130,14 @@ impl ServerIdentity {
 
     /// The rustls server configuration: TLS 1.3 only, no client certificates.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
-        let config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_config)?
             .with_no_client_auth()
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(tls_config)?;
+        // No session resumption: clients reconnect rarely, and tickets are bytes for nothing.
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 }
@@ -281,6 +284,39 @@ pub fn server(sock: &TcpStream, config: Arc<ServerConfig>) -> io::Result<(TlsRea
     split(sock, Connection::Server(conn))
 }
 
+/// Answers a connection the server will not serve with `bytes` (one `ERR` line) over
+/// TLS, then closes: the handshake, the line, `close_notify`. Gives up at `deadline`.
+/// Runs on its own short-lived thread, never on the accept loop.
+pub fn send_and_close(
+    sock: &TcpStream,
+    config: Arc<ServerConfig>,
+    bytes: &[u8],
+    deadline: std::time::Instant,
+) -> io::Result<()> {
+    let (mut reader, sealer) = server(sock, config)?;
+    let mut out = Vec::new();
+    sealer.seal(bytes, &mut out)?;
+    let mut sink = sock;
+    sink.write_all(&out)?;
+    while reader.is_handshaking() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        reader.set_read_timeout(Some(left))?;
+        if !reader.pump()? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        out.clear();
+        sealer.pending(&mut out)?;
+        sink.write_all(&out)?;
+    }
+    out.clear();
+    sealer.close(&mut out)?;
+    sink.write_all(&out)?;
+    sock.shutdown(std::net::Shutdown::Write)
+}
+
 fn split(sock: &TcpStream, mut conn: Connection) -> io::Result<(TlsReader, TlsSealer)> {
     // The sealer drains after every write, so rustls never needs to hold much back.
     conn.set_buffer_limit(None);
@@ -289,6 +325,8 @@ fn split(sock: &TcpStream, mut conn: Connection) -> io::Result<(TlsReader, TlsSe
         sock: sock.try_clone()?,
         state: Arc::clone(&state),
         buf: vec![0; SOCKET_READ].into_boxed_slice(),
+        start: 0,
+        end: 0,
         nudge: None,
     };
     Ok((reader, TlsSealer { state }))
@@ -309,8 +347,10 @@ pub struct TlsReader {
     sock: TcpStream,
     /// The rustls state shared with the sealer.
     state: Arc<Mutex<Connection>>,
-    /// Ciphertext just read, before rustls takes it.
+    /// Ciphertext read from the socket; `start..end` is what rustls has not taken yet.
     buf: Box<[u8]>,
+    start: usize,
+    end: usize,
     /// Told when reading produced records to send (handshake, alerts).
     nudge: Option<Box<dyn Fn() + Send>>,
 }
@@ -333,11 +373,6 @@ impl TlsReader {
         &self.sock
     }
 
-    /// Sets the socket's read timeout.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.sock.set_read_timeout(timeout)
-    }
-
     /// True once the handshake has finished.
     pub fn is_handshaking(&self) -> bool {
         lock(&self.state).is_handshaking()
@@ -347,6 +382,55 @@ impl TlsReader {
         if let Some(nudge) = &self.nudge {
             nudge();
         }
+    }
+}
+
+impl ReadTimeout for TlsReader {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
+}
+
+impl TlsReader {
+    /// Feeds rustls: what is left of the last socket read, or else one new read from the
+    /// socket (the handshake advances; records to send are announced through the
+    /// nudge). rustls takes at most 16 KiB of unread plaintext, so what it cannot take
+    /// yet stays here for the next call. False at end of stream.
+    pub fn pump(&mut self) -> io::Result<bool> {
+        let fresh = self.start == self.end;
+        if fresh {
+            self.start = 0;
+            self.end = self.sock.read(&mut self.buf)?;
+        }
+        let eof = self.end == 0;
+        let (result, wants_write) = {
+            let mut state = lock(&self.state);
+            let mut result = Ok(());
+            if eof {
+                // End of stream: rustls decides whether it was a clean close.
+                result = state
+                    .read_tls(&mut &[][..])
+                    .and_then(|_| state.process_new_packets().map(|_| ()).map_err(broken));
+            }
+            while result.is_ok() && self.start < self.end {
+                let mut input = &self.buf[self.start..self.end];
+                match state.read_tls(&mut input) {
+                    Ok(taken) => {
+                        self.start += taken;
+                        result = state.process_new_packets().map(|_| ()).map_err(broken);
+                    }
+                    // rustls is full: the rest waits until the plaintext is read.
+                    Err(_) if !fresh || self.start > 0 => break,
+                    Err(e) => result = Err(e),
+                }
+            }
+            (result, state.wants_write())
+        };
+        if wants_write {
+            self.poke();
+        }
+        result?;
+        Ok(!eof)
     }
 }
 
@@ -365,29 +449,7 @@ impl Read for TlsReader {
             if wants_write {
                 self.poke();
             }
-            let n = self.sock.read(&mut self.buf)?;
-            let result = {
-                let mut state = lock(&self.state);
-                let mut input = &self.buf[..n];
-                let mut result = Ok(());
-                if n == 0 {
-                    // End of stream: rustls decides whether it was a clean close.
-                    result = state
-                        .read_tls(&mut input)
-                        .map(|_| ())
-                        .and_then(|_| state.process_new_packets().map(|_| ()).map_err(broken));
-                }
-                while result.is_ok() && !input.is_empty() {
-                    result = state
-                        .read_tls(&mut input)
-                        .and_then(|_| state.process_new_packets().map(|_| ()).map_err(broken));
-                }
-                (result, state.wants_write())
-            };
-            if result.1 {
-                self.poke();
-            }
-            result.0?;
+            self.pump()?;
         }
     }
 }
