@@ -4,7 +4,9 @@
 //! - `tls`: rustls configurations, the server's certificate, pinning, a shareable stream.
 //! - `noise`: the peer handshake (ticket as PSK) and the framed reader and writer.
 //! - `identity`: the user's own key, pins of peers' keys and servers, safety numbers.
+//! - `trust`: the client's decision about a server's certificate (pin, flag, first use).
 
 pub mod identity;
 pub mod noise;
 pub mod tls;
+pub mod trust;

@@ -497,6 +497,76 @@ impl TlsSealer {
     }
 }
 
+/// Plaintext out for a client: each write is sealed and written at once on this
+/// thread's socket clone. Records the reader made (rare after the handshake) leave
+/// with the next write, so only this writer ever takes records out of rustls.
+pub struct TlsWriter {
+    sock: TcpStream,
+    sealer: TlsSealer,
+    sealed: Vec<u8>,
+}
+
+impl TlsWriter {
+    /// A writer sealing with `sealer` onto (a clone of) `sock`.
+    pub fn new(sock: &TcpStream, sealer: TlsSealer) -> io::Result<TlsWriter> {
+        Ok(TlsWriter {
+            sock: sock.try_clone()?,
+            sealer,
+            sealed: Vec::new(),
+        })
+    }
+
+    /// Sends `close_notify`: the other side then sees a clean end.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.sealed.clear();
+        self.sealer.close(&mut self.sealed)?;
+        self.sock.write_all(&self.sealed)
+    }
+}
+
+impl Write for TlsWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sealed.clear();
+        self.sealer.seal(buf, &mut self.sealed)?;
+        self.sock.write_all(&self.sealed)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sealed.clear();
+        self.sealer.pending(&mut self.sealed)?;
+        self.sock.write_all(&self.sealed)
+    }
+}
+
+/// Runs a client handshake to its end on the calling thread (nothing else uses the
+/// link yet), within `deadline`.
+pub fn finish_handshake(
+    reader: &mut TlsReader,
+    writer: &mut TlsWriter,
+    deadline: std::time::Instant,
+) -> io::Result<()> {
+    writer.flush()?;
+    while reader.is_handshaking() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake too slow",
+            ));
+        }
+        reader.set_read_timeout(Some(left))?;
+        if !reader.pump()? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed during the TLS handshake",
+            ));
+        }
+        writer.flush()?;
+    }
+    reader.set_read_timeout(None)
+}
+
 fn drain(state: &mut Connection, out: &mut Vec<u8>) -> io::Result<()> {
     while state.wants_write() {
         state.write_tls(out)?;
