@@ -18,6 +18,9 @@ use super::tls::{self, TlsReader, TlsWriter, Trust};
 /// How long connecting plus the TLS handshake may take.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(15);
 
+/// Asks the user whether to trust `(server, fingerprint)` on first contact.
+pub type AskTrust = Box<dyn Fn(&str, &str) -> bool + Send>;
+
 /// How the client decides to trust a server.
 pub struct ServerTrust {
     /// The data folder, where `server-pins` lives.
@@ -28,7 +31,7 @@ pub struct ServerTrust {
     pub trust_first_use: bool,
     /// Asks the user whether to trust a first-seen fingerprint (a terminal front end);
     /// `None` when nobody can be asked (a pipe).
-    pub ask: Option<Box<dyn Fn(&str, &str) -> bool + Send>>,
+    pub ask: Option<AskTrust>,
 }
 
 /// Why the client would not talk to a server.
