@@ -165,8 +165,11 @@ fn create_self_signed(dir: &Path, cert: &Path, key: &Path) -> Result<()> {
 
 /// Creates (or replaces) a file readable and writable by its owner only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
+    // A temporary name of this process and moment: two clients sharing a data folder
+    // never write the same temporary file; the rename makes the new content appear whole.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp: PathBuf = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -18,9 +18,6 @@ use super::tls::{self, TlsReader, TlsWriter, Trust};
 /// How long connecting plus the TLS handshake may take.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(15);
 
-/// Asks the user whether to trust `(server, fingerprint)` on first contact.
-pub type AskTrust = Box<dyn Fn(&str, &str) -> bool + Send>;
-
 /// How the client decides to trust a server.
 pub struct ServerTrust {
     /// The data folder, where `server-pins` lives.
@@ -29,9 +26,6 @@ pub struct ServerTrust {
     pub fingerprint: Option<String>,
     /// `--trust-first-use`: pin an unknown server's certificate without asking.
     pub trust_first_use: bool,
-    /// Asks the user whether to trust a first-seen fingerprint (a terminal front end);
-    /// `None` when nobody can be asked (a pipe).
-    pub ask: Option<AskTrust>,
 }
 
 /// Why the client would not talk to a server.
@@ -106,7 +100,13 @@ pub struct ServerTls {
 
 impl ServerTrust {
     /// Connects to `addr`, runs the TLS handshake, and decides about the certificate.
-    pub fn connect(&self, addr: SocketAddr) -> Result<ServerTls, TrustError> {
+    /// `ask(server, fingerprint)` asks the user about a server seen for the first time
+    /// (a terminal); `None` when nobody can be asked (a pipe, a reconnect).
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        ask: Option<&mut dyn FnMut(&str, &str) -> bool>,
+    ) -> Result<ServerTls, TrustError> {
         let key = addr.to_string();
         let mut pins = Pins::open(&self.data_dir, SERVER_PINS)?;
         let pinned = pins.get(&key).map(str::to_string);
@@ -148,7 +148,7 @@ impl ServerTrust {
         }
         result?;
         if pinned.as_deref() != Some(shown.as_str()) {
-            let allowed = match (&trust, &self.ask) {
+            let allowed = match (&trust, ask) {
                 (Trust::Pinned(_), _) => true,
                 _ if self.trust_first_use => true,
                 (_, Some(ask)) => ask(&key, &shown),

@@ -778,6 +778,7 @@ impl Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerchat-client"))
             .arg("--server")
             .arg(server.to_string())
+            .args(trust_args(server, args))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1788,4 +1789,16 @@ fn pump_bytes(mut from: TcpStream, mut to: TcpStream, dir: Dir, state: &Mutex<Pr
 /// True if `needle` occurs anywhere in `hay`.
 pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `--server-fingerprint` of a server this binary started, unless the test decides
+/// about trust itself.
+fn trust_args(server: SocketAddr, args: &[&str]) -> Vec<String> {
+    let decides = args
+        .iter()
+        .any(|a| *a == "--server-fingerprint" || *a == "--trust-first-use");
+    match server_fingerprint(server) {
+        Some(fp) if !decides => vec!["--server-fingerprint".into(), fp],
+        _ => Vec::new(),
+    }
 }
