@@ -18,6 +18,9 @@ use super::tls::{self, TlsReader, TlsWriter, Trust};
 /// How long connecting plus the TLS handshake may take.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(15);
 
+/// Asks the user `(server, fingerprint)`: trust this first-seen certificate?
+pub type AskTrust<'a> = &'a mut dyn FnMut(&str, &str) -> bool;
+
 /// How the client decides to trust a server.
 pub struct ServerTrust {
     /// The data folder, where `server-pins` lives.
@@ -105,7 +108,7 @@ impl ServerTrust {
     pub fn connect(
         &self,
         addr: SocketAddr,
-        ask: Option<&mut dyn FnMut(&str, &str) -> bool>,
+        ask: Option<AskTrust<'_>>,
     ) -> Result<ServerTls, TrustError> {
         let key = addr.to_string();
         let mut pins = Pins::open(&self.data_dir, SERVER_PINS)?;

@@ -15,7 +15,7 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 
 use crate::crypto::tls::{TlsReader, TlsWriter};
-use crate::crypto::trust::{ServerTrust, TrustError};
+use crate::crypto::trust::{AskTrust, ServerTrust, TrustError};
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::server_msg::ServerMsg;
@@ -49,7 +49,7 @@ impl ServerLink {
     pub fn connect(
         addr: SocketAddr,
         trust: &ServerTrust,
-        ask: Option<&mut dyn FnMut(&str, &str) -> bool>,
+        ask: Option<AskTrust<'_>>,
     ) -> Result<ServerLink, TrustError> {
         let tls = trust.connect(addr, ask)?;
         let stream = tls.stream;
