@@ -113,3 +113,121 @@ fn the_server_keeps_its_certificate_across_restarts_with_a_private_key() {
     let again = server.restart();
     assert_eq!(again.fingerprint(), first);
 }
+
+/// Starts the real client with exactly `args` (no fingerprint added by the harness) and
+/// returns its exit status and everything it printed.
+fn run_client_plain(server: &Server, args: &[&str], stdin: &str) -> (i32, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peerchat-client"))
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_client_in_a_pipe_without_a_fingerprint_refuses_an_unknown_server_and_says_what_to_do() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, text) = run_client_plain(&server, &["--data-dir", data, "--port", "0"], "y\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&server.fingerprint()),
+        "shows the fingerprint: {text}"
+    );
+    assert!(
+        text.contains("--server-fingerprint"),
+        "says what to do: {text}"
+    );
+    assert!(
+        !text.contains("Are you a new client"),
+        "no login over an untrusted link"
+    );
+    assert!(
+        !dir.path().join("server-pins").exists(),
+        "nothing was pinned"
+    );
+}
+
+#[test]
+fn a_wrong_fingerprint_given_to_the_client_is_refused() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let wrong = fingerprint(b"someone else");
+    let (code, text) = run_client_plain(
+        &server,
+        &[
+            "--data-dir",
+            data,
+            "--port",
+            "0",
+            "--server-fingerprint",
+            &wrong,
+        ],
+        "y\n",
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not the"), "{text}");
+    assert!(!text.contains("Are you a new client"), "{text}");
+}
+
+#[test]
+fn a_changed_server_certificate_is_refused_loudly_with_what_to_do() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    // First contact: trusted on first use and pinned.
+    let (code, text) = run_client_plain(
+        &server,
+        &["--data-dir", data, "--port", "0", "--trust-first-use"],
+        "y\nalice\ncorrect horse\n",
+    );
+    assert_eq!(code, 0, "{text}");
+    let pins = std::fs::read_to_string(dir.path().join("server-pins")).unwrap();
+    assert!(pins.contains(&server.fingerprint()), "{pins}");
+    // The server comes back at the same address with another certificate.
+    server.stop();
+    let db = server.db_path();
+    std::fs::remove_file(db.with_file_name("server-cert.pem")).unwrap();
+    std::fs::remove_file(db.with_file_name("server-key.pem")).unwrap();
+    let server = server.restart_same_addr();
+    let (code, text) = run_client_plain(
+        &server,
+        &["--data-dir", data, "--port", "0", "--trust-first-use"],
+        "n\nalice\ncorrect horse\n",
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("CERTIFICATE HAS CHANGED"), "{text}");
+    assert!(
+        text.contains("server-pins"),
+        "says where the pin is: {text}"
+    );
+    assert!(
+        text.contains(&server.fingerprint()),
+        "shows the new one: {text}"
+    );
+    assert!(!text.contains("Password"), "nothing was sent: {text}");
+}
