@@ -32,6 +32,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use peerchat::crypto::tls::{BlockingTls, Trust, blocking_client};
 use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 
 /// Selects a helper role when this program re-executes itself.
@@ -712,7 +713,7 @@ impl Ctx<'_> {
     /// Starts a client, registers `name` and waits for its welcome.
     fn client(&self, name: &str, share: Option<&Path>) -> Proc {
         let mut cmd = Command::new(&self.bins.client);
-        cmd.args(["--server", &self.addr.to_string()])
+        cmd.args(["--server", &self.addr.to_string(), "--trust-first-use"])
             .args(["--port", "0", "--listen-addr", "127.0.0.1", "--data-dir"])
             .arg(self.data_dir());
         if let Some(share) = share {
@@ -1673,10 +1674,21 @@ fn make_accounts(dir: &Path, accounts: &[(String, &str)]) {
     tx.commit().expect("committing the accounts");
 }
 
+/// Connects to the server over TLS. The bench trusts the server it started itself (the
+/// fingerprint check is the client's job and has its own tests).
+fn tls_connect(addr: SocketAddr, read_timeout: Duration) -> Result<BlockingTls, String> {
+    let stream = TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .map_err(|e| e.to_string())?;
+    blocking_client(stream, Trust::FirstUse).map_err(|e| format!("tls: {e}"))
+}
+
 /// Reads from `stream` (after the bytes in `buf`, read before) until a line satisfies
 /// `done`; fails on a line starting with `ERR`. Returns the bytes read after that line.
 fn read_until(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     mut buf: Vec<u8>,
     done: impl Fn(&str) -> bool,
 ) -> Result<Vec<u8>, String> {
@@ -1708,14 +1720,9 @@ fn raw_login(
     addr: SocketAddr,
     user: &str,
     extra: &str,
-) -> Result<(TcpStream, Vec<u8>, Duration), String> {
+) -> Result<(BlockingTls, Vec<u8>, Duration), String> {
     let t0 = Instant::now();
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = tls_connect(addr, Duration::from_secs(120))?;
     stream
         .write_all(format!("n\n{user}\n{PASSWORD}\n{RAW_PORT}\n{extra}").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -1727,11 +1734,7 @@ fn raw_login(
 /// A whole conversation on a fresh connection: `script` written at once, then read
 /// until `OK WELCOME` and `OK BYE` have both come (an `ERR` fails it).
 fn raw_login_and_quit(addr: SocketAddr, script: &str) -> Result<(), String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = tls_connect(addr, Duration::from_secs(120))?;
     stream
         .write_all(script.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -1902,8 +1905,9 @@ fn drain(stream: &TcpStream, scratch: &mut [u8], stats: &DrainStats) -> bool {
 
 /// One logged-in connection that sends commands and times the replies.
 struct Probe {
-    reader: BufReader<io::Chain<io::Cursor<Vec<u8>>, TcpStream>>,
-    writer: TcpStream,
+    /// Replies (after what the login read past `OK WELCOME`) and, through the chain's
+    /// second half, the TLS stream to write commands on.
+    reader: BufReader<io::Chain<io::Cursor<Vec<u8>>, BlockingTls>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -1926,10 +1930,8 @@ impl Kind {
 impl Probe {
     fn login(addr: SocketAddr, user: &str) -> Probe {
         let (stream, rest, _) = raw_login(addr, user, "").unwrap_or_else(|e| panic!("probe: {e}"));
-        let writer = stream.try_clone().expect("clone");
         Probe {
             reader: BufReader::new(io::Cursor::new(rest).chain(stream)),
-            writer,
         }
     }
 
@@ -1944,7 +1946,10 @@ impl Probe {
     /// the number of lines in the reply's list.
     fn request(&mut self, kind: Kind, command: &str) -> (Duration, usize) {
         let t0 = Instant::now();
-        self.writer
+        self.reader
+            .get_mut()
+            .get_mut()
+            .1
             .write_all(format!("{command}\n").as_bytes())
             .expect("probe write");
         let word = match kind {
@@ -1977,8 +1982,9 @@ impl Probe {
     }
 
     fn quit(mut self) {
-        let _ = self.writer.write_all(b"QUIT\n");
-        let _ = self.writer.shutdown(Shutdown::Write);
+        let tls = &mut self.reader.get_mut().get_mut().1;
+        let _ = tls.write_all(b"QUIT\n");
+        let _ = tls.sock.shutdown(Shutdown::Write);
         let mut rest = Vec::new();
         let _ = self.reader.read_to_end(&mut rest);
     }
@@ -2024,7 +2030,8 @@ fn login_range(addr: SocketAddr, from: usize, to: usize, workers: usize, drainer
                     }
                     let (stream, _, _) = raw_login(addr, &user_name(i), &share_body(i))
                         .unwrap_or_else(|e| panic!("login {i}: {e}"));
-                    drainer.add(stream);
+                    // Draining only throws bytes away: the ciphertext will do.
+                    drainer.add(stream.sock);
                 }
             });
         }
@@ -2181,7 +2188,7 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
                         .unwrap_or_else(|e| panic!("hard login {i}: {e}"));
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push(stream);
+                        .push(stream.sock);
                     done.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -2417,8 +2424,11 @@ fn burst_once(addr: SocketAddr, n: usize) -> Vec<Result<Landed, String>> {
                         stream
                             .set_read_timeout(Some(SHORT))
                             .map_err(|e| e.to_string())?;
+                        // The greeting comes after the TLS handshake, as a client sees it.
+                        let mut stream = blocking_client(stream, Trust::FirstUse)
+                            .map_err(|e| format!("tls: {e}"))?;
                         let mut line = String::new();
-                        BufReader::new(&stream)
+                        BufReader::new(&mut stream)
                             .read_line(&mut line)
                             .map_err(|e| format!("read: {e}"))?;
                         if !line.starts_with("HELLO") {
@@ -2516,8 +2526,9 @@ fn group_burst(s: &Settings, bins: &Bins, report: &mut Report) {
         let t = Instant::now();
         let stream = TcpStream::connect_timeout(&addr, SHORT).expect("connect");
         stream.set_read_timeout(Some(SHORT)).expect("timeout");
+        let mut stream = blocking_client(stream, Trust::FirstUse).expect("tls");
         let mut line = String::new();
-        BufReader::new(&stream)
+        BufReader::new(&mut stream)
             .read_line(&mut line)
             .expect("a greeting");
         assert!(line.starts_with("HELLO"), "got {line:?}");

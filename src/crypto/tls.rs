@@ -320,6 +320,19 @@ pub fn send_and_close(
     sock.shutdown(std::net::Shutdown::Write)
 }
 
+/// A blocking, single-threaded TLS client stream (for tools and benchmarks that read
+/// and write on one thread).
+pub type BlockingTls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Wraps a connected socket in a blocking TLS client that trusts as `trust` says; the
+/// handshake runs on the first read or write.
+pub fn blocking_client(sock: TcpStream, trust: Trust) -> io::Result<BlockingTls> {
+    let (config, _) = client_config(trust).map_err(io::Error::other)?;
+    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
 fn split(sock: &TcpStream, mut conn: Connection) -> io::Result<(TlsReader, TlsSealer)> {
     // The sealer drains after every write, so rustls never needs to hold much back.
     conn.set_buffer_limit(None);
