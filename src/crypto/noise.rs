@@ -25,8 +25,13 @@ use crate::protocol::line::ReadTimeout;
 use snow::{Builder, HandshakeState, StatelessTransportState};
 
 /// The Noise protocol name. AES-GCM: this machine class has AES instructions and ring's
-/// AES-GCM measured faster than its ChaCha20-Poly1305 here (see BENCHMARKS.md).
+/// AES-GCM measured faster than its ChaCha20-Poly1305 here (the bench's `cipher` group,
+/// BENCHMARKS.md).
 pub const PATTERN: &str = "Noise_XXpsk3_25519_AESGCM_SHA256";
+
+/// The same handshake with ChaCha20-Poly1305, for machines without AES instructions
+/// and for the comparison in the bench.
+pub const PATTERN_CHACHA: &str = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
 
 /// Bound into every handshake, so a transcript from another protocol never verifies.
 const PROLOGUE: &[u8] = b"peerchat peer link v1";
@@ -67,7 +72,11 @@ pub fn generate_keypair() -> io::Result<([u8; 32], [u8; 32])> {
 }
 
 fn builder() -> io::Result<Builder<'static>> {
-    let params = PATTERN
+    builder_for(PATTERN)
+}
+
+fn builder_for(pattern: &str) -> io::Result<Builder<'static>> {
+    let params = pattern
         .parse()
         .map_err(|e| io::Error::other(format!("noise params: {e:?}")))?;
     Ok(Builder::new(params))
@@ -103,8 +112,20 @@ pub fn initiate(
     expect_key: Option<&[u8; 32]>,
     deadline: Instant,
 ) -> io::Result<Handshaken> {
+    initiate_with(PATTERN, sock, private, ticket, expect_key, deadline)
+}
+
+/// [`initiate`] with another protocol name (e.g. [`PATTERN_CHACHA`]).
+pub fn initiate_with(
+    pattern: &str,
+    sock: &TcpStream,
+    private: &[u8; 32],
+    ticket: &str,
+    expect_key: Option<&[u8; 32]>,
+    deadline: Instant,
+) -> io::Result<Handshaken> {
     let psk = psk(ticket);
-    let mut hs = builder()?
+    let mut hs = builder_for(pattern)?
         .local_private_key(private)
         .and_then(|b| b.psk(3, &psk))
         .and_then(|b| b.prologue(PROLOGUE))
@@ -144,7 +165,18 @@ pub fn respond(
     deadline: Instant,
     ticket_for: impl FnOnce(&[u8; TICKET_ID_LEN]) -> Option<String>,
 ) -> io::Result<(Handshaken, String)> {
-    let mut hs = builder()?
+    respond_with(PATTERN, sock, private, deadline, ticket_for)
+}
+
+/// [`respond`] with another protocol name (both sides must use the same).
+pub fn respond_with(
+    pattern: &str,
+    sock: &TcpStream,
+    private: &[u8; 32],
+    deadline: Instant,
+    ticket_for: impl FnOnce(&[u8; TICKET_ID_LEN]) -> Option<String>,
+) -> io::Result<(Handshaken, String)> {
+    let mut hs = builder_for(pattern)?
         .local_private_key(private)
         .and_then(|b| b.psk(3, &[0u8; 32]))
         .and_then(|b| b.prologue(PROLOGUE))
