@@ -10,13 +10,12 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::protocol::limits::TLS_CONNECT_DEADLINE;
 
 use super::identity::{Pins, SERVER_PINS};
 use super::tls::{self, TlsReader, TlsWriter, Trust};
-
-/// How long connecting plus the TLS handshake may take.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Asks the user `(server, fingerprint)`: trust this first-seen certificate?
 pub type AskTrust<'a> = &'a mut dyn FnMut(&str, &str) -> bool;
@@ -118,8 +117,8 @@ impl ServerTrust {
             (None, Some(pinned)) => Trust::Pinned(pinned.clone()),
             (None, None) => Trust::FirstUse,
         };
-        let deadline = Instant::now() + HANDSHAKE_DEADLINE;
-        let stream = TcpStream::connect_timeout(&addr, HANDSHAKE_DEADLINE)?;
+        let deadline = Instant::now() + TLS_CONNECT_DEADLINE;
+        let stream = TcpStream::connect_timeout(&addr, TLS_CONNECT_DEADLINE)?;
         stream.set_nodelay(true)?;
         let (config, seen) = tls::client_config(trust.clone()).map_err(io::Error::other)?;
         let (mut reader, sealer) = tls::client(&stream, config)?;

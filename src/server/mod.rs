@@ -287,16 +287,10 @@ fn admit(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>) {
     }
 }
 
-/// Most refusals answered at once; past it a refused connection is simply closed.
-const MAX_REFUSING: usize = 32;
-
-/// How long a refused client has to finish the TLS handshake and read its `ERR`.
-const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
-
 fn refuse(shared: &Arc<Shared>, stream: TcpStream, code: ErrorCode, message: String) {
     // The ERR goes over TLS, which takes a handshake: on a short thread of its own, so
     // the accept loop never waits on one client; bounded, so a flood costs no threads.
-    if shared.refusing.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
+    if shared.refusing.fetch_add(1, Ordering::SeqCst) >= limits::MAX_TLS_REFUSALS {
         shared.refusing.fetch_sub(1, Ordering::SeqCst);
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -307,9 +301,9 @@ fn refuse(shared: &Arc<Shared>, stream: TcpStream, code: ErrorCode, message: Str
         .stack_size(CONN_STACK)
         .spawn(move || {
             let msg = ServerMsg::err(code, message);
-            let deadline = Instant::now() + REFUSAL_DEADLINE;
+            let deadline = Instant::now() + limits::TLS_REFUSAL_DEADLINE;
             let tls = Arc::clone(&thread_shared.tls);
-            let _ = stream.set_write_timeout(Some(REFUSAL_DEADLINE));
+            let _ = stream.set_write_timeout(Some(limits::TLS_REFUSAL_DEADLINE));
             if let Err(e) =
                 crate::crypto::tls::send_and_close(&stream, tls, msg.to_wire().as_bytes(), deadline)
             {
