@@ -231,3 +231,148 @@ fn a_changed_server_certificate_is_refused_loudly_with_what_to_do() {
     );
     assert!(!text.contains("Password"), "nothing was sent: {text}");
 }
+
+// ---- The Noise layer for peer links (crypto::noise), over real sockets through the
+// proxy. Not yet wired into the client: these prove the building block. ----
+
+use peerchat::crypto::noise;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
+
+/// A responder on its own thread that knows `ticket`; returns what it read after the
+/// handshake, or the handshake's error.
+fn noise_responder(
+    ticket: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Result<Vec<u8>, String>>,
+    [u8; 32],
+) {
+    let (private, public) = noise::generate_keypair().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut h, _) = noise::respond(&sock, &private, deadline, |id| {
+            (*id == noise::ticket_id(ticket)).then(|| ticket.to_string())
+        })
+        .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        h.reader.read_to_end(&mut got).map_err(|e| e.to_string())?;
+        Ok(got)
+    });
+    (addr, handle, public)
+}
+
+#[test]
+fn noise_a_sniffer_sees_neither_the_ticket_nor_the_bytes_and_cannot_reuse_what_it_saw() {
+    const TICKET: &str = "6f1c0d3e9a2b4c5d8e7f60718293a4b5";
+    let (addr, responder, bob_key) = noise_responder(TICKET);
+    let proxy = Proxy::start(addr);
+    let (alice, _) = noise::generate_keypair().unwrap();
+    let sock = TcpStream::connect(proxy.addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut h = noise::initiate(&sock, &alice, TICKET, Some(&bob_key), deadline).unwrap();
+    h.writer.write_all(b"MSG 1 the secret chat line\n").unwrap();
+    drop(h);
+    sock.shutdown(std::net::Shutdown::Both).unwrap();
+    assert_eq!(
+        responder.join().unwrap().unwrap(),
+        b"MSG 1 the secret chat line\n"
+    );
+    let up = proxy.seen(Dir::Up);
+    assert!(
+        !contains_bytes(&up, TICKET.as_bytes()),
+        "the ticket crossed in clear"
+    );
+    assert!(
+        !contains_bytes(&up, b"secret chat line"),
+        "the line crossed in clear"
+    );
+
+    // Replaying the captured first message (all a sniffer has) to a fresh responder
+    // for the same ticket gets nowhere: the handshake needs the ticket itself.
+    let (addr2, responder2, _) = noise_responder(TICKET);
+    let mut replay = TcpStream::connect(addr2).unwrap();
+    let first_len = 2 + usize::from(u16::from_be_bytes([up[0], up[1]]));
+    let _ = replay.write_all(&up[..first_len]);
+    let third = &up[first_len..];
+    let _ = replay.write_all(third);
+    drop(replay);
+    assert!(
+        responder2.join().unwrap().is_err(),
+        "a replay completed the handshake"
+    );
+}
+
+#[test]
+fn noise_an_impostor_without_the_ticket_cannot_complete_and_a_changed_byte_fails() {
+    const TICKET: &str = "00112233445566778899aabbccddeeff";
+    // An impostor at the target's address that does not hold the ticket.
+    let (imp_private, _) = noise::generate_keypair().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let impostor = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // It guesses: any ticket it makes up.
+        noise::respond(&sock, &imp_private, deadline, |_| Some("a guess".into())).map(|_| ())
+    });
+    let (alice, _) = noise::generate_keypair().unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Told the real target's key, the requester refuses the impostor's at once.
+    let (_, real_key) = noise::generate_keypair().unwrap();
+    assert!(noise::initiate(&sock, &alice, TICKET, Some(&real_key), deadline).is_err());
+    drop(sock);
+    let _ = impostor.join();
+    // Even not told any key, the impostor's handshake fails without the ticket.
+    let (imp2_private, _) = noise::generate_keypair().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let impostor = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        noise::respond(&sock, &imp2_private, deadline, |_| Some("a guess".into())).map(|_| ())
+    });
+    let sock = TcpStream::connect(addr).unwrap();
+    let _ = noise::initiate(&sock, &alice, TICKET, None, deadline);
+    assert!(
+        impostor.join().unwrap().is_err(),
+        "the impostor finished the handshake"
+    );
+
+    // A changed byte in a transport message fails the link; nothing is delivered.
+    let (addr, responder, bob_key) = noise_responder(TICKET);
+    let proxy = Proxy::start(addr);
+    let sock = TcpStream::connect(proxy.addr).unwrap();
+    let mut h = noise::initiate(&sock, &alice, TICKET, Some(&bob_key), deadline).unwrap();
+    proxy.flip_ahead(Dir::Up, 5);
+    h.writer
+        .write_all(b"FILE BYTES THAT MUST NOT LAND\n")
+        .unwrap();
+    drop(h);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    assert!(
+        responder.join().unwrap().is_err(),
+        "a changed record was accepted"
+    );
+}
+
+#[test]
+fn safety_numbers_match_on_both_sides_and_differ_for_other_keys() {
+    use peerchat::crypto::identity::safety_number;
+    let (_, alice) = noise::generate_keypair().unwrap();
+    let (_, bob) = noise::generate_keypair().unwrap();
+    let (_, mallory) = noise::generate_keypair().unwrap();
+    let seen_by_alice = safety_number(("alice", &alice), ("bob", &bob));
+    let seen_by_bob = safety_number(("bob", &bob), ("alice", &alice));
+    assert_eq!(seen_by_alice, seen_by_bob);
+    assert_eq!(seen_by_alice.len(), 60 + 11, "12 groups of 5 digits");
+    assert_ne!(
+        seen_by_alice,
+        safety_number(("alice", &alice), ("bob", &mallory))
+    );
+}
