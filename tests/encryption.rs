@@ -240,15 +240,12 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
+/// The responder's thread: what it read after the handshake, or why it failed.
+type Responder = std::thread::JoinHandle<Result<Vec<u8>, String>>;
+
 /// A responder on its own thread that knows `ticket`; returns what it read after the
 /// handshake, or the handshake's error.
-fn noise_responder(
-    ticket: &'static str,
-) -> (
-    std::net::SocketAddr,
-    std::thread::JoinHandle<Result<Vec<u8>, String>>,
-    [u8; 32],
-) {
+fn noise_responder(ticket: &'static str) -> (std::net::SocketAddr, Responder, [u8; 32]) {
     let (private, public) = noise::generate_keypair().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
