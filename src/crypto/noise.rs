@@ -214,8 +214,9 @@ fn finish(sock: &TcpStream, hs: HandshakeState, remote_key: [u8; 32]) -> io::Res
             sock: sock.try_clone()?,
             state: Arc::clone(&state),
             nonce: 0,
-            frame: vec![0u8; 2 + MAX_MESSAGE].into_boxed_slice(),
-            filled: 0,
+            raw: vec![0u8; READ_AHEAD].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
             plain: vec![0u8; MAX_MESSAGE].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -267,18 +268,22 @@ fn read_frame_by(mut sock: &TcpStream, deadline: Instant) -> io::Result<Vec<u8>>
     Ok(body)
 }
 
-/// Plaintext in: reads frames from its own socket clone and opens them in order. A
-/// timeout mid-frame keeps what was read, so read timeouts are safe to use.
+/// Ciphertext read ahead: room for several frames, so one system call brings many.
+const READ_AHEAD: usize = 4 * (2 + MAX_MESSAGE);
+
+/// Plaintext in: reads frames from its own socket clone, several per system call, and
+/// opens them in order, straight into the caller's buffer when it has room (no extra
+/// copy). A timeout mid-frame keeps what was read, so read timeouts are safe to use.
 pub struct NoiseReader {
     sock: TcpStream,
     state: Arc<StatelessTransportState>,
     /// The next message's nonce.
     nonce: u64,
-    /// The frame being read: 2 length bytes, then the message.
-    frame: Box<[u8]>,
-    /// Bytes of `frame` read so far.
-    filled: usize,
-    /// The last opened message, and the part not yet handed out.
+    /// Ciphertext read ahead; `rstart..rend` is not parsed yet.
+    raw: Box<[u8]>,
+    rstart: usize,
+    rend: usize,
+    /// A message opened for a caller whose buffer was too small; `start..end` is left.
     plain: Box<[u8]>,
     start: usize,
     end: usize,
@@ -288,6 +293,22 @@ impl NoiseReader {
     /// The socket under the link (for timeouts and shutdown).
     pub fn socket(&self) -> &TcpStream {
         &self.sock
+    }
+
+    /// The length of the next whole frame waiting in `raw`, if one is complete.
+    fn whole_frame(&self) -> io::Result<Option<usize>> {
+        let have = self.rend - self.rstart;
+        if have < 2 {
+            return Ok(None);
+        }
+        let len = usize::from(u16::from_be_bytes([
+            self.raw[self.rstart],
+            self.raw[self.rstart + 1],
+        ]));
+        if len < TAG {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "short frame"));
+        }
+        Ok((have >= 2 + len).then_some(len))
     }
 }
 
@@ -299,40 +320,49 @@ impl ReadTimeout for NoiseReader {
 
 impl Read for NoiseReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.start == self.end {
-            let need = if self.filled < 2 {
-                2
-            } else {
-                2 + usize::from(u16::from_be_bytes([self.frame[0], self.frame[1]]))
-            };
-            if self.filled == need && need > 2 {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.start < self.end {
+                let n = out.len().min(self.end - self.start);
+                out[..n].copy_from_slice(&self.plain[self.start..self.start + n]);
+                self.start += n;
+                return Ok(n);
+            }
+            if let Some(len) = self.whole_frame()? {
+                let body = &self.raw[self.rstart + 2..self.rstart + 2 + len];
+                // ring opens in place: the target must hold the tag too.
+                let direct = out.len() >= len;
+                let target: &mut [u8] = if direct { out } else { &mut self.plain };
                 let n = self
                     .state
-                    .read_message(self.nonce, &self.frame[2..need], &mut self.plain)
+                    .read_message(self.nonce, body, target)
                     .map_err(noise_err)?;
                 self.nonce += 1;
-                self.filled = 0;
+                self.rstart += 2 + len;
+                if direct {
+                    return Ok(n);
+                }
                 self.start = 0;
                 self.end = n;
                 continue;
             }
-            if self.filled == 2 && need == 2 {
-                // An empty frame cannot be a Noise message.
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame"));
+            // Not a whole frame yet: make room at the end, then read what is there.
+            if self.rstart > 0 && self.raw.len() - self.rend < 2 + MAX_MESSAGE {
+                self.raw.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
             }
-            let n = self.sock.read(&mut self.frame[self.filled..need])?;
+            let n = self.sock.read(&mut self.raw[self.rend..])?;
             if n == 0 {
-                if self.filled == 0 {
+                if self.rstart == self.rend {
                     return Ok(0);
                 }
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.filled += n;
+            self.rend += n;
         }
-        let n = out.len().min(self.end - self.start);
-        out[..n].copy_from_slice(&self.plain[self.start..self.start + n]);
-        self.start += n;
-        Ok(n)
     }
 }
 
@@ -441,9 +471,20 @@ mod tests {
         let b = std::thread::spawn(move || {
             let (sock, _) = listener.accept().unwrap();
             let (mut h, _) = respond(&sock, &bpriv, deadline, |_| Some("t".into())).unwrap();
+            // Small and large buffers in turn: both the copying and the direct path.
             let mut all = Vec::new();
-            let got = h.reader.read_to_end(&mut all);
-            (got.map(|_| all.len()), all)
+            let mut buf = vec![0u8; 100_000];
+            let mut turn = 0usize;
+            let got = loop {
+                let want = if turn % 2 == 0 { 1000 } else { buf.len() };
+                turn += 1;
+                match h.reader.read(&mut buf[..want]) {
+                    Ok(0) => break Ok(all.len()),
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            };
+            (got, all)
         });
         let sock = TcpStream::connect(addr).unwrap();
         let mut a = initiate(&sock, &apriv, "t", None, deadline).unwrap();
