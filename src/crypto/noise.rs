@@ -476,7 +476,11 @@ mod tests {
             let mut buf = vec![0u8; 100_000];
             let mut turn = 0usize;
             let got = loop {
-                let want = if turn % 2 == 0 { 1000 } else { buf.len() };
+                let want = if turn.is_multiple_of(2) {
+                    1000
+                } else {
+                    buf.len()
+                };
                 turn += 1;
                 match h.reader.read(&mut buf[..want]) {
                     Ok(0) => break Ok(all.len()),
