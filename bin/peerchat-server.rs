@@ -52,12 +52,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: ServerConfig) -> peerchat::Result<()> {
-    // Bind first: a server that cannot listen must not leave a new database behind.
+fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
+    // Bind first: a server that cannot listen must not leave a new database (or a new
+    // TLS identity) behind.
     let listener = server::bind(config.addr).map_err(|e| {
         peerchat::Error::Config(format!("cannot listen on {}: {}", config.addr, plain(&e)))
     })?;
     let store = Store::open(&config.db)?;
+    let identity = server::tls_identity(&config)?;
+    let fingerprint = identity.fingerprint();
+    config.tls = Some(identity.server_config()?);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -65,6 +69,8 @@ fn serve(config: ServerConfig) -> peerchat::Result<()> {
     let bound = listener.local_addr()?;
     // Tests and scripts read this line to find a server started on port 0.
     println!("listening on {bound}");
+    // Clients pin this; tests read it from this second line.
+    println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
     std::io::stdout().flush()?;
     log::info!("listening on {bound}, database {}", config.db.display());
     server::run(listener, store, config, stop)

@@ -56,6 +56,7 @@
 //!     - `tui::send_paths`: `\send`'s argument: `~`, globs, several paths.
 
 pub mod client;
+pub mod crypto;
 pub mod error;
 pub mod protocol;
 pub mod sanitize;

@@ -95,6 +95,8 @@ impl Pty {
             "0".into(),
             "--data-dir".into(),
             dir.join("data").display().to_string(),
+            "--server-fingerprint".into(),
+            common::server_fingerprint(server).expect("a server this test started"),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -335,9 +337,10 @@ fn ctrl_c_at_the_password_prompt_leaves_echo_on() {
     let dir = tempfile::tempdir().unwrap();
     // The client, then `stty` in the same terminal, as a shell would run them.
     let script = format!(
-        "'{}' --server {} --port 0 --data-dir data; stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo | sed 's/^/ECHO=/'",
+        "'{}' --server {} --server-fingerprint {} --port 0 --data-dir data; stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo | sed 's/^/ECHO=/'",
         env!("CARGO_BIN_EXE_peerchat-client"),
-        server.addr
+        server.addr,
+        server.fingerprint()
     );
     let mut pty = Pty::spawn("client", "sh", &["-c", &script], dir.path(), &[]);
     pty.expect("Are you a new client? (Y/N): ");
@@ -601,6 +604,8 @@ fn errors_are_red_in_a_terminal_and_plain_with_no_color() {
         &[
             "--server",
             &server.addr.to_string(),
+            "--server-fingerprint",
+            &server.fingerprint(),
             "--port",
             "0",
             "--data-dir",

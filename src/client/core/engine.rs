@@ -44,13 +44,12 @@ pub(super) struct Engine {
     pub(super) link: Option<ServerLink>,
     /// The server's address, to reconnect.
     pub(super) server: SocketAddr,
+    /// How the server's certificate is trusted (its pin is in the data folder by now).
+    pub(super) trust: crate::crypto::trust::ServerTrust,
     /// What to answer when logging in again.
     pub(super) credentials: Credentials,
     /// Our peer port, declared again on reconnect.
     pub(super) port: u16,
-    /// The interface we listen on for peers: the server link comes from it, so the
-    /// server announces the address peers can really reach.
-    pub(super) listen_ip: std::net::IpAddr,
     /// `SESSION_END`/`TRANSFER_END` reports made while the server was away, sent after
     /// a reconnect so the server's log records the real ends (at most
     /// `MAX_HELD_REPORTS`).
@@ -364,7 +363,7 @@ impl Engine {
         if self.link.is_some() {
             return self.error("already connected to the server");
         }
-        let link = match ServerLink::connect_from(self.server, Some(self.listen_ip)) {
+        let link = match ServerLink::connect(self.server, &self.trust, None) {
             Ok(link) => link,
             Err(e) => {
                 return self.error(format!("cannot reach the server at {}: {e}", self.server));

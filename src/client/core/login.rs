@@ -37,6 +37,11 @@ pub trait Prompter {
     fn start_over(&mut self) -> bool {
         false
     }
+    /// Asks whether to trust (and pin) a server's certificate seen for the first time;
+    /// the default (nobody to ask) says no.
+    fn ask_trust(&mut self, _server: &str, _fingerprint: &str) -> bool {
+        false
+    }
 }
 
 /// The username and password that worked, kept in memory only, to log in again after

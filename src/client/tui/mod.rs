@@ -34,6 +34,24 @@ impl Prompter for Terminal {
         }
         Terminal::ask(self, "Folder to share (Enter for none)", false)
     }
+    fn ask_trust(&mut self, server: &str, fingerprint: &str) -> bool {
+        // Pipes decide with --server-fingerprint or --trust-first-use.
+        if !self.is_interactive() {
+            return false;
+        }
+        Terminal::show(
+            self,
+            &format!(
+                "The server {server} is new to this client. Its certificate fingerprint is\n  \
+                 {fingerprint}\nCompare it with the one the server printed at start."
+            ),
+        );
+        let answer = Terminal::ask(self, "Trust this server and remember it? (yes/no)", false);
+        matches!(
+            answer.as_deref().map(str::trim),
+            Some("yes" | "y" | "YES" | "Y")
+        )
+    }
 }
 
 /// The login's questions as a person at a terminal meets them: registering asks for the
@@ -97,6 +115,9 @@ impl Prompter for Asker<'_> {
     }
     fn ask_share(&mut self) -> Option<String> {
         Prompter::ask_share(self.term)
+    }
+    fn ask_trust(&mut self, server: &str, fingerprint: &str) -> bool {
+        Prompter::ask_trust(self.term, server, fingerprint)
     }
     fn start_over(&mut self) -> bool {
         if !std::mem::take(&mut self.go_back) {
