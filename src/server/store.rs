@@ -88,6 +88,10 @@ const MIGRATIONS: &[&str] = &[
         reported_at_ms INTEGER NOT NULL,
         PRIMARY KEY (transfer_id, side)
     );",
+    // 5: the path each session and transfer took (issue 13): NULL is direct, or
+    // 'reverse', 'relay'.
+    "ALTER TABLE sessions ADD COLUMN path TEXT;
+    ALTER TABLE transfers ADD COLUMN path TEXT;",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.

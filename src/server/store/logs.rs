@@ -160,6 +160,39 @@ impl Store {
         Ok(())
     }
 
+    /// Records the path session `id` took (`reverse` or `relay`; direct is the default).
+    pub fn set_session_path(&self, id: u64, path: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE sessions SET path = ?2 WHERE id = ?1",
+                params![id as i64, path],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records the path transfer `id` took (`reverse` or `relay`).
+    pub fn set_transfer_path(&self, id: u64, path: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE transfers SET path = ?2 WHERE id = ?1",
+                params![id as i64, path],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The path recorded for session `id` (`direct` when none was).
+    pub fn session_path(&self, id: u64) -> Result<String> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT COALESCE(path, 'direct') FROM sessions WHERE id = ?1",
+                params![id as i64],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Ends session `id` with `reason` if it is open; true if this call ended it.
     pub fn end_session(&self, id: u64, reason: &str) -> Result<bool> {
         let changed = self.with_conn(|c| {
