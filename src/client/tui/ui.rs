@@ -742,7 +742,7 @@ pub fn render_notice(notice: &Notice) -> String {
         Notice::Declined { from } => format!("* declined {from}", from = Untrusted(from)),
         Notice::Asking { peer } => format!("* asking {} to chat...", Untrusted(peer)),
         Notice::Relaying { peer } => format!(
-            "* cannot reach {} directly; meeting through the server's relay (end-to-end encrypted)...",
+            "* cannot reach {} directly; meeting through the server's relay...",
             Untrusted(peer)
         ),
         Notice::Opened { peer, history } => {
