@@ -1840,3 +1840,43 @@ pub fn read_tls_line(tls: &mut FakeTls) -> String {
     }
     String::from_utf8_lossy(&line).into_owned()
 }
+
+impl Wire {
+    /// The server's side of an accepted connection, speaking TLS with `config` (a fake
+    /// server in a test); the handshake is run here.
+    pub fn accepted_tls(stream: TcpStream, label: &str, config: Arc<rustls::ServerConfig>) -> Wire {
+        use peerchat::protocol::line::ReadTimeout;
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let (mut reader, sealer) = peerchat::crypto::tls::server(&stream, config).unwrap();
+        let output: SharedOut = Arc::new(Mutex::new(Box::new(TlsOut {
+            sock: stream.try_clone().unwrap(),
+            sealer: sealer.clone(),
+            sealed: Vec::new(),
+        })));
+        let nudged = Arc::clone(&output);
+        reader.set_nudge(Box::new(move || {
+            let _ = lock_out(&nudged).flush();
+        }));
+        let deadline = Instant::now() + WAIT;
+        let mut eof = false;
+        while reader.is_handshaking() && !eof {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "TLS handshake (server side) took too long");
+            reader.set_read_timeout(Some(left)).unwrap();
+            eof = !matches!(reader.pump(), Ok(true));
+        }
+        Wire {
+            label: label.to_string(),
+            stream,
+            input: Box::new(reader),
+            output,
+            buf: Vec::new(),
+            eof,
+            pushback: VecDeque::new(),
+            events: VecDeque::new(),
+            transcript: Vec::new(),
+            greeted: false,
+        }
+    }
+}
