@@ -13,6 +13,12 @@
 //!   - `protocol::codes`: `ERR` codes.
 //!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
+//! - [`crypto`]: encrypted, authenticated links; no peerchat line is parsed there.
+//!   - `crypto::tls`: rustls configurations (ring), the server's certificate, fingerprints,
+//!     the pinning verifier, and a TLS stream a reader and a writer thread share.
+//!   - `crypto::trust`: the client's decision about a server's certificate (pins, TOFU).
+//!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK) and framed streams.
+//!   - `crypto::identity`: long-term X25519 keys, pins of peers' keys, safety numbers.
 //! - [`server`]: the central server.
 //!   - `server` (mod): settings, accept loop, connection cap, shutdown.
 //!   - `server::conn`: one connection's read → parse → dispatch → reply loop.

@@ -1,6 +1,7 @@
 //! One client connection from accept to close: read a line, parse it, dispatch it, reply.
 //!
-//! Owns the reading half of a socket, the login deadline and idle timeout, and the
+//! Owns the reading half of a connection (plaintext out of its TLS link), the login
+//! deadline and idle timeout, and the
 //! order of a connection's life (greeting, login, commands, leaving). It must not write
 //! to the socket directly (replies go through the `Outbox`) nor lock the registry itself
 //! (it calls the registry's methods).

@@ -81,7 +81,7 @@ pub struct ClientConfig {
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
     /// The server's TLS certificate fingerprint (SHA-256, hex, colons optional), as the
-    /// server prints it at start: only that certificate is accepted, and it is pinned.
+    /// server prints it at start: only that certificate is accepted (nothing is pinned).
     #[arg(long, value_parser = parse_fingerprint_arg)]
     pub server_fingerprint: Option<String>,
     /// Trust (and pin) a server's certificate seen for the first time without asking.
