@@ -10,6 +10,7 @@
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
 //!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).
+//!   - `protocol::session_token`: resumable-login tokens (256 random bits; stored hashed).
 //!   - `protocol::codes`: `ERR` codes.
 //!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
@@ -21,11 +22,14 @@
 //!   - `server::hash_gate`: the bcrypt queue (permits, deadlines, per-address cap).
 //!   - `server::rate_limit`: token buckets and per-address slots (pure memory).
 //!   - `server::commands`: what each command does (presence, sessions, transfers, files).
-//!   - `server::registry`: who is connected and online (one mutex, leaf lock).
+//!   - `server::registry`: who is connected and online (one mutex, leaf lock), and the
+//!     presence changes not yet announced.
+//!   - `server::presence`: announces presence changes in batches, once per interval.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
+//!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //! - [`client`]: the terminal client.
 //!   - `client` (mod): wiring and the UI loop.

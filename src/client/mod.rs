@@ -123,7 +123,7 @@ pub fn run(config: ClientConfig) -> u8 {
         ip: config.listen_addr,
         port: config.port,
     };
-    let me = match login::run(&link, &mut term, &choice) {
+    let me = match login::run(&link, &mut term, &choice, None) {
         Ok(me) => me,
         Err(why) => {
             term.show(&format!("error: {why}"));
@@ -191,6 +191,10 @@ pub fn run(config: ClientConfig) -> u8 {
         credentials: me.credentials,
         port,
     };
+    // A resumable-login token for `\reconnect` (kept in memory only).
+    if let Some(link) = &ui.link {
+        link.send_line(&login::token_request());
+    }
     if ui.transfers.share_dir().is_some() {
         ui.transfers.announce_share();
         ui.flush();
@@ -429,7 +433,7 @@ impl Ui {
         match command {
             UserCommand::Empty => self.term.show_prompt(),
             UserCommand::Help => self.term.show(&ui::help_text()),
-            UserCommand::List => self.send_command(&Command::List),
+            UserCommand::List { offset } => self.send_command(&Command::List { offset }),
             UserCommand::Info { user } => self.send_command(&Command::Info { user }),
             UserCommand::Quit => return false,
             UserCommand::Connect { user } => {
@@ -519,6 +523,8 @@ impl Ui {
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}
+            // Kept in memory only, for `\reconnect`; never shown or logged.
+            ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
                 Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }
@@ -560,9 +566,15 @@ impl Ui {
             credentials: &credentials,
             out: &mut self.term,
         };
-        match login::run(&link, &mut replay, &PortChoice::Existing(self.port)) {
+        // The server's token first: no bcrypt for the server, no password replayed.
+        let resume = credentials
+            .token
+            .as_ref()
+            .map(|token| (credentials.username.as_str(), token));
+        match login::run(&link, &mut replay, &PortChoice::Existing(self.port), resume) {
             Ok(_) => {
                 self.term.show("* reconnected to the server");
+                link.send_line(&login::token_request());
                 for report in std::mem::take(&mut self.held_reports) {
                     link.send_line(&report.to_string());
                 }

@@ -23,8 +23,8 @@ use crate::sanitize::{self, Untrusted};
 pub enum UserCommand {
     /// `\help`
     Help,
-    /// `\list`
-    List,
+    /// `\list [offset]`
+    List { offset: usize },
     /// `\info <user>`
     Info { user: String },
     /// `\quit`
@@ -87,8 +87,8 @@ const USER_COMMANDS: &[Spec] = &[
     },
     Spec {
         names: &["GET_CLIENT_LIST", "list", "l"],
-        args: "",
-        meaning: "list the users online",
+        args: "[offset]",
+        meaning: "list the users online (1000 at a time; \\list 1000 shows the next)",
     },
     Spec {
         names: &["GET_CLIENT_INFO", "info"],
@@ -223,7 +223,12 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
     };
     Ok(match spec.names[0] {
         "help" => UserCommand::Help,
-        "GET_CLIENT_LIST" => UserCommand::List,
+        "GET_CLIENT_LIST" => UserCommand::List {
+            offset: match first {
+                Some(n) => n.parse().map_err(|_| usage())?,
+                None => 0,
+            },
+        },
         "GET_CLIENT_INFO" => UserCommand::Info { user: arg(0) },
         "DISCONNECT_CLIENT" => UserCommand::Quit,
         "connect" => UserCommand::Connect { user: arg(0) },
@@ -320,8 +325,16 @@ pub fn help_text() -> String {
 /// messages the user need not see (heartbeat replies).
 pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
     Some(match msg {
-        ServerMsg::Ok(Reply::List { users }) => {
+        ServerMsg::Ok(Reply::List { users, total }) => {
             let mut text = format!("Online users ({}):", users.len());
+            if *total > users.len() {
+                // LIST is paged by the server (protocol.md §4): say so rather than let
+                // the list look complete.
+                text = format!(
+                    "Online users ({} of {total}; \\list <offset> shows the others):",
+                    users.len()
+                );
+            }
             for user in users {
                 let you = if user.eq_ignore_ascii_case(me) {
                     " (you)"
@@ -373,8 +386,15 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             text
         }
         ServerMsg::Err { message, .. } => format!("error: {}", Untrusted(message)),
-        ServerMsg::Event(Event::Online { user }) => format!("* {} is online", Untrusted(user)),
-        ServerMsg::Event(Event::Offline { user }) => format!("* {} went offline", Untrusted(user)),
+        ServerMsg::Event(Event::Online { users }) => {
+            format!("* {} {} online", names(users), is_are(users.len()))
+        }
+        ServerMsg::Event(Event::Offline { users }) => {
+            format!("* {} went offline", names(users))
+        }
+        ServerMsg::Event(Event::Presence { came, went }) => {
+            format!("* {came} user(s) came online and {went} went offline; \\list shows who")
+        }
         ServerMsg::Event(Event::Shutdown { message }) => {
             format!("* server: {}", Untrusted(message))
         }
@@ -836,6 +856,19 @@ fn read_stdin_line() -> Option<String> {
     }
 }
 
+/// Names from the server for one line of text, cleaned, separated by commas.
+fn names(users: &[String]) -> String {
+    users
+        .iter()
+        .map(|u| Untrusted(u).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_are(n: usize) -> &'static str {
+    if n == 1 { "is" } else { "are" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,9 +878,10 @@ mod tests {
         for (line, want) in [
             ("\\help", UserCommand::Help),
             ("/H", UserCommand::Help),
-            ("\\GET_CLIENT_LIST", UserCommand::List),
-            ("\\list", UserCommand::List),
-            ("/L", UserCommand::List),
+            ("\\GET_CLIENT_LIST", UserCommand::List { offset: 0 }),
+            ("\\list", UserCommand::List { offset: 0 }),
+            ("/L", UserCommand::List { offset: 0 }),
+            ("\\list 1000", UserCommand::List { offset: 1000 }),
             (
                 "\\GET_CLIENT_INFO bob",
                 UserCommand::Info { user: "bob".into() },
@@ -969,7 +1003,7 @@ mod tests {
         );
         assert_eq!(
             parse_input("\\list all").unwrap_err(),
-            "usage: \\GET_CLIENT_LIST"
+            "usage: \\GET_CLIENT_LIST [offset]"
         );
         assert!(
             parse_input("\\\u{1b}[2J")
@@ -996,15 +1030,25 @@ mod tests {
     fn rendering_marks_the_user_and_strips_escapes() {
         let list = ServerMsg::Ok(Reply::List {
             users: vec!["alice".into(), "bob".into()],
+            total: 2,
         });
         assert_eq!(
             render(&list, "Alice").unwrap(),
             "Online users (2):\n  alice (you)\n  bob"
         );
         let evil = ServerMsg::Event(Event::Online {
-            user: "x\u{1b}[2Jy".into(),
+            users: vec!["x\u{1b}[2Jy".into()],
         });
         assert_eq!(render(&evil, "me").unwrap(), "* x\u{FFFD}[2Jy is online");
+        let two = ServerMsg::Event(Event::Offline {
+            users: vec!["bob".into(), "carol".into()],
+        });
+        assert_eq!(render(&two, "me").unwrap(), "* bob, carol went offline");
+        let page = ServerMsg::Ok(Reply::List {
+            users: vec!["alice".into()],
+            total: 3,
+        });
+        assert!(render(&page, "me").unwrap().contains("(1 of 3;"));
         let files = ServerMsg::Ok(Reply::Files {
             files: vec![FileEntry {
                 user: "bob".into(),
