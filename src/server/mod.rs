@@ -276,7 +276,9 @@ fn start_connection(
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    let outbox = Outbox::spawn(stream.try_clone()?, peer)?;
+    // One descriptor per connection: the reader and the writer share the socket.
+    let stream = Arc::new(stream);
+    let outbox = Outbox::spawn(Arc::clone(&stream), peer)?;
     shared.registry.add_connection(id, outbox.clone());
     let thread_shared = Arc::clone(shared);
     let thread_outbox = outbox.clone();

@@ -78,10 +78,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the writer thread for `stream` (a clone of the connection's socket).
-    pub fn spawn(stream: TcpStream, peer: SocketAddr) -> io::Result<Outbox> {
+    /// Starts the writer thread for `stream` (the connection's socket, shared with its
+    /// reader: one descriptor per connection).
+    pub fn spawn(stream: Arc<TcpStream>, peer: SocketAddr) -> io::Result<Outbox> {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let stream = Arc::new(stream);
         let (tx, rx) = bounded(OUTGOING_QUEUE);
         let room = Arc::new(Room::default());
         let writer_stream = Arc::clone(&stream);
