@@ -2141,6 +2141,20 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
             "scale: the open-file limit ({nofile}) allows only {fit} clients; raise it (make bench does)"
         ));
     }
+    // Each server thread costs 4 memory mappings (stack, guard, signal stack, guard) and
+    // each client two threads: past vm.max_map_count thread starts fail.
+    let maps = fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .unwrap_or(65_530);
+    let map_fit = maps.saturating_sub(2000) / 8;
+    if levels.iter().any(|&l| l + s.hard_logins + 10 > map_fit) {
+        levels.retain(|&l| l + s.hard_logins + 10 <= map_fit);
+        levels.push(map_fit - s.hard_logins - 10);
+        report.note(format!(
+            "scale: vm.max_map_count ({maps}) allows only about {map_fit} clients; raise it (README: sysctl -w vm.max_map_count=262144)"
+        ));
+    }
     let top = *levels.last().expect("a level");
     let churn = (s.easy_logins / 5).max(20);
     let tmp = temp_dir();

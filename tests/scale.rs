@@ -170,3 +170,24 @@ fn the_client_reconnects_after_a_restart_with_its_token() {
     assert_eq!(server2.log_count(&verify_line("alice")), 0);
     assert_eq!(server2.log_count("logged in alice with a token"), 1);
 }
+
+#[test]
+fn with_auto_reconnect_the_client_comes_back_by_itself_after_a_restart() {
+    let mut server = counting_server();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &["--auto-reconnect"]);
+    let mut bob = lab.register("bob", &[]);
+    alice.send("\\list");
+    alice.expect("Online users (2):\n  alice (you)\n  bob\n");
+    server.kill();
+    alice.expect("* lost the connection to the server");
+    alice.expect("* reconnecting by itself in a moment");
+    bob.expect("* lost the connection to the server");
+    let server2 = server.restart_same_addr();
+    // Nobody types anything: alice is back, bob (without the flag) is not.
+    alice.expect("* reconnected to the server\n");
+    alice.send("\\list");
+    alice.expect("Online users (1):\n  alice (you)\n");
+    assert_eq!(server2.log_count("logged in alice with a token"), 1);
+    assert_eq!(server2.log_count(&verify_line("alice")), 0);
+}

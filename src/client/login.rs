@@ -21,6 +21,10 @@ use crate::protocol::server_msg::{
 };
 use crate::protocol::session_token::SessionToken;
 
+/// Why a replayed login failed when the server refused the saved password: retrying it
+/// would only count failures towards a block.
+pub const SAVED_LOGIN_FAILED: &str = "the saved login no longer works";
+
 /// How long to wait for the server's next line during login.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -159,7 +163,7 @@ pub fn run(
                     && asked_password
                     && matches!(choice, PortChoice::Existing(_))
                 {
-                    return Err("the saved login no longer works".into());
+                    return Err(SAVED_LOGIN_FAILED.into());
                 }
                 let answer = prompter
                     .ask(field, &prompt)

@@ -13,6 +13,7 @@ pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
 pub mod resume_check;
+pub mod retry;
 pub mod server_link;
 pub mod sessions;
 pub mod transfer;
@@ -83,6 +84,10 @@ pub struct ClientConfig {
     /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// After losing the server, log in again by itself (every 1 s to 30 s, with the
+    /// server's token, so without bcrypt), as `\reconnect` does.
+    #[arg(long)]
+    pub auto_reconnect: bool,
 }
 
 impl Prompter for Terminal {
@@ -190,6 +195,7 @@ pub fn run(config: ClientConfig) -> u8 {
         server: addr,
         credentials: me.credentials,
         port,
+        auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
     };
     // A resumable-login token for `\reconnect` (kept in memory only).
     if let Some(link) = &ui.link {
@@ -248,6 +254,16 @@ fn watch_ctrl_c(logged_in: Arc<AtomicBool>) -> Result<Receiver<()>, String> {
     Ok(rx)
 }
 
+/// How a reconnect went.
+enum Reconnected {
+    /// Logged in again (or already connected).
+    Yes,
+    /// The server could not be reached or did not finish the login: try again later.
+    TryLater,
+    /// The saved login was refused: trying again would only add failures.
+    GiveUp,
+}
+
 /// The state of the UI loop.
 struct Ui {
     /// Where everything is shown.
@@ -266,6 +282,8 @@ struct Ui {
     credentials: Credentials,
     /// Our peer port, declared again on reconnect.
     port: u16,
+    /// With `--auto-reconnect`: when to log in again by itself after losing the server.
+    auto_reconnect: Option<retry::Backoff>,
     /// `SESSION_END`/`TRANSFER_END` reports made while the server was away, sent after
     /// `\reconnect` so the server's log records the real ends (at most
     /// `MAX_HELD_REPORTS`).
@@ -312,6 +330,7 @@ impl Ui {
                 recv(expiry) -> _ => {
                     self.sessions.tick();
                     self.transfers.tick();
+                    self.auto_reconnect_if_due();
                 }
                 recv(heartbeat) -> _ => {
                     if let Some(link) = &self.link {
@@ -450,7 +469,9 @@ impl Ui {
             UserCommand::Switch { user } => self.sessions.switch(&user),
             UserCommand::Close { user } => self.sessions.close(user.as_deref()),
             UserCommand::History { user, n } => self.sessions.history(&user, n),
-            UserCommand::Reconnect => self.reconnect(),
+            UserCommand::Reconnect => {
+                self.reconnect();
+            }
             UserCommand::SendTo { user, text } => self.sessions.say_to(&user, &text),
             UserCommand::AcceptFile { id } => self.transfers.accept(id),
             UserCommand::DeclineFile { id } => self.transfers.decline(id),
@@ -544,21 +565,56 @@ impl Ui {
         if let Some(link) = self.link.take() {
             link.close();
             self.term.show("* lost the connection to the server; open sessions go on. Type \\reconnect to log in again.");
+            if let Some(backoff) = self.auto_reconnect.as_mut() {
+                backoff.start();
+                self.term.show("* reconnecting by itself in a moment");
+            }
+        }
+    }
+
+    /// With `--auto-reconnect`: logs in again when an attempt is due; tries later after
+    /// a failure, and gives up when the saved login itself was refused (retrying would
+    /// only count failures towards a block).
+    fn auto_reconnect_if_due(&mut self) {
+        let due = self
+            .auto_reconnect
+            .as_mut()
+            .is_some_and(|b| b.due(std::time::Instant::now()));
+        if !due || self.link.is_some() {
+            return;
+        }
+        let outcome = self.reconnect();
+        if let Some(backoff) = self.auto_reconnect.as_mut() {
+            match outcome {
+                Reconnected::Yes => backoff.stop(),
+                Reconnected::TryLater => {
+                    backoff.failed();
+                    let secs = backoff.wait().map_or(0, |w| w.as_secs());
+                    self.term.show(&format!("* trying again in {secs} s"));
+                }
+                Reconnected::GiveUp => {
+                    backoff.stop();
+                    self.term
+                        .show("* not reconnecting by itself; type \\reconnect to try");
+                }
+            }
         }
     }
 
     /// `\reconnect`: log in again with the same name, password and port.
-    fn reconnect(&mut self) {
+    fn reconnect(&mut self) -> Reconnected {
         if self.link.is_some() {
-            return self.term.show("error: already connected to the server");
+            self.term.show("error: already connected to the server");
+            return Reconnected::Yes;
         }
         let link = match ServerLink::connect(self.server) {
             Ok(link) => link,
             Err(e) => {
-                return self.term.show(&format!(
+                self.term.show(&format!(
                     "error: cannot reach the server at {}: {e}",
                     self.server
                 ));
+                return Reconnected::TryLater;
             }
         };
         let credentials = self.credentials.clone();
@@ -582,11 +638,19 @@ impl Ui {
                 if self.transfers.share_dir().is_some() {
                     self.transfers.announce_share();
                 }
+                if let Some(backoff) = self.auto_reconnect.as_mut() {
+                    backoff.stop();
+                }
+                Reconnected::Yes
             }
             Err(why) => {
                 link.close();
                 self.term
                     .show(&format!("error: could not log in again: {why}"));
+                match why.as_str() {
+                    login::SAVED_LOGIN_FAILED => Reconnected::GiveUp,
+                    _ => Reconnected::TryLater,
+                }
             }
         }
     }
