@@ -1745,9 +1745,33 @@ fn raw_login(
     user: &str,
     extra: &str,
 ) -> Result<(TcpStream, Vec<u8>, Duration), String> {
+    raw_login_from(addr, None, user, extra)
+}
+
+/// Like [`raw_login`] from the source address `from` (a loopback address other than
+/// 127.0.0.1: the server queues at most 8 logins per address for bcrypt).
+fn raw_login_from(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    user: &str,
+    extra: &str,
+) -> Result<(TcpStream, Vec<u8>, Duration), String> {
     let t0 = Instant::now();
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
+    let mut stream = match from {
+        None => TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?,
+        Some(ip) => {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+                .map_err(|e| format!("socket: {e}"))?;
+            socket
+                .bind(&SocketAddr::new(ip, 0).into())
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+            socket
+                .connect_timeout(&addr.into(), SHORT)
+                .map_err(|e| format!("connect: {e}"))?;
+            socket.into()
+        }
+    };
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
@@ -2309,8 +2333,11 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
                 let (gate, done, held) = (&gate, &done, &held);
                 scope.spawn(move || {
                     gate.wait();
-                    let (stream, _, _) = raw_login(addr, &format!("hard{wave}_{i:02}"), "")
-                        .unwrap_or_else(|e| panic!("hard login {i}: {e}"));
+                    // Each from its own loopback address, as 50 people would come.
+                    let from = std::net::Ipv4Addr::new(127, 0, 1, 2 + i as u8);
+                    let (stream, _, _) =
+                        raw_login_from(addr, Some(from.into()), &format!("hard{wave}_{i:02}"), "")
+                            .unwrap_or_else(|e| panic!("hard login {i}: {e}"));
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push(stream);
