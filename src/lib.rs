@@ -31,22 +31,29 @@
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
 //!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
 //!   - `server::session_log`: the printed log of sessions and transfers.
-//! - [`client`]: the terminal client.
-//!   - `client` (mod): wiring and the UI loop.
-//!   - `client::server_link`: reader and writer threads of the server connection.
-//!   - `client::login`: answering the server's login questions.
-//!   - `client::peer_link`: the peer listener, handshakes, and each link's threads.
-//!   - `client::peer_dial`: asking peers and opening data connections; the target's proof.
-//!   - `client::peer_limits`: handshake slots per address and the tally of refusals.
-//!   - `client::sessions`: ticket checks and the chat sessions.
-//!   - `client::history`: the local SQLite history of chat lines.
-//!   - `client::transfers`: the table of file offers and transfers (`transfers::refusals`:
-//!     the refusals a cap or a lookup decides, and the size a fetch expects).
-//!   - `client::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
-//!   - `client::transfer_index`: O(1) lookups and per-peer caps beside the transfer table.
-//!   - `client::disk_space`: free space before a receive, and the cap on kept partials.
-//!   - `client::resume_check`: re-checks a resumed transfer's kept prefix on disk.
-//!   - `client::ui`: parsing what the user types and rendering what happens; no sockets.
+//! - [`client`]: the client: one core, two front ends (`client` (mod) picks one).
+//!   - `client::core`: the engine, with no terminal and no HTTP code: `start` logs in
+//!     through a `Prompter`, then one loop takes `Command`s and emits `Event`s.
+//!     - `core::command` / `core::event`: what a front end may ask and is told (serde).
+//!     - `core::engine`: the select loop moving work between links, sessions, transfers.
+//!     - `core::server_link`: reader and writer threads of the server connection.
+//!     - `core::login`: answering the server's login questions (the `Prompter` trait),
+//!       with the server's resumable-login token first when logging in again.
+//!     - `core::retry`: when `--auto-reconnect` tries again (doubling, jittered).
+//!     - `core::peer_link`: the peer listener, handshakes, and each link's threads.
+//!     - `core::peer_dial`: asking peers and opening data connections; the target's proof.
+//!     - `core::peer_limits`: handshake slots per address and the tally of refusals.
+//!     - `core::sessions`: ticket checks and the chat sessions.
+//!     - `core::history`: the local SQLite history of chat lines.
+//!     - `core::transfers`: the table of file offers and transfers (`transfers::refusals`:
+//!       the refusals a cap or a lookup decides, and the size a fetch expects).
+//!     - `core::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
+//!     - `core::transfer_index`: O(1) lookups and per-peer caps beside the transfer table.
+//!     - `core::disk_space`: free space before a receive, and the cap on kept partials.
+//!     - `core::resume_check`: re-checks a resumed transfer's kept prefix on disk.
+//!     - `core::summary`: the words for sizes, roles and a finished transfer's summary.
+//!   - `client::tui`: the terminal front end: its loop (lines → commands, events → text).
+//!     - `tui::ui`: parsing what the user types and rendering events; no sockets.
 
 pub mod client;
 pub mod error;

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use peerchat::client::ui::parse_input;
+use peerchat::client::tui::ui::parse_input;
 use peerchat::protocol::codes::ErrorCode;
 use peerchat::protocol::file_name::safe_file_name;
 use peerchat::protocol::peer_msg::PeerMsg;

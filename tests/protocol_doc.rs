@@ -579,6 +579,7 @@ fn section_8_states_the_limits_the_code_enforces() {
             vec![
                 format!("every {} ms", PRESENCE_INTERVAL.as_millis()),
                 format!("over {MAX_PRESENCE_NAMES} names"),
+                format!("{} lines a second", with_commas(PRESENCE_FANOUT)),
             ],
         ),
         (

@@ -211,6 +211,12 @@ pub const MAX_LIST_PAGE: usize = 1000;
 /// online user; a burst of 1,000 logins costs one or two lines per user.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Most presence lines per second the server queues, all recipients together: waking
+/// thousands of writer threads is what an announcement costs, so past
+/// `PRESENCE_FANOUT × PRESENCE_INTERVAL` online (1,000) the interval grows with the
+/// number online (5 s at 10,000), keeping presence under a tenth of a core.
+pub const PRESENCE_FANOUT: usize = 2_000;
+
 /// Most names in one `EVENT ONLINE` or `EVENT OFFLINE` line (100 names of 32 characters
 /// fit a line). When more users came or went in one interval, the server sends
 /// `EVENT PRESENCE <came> <went>` (counts only) instead, and `LIST` tells who.

@@ -12,27 +12,43 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::registry::PresenceBatch;
-use crate::protocol::limits::{MAX_PRESENCE_NAMES, PRESENCE_INTERVAL};
+use crate::protocol::limits::{MAX_PRESENCE_NAMES, PRESENCE_FANOUT, PRESENCE_INTERVAL};
 use crate::protocol::server_msg::{Event, ServerMsg};
 
 /// Stack for the announcer thread: it only formats lines.
 const STACK: usize = 128 * 1024;
 
-/// Starts the thread that announces presence changes every [`PRESENCE_INTERVAL`] until
-/// `stop` is set.
+/// How often the waiting announcer looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Starts the thread that announces presence changes every [`interval`] until `stop` is
+/// set.
 pub fn spawn(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("presence".into())
         .stack_size(STACK)
         .spawn(move || {
+            let mut last = Instant::now();
             while !stop.load(Ordering::SeqCst) {
-                thread::sleep(PRESENCE_INTERVAL);
+                thread::sleep(STOP_POLL);
+                if last.elapsed() < interval(shared.registry.online_count()) {
+                    continue;
+                }
+                last = Instant::now();
                 announce(shared.registry.take_presence());
             }
         })
+}
+
+/// The time between announcements with `online` users: [`PRESENCE_INTERVAL`], or longer
+/// so that no more than [`PRESENCE_FANOUT`] lines a second are queued.
+pub fn interval(online: usize) -> Duration {
+    let spread = Duration::from_millis((online as u64 * 1000) / PRESENCE_FANOUT as u64);
+    spread.max(PRESENCE_INTERVAL)
 }
 
 /// The lines for one batch, leaving out `skip` (a user is not told about themselves).
@@ -117,6 +133,13 @@ mod tests {
             "EVENT ONLINE carol\nEVENT OFFLINE dave\n"
         );
         assert_eq!(lines(&batch(&["bob"], &[]), Some("bob")), "");
+    }
+
+    #[test]
+    fn the_interval_grows_past_a_thousand_online() {
+        assert_eq!(interval(10), PRESENCE_INTERVAL);
+        assert_eq!(interval(1000), Duration::from_millis(500));
+        assert_eq!(interval(10_000), Duration::from_secs(5));
     }
 
     #[test]

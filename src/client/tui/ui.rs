@@ -11,11 +11,12 @@ use crossbeam_channel::{Receiver, bounded};
 
 use chrono::{Local, TimeZone};
 
-use super::history::Line;
-use super::sessions::{Closer, Notice, State};
-use super::transfers::{Role, Row, Stage, XferNotice};
-use crate::protocol::server_msg::{EndReason, Event, Reply, ServerMsg};
-use crate::protocol::server_msg::{FileEntry, TransferResult};
+use crate::client::core::event::{Event as CoreEvent, FileRow};
+use crate::client::core::history::Line;
+use crate::client::core::sessions::{Closer, Notice, State};
+use crate::client::core::summary::{human_size, role_word};
+use crate::client::core::transfers::{Role, Row, Stage, XferNotice};
+use crate::protocol::server_msg::{EndReason, TransferResult};
 use crate::sanitize::{self, Untrusted};
 
 /// One thing the user asked for.
@@ -321,11 +322,20 @@ pub fn help_text() -> String {
     text
 }
 
-/// What to show for a message from the server once logged in as `me`; `None` for
-/// messages the user need not see (heartbeat replies).
-pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
-    Some(match msg {
-        ServerMsg::Ok(Reply::List { users, total }) => {
+/// What to show for an event from the core once logged in as `me`; `None` for events
+/// the terminal shows otherwise (the active peer sets the prompt; interactive progress
+/// goes to the status line) or not at all.
+pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
+    Some(match event {
+        CoreEvent::Welcome { name, addr } => format!(
+            "Welcome, {}. Peers reach you at {addr}. Type \\help for commands.",
+            Untrusted(name)
+        ),
+        CoreEvent::Session(notice) => render_notice(notice),
+        CoreEvent::Transfer(XferNotice::Progress { rows }) if rows.is_empty() => return None,
+        CoreEvent::Transfer(notice) => render_xfer(notice),
+        CoreEvent::Active { .. } => return None,
+        CoreEvent::Users { users, total } => {
             let mut text = format!("Online users ({}):", users.len());
             if *total > users.len() {
                 // LIST is paged by the server (protocol.md §4): say so rather than let
@@ -345,18 +355,18 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             }
             text
         }
-        ServerMsg::Ok(Reply::Info { user, addr }) => {
+        CoreEvent::UserInfo { user, addr } => {
             let user = Untrusted(user);
             format!("{user} is online at {addr}; type \\connect {user} to chat")
         }
-        ServerMsg::Ok(Reply::Help { lines }) => {
+        CoreEvent::ServerHelp { lines } => {
             let mut text = String::from("Server commands:");
             for line in lines {
                 text.push_str(&format!("\n  {}", Untrusted(line)));
             }
             text
         }
-        ServerMsg::Ok(Reply::Files { files, total }) => {
+        CoreEvent::Files { files, total } => {
             if files.is_empty() {
                 return Some("No shared files.".into());
             }
@@ -374,7 +384,7 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             }
             text
         }
-        ServerMsg::Ok(Reply::Search { files, total }) => {
+        CoreEvent::Search { files, total } => {
             let mut text = format!("Search: {total} match(es)");
             if *total > files.len() {
                 text.push_str(&format!(", first {} shown", files.len()));
@@ -385,55 +395,31 @@ pub fn render(msg: &ServerMsg, me: &str) -> Option<String> {
             }
             text
         }
-        ServerMsg::Err { message, .. } => format!("error: {}", Untrusted(message)),
-        ServerMsg::Event(Event::Online { users }) => {
+        CoreEvent::ServerError { message, .. } => format!("error: {}", Untrusted(message)),
+        CoreEvent::Online { users } => {
             format!("* {} {} online", names(users), is_are(users.len()))
         }
-        ServerMsg::Event(Event::Offline { users }) => {
-            format!("* {} went offline", names(users))
-        }
-        ServerMsg::Event(Event::Presence { came, went }) => {
+        CoreEvent::Offline { users } => format!("* {} went offline", names(users)),
+        CoreEvent::Presence { came, went } => {
             format!("* {came} user(s) came online and {went} went offline; \\list shows who")
         }
-        ServerMsg::Event(Event::Shutdown { message }) => {
-            format!("* server: {}", Untrusted(message))
-        }
-        _ => return None,
+        CoreEvent::ServerNotice { message } => format!("* server: {}", Untrusted(message)),
+        CoreEvent::ServerLost => "* lost the connection to the server; open sessions go on. Type \\reconnect to log in again.".into(),
+        CoreEvent::Reconnected => "* reconnected to the server".into(),
+        CoreEvent::NotConnected => "error: not connected to the server; \\reconnect first".into(),
+        CoreEvent::Note { text } => text.clone(),
+        CoreEvent::Error { text } => format!("error: {text}"),
+        CoreEvent::Bye => "Bye.".into(),
     })
 }
 
-fn file_row(file: &FileEntry) -> String {
+fn file_row(file: &FileRow) -> String {
     format!(
         "\n  {:<16} {:>10}  {}",
         Untrusted(&file.user),
         human_size(file.size),
         Untrusted(&file.name)
     )
-}
-
-/// `1.5 MiB`
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-fn role_word(role: Role) -> &'static str {
-    match role {
-        Role::Send => "send",
-        Role::Receive => "receive",
-        Role::Fetch => "fetch",
-        Role::Serve => "serve",
-    }
 }
 
 /// `[####------]  42%  42.0 MiB / 100.0 MiB  850.0 MiB/s  0:01 left`
@@ -527,26 +513,6 @@ pub fn progress_status(rows: &[Row]) -> String {
             )
         })
         .collect()
-}
-
-/// One line for the history about a finished transfer.
-pub fn transfer_summary(row: &Row) -> String {
-    let (verb, result) = match &row.stage {
-        Stage::Finished(outcome) => (
-            outcome.result.word(),
-            outcome
-                .hash
-                .map(|h| format!(", hash {}", &h.to_hex().as_str()[..16])),
-        ),
-        _ => ("ended", None),
-    };
-    format!(
-        "file {} {} ({}): {verb}{}",
-        role_word(row.role),
-        Untrusted(&row.name),
-        human_size(row.size.unwrap_or(0)),
-        result.unwrap_or_default()
-    )
 }
 
 /// What to show for a transfer notice. Progress lines are plain text, one per active
@@ -1028,35 +994,35 @@ mod tests {
 
     #[test]
     fn rendering_marks_the_user_and_strips_escapes() {
-        let list = ServerMsg::Ok(Reply::List {
+        let list = CoreEvent::Users {
             users: vec!["alice".into(), "bob".into()],
             total: 2,
-        });
+        };
         assert_eq!(
             render(&list, "Alice").unwrap(),
             "Online users (2):\n  alice (you)\n  bob"
         );
-        let evil = ServerMsg::Event(Event::Online {
+        let evil = CoreEvent::Online {
             users: vec!["x\u{1b}[2Jy".into()],
-        });
+        };
         assert_eq!(render(&evil, "me").unwrap(), "* x\u{FFFD}[2Jy is online");
-        let two = ServerMsg::Event(Event::Offline {
+        let two = CoreEvent::Offline {
             users: vec!["bob".into(), "carol".into()],
-        });
+        };
         assert_eq!(render(&two, "me").unwrap(), "* bob, carol went offline");
-        let page = ServerMsg::Ok(Reply::List {
+        let page = CoreEvent::Users {
             users: vec!["alice".into()],
             total: 3,
-        });
+        };
         assert!(render(&page, "me").unwrap().contains("(1 of 3;"));
-        let files = ServerMsg::Ok(Reply::Files {
-            files: vec![FileEntry {
+        let files = CoreEvent::Files {
+            files: vec![FileRow {
                 user: "bob".into(),
                 size: 1,
                 name: "report\u{202E}fdp.exe".into(),
             }],
             total: 1,
-        });
+        };
         let shown = render(&files, "me").unwrap();
         assert!(
             shown.ends_with("  bob                     1 B  report\u{FFFD}fdp.exe"),
@@ -1067,6 +1033,6 @@ mod tests {
             within: std::time::Duration::from_secs(5),
         };
         assert!(!render_notice(&notice).contains('\u{1b}'));
-        assert_eq!(render(&ServerMsg::Ok(Reply::Pong), "me"), None);
+        assert_eq!(render(&CoreEvent::Active { peer: None }, "me"), None);
     }
 }

@@ -22,6 +22,7 @@ use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
+use crate::sanitize::one_line;
 
 /// Lines of history shown when a session opens.
 pub const HISTORY_ON_OPEN: usize = 20;
@@ -30,7 +31,8 @@ pub const HISTORY_ON_OPEN: usize = 20;
 const USED_MEMORY: Duration = Duration::from_secs(600);
 
 /// Who ended a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Closer {
     /// We did (`\close`, quitting).
     Me,
@@ -41,7 +43,8 @@ pub enum Closer {
 }
 
 /// The state of one entry in `\sessions`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     /// Open and receiving what we type.
     Active,
@@ -54,7 +57,8 @@ pub enum State {
 }
 
 /// Something the person should see.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Notice {
     /// A chat line from a peer.
     Chat {
@@ -63,7 +67,11 @@ pub enum Notice {
         active: bool,
     },
     /// `from` wants to chat and must be answered within `within`.
-    Request { from: String, within: Duration },
+    Request {
+        from: String,
+        #[serde(serialize_with = "super::event::secs")]
+        within: Duration,
+    },
     /// A request from `from` was declined because nobody answered.
     RequestExpired { from: String },
     /// `from` gave up waiting (or its client ended) before we answered.
@@ -77,6 +85,7 @@ pub enum Notice {
     /// Our request to `peer` came to nothing.
     NotOpened {
         peer: String,
+        #[serde(serialize_with = "super::event::end_reason")]
         reason: EndReason,
         detail: String,
     },
@@ -619,7 +628,9 @@ impl Sessions {
 
     /// `@user text`: to that session, without switching.
     pub fn say_to(&mut self, peer: &str, text: &str) {
-        if text.len() > MAX_CHAT_TEXT {
+        // Measured as it will be written: a control character (a tab, say) goes out as
+        // U+FFFD, three bytes, and the peer refuses a line over the limit.
+        if one_line(text).len() > MAX_CHAT_TEXT {
             return self.error(format!("a message may hold at most {MAX_CHAT_TEXT} bytes"));
         }
         let Some(open) = self.open.iter().find(|o| same(&o.peer, peer)) else {

@@ -47,7 +47,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
     CREATE INDEX messages_by_peer ON messages (peer, id);"];
 
 /// One stored line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Line {
     /// Who wrote it (us or the peer).
     pub sender: String,

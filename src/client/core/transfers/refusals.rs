@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use super::{Listing, ServerOut, Stage, Transfers, same};
-use crate::client::peer_link::Incoming;
-use crate::client::transfer_index::ServeRefusal;
+use crate::client::core::peer_link::Incoming;
+use crate::client::core::transfer_index::ServeRefusal;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_PENDING_OFFERS_PER_PEER, MAX_SERVES, MAX_SERVES_PER_PEER};
 use crate::protocol::peer_msg::PeerMsg;

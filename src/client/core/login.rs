@@ -35,6 +35,11 @@ pub trait Prompter {
     fn ask(&mut self, field: AskField, prompt: &str) -> Option<String>;
     /// Shows one line of information.
     fn show(&mut self, text: &str);
+    /// After login, asks which folder to share when no `--share` was given; `None` (the
+    /// default) shares nothing.
+    fn ask_share(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// The username and password that worked, and the server's resumable-login token,

@@ -34,7 +34,8 @@ const TICKET_WAIT: Duration = Duration::from_secs(30);
 const KEEP_FINISHED: usize = 50;
 
 /// What we do in a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// We offered a file (`\send`).
     Send,
@@ -59,7 +60,8 @@ impl Role {
 }
 
 /// Where a transfer stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Stage {
     /// Our offer waits for the peer's answer.
     Offered,
@@ -76,7 +78,7 @@ pub enum Stage {
 }
 
 /// One row of `\transfers`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Row {
     /// Our number for it.
     pub id: u64,
@@ -97,7 +99,8 @@ pub struct Row {
 }
 
 /// Something about transfers the person should see.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum XferNotice {
     /// We offered a file.
     Offered {

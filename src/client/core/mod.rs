@@ -1,0 +1,224 @@
+//! The client's engine: server link, peer links, sessions, transfers, shares, history.
+//!
+//! [`start`] connects and logs in (asking the person through a [`login::Prompter`] the
+//! front end supplies), then runs one loop on its own thread that waits on the front
+//! end's [`Command`]s, the server link, the peer links and timers, all through one
+//! crossbeam `select!`, and tells the front end what happened as [`Event`]s. It must
+//! not contain terminal or HTTP code: the terminal (`client::tui`) and the web page
+//! (`client::web`) are two front ends on this same loop.
+
+pub mod command;
+pub mod disk_space;
+pub mod event;
+pub mod history;
+pub mod login;
+pub mod peer_dial;
+pub mod peer_limits;
+pub mod peer_link;
+pub mod resume_check;
+pub mod retry;
+pub mod server_link;
+pub mod sessions;
+pub mod summary;
+pub mod transfer;
+pub mod transfer_index;
+pub mod transfers;
+
+mod engine;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+pub use command::Command;
+pub use event::Event;
+
+use crate::protocol::limits::{ACCEPT_TIMEOUT, ANSWER_WAIT};
+use login::{PortChoice, Prompter};
+use server_link::ServerLink;
+use sessions::Sessions;
+use transfer::Share;
+use transfers::Transfers;
+
+/// Transfer events that may wait for the core loop (progress beyond it is dropped).
+const XFER_EVENTS: usize = 1024;
+
+/// Peer events that may wait for the core loop before peer readers pause.
+const PEER_EVENTS: usize = 1024;
+
+/// Commands that may wait for the core loop; a front end sending more waits.
+const COMMANDS: usize = 64;
+
+/// Client settings; every flag of `peerchat-client` that the core uses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientConfig {
+    /// The server's address (host:port).
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    pub server: String,
+    /// Port to listen on for peers (0-65535; 0 = any free port); without it the client asks.
+    #[arg(long, allow_negative_numbers = true)]
+    pub port: Option<u16>,
+    /// Interface to listen on for peers.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_addr: IpAddr,
+    /// Seconds you have to accept or decline a chat request (1-30).
+    #[arg(long, allow_negative_numbers = true, default_value_t = ACCEPT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ACCEPT_TIMEOUT.as_secs()))]
+    pub accept_timeout: u64,
+    /// Seconds to wait for the peer to answer your chat request (1-40).
+    #[arg(long, default_value_t = ANSWER_WAIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=ANSWER_WAIT.as_secs()))]
+    pub answer_wait: u64,
+    /// Folder to share: its regular files (not subfolders) are listed on the server and
+    /// can be fetched by other users. Without it, a terminal session asks; pipes share
+    /// nothing.
+    #[arg(long)]
+    pub share: Option<PathBuf>,
+    /// Where received files go (default: <data-dir>/<user>/downloads).
+    #[arg(long)]
+    pub downloads: Option<PathBuf>,
+    /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// After losing the server, log in again by itself (every 1 s to 30 s, with the
+    /// server's token, so without bcrypt), as `\reconnect` does.
+    #[arg(long)]
+    pub auto_reconnect: bool,
+}
+
+/// A running core: send it commands, read its events. Dropping `commands` (or sending
+/// `Command::Quit`) logs out; `events` ends with `Event::Bye` and then disconnects.
+pub struct Handle {
+    /// Where the front end sends what the person asks for.
+    pub commands: Sender<Command>,
+    /// What happened, in order. Unbounded so the core never waits for a front end;
+    /// a front end must keep reading it.
+    pub events: Receiver<Event>,
+    /// Our name as registered.
+    pub name: String,
+    /// The core loop's thread.
+    pub thread: JoinHandle<()>,
+}
+
+/// Connects to the server, logs in through `prompter`, opens the peer listener, the
+/// history and the shared folder, then starts the core loop. On failure returns the
+/// sentence to show.
+pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
+    let addr = resolve(&config.server)?;
+    let link =
+        ServerLink::connect(addr).map_err(|e| format!("cannot reach the server at {addr}: {e}"))?;
+    let choice = PortChoice::Bind {
+        ip: config.listen_addr,
+        port: config.port,
+    };
+    let me = match login::run(&link, prompter, &choice, None) {
+        Ok(me) => me,
+        Err(why) => {
+            link.close();
+            return Err(why);
+        }
+    };
+    let Some(listener) = me.listener else {
+        return Err("no listener was opened".into());
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (peer_tx, peer_events) = bounded(PEER_EVENTS);
+    let refusals = peer_limits::Refusals::new();
+    peer_link::spawn_listener(listener, peer_tx.clone(), refusals.clone())
+        .map_err(|e| format!("cannot accept peers: {e}"))?;
+    let history_path = history::path_for(&config.data_dir, &me.name);
+    let history = match history::History::open(&history_path) {
+        Ok(history) => Some(history),
+        Err(e) => {
+            prompter.show(&format!(
+                "error: chat history unavailable ({}): {e}",
+                history_path.display()
+            ));
+            None
+        }
+    };
+    let share = choose_share(prompter, config.share.as_deref());
+    let downloads = config.downloads.clone().unwrap_or_else(|| {
+        config
+            .data_dir
+            .join(me.name.to_ascii_lowercase())
+            .join("downloads")
+    });
+    let (xfer_tx, xfer_events) = bounded(XFER_EVENTS);
+    let (command_tx, commands) = bounded(COMMANDS);
+    let (event_tx, events) = unbounded();
+    let _ = event_tx.send(Event::Welcome {
+        name: me.name.clone(),
+        addr: me.addr.to_string(),
+    });
+    let mut engine = engine::Engine {
+        transfers: Transfers::new(&me.name, downloads, share, xfer_tx),
+        sessions: Sessions::new(
+            &me.name,
+            peer_tx,
+            history,
+            Duration::from_secs(config.accept_timeout),
+            Duration::from_secs(config.answer_wait),
+            refusals,
+        ),
+        link: Some(link),
+        held_reports: Default::default(),
+        server: addr,
+        credentials: me.credentials,
+        port,
+        auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
+        events: event_tx,
+        active: None,
+    };
+    let thread = thread::Builder::new()
+        .name("client-core".into())
+        .spawn(move || {
+            // A resumable-login token for reconnects (kept in memory only).
+            if let Some(link) = &engine.link {
+                link.send_line(&login::token_request());
+            }
+            if engine.transfers.share_dir().is_some() {
+                engine.transfers.announce_share();
+                engine.flush();
+            }
+            engine.run(&commands, &peer_events, &xfer_events);
+        })
+        .map_err(|e| format!("cannot start the client core: {e}"))?;
+    Ok(Handle {
+        commands: command_tx,
+        events,
+        name: me.name,
+        thread,
+    })
+}
+
+/// The shared folder from `--share`, or asked for through the front end (none if the
+/// answer is empty or the front end does not ask).
+fn choose_share(prompter: &mut dyn Prompter, flag: Option<&std::path::Path>) -> Option<Share> {
+    let dir = match flag {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let answer = prompter.ask_share()?;
+            if answer.trim().is_empty() {
+                return None;
+            }
+            PathBuf::from(answer.trim())
+        }
+    };
+    match Share::open(&dir) {
+        Ok(share) => Some(share),
+        Err(e) => {
+            prompter.show(&format!("error: cannot share {}: {e}", dir.display()));
+            None
+        }
+    }
+}
+
+fn resolve(server: &str) -> Result<SocketAddr, String> {
+    server
+        .to_socket_addrs()
+        .map_err(|e| format!("bad server address {server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("bad server address {server}"))
+}
