@@ -115,7 +115,7 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
         addr,
     }));
     // The others learn it from the next presence announcement (`server::presence`).
-    shared.registry.set_online(&me.key, addr);
+    shared.registry.set_online(&me.key, conn.id, addr);
     log::info!(
         "{} {}: online; peers reach it at {addr}",
         conn.peer,

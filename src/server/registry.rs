@@ -177,11 +177,12 @@ impl Registry {
         old_outbox
     }
 
-    /// Marks the claimed user online at `addr`; the next presence announcement tells
-    /// the others.
-    pub fn set_online(&self, key: &str, addr: SocketAddr) {
+    /// Marks the user claimed by connection `id` online at `addr`; the next presence
+    /// announcement tells the others. Nothing happens if a resumed login took the name
+    /// over from `id` meanwhile.
+    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr) {
         let mut inner = self.lock();
-        let Some(user) = inner.users.get_mut(key) else {
+        let Some(user) = inner.users.get_mut(key).filter(|u| u.conn == id) else {
             return;
         };
         user.addr = Some(addr);
