@@ -2,7 +2,7 @@
 //!
 //! `make bench` builds the release binaries, raises the open-file limit and runs this
 //! program with `cargo bench --bench peerchat`; `cargo bench --bench peerchat -- GROUP`
-//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`), and `--quick` runs
+//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`), and `--quick` runs
 //! every group with small sizes (a smoke test of the bench itself, not a measurement).
 //!
 //! The program drives the real `peerchat-server` and `peerchat-client` from
@@ -32,6 +32,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use peerchat::crypto::tls::{BlockingTls, Trust, blocking_client};
 use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 
 /// Selects a helper role when this program re-executes itself.
@@ -51,7 +52,7 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 5] = ["transfer", "chat", "scale", "login", "burst"];
+const GROUPS: [&str; 6] = ["transfer", "chat", "scale", "login", "burst", "cipher"];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -183,6 +184,7 @@ fn main() {
             "scale" => group_scale(&settings, &bins, &mut report, nofile),
             "login" => group_login(&settings, &bins, &mut report),
             "burst" => group_burst(&settings, &bins, &mut report),
+            "cipher" => group_cipher(&settings, &mut report),
             _ => unreachable!("unknown group"),
         }));
         match result {
@@ -712,7 +714,7 @@ impl Ctx<'_> {
     /// Starts a client, registers `name` and waits for its welcome.
     fn client(&self, name: &str, share: Option<&Path>) -> Proc {
         let mut cmd = Command::new(&self.bins.client);
-        cmd.args(["--server", &self.addr.to_string()])
+        cmd.args(["--server", &self.addr.to_string(), "--trust-first-use"])
             .args(["--port", "0", "--listen-addr", "127.0.0.1", "--data-dir"])
             .arg(self.data_dir());
         if let Some(share) = share {
@@ -1709,10 +1711,21 @@ fn make_tokens(dir: &Path, names: &[String]) -> Vec<String> {
     tokens
 }
 
+/// Connects to the server over TLS. The bench trusts the server it started itself (the
+/// fingerprint check is the client's job and has its own tests).
+fn tls_connect(addr: SocketAddr, read_timeout: Duration) -> Result<BlockingTls, String> {
+    let stream = TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .map_err(|e| e.to_string())?;
+    blocking_client(stream, Trust::FirstUse).map_err(|e| format!("tls: {e}"))
+}
+
 /// Reads from `stream` (after the bytes in `buf`, read before) until a line satisfies
 /// `done`; fails on a line starting with `ERR`. Returns the bytes read after that line.
 fn read_until(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     mut buf: Vec<u8>,
     done: impl Fn(&str) -> bool,
 ) -> Result<Vec<u8>, String> {
@@ -1744,7 +1757,7 @@ fn raw_login(
     addr: SocketAddr,
     user: &str,
     extra: &str,
-) -> Result<(TcpStream, Vec<u8>, Duration), String> {
+) -> Result<(BlockingTls, Vec<u8>, Duration), String> {
     raw_login_from(addr, None, user, extra)
 }
 
@@ -1755,10 +1768,10 @@ fn raw_login_from(
     from: Option<std::net::IpAddr>,
     user: &str,
     extra: &str,
-) -> Result<(TcpStream, Vec<u8>, Duration), String> {
+) -> Result<(BlockingTls, Vec<u8>, Duration), String> {
     let t0 = Instant::now();
     let mut stream = match from {
-        None => TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?,
+        None => tls_connect(addr, Duration::from_secs(120))?,
         Some(ip) => {
             use socket2::{Domain, Protocol, Socket, Type};
             let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
@@ -1769,13 +1782,14 @@ fn raw_login_from(
             socket
                 .connect_timeout(&addr.into(), SHORT)
                 .map_err(|e| format!("connect: {e}"))?;
-            socket.into()
+            let stream: TcpStream = socket.into();
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(120)))
+                .map_err(|e| e.to_string())?;
+            blocking_client(stream, Trust::FirstUse).map_err(|e| format!("tls: {e}"))?
         }
     };
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
     stream
         .write_all(format!("n\n{user}\n{PASSWORD}\n{RAW_PORT}\n{extra}").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -1787,28 +1801,20 @@ fn raw_login_from(
 /// Logs `user` in with its token (`RESUME`) over a raw socket, answers written at once;
 /// returns the socket once `OK WELCOME` came.
 fn raw_resume(addr: SocketAddr, user: &str, token: &str) -> Result<TcpStream, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = tls_connect(addr, Duration::from_secs(120))?;
     stream
         .write_all(format!("RESUME {user} {token}\n{RAW_PORT}\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     read_until(&mut stream, Vec::new(), |l| l.starts_with("OK WELCOME"))
         .map_err(|e| format!("{user}: {e}"))?;
-    Ok(stream)
+    // The drainer only reads and throws bytes away: the raw socket is enough.
+    Ok(stream.sock)
 }
 
 /// A whole conversation on a fresh connection: `script` written at once, then read
 /// until `OK WELCOME` and `OK BYE` have both come (an `ERR` fails it).
 fn raw_login_and_quit(addr: SocketAddr, script: &str) -> Result<(), String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = tls_connect(addr, Duration::from_secs(120))?;
     stream
         .write_all(script.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -1903,7 +1909,6 @@ fn drain_loop(rx: &mpsc::Receiver<TcpStream>, stop: &AtomicBool, stats: &DrainSt
     let mut conns: HashMap<i32, (TcpStream, Instant)> = HashMap::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut scratch = vec![0u8; 64 * 1024];
-    let mut last_ping_scan = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         while let Ok(stream) = rx.try_recv() {
             stream.set_nonblocking(true).expect("non-blocking");
@@ -1941,15 +1946,9 @@ fn drain_loop(rx: &mpsc::Receiver<TcpStream>, stop: &AtomicBool, stats: &DrainSt
                 stats.closed.fetch_add(1, Ordering::SeqCst);
             }
         }
-        if last_ping_scan.elapsed() >= Duration::from_secs(1) {
-            last_ping_scan = Instant::now();
-            for (stream, last) in conns.values_mut() {
-                if last.elapsed() >= Duration::from_secs(30) {
-                    let _ = (&*stream).write(b"PING\n");
-                    *last = Instant::now();
-                }
-            }
-        }
+        // No PING: the connections are TLS and the drainer holds only their sockets (a
+        // plain `PING` would break the record stream); the scale group starts its
+        // servers with a long --idle-timeout instead.
         if n > 0 {
             // Let lines gather, so one read takes many.
             thread::sleep(Duration::from_millis(5));
@@ -1979,8 +1978,9 @@ fn drain(stream: &TcpStream, scratch: &mut [u8], stats: &DrainStats) -> bool {
 
 /// One logged-in connection that sends commands and times the replies.
 struct Probe {
-    reader: BufReader<io::Chain<io::Cursor<Vec<u8>>, TcpStream>>,
-    writer: TcpStream,
+    /// Replies (after what the login read past `OK WELCOME`) and, through the chain's
+    /// second half, the TLS stream to write commands on.
+    reader: BufReader<io::Chain<io::Cursor<Vec<u8>>, BlockingTls>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -2003,10 +2003,8 @@ impl Kind {
 impl Probe {
     fn login(addr: SocketAddr, user: &str) -> Probe {
         let (stream, rest, _) = raw_login(addr, user, "").unwrap_or_else(|e| panic!("probe: {e}"));
-        let writer = stream.try_clone().expect("clone");
         Probe {
             reader: BufReader::new(io::Cursor::new(rest).chain(stream)),
-            writer,
         }
     }
 
@@ -2022,7 +2020,10 @@ impl Probe {
     /// are paged or capped).
     fn request(&mut self, kind: Kind, command: &str) -> (Duration, usize, usize) {
         let t0 = Instant::now();
-        self.writer
+        self.reader
+            .get_mut()
+            .get_mut()
+            .1
             .write_all(format!("{command}\n").as_bytes())
             .expect("probe write");
         let word = match kind {
@@ -2057,8 +2058,9 @@ impl Probe {
     }
 
     fn quit(mut self) {
-        let _ = self.writer.write_all(b"QUIT\n");
-        let _ = self.writer.shutdown(Shutdown::Write);
+        let tls = &mut self.reader.get_mut().get_mut().1;
+        let _ = tls.write_all(b"QUIT\n");
+        let _ = tls.sock.shutdown(Shutdown::Write);
         let mut rest = Vec::new();
         let _ = self.reader.read_to_end(&mut rest);
     }
@@ -2104,7 +2106,8 @@ fn login_range(addr: SocketAddr, from: usize, to: usize, workers: usize, drainer
                     }
                     let (stream, _, _) = raw_login(addr, &user_name(i), &share_body(i))
                         .unwrap_or_else(|e| panic!("login {i}: {e}"));
-                    drainer.add(stream);
+                    // Draining only throws bytes away: the ciphertext will do.
+                    drainer.add(stream.sock);
                 }
             });
         }
@@ -2149,8 +2152,9 @@ fn churn_rates(addr: SocketAddr, level: usize, n: usize, tokens: &[String]) -> (
 }
 
 fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
-    // The server holds one descriptor per connection (its reader and writer share it).
-    let fit = (nofile.saturating_sub(300) as usize)
+    // The server holds two descriptors per connection (the TLS reader reads its own
+    // clone of the socket).
+    let fit = ((nofile.saturating_sub(300) / 2) as usize)
         .saturating_sub(s.hard_logins + 10)
         .max(20);
     let mut levels: Vec<usize> = s
@@ -2214,7 +2218,19 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
     let max = (top + s.hard_logins + 50).to_string();
     // Cost 4 for the crowd, so the figures show the server's own cost per login (the
     // cost-12 accounts still cost 12 to check: a stored hash's cost is what counts).
-    let (server, addr) = start_server(bins, &dir, Some(4), &["--max-clients".into(), max.clone()]);
+    // The drainer cannot send PING over TLS: a long idle timeout keeps the crowd online.
+    let idle = ["--idle-timeout".to_string(), "86400".to_string()];
+    let (server, addr) = start_server(
+        bins,
+        &dir,
+        Some(4),
+        &[
+            "--max-clients".into(),
+            max.clone(),
+            idle[0].clone(),
+            idle[1].clone(),
+        ],
+    );
     thread::sleep(Duration::from_secs(1));
     let rss_idle = server.status("VmRSS");
     println!("  server idle: RSS {}", mib(rss_idle));
@@ -2340,7 +2356,7 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
                             .unwrap_or_else(|e| panic!("hard login {i}: {e}"));
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push(stream);
+                        .push(stream.sock);
                     done.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -2418,7 +2434,17 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
     // bcrypt cost) on the same database takes them all back, each with its token.
     drop(server);
     drop(drainer);
-    let (server, addr) = start_server(bins, &dir, None, &["--max-clients".into(), max]);
+    let (server, addr) = start_server(
+        bins,
+        &dir,
+        None,
+        &[
+            "--max-clients".into(),
+            max,
+            idle[0].clone(),
+            idle[1].clone(),
+        ],
+    );
     let drainer = Drainer::start();
     let next = AtomicUsize::new(0);
     let t = Instant::now();
@@ -2617,8 +2643,11 @@ fn burst_once(addr: SocketAddr, n: usize) -> Vec<Result<Landed, String>> {
                         stream
                             .set_read_timeout(Some(SHORT))
                             .map_err(|e| e.to_string())?;
+                        // The greeting comes after the TLS handshake, as a client sees it.
+                        let mut stream = blocking_client(stream, Trust::FirstUse)
+                            .map_err(|e| format!("tls: {e}"))?;
                         let mut line = String::new();
-                        BufReader::new(&stream)
+                        BufReader::new(&mut stream)
                             .read_line(&mut line)
                             .map_err(|e| format!("read: {e}"))?;
                         if !line.starts_with("HELLO") {
@@ -2716,8 +2745,9 @@ fn group_burst(s: &Settings, bins: &Bins, report: &mut Report) {
         let t = Instant::now();
         let stream = TcpStream::connect_timeout(&addr, SHORT).expect("connect");
         stream.set_read_timeout(Some(SHORT)).expect("timeout");
+        let mut stream = blocking_client(stream, Trust::FirstUse).expect("tls");
         let mut line = String::new();
-        BufReader::new(&stream)
+        BufReader::new(&mut stream)
             .read_line(&mut line)
             .expect("a greeting");
         assert!(line.starts_with("HELLO"), "got {line:?}");
@@ -2768,4 +2798,90 @@ fn group_burst(s: &Settings, bins: &Bins, report: &mut Report) {
         "-",
     );
     drop(server);
+}
+
+// ---- W2: the peer links' cipher (issue 12) ----
+
+/// The Noise transport over loopback, AES-GCM against ChaCha20-Poly1305, each against a
+/// plain `io::copy` of the same bytes over loopback in the same run: what the framing
+/// (64 KiB records, one buffer each way, no other copy) and the cipher cost a stream.
+fn group_cipher(s: &Settings, report: &mut Report) {
+    use peerchat::crypto::noise::{PATTERN, PATTERN_CHACHA};
+    let size: u64 = s.sizes.iter().copied().max().unwrap_or(64 << 20);
+    let mut plain = Vec::new();
+    let mut aes = Vec::new();
+    let mut chacha = Vec::new();
+    for _ in 0..s.transfer_runs.max(1) {
+        plain.push(loopback_stream(size, None));
+        aes.push(loopback_stream(size, Some(PATTERN)));
+        chacha.push(loopback_stream(size, Some(PATTERN_CHACHA)));
+    }
+    let mbs = |secs: &[f64]| size as f64 / 1e6 / median(secs);
+    let base = mbs(&plain);
+    for (name, runs) in [("AES-GCM", &aes), ("ChaCha20-Poly1305", &chacha)] {
+        let got = mbs(runs);
+        println!("noise {name}: {got:.0} MB/s, plain loopback {base:.0} MB/s");
+        report.add(
+            &format!("noise stream {name}, {} MiB", size >> 20),
+            "MB/s",
+            format!("{got:.0}"),
+            format!("{base:.0} (io::copy)"),
+            format!("{:.2}", got / base),
+            "choose the faster",
+        );
+    }
+}
+
+/// Seconds to move `size` bytes over a loopback connection, plain or through Noise with
+/// `pattern`.
+fn loopback_stream(size: u64, pattern: Option<&'static str>) -> f64 {
+    use peerchat::crypto::noise;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let deadline = Instant::now() + SHORT;
+    let receiver = thread::spawn(move || -> u64 {
+        let (sock, _) = listener.accept().expect("accept");
+        let mut input: Box<dyn Read> = match pattern {
+            None => Box::new(sock),
+            Some(p) => {
+                let (key, _) = noise::generate_keypair().expect("key");
+                let (h, _) =
+                    noise::respond_with(p, &sock, &key, deadline, |_| Some("bench ticket".into()))
+                        .expect("respond");
+                Box::new(h.reader)
+            }
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got += n as u64,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    });
+    let sock = TcpStream::connect(addr).expect("connect");
+    let t0 = Instant::now();
+    let mut output: Box<dyn Write> = match pattern {
+        None => Box::new(sock.try_clone().expect("clone")),
+        Some(p) => {
+            let (key, _) = noise::generate_keypair().expect("key");
+            let h = noise::initiate_with(p, &sock, &key, "bench ticket", None, deadline)
+                .expect("initiate");
+            Box::new(h.writer)
+        }
+    };
+    let block = vec![0x5au8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        output.write_all(&block[..n]).expect("write");
+        left -= n as u64;
+    }
+    drop(output);
+    let _ = sock.shutdown(Shutdown::Write);
+    let got = receiver.join().expect("receiver");
+    assert_eq!(got, size, "every byte arrived");
+    t0.elapsed().as_secs_f64()
 }

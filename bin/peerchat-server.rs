@@ -49,8 +49,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: ServerConfig) -> peerchat::Result<()> {
+fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
     let store = Store::open(&config.db)?;
+    let identity = server::tls_identity(&config)?;
+    let fingerprint = identity.fingerprint();
+    config.tls = Some(identity.server_config()?);
     let listener = server::bind(config.addr)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -59,6 +62,8 @@ fn serve(config: ServerConfig) -> peerchat::Result<()> {
     let bound = listener.local_addr()?;
     // Tests and scripts read this line to find a server started on port 0.
     println!("listening on {bound}");
+    // Clients pin this; tests read it from this second line.
+    println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
     std::io::stdout().flush()?;
     log::info!("listening on {bound}, database {}", config.db.display());
     server::run(listener, store, config, stop)

@@ -56,6 +56,7 @@
 //!     - `tui::ui`: parsing what the user types and rendering events; no sockets.
 
 pub mod client;
+pub mod crypto;
 pub mod error;
 pub mod protocol;
 pub mod sanitize;

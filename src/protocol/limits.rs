@@ -286,3 +286,16 @@ pub const MAX_REQUEST_SETTING: u64 = 10_000;
 
 /// Largest `--limit` of `peerchat-server sessions`.
 pub const MAX_LOG_ROWS: u64 = 1_000_000;
+
+// ---- W2: encrypted links ----
+
+/// Connections the server refuses (full, or too many from one address) that it answers
+/// with their `ERR` over TLS at once, each on a short thread; past it a refused
+/// connection is closed without a word, so a flood costs no threads.
+pub const MAX_TLS_REFUSALS: usize = 32;
+
+/// How long a refused connection has to finish the TLS handshake and read its `ERR`.
+pub const TLS_REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long the client gives connecting to the server plus the TLS handshake.
+pub const TLS_CONNECT_DEADLINE: Duration = Duration::from_secs(15);

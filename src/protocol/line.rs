@@ -6,35 +6,18 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A byte source whose read timeout can be set: a socket, or one shared by `Arc`.
-pub trait TimedRead: Read {
-    /// Sets how long one read may block (`None`: forever).
+/// A source whose reads can be given a timeout: a socket, or an encrypted link over one
+/// (`crypto::tls::TlsReader`, `crypto::noise::NoiseReader`).
+pub trait ReadTimeout {
+    /// Sets (or clears, with `None`) how long one read may block.
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
-impl TimedRead for TcpStream {
+impl ReadTimeout for TcpStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
-    }
-}
-
-/// One socket shared by a connection's reader and its writer thread, so a connection
-/// costs one file descriptor instead of two (a `try_clone` each): at 10,000 clients the
-/// descriptors, not memory, are what runs out first.
-pub struct SharedSocket(pub Arc<TcpStream>);
-
-impl Read for SharedSocket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl TimedRead for SharedSocket {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.0.set_read_timeout(timeout)
     }
 }
 
@@ -66,7 +49,7 @@ pub struct LineReader<R> {
     max: usize,
 }
 
-impl<R: TimedRead> LineReader<R> {
+impl<R: Read + ReadTimeout> LineReader<R> {
     /// The next line, which must be complete by `deadline` however slowly its bytes
     /// drip in (a read timeout alone restarts with every byte). A missed deadline is a
     /// timeout error; the partial line is kept.

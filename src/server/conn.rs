@@ -7,6 +7,8 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
+
+use crate::crypto::tls::TlsReader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use super::registry::ConnId;
 use crate::protocol::ParseError;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_LINE;
-use crate::protocol::line::{LineError, LineReader, SharedSocket};
+use crate::protocol::line::{LineError, LineReader};
 use crate::protocol::server_msg::{Command, ServerMsg, SharedFile, VERSION};
 use crate::sanitize::Untrusted;
 
@@ -39,8 +41,8 @@ pub enum End {
 
 /// The reading side of one connection and the state its loops share.
 pub struct Conn {
-    /// Bounded line reader over the socket (shared with the outbox's writer).
-    reader: LineReader<SharedSocket>,
+    /// Bounded line reader over the TLS link (which reads its own socket clone).
+    reader: LineReader<TlsReader>,
     /// Where replies go.
     pub outbox: Outbox,
     /// The client's address as the server sees it.
@@ -117,7 +119,7 @@ impl Conn {
     /// (a reset can destroy our last line before the client reads it).
     fn linger(self) {
         self.outbox.close();
-        let mut stream: &TcpStream = &self.reader.get_ref().0;
+        let mut stream: &TcpStream = self.reader.get_ref().socket();
         let until = Instant::now() + LINGER;
         let mut sink = [0u8; 8192];
         while let Some(left) = until.checked_duration_since(Instant::now()) {
@@ -133,16 +135,10 @@ impl Conn {
 }
 
 /// Serves one accepted connection until it ends, then takes its user offline.
-pub fn serve(
-    stream: Arc<TcpStream>,
-    peer: SocketAddr,
-    id: ConnId,
-    outbox: Outbox,
-    shared: Arc<Shared>,
-) {
+pub fn serve(stream: TlsReader, peer: SocketAddr, id: ConnId, outbox: Outbox, shared: Arc<Shared>) {
     let config = &shared.config;
     let mut conn = Conn {
-        reader: LineReader::new(SharedSocket(stream), MAX_LINE),
+        reader: LineReader::new(stream, MAX_LINE),
         outbox,
         peer,
         id,

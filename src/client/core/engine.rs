@@ -44,6 +44,8 @@ pub(super) struct Engine {
     pub(super) link: Option<ServerLink>,
     /// The server's address, to reconnect.
     pub(super) server: SocketAddr,
+    /// How the server's certificate is trusted (its pin is in the data folder by now).
+    pub(super) trust: crate::crypto::trust::ServerTrust,
     /// What to answer when logging in again.
     pub(super) credentials: Credentials,
     /// Our peer port, declared again on reconnect.
@@ -394,7 +396,7 @@ impl Engine {
             self.error("already connected to the server");
             return Reconnected::Yes;
         }
-        let link = match ServerLink::connect(self.server) {
+        let link = match ServerLink::connect(self.server, &self.trust, None) {
             Ok(link) => link,
             Err(e) => {
                 self.error(format!("cannot reach the server at {}: {e}", self.server));

@@ -40,6 +40,11 @@ pub trait Prompter {
     fn ask_share(&mut self) -> Option<String> {
         None
     }
+    /// Asks whether to trust (and pin) a server's certificate seen for the first time;
+    /// the default (nobody to ask) says no.
+    fn ask_trust(&mut self, _server: &str, _fingerprint: &str) -> bool {
+        false
+    }
 }
 
 /// The username and password that worked, and the server's resumable-login token,

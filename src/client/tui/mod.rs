@@ -29,6 +29,24 @@ impl Prompter for Terminal {
         }
         Terminal::ask(self, "Folder to share (Enter for none)", false)
     }
+    fn ask_trust(&mut self, server: &str, fingerprint: &str) -> bool {
+        // Pipes decide with --server-fingerprint or --trust-first-use.
+        if !self.is_interactive() {
+            return false;
+        }
+        Terminal::show(
+            self,
+            &format!(
+                "The server {server} is new to this client. Its certificate fingerprint is\n  \
+                 {fingerprint}\nCompare it with the one the server printed at start."
+            ),
+        );
+        let answer = Terminal::ask(self, "Trust this server and remember it? (yes/no)", false);
+        matches!(
+            answer.as_deref().map(str::trim),
+            Some("yes" | "y" | "YES" | "Y")
+        )
+    }
 }
 
 /// Runs the terminal client until the user leaves; returns the process exit code.
