@@ -28,6 +28,9 @@ pub struct ServerTrust {
     pub fingerprint: Option<String>,
     /// `--trust-first-use`: pin an unknown server's certificate without asking.
     pub trust_first_use: bool,
+    /// `--listen-addr` when it names one address: the connection comes from it, so the
+    /// server announces to peers the address we really listen on.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Why the client would not talk to a server.
@@ -100,6 +103,27 @@ pub struct ServerTls {
     pub fingerprint: String,
 }
 
+/// Connects to `addr`, from `source` when it is one address of the same family.
+fn dial(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    timeout: std::time::Duration,
+) -> io::Result<TcpStream> {
+    match source {
+        Some(ip) if !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4() => {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+            socket.connect_timeout(&addr.into(), timeout)?;
+            Ok(socket.into())
+        }
+        _ => TcpStream::connect_timeout(&addr, timeout),
+    }
+}
+
 impl ServerTrust {
     /// Connects to `addr`, runs the TLS handshake, and decides about the certificate.
     /// `ask(server, fingerprint)` asks the user about a server seen for the first time
@@ -118,7 +142,7 @@ impl ServerTrust {
             (None, None) => Trust::FirstUse,
         };
         let deadline = Instant::now() + TLS_CONNECT_DEADLINE;
-        let stream = TcpStream::connect_timeout(&addr, TLS_CONNECT_DEADLINE)?;
+        let stream = dial(addr, self.source, TLS_CONNECT_DEADLINE)?;
         stream.set_nodelay(true)?;
         let (config, seen) = tls::client_config(trust.clone()).map_err(io::Error::other)?;
         let (mut reader, sealer) = tls::client(&stream, config)?;

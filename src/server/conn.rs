@@ -211,7 +211,13 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
             Ok(Some(command)) => {
                 // Arguments are the client's text: cleaned, so a CR cannot forge a line.
                 let shown = command.to_string();
-                log::info!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
+                // Heartbeats arrive every few seconds from every client: an operator's
+                // terminal at info level shows what users do, not that they are alive.
+                if matches!(command, Command::Ping) {
+                    log::debug!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
+                } else {
+                    log::info!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
+                }
                 let (reply, flow) = commands::dispatch(&command, me, shared);
                 conn.send(reply);
                 if flow == Flow::Close {

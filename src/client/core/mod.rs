@@ -106,6 +106,7 @@ impl ClientConfig {
             data_dir: self.data_dir.clone(),
             fingerprint: self.server_fingerprint.clone(),
             trust_first_use: self.trust_first_use,
+            source: Some(self.listen_addr),
         }
     }
 }
@@ -130,22 +131,30 @@ pub struct Handle {
 pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
     let addr = resolve(&config.server)?;
     let trust = config.server_trust();
-    let mut ask = |server: &str, fingerprint: &str| prompter.ask_trust(server, fingerprint);
-    let link = ServerLink::connect(addr, &trust, Some(&mut ask)).map_err(|e| match e {
-        crate::crypto::trust::TrustError::Io(e) => {
-            format!("cannot reach the server at {addr}: {e}")
-        }
-        refused => refused.to_string(),
-    })?;
     let choice = PortChoice::Bind {
         ip: config.listen_addr,
         port: config.port,
     };
-    let me = match login::run(&link, prompter, &choice, None) {
-        Ok(me) => me,
-        Err(why) => {
-            link.close();
-            return Err(why);
+    let (link, me) = loop {
+        // From the interface we listen on (`trust.source`): the server announces to
+        // peers the address our connection comes from.
+        let link = {
+            let mut ask = |server: &str, fingerprint: &str| prompter.ask_trust(server, fingerprint);
+            ServerLink::connect(addr, &trust, Some(&mut ask)).map_err(|e| match e {
+                crate::crypto::trust::TrustError::Io(e) => {
+                    format!("cannot reach the server at {addr}: {e}")
+                }
+                refused => refused.to_string(),
+            })?
+        };
+        match login::run(&link, prompter, &choice, None) {
+            Ok(me) => break (link, me),
+            Err(why) => {
+                link.close();
+                if !prompter.start_over() {
+                    return Err(why);
+                }
+            }
         }
     };
     let Some(listener) = me.listener else {
