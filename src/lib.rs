@@ -10,6 +10,7 @@
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
 //!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).
+//!   - `protocol::session_token`: resumable-login tokens (256 random bits; stored hashed).
 //!   - `protocol::codes`: `ERR` codes.
 //!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
@@ -27,11 +28,14 @@
 //!   - `server::hash_gate`: the bcrypt queue (permits, deadlines, per-address cap).
 //!   - `server::rate_limit`: token buckets and per-address slots (pure memory).
 //!   - `server::commands`: what each command does (presence, sessions, transfers, files).
-//!   - `server::registry`: who is connected and online (one mutex, leaf lock).
+//!   - `server::registry`: who is connected and online (one mutex, leaf lock), and the
+//!     presence changes not yet announced.
+//!   - `server::presence`: announces presence changes in batches, once per interval.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
+//!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //! - [`client`]: the client: one core, two front ends (`client` (mod) picks one).
 //!   - `client::core`: the engine, with no terminal and no HTTP code: `start` logs in
@@ -39,7 +43,9 @@
 //!     - `core::command` / `core::event`: what a front end may ask and is told (serde).
 //!     - `core::engine`: the select loop moving work between links, sessions, transfers.
 //!     - `core::server_link`: reader and writer threads of the server connection.
-//!     - `core::login`: answering the server's login questions (the `Prompter` trait).
+//!     - `core::login`: answering the server's login questions (the `Prompter` trait),
+//!       with the server's resumable-login token first when logging in again.
+//!     - `core::retry`: when `--auto-reconnect` tries again (doubling, jittered).
 //!     - `core::peer_link`: the peer listener, handshakes, and each link's threads.
 //!     - `core::peer_dial`: asking peers and opening data connections; the target's proof.
 //!     - `core::peer_limits`: handshake slots per address and the tally of refusals.

@@ -22,7 +22,7 @@ use crate::protocol::ParseError;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader};
-use crate::protocol::server_msg::{Command, Event, ServerMsg, SharedFile, VERSION};
+use crate::protocol::server_msg::{Command, ServerMsg, SharedFile, VERSION};
 use crate::sanitize::Untrusted;
 
 /// How long a closing connection keeps reading (and discarding) what the client still
@@ -151,12 +151,9 @@ pub fn serve(stream: TlsReader, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
         Ok(me) => command_loop(&mut conn, &me, &shared),
         Err(end) => end,
     };
-    if let Some((name, others)) = shared.registry.remove_connection(id) {
+    // The others learn it from the next presence announcement (`server::presence`).
+    if let Some(name) = shared.registry.remove_connection(id) {
         log::info!("{peer} {name}: offline ({end:?})");
-        let event = ServerMsg::Event(Event::Offline { user: name.clone() });
-        for outbox in others {
-            outbox.send(&event);
-        }
         shared.files.remove(&name.to_ascii_lowercase());
         commands::close_abandoned_sessions(&shared, &name);
     }

@@ -685,11 +685,12 @@ impl Wire {
         w
     }
 
-    /// Sends `LIST` and returns the user names (checks `OK LIST n` + n `USER` lines).
+    /// Sends `LIST` and returns the user names (checks `OK LIST n total` + n `USER`
+    /// lines).
     pub fn list(&mut self) -> Vec<String> {
         self.send("LIST");
         let head = self.expect("OK LIST");
-        let n: usize = match head["OK LIST".len()..].trim().parse() {
+        let n: usize = match head.split(' ').nth(2).unwrap_or("").parse() {
             Ok(n) => n,
             Err(_) => self.fail(&format!("bad list header {head:?}")),
         };

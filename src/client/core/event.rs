@@ -26,7 +26,12 @@ pub enum Event {
     /// The session that gets `Command::Say` changed.
     Active { peer: Option<String> },
     /// Who is online (answer to `Command::List`).
-    Users { users: Vec<String> },
+    Users {
+        /// One page of names.
+        users: Vec<String>,
+        /// How many are online in all (`Command::List { offset }` for the other pages).
+        total: usize,
+    },
     /// Where an online user listens (answer to `Command::Info`).
     UserInfo { user: String, addr: String },
     /// The server's command list.
@@ -36,9 +41,11 @@ pub enum Event {
     /// Search results: `total` matches, the first `files` shown.
     Search { files: Vec<FileRow>, total: usize },
     /// A user came online.
-    Online { user: String },
+    Online { users: Vec<String> },
     /// A user went offline.
-    Offline { user: String },
+    Offline { users: Vec<String> },
+    /// Too many users came and went at once to name them: only the counts.
+    Presence { came: usize, went: usize },
     /// The server announced something (it is shutting down).
     ServerNotice { message: String },
     /// The server refused a command.
