@@ -65,6 +65,8 @@ pub enum Notice {
         line: Line,
         active: bool,
     },
+    /// A line we said to `peer` went out (front ends that show both sides use it).
+    Said { peer: String, line: Line },
     /// `from` wants to chat and must be answered within `within`.
     Request {
         from: String,
@@ -642,6 +644,14 @@ impl Sessions {
         if sent {
             let me = self.me.clone();
             self.remember(&name, &me, at_ms, text);
+            self.notices.push(Notice::Said {
+                peer: name,
+                line: Line {
+                    sender: me,
+                    at_ms,
+                    text: text.to_string(),
+                },
+            });
         } else {
             self.error(format!("could not send to {name}: the link is down"));
         }

@@ -90,6 +90,8 @@ fn drain(term: &mut Terminal, core: &Handle) {
 fn show(term: &mut Terminal, me: &str, event: &Event) {
     match event {
         Event::Active { peer } => term.set_prompt(peer.as_deref()),
+        // The terminal already shows what the person typed.
+        Event::Session(core::sessions::Notice::Said { .. }) => {}
         Event::Transfer(core::transfers::XferNotice::Progress { rows })
             if term.is_interactive() =>
         {

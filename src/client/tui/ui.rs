@@ -583,6 +583,7 @@ pub fn render_notice(notice: &Notice) -> String {
                 format!("({}) {}", Untrusted(peer), chat_line(line))
             }
         }
+        Notice::Said { line, .. } => chat_line(line),
         Notice::Request { from, within } => format!(
             "* {from} wants to chat: \\accept {from} or \\decline {from} (within {} s)",
             within.as_secs(),
