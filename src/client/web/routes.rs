@@ -291,7 +291,8 @@ fn file(shared: &Shared, request: Request, query: &str) {
         Ok(file) => file,
         Err(e) => return text(request, 404, &format!("cannot open the file: {e}")),
     };
-    let mut response = Response::from_file(file);
+    // A known length, not chunks: the browser can show the download's progress.
+    let mut response = Response::from_file(file).with_chunked_threshold(usize::MAX);
     let encoded = utf8_percent_encode(&name, NON_ALPHANUMERIC).to_string();
     if let Some(h) = header(
         "Content-Disposition",
