@@ -79,7 +79,7 @@ function size(bytes) {
 
 function clock(ms) {
   const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
 }
 
 const same = (a, b) => (a || '').toLowerCase() === (b || '').toLowerCase();
@@ -96,6 +96,8 @@ function renderLogin() {
   $('retry-box').hidden = !(q && q.kind === 'retry');
   $('waiting').hidden = !!q;
   $('question').textContent = q ? q.prompt : '';
+  // Registration: the page asks for the new password twice and compares.
+  $('confirm-box').hidden = !(q && q.kind === 'password' && /^choose/i.test(q.prompt));
   if (q && !$('answer-box').hidden) {
     const input = $('answer');
     const labels = {
@@ -109,6 +111,7 @@ function renderLogin() {
       $('answer-label').textContent = labels[q.kind];
       input.setAttribute('aria-label', labels[q.kind]);
       input.focus();
+      $('confirm').value = '';
     }
   }
 }
@@ -130,8 +133,9 @@ function render() {
   if (state.phase === 'login') renderLogin();
   $('whoami').textContent = state.me ? state.me + ' · peers reach you at ' + state.addr : '';
   const link = $('link-state');
-  link.textContent = state.phase === 'ended' ? 'stopped' : (state.connected ? 'online' : 'offline');
-  link.className = 'pill ' + (state.connected ? 'on' : 'off');
+  const words = { login: 'logging in', ended: 'stopped' };
+  link.textContent = words[state.phase] || (state.connected ? 'online' : 'offline');
+  link.className = 'pill ' + (state.phase === 'login' ? '' : (state.connected ? 'on' : 'off'));
   $('banner').hidden = !(ready && !state.connected);
   if (!ready) return;
   renderUsers();
@@ -367,10 +371,12 @@ function onEvent(event) {
   }
 }
 
-async function loadState() {
+// The snapshot; `resync` also moves the event cursor to it (first load, or after a gap),
+// otherwise newer events are still read one by one so none is skipped.
+async function loadState(resync) {
   const response = await api('/api/state');
   state = await response.json();
-  lastId = state.last_id;
+  if (resync) lastId = state.last_id;
   render();
 }
 
@@ -386,12 +392,12 @@ async function poll() {
         lastId = event.id;
         if (event.type === 'ended') stopped = true;
       }
-      if (events.length || gap) await loadState();
+      if (events.length) await loadState(gap);
     } catch (e) {
       $('link-state').textContent = 'client unreachable';
       $('link-state').className = 'pill off';
       await new Promise((r) => setTimeout(r, 2000));
-      try { await loadState(); } catch (_) { /* still away */ }
+      try { await loadState(true); } catch (_) { /* still away */ }
     }
   }
 }
@@ -400,7 +406,14 @@ function wire() {
   $('answer-yes').addEventListener('click', () => answer('Y'));
   $('answer-no').addEventListener('click', () => answer('N'));
   $('retry').addEventListener('click', () => answer('Y'));
-  $('login-form').addEventListener('submit', (e) => { e.preventDefault(); answer($('answer').value); });
+  $('login-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!$('confirm-box').hidden && $('confirm').value !== $('answer').value) {
+      notice('The two passwords differ; type the same password twice.', true);
+      return;
+    }
+    answer($('answer').value);
+  });
   $('reconnect').addEventListener('click', () => command({ type: 'reconnect' }));
   $('logout').addEventListener('click', () => command({ type: 'quit' }));
   $('refresh-users').addEventListener('click', () => command({ type: 'list' }));
@@ -438,7 +451,7 @@ function wire() {
 async function main() {
   takeToken();
   wire();
-  try { await loadState(); } catch (e) { notice('Cannot reach the client: ' + e.message, true); }
+  try { await loadState(true); } catch (e) { notice('Cannot reach the client: ' + e.message, true); }
   poll();
 }
 
