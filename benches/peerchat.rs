@@ -34,6 +34,10 @@ use std::time::{Duration, Instant};
 
 use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 
+/// The `gui` group (the web front end).
+#[path = "peerchat/gui.rs"]
+mod gui;
+
 /// Selects a helper role when this program re-executes itself.
 const ROLE_ENV: &str = "PEERCHAT_BENCH_ROLE";
 /// The file a copy role reads or writes.
@@ -51,7 +55,7 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 5] = ["transfer", "chat", "scale", "login", "burst"];
+const GROUPS: [&str; 6] = ["transfer", "chat", "scale", "login", "burst", "gui"];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -183,6 +187,7 @@ fn main() {
             "scale" => group_scale(&settings, &bins, &mut report, nofile),
             "login" => group_login(&settings, &bins, &mut report),
             "burst" => group_burst(&settings, &bins, &mut report),
+            "gui" => gui::group_gui(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
         match result {

@@ -264,6 +264,13 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>, guard: &Arc<Guard>) {
 /// Forwards the core's events to the log and the snapshot until the core stops.
 fn pump(shared: &Shared, events: &Receiver<Event>) {
     for event in events.iter() {
+        // The core ticks progress every second even with nothing moving (a terminal
+        // clears its status line with it); the page needs no event for that.
+        if let Event::Transfer(core::transfers::XferNotice::Progress { rows }) = &event
+            && rows.is_empty()
+        {
+            continue;
+        }
         shared.publish_core(&event);
     }
     shared.publish("ended", Value::Null, |s| s.phase = state::Phase::Ended);
