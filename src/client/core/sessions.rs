@@ -22,6 +22,7 @@ use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
+use crate::sanitize::one_line;
 
 /// Lines of history shown when a session opens.
 pub const HISTORY_ON_OPEN: usize = 20;
@@ -629,7 +630,9 @@ impl Sessions {
 
     /// `@user text`: to that session, without switching.
     pub fn say_to(&mut self, peer: &str, text: &str) {
-        if text.len() > MAX_CHAT_TEXT {
+        // Measured as it will be written: a control character (a tab, say) goes out as
+        // U+FFFD, three bytes, and the peer refuses a line over the limit.
+        if one_line(text).len() > MAX_CHAT_TEXT {
             return self.error(format!("a message may hold at most {MAX_CHAT_TEXT} bytes"));
         }
         let Some(open) = self.open.iter().find(|o| same(&o.peer, peer)) else {
