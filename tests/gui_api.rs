@@ -543,6 +543,25 @@ fn files_are_sent_fetched_cancelled_and_saved_through_the_page() {
     alice.wait_event("dropped", |e| {
         transfer_event(e, "dropped").is_some_and(|d| d["row"]["id"] == id)
     });
+    // Both staged copies are gone once their offers ended (sent; withdrawn).
+    let staging = alice
+        ._dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("alice")
+        .join("staging");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&staging)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "staged uploads left: {left:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
     // Unsafe names are refused before anything is written.
     let bad = http(
         alice.addr,
@@ -747,7 +766,7 @@ fn hostile_names_and_lines_come_back_as_json_text() {
 fn bodies_and_long_polls_are_capped_and_the_bind_is_loopback_only() {
     let server = Server::start();
     let dir = TempDir::new().unwrap();
-    let gui = Gui::spawn(server.addr, dir.path(), &[]);
+    let mut gui = Gui::spawn(server.addr, dir.path(), &[]);
     let big = vec![b' '; peerchat::protocol::limits::GUI_MAX_BODY + 10];
     let a = http(
         gui.addr,
@@ -762,7 +781,9 @@ fn bodies_and_long_polls_are_capped_and_the_bind_is_loopback_only() {
     );
     assert_eq!(a.status, 413);
     // More long polls than allowed: the extra ones get 429 at once, the others wait.
-    let last = gui.state()["last_id"].as_u64().unwrap();
+    // Once the first question is out, nothing happens until it is answered.
+    let last = gui.wait_type("login_question")["id"].as_u64().unwrap();
+    assert_eq!(gui.state()["last_id"].as_u64().unwrap(), last);
     let polls: Vec<_> = (0..peerchat::protocol::limits::GUI_MAX_LONG_POLLS + 3)
         .map(|_| {
             let (addr, host, token) = (gui.addr, gui.host.clone(), gui.token.clone());

@@ -89,6 +89,24 @@ def test_login_chat_files_and_server_death():
             timeout=harness.WAIT * 1000,
         )
 
+        # Drag and drop onto the chat: the page uploads what was dropped and offers it.
+        page.evaluate(
+            """() => {
+                const dt = new DataTransfer();
+                dt.items.add(new File(['dropped on the chat'], 'dropped.txt', { type: 'text/plain' }));
+                const panel = document.getElementById('chat-panel');
+                panel.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+                panel.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+            }"""
+        )
+        m = bob.expect_re(r"\* \[(\d+)\] alice offers dropped\.txt")
+        bob.send("\\accept " + m.group(1))
+        page.wait_for_function(
+            "() => { const s = document.querySelector('[aria-label=\"Status of dropped.txt\"]');"
+            " return s && /verified/.test(s.textContent); }",
+            timeout=harness.WAIT * 1000,
+        )
+
         # The server dies: a banner, the chat goes on, Reconnect after it is back.
         port = lab.server_addr
         lab.server.kill()

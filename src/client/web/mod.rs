@@ -15,12 +15,13 @@ pub mod guard;
 pub mod log;
 pub mod prompter;
 pub mod routes;
+pub mod staging;
 pub mod state;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -66,8 +67,8 @@ pub struct Shared {
     answers: Sender<String>,
     /// The client's settings (for the staging folder).
     config: ClientConfig,
-    /// Numbers the staging sub-folders of uploads.
-    uploads: AtomicU64,
+    /// Uploads staged to be offered, deleted when their offer ends.
+    staging: staging::Staging,
 }
 
 impl Shared {
@@ -104,7 +105,7 @@ impl Shared {
     }
 
     /// The folder uploads are staged in.
-    fn staging(&self) -> Option<PathBuf> {
+    fn staging_dir(&self) -> Option<PathBuf> {
         let me = self.state().me.clone()?;
         Some(
             self.config
@@ -160,7 +161,7 @@ pub fn run(config: &ClientConfig, gui: &GuiConfig, interrupts: &Receiver<()>) ->
         core: Mutex::new(None),
         answers: answer_tx,
         config: config.clone(),
-        uploads: AtomicU64::new(0),
+        staging: staging::Staging::default(),
     });
     let host = match ip {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -270,6 +271,13 @@ fn pump(shared: &Shared, events: &Receiver<Event>) {
             && rows.is_empty()
         {
             continue;
+        }
+        shared.staging.on_event(&event);
+        if let Event::Welcome { .. } = &event {
+            // Uploads left by an earlier run were never offered in this one.
+            if let Some(dir) = shared.staging_dir() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         shared.publish_core(&event);
     }

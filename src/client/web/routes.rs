@@ -9,7 +9,6 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
@@ -246,14 +245,16 @@ fn upload(shared: &Shared, mut request: Request) {
     if shared.commands().is_none() {
         return text(request, 409, "not logged in");
     }
-    let Some(staging) = shared.staging() else {
+    let Some(staging) = shared.staging_dir() else {
         return text(request, 409, "not logged in");
     };
-    let n = shared.uploads.fetch_add(1, Ordering::SeqCst);
-    let dir = staging.join(n.to_string());
+    let dir = shared.staging.next_dir(&staging);
     let path = dir.join(&name);
     match store(&mut request, &dir, &path) {
-        Ok(()) => send(shared, request, Command::SendFile { path, to }),
+        Ok(()) => {
+            shared.staging.uploaded(&name, dir);
+            send(shared, request, Command::SendFile { path, to })
+        }
         Err((status, why)) => {
             let _ = fs::remove_dir_all(&dir);
             text(request, status, &why)
