@@ -91,10 +91,8 @@ fn show(term: &mut Terminal, me: &str, event: &Event) {
     match event {
         Event::Active { peer } => term.set_prompt(peer.as_deref()),
         // The terminal already shows what the person typed.
-        Event::Session(core::sessions::Notice::Said { .. }) => {}
-        Event::Transfer(core::transfers::XferNotice::Progress { rows })
-            if term.is_interactive() =>
-        {
+        Event::Session(core::event::Notice::Said { .. }) => {}
+        Event::Transfer(core::event::XferNotice::Progress { rows }) if term.is_interactive() => {
             term.set_status(&ui::progress_status(rows));
         }
         _ => {

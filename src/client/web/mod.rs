@@ -267,7 +267,7 @@ fn pump(shared: &Shared, events: &Receiver<Event>) {
     for event in events.iter() {
         // The core ticks progress every second even with nothing moving (a terminal
         // clears its status line with it); the page needs no event for that.
-        if let Event::Transfer(core::transfers::XferNotice::Progress { rows }) = &event
+        if let Event::Transfer(core::event::XferNotice::Progress { rows }) = &event
             && rows.is_empty()
         {
             continue;

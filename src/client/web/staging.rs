@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::client::core::Event;
-use crate::client::core::transfers::{Role, XferNotice};
+use crate::client::core::event::{Role, XferNotice};
 
 /// Uploads waiting for their offer to appear; older ones are deleted past this.
 const PENDING: usize = 64;

@@ -12,10 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::client::core::Event;
-use crate::client::core::event::FileRow;
-use crate::client::core::history::Line;
-use crate::client::core::sessions::{Notice, State as SessionState};
-use crate::client::core::transfers::{Role, Row, Stage, XferNotice};
+use crate::client::core::event::State as SessionState;
+use crate::client::core::event::{FileRow, Line, Notice, Role, Row, Stage, XferNotice};
 use crate::protocol::limits::GUI_LINES_PER_SESSION;
 use crate::protocol::server_msg::TransferResult;
 
@@ -314,5 +312,92 @@ impl Snapshot {
             }
             XferNotice::Shared { .. } | XferNotice::Error(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::core::event::Outcome;
+    use std::time::Duration;
+
+    fn line(sender: &str, text: &str) -> Line {
+        Line {
+            sender: sender.into(),
+            at_ms: 1,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn sessions_requests_and_presence_fold_in() {
+        let mut s = Snapshot::default();
+        s.apply(&Event::Welcome {
+            name: "alice".into(),
+            addr: "127.0.0.1:1".into(),
+        });
+        assert_eq!(s.phase, Phase::Ready);
+        s.apply(&Event::Users {
+            users: vec!["alice".into(), "Bob".into()],
+        });
+        s.apply(&Event::Session(Notice::Request {
+            from: "Bob".into(),
+            within: Duration::from_secs(30),
+        }));
+        assert!(s.requests.contains_key("Bob"));
+        s.apply(&Event::Session(Notice::Opened {
+            peer: "Bob".into(),
+            history: vec![line("Bob", "old")],
+        }));
+        assert!(s.requests.is_empty());
+        s.apply(&Event::Session(Notice::Said {
+            peer: "Bob".into(),
+            line: line("alice", "hi"),
+        }));
+        s.apply(&Event::Session(Notice::Chat {
+            peer: "Bob".into(),
+            line: line("Bob", "hello"),
+            active: true,
+        }));
+        let bob = &s.sessions["bob"];
+        assert_eq!(bob.state, "open");
+        let texts: Vec<_> = bob.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["old", "hi", "hello"]);
+        s.apply(&Event::Offline { user: "Bob".into() });
+        assert!(!s.users.contains("Bob"));
+        s.apply(&Event::ServerLost);
+        assert!(!s.connected);
+    }
+
+    #[test]
+    fn a_received_file_is_saved_only_when_verified() {
+        let mut s = Snapshot::default();
+        s.apply(&Event::Transfer(XferNotice::OfferIn {
+            id: 3,
+            from: "bob".into(),
+            name: "a.txt".into(),
+            size: 5,
+        }));
+        assert_eq!(s.transfers[&3].row.stage, Stage::Asked);
+        let mut row = s.transfers[&3].row.clone();
+        row.done = 5;
+        row.stage = Stage::Finished(Outcome {
+            result: TransferResult::Ok,
+            detail: "saved".into(),
+            size: 5,
+            hash: None,
+            saved_as: Some("/tmp/a.txt".into()),
+            resumed_from: 0,
+            elapsed: Duration::from_millis(3),
+        });
+        s.apply(&Event::Transfer(XferNotice::Finished { row: row.clone() }));
+        assert!(s.transfers[&3].saved);
+        row.id = 4;
+        if let Stage::Finished(outcome) = &mut row.stage {
+            outcome.result = TransferResult::Corrupt;
+        }
+        s.apply(&Event::Transfer(XferNotice::Finished { row }));
+        assert!(!s.transfers[&4].saved);
+        assert!(s.transfers[&4].saved_as.is_none());
     }
 }
