@@ -125,6 +125,42 @@ def test_login_chat_files_and_server_death():
         lab.close()
 
 
+def test_log_out_then_log_in_again_with_a_wrong_password_first():
+    lab = Lab()
+    try:
+        lab.start_server()
+        _, url = lab.gui("dave")
+        page = lab.browser()
+        register_in_page(page, url, "dave")
+        page.get_by_role("button", name="Log out").click()
+        page.get_by_text("The client has stopped").wait_for()
+
+        # A new client on the same data folder; a wrong password first.
+        _, url = lab.gui("dave")
+        page.goto(url)
+        page.get_by_role("button", name="No").click()
+        page.get_by_label("Username").fill("dave")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Password", exact=True).fill("not the password")
+        assert page.get_by_label("Repeat the password").is_hidden()
+        page.get_by_role("button", name="Continue").click()
+        messages = page.get_by_role("list", name="Login messages")
+        messages.get_by_text(re.compile("invalid username or password")).wait_for()
+        page.get_by_label("Username").fill("dave")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Password", exact=True).fill(harness.PW)
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Folder to share (empty for none)").wait_for()
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("heading", name="Online users").wait_for()
+        page.get_by_text("dave (you)").wait_for()
+    except Exception:
+        lab.dump("relogin")
+        raise
+    finally:
+        lab.close()
+
+
 def main():
     harness.need_tools()
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
