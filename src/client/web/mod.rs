@@ -37,6 +37,10 @@ use state::Snapshot;
 /// How long quitting waits for the core to log out.
 const QUIT_WAIT: Duration = Duration::from_secs(4);
 
+/// How long the page is still served after the core stopped, so waiting long polls get
+/// the last events (`bye`, `ended`).
+const LINGER: Duration = Duration::from_millis(500);
+
 /// The web front end's flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GuiConfig {
@@ -205,6 +209,7 @@ pub fn run(config: &ClientConfig, gui: &GuiConfig, interrupts: &Receiver<()>) ->
             }
         }
     }
+    thread::sleep(LINGER);
     server.unblock();
     0
 }

@@ -10,6 +10,7 @@ let selected = null; // the key (lower-case name) of the chat tab shown
 const unread = {};
 const addrs = {};
 let stopped = false;
+let leaving = false; // Log out was pressed: an unreachable client then means it stopped
 
 function takeToken() {
   const m = /(?:^#|&)token=([0-9a-f]+)/.exec(location.hash);
@@ -394,6 +395,11 @@ async function poll() {
       }
       if (events.length) await loadState(gap);
     } catch (e) {
+      if (leaving && state) {
+        state.phase = 'ended';
+        render();
+        return;
+      }
       $('link-state').textContent = 'client unreachable';
       $('link-state').className = 'pill off';
       await new Promise((r) => setTimeout(r, 2000));
@@ -415,7 +421,7 @@ function wire() {
     answer($('answer').value);
   });
   $('reconnect').addEventListener('click', () => command({ type: 'reconnect' }));
-  $('logout').addEventListener('click', () => command({ type: 'quit' }));
+  $('logout').addEventListener('click', () => { leaving = true; command({ type: 'quit' }); });
   $('refresh-users').addEventListener('click', () => command({ type: 'list' }));
   $('say-form').addEventListener('submit', (e) => {
     e.preventDefault();
