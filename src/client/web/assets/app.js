@@ -171,23 +171,42 @@ function renderUsers() {
   $('users').replaceChildren(...items);
 }
 
+// Replaces a list's children only when the nodes themselves changed, so a button being
+// pressed is never swapped out from under the pointer by a timer's redraw.
+function setChildren(parent, nodes) {
+  const same = parent.children.length === nodes.length &&
+    nodes.every((n, i) => parent.children[i] === n);
+  if (!same) parent.replaceChildren(...nodes);
+}
+
+const requestNodes = new Map(); // who → { box, countdown }
+
 function renderRequests() {
   const now = Date.now();
   const boxes = [];
   for (const [from, until] of Object.entries(state.requests)) {
-    const box = el('div', null, 'request');
-    box.setAttribute('role', 'alertdialog');
-    box.setAttribute('aria-label', 'Chat request from ' + from);
-    const left = Math.max(0, Math.round((until - now) / 1000));
-    box.append(
-      el('span', from + ' wants to chat', 'who'),
-      el('span', left + ' s left', 'countdown'),
-      button('Accept', 'Accept chat from ' + from, () => { selected = from.toLowerCase(); command({ type: 'accept', user: from }); }),
-      button('Decline', 'Decline chat from ' + from, () => command({ type: 'decline', user: from }), 'secondary'),
-    );
-    boxes.push(box);
+    let n = requestNodes.get(from);
+    if (!n) {
+      const box = el('div', null, 'request');
+      box.setAttribute('role', 'alertdialog');
+      box.setAttribute('aria-label', 'Chat request from ' + from);
+      const countdown = el('span', '', 'countdown');
+      box.append(
+        el('span', from + ' wants to chat', 'who'),
+        countdown,
+        button('Accept', 'Accept chat from ' + from, () => { selected = from.toLowerCase(); command({ type: 'accept', user: from }); }),
+        button('Decline', 'Decline chat from ' + from, () => command({ type: 'decline', user: from }), 'secondary'),
+      );
+      n = { box: box, countdown: countdown };
+      requestNodes.set(from, n);
+    }
+    n.countdown.textContent = Math.max(0, Math.round((until - now) / 1000)) + ' s left';
+    boxes.push(n.box);
   }
-  $('requests').replaceChildren(...boxes);
+  for (const from of Array.from(requestNodes.keys())) {
+    if (!(from in state.requests)) requestNodes.delete(from);
+  }
+  setChildren($('requests'), boxes);
 }
 
 function renderChat() {
@@ -258,41 +277,58 @@ function stageText(t) {
   }
 }
 
+const transferNodes = new Map(); // id → { key, li, bar, status }
+
+function buildTransfer(id, t) {
+  const row = t.row;
+  const li = el('li', null, 'transfer ' + row.stage.kind);
+  li.dataset.id = String(id);
+  const toward = (row.role === 'send' || row.role === 'serve') ? 'to ' : 'from ';
+  li.append(el('div', row.name, 'name'), el('div', row.role + ' ' + toward + row.peer, 'muted'));
+  const bar = el('progress');
+  bar.max = 100;
+  bar.setAttribute('aria-label', 'Progress of ' + row.name);
+  const status = el('div', '', 'status');
+  status.setAttribute('aria-label', 'Status of ' + row.name);
+  li.append(bar, status);
+  const actions = el('div', null, 'actions');
+  if (row.stage.kind === 'asked') {
+    actions.append(
+      button('Accept', 'Accept file ' + row.name, () => command({ type: 'accept_file', id: id })),
+      button('Decline', 'Decline file ' + row.name, () => command({ type: 'decline_file', id: id }), 'secondary'),
+    );
+  }
+  if (['offered', 'connecting', 'active'].includes(row.stage.kind)) {
+    actions.append(button('Cancel', 'Cancel ' + row.name, () => command({ type: 'cancel', id: id }), 'secondary'));
+  }
+  if (t.saved) actions.append(button('Save', 'Save ' + row.name, () => save(id, row.name)));
+  li.append(actions);
+  return { li: li, bar: bar, status: status };
+}
+
 function renderTransfers() {
   const ids = Object.keys(state.transfers).map(Number).sort((a, b) => b - a);
   const items = ids.map((id) => {
     const t = state.transfers[id];
     const row = t.row;
-    const li = el('li', null, 'transfer ' + row.stage.kind);
-    li.dataset.id = String(id);
-    const toward = (row.role === 'send' || row.role === 'serve') ? 'to ' : 'from ';
-    li.append(el('div', row.name, 'name'), el('div', row.role + ' ' + toward + row.peer, 'muted'));
+    // Rebuilt only when its buttons change; bytes, rate and time left update in place.
+    const key = row.stage.kind + '|' + t.saved;
+    let n = transferNodes.get(id);
+    if (!n || n.key !== key) {
+      n = buildTransfer(id, t);
+      n.key = key;
+      transferNodes.set(id, n);
+    }
     const total = row.size || 0;
     const done = row.stage.kind === 'finished' && row.stage.data.result === 'ok' ? total : row.done;
     const pct = total ? Math.floor((done * 100) / total) : (row.stage.kind === 'finished' ? 100 : 0);
-    const bar = el('progress');
-    bar.max = 100;
-    bar.value = pct;
-    bar.setAttribute('aria-label', 'Progress of ' + row.name);
-    const status = el('div', pct + '% · ' + stageText(t), 'status');
-    status.setAttribute('aria-label', 'Status of ' + row.name);
-    li.append(bar, status);
-    const actions = el('div', null, 'actions');
-    if (row.stage.kind === 'asked') {
-      actions.append(
-        button('Accept', 'Accept file ' + row.name, () => command({ type: 'accept_file', id: id })),
-        button('Decline', 'Decline file ' + row.name, () => command({ type: 'decline_file', id: id }), 'secondary'),
-      );
-    }
-    if (['offered', 'connecting', 'active'].includes(row.stage.kind)) {
-      actions.append(button('Cancel', 'Cancel ' + row.name, () => command({ type: 'cancel', id: id }), 'secondary'));
-    }
-    if (t.saved) actions.append(button('Save', 'Save ' + row.name, () => save(id, row.name)));
-    li.append(actions);
-    return li;
+    n.bar.value = pct;
+    n.status.textContent = pct + '% · ' + stageText(t);
+    return n.li;
   });
-  if (!items.length) items.push(el('li', 'No transfers yet.', 'muted'));
-  $('transfers').replaceChildren(...items);
+  if (!items.length) items.push(transferNodes.get('none') || el('li', 'No transfers yet.', 'muted'));
+  if (!ids.length) transferNodes.set('none', items[0]);
+  setChildren($('transfers'), items);
 }
 
 function renderFiles() {
