@@ -2,7 +2,7 @@
 //!
 //! `make bench` builds the release binaries, raises the open-file limit and runs this
 //! program with `cargo bench --bench peerchat`; `cargo bench --bench peerchat -- GROUP`
-//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`), and `--quick` runs
+//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`), and `--quick` runs
 //! every group with small sizes (a smoke test of the bench itself, not a measurement).
 //!
 //! The program drives the real `peerchat-server` and `peerchat-client` from
@@ -32,6 +32,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use peerchat::crypto::tls::{BlockingTls, Trust, blocking_client};
 use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 
 /// The `gui` group (the web front end).
@@ -55,7 +56,9 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 6] = ["transfer", "chat", "scale", "login", "burst", "gui"];
+const GROUPS: [&str; 7] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui",
+];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -187,6 +190,7 @@ fn main() {
             "scale" => group_scale(&settings, &bins, &mut report, nofile),
             "login" => group_login(&settings, &bins, &mut report),
             "burst" => group_burst(&settings, &bins, &mut report),
+            "cipher" => group_cipher(&settings, &mut report),
             "gui" => gui::group_gui(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
@@ -717,7 +721,7 @@ impl Ctx<'_> {
     /// Starts a client, registers `name` and waits for its welcome.
     fn client(&self, name: &str, share: Option<&Path>) -> Proc {
         let mut cmd = Command::new(&self.bins.client);
-        cmd.args(["--server", &self.addr.to_string()])
+        cmd.args(["--server", &self.addr.to_string(), "--trust-first-use"])
             .args(["--port", "0", "--listen-addr", "127.0.0.1", "--data-dir"])
             .arg(self.data_dir());
         if let Some(share) = share {
@@ -1678,10 +1682,21 @@ fn make_accounts(dir: &Path, accounts: &[(String, &str)]) {
     tx.commit().expect("committing the accounts");
 }
 
+/// Connects to the server over TLS. The bench trusts the server it started itself (the
+/// fingerprint check is the client's job and has its own tests).
+fn tls_connect(addr: SocketAddr, read_timeout: Duration) -> Result<BlockingTls, String> {
+    let stream = TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .map_err(|e| e.to_string())?;
+    blocking_client(stream, Trust::FirstUse).map_err(|e| format!("tls: {e}"))
+}
+
 /// Reads from `stream` (after the bytes in `buf`, read before) until a line satisfies
 /// `done`; fails on a line starting with `ERR`. Returns the bytes read after that line.
 fn read_until(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     mut buf: Vec<u8>,
     done: impl Fn(&str) -> bool,
 ) -> Result<Vec<u8>, String> {
@@ -1713,14 +1728,9 @@ fn raw_login(
     addr: SocketAddr,
     user: &str,
     extra: &str,
-) -> Result<(TcpStream, Vec<u8>, Duration), String> {
+) -> Result<(BlockingTls, Vec<u8>, Duration), String> {
     let t0 = Instant::now();
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = tls_connect(addr, Duration::from_secs(120))?;
     stream
         .write_all(format!("n\n{user}\n{PASSWORD}\n{RAW_PORT}\n{extra}").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -1732,11 +1742,7 @@ fn raw_login(
 /// A whole conversation on a fresh connection: `script` written at once, then read
 /// until `OK WELCOME` and `OK BYE` have both come (an `ERR` fails it).
 fn raw_login_and_quit(addr: SocketAddr, script: &str) -> Result<(), String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, SHORT).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = tls_connect(addr, Duration::from_secs(120))?;
     stream
         .write_all(script.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -1907,8 +1913,9 @@ fn drain(stream: &TcpStream, scratch: &mut [u8], stats: &DrainStats) -> bool {
 
 /// One logged-in connection that sends commands and times the replies.
 struct Probe {
-    reader: BufReader<io::Chain<io::Cursor<Vec<u8>>, TcpStream>>,
-    writer: TcpStream,
+    /// Replies (after what the login read past `OK WELCOME`) and, through the chain's
+    /// second half, the TLS stream to write commands on.
+    reader: BufReader<io::Chain<io::Cursor<Vec<u8>>, BlockingTls>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -1931,10 +1938,8 @@ impl Kind {
 impl Probe {
     fn login(addr: SocketAddr, user: &str) -> Probe {
         let (stream, rest, _) = raw_login(addr, user, "").unwrap_or_else(|e| panic!("probe: {e}"));
-        let writer = stream.try_clone().expect("clone");
         Probe {
             reader: BufReader::new(io::Cursor::new(rest).chain(stream)),
-            writer,
         }
     }
 
@@ -1949,7 +1954,10 @@ impl Probe {
     /// the number of lines in the reply's list.
     fn request(&mut self, kind: Kind, command: &str) -> (Duration, usize) {
         let t0 = Instant::now();
-        self.writer
+        self.reader
+            .get_mut()
+            .get_mut()
+            .1
             .write_all(format!("{command}\n").as_bytes())
             .expect("probe write");
         let word = match kind {
@@ -1982,8 +1990,9 @@ impl Probe {
     }
 
     fn quit(mut self) {
-        let _ = self.writer.write_all(b"QUIT\n");
-        let _ = self.writer.shutdown(Shutdown::Write);
+        let tls = &mut self.reader.get_mut().get_mut().1;
+        let _ = tls.write_all(b"QUIT\n");
+        let _ = tls.sock.shutdown(Shutdown::Write);
         let mut rest = Vec::new();
         let _ = self.reader.read_to_end(&mut rest);
     }
@@ -2029,7 +2038,8 @@ fn login_range(addr: SocketAddr, from: usize, to: usize, workers: usize, drainer
                     }
                     let (stream, _, _) = raw_login(addr, &user_name(i), &share_body(i))
                         .unwrap_or_else(|e| panic!("login {i}: {e}"));
-                    drainer.add(stream);
+                    // Draining only throws bytes away: the ciphertext will do.
+                    drainer.add(stream.sock);
                 }
             });
         }
@@ -2186,7 +2196,7 @@ fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
                         .unwrap_or_else(|e| panic!("hard login {i}: {e}"));
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push(stream);
+                        .push(stream.sock);
                     done.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -2422,8 +2432,11 @@ fn burst_once(addr: SocketAddr, n: usize) -> Vec<Result<Landed, String>> {
                         stream
                             .set_read_timeout(Some(SHORT))
                             .map_err(|e| e.to_string())?;
+                        // The greeting comes after the TLS handshake, as a client sees it.
+                        let mut stream = blocking_client(stream, Trust::FirstUse)
+                            .map_err(|e| format!("tls: {e}"))?;
                         let mut line = String::new();
-                        BufReader::new(&stream)
+                        BufReader::new(&mut stream)
                             .read_line(&mut line)
                             .map_err(|e| format!("read: {e}"))?;
                         if !line.starts_with("HELLO") {
@@ -2521,8 +2534,9 @@ fn group_burst(s: &Settings, bins: &Bins, report: &mut Report) {
         let t = Instant::now();
         let stream = TcpStream::connect_timeout(&addr, SHORT).expect("connect");
         stream.set_read_timeout(Some(SHORT)).expect("timeout");
+        let mut stream = blocking_client(stream, Trust::FirstUse).expect("tls");
         let mut line = String::new();
-        BufReader::new(&stream)
+        BufReader::new(&mut stream)
             .read_line(&mut line)
             .expect("a greeting");
         assert!(line.starts_with("HELLO"), "got {line:?}");
@@ -2573,4 +2587,90 @@ fn group_burst(s: &Settings, bins: &Bins, report: &mut Report) {
         "-",
     );
     drop(server);
+}
+
+// ---- W2: the peer links' cipher (issue 12) ----
+
+/// The Noise transport over loopback, AES-GCM against ChaCha20-Poly1305, each against a
+/// plain `io::copy` of the same bytes over loopback in the same run: what the framing
+/// (64 KiB records, one buffer each way, no other copy) and the cipher cost a stream.
+fn group_cipher(s: &Settings, report: &mut Report) {
+    use peerchat::crypto::noise::{PATTERN, PATTERN_CHACHA};
+    let size: u64 = s.sizes.iter().copied().max().unwrap_or(64 << 20);
+    let mut plain = Vec::new();
+    let mut aes = Vec::new();
+    let mut chacha = Vec::new();
+    for _ in 0..s.transfer_runs.max(1) {
+        plain.push(loopback_stream(size, None));
+        aes.push(loopback_stream(size, Some(PATTERN)));
+        chacha.push(loopback_stream(size, Some(PATTERN_CHACHA)));
+    }
+    let mbs = |secs: &[f64]| size as f64 / 1e6 / median(secs);
+    let base = mbs(&plain);
+    for (name, runs) in [("AES-GCM", &aes), ("ChaCha20-Poly1305", &chacha)] {
+        let got = mbs(runs);
+        println!("noise {name}: {got:.0} MB/s, plain loopback {base:.0} MB/s");
+        report.add(
+            &format!("noise stream {name}, {} MiB", size >> 20),
+            "MB/s",
+            format!("{got:.0}"),
+            format!("{base:.0} (io::copy)"),
+            format!("{:.2}", got / base),
+            "choose the faster",
+        );
+    }
+}
+
+/// Seconds to move `size` bytes over a loopback connection, plain or through Noise with
+/// `pattern`.
+fn loopback_stream(size: u64, pattern: Option<&'static str>) -> f64 {
+    use peerchat::crypto::noise;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let deadline = Instant::now() + SHORT;
+    let receiver = thread::spawn(move || -> u64 {
+        let (sock, _) = listener.accept().expect("accept");
+        let mut input: Box<dyn Read> = match pattern {
+            None => Box::new(sock),
+            Some(p) => {
+                let (key, _) = noise::generate_keypair().expect("key");
+                let (h, _) =
+                    noise::respond_with(p, &sock, &key, deadline, |_| Some("bench ticket".into()))
+                        .expect("respond");
+                Box::new(h.reader)
+            }
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got += n as u64,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    });
+    let sock = TcpStream::connect(addr).expect("connect");
+    let t0 = Instant::now();
+    let mut output: Box<dyn Write> = match pattern {
+        None => Box::new(sock.try_clone().expect("clone")),
+        Some(p) => {
+            let (key, _) = noise::generate_keypair().expect("key");
+            let h = noise::initiate_with(p, &sock, &key, "bench ticket", None, deadline)
+                .expect("initiate");
+            Box::new(h.writer)
+        }
+    };
+    let block = vec![0x5au8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        output.write_all(&block[..n]).expect("write");
+        left -= n as u64;
+    }
+    drop(output);
+    let _ = sock.shutdown(Shutdown::Write);
+    let got = receiver.join().expect("receiver");
+    assert_eq!(got, size, "every byte arrived");
+    t0.elapsed().as_secs_f64()
 }

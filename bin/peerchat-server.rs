@@ -42,16 +42,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("peerchat-server: {e}");
+            // Once, on stderr: the log's own line would say the same thing twice.
+            match e {
+                peerchat::Error::Config(text) => eprintln!("peerchat-server: {text}"),
+                e => eprintln!("peerchat-server: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve(config: ServerConfig) -> peerchat::Result<()> {
+fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
+    // Bind first: a server that cannot listen must not leave a new database (or a new
+    // TLS identity) behind.
+    let listener = server::bind(config.addr).map_err(|e| {
+        peerchat::Error::Config(format!("cannot listen on {}: {}", config.addr, plain(&e)))
+    })?;
     let store = Store::open(&config.db)?;
-    let listener = server::bind(config.addr)?;
+    let identity = server::tls_identity(&config)?;
+    let fingerprint = identity.fingerprint();
+    config.tls = Some(identity.server_config()?);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -59,6 +69,8 @@ fn serve(config: ServerConfig) -> peerchat::Result<()> {
     let bound = listener.local_addr()?;
     // Tests and scripts read this line to find a server started on port 0.
     println!("listening on {bound}");
+    // Clients pin this; tests read it from this second line.
+    println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
     std::io::stdout().flush()?;
     log::info!("listening on {bound}, database {}", config.db.display());
     server::run(listener, store, config, stop)
@@ -83,4 +95,20 @@ fn print_sessions(db: &std::path::Path, limit: usize) -> peerchat::Result<()> {
         server::session_log::render_transfers(&store.transfer_log(limit)?)
     );
     store.close()
+}
+
+/// An I/O error in plain words, without the `(os error 98)` tail.
+fn plain(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".into(),
+        std::io::ErrorKind::AddrNotAvailable => "no such address on this machine".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_lowercase(),
+                None => text,
+            }
+        }
+    }
 }

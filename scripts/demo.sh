@@ -36,13 +36,15 @@ step "start the server on a free port"
 pids+=($!)
 wait_for "$work/server.out" "listening on"
 addr=$(sed -n 's/^listening on //p' "$work/server.out")
-echo "server at $addr"
+wait_for "$work/server.out" "fingerprint: "
+fingerprint=$(sed -n 's/^TLS certificate SHA-256 fingerprint: //p' "$work/server.out")
+echo "server at $addr, certificate fingerprint $fingerprint"
 
 # Each client reads its commands from a FIFO held open by this script.
 start_client() {
     local name=$1; shift
     mkfifo "$work/$name.in"
-    "$BIN/peerchat-client" --server "$addr" --port 0 --data-dir "$work/data" "$@" \
+    "$BIN/peerchat-client" --server "$addr" --server-fingerprint "$fingerprint" --port 0 --data-dir "$work/data" "$@" \
         < "$work/$name.in" > "$work/$name.out" 2>&1 &
     pids+=($!)
     exec {fd}> "$work/$name.in"

@@ -48,6 +48,12 @@
 //!     - `core::summary`: the words for sizes, roles and a finished transfer's summary.
 //!   - `client::tui`: the terminal front end: its loop (lines → commands, events → text).
 //!     - `tui::ui`: parsing what the user types and rendering events; no sockets.
+//!     - `tui::terminal`: where output goes (above the typed line, the status line,
+//!       colours) and where typed lines come from; pipes get plain lines.
+//!     - `tui::editor`: the line editor (rustyline) for a terminal and restoring the
+//!       terminal's modes on every way out.
+//!     - `tui::menu`: seed 003's numbered `\menu`.
+//!     - `tui::send_paths`: `\send`'s argument: `~`, globs, several paths.
 //!   - `client::web`: the web front end (`--gui`): loopback HTTP server, token, login
 //!     thread and the pump from core events to the event log and the snapshot.
 //!     - `web::guard`: the Host/Origin/token checks and security headers, in one place.
@@ -58,6 +64,7 @@
 //!     - `web::staging`: uploads staged to be offered, deleted when their offer ends.
 
 pub mod client;
+pub mod crypto;
 pub mod error;
 pub mod protocol;
 pub mod sanitize;

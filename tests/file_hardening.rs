@@ -328,7 +328,7 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
 // ---------------------------------------------------------------------------------------
 
 /// Reads a raw link on its own thread; sends each line (with when it came) back.
-fn read_lines(stream: TcpStream) -> mpsc::Receiver<(String, Instant)> {
+fn read_lines(stream: WireStream) -> mpsc::Receiver<(String, Instant)> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         stream

@@ -102,7 +102,13 @@ impl Drop for Gui {
 }
 
 impl Gui {
+    /// A GUI client that knows the server's fingerprint (`--server-fingerprint`).
     fn spawn(server: SocketAddr, data: &std::path::Path, extra: &[&str]) -> Gui {
+        Gui::spawn_with(server, data, extra, true)
+    }
+
+    /// A GUI client; `pin`: told the server's fingerprint, else the page is asked.
+    fn spawn_with(server: SocketAddr, data: &std::path::Path, extra: &[&str], pin: bool) -> Gui {
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerchat-client"))
             .args([
                 "--server",
@@ -115,6 +121,12 @@ impl Gui {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
+            .args(
+                common::server_fingerprint(server)
+                    .filter(|_| pin)
+                    .map(|fp| vec!["--server-fingerprint".to_string(), fp])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -242,6 +254,7 @@ impl Gui {
                 "username" => name,
                 "password" => pass,
                 "share" => "",
+                "trust" => "Y",
                 other => panic!("unexpected question {other}"),
             };
             let a = self.post("/api/login", &json!({"answer": answer}));
@@ -843,4 +856,22 @@ fn the_page_sees_the_server_go_and_reconnects() {
     alice.wait_type("reconnected");
     assert_eq!(alice.state()["connected"], true);
     drop(restarted);
+}
+
+#[test]
+fn the_page_is_asked_to_trust_a_server_it_has_not_seen() {
+    let server = Server::start();
+    let dir = TempDir::new().unwrap();
+    let mut gui = Gui::spawn_with(server.addr, dir.path(), &[], false);
+    let q = gui.wait_event("trust?", |e| e["type"] == "login_question");
+    assert_eq!(q["data"]["kind"], "trust", "{q}");
+    let prompt = q["data"]["prompt"].as_str().unwrap().to_lowercase();
+    let fingerprint = server.fingerprint().to_lowercase();
+    assert!(
+        prompt.contains(&fingerprint) || prompt.contains(&fingerprint.replace(':', "")),
+        "the fingerprint is shown: {prompt}"
+    );
+    // log_in answers the trust question Y, then registers.
+    gui.log_in(true, "erin", PW);
+    assert_eq!(gui.state()["me"], "erin");
 }

@@ -225,7 +225,7 @@ impl Drop for StopOnDrop<'_> {
 
 /// Writes `bytes` one at a time, `every` apart, until done, `stop` is set or a write
 /// fails. Returns how many bytes went out.
-fn drip(mut out: TcpStream, bytes: Vec<u8>, every: Duration, stop: Arc<AtomicBool>) -> usize {
+fn drip(mut out: WireStream, bytes: Vec<u8>, every: Duration, stop: Arc<AtomicBool>) -> usize {
     out.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     for (i, b) in bytes.iter().enumerate() {
         if stop.load(Ordering::SeqCst) || out.write_all(&[*b]).is_err() {

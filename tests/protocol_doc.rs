@@ -357,6 +357,12 @@ fn run_peer_example(ex: &Example) {
             .and_then(|t| t.strip_suffix(')'))
         {
             lab.bob.send(text);
+        } else if let Some(text) = line
+            .strip_prefix("(bob sees: ")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            // What bob's client shows: the example waits for it before going on.
+            lab.bob.expect(text);
         } else if line == "(the connection closes)" {
             expect_closed(&mut wire, at);
         } else if line == "(3 s later)" || line == "(5 s without a line)" {

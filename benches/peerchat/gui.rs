@@ -77,17 +77,23 @@ pub(super) fn group_gui(s: &Settings, bins: &Bins, report: &mut Report) {
     let mut term = ctx.client("guiterm", None);
 
     let mut cmd = Command::new(&bins.client);
-    cmd.args(["--server", &addr.to_string(), "--gui", "--no-browser"])
-        .args([
-            "--port",
-            "0",
-            "--listen-addr",
-            "127.0.0.1",
-            "--share",
-            "/nonexistent-share",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("gui-data"));
+    cmd.args([
+        "--server",
+        &addr.to_string(),
+        "--trust-first-use",
+        "--gui",
+        "--no-browser",
+    ])
+    .args([
+        "--port",
+        "0",
+        "--listen-addr",
+        "127.0.0.1",
+        "--share",
+        "/nonexistent-share",
+    ])
+    .arg("--data-dir")
+    .arg(dir.join("gui-data"));
     let gui = Proc::spawn("guipage", cmd, &dir.join("gui.log"));
     let mut gc = 0;
     let (_, line) = gui.wait_for(&mut gc, "GUI: http://", SHORT);

@@ -44,6 +44,10 @@ fn watch_ctrl_c(logged_in: Arc<AtomicBool>) -> Result<Receiver<()>, String> {
         if logged_in.load(Ordering::SeqCst) {
             let _ = tx.try_send(());
         } else {
+            // At the password prompt echo is off: put the terminal back first, and end
+            // the half-written prompt line so the shell's prompt starts on its own.
+            tui::editor::restore_terminal();
+            println!();
             std::process::exit(130);
         }
     })

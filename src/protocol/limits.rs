@@ -230,6 +230,19 @@ pub const MAX_SERVES_PER_PEER: usize = 4;
 /// once; more are answered `OFFER_NO <id> 425 TOO_MANY_OFFERS ...`.
 pub const MAX_PENDING_OFFERS_PER_PEER: usize = 16;
 
+/// Most files one folder offer (`OFFER_FOLDER`) may announce; a larger folder is refused
+/// by its sender before anything is offered, and by the receiver if announced.
+pub const MAX_FOLDER_FILES: u64 = 10_000;
+
+/// Most names in a path inside an offered folder (`OFFER_IN`), the file's own included;
+/// deeper files are not sent, and a deeper path is refused by the receiver.
+pub const MAX_FOLDER_DEPTH: usize = 16;
+
+/// Files of one accepted folder a sender keeps offered and not yet finished at once; the
+/// next is offered as one ends, so a folder never fills the receiver's
+/// `MAX_PENDING_OFFERS_PER_PEER`.
+pub const FOLDER_FILES_IN_FLIGHT: usize = 4;
+
 /// Bytes a receiver keeps free beyond the file itself when it checks the downloads
 /// folder's free space, so a transfer never fills the disk to the last byte.
 pub const DISK_SPACE_MARGIN: u64 = 1024 * 1024;
@@ -287,3 +300,15 @@ pub const GUI_EVENTS_PER_POLL: usize = 512;
 
 /// Chat lines per session the web front end keeps for `GET /api/state`.
 pub const GUI_LINES_PER_SESSION: usize = 500;
+// ---- W2: encrypted links ----
+
+/// Connections the server refuses (full, or too many from one address) that it answers
+/// with their `ERR` over TLS at once, each on a short thread; past it a refused
+/// connection is closed without a word, so a flood costs no threads.
+pub const MAX_TLS_REFUSALS: usize = 32;
+
+/// How long a refused connection has to finish the TLS handshake and read its `ERR`.
+pub const TLS_REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long the client gives connecting to the server plus the TLS handshake.
+pub const TLS_CONNECT_DEADLINE: Duration = Duration::from_secs(15);

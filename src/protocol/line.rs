@@ -6,7 +6,20 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A source whose reads can be given a timeout: a socket, or an encrypted link over one
+/// (`crypto::tls::TlsReader`, `crypto::noise::NoiseReader`).
+pub trait ReadTimeout {
+    /// Sets (or clears, with `None`) how long one read may block.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadTimeout for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
 
 /// Why a line could not be read.
 #[derive(Debug)]
@@ -36,7 +49,7 @@ pub struct LineReader<R> {
     max: usize,
 }
 
-impl LineReader<TcpStream> {
+impl<R: Read + ReadTimeout> LineReader<R> {
     /// The next line, which must be complete by `deadline` however slowly its bytes
     /// drip in (a read timeout alone restarts with every byte). A missed deadline is a
     /// timeout error; the partial line is kept.

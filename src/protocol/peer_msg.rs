@@ -46,6 +46,23 @@ pub enum PeerMsg {
     Err { code: ErrorCode, message: String },
     /// `OFFER <id> <size> <name>` (chat link): I would like to send you this file.
     Offer { id: u64, size: u64, name: String },
+    /// `OFFER_FOLDER <id> <files> <size> <name>` (chat link): I would like to send you
+    /// folder `name`, `files` files and `size` bytes in all; once accepted, its files
+    /// follow as `OFFER_IN`.
+    OfferFolder {
+        id: u64,
+        files: u64,
+        size: u64,
+        name: String,
+    },
+    /// `OFFER_IN <folder> <id> <size> <path>` (chat link): one file of accepted folder
+    /// offer `folder`, at `path` inside it (`/` between safe names); answered like `OFFER`.
+    OfferIn {
+        folder: u64,
+        id: u64,
+        size: u64,
+        path: String,
+    },
     /// `OFFER_OK <id>` (chat link): send it.
     OfferOk { id: u64 },
     /// `OFFER_NO <id> <reason>` (chat link): do not.
@@ -151,6 +168,26 @@ impl PeerMsg {
                     name: name.to_string(),
                 })
             }
+            "OFFER_FOLDER" => {
+                let usage = || ParseError::bad("usage: OFFER_FOLDER <id> <files> <size> <name>");
+                let (nums, name) = split_numbers::<3>(rest).ok_or_else(usage)?;
+                Ok(PeerMsg::OfferFolder {
+                    id: nums[0],
+                    files: nums[1],
+                    size: nums[2],
+                    name: name.to_string(),
+                })
+            }
+            "OFFER_IN" => {
+                let usage = || ParseError::bad("usage: OFFER_IN <folder> <id> <size> <path>");
+                let (nums, path) = split_numbers::<3>(rest).ok_or_else(usage)?;
+                Ok(PeerMsg::OfferIn {
+                    folder: nums[0],
+                    id: nums[1],
+                    size: nums[2],
+                    path: path.to_string(),
+                })
+            }
             "OFFER_OK" => Ok(PeerMsg::OfferOk {
                 id: parse_num(rest, "OFFER_OK <id>")?,
             }),
@@ -203,6 +240,19 @@ impl PeerMsg {
             }),
         }
     }
+}
+
+/// `N` numbers then the rest of the line (non-empty, spaces kept), as in
+/// `OFFER_FOLDER <id> <files> <size> <name>`.
+fn split_numbers<const N: usize>(rest: &str) -> Option<([u64; N], &str)> {
+    let mut nums = [0u64; N];
+    let mut left = rest;
+    for num in &mut nums {
+        let (word, after) = left.split_once(' ')?;
+        *num = word.parse().ok()?;
+        left = after;
+    }
+    (!left.is_empty()).then_some((nums, left))
 }
 
 fn parse_num(text: &str, usage: &str) -> Result<u64, ParseError> {
@@ -286,6 +336,18 @@ impl fmt::Display for PeerMsg {
             PeerMsg::Close { reason } => write!(f, "CLOSE {}", one_line(reason)),
             PeerMsg::Err { code, message } => write_err(f, *code, message),
             PeerMsg::Offer { id, size, name } => write!(f, "OFFER {id} {size} {}", one_line(name)),
+            PeerMsg::OfferFolder {
+                id,
+                files,
+                size,
+                name,
+            } => write!(f, "OFFER_FOLDER {id} {files} {size} {}", one_line(name)),
+            PeerMsg::OfferIn {
+                folder,
+                id,
+                size,
+                path,
+            } => write!(f, "OFFER_IN {folder} {id} {size} {}", one_line(path)),
             PeerMsg::OfferOk { id } => write!(f, "OFFER_OK {id}"),
             PeerMsg::OfferNo { id, reason } => write!(f, "OFFER_NO {id} {}", one_line(reason)),
             PeerMsg::Cancel { id } => write!(f, "CANCEL {id}"),
@@ -402,6 +464,18 @@ mod tests {
                 name: "a file with spaces ü.txt".into(),
             },
             PeerMsg::OfferOk { id: 3 },
+            PeerMsg::OfferFolder {
+                id: 4,
+                files: 3,
+                size: 12,
+                name: "my photos".into(),
+            },
+            PeerMsg::OfferIn {
+                folder: 4,
+                id: 5,
+                size: 6,
+                path: "2024/a b.jpg".into(),
+            },
             PeerMsg::OfferNo {
                 id: 3,
                 reason: "declined".into(),
@@ -436,6 +510,10 @@ mod tests {
             "OFFER 1 -2 n",
             "OFFER_OK",
             "OFFER_OK x",
+            "OFFER_FOLDER 1 2 3",
+            "OFFER_FOLDER 1 x 3 n",
+            "OFFER_IN 1 2 3",
+            "OFFER_IN 1 2 -3 a/b",
             "CANCEL",
             "OFFER_NO x y",
             "PUSH peerchat 1 a 1 00000000000000000000000000000000",

@@ -7,6 +7,8 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
+
+use crate::crypto::tls::TlsReader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +41,8 @@ pub enum End {
 
 /// The reading side of one connection and the state its loops share.
 pub struct Conn {
-    /// Bounded line reader over the socket.
-    reader: LineReader<TcpStream>,
+    /// Bounded line reader over the TLS link (which reads its own socket clone).
+    reader: LineReader<TlsReader>,
     /// Where replies go.
     pub outbox: Outbox,
     /// The client's address as the server sees it.
@@ -117,7 +119,7 @@ impl Conn {
     /// (a reset can destroy our last line before the client reads it).
     fn linger(self) {
         self.outbox.close();
-        let mut stream: &TcpStream = self.reader.get_ref();
+        let mut stream: &TcpStream = self.reader.get_ref().socket();
         let until = Instant::now() + LINGER;
         let mut sink = [0u8; 8192];
         while let Some(left) = until.checked_duration_since(Instant::now()) {
@@ -133,7 +135,7 @@ impl Conn {
 }
 
 /// Serves one accepted connection until it ends, then takes its user offline.
-pub fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, outbox: Outbox, shared: Arc<Shared>) {
+pub fn serve(stream: TlsReader, peer: SocketAddr, id: ConnId, outbox: Outbox, shared: Arc<Shared>) {
     let config = &shared.config;
     let mut conn = Conn {
         reader: LineReader::new(stream, MAX_LINE),
@@ -212,7 +214,13 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
             Ok(Some(command)) => {
                 // Arguments are the client's text: cleaned, so a CR cannot forge a line.
                 let shown = command.to_string();
-                log::info!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
+                // Heartbeats arrive every few seconds from every client: an operator's
+                // terminal at info level shows what users do, not that they are alive.
+                if matches!(command, Command::Ping) {
+                    log::debug!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
+                } else {
+                    log::info!("{} {}: {}", conn.peer, me.name, Untrusted(&shown));
+                }
                 let (reply, flow) = commands::dispatch(&command, me, shared);
                 conn.send(reply);
                 if flow == Flow::Close {

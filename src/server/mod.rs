@@ -18,7 +18,7 @@ pub mod registry;
 pub mod session_log;
 pub mod store;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,6 +92,17 @@ pub struct ServerConfig {
     /// Further CONNECT and TRANSFER requests per second per user (1-10000).
     #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_REQUEST_RATE, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
     pub request_rate: u32,
+    /// TLS certificate chain (PEM) to use instead of the self-signed one made beside the
+    /// database on first start; needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The TLS configuration made from the certificate (set by the binary after it
+    /// prints the fingerprint; `run` makes it when unset).
+    #[arg(skip)]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -133,6 +144,20 @@ pub struct Shared {
     pub requests: TokenBuckets<String>,
     /// Connections not logged in yet, per source address.
     pub prelogin: AddressSlots,
+    /// TLS for every connection (there is no plaintext port).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Refusals being answered over TLS right now (each on a short thread).
+    pub refusing: std::sync::atomic::AtomicUsize,
+}
+
+/// The server's TLS identity as configured: the operator's certificate, or the
+/// self-signed one beside the database (made on first start).
+pub fn tls_identity(config: &ServerConfig) -> Result<crate::crypto::tls::ServerIdentity> {
+    crate::crypto::tls::ServerIdentity::load_or_create(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &config.db,
+    )
 }
 
 /// Binds the listening socket with address reuse and a large backlog.
@@ -179,7 +204,13 @@ pub fn run(
     // A session open when the last run stopped may well go on (peers talk directly): it
     // is marked unknown, not ended, and its clients report the real end later.
     mark_sessions_unknown(&store, "left open by the last run");
+    let tls = match &config.tls {
+        Some(tls) => Arc::clone(tls),
+        None => tls_identity(&config)?.server_config()?,
+    };
     let shared = Arc::new(Shared {
+        tls,
+        refusing: std::sync::atomic::AtomicUsize::new(0),
         registry: Registry::default(),
         store,
         files: file_index::FileIndex::default(),
@@ -229,6 +260,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>) {
     if shared.registry.connection_count() >= max {
         log::warn!("{peer}: refused, {max} connections already");
         refuse(
+            shared,
             stream,
             ErrorCode::ServerFull,
             format!("the server is full ({max} connections); try again later"),
@@ -239,6 +271,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>) {
         let most = shared.prelogin.max();
         log::debug!("{peer}: refused, {most} connections from there not logged in");
         refuse(
+            shared,
             stream,
             ErrorCode::TooManyConnections,
             format!(
@@ -254,13 +287,33 @@ fn admit(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>) {
     }
 }
 
-fn refuse(stream: TcpStream, code: ErrorCode, message: String) {
-    // Non-blocking: the accept loop must never wait on one client. A fresh socket's
-    // send buffer always has room for one line.
-    let _ = stream.set_nonblocking(true);
-    let msg = ServerMsg::err(code, message);
-    let _ = (&stream).write_all(msg.to_wire().as_bytes());
-    let _ = stream.shutdown(Shutdown::Write);
+fn refuse(shared: &Arc<Shared>, stream: TcpStream, code: ErrorCode, message: String) {
+    // The ERR goes over TLS, which takes a handshake: on a short thread of its own, so
+    // the accept loop never waits on one client; bounded, so a flood costs no threads.
+    if shared.refusing.fetch_add(1, Ordering::SeqCst) >= limits::MAX_TLS_REFUSALS {
+        shared.refusing.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    let thread_shared = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name("refuse".into())
+        .stack_size(CONN_STACK)
+        .spawn(move || {
+            let msg = ServerMsg::err(code, message);
+            let deadline = Instant::now() + limits::TLS_REFUSAL_DEADLINE;
+            let tls = Arc::clone(&thread_shared.tls);
+            let _ = stream.set_write_timeout(Some(limits::TLS_REFUSAL_DEADLINE));
+            if let Err(e) =
+                crate::crypto::tls::send_and_close(&stream, tls, msg.to_wire().as_bytes(), deadline)
+            {
+                log::debug!("refusal not delivered: {e}");
+            }
+            thread_shared.refusing.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        shared.refusing.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn start_connection(
@@ -271,7 +324,12 @@ fn start_connection(
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    let outbox = Outbox::spawn(stream.try_clone()?, peer)?;
+    let (mut reader, sealer) = crate::crypto::tls::server(&stream, Arc::clone(&shared.tls))?;
+    let outbox = Outbox::spawn(stream, peer, sealer)?;
+    // Records rustls makes while reading (the handshake's answers) leave through the
+    // writer thread too, so every record reaches the socket in order.
+    let nudged = outbox.clone();
+    reader.set_nudge(Box::new(move || nudged.flush()));
     shared.registry.add_connection(id, outbox.clone());
     let thread_shared = Arc::clone(shared);
     let thread_outbox = outbox.clone();
@@ -279,7 +337,7 @@ fn start_connection(
         .name(format!("conn-{id}"))
         .stack_size(CONN_STACK)
         .spawn(move || {
-            conn::serve(stream, peer, id, thread_outbox, Arc::clone(&thread_shared));
+            conn::serve(reader, peer, id, thread_outbox, Arc::clone(&thread_shared));
             // Logged in or not, the connection no longer holds a pre-login slot.
             thread_shared.prelogin.release(id);
         });

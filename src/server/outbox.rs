@@ -10,8 +10,12 @@
 //!
 //! Replies wait at half the queue, so events still find room while a pipelining client
 //! reads. It must not read from the socket.
+//!
+//! Every byte it writes is TLS: the writer thread is the only one that takes records out
+//! of the connection's rustls state (`TlsSealer`), so records reach the socket in the
+//! order rustls made them; the reader asks it to (`flush`) when reading made records.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
+use crate::crypto::tls::TlsSealer;
+
 use crate::protocol::limits::{
     OUTGOING_QUEUE, OUTGOING_QUEUE_BYTES, REPLY_QUEUE, REPLY_QUEUE_BYTES, WRITE_TIMEOUT,
 };
-use crate::protocol::line::write_lines;
 use crate::protocol::server_msg::ServerMsg;
 
 /// Most bytes gathered from the queue into one write.
@@ -39,6 +44,8 @@ const ROOM_POLL: Duration = Duration::from_millis(200);
 enum Outgoing {
     /// Complete lines to write.
     Text(String),
+    /// Write the records rustls has ready (made by the reader: handshake, alerts).
+    Flush,
     /// Write nothing more: send FIN and stop.
     Close,
 }
@@ -78,8 +85,9 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the writer thread for `stream` (a clone of the connection's socket).
-    pub fn spawn(stream: TcpStream, peer: SocketAddr) -> io::Result<Outbox> {
+    /// Starts the writer thread for `stream` (the connection's socket), sealing with
+    /// `sealer`.
+    pub fn spawn(stream: TcpStream, peer: SocketAddr, sealer: TlsSealer) -> io::Result<Outbox> {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let stream = Arc::new(stream);
         let (tx, rx) = bounded(OUTGOING_QUEUE);
@@ -89,7 +97,7 @@ impl Outbox {
         thread::Builder::new()
             .name(format!("write-{peer}"))
             .stack_size(WRITER_STACK)
-            .spawn(move || write_loop(&writer_stream, &rx, peer, &writer_room))?;
+            .spawn(move || write_loop(&writer_stream, &sealer, &rx, peer, &writer_room))?;
         Ok(Outbox {
             tx,
             stream,
@@ -162,6 +170,12 @@ impl Outbox {
         }
     }
 
+    /// Asks the writer to send the records rustls has ready. Never waits: when the
+    /// queue is full the writer drains them with the next line anyway.
+    pub fn flush(&self) {
+        let _ = self.tx.try_send(Outgoing::Flush);
+    }
+
     /// Queues a FIN after everything already queued.
     pub fn close(&self) {
         self.push(Outgoing::Close);
@@ -178,7 +192,7 @@ impl Outbox {
     fn push(&self, item: Outgoing) -> bool {
         let len = match &item {
             Outgoing::Text(text) => text.len(),
-            Outgoing::Close => 0,
+            Outgoing::Flush | Outgoing::Close => 0,
         };
         self.room.bytes.fetch_add(len, Ordering::SeqCst);
         match self.tx.try_send(item) {
@@ -198,8 +212,15 @@ impl Outbox {
     }
 }
 
-fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr, room: &Room) {
+fn write_loop(
+    stream: &TcpStream,
+    sealer: &TlsSealer,
+    rx: &Receiver<Outgoing>,
+    peer: SocketAddr,
+    room: &Room,
+) {
     let mut batch = String::new();
+    let mut sealed = Vec::with_capacity(WRITE_BATCH + 1024);
     let mut closing = false;
     while let Ok(first) = rx.recv() {
         // Everything already queued goes out in one write: a burst of presence events
@@ -208,6 +229,7 @@ fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr, roo
         while let Some(next) = item.take() {
             match next {
                 Outgoing::Text(text) => batch.push_str(&text),
+                Outgoing::Flush => {}
                 Outgoing::Close => {
                     closing = true;
                     break;
@@ -217,15 +239,25 @@ fn write_loop(stream: &TcpStream, rx: &Receiver<Outgoing>, peer: SocketAddr, roo
                 item = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
+        sealed.clear();
+        let made = if closing {
+            sealer
+                .seal(batch.as_bytes(), &mut sealed)
+                .and_then(|()| sealer.close(&mut sealed))
+        } else {
+            sealer.seal(batch.as_bytes(), &mut sealed)
+        };
+        if !sealed.is_empty() || made.is_err() {
             let mut out = stream;
-            if let Err(e) = write_lines(&mut out, &batch) {
+            if let Err(e) = made.and_then(|()| out.write_all(&sealed)) {
                 log::debug!("{peer}: write failed: {e}");
                 room.dead.store(true, Ordering::SeqCst);
                 let _ = stream.shutdown(Shutdown::Both);
                 room.notify();
                 return;
             }
+        }
+        if !batch.is_empty() {
             room.bytes.fetch_sub(batch.len(), Ordering::SeqCst);
             room.notify();
             batch.clear();

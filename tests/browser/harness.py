@@ -119,13 +119,15 @@ class Lab:
         )
         self.procs.append(server)
         m = server.expect_re(r"listening on (\S+)")
+        fp = server.expect_re(r"TLS certificate SHA-256 fingerprint: (\S+)")
         self.server = server
         self.server_addr = m.group(1)
+        self.fingerprint = fp.group(1)
         return server
 
     def terminal(self, name, share=None):
         """A registered terminal client `name`."""
-        args = [CLIENT, "--server", self.server_addr, "--port", "0",
+        args = [CLIENT, "--server", self.server_addr, "--server-fingerprint", self.fingerprint, "--port", "0",
                 "--data-dir", os.path.join(self.dir, "data-" + name)]
         if share:
             args += ["--share", share]
@@ -142,7 +144,8 @@ class Lab:
 
     def gui(self, label="gui"):
         """A `peerchat-client --gui`; returns (process, url)."""
-        g = Proc([CLIENT, "--server", self.server_addr, "--gui", "--no-browser", "--port", "0",
+        g = Proc([CLIENT, "--server", self.server_addr, "--server-fingerprint", self.fingerprint,
+                  "--gui", "--no-browser", "--port", "0",
                   "--data-dir", os.path.join(self.dir, "data-" + label)], label, stdin=False)
         self.procs.append(g)
         m = g.expect_re(r"GUI: (http://127\.0\.0\.1:\d+/#token=[0-9a-f]{32})")

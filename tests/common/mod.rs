@@ -331,7 +331,12 @@ pub enum Got {
 pub struct Wire {
     /// Name used in failure messages.
     label: String,
+    /// The socket (addresses, timeouts); bytes go through `input` and `output`.
     stream: TcpStream,
+    /// Plaintext in: the socket itself, or a TLS / Noise reader over it.
+    input: Box<dyn Read + Send>,
+    /// Plaintext out, shared with `clone_stream` handles so writes never interleave.
+    output: SharedOut,
     /// Bytes received but not yet split into lines.
     buf: Vec<u8>,
     /// The server closed (or reset) the connection.
@@ -371,11 +376,14 @@ impl Wire {
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
         let label = format!("wire {}", stream.local_addr().unwrap());
+        let (input, output, eof) = secure_halves(&stream);
         Wire {
             label,
             stream,
+            input,
+            output,
             buf: Vec::new(),
-            eof: false,
+            eof,
             pushback: VecDeque::new(),
             events: VecDeque::new(),
             transcript: Vec::new(),
@@ -394,9 +402,13 @@ impl Wire {
         self.stream.local_addr().unwrap().ip()
     }
 
-    /// A second handle on the socket, e.g. to write from another thread.
-    pub fn clone_stream(&self) -> TcpStream {
-        self.stream.try_clone().unwrap()
+    /// A second handle on the link, e.g. to write from another thread (its writes go
+    /// through the same encryption, in order with this Wire's).
+    pub fn clone_stream(&self) -> WireStream {
+        WireStream {
+            sock: self.stream.try_clone().unwrap(),
+            out: Arc::clone(&self.output),
+        }
     }
 
     /// Panics with the transcript.
@@ -420,7 +432,7 @@ impl Wire {
         self.transcript.push(format!("> {}", short(line)));
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\n');
-        self.stream.write_all(&bytes)
+        lock_out(&self.output).write_all(&bytes)
     }
 
     /// Sends raw bytes as they are (no newline added) and returns the write result.
@@ -429,7 +441,7 @@ impl Wire {
             "> (raw) {}",
             short(&format!("{:?}", String::from_utf8_lossy(bytes)))
         ));
-        self.stream.write_all(bytes)
+        lock_out(&self.output).write_all(bytes)
     }
 
     /// Reads one line within `timeout` (events included; pushed-back lines first).
@@ -466,7 +478,7 @@ impl Wire {
                 .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
                 .unwrap();
             let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
+            match self.input.read(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
                     self.transcript.push("(closed by server)".into());
@@ -483,8 +495,12 @@ impl Wire {
                         ErrorKind::ConnectionReset
                             | ErrorKind::ConnectionAborted
                             | ErrorKind::BrokenPipe
+                            | ErrorKind::UnexpectedEof
+                            | ErrorKind::InvalidData
                     ) =>
                 {
+                    // InvalidData: the TLS or Noise layer refused what arrived (a
+                    // changed byte, an alert): the link is over.
                     self.eof = true;
                     self.transcript.push(format!("(connection {e})"));
                 }
@@ -762,6 +778,7 @@ impl Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerchat-client"))
             .arg("--server")
             .arg(server.to_string())
+            .args(trust_args(server, args))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1062,6 +1079,7 @@ fn launch(
         },
         Err(_) => Err("the server did not print `listening on ADDR`".to_string()),
     };
+    let bound = bound.and_then(|bound| note_server_fingerprint(bound, &rx).map(|()| bound));
     match bound {
         Ok(addr) => Ok(Server {
             child: Some(child),
@@ -1453,7 +1471,7 @@ impl Wire {
         }
         self.transcript
             .push(format!("> SHARE {} (+{} lines)", lines.len(), lines.len()));
-        if let Err(e) = self.stream.write_all(text.as_bytes()) {
+        if let Err(e) = lock_out(&self.output).write_all(text.as_bytes()) {
             self.fail(&format!("sending SHARE failed: {e}"));
         }
     }
@@ -1465,5 +1483,322 @@ impl Wire {
         socket.bind(&SocketAddr::new(ip, 0).into())?;
         socket.connect_timeout(&addr.into(), WAIT)?;
         Ok(Wire::from_stream(socket.into()))
+    }
+}
+
+// ---- W2: encrypted links (TLS to the server, Noise between peers) ----
+
+/// Fingerprints of the servers this test binary started, by address, so every `Wire`
+/// to a server speaks TLS pinned to the right certificate.
+static SERVER_FINGERPRINTS: Mutex<Vec<(SocketAddr, String)>> = Mutex::new(Vec::new());
+
+/// The prefix of the server's second stdout line.
+pub const FINGERPRINT_LINE: &str = "TLS certificate SHA-256 fingerprint: ";
+
+/// Reads the server's fingerprint line and remembers it for `addr`.
+fn note_server_fingerprint(addr: SocketAddr, rx: &Receiver<String>) -> Result<(), String> {
+    let line = rx
+        .recv_timeout(WAIT)
+        .map_err(|_| "the server did not print its fingerprint".to_string())?;
+    let fp = line
+        .strip_prefix(FINGERPRINT_LINE)
+        .ok_or_else(|| format!("second stdout line should be the fingerprint, got {line:?}"))?;
+    let mut known = SERVER_FINGERPRINTS.lock().unwrap();
+    known.retain(|(a, _)| *a != addr);
+    known.push((addr, fp.trim().to_string()));
+    Ok(())
+}
+
+/// The fingerprint of the server this test binary started at `addr`.
+pub fn server_fingerprint(addr: SocketAddr) -> Option<String> {
+    SERVER_FINGERPRINTS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, fp)| fp.clone())
+}
+
+impl Server {
+    /// The server's certificate fingerprint, as it printed it.
+    pub fn fingerprint(&self) -> String {
+        server_fingerprint(self.addr).expect("fingerprint of a started server")
+    }
+}
+
+/// The write half a `Wire` shares with its `clone_stream` handles.
+pub type SharedOut = Arc<Mutex<Box<dyn Write + Send>>>;
+
+fn lock_out(out: &SharedOut) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+    out.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Plaintext out over TLS: every write is sealed and sent at once; `flush` sends the
+/// records rustls has ready (handshake answers).
+struct TlsOut {
+    sock: TcpStream,
+    sealer: peerchat::crypto::tls::TlsSealer,
+    sealed: Vec<u8>,
+}
+
+impl Write for TlsOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sealed.clear();
+        self.sealer.seal(buf, &mut self.sealed)?;
+        self.sock.write_all(&self.sealed)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sealed.clear();
+        self.sealer.pending(&mut self.sealed)?;
+        self.sock.write_all(&self.sealed)
+    }
+}
+
+/// The two halves for a new connection: TLS pinned to the server's fingerprint when
+/// `stream` goes to a server this binary started (the handshake is run here), the bare
+/// socket otherwise. The bool is true if the server closed during the handshake.
+fn secure_halves(stream: &TcpStream) -> (Box<dyn Read + Send>, SharedOut, bool) {
+    let plain = || -> (Box<dyn Read + Send>, SharedOut, bool) {
+        (
+            Box::new(stream.try_clone().unwrap()),
+            Arc::new(Mutex::new(Box::new(stream.try_clone().unwrap()))),
+            false,
+        )
+    };
+    let Some(fp) = stream.peer_addr().ok().and_then(server_fingerprint) else {
+        return plain();
+    };
+    tls_halves(stream, peerchat::crypto::tls::Trust::Pinned(fp))
+}
+
+/// TLS halves over `stream` with the given trust; runs the handshake (bounded by
+/// `WAIT`). The bool is true if the link ended during the handshake.
+pub fn tls_halves(
+    stream: &TcpStream,
+    trust: peerchat::crypto::tls::Trust,
+) -> (Box<dyn Read + Send>, SharedOut, bool) {
+    use peerchat::protocol::line::ReadTimeout;
+    let (config, _seen) = peerchat::crypto::tls::client_config(trust).unwrap();
+    let (mut reader, sealer) = peerchat::crypto::tls::client(stream, config).unwrap();
+    let out: SharedOut = Arc::new(Mutex::new(Box::new(TlsOut {
+        sock: stream.try_clone().unwrap(),
+        sealer: sealer.clone(),
+        sealed: Vec::new(),
+    })));
+    let nudged = Arc::clone(&out);
+    reader.set_nudge(Box::new(move || {
+        let _ = lock_out(&nudged).flush();
+    }));
+    let _ = lock_out(&out).flush();
+    let deadline = Instant::now() + WAIT;
+    let mut ended = false;
+    while reader.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            panic!("TLS handshake with {:?} took too long", stream.peer_addr());
+        }
+        reader.set_read_timeout(Some(left)).unwrap();
+        match reader.pump() {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    (Box::new(reader), out, ended)
+}
+
+/// A second handle on a `Wire`'s link: writes are encrypted like the Wire's own and
+/// never interleave with them; reads come straight off the socket (plain links only).
+pub struct WireStream {
+    sock: TcpStream,
+    out: SharedOut,
+}
+
+impl WireStream {
+    /// Sets the socket's write timeout.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.sock.set_write_timeout(t)
+    }
+
+    /// Sets the socket's read timeout.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(t)
+    }
+}
+
+impl Write for WireStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock_out(&self.out).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        lock_out(&self.out).flush()
+    }
+}
+
+impl Read for WireStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.read(buf)
+    }
+}
+
+impl Wire {
+    /// Connects to `addr` (e.g. a proxy in front of a server) speaking TLS with `trust`.
+    pub fn connect_tls(addr: SocketAddr, trust: peerchat::crypto::tls::Trust) -> Wire {
+        let stream = TcpStream::connect_timeout(&addr, WAIT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let label = format!("tls wire {}", stream.local_addr().unwrap());
+        let (input, output, eof) = tls_halves(&stream, trust);
+        Wire {
+            label,
+            stream,
+            input,
+            output,
+            buf: Vec::new(),
+            eof,
+            pushback: VecDeque::new(),
+            events: VecDeque::new(),
+            transcript: Vec::new(),
+            greeted: false,
+        }
+    }
+
+    /// True once the other side closed (or the link broke).
+    pub fn is_closed(&self) -> bool {
+        self.eof
+    }
+}
+
+/// Which way a byte goes through a [`Proxy`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dir {
+    /// From the side that connected to the proxy to the target.
+    Up,
+    /// From the target back.
+    Down,
+}
+
+/// What a proxy has seen and what it should change.
+#[derive(Default)]
+struct ProxyState {
+    /// Every byte in each direction, over all connections.
+    up: Vec<u8>,
+    down: Vec<u8>,
+    /// Change the byte at this offset of this direction (of the whole stream so far).
+    flip: Option<(Dir, usize)>,
+}
+
+/// A forwarding TCP proxy on 127.0.0.1: a sniffer (it records every byte) and, when
+/// armed, a tamperer (it flips one byte). Serves at most 16 connections; its threads
+/// end when either side closes.
+pub struct Proxy {
+    /// Where to connect instead of the target.
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl Proxy {
+    /// Starts a proxy in front of `target`.
+    pub fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = Arc::clone(&state);
+        thread::spawn(move || {
+            for _ in 0..16 {
+                let Ok((inbound, _)) = listener.accept() else {
+                    return;
+                };
+                let Ok(outbound) = TcpStream::connect_timeout(&target, WAIT) else {
+                    continue;
+                };
+                for (from, to, dir) in [
+                    (
+                        inbound.try_clone().unwrap(),
+                        outbound.try_clone().unwrap(),
+                        Dir::Up,
+                    ),
+                    (outbound, inbound, Dir::Down),
+                ] {
+                    let state = Arc::clone(&shared);
+                    thread::spawn(move || pump_bytes(from, to, dir, &state));
+                }
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    /// Bytes seen so far going `dir`.
+    pub fn seen(&self, dir: Dir) -> Vec<u8> {
+        let state = self.state.lock().unwrap();
+        match dir {
+            Dir::Up => state.up.clone(),
+            Dir::Down => state.down.clone(),
+        }
+    }
+
+    /// Flips (xor 0x01) the byte `ahead` bytes after what has gone `dir` so far.
+    pub fn flip_ahead(&self, dir: Dir, ahead: usize) {
+        let mut state = self.state.lock().unwrap();
+        let at = match dir {
+            Dir::Up => state.up.len(),
+            Dir::Down => state.down.len(),
+        } + ahead;
+        state.flip = Some((dir, at));
+    }
+}
+
+fn pump_bytes(mut from: TcpStream, mut to: TcpStream, dir: Dir, state: &Mutex<ProxyState>) {
+    let _ = from.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        {
+            let mut state = state.lock().unwrap();
+            let seen = match dir {
+                Dir::Up => &mut state.up,
+                Dir::Down => &mut state.down,
+            };
+            let start = seen.len();
+            seen.extend_from_slice(&buf[..n]);
+            if let Some((d, at)) = state.flip
+                && d == dir
+                && at >= start
+                && at < start + n
+            {
+                buf[at - start] ^= 0x01;
+                state.flip = None;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// True if `needle` occurs anywhere in `hay`.
+pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `--server-fingerprint` of a server this binary started, unless the test decides
+/// about trust itself.
+fn trust_args(server: SocketAddr, args: &[&str]) -> Vec<String> {
+    let decides = args
+        .iter()
+        .any(|a| *a == "--server-fingerprint" || *a == "--trust-first-use");
+    match server_fingerprint(server) {
+        Some(fp) if !decides => vec!["--server-fingerprint".into(), fp],
+        _ => Vec::new(),
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct Engine {
     pub(super) link: Option<ServerLink>,
     /// The server's address, to reconnect.
     pub(super) server: SocketAddr,
+    /// How the server's certificate is trusted (its pin is in the data folder by now).
+    pub(super) trust: crate::crypto::trust::ServerTrust,
     /// What to answer when logging in again.
     pub(super) credentials: Credentials,
     /// Our peer port, declared again on reconnect.
@@ -199,6 +201,10 @@ impl Engine {
             self.emit(Event::Active { peer: active });
         }
         for notice in notices {
+            if let super::sessions::Notice::Closed { peer, .. } = &notice {
+                // Offers over that chat link can no longer be answered: end them now.
+                self.transfers.peer_gone(peer);
+            }
             self.emit(Event::Session(notice));
         }
         for command in self.sessions.take_server_commands() {
@@ -237,6 +243,8 @@ impl Engine {
                     self.sessions.connect(&user);
                 }
             }
+            UserCommand::Accept { user: None } => self.answer_the_only_one(true),
+            UserCommand::Decline { user: None } => self.answer_the_only_one(false),
             UserCommand::Accept { user } => self.sessions.accept(user.as_deref()),
             UserCommand::Decline { user } => self.sessions.decline(user.as_deref()),
             UserCommand::Sessions => self.sessions.list(),
@@ -266,6 +274,25 @@ impl Engine {
             UserCommand::Rescan => self.transfers.announce_share(),
         }
         true
+    }
+
+    /// `Accept`/`Decline` without a user: acts on the only chat request or file offer
+    /// waiting, or says which to name.
+    fn answer_the_only_one(&mut self, yes: bool) {
+        let offers = self.transfers.waiting_offers();
+        let verb = if yes { "accept" } else { "decline" };
+        match (self.sessions.waiting_requests(), offers.as_slice()) {
+            (0, [id]) if yes => self.transfers.accept(*id),
+            (0, [id]) => self.transfers.decline(*id),
+            (_, []) if yes => self.sessions.accept(None),
+            (_, []) => self.sessions.decline(None),
+            (0, _) => self.error(format!(
+                "several file offers are waiting: \\{verb} <offer number>"
+            )),
+            _ => self.error(format!(
+                "chat requests and file offers are waiting: \\{verb} <user> or \\{verb} <offer number>"
+            )),
+        }
     }
 
     fn send_command(&mut self, command: &Command) {
@@ -336,7 +363,7 @@ impl Engine {
         if self.link.is_some() {
             return self.error("already connected to the server");
         }
-        let link = match ServerLink::connect(self.server) {
+        let link = match ServerLink::connect(self.server, &self.trust, None) {
             Ok(link) => link,
             Err(e) => {
                 return self.error(format!("cannot reach the server at {}: {e}", self.server));

@@ -31,6 +31,17 @@ pub trait Prompter {
     fn ask_share(&mut self) -> Option<String> {
         None
     }
+    /// After a login that ended without success, true when the person asked to start
+    /// over (say, to register after answering `N` by mistake): the core connects again
+    /// and the conversation starts from the first question.
+    fn start_over(&mut self) -> bool {
+        false
+    }
+    /// Asks whether to trust (and pin) a server's certificate seen for the first time;
+    /// the default (nobody to ask) says no.
+    fn ask_trust(&mut self, _server: &str, _fingerprint: &str) -> bool {
+        false
+    }
 }
 
 /// The username and password that worked, kept in memory only, to log in again after

@@ -80,6 +80,30 @@ pub struct ClientConfig {
     /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// The server's TLS certificate fingerprint (SHA-256, hex, colons optional), as the
+    /// server prints it at start: only that certificate is accepted, and it is pinned.
+    #[arg(long, value_parser = parse_fingerprint_arg)]
+    pub server_fingerprint: Option<String>,
+    /// Trust (and pin) a server's certificate seen for the first time without asking.
+    #[arg(long)]
+    pub trust_first_use: bool,
+}
+
+fn parse_fingerprint_arg(text: &str) -> Result<String, String> {
+    crate::crypto::tls::parse_fingerprint(text)
+        .ok_or_else(|| "expected a SHA-256 fingerprint: 64 hex digits, colons optional".into())
+}
+
+impl ClientConfig {
+    /// How this client decides to trust the server's certificate.
+    pub fn server_trust(&self) -> crate::crypto::trust::ServerTrust {
+        crate::crypto::trust::ServerTrust {
+            data_dir: self.data_dir.clone(),
+            fingerprint: self.server_fingerprint.clone(),
+            trust_first_use: self.trust_first_use,
+            source: Some(self.listen_addr),
+        }
+    }
 }
 
 /// A running core: send it commands, read its events. Dropping `commands` (or sending
@@ -101,17 +125,31 @@ pub struct Handle {
 /// sentence to show.
 pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
     let addr = resolve(&config.server)?;
-    let link =
-        ServerLink::connect(addr).map_err(|e| format!("cannot reach the server at {addr}: {e}"))?;
+    let trust = config.server_trust();
     let choice = PortChoice::Bind {
         ip: config.listen_addr,
         port: config.port,
     };
-    let me = match login::run(&link, prompter, &choice) {
-        Ok(me) => me,
-        Err(why) => {
-            link.close();
-            return Err(why);
+    let (link, me) = loop {
+        // From the interface we listen on (`trust.source`): the server announces to
+        // peers the address our connection comes from.
+        let link = {
+            let mut ask = |server: &str, fingerprint: &str| prompter.ask_trust(server, fingerprint);
+            ServerLink::connect(addr, &trust, Some(&mut ask)).map_err(|e| match e {
+                crate::crypto::trust::TrustError::Io(e) => {
+                    format!("cannot reach the server at {addr}: {e}")
+                }
+                refused => refused.to_string(),
+            })?
+        };
+        match login::run(&link, prompter, &choice) {
+            Ok(me) => break (link, me),
+            Err(why) => {
+                link.close();
+                if !prompter.start_over() {
+                    return Err(why);
+                }
+            }
         }
     };
     let Some(listener) = me.listener else {
@@ -160,6 +198,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         link: Some(link),
         held_reports: Default::default(),
         server: addr,
+        trust,
         credentials: me.credentials,
         port,
         events: event_tx,

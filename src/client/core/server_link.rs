@@ -4,21 +4,22 @@
 //! list bodies, exactly as many lines as `ServerMsg::body_len` says, each a body line)
 //! and sends them to whoever listens; the writer sends queued lines. It
 //! must not print or decide what a message means.
+//!
+//! The link is TLS 1.3 (`crypto::trust` decides about the certificate): the reader
+//! thread reads its own socket clone through the shared rustls state, and only the
+//! writer thread takes records out of it, so records leave in order.
 
-use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 
+use crate::crypto::tls::{TlsReader, TlsWriter};
+use crate::crypto::trust::{AskTrust, ServerTrust, TrustError};
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::server_msg::ServerMsg;
 use crate::sanitize::Untrusted;
-
-/// How long to wait for the server to accept the TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Lines that may wait to be written; the UI never blocks on a stuck server.
 const SEND_QUEUE: usize = 256;
@@ -43,20 +44,26 @@ pub struct ServerLink {
 }
 
 impl ServerLink {
-    /// Connects and starts both threads.
-    pub fn connect(addr: SocketAddr) -> io::Result<ServerLink> {
-        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        stream.set_nodelay(true)?;
+    /// Connects over TLS (the certificate decided as `trust` says, asking through
+    /// `ask` on first contact) and starts both threads.
+    pub fn connect(
+        addr: SocketAddr,
+        trust: &ServerTrust,
+        ask: Option<AskTrust<'_>>,
+    ) -> Result<ServerLink, TrustError> {
+        let tls = trust.connect(addr, ask)?;
+        let stream = tls.stream;
         let (events_tx, events) = unbounded();
         let (outgoing, outgoing_rx) = bounded(SEND_QUEUE);
-        let read_half = stream.try_clone()?;
+        let reader = tls.reader;
         thread::Builder::new()
             .name("server-read".into())
-            .spawn(move || read_loop(read_half, &events_tx))?;
+            .spawn(move || read_loop(reader, &events_tx))?;
+        let writer = tls.writer;
         let write_half = stream.try_clone()?;
         thread::Builder::new()
             .name("server-write".into())
-            .spawn(move || write_loop(write_half, &outgoing_rx))?;
+            .spawn(move || write_loop(writer, write_half, &outgoing_rx))?;
         Ok(ServerLink {
             outgoing,
             events,
@@ -97,7 +104,7 @@ impl ServerLink {
     }
 }
 
-fn read_loop(stream: TcpStream, events: &Sender<LinkEvent>) {
+fn read_loop(stream: TlsReader, events: &Sender<LinkEvent>) {
     let mut reader = LineReader::new(stream, MAX_LINE);
     // A line read as part of a list body that turned out to be a message line.
     let mut pending: Option<String> = None;
@@ -154,7 +161,7 @@ fn is_body_line(line: &str) -> bool {
     crate::protocol::server_msg::BODY_WORDS.contains(&word)
 }
 
-fn read_one(reader: &mut LineReader<TcpStream>) -> Result<String, String> {
+fn read_one(reader: &mut LineReader<TlsReader>) -> Result<String, String> {
     loop {
         match reader.read_line() {
             Ok(Some(line)) => return Ok(line),
@@ -166,8 +173,7 @@ fn read_one(reader: &mut LineReader<TcpStream>) -> Result<String, String> {
     }
 }
 
-fn write_loop(stream: TcpStream, outgoing: &Receiver<String>) {
-    let mut out = &stream;
+fn write_loop(mut out: TlsWriter, stream: TcpStream, outgoing: &Receiver<String>) {
     for mut line in outgoing.iter() {
         line.push('\n');
         if let Err(e) = write_lines(&mut out, &line) {
@@ -176,4 +182,6 @@ fn write_loop(stream: TcpStream, outgoing: &Receiver<String>) {
             return;
         }
     }
+    // The link is being dropped: a clean TLS end, so the server sees no truncation.
+    let _ = out.close();
 }

@@ -66,8 +66,13 @@ pub enum Notice {
         line: Line,
         active: bool,
     },
-    /// A line we said to `peer` went out (front ends that show both sides use it).
-    Said { peer: String, line: Line },
+    /// A chat line we sent to `peer` (a terminal shows it like a peer's; pipes, which
+    /// never echoed what was typed, need not).
+    Said {
+        peer: String,
+        line: Line,
+        active: bool,
+    },
     /// `from` wants to chat and must be answered within `within`.
     Request {
         from: String,
@@ -493,6 +498,11 @@ impl Sessions {
         }
     }
 
+    /// How many chat requests wait for our answer.
+    pub fn waiting_requests(&self) -> usize {
+        self.requests.len()
+    }
+
     /// `\accept [user]`
     pub fn accept(&mut self, user: Option<&str>) {
         let Some(request) = self.pick_request(user, "accept") else {
@@ -597,6 +607,8 @@ impl Sessions {
                 format!("{message} ({})", code.name()),
             ),
             msg @ (PeerMsg::Offer { .. }
+            | PeerMsg::OfferFolder { .. }
+            | PeerMsg::OfferIn { .. }
             | PeerMsg::OfferOk { .. }
             | PeerMsg::OfferNo { .. }
             | PeerMsg::Cancel { .. }) => {
@@ -647,6 +659,7 @@ impl Sessions {
         if sent {
             let me = self.me.clone();
             self.remember(&name, &me, at_ms, text);
+            let active = self.active.as_deref().is_some_and(|a| same(a, &name));
             self.notices.push(Notice::Said {
                 peer: name,
                 line: Line {
@@ -654,6 +667,7 @@ impl Sessions {
                     at_ms,
                     text: text.to_string(),
                 },
+                active,
             });
         } else {
             self.error(format!("could not send to {name}: the link is down"));

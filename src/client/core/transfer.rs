@@ -583,6 +583,37 @@ pub struct Expect {
     /// The size offered, or the size the server's index lists for a fetch; a `FILE`
     /// line announcing another size is refused. `None` trusts the sender.
     pub size: Option<u64>,
+    /// For a file of a folder: the folder inside the downloads folder where it goes
+    /// (its names already checked one by one); `None` for a file on its own.
+    pub into: Option<PathBuf>,
+}
+
+impl Expect {
+    /// The name its partial file is kept under: the path inside the downloads folder, so
+    /// two files of one name in two folders never share a partial file.
+    pub fn key(&self) -> String {
+        match &self.into {
+            Some(dir) => format!("{}/{}", dir.display(), self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Makes `downloads/into` (for a folder's file) and checks that it resolves inside the
+/// downloads folder, so a symlink planted in a received folder cannot lead a file out.
+fn destination(downloads: &Path, into: Option<&Path>) -> io::Result<PathBuf> {
+    let Some(into) = into else {
+        return Ok(downloads.to_path_buf());
+    };
+    let dir = downloads.join(into);
+    fs::create_dir_all(&dir)?;
+    let root = downloads.canonicalize()?;
+    if !dir.canonicalize()?.starts_with(&root) {
+        return Err(io::Error::other(
+            "the folder leads outside the downloads folder",
+        ));
+    }
+    Ok(dir)
 }
 
 /// The partial file of one (peer, name, size) and the hashes of its verified chunks.
@@ -590,6 +621,32 @@ struct Partial {
     part: PathBuf,
     state: PathBuf,
     hashes: Vec<blake3::Hash>,
+}
+
+/// How many bytes of `name` (`size` bytes) from `from` are already in `downloads` and
+/// verified, where a resume would start; 0 when none. Only reads.
+pub fn kept_bytes(downloads: &Path, from: &str, name: &str, size: u64) -> u64 {
+    let header = format!(
+        "peerchat-partial 1 {} {size} {}",
+        from.to_ascii_lowercase(),
+        name
+    );
+    let key = blake3::hash(header.as_bytes()).to_hex();
+    let key = &key.as_str()[..32];
+    let dir = downloads.join(PARTIAL_DIR);
+    let Ok(file) = File::open(dir.join(format!("{key}.state"))) else {
+        return 0;
+    };
+    let mut lines = BufReader::new(file).lines();
+    if lines.next().and_then(Result::ok).as_deref() != Some(header.as_str()) {
+        return 0;
+    }
+    let hashed = lines
+        .map_while(Result::ok)
+        .take_while(|l| blake3::Hash::from_hex(l.trim()).is_ok())
+        .count() as u64;
+    let on_disk = fs::metadata(dir.join(format!("{key}.part"))).map_or(0, |m| m.len());
+    (hashed * CHUNK_SIZE as u64).min(on_disk).min(size)
 }
 
 impl Partial {
@@ -714,7 +771,7 @@ pub fn receive(
             )
         };
         fs::create_dir_all(downloads).map_err(disk)?;
-        let mut partial = Partial::open(downloads, from, &name, size).map_err(disk)?;
+        let mut partial = Partial::open(downloads, from, &expect.key(), size).map_err(disk)?;
         if let (Some(dir), Some(key)) = (
             partial.part.parent(),
             partial.part.file_stem().and_then(|k| k.to_str()),
@@ -862,7 +919,8 @@ pub fn receive(
         }
         part.flush().map_err(disk)?;
         drop(part);
-        let saved = place(&partial.part, downloads, &name).map_err(disk)?;
+        let dir = destination(downloads, expect.into.as_deref()).map_err(disk)?;
+        let saved = place(&partial.part, &dir, &name).map_err(disk)?;
         let _ = fs::remove_file(&partial.state);
         wire.send(&XferLine::Done { hash: whole })?;
         reporter.report(done, size, true);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+mod folders;
 mod refusals;
 
 use super::disk_space;
@@ -94,9 +95,18 @@ pub struct Row {
     pub done: u64,
     /// Where it stands.
     pub stage: Stage,
-    /// Bytes per second since it started moving bytes (0 before).
+    /// Bytes per second over the last few seconds (0 before bytes move).
     pub rate: f64,
+    /// No bytes for `STALLED_AFTER`: the rate and time left mean nothing now.
+    pub stalled: bool,
 }
+
+/// The window the current rate is measured over: recent enough to show a slowdown,
+/// long enough not to jump with every chunk.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Seconds without a byte after which a transfer is shown as stalled.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// Something about transfers the person should see.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -115,6 +125,22 @@ pub enum XferNotice {
         from: String,
         name: String,
         size: u64,
+        /// How long the offer waits for an answer.
+        #[serde(serialize_with = "super::event::secs")]
+        open_for: Duration,
+        /// Bytes of it already here from an earlier try: accepting resumes there.
+        resumes_at: u64,
+    },
+    /// A peer offers us a folder: `files` files, `size` bytes in all, accepted once.
+    FolderIn {
+        id: u64,
+        from: String,
+        name: String,
+        files: u64,
+        size: u64,
+        /// How long the offer waits for an answer.
+        #[serde(serialize_with = "super::event::secs")]
+        open_for: Duration,
     },
     /// A transfer started moving bytes.
     Started { row: Row },
@@ -144,8 +170,15 @@ struct Entry {
     cancel: Cancel,
     /// When an unanswered offer lapses.
     expires: Option<Instant>,
+    /// For a file of a folder we send: the folder offer's entry, told when it ends.
+    folder: Option<u64>,
+    /// For a folder offer (either way): how many files it holds.
+    folder_files: Option<u64>,
     /// When bytes started moving, for the rate.
     started: Option<Instant>,
+    /// (when, bytes done) at recent progress reports, oldest first, for the current
+    /// rate; the last one says when bytes last moved.
+    samples: std::collections::VecDeque<(Instant, u64)>,
     /// The per-peer slot it holds (a waiting offer, a serve), given back when it ends.
     slot: Slot,
 }
@@ -189,6 +222,10 @@ pub struct Transfers {
     to_server: Vec<ServerOut>,
     /// For peers over their chat link: (peer, message).
     to_peers: Vec<(String, PeerMsg)>,
+    /// Folders we offered, by their entry, with the files still to offer.
+    folders_out: BTreeMap<u64, folders::FolderOut>,
+    /// Folders we accepted, whose files are still coming.
+    folders_in: Vec<folders::FolderIn>,
 }
 
 /// What `transfers` asks to send to the server.
@@ -224,6 +261,8 @@ impl Transfers {
             notices: Vec::new(),
             to_server: Vec::new(),
             to_peers: Vec::new(),
+            folders_out: BTreeMap::new(),
+            folders_in: Vec::new(),
         }
     }
 
@@ -266,13 +305,17 @@ impl Transfers {
                     done: 0,
                     stage: Stage::Connecting,
                     rate: 0.0,
+                    stalled: false,
                 },
                 offer: None,
                 transfer: None,
                 path: None,
                 cancel: Cancel::default(),
                 expires: None,
+                folder: None,
+                folder_files: None,
                 started: None,
+                samples: std::collections::VecDeque::new(),
                 slot: Slot::None,
             },
         );
@@ -287,6 +330,7 @@ impl Transfers {
             return;
         };
         let slot = std::mem::take(&mut entry.slot);
+        let folder = entry.folder.take();
         let (peer, name, role, offer) = (
             entry.row.peer.clone(),
             entry.row.name.clone(),
@@ -304,6 +348,9 @@ impl Transfers {
         self.index.ended(id);
         while let Some(old) = self.index.oldest_beyond(KEEP_FINISHED) {
             self.entries.remove(&old);
+        }
+        if let Some(folder) = folder {
+            self.folder_file_ended(folder);
         }
     }
 
@@ -331,6 +378,7 @@ impl Transfers {
         };
         let meta = match std::fs::metadata(path) {
             Ok(meta) if meta.is_file() => meta,
+            Ok(meta) if meta.is_dir() => return self.offer_folder(peer, path),
             Ok(_) => return self.error(format!("{} is not a regular file", path.display())),
             Err(e) => return self.error(format!("cannot read {}: {e}", path.display())),
         };
@@ -417,11 +465,14 @@ impl Transfers {
                 }
                 self.index.add_offer(peer, Role::Receive, offer, id);
                 self.index.start_receiving(peer, &name, id);
+                let resumes_at = transfer::kept_bytes(&self.downloads, peer, &name, size);
                 self.notices.push(XferNotice::OfferIn {
                     id,
                     from: peer.to_string(),
                     name,
                     size,
+                    open_for: OFFER_TIMEOUT,
+                    resumes_at,
                 });
             }
             PeerMsg::OfferOk { id } => {
@@ -431,17 +482,39 @@ impl Transfers {
                 if entry.row.stage != Stage::Offered {
                     return;
                 }
+                if entry.folder_files.is_some() {
+                    let local = entry.row.id;
+                    return self.folder_accepted(local);
+                }
                 entry.row.stage = Stage::Connecting;
                 entry.expires = None;
                 let local = entry.row.id;
                 self.ask_ticket(peer, local);
             }
+            PeerMsg::OfferFolder {
+                id,
+                files,
+                size,
+                name,
+            } => self.on_folder_offer(peer, id, files, size, &name),
+            PeerMsg::OfferIn {
+                folder,
+                id,
+                size,
+                path,
+            } => self.on_folder_file(peer, folder, id, size, &path),
             PeerMsg::OfferNo { id, reason } => {
                 if let Some(entry) = self.find_mut(Role::Send, peer, id)
                     && entry.row.stage == Stage::Offered
                 {
                     let local = entry.row.id;
-                    self.drop_entry(local, format!("declined: {reason}"));
+                    // Plain words: "bob declined", not "declined: declined".
+                    let why = if reason.trim().eq_ignore_ascii_case("declined") {
+                        format!("declined by {}", Untrusted(peer))
+                    } else {
+                        format!("{} refused it: {}", Untrusted(peer), Untrusted(&reason))
+                    };
+                    self.drop_entry(local, why);
                 }
             }
             PeerMsg::Cancel { id } => {
@@ -472,6 +545,13 @@ impl Transfers {
 
     /// `\accept <id>`: accept a peer's offer, if the downloads folder has room for it.
     pub fn accept(&mut self, id: u64) {
+        if let Some(entry) = self.entries.get(&id)
+            && entry.folder_files.is_some()
+            && entry.row.role == Role::Receive
+            && entry.row.stage == Stage::Asked
+        {
+            return self.accept_folder(id);
+        }
         let room = match self.entries.get(&id) {
             Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
                 disk_space::check_room(&self.downloads, entry.row.size.unwrap_or(0))
@@ -491,6 +571,40 @@ impl Transfers {
                 }
             }
             _ => self.error(format!("no file offer {id} is waiting for you")),
+        }
+    }
+
+    /// The numbers of the peers' offers waiting for our `\accept` or `\decline`.
+    pub fn waiting_offers(&self) -> Vec<u64> {
+        self.entries
+            .values()
+            .filter(|e| e.row.role == Role::Receive && e.row.stage == Stage::Asked)
+            .map(|e| e.row.id)
+            .collect()
+    }
+
+    /// The chat link with `peer` is gone: offers either way that no data connection
+    /// carries yet can no longer be answered, so they end now, said plainly, instead of
+    /// waiting out their time.
+    pub fn peer_gone(&mut self, peer: &str) {
+        let waiting: Vec<(u64, Role)> = self
+            .entries
+            .values()
+            .filter(|e| same(&e.row.peer, peer) && matches!(e.row.role, Role::Send | Role::Receive))
+            .filter(|e| {
+                matches!(e.row.stage, Stage::Offered | Stage::Asked)
+                    || (e.row.stage == Stage::Connecting && e.transfer.is_none())
+            })
+            .map(|e| (e.row.id, e.row.role))
+            .collect();
+        self.forget_folders(peer);
+        let peer = Untrusted(peer).to_string();
+        for (id, role) in waiting {
+            let why = match role {
+                Role::Receive => format!("{peer} went away; the offer is withdrawn"),
+                _ => format!("{peer} went away before answering"),
+            };
+            self.drop_entry(id, why);
         }
     }
 
@@ -576,7 +690,11 @@ impl Transfers {
                 };
                 spawn(id, &events, move |events| {
                     match peer_dial::open_transfer(addr, &first, &peer) {
-                        Ok(wire) => transfer::send(wire, &path, &name, id, events, &cancel),
+                        Ok(wire) => {
+                            // A folder's file goes by its own name; its folder was agreed.
+                            let (_, name) = folders::split_folder_path(&name);
+                            transfer::send(wire, &path, &name, id, events, &cancel)
+                        }
                         Err(e) => unreachable_outcome(&peer, &e),
                     }
                 })
@@ -592,7 +710,11 @@ impl Transfers {
                 spawn(id, &events, move |events| {
                     match peer_dial::open_transfer(addr, &first, &peer) {
                         Ok(wire) => {
-                            let expect = Expect { name, size: listed };
+                            let expect = Expect {
+                                name,
+                                size: listed,
+                                into: None,
+                            };
                             transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
                         }
                         Err(e) => unreachable_outcome(&peer, &e),
@@ -629,7 +751,9 @@ impl Transfers {
                 let (cancel, name, size) =
                     (entry.cancel.clone(), entry.row.name.clone(), entry.row.size);
                 let spawned = spawn(id, &events, move |events| {
-                    let expect = Expect { name, size };
+                    // A folder's file: its folder inside the downloads folder, its name.
+                    let (into, name) = folders::split_folder_path(&name);
+                    let expect = Expect { name, size, into };
                     transfer::receive(wire, &downloads, &from, &expect, id, events, &cancel)
                 });
                 self.started(id, spawned);
@@ -710,11 +834,22 @@ impl Transfers {
         match event {
             TransferEvent::Progress { id, done, total } => {
                 if let Some(entry) = self.entries.get_mut(&id) {
+                    let now = Instant::now();
+                    if entry.samples.back().is_none_or(|&(_, last)| last != done) {
+                        entry.samples.push_back((now, done));
+                    }
+                    // Keep one sample older than the window, to measure across it.
+                    while entry.samples.len() > 2
+                        && entry
+                            .samples
+                            .get(1)
+                            .is_some_and(|&(at, _)| now.duration_since(at) > RATE_WINDOW)
+                    {
+                        entry.samples.pop_front();
+                    }
                     entry.row.done = done;
                     entry.row.size = Some(total);
-                    if let Some(started) = entry.started {
-                        entry.row.rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    }
+                    entry.row.rate = current_rate(&entry.samples, now);
                 }
             }
             TransferEvent::Finished { id, outcome } => {
@@ -746,7 +881,8 @@ impl Transfers {
                             }
                             .saturating_sub(outcome.resumed_from),
                             resumed_from: outcome.resumed_from,
-                            name: row.name.clone(),
+                            // The server logs a file's own name (a folder's file too).
+                            name: folders::split_folder_path(&row.name).1,
                         }));
                 }
                 self.ended(id);
@@ -771,9 +907,10 @@ impl Transfers {
             .filter(|e| e.row.stage == Stage::Active)
             .map(|e| {
                 let mut row = e.row.clone();
-                if let Some(started) = e.started {
-                    row.rate = row.done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                }
+                let now = Instant::now();
+                row.rate = current_rate(&e.samples, now);
+                let last_moved = e.samples.back().map(|&(at, _)| at).or(e.started);
+                row.stalled = last_moved.is_some_and(|at| now.duration_since(at) >= STALLED_AFTER);
                 row
             })
             .collect();
@@ -782,6 +919,9 @@ impl Transfers {
 
     /// `\cancel <id>`: stops a transfer on both sides, or withdraws an offer.
     pub fn cancel(&mut self, id: u64) {
+        if self.cancel_folder(id) {
+            return;
+        }
         let Some(entry) = self.entries.get(&id) else {
             return self.error(format!("no transfer {id}"));
         };
@@ -806,7 +946,14 @@ impl Transfers {
             (Stage::Active, false) => entry.cancel.cancel(),
             (Stage::Active, true) => entry.cancel.cancelled_by_peer(),
             (_, false) => self.drop_entry(id, "cancelled".into()),
-            (_, true) => self.drop_entry(id, "cancelled by the peer".into()),
+            (Stage::Asked, true) => {
+                let peer = Untrusted(&entry.row.peer).to_string();
+                self.drop_entry(id, format!("{peer} withdrew the offer"))
+            }
+            (_, true) => {
+                let peer = Untrusted(&entry.row.peer).to_string();
+                self.drop_entry(id, format!("cancelled by {peer}"))
+            }
         }
     }
 
@@ -859,6 +1006,17 @@ impl Transfers {
                 "the server gave no list of the user's files (is the user online?)".into(),
             );
         }
+    }
+}
+
+/// Bytes per second from the oldest sample in the window to now; it falls while no
+/// bytes arrive, rather than freezing at the last figure.
+fn current_rate(samples: &std::collections::VecDeque<(Instant, u64)>, now: Instant) -> f64 {
+    match (samples.front(), samples.back()) {
+        (Some(&(first_at, first)), Some(&(_, last))) if last > first => {
+            (last - first) as f64 / now.duration_since(first_at).as_secs_f64().max(0.001)
+        }
+        _ => 0.0,
     }
 }
 

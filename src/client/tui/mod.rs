@@ -6,11 +6,16 @@
 //! (through `ui::Terminal`). It must not open sockets, hold protocol state or reach
 //! into the core's tables: it talks to the core only through `Command` and `Event`.
 
+pub mod editor;
+pub mod menu;
+pub mod send_paths;
+pub mod terminal;
 pub mod ui;
 
 use crossbeam_channel::{Receiver, select};
 
 use super::core::login::Prompter;
+use super::core::sessions::Notice;
 use super::core::{self, ClientConfig, Command, Event, Handle};
 use crate::protocol::server_msg::AskField;
 use ui::{Terminal, UserCommand};
@@ -29,13 +34,112 @@ impl Prompter for Terminal {
         }
         Terminal::ask(self, "Folder to share (Enter for none)", false)
     }
+    fn ask_trust(&mut self, server: &str, fingerprint: &str) -> bool {
+        // Pipes decide with --server-fingerprint or --trust-first-use.
+        if !self.is_interactive() {
+            return false;
+        }
+        Terminal::show(
+            self,
+            &format!(
+                "The server {server} is new to this client. Its certificate fingerprint is\n  \
+                 {fingerprint}\nCompare it with the one the server printed at start."
+            ),
+        );
+        let answer = Terminal::ask(self, "Trust this server and remember it? (yes/no)", false);
+        matches!(
+            answer.as_deref().map(str::trim),
+            Some("yes" | "y" | "YES" | "Y")
+        )
+    }
+}
+
+/// The login's questions as a person at a terminal meets them: registering asks for the
+/// password twice, an empty username is refused before the password is asked, and after
+/// an `N` given by mistake an empty username goes back to registration. With pipes the
+/// questions are asked exactly as the server puts them.
+struct Asker<'a> {
+    /// Where the questions are asked.
+    term: &'a mut Terminal,
+    /// The user answered `Y`: a new account.
+    registering: bool,
+    /// Answer `Y` without asking: the user chose to go back to registration.
+    force_new: bool,
+    /// The user asked to go back to registration; the core starts the login again.
+    go_back: bool,
+}
+
+impl Prompter for Asker<'_> {
+    fn ask(&mut self, field: AskField, prompt: &str) -> Option<String> {
+        if !self.term.is_interactive() {
+            return Terminal::ask(self.term, prompt, field == AskField::Password);
+        }
+        if field == AskField::New && self.force_new {
+            self.registering = true;
+            return Some("Y".into());
+        }
+        loop {
+            let answer = Terminal::ask(self.term, prompt, field == AskField::Password)?;
+            match field {
+                AskField::New => {
+                    self.registering = answer.trim().eq_ignore_ascii_case("y");
+                    if answer.trim().eq_ignore_ascii_case("n") {
+                        self.term
+                            .show("(no account yet? press Enter at the username to register)");
+                    }
+                }
+                AskField::Username if answer.trim().is_empty() && !self.registering => {
+                    self.go_back = true;
+                    return None;
+                }
+                AskField::Username if answer.trim().is_empty() => {
+                    self.term
+                        .show("error: a username cannot be empty; type one");
+                    continue;
+                }
+                AskField::Password if self.registering => {
+                    let again = Terminal::ask(self.term, "Repeat the password", true)?;
+                    if again != answer {
+                        self.term
+                            .show("error: the two passwords differ; choose the password again");
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Some(answer);
+        }
+    }
+    fn show(&mut self, text: &str) {
+        Terminal::show(self.term, text)
+    }
+    fn ask_share(&mut self) -> Option<String> {
+        Prompter::ask_share(self.term)
+    }
+    fn ask_trust(&mut self, server: &str, fingerprint: &str) -> bool {
+        Prompter::ask_trust(self.term, server, fingerprint)
+    }
+    fn start_over(&mut self) -> bool {
+        if !std::mem::take(&mut self.go_back) {
+            return false;
+        }
+        self.term.show("Registering a new account.");
+        self.force_new = true;
+        true
+    }
 }
 
 /// Runs the terminal client until the user leaves; returns the process exit code.
 /// `interrupts` delivers Ctrl+C after login.
 pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnOnce()) -> u8 {
     let mut term = Terminal::new();
-    let core = match core::start(config, &mut term) {
+    let mut asker = Asker {
+        term: &mut term,
+        registering: false,
+        force_new: false,
+        go_back: false,
+    };
+    let core = match core::start(config, &mut asker) {
         Ok(core) => core,
         Err(why) => {
             term.show(&format!("error: {why}"));
@@ -43,7 +147,8 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
         }
     };
     logged_in();
-    let input = match term.spawn_reader() {
+    let history = editor::history_path(&config.data_dir, &core.name);
+    let input = match term.spawn_reader(Some(history)) {
         Ok(rx) => rx,
         Err(e) => {
             term.show(&format!("error: cannot read input: {e}"));
@@ -52,14 +157,17 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
             return 1;
         }
     };
-    term.show_prompt();
+    let mut front = Front { menu: None };
+    term.read_next();
     loop {
         select! {
             recv(input) -> line => match line {
                 Ok(line) => {
-                    if !on_input(&mut term, &core, &line) {
+                    term.typed(&line);
+                    if !front.on_input(&mut term, &core, &line) {
                         break;
                     }
+                    term.read_next();
                 }
                 Err(_) => break,
             },
@@ -86,80 +194,115 @@ fn drain(term: &mut Terminal, core: &Handle) {
 }
 
 /// Shows one event: the active peer sets the prompt, progress goes to the status line
-/// in a terminal, everything else is a line of text.
+/// in a terminal, names feed Tab completion, everything else is a line of text.
 fn show(term: &mut Terminal, me: &str, event: &Event) {
     match event {
-        Event::Active { peer } => term.set_prompt(peer.as_deref()),
-        // The terminal already shows what the person typed.
-        Event::Session(core::event::Notice::Said { .. }) => {}
-        Event::Transfer(core::event::XferNotice::Progress { rows }) if term.is_interactive() => {
-            term.set_status(&ui::progress_status(rows));
+        Event::Active { peer } => return term.set_prompt(peer.as_deref()),
+        Event::Transfer(core::transfers::XferNotice::Progress { rows })
+            if term.is_interactive() =>
+        {
+            return term.set_status(&ui::progress_status(rows));
         }
-        _ => {
-            if let Some(text) = ui::render(event, me) {
-                term.show(&text);
-            }
+        // Pipes never echoed what was typed; scripts read only what others say.
+        Event::Session(Notice::Said { .. }) if !term.is_interactive() => return,
+        Event::Users { users } => term.names_mut().extend(users.iter().cloned()),
+        Event::Online { user } => {
+            term.names_mut().insert(user.clone());
         }
+        Event::Offline { user } => {
+            term.names_mut().remove(user);
+        }
+        Event::Session(Notice::Opened { peer, .. } | Notice::Request { from: peer, .. }) => {
+            term.names_mut().insert(peer.clone());
+        }
+        _ => {}
+    }
+    if let Some(text) = ui::render(event, me) {
+        term.show(&text);
     }
 }
 
-/// Handles one typed line; false when the user leaves.
-fn on_input(term: &mut Terminal, core: &Handle, line: &str) -> bool {
-    let command = match ui::parse_input(line) {
-        Ok(command) => command,
-        Err(e) => {
-            term.show(&format!("error: {e}"));
-            return true;
+/// What the front end remembers between typed lines.
+struct Front {
+    /// `\menu`'s state while it waits for a choice.
+    menu: Option<menu::Menu>,
+}
+
+impl Front {
+    /// Handles one typed line; false when the user leaves.
+    fn on_input(&mut self, term: &mut Terminal, core: &Handle, line: &str) -> bool {
+        if let Some(menu) = self.menu.take() {
+            let step = menu::step(&menu, line);
+            self.menu = step.next;
+            if let Some(text) = step.show {
+                term.show(&text);
+            }
+            return match step.run {
+                Some(command) => self.run(term, core, command),
+                None => true,
+            };
         }
-    };
-    let command = match command {
-        UserCommand::Empty => {
-            term.show_prompt();
-            return true;
-        }
-        UserCommand::Help => {
-            term.show(&ui::help_text());
-            return true;
-        }
-        UserCommand::Quit => return false,
-        UserCommand::List => Command::List,
-        UserCommand::Info { user } => Command::Info { user },
-        UserCommand::Connect { user } => Command::Connect { user },
-        UserCommand::Accept { user } => Command::Accept { user },
-        UserCommand::Decline { user } => Command::Decline { user },
-        UserCommand::Sessions => Command::Sessions,
-        UserCommand::Switch { user } => Command::Switch { user },
-        UserCommand::Close { user } => Command::Close { user },
-        UserCommand::History { user, n } => Command::History { user, n },
-        UserCommand::Reconnect => Command::Reconnect,
-        UserCommand::SendTo { user, text } => Command::SayTo { user, text },
-        UserCommand::AcceptFile { id } => Command::AcceptFile { id },
-        UserCommand::DeclineFile { id } => Command::DeclineFile { id },
-        UserCommand::SendFile { path } => Command::SendFile {
-            path: path.into(),
-            to: None,
-        },
-        UserCommand::Files { user } => Command::Files { user },
-        UserCommand::Search { text } => Command::Search { text },
-        UserCommand::Fetch { user, name } => Command::Fetch { user, name },
-        UserCommand::Transfers => Command::Transfers,
-        UserCommand::Cancel { id } => Command::Cancel { id },
-        UserCommand::Rescan => Command::Rescan,
-        UserCommand::Text(text) => Command::Say { text },
-    };
-    let prompt = matches!(
-        command,
-        Command::Say { .. }
-            | Command::List
-            | Command::Info { .. }
-            | Command::Files { .. }
-            | Command::Search { .. }
-    );
-    if core.commands.send(command).is_err() {
-        return false;
+        let command = match ui::parse_typed(line, term.no_session()) {
+            Ok(command) => command,
+            Err(e) => {
+                term.show(&format!("error: {e}"));
+                return true;
+            }
+        };
+        self.run(term, core, command)
     }
-    if prompt {
-        term.show_prompt();
+
+    /// Does what the user asked; false when the user leaves.
+    fn run(&mut self, term: &mut Terminal, core: &Handle, command: UserCommand) -> bool {
+        let command = match command {
+            UserCommand::Empty => return true,
+            UserCommand::Help => {
+                term.show(&ui::help_text());
+                return true;
+            }
+            UserCommand::Menu => {
+                self.menu = Some(menu::Menu::Main);
+                term.show(&menu::main_text());
+                return true;
+            }
+            UserCommand::SendFile { path } => {
+                return match send_paths::expand(&path, send_paths::home().as_deref()) {
+                    Ok(paths) => paths.into_iter().all(|path| {
+                        core.commands
+                            .send(Command::SendFile { path, to: None })
+                            .is_ok()
+                    }),
+                    Err(e) => {
+                        term.show(&format!("error: {e}"));
+                        true
+                    }
+                };
+            }
+            UserCommand::Quit => return false,
+            UserCommand::Action { text } => Command::Say {
+                text: ui::action_text(&text),
+            },
+            UserCommand::List => Command::List,
+            UserCommand::Info { user } => Command::Info { user },
+            UserCommand::Connect { user } => Command::Connect { user },
+            UserCommand::Accept { user } => Command::Accept { user },
+            UserCommand::Decline { user } => Command::Decline { user },
+            UserCommand::Sessions => Command::Sessions,
+            UserCommand::Switch { user } => Command::Switch { user },
+            UserCommand::Close { user } => Command::Close { user },
+            UserCommand::History { user, n } => Command::History { user, n },
+            UserCommand::Reconnect => Command::Reconnect,
+            UserCommand::SendTo { user, text } => Command::SayTo { user, text },
+            UserCommand::AcceptFile { id } => Command::AcceptFile { id },
+            UserCommand::DeclineFile { id } => Command::DeclineFile { id },
+            UserCommand::Files { user } => Command::Files { user },
+            UserCommand::Search { text } => Command::Search { text },
+            UserCommand::Fetch { user, name } => Command::Fetch { user, name },
+            UserCommand::Transfers => Command::Transfers,
+            UserCommand::Cancel { id } => Command::Cancel { id },
+            UserCommand::Rescan => Command::Rescan,
+            UserCommand::Text(text) => Command::Say { text },
+        };
+        core.commands.send(command).is_ok()
     }
-    true
 }

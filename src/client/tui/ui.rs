@@ -1,20 +1,17 @@
 //! The terminal front end: what the user types, and how events are shown.
 //!
-//! Owns parsing user commands (`\list`, `/info bob`, ...), the help text, turning server
-//! messages into sentences, and writing to the terminal without garbling the prompt. It
-//! must not open sockets or hold protocol state: the UI loop in `client` feeds it.
-
-use std::io::{self, BufRead, IsTerminal, Write};
-use std::thread;
-
-use crossbeam_channel::{Receiver, bounded};
+//! Owns parsing user commands (`\list`, `/info bob`, ...), the help text, and turning
+//! core events into sentences. It must not open sockets, hold protocol state or write
+//! to the terminal (`terminal` does): the loop in `tui` feeds it.
 
 use chrono::{Local, TimeZone};
 
 use crate::client::core::event::{Closer, Line, Notice, Role, Row, Stage, State, XferNotice};
 use crate::client::core::event::{Event as CoreEvent, FileRow, human_size, role_word};
 use crate::protocol::server_msg::{EndReason, TransferResult};
-use crate::sanitize::{self, Untrusted};
+use crate::sanitize::Untrusted;
+
+pub use super::terminal::Terminal;
 
 /// One thing the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +58,10 @@ pub enum UserCommand {
     Cancel { id: u64 },
     /// `\\rescan`
     Rescan,
+    /// `\me <action>`: an action, shown as `* alice waves`.
+    Action { text: String },
+    /// `\menu`: the numbered menu.
+    Menu,
     /// `@user text`: to that session without switching.
     SendTo { user: String, text: String },
     /// A line that is not a command: chat text for the active session.
@@ -164,6 +165,16 @@ const USER_COMMANDS: &[Spec] = &[
         meaning: "tell the server again what your shared folder holds",
     },
     Spec {
+        names: &["me"],
+        args: "<action...>",
+        meaning: "say what you do: \\me waves shows * alice waves",
+    },
+    Spec {
+        names: &["menu"],
+        args: "",
+        meaning: "numbered choices: users, files, chat, fetch",
+    },
+    Spec {
         names: &["reconnect"],
         args: "",
         meaning: "log in to the server again after it went away",
@@ -198,6 +209,11 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         }
         return Ok(UserCommand::Text(line.to_string()));
     };
+    if trimmed.starts_with("//") {
+        // `//text` is chat that starts with a slash: the first slash escapes the second.
+        let start = line.len() - line.trim_start().len() + 1;
+        return Ok(UserCommand::Text(line[start..].to_string()));
+    }
     let (word, rest) = body
         .trim()
         .split_once(char::is_whitespace)
@@ -260,8 +276,35 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
             id: number(&arg(0))?,
         },
         "rescan" => UserCommand::Rescan,
+        "me" => UserCommand::Action { text: arg(0) },
+        "menu" => UserCommand::Menu,
         _ => return Err("unexpected command; type \\help".into()),
     })
+}
+
+/// Parses one typed line as [`parse_input`] does, and with no active session also takes
+/// seed 001's menu letters: `h` (help), `l` (list), `c <user>` (connect).
+pub fn parse_typed(line: &str, no_session: bool) -> Result<UserCommand, String> {
+    if no_session {
+        let trimmed = line.trim();
+        match trimmed.split_once(char::is_whitespace) {
+            None if trimmed.eq_ignore_ascii_case("h") => return Ok(UserCommand::Help),
+            None if trimmed.eq_ignore_ascii_case("l") => return Ok(UserCommand::List),
+            Some((c, user)) if c.eq_ignore_ascii_case("c") && !user.trim().contains(' ') => {
+                return Ok(UserCommand::Connect {
+                    user: user.trim().to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    parse_input(line)
+}
+
+/// The text sent for `\me <action>`: an ordinary chat message that starts with `/me `
+/// (protocol.md §5), so any client shows something sensible.
+pub fn action_text(action: &str) -> String {
+    format!("/me {action}")
 }
 
 /// Splits `rest` by the placeholders in `spec`: `<x>` required, `[x]` optional, a last
@@ -401,7 +444,17 @@ fn file_row(file: &FileRow) -> String {
     )
 }
 
-/// `[####------]  42%  42.0 MiB / 100.0 MiB  850.0 MiB/s  0:01 left`
+/// `2 min`, or `45 s` under a minute.
+fn minutes(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s < 60 => format!("{s} s"),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{} min {} s", s / 60, s % 60),
+    }
+}
+
+/// `[####------]  42%  42.0 MiB / 100.0 MiB  850.0 MiB/s  0:01 left`, or `... stalled`
+/// when no bytes came for a while.
 fn progress_text(row: &Row) -> String {
     let total = row.size.unwrap_or(0);
     let fraction = if total == 0 {
@@ -410,21 +463,30 @@ fn progress_text(row: &Row) -> String {
         row.done as f64 / total as f64
     };
     let filled = (fraction * 20.0).round() as usize;
+    format!(
+        "[{}{}] {:>3}%  {} / {}  {}",
+        "#".repeat(filled.min(20)),
+        "-".repeat(20 - filled.min(20)),
+        (fraction * 100.0) as u32,
+        human_size(row.done),
+        human_size(total),
+        rate_and_left(row)
+    )
+}
+
+/// `850.0 MiB/s  0:01 left`, or `stalled` when no bytes came for a while.
+fn rate_and_left(row: &Row) -> String {
+    if row.stalled {
+        return "stalled".into();
+    }
+    let total = row.size.unwrap_or(0);
     let left = if row.rate > 0.0 && total > row.done {
         let secs = ((total - row.done) as f64 / row.rate) as u64;
         format!("{}:{:02} left", secs / 60, secs % 60)
     } else {
         "-:-- left".to_string()
     };
-    format!(
-        "[{}{}] {:>3}%  {} / {}  {}/s  {left}",
-        "#".repeat(filled.min(20)),
-        "-".repeat(20 - filled.min(20)),
-        (fraction * 100.0) as u32,
-        human_size(row.done),
-        human_size(total),
-        human_size(row.rate as u64)
-    )
+    format!("{}/s  {left}", human_size(row.rate as u64))
 }
 
 /// `[3] send photo.bin to alice`
@@ -456,42 +518,69 @@ fn row_line(row: &Row) -> String {
             };
             format!("done, verified ({}{resumed})", Untrusted(&outcome.detail))
         }
-        Stage::Finished(outcome) => {
-            format!("{}: {}", outcome.result.word(), Untrusted(&outcome.detail))
-        }
+        Stage::Finished(outcome) => outcome_words(row, outcome),
         Stage::Dropped(why) => Untrusted(why).to_string(),
     };
     format!("{}: {state}", row_head(row))
 }
 
-/// The status line for a terminal: one short bar per active transfer, e.g.
-/// `[2 ######---- 61% 850.0 MiB/s 0:01] `; empty when nothing moves.
+/// How a transfer that did not succeed ended, in plain words: `cancelled by alice`, not
+/// `cancelled: cancelled by the peer`; `failed: alice went away; send again to resume`,
+/// not `Broken pipe (os error 32)`. The first word is always the result's.
+fn outcome_words(row: &Row, outcome: &crate::client::core::transfer::Outcome) -> String {
+    let word = outcome.result.word();
+    let peer = Untrusted(&row.peer);
+    let detail = outcome.detail.as_str();
+    match outcome.result {
+        TransferResult::Cancelled if detail == "cancelled by the peer" => {
+            format!("{word} by {peer}")
+        }
+        TransferResult::Failed if is_connection_loss(detail) => {
+            let again = match row.role {
+                Role::Send => "; send again to resume",
+                Role::Fetch => "; fetch again to resume",
+                Role::Receive => "; what arrived is kept and resumes if it is sent again",
+                Role::Serve => "",
+            };
+            format!("{word}: {peer} went away{again}")
+        }
+        _ if detail == word || detail.is_empty() => word.to_string(),
+        _ => format!("{word}: {}", Untrusted(detail)),
+    }
+}
+
+/// True for the texts the system gives when the other side of a connection vanished.
+fn is_connection_loss(detail: &str) -> bool {
+    let lower = detail.to_ascii_lowercase();
+    [
+        "connection lost",
+        "broken pipe",
+        "connection reset",
+        "failed to fill whole buffer",
+        "unexpected end of file",
+        "early eof",
+    ]
+    .iter()
+    .any(|t| lower.contains(t))
+}
+
+/// The status line for a terminal, one part per active transfer, e.g.
+/// `[2] photo.bin 61.0 MiB / 100.0 MiB 850.0 MiB/s 0:01 left`; empty when nothing moves.
 pub fn progress_status(rows: &[Row]) -> String {
     rows.iter()
         .map(|row| {
-            let total = row.size.unwrap_or(0);
-            let fraction = if total == 0 {
-                1.0
-            } else {
-                row.done as f64 / total as f64
-            };
-            let filled = ((fraction * 10.0).round() as usize).min(10);
-            let left = if row.rate > 0.0 && total > row.done {
-                let secs = ((total - row.done) as f64 / row.rate) as u64;
-                format!("{}:{:02}", secs / 60, secs % 60)
-            } else {
-                "-:--".to_string()
-            };
+            let name: String = row.name.chars().take(24).collect();
             format!(
-                "[{} {}{} {:>3}% {}/s {left}] ",
+                "[{}] {} {} / {}  {}",
                 row.id,
-                "#".repeat(filled),
-                "-".repeat(10 - filled),
-                (fraction * 100.0) as u32,
-                human_size(row.rate as u64)
+                Untrusted(&name),
+                human_size(row.done),
+                human_size(row.size.unwrap_or(0)),
+                rate_and_left(row)
             )
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join("  |  ")
 }
 
 /// What to show for a transfer notice. Progress lines are plain text, one per active
@@ -514,10 +603,37 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             from,
             name,
             size,
+            open_for,
+            resumes_at,
+        } => {
+            let mut text = format!(
+                "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}\n  the offer stays open for {}",
+                Untrusted(name),
+                human_size(*size),
+                minutes(*open_for),
+                from = Untrusted(from)
+            );
+            if *resumes_at > 0 {
+                text.push_str(&format!(
+                    "; {} of it is already here: it resumes at {}",
+                    human_size(*resumes_at),
+                    human_size(*resumes_at)
+                ));
+            }
+            text
+        }
+        XferNotice::FolderIn {
+            id,
+            from,
+            name,
+            files,
+            size,
+            open_for,
         } => format!(
-            "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}",
+            "* [{id}] {from} offers the folder {}/ ({files} files, {}): \\accept {id} or \\decline {id}\n  accepted once, its files keep their places inside it; the offer stays open for {}",
             Untrusted(name),
             human_size(*size),
+            minutes(*open_for),
             from = Untrusted(from)
         ),
         XferNotice::Started { row } => format!("* {}: started", row_head(row)),
@@ -556,13 +672,37 @@ pub fn render_xfer(notice: &XferNotice) -> String {
 
 /// `[12:03:04] bob: hello`, in local time.
 fn chat_line(line: &Line) -> String {
+    chat_line_dated(line, false)
+}
+
+/// A line of history: `[2026-11-30 12:03:04] bob: hello` when it is not from today.
+fn history_line(line: &Line) -> String {
+    chat_line_dated(line, true)
+}
+
+/// `[12:03:04] bob: hello`; with `dated`, lines from another day carry their date.
+fn chat_line_dated(line: &Line, dated: bool) -> String {
     let when = Local
         .timestamp_millis_opt(line.at_ms as i64)
         .single()
         .map_or_else(
             || "--:--:--".to_string(),
-            |t| t.format("%H:%M:%S").to_string(),
+            |t| {
+                // A line from another day (history) says which day.
+                if !dated || t.date_naive() == Local::now().date_naive() {
+                    t.format("%H:%M:%S").to_string()
+                } else {
+                    t.format("%Y-%m-%d %H:%M:%S").to_string()
+                }
+            },
         );
+    if let Some(action) = line.text.strip_prefix("/me ") {
+        return format!(
+            "[{when}] * {} {}",
+            Untrusted(&line.sender),
+            Untrusted(action)
+        );
+    }
     format!(
         "[{when}] {}: {}",
         Untrusted(&line.sender),
@@ -573,14 +713,13 @@ fn chat_line(line: &Line) -> String {
 /// What to show for a notice from the session core.
 pub fn render_notice(notice: &Notice) -> String {
     match notice {
-        Notice::Chat { peer, line, active } => {
+        Notice::Chat { peer, line, active } | Notice::Said { peer, line, active } => {
             if *active {
                 chat_line(line)
             } else {
                 format!("({}) {}", Untrusted(peer), chat_line(line))
             }
         }
-        Notice::Said { line, .. } => chat_line(line),
         Notice::Request { from, within } => format!(
             "* {from} wants to chat: \\accept {from} or \\decline {from} (within {} s)",
             within.as_secs(),
@@ -603,7 +742,7 @@ pub fn render_notice(notice: &Notice) -> String {
                     peer = Untrusted(peer)
                 ));
                 for line in history {
-                    text.push_str(&chat_line(line));
+                    text.push_str(&history_line(line));
                     text.push('\n');
                 }
                 text.push_str("---\n");
@@ -670,7 +809,7 @@ pub fn render_notice(notice: &Notice) -> String {
             );
             for line in lines {
                 text.push('\n');
-                text.push_str(&chat_line(line));
+                text.push_str(&history_line(line));
             }
             text
         }
@@ -688,118 +827,12 @@ pub fn render_notice(notice: &Notice) -> String {
     }
 }
 
-/// The terminal: reads the user's lines and prints without garbling the prompt.
-pub struct Terminal {
-    /// True when both stdin and stdout are terminals: then a prompt is shown and
-    /// passwords are read without echo. With pipes, plain lines in and out.
-    interactive: bool,
-    /// The prompt shown while waiting for a command.
-    prompt: String,
-    /// A status line drawn in front of the prompt (transfer progress), redrawn in place
-    /// so it never pushes chat off the screen. Terminals only.
-    status: String,
-}
-
-impl Default for Terminal {
-    fn default() -> Self {
-        Terminal::new()
-    }
-}
-
-impl Terminal {
-    /// Looks at stdin and stdout to decide how to behave.
-    pub fn new() -> Terminal {
-        Terminal {
-            interactive: io::stdin().is_terminal() && io::stdout().is_terminal(),
-            prompt: "> ".into(),
-            status: String::new(),
-        }
-    }
-
-    /// Prints `text` as complete lines. In a terminal, the prompt line is cleared first
-    /// and drawn again after, so output arriving while the user types stays readable.
-    /// Everything shown goes through `sanitize::clean_block` first: whatever a renderer
-    /// forgot, no escape sequence or bidi control reaches the terminal.
-    pub fn show(&self, text: &str) {
-        let text = sanitize::clean_block(text);
-        let mut out = io::stdout().lock();
-        let result = if self.interactive {
-            write!(out, "\r\x1b[2K{text}\n{}{}", self.status, self.prompt)
-        } else {
-            writeln!(out, "{text}")
-        };
-        let _ = result.and_then(|()| out.flush());
-    }
-
-    /// True when talking to a person at a terminal.
-    pub fn is_interactive(&self) -> bool {
-        self.interactive
-    }
-
-    /// Sets the prompt: the active session's peer, or none.
-    pub fn set_prompt(&mut self, active: Option<&str>) {
-        self.prompt = match active {
-            Some(peer) => format!("{}> ", Untrusted(peer)),
-            None => "> ".into(),
-        };
-    }
-
-    /// Draws the command prompt (terminals only).
-    pub fn show_prompt(&self) {
-        if self.interactive {
-            let mut out = io::stdout().lock();
-            let _ = write!(out, "{}{}", self.status, self.prompt).and_then(|()| out.flush());
-        }
-    }
-
-    /// Replaces the status line and redraws it with the prompt (terminals only).
-    pub fn set_status(&mut self, status: &str) {
-        if !self.interactive || self.status == status {
-            return;
-        }
-        self.status = sanitize::clean(status).into_owned();
-        let mut out = io::stdout().lock();
-        let _ = write!(out, "\r\x1b[2K{}{}", self.status, self.prompt).and_then(|()| out.flush());
-    }
-
-    /// Prints `prompt: ` and reads one line; `None` at end of input. A secret is read
-    /// without echo when stdin is a terminal.
-    pub fn ask(&self, prompt: &str, secret: bool) -> Option<String> {
-        let mut out = io::stdout().lock();
-        // The prompt may be the server's `ASK` text: cleaned like everything shown.
-        let _ = write!(out, "{}: ", Untrusted(prompt)).and_then(|()| out.flush());
-        drop(out);
-        if secret && self.interactive {
-            return rpassword::read_password().ok();
-        }
-        read_stdin_line()
-    }
-
-    /// Moves reading stdin to a thread; each line arrives on the channel, which closes
-    /// at end of input.
-    pub fn spawn_reader(&self) -> io::Result<Receiver<String>> {
-        let (tx, rx) = bounded(16);
-        thread::Builder::new().name("stdin".into()).spawn(move || {
-            while let Some(line) = read_stdin_line() {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        })?;
-        Ok(rx)
-    }
-}
-
-fn read_stdin_line() -> Option<String> {
-    let mut line = String::new();
-    match io::stdin().lock().read_line(&mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => {
-            let trimmed = line.trim_end_matches(['\n', '\r']).len();
-            line.truncate(trimmed);
-            Some(line)
-        }
-    }
+/// Every command name Tab completes, without the backslash.
+pub fn command_names() -> Vec<&'static str> {
+    USER_COMMANDS
+        .iter()
+        .flat_map(|s| s.names.iter().copied())
+        .collect()
 }
 
 #[cfg(test)]
@@ -823,6 +856,14 @@ mod tests {
             ("\\q", UserCommand::Quit),
             ("/quit", UserCommand::Quit),
             ("hello there", UserCommand::Text("hello there".into())),
+            ("//etc/x y", UserCommand::Text("/etc/x y".into())),
+            (
+                "\\me waves",
+                UserCommand::Action {
+                    text: "waves".into(),
+                },
+            ),
+            ("\\menu", UserCommand::Menu),
             ("\\c bob", UserCommand::Connect { user: "bob".into() }),
             ("\\accept", UserCommand::Accept { user: None }),
             (

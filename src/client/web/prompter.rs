@@ -66,6 +66,17 @@ impl Prompter for WebPrompter<'_> {
     fn ask_share(&mut self) -> Option<String> {
         self.question("share", "Folder to share (leave empty for none)")
     }
+
+    fn ask_trust(&mut self, server: &str, fingerprint: &str) -> bool {
+        let prompt = format!(
+            "The server {server} is new to this client. Its certificate fingerprint is {fingerprint}. \
+             Compare it with the one the server printed at start. Trust this server and remember it?"
+        );
+        matches!(
+            self.question("trust", &prompt).as_deref().map(str::trim),
+            Some("Y" | "y" | "yes")
+        )
+    }
 }
 
 /// Logs in through the page (again after each failure, when the page asks), then pumps

@@ -216,7 +216,7 @@ impl Snapshot {
 
     fn apply_notice(&mut self, notice: &Notice) {
         match notice {
-            Notice::Chat { peer, line, .. } | Notice::Said { peer, line } => {
+            Notice::Chat { peer, line, .. } | Notice::Said { peer, line, .. } => {
                 self.push_line(peer, line)
             }
             Notice::Request { from, within } => {
@@ -286,12 +286,21 @@ impl Snapshot {
                 done: 0,
                 stage: Stage::Offered,
                 rate: 0.0,
+                stalled: false,
             }),
             XferNotice::OfferIn {
                 id,
                 from,
                 name,
                 size,
+                ..
+            }
+            | XferNotice::FolderIn {
+                id,
+                from,
+                name,
+                size,
+                ..
             } => self.upsert(&Row {
                 id: *id,
                 role: Role::Receive,
@@ -301,6 +310,7 @@ impl Snapshot {
                 done: 0,
                 stage: Stage::Asked,
                 rate: 0.0,
+                stalled: false,
             }),
             XferNotice::Started { row }
             | XferNotice::Finished { row }
@@ -353,6 +363,7 @@ mod tests {
         s.apply(&Event::Session(Notice::Said {
             peer: "Bob".into(),
             line: line("alice", "hi"),
+            active: true,
         }));
         s.apply(&Event::Session(Notice::Chat {
             peer: "Bob".into(),
@@ -377,6 +388,8 @@ mod tests {
             from: "bob".into(),
             name: "a.txt".into(),
             size: 5,
+            open_for: Duration::from_secs(120),
+            resumes_at: 0,
         }));
         assert_eq!(s.transfers[&3].row.stage, Stage::Asked);
         let mut row = s.transfers[&3].row.clone();

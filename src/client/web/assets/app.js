@@ -92,7 +92,7 @@ function renderLogin() {
   const list = $('login-messages');
   list.replaceChildren(...state.login_messages.map((m) => el('li', m.replace(/^error: /, ''),
     /^error/.test(m) ? 'error' : '')));
-  $('yes-no').hidden = !(q && q.kind === 'new');
+  $('yes-no').hidden = !(q && (q.kind === 'new' || q.kind === 'trust'));
   $('answer-box').hidden = !(q && ['username', 'password', 'port', 'share'].includes(q.kind));
   $('retry-box').hidden = !(q && q.kind === 'retry');
   $('waiting').hidden = !!q;
@@ -266,7 +266,7 @@ function stageText(t) {
     case 'active': {
       const total = row.size || 0;
       const left = row.rate > 0 && total > row.done ? Math.round((total - row.done) / row.rate) : null;
-      const stalled = Date.now() - t.changed_ms > 5000;
+      const stalled = row.stalled || Date.now() - t.changed_ms > 5000;
       return size(row.done) + ' of ' + size(total) + ' · ' + size(Math.round(row.rate)) + '/s · ' +
         (stalled ? 'stalled' : (left === null ? '–' : Math.floor(left / 60) + ':' + String(left % 60).padStart(2, '0') + ' left'));
     }

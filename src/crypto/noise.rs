@@ -1,0 +1,503 @@
+//! Noise for every peer↔peer connection: the handshake (XX with a pre-shared key
+//! derived from the server's one-time ticket) and a framed reader and writer of
+//! length-prefixed Noise transport messages.
+//!
+//! The ticket never crosses the wire: the initiator sends only a one-way id of it in the
+//! first (clear) handshake message so the responder can find which ticket to use; the
+//! handshake then completes only if both sides hold the ticket itself (it is the PSK,
+//! mixed in at the third message). Both static keys are learned in the handshake; the
+//! caller checks them against the keys the server named and the user's pins.
+//!
+//! After the handshake the reader and the writer each keep their own nonce counter over
+//! one shared stateless transport state, so neither needs a lock (DESIGN.md). Frames are
+//! a 2-byte big-endian length and one Noise message (at most 65535 bytes), under the
+//! peerchat line and chunk protocol, which stays unchanged. This module must not know
+//! any peerchat line.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::protocol::line::ReadTimeout;
+
+use snow::{Builder, HandshakeState, StatelessTransportState};
+
+/// The Noise protocol name. AES-GCM: this machine class has AES instructions and ring's
+/// AES-GCM measured faster than its ChaCha20-Poly1305 here (the bench's `cipher` group,
+/// BENCHMARKS.md).
+pub const PATTERN: &str = "Noise_XXpsk3_25519_AESGCM_SHA256";
+
+/// The same handshake with ChaCha20-Poly1305, for machines without AES instructions
+/// and for the comparison in the bench.
+pub const PATTERN_CHACHA: &str = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
+
+/// Bound into every handshake, so a transcript from another protocol never verifies.
+const PROLOGUE: &[u8] = b"peerchat peer link v1";
+
+/// Largest Noise message (a frame's body).
+pub const MAX_MESSAGE: usize = 65535;
+
+/// AEAD tag bytes per message.
+const TAG: usize = 16;
+
+/// Most plaintext bytes in one transport message.
+pub const MAX_PLAIN: usize = MAX_MESSAGE - TAG;
+
+/// Length of a ticket id (what the initiator shows in clear).
+pub const TICKET_ID_LEN: usize = 16;
+
+/// The 32-byte pre-shared key both sides derive from the ticket text.
+pub fn psk(ticket: &str) -> [u8; 32] {
+    blake3::derive_key("peerchat 2026 noise psk from ticket", ticket.as_bytes())
+}
+
+/// A one-way id of the ticket: names it to the responder without revealing it.
+pub fn ticket_id(ticket: &str) -> [u8; TICKET_ID_LEN] {
+    let full = blake3::derive_key("peerchat 2026 ticket id", ticket.as_bytes());
+    let mut id = [0u8; TICKET_ID_LEN];
+    id.copy_from_slice(&full[..TICKET_ID_LEN]);
+    id
+}
+
+/// Makes a new X25519 key pair: (private, public).
+pub fn generate_keypair() -> io::Result<([u8; 32], [u8; 32])> {
+    let pair = builder()?.generate_keypair().map_err(noise_err)?;
+    let mut private = [0u8; 32];
+    let mut public = [0u8; 32];
+    private.copy_from_slice(&pair.private);
+    public.copy_from_slice(&pair.public);
+    Ok((private, public))
+}
+
+fn builder() -> io::Result<Builder<'static>> {
+    builder_for(PATTERN)
+}
+
+fn builder_for(pattern: &str) -> io::Result<Builder<'static>> {
+    let params = pattern
+        .parse()
+        .map_err(|e| io::Error::other(format!("noise params: {e:?}")))?;
+    Ok(Builder::new(params))
+}
+
+fn noise_err(e: snow::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("noise: {e}"))
+}
+
+/// What a finished handshake gives: the two halves and who is on the other side.
+pub struct Handshaken {
+    /// Plaintext in.
+    pub reader: NoiseReader,
+    /// Plaintext out.
+    pub writer: NoiseWriter,
+    /// The other side's long-term public key, as proved in the handshake.
+    pub remote_key: [u8; 32],
+}
+
+impl fmt::Debug for Handshaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshaken").finish_non_exhaustive()
+    }
+}
+
+/// Runs the initiator's side over `sock` (already connected): proves `ticket`, learns
+/// the responder's key, and refuses (before sending anything secret) a responder whose
+/// key is not `expect_key` when one is given. `deadline` bounds the whole handshake.
+pub fn initiate(
+    sock: &TcpStream,
+    private: &[u8; 32],
+    ticket: &str,
+    expect_key: Option<&[u8; 32]>,
+    deadline: Instant,
+) -> io::Result<Handshaken> {
+    initiate_with(PATTERN, sock, private, ticket, expect_key, deadline)
+}
+
+/// [`initiate`] with another protocol name (e.g. [`PATTERN_CHACHA`]).
+pub fn initiate_with(
+    pattern: &str,
+    sock: &TcpStream,
+    private: &[u8; 32],
+    ticket: &str,
+    expect_key: Option<&[u8; 32]>,
+    deadline: Instant,
+) -> io::Result<Handshaken> {
+    let psk = psk(ticket);
+    let mut hs = builder_for(pattern)?
+        .local_private_key(private)
+        .and_then(|b| b.psk(3, &psk))
+        .and_then(|b| b.prologue(PROLOGUE))
+        .and_then(|b| b.build_initiator())
+        .map_err(noise_err)?;
+    let mut msg = vec![0u8; MAX_MESSAGE];
+    let mut payload = vec![0u8; MAX_MESSAGE];
+    // -> e (payload: the ticket's id, in clear by design)
+    let n = hs
+        .write_message(&ticket_id(ticket), &mut msg)
+        .map_err(noise_err)?;
+    write_frame(sock, &msg[..n])?;
+    // <- e, ee, s, es
+    let frame = read_frame_by(sock, deadline)?;
+    hs.read_message(&frame, &mut payload).map_err(noise_err)?;
+    let remote = remote_key(&hs)?;
+    if let Some(want) = expect_key
+        && *want != remote
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the peer's key is not the one the server named",
+        ));
+    }
+    // -> s, se, psk
+    let n = hs.write_message(&[], &mut msg).map_err(noise_err)?;
+    write_frame(sock, &msg[..n])?;
+    finish(sock, hs, remote)
+}
+
+/// Runs the responder's side: reads the first message, asks `ticket_for` which ticket
+/// the shown id names (`None` ends the handshake), and completes only if the initiator
+/// holds that ticket. Returns the ticket too, so the caller knows which request it was.
+pub fn respond(
+    sock: &TcpStream,
+    private: &[u8; 32],
+    deadline: Instant,
+    ticket_for: impl FnOnce(&[u8; TICKET_ID_LEN]) -> Option<String>,
+) -> io::Result<(Handshaken, String)> {
+    respond_with(PATTERN, sock, private, deadline, ticket_for)
+}
+
+/// [`respond`] with another protocol name (both sides must use the same).
+pub fn respond_with(
+    pattern: &str,
+    sock: &TcpStream,
+    private: &[u8; 32],
+    deadline: Instant,
+    ticket_for: impl FnOnce(&[u8; TICKET_ID_LEN]) -> Option<String>,
+) -> io::Result<(Handshaken, String)> {
+    let mut hs = builder_for(pattern)?
+        .local_private_key(private)
+        .and_then(|b| b.psk(3, &[0u8; 32]))
+        .and_then(|b| b.prologue(PROLOGUE))
+        .and_then(|b| b.build_responder())
+        .map_err(noise_err)?;
+    let mut msg = vec![0u8; MAX_MESSAGE];
+    let mut payload = vec![0u8; MAX_MESSAGE];
+    let frame = read_frame_by(sock, deadline)?;
+    let n = hs.read_message(&frame, &mut payload).map_err(noise_err)?;
+    let id: [u8; TICKET_ID_LEN] = payload[..n]
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "no ticket id"))?;
+    let ticket = ticket_for(&id)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "unknown or used ticket"))?;
+    hs.set_psk(3, &psk(&ticket)).map_err(noise_err)?;
+    let n = hs.write_message(&[], &mut msg).map_err(noise_err)?;
+    write_frame(sock, &msg[..n])?;
+    let frame = read_frame_by(sock, deadline)?;
+    hs.read_message(&frame, &mut payload).map_err(noise_err)?;
+    let remote = remote_key(&hs)?;
+    Ok((finish(sock, hs, remote)?, ticket))
+}
+
+fn remote_key(hs: &HandshakeState) -> io::Result<[u8; 32]> {
+    hs.get_remote_static()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no remote key"))
+}
+
+fn finish(sock: &TcpStream, hs: HandshakeState, remote_key: [u8; 32]) -> io::Result<Handshaken> {
+    let state = Arc::new(hs.into_stateless_transport_mode().map_err(noise_err)?);
+    sock.set_read_timeout(None)?;
+    Ok(Handshaken {
+        reader: NoiseReader {
+            sock: sock.try_clone()?,
+            state: Arc::clone(&state),
+            nonce: 0,
+            raw: vec![0u8; READ_AHEAD].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
+            plain: vec![0u8; MAX_MESSAGE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        },
+        writer: NoiseWriter {
+            sock: sock.try_clone()?,
+            state,
+            nonce: 0,
+            frame: vec![0u8; 2 + MAX_MESSAGE].into_boxed_slice(),
+        },
+        remote_key,
+    })
+}
+
+fn write_frame(mut sock: &TcpStream, body: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(body.len()).map_err(io::Error::other)?;
+    let mut frame = Vec::with_capacity(2 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    sock.write_all(&frame)
+}
+
+/// Reads one whole handshake frame, failing at `deadline`.
+fn read_frame_by(mut sock: &TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
+    let mut read_exact = |buf: &mut [u8]| -> io::Result<()> {
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "handshake too slow",
+                ));
+            }
+            sock.set_read_timeout(Some(left))?;
+            match sock.read(&mut buf[got..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    let mut len = [0u8; 2];
+    read_exact(&mut len)?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Ciphertext read ahead: room for several frames, so one system call brings many.
+const READ_AHEAD: usize = 4 * (2 + MAX_MESSAGE);
+
+/// Plaintext in: reads frames from its own socket clone, several per system call, and
+/// opens them in order, straight into the caller's buffer when it has room (no extra
+/// copy). A timeout mid-frame keeps what was read, so read timeouts are safe to use.
+pub struct NoiseReader {
+    sock: TcpStream,
+    state: Arc<StatelessTransportState>,
+    /// The next message's nonce.
+    nonce: u64,
+    /// Ciphertext read ahead; `rstart..rend` is not parsed yet.
+    raw: Box<[u8]>,
+    rstart: usize,
+    rend: usize,
+    /// A message opened for a caller whose buffer was too small; `start..end` is left.
+    plain: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl NoiseReader {
+    /// The socket under the link (for timeouts and shutdown).
+    pub fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    /// The length of the next whole frame waiting in `raw`, if one is complete.
+    fn whole_frame(&self) -> io::Result<Option<usize>> {
+        let have = self.rend - self.rstart;
+        if have < 2 {
+            return Ok(None);
+        }
+        let len = usize::from(u16::from_be_bytes([
+            self.raw[self.rstart],
+            self.raw[self.rstart + 1],
+        ]));
+        if len < TAG {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "short frame"));
+        }
+        Ok((have >= 2 + len).then_some(len))
+    }
+}
+
+impl ReadTimeout for NoiseReader {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
+}
+
+impl Read for NoiseReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.start < self.end {
+                let n = out.len().min(self.end - self.start);
+                out[..n].copy_from_slice(&self.plain[self.start..self.start + n]);
+                self.start += n;
+                return Ok(n);
+            }
+            if let Some(len) = self.whole_frame()? {
+                let body = &self.raw[self.rstart + 2..self.rstart + 2 + len];
+                // ring opens in place: the target must hold the tag too.
+                let direct = out.len() >= len;
+                let target: &mut [u8] = if direct { out } else { &mut self.plain };
+                let n = self
+                    .state
+                    .read_message(self.nonce, body, target)
+                    .map_err(noise_err)?;
+                self.nonce += 1;
+                self.rstart += 2 + len;
+                if direct {
+                    return Ok(n);
+                }
+                self.start = 0;
+                self.end = n;
+                continue;
+            }
+            // Not a whole frame yet: make room at the end, then read what is there.
+            if self.rstart > 0 && self.raw.len() - self.rend < 2 + MAX_MESSAGE {
+                self.raw.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            }
+            let n = self.sock.read(&mut self.raw[self.rend..])?;
+            if n == 0 {
+                if self.rstart == self.rend {
+                    return Ok(0);
+                }
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.rend += n;
+        }
+    }
+}
+
+/// Plaintext out: each `write` seals up to [`MAX_PLAIN`] bytes into one frame and writes
+/// it at once (no buffering, so nothing waits for a flush).
+pub struct NoiseWriter {
+    sock: TcpStream,
+    state: Arc<StatelessTransportState>,
+    /// The next message's nonce.
+    nonce: u64,
+    /// Reused frame buffer.
+    frame: Box<[u8]>,
+}
+
+impl NoiseWriter {
+    /// The socket under the link (for timeouts and shutdown).
+    pub fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+impl Write for NoiseWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let take = buf.len().min(MAX_PLAIN);
+        let n = self
+            .state
+            .write_message(self.nonce, &buf[..take], &mut self.frame[2..])
+            .map_err(noise_err)?;
+        self.nonce += 1;
+        let len = u16::try_from(n).map_err(io::Error::other)?;
+        self.frame[..2].copy_from_slice(&len.to_be_bytes());
+        self.sock.write_all(&self.frame[..2 + n])?;
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[allow(clippy::type_complexity)]
+    fn run(
+        ticket_a: &'static str,
+        ticket_b: &'static str,
+    ) -> (
+        io::Result<Handshaken>,
+        io::Result<(Handshaken, String)>,
+        [u8; 32],
+        [u8; 32],
+    ) {
+        let (apriv, apub) = generate_keypair().unwrap();
+        let (bpriv, bpub) = generate_keypair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let b = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            respond(&sock, &bpriv, deadline, |id| {
+                (*id == ticket_id(ticket_b)).then(|| ticket_b.to_string())
+            })
+        });
+        let sock = TcpStream::connect(addr).unwrap();
+        let a = initiate(&sock, &apriv, ticket_a, Some(&bpub), deadline);
+        let mut a = a;
+        if let Ok(h) = &mut a {
+            let _ = h.writer.write_all(b"HELLO over noise\n");
+        }
+        let b = b.join().unwrap();
+        (a, b, apub, bpub)
+    }
+
+    #[test]
+    fn same_ticket_completes_and_carries_bytes() {
+        let (a, b, apub, bpub) = run("t1", "t1");
+        let a = a.unwrap();
+        let (mut b, ticket) = b.unwrap();
+        assert_eq!(ticket, "t1");
+        assert_eq!(a.remote_key, bpub);
+        assert_eq!(b.remote_key, apub);
+        let mut line = [0u8; 17];
+        b.reader.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"HELLO over noise\n");
+    }
+
+    #[test]
+    fn another_ticket_fails_the_handshake() {
+        let (_a, b, _, _) = run("t1", "t2");
+        assert!(b.is_err());
+    }
+
+    #[test]
+    fn large_writes_split_into_frames() {
+        let (apriv, _) = generate_keypair().unwrap();
+        let (bpriv, _) = generate_keypair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let b = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let (mut h, _) = respond(&sock, &bpriv, deadline, |_| Some("t".into())).unwrap();
+            // Small and large buffers in turn: both the copying and the direct path.
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 100_000];
+            let mut turn = 0usize;
+            let got = loop {
+                let want = if turn.is_multiple_of(2) {
+                    1000
+                } else {
+                    buf.len()
+                };
+                turn += 1;
+                match h.reader.read(&mut buf[..want]) {
+                    Ok(0) => break Ok(all.len()),
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            };
+            (got, all)
+        });
+        let sock = TcpStream::connect(addr).unwrap();
+        let mut a = initiate(&sock, &apriv, "t", None, deadline).unwrap();
+        let data = vec![7u8; 200_000];
+        a.writer.write_all(&data).unwrap();
+        drop(a);
+        drop(sock);
+        let (len, all) = b.join().unwrap();
+        assert_eq!(len.unwrap(), 200_000);
+        assert!(all.iter().all(|b| *b == 7));
+    }
+}
