@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 use peerchat::crypto::tls::{BlockingTls, Trust, blocking_client};
 use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 
+/// The `gui` group (the web front end).
+#[path = "peerchat/gui.rs"]
+mod gui;
+
 /// Selects a helper role when this program re-executes itself.
 const ROLE_ENV: &str = "PEERCHAT_BENCH_ROLE";
 /// The file a copy role reads or writes.
@@ -52,7 +56,9 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 6] = ["transfer", "chat", "scale", "login", "burst", "cipher"];
+const GROUPS: [&str; 7] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui",
+];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -185,6 +191,7 @@ fn main() {
             "login" => group_login(&settings, &bins, &mut report),
             "burst" => group_burst(&settings, &bins, &mut report),
             "cipher" => group_cipher(&settings, &mut report),
+            "gui" => gui::group_gui(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
         match result {

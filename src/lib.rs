@@ -66,6 +66,14 @@
 //!       terminal's modes on every way out.
 //!     - `tui::menu`: seed 003's numbered `\menu`.
 //!     - `tui::send_paths`: `\send`'s argument: `~`, globs, several paths.
+//!   - `client::web`: the web front end (`--gui`): loopback HTTP server, token, login
+//!     thread and the pump from core events to the event log and the snapshot.
+//!     - `web::guard`: the Host/Origin/token checks and security headers, in one place.
+//!     - `web::routes`: the page (compiled-in `assets/`) and the JSON API; body caps.
+//!     - `web::log`: events with ids rising by one, for long polls (capped in number).
+//!     - `web::state`: the snapshot the page draws itself from (`GET /api/state`).
+//!     - `web::prompter`: the login's `Prompter` answered by the page.
+//!     - `web::staging`: uploads staged to be offered, deleted when their offer ends.
 
 pub mod client;
 pub mod crypto;

@@ -300,6 +300,33 @@ pub const MAX_REQUEST_SETTING: u64 = 10_000;
 /// Largest `--limit` of `peerchat-server sessions`.
 pub const MAX_LOG_ROWS: u64 = 1_000_000;
 
+// ---- web front end (client --gui) ----
+
+/// Largest JSON body the web front end accepts (commands, login answers): a chat line
+/// at most `MAX_CHAT_TEXT` bytes plus room for the JSON around it.
+pub const GUI_MAX_BODY: usize = 64 * 1024;
+
+/// Largest file the page may upload to offer it (streamed to the staging folder).
+pub const GUI_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
+
+/// HTTP requests the web front end serves at once; more get `503`.
+pub const GUI_MAX_REQUESTS: usize = 32;
+
+/// Event long polls waiting at once; more get `429`.
+pub const GUI_MAX_LONG_POLLS: usize = 8;
+
+/// Longest a long poll waits for an event before answering with none.
+pub const GUI_LONG_POLL_WAIT: Duration = Duration::from_secs(25);
+
+/// Events the web front end keeps for long polls; older ones are dropped (a page that
+/// sees a gap in the ids reloads `GET /api/state`).
+pub const GUI_EVENT_LOG: usize = 4096;
+
+/// Events one long poll returns at most.
+pub const GUI_EVENTS_PER_POLL: usize = 512;
+
+/// Chat lines per session the web front end keeps for `GET /api/state`.
+pub const GUI_LINES_PER_SESSION: usize = 500;
 // ---- W2: encrypted links ----
 
 /// Connections the server refuses (full, or too many from one address) that it answers

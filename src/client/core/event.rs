@@ -9,9 +9,15 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::sessions::Notice;
-use super::transfers::XferNotice;
 use crate::protocol::server_msg::{EndReason, TransferResult};
+
+// The vocabulary events are made of, so front ends import it from here and never from
+// the tables that produce it.
+pub use super::history::Line;
+pub use super::sessions::{Closer, Notice, State};
+pub use super::summary::{human_size, role_word};
+pub use super::transfer::Outcome;
+pub use super::transfers::{Role, Row, Stage, XferNotice};
 
 /// One thing that happened. JSON form: `{"type":"users","data":{...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,11 +6,8 @@
 
 use chrono::{Local, TimeZone};
 
-use crate::client::core::event::{Event as CoreEvent, FileRow};
-use crate::client::core::history::Line;
-use crate::client::core::sessions::{Closer, Notice, State};
-use crate::client::core::summary::{human_size, role_word};
-use crate::client::core::transfers::{Role, Row, Stage, XferNotice};
+use crate::client::core::event::{Closer, Line, Notice, Role, Row, Stage, State, XferNotice};
+use crate::client::core::event::{Event as CoreEvent, FileRow, human_size, role_word};
 use crate::protocol::server_msg::{EndReason, TransferResult};
 use crate::sanitize::Untrusted;
 
