@@ -277,6 +277,13 @@ fn pump(shared: &Shared, events: &Receiver<Event>) {
         {
             continue;
         }
+        // When too many came and went to name them, only a fresh list tells who is
+        // online now.
+        if let Event::Presence { .. } = &event
+            && let Some(commands) = shared.commands()
+        {
+            let _ = commands.send(Command::List { offset: 0 });
+        }
         shared.staging.on_event(&event);
         if let Event::Welcome { .. } = &event {
             // Uploads left by an earlier run were never offered in this one.

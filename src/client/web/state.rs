@@ -81,8 +81,10 @@ pub struct Snapshot {
     pub addr: Option<String>,
     /// Whether the server link is up.
     pub connected: bool,
-    /// Users online.
+    /// Users online (the first page of `LIST`, kept current by presence events).
     pub users: BTreeSet<String>,
+    /// How many are online in all, so the page can say when it shows only some.
+    pub users_total: usize,
     /// The session plain chat goes to.
     pub active: Option<String>,
     /// Sessions by peer name (lower case).
@@ -184,12 +186,29 @@ impl Snapshot {
             Event::Session(notice) => self.apply_notice(notice),
             Event::Transfer(notice) => self.apply_xfer(notice),
             Event::Active { peer } => self.active = peer.clone(),
-            Event::Users { users } => self.users = users.iter().cloned().collect(),
-            Event::Online { user } => {
-                self.users.insert(user.clone());
+            // Only the first page (1000 names) is kept: the page shows who is online to
+            // chat with, and the count says when there are more.
+            Event::Users { users, total } => {
+                self.users = users.iter().cloned().collect();
+                self.users_total = *total;
             }
-            Event::Offline { user } => {
-                self.users.remove(user);
+            Event::Online { users } => {
+                for user in users {
+                    if self.users.insert(user.clone()) {
+                        self.users_total += 1;
+                    }
+                }
+            }
+            Event::Offline { users } => {
+                for user in users {
+                    if self.users.remove(user) {
+                        self.users_total = self.users_total.saturating_sub(1);
+                    }
+                }
+            }
+            // The pump asks for a fresh list; until it comes only the count moves.
+            Event::Presence { came, went } => {
+                self.users_total = (self.users_total + came).saturating_sub(*went);
             }
             Event::Files { files, total } | Event::Search { files, total } => {
                 self.files = files.clone();
@@ -349,6 +368,7 @@ mod tests {
         assert_eq!(s.phase, Phase::Ready);
         s.apply(&Event::Users {
             users: vec!["alice".into(), "Bob".into()],
+            total: 2,
         });
         s.apply(&Event::Session(Notice::Request {
             from: "Bob".into(),
@@ -374,8 +394,15 @@ mod tests {
         assert_eq!(bob.state, "open");
         let texts: Vec<_> = bob.lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["old", "hi", "hello"]);
-        s.apply(&Event::Offline { user: "Bob".into() });
+        s.apply(&Event::Online {
+            users: vec!["carol".into()],
+        });
+        assert_eq!(s.users_total, 3);
+        s.apply(&Event::Offline {
+            users: vec!["Bob".into()],
+        });
         assert!(!s.users.contains("Bob"));
+        assert_eq!(s.users_total, 2);
         s.apply(&Event::ServerLost);
         assert!(!s.connected);
     }

@@ -168,6 +168,9 @@ function renderUsers() {
     items.push(li);
   }
   if (!items.length) items.push(el('li', 'Nobody is online.', 'muted'));
+  if (state.users_total > state.users.length) {
+    items.push(el('li', state.users.length + ' of ' + state.users_total + ' online shown', 'muted'));
+  }
   $('users').replaceChildren(...items);
 }
 
