@@ -1,10 +1,11 @@
-# peerchat: `make server` and `make client` in two terminals; `make test` before a commit.
+# peerchat: `make server` and `make client` (or `make gui`) in two terminals; `make test`
+# before a commit.
 # ARGS="..." passes flags through, e.g. make client ARGS="--port 40001".
 
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: build server client test lint demo fmt clean bench
+.PHONY: build server client gui test test-browser gui-screenshots lint demo fmt clean bench
 
 build:
 	$(CARGO) build --release --bins
@@ -17,6 +18,7 @@ client:
 
 test:
 	$(CARGO) test --all-targets
+	$(MAKE) test-browser
 
 demo: build
 	bash scripts/demo.sh
@@ -37,3 +39,19 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# The graphical client: the client core with its web page on 127.0.0.1 (prints the
+# address with its token and opens a browser when there is one).
+gui:
+	$(CARGO) run --release --quiet --bin peerchat-client -- --gui $(ARGS)
+
+# Browser end-to-end tests in real headless Chromium (Debian's chromium + Playwright for
+# Python; .ci/run installs both). Missing tools fail the run, they never skip it.
+test-browser:
+	$(CARGO) build --bins
+	python3 tests/browser/test_gui.py
+
+# PNGs of the page's main screens (login, chat with two sessions, transfers).
+gui-screenshots:
+	$(CARGO) build --bins
+	python3 tests/browser/screenshots.py

@@ -10,9 +10,16 @@
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
 //!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).
+//!   - `protocol::session_token`: resumable-login tokens (256 random bits; stored hashed).
 //!   - `protocol::codes`: `ERR` codes.
 //!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
+//! - [`crypto`]: encrypted, authenticated links; no peerchat line is parsed there.
+//!   - `crypto::tls`: rustls configurations (ring), the server's certificate, fingerprints,
+//!     the pinning verifier, and a TLS stream a reader and a writer thread share.
+//!   - `crypto::trust`: the client's decision about a server's certificate (pins, TOFU).
+//!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK) and framed streams.
+//!   - `crypto::identity`: long-term X25519 keys, pins of peers' keys, safety numbers.
 //! - [`server`]: the central server.
 //!   - `server` (mod): settings, accept loop, connection cap, shutdown.
 //!   - `server::conn`: one connection's read → parse → dispatch → reply loop.
@@ -21,11 +28,14 @@
 //!   - `server::hash_gate`: the bcrypt queue (permits, deadlines, per-address cap).
 //!   - `server::rate_limit`: token buckets and per-address slots (pure memory).
 //!   - `server::commands`: what each command does (presence, sessions, transfers, files).
-//!   - `server::registry`: who is connected and online (one mutex, leaf lock).
+//!   - `server::registry`: who is connected and online (one mutex, leaf lock), and the
+//!     presence changes not yet announced.
+//!   - `server::presence`: announces presence changes in batches, once per interval.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
+//!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //!   - `server::relay`: the relay: pairing by one-time token, two copy threads per pair.
 //!   - `server::relay_token`: issuing and checking relay tokens (pure, no I/O).
@@ -35,7 +45,9 @@
 //!     - `core::command` / `core::event`: what a front end may ask and is told (serde).
 //!     - `core::engine`: the select loop moving work between links, sessions, transfers.
 //!     - `core::server_link`: reader and writer threads of the server connection.
-//!     - `core::login`: answering the server's login questions (the `Prompter` trait).
+//!     - `core::login`: answering the server's login questions (the `Prompter` trait),
+//!       with the server's resumable-login token first when logging in again.
+//!     - `core::retry`: when `--auto-reconnect` tries again (doubling, jittered).
 //!     - `core::peer_link`: the peer listener, handshakes, and each link's threads.
 //!     - `core::peer_dial`: asking peers and opening data connections; the target's proof.
 //!     - `core::peer_limits`: handshake slots per address and the tally of refusals.
@@ -56,6 +68,14 @@
 //!       terminal's modes on every way out.
 //!     - `tui::menu`: seed 003's numbered `\menu`.
 //!     - `tui::send_paths`: `\send`'s argument: `~`, globs, several paths.
+//!   - `client::web`: the web front end (`--gui`): loopback HTTP server, token, login
+//!     thread and the pump from core events to the event log and the snapshot.
+//!     - `web::guard`: the Host/Origin/token checks and security headers, in one place.
+//!     - `web::routes`: the page (compiled-in `assets/`) and the JSON API; body caps.
+//!     - `web::log`: events with ids rising by one, for long polls (capped in number).
+//!     - `web::state`: the snapshot the page draws itself from (`GET /api/state`).
+//!     - `web::prompter`: the login's `Prompter` answered by the page.
+//!     - `web::staging`: uploads staged to be offered, deleted when their offer ends.
 
 pub mod client;
 pub mod crypto;

@@ -447,7 +447,7 @@ fn crlf_line_endings_are_accepted() {
     w.send_bytes(b"40001\r\n").unwrap();
     w.expect_exact("OK WELCOME alice 127.0.0.1:40001");
     w.send_bytes(b"LIST\r\n").unwrap();
-    w.expect_exact("OK LIST 1");
+    w.expect_exact("OK LIST 1 1");
     w.expect_exact("USER alice");
     w.send_bytes(b"QUIT\r\n").unwrap();
     w.expect_exact("OK BYE");

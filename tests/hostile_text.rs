@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::thread;
@@ -180,24 +180,28 @@ fn a_right_to_left_override_never_reaches_another_users_screen() {
 
 /// Plays a hostile server on a real socket: the greeting, an `ASK` and an `ERR` full of
 /// escapes and bidi controls, then a second `ASK`, then it hangs up.
-fn fake_server(listener: TcpListener) {
-    let (stream, _) = listener.accept().expect("accept the client");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut out = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut answer = String::new();
-    let mut say = |line: &str| {
-        out.write_all(format!("{line}\n").as_bytes()).unwrap();
-        out.flush().unwrap();
+fn fake_server(listener: TcpListener, tls: std::sync::Arc<rustls::ServerConfig>) {
+    // The client speaks TLS to any server (pinned to this fake's fingerprint).
+    let mut tls = accept_tls(&listener, tls);
+    let say = |tls: &mut FakeTls, line: &str| {
+        tls.write_all(format!("{line}\n").as_bytes()).unwrap();
+        tls.flush().unwrap();
     };
-    say("HELLO peerchat 1");
-    say("ASK NEW \u{1b}[2J\u{1b}]0;owned\u{7}Are you new? \u{202E}(N/Y)");
-    let _ = reader.read_line(&mut answer);
-    say("ERR 400 BAD_REQUEST \u{1b}[31mred alert\u{1b}[0m \u{202E}gnp.exe\u{7}\rOK fake");
-    say("ASK NEW again\u{1b}[5n\u{2028}");
-    answer.clear();
-    let _ = reader.read_line(&mut answer);
-    say("ERR 403 BLOCKED \u{9b}31m\u{1b}c bye");
+    say(&mut tls, "HELLO peerchat 1");
+    say(
+        &mut tls,
+        "ASK NEW \u{1b}[2J\u{1b}]0;owned\u{7}Are you new? \u{202E}(N/Y)",
+    );
+    let _ = read_tls_line(&mut tls);
+    say(
+        &mut tls,
+        "ERR 400 BAD_REQUEST \u{1b}[31mred alert\u{1b}[0m \u{202E}gnp.exe\u{7}\rOK fake",
+    );
+    say(&mut tls, "ASK NEW again\u{1b}[5n\u{2028}");
+    let _ = read_tls_line(&mut tls);
+    say(&mut tls, "ERR 403 BLOCKED \u{9b}31m\u{1b}c bye");
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
     // Closing the socket ends the client's login.
 }
 
@@ -205,8 +209,10 @@ fn fake_server(listener: TcpListener) {
 fn a_fake_servers_ask_and_err_texts_never_reach_the_client_raw() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = thread::spawn(move || fake_server(listener));
-    let mut client = Client::spawn(addr, &["--port", "0"]).named("victim");
+    let (tls, fingerprint, _key_dir) = fake_server_tls();
+    let server = thread::spawn(move || fake_server(listener, tls));
+    let mut client =
+        Client::spawn(addr, &["--port", "0", "--server-fingerprint", &fingerprint]).named("victim");
     client.expect("Are you new?");
     client.send("y");
     client.expect("red alert");

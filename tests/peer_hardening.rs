@@ -641,12 +641,21 @@ fn a_peer_cannot_grow_the_history_past_its_cap() {
 fn login_against_fake_server(data_dir: &Path, welcome: &str) -> Client {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    // The fake server speaks TLS: the client talks to no server in clear.
+    let (tls, fingerprint, _key_dir) = fake_server_tls();
     let mut client = Client::spawn(
         addr,
-        &["--port", "0", "--data-dir", data_dir.to_str().unwrap()],
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--server-fingerprint",
+            &fingerprint,
+        ],
     )
     .named("alice (against a fake server)");
-    let mut fake = Wire::from_accepted(accept_within(&listener, WAIT), "fake server");
+    let mut fake = Wire::accepted_tls(accept_within(&listener, WAIT), "fake server", tls);
     fake.send("HELLO peerchat 1");
     fake.send("ASK NEW Are you a new client? (Y/N)");
     client.expect("Are you a new client? (Y/N): ");

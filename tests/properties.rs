@@ -59,8 +59,12 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     prop_oneof![
         any::<u32>().prop_map(|version| ServerMsg::Hello { version }),
         (code, text()).prop_map(|(code, message)| ServerMsg::Err { code, message }),
-        word().prop_map(|user| ServerMsg::Event(Event::Online { user })),
-        word().prop_map(|user| ServerMsg::Event(Event::Offline { user })),
+        proptest::collection::vec(word(), 1..20)
+            .prop_map(|users| ServerMsg::Event(Event::Online { users })),
+        proptest::collection::vec(word(), 1..20)
+            .prop_map(|users| ServerMsg::Event(Event::Offline { users })),
+        (any::<usize>(), any::<usize>())
+            .prop_map(|(came, went)| ServerMsg::Event(Event::Presence { came, went })),
         text().prop_map(|message| ServerMsg::Event(Event::Shutdown { message })),
         (any::<u64>(), word(), ticket()).prop_map(|(id, from, ticket)| ServerMsg::Event(
             Event::SessionRequest { id, from, ticket }
@@ -68,8 +72,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (any::<u64>(), word(), ticket()).prop_map(|(id, from, ticket)| ServerMsg::Event(
             Event::TransferRequest { id, from, ticket }
         )),
-        proptest::collection::vec(word(), 0..20)
-            .prop_map(|users| ServerMsg::Ok(Reply::List { users })),
+        (proptest::collection::vec(word(), 0..20), any::<usize>())
+            .prop_map(|(users, total)| ServerMsg::Ok(Reply::List { users, total })),
         proptest::collection::vec(text(), 0..20)
             .prop_map(|lines| ServerMsg::Ok(Reply::Help { lines })),
         (word(), addr()).prop_map(|(user, addr)| ServerMsg::Ok(Reply::Info { user, addr })),
@@ -107,7 +111,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Help),
-        Just(Command::List),
+        any::<usize>().prop_map(|offset| Command::List { offset }),
+        Just(Command::Token),
         Just(Command::Ping),
         Just(Command::Quit),
         word().prop_map(|user| Command::Info { user }),

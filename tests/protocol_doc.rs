@@ -240,6 +240,9 @@ fn run_server_example(ex: &Example) {
             expect_doc_line(wire, &mut vary, want, at);
         } else if rest == "(the server closes the connection)" {
             expect_closed(wire, at);
+        } else if rest == "(the connection breaks; the client connects again)" {
+            // The example's own connection drops without QUIT and a new one starts.
+            *wire = Wire::connect(server.addr).named("example, again");
         } else if rest == "(the server gets Ctrl+C)" {
             server.interrupt();
         } else if let Some(n) = rest
@@ -575,6 +578,25 @@ fn section_8_states_the_limits_the_code_enforces() {
             vec![with_commas(MAX_INDEX_FILES_PER_ADDRESS)],
         ),
         ("| file name |", vec![format!("1–{MAX_FILE_NAME} bytes")]),
+        (
+            "| `LIST` lines per reply |",
+            vec![MAX_LIST_PAGE.to_string()],
+        ),
+        (
+            "| presence announcements |",
+            vec![
+                format!("every {} ms", PRESENCE_INTERVAL.as_millis()),
+                format!("over {MAX_PRESENCE_NAMES} names"),
+                format!("{} lines a second", with_commas(PRESENCE_FANOUT)),
+            ],
+        ),
+        (
+            "| resumable-login token |",
+            vec![
+                format!("valid {} s", TOKEN_LIFETIME.as_secs()),
+                format!("{MAX_TOKENS_PER_USER} per account"),
+            ],
+        ),
         ("| transfer chunk |", vec![with_commas(CHUNK_SIZE)]),
     ] {
         let line = section

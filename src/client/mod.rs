@@ -2,11 +2,12 @@
 //!
 //! `core` is the engine (server link, peer links, sessions, transfers, shares,
 //! history) driven by typed commands and reporting typed events; `tui` is the terminal
-//! front end. This module only picks the front end and handles Ctrl+C; it must not
+//! front end; `web` serves a local page as the second front end. This module only picks the front end and handles Ctrl+C; it must not
 //! hold client state or print.
 
 pub mod core;
 pub mod tui;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use crossbeam_channel::{Receiver, bounded};
 pub use self::core::ClientConfig;
 
 /// Runs the client until the user leaves; returns the process exit code.
-pub fn run(config: ClientConfig) -> u8 {
+pub fn run(config: ClientConfig, gui: web::GuiConfig) -> u8 {
     let logged_in = Arc::new(AtomicBool::new(false));
     let interrupts = match watch_ctrl_c(Arc::clone(&logged_in)) {
         Ok(rx) => rx,
@@ -25,6 +26,11 @@ pub fn run(config: ClientConfig) -> u8 {
             return 1;
         }
     };
+    if gui.gui {
+        // The page logs in; Ctrl+C at any time logs out and stops the server.
+        logged_in.store(true, Ordering::SeqCst);
+        return web::run(&config, &gui, &interrupts);
+    }
     tui::run(&config, &interrupts, || {
         logged_in.store(true, Ordering::SeqCst)
     })

@@ -173,7 +173,9 @@ impl ServerTrust {
             });
         }
         result?;
-        if pinned.as_deref() != Some(shown.as_str()) {
+        // A fingerprint given on the command line is the authority for this run and is
+        // not written down; a certificate trusted on first use is pinned.
+        if self.fingerprint.is_none() && pinned.as_deref() != Some(shown.as_str()) {
             let allowed = match (&trust, ask) {
                 (Trust::Pinned(_), _) => true,
                 _ if self.trust_first_use => true,

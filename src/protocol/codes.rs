@@ -98,6 +98,8 @@ codes! {
     /// (peer) An `ACCEPT` without the right MAC: the answer did not come from the holder
     /// of the ticket (someone else answered at the target's address).
     BadProof = 441, "BAD_PROOF";
+    /// A `RESUME` token that is unknown, expired, revoked or not the named user's.
+    BadToken = 480, "BAD_TOKEN";
     /// (peer) Too many peer handshakes at once, from this address or in all.
     PeerBusy = 442, "PEER_BUSY";
     /// The server failed; try again.

@@ -202,6 +202,33 @@ pub const MAX_SEARCH_RESULTS: usize = 100;
 /// `FILES [<user>] <offset>` asks for the next page.
 pub const MAX_FILES_PAGE: usize = 1000;
 
+/// Most `USER` lines in one `LIST` reply; the total is always given, and `LIST <offset>`
+/// asks for the next page. Keeps one `LIST` at 10,000 online a bounded amount of work.
+pub const MAX_LIST_PAGE: usize = 1000;
+
+/// Presence changes (logins, logouts) are gathered for this long and then sent to every
+/// online user at once, so a login costs the server O(1) instead of one event per
+/// online user; a burst of 1,000 logins costs one or two lines per user.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most presence lines per second the server queues, all recipients together: waking
+/// thousands of writer threads is what an announcement costs, so past
+/// `PRESENCE_FANOUT × PRESENCE_INTERVAL` online (1,000) the interval grows with the
+/// number online (5 s at 10,000), keeping presence under a tenth of a core.
+pub const PRESENCE_FANOUT: usize = 2_000;
+
+/// Most names in one `EVENT ONLINE` or `EVENT OFFLINE` line (100 names of 32 characters
+/// fit a line). When more users came or went in one interval, the server sends
+/// `EVENT PRESENCE <came> <went>` (counts only) instead, and `LIST` tells who.
+pub const MAX_PRESENCE_NAMES: usize = 100;
+
+/// How long a resumable-login token (`OK TOKEN`) is valid after it was issued or last
+/// used to log in: a week.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Tokens kept per account; issuing one more forgets the oldest.
+pub const MAX_TOKENS_PER_USER: usize = 8;
+
 /// Most files in the server's index, all users together: bounds the index's memory
 /// (a file costs its name twice, as given and in lower case, plus about 80 bytes: at
 /// most about 120 MB at the cap) whatever many accounts share.
@@ -273,6 +300,33 @@ pub const MAX_REQUEST_SETTING: u64 = 10_000;
 /// Largest `--limit` of `peerchat-server sessions`.
 pub const MAX_LOG_ROWS: u64 = 1_000_000;
 
+// ---- web front end (client --gui) ----
+
+/// Largest JSON body the web front end accepts (commands, login answers): a chat line
+/// at most `MAX_CHAT_TEXT` bytes plus room for the JSON around it.
+pub const GUI_MAX_BODY: usize = 64 * 1024;
+
+/// Largest file the page may upload to offer it (streamed to the staging folder).
+pub const GUI_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
+
+/// HTTP requests the web front end serves at once; more get `503`.
+pub const GUI_MAX_REQUESTS: usize = 32;
+
+/// Event long polls waiting at once; more get `429`.
+pub const GUI_MAX_LONG_POLLS: usize = 8;
+
+/// Longest a long poll waits for an event before answering with none.
+pub const GUI_LONG_POLL_WAIT: Duration = Duration::from_secs(25);
+
+/// Events the web front end keeps for long polls; older ones are dropped (a page that
+/// sees a gap in the ids reloads `GET /api/state`).
+pub const GUI_EVENT_LOG: usize = 4096;
+
+/// Events one long poll returns at most.
+pub const GUI_EVENTS_PER_POLL: usize = 512;
+
+/// Chat lines per session the web front end keeps for `GET /api/state`.
+pub const GUI_LINES_PER_SESSION: usize = 500;
 // ---- W2: encrypted links ----
 
 /// Connections the server refuses (full, or too many from one address) that it answers

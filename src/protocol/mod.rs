@@ -9,6 +9,7 @@ pub mod limits;
 pub mod line;
 pub mod peer_msg;
 pub mod server_msg;
+pub mod session_token;
 pub mod ticket;
 pub mod transfer_msg;
 

@@ -12,6 +12,7 @@ use super::file_name::safe_file_name;
 use super::limits::{
     MAX_LIST_LINES, MAX_SHARED_FILES, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN,
 };
+use super::session_token::SessionToken;
 use super::ticket::Ticket;
 use super::{ParseError, parse_err, write_err};
 
@@ -70,8 +71,11 @@ pub enum Reply {
     Welcome { user: String, addr: SocketAddr },
     /// `OK HELP <n>` and `n` lines `TEXT <line>`.
     Help { lines: Vec<String> },
-    /// `OK LIST <n>` and `n` lines `USER <name>`.
-    List { users: Vec<String> },
+    /// `OK LIST <n> <total>` and `n` lines `USER <name>`: one page of the `total` users
+    /// online.
+    List { users: Vec<String>, total: usize },
+    /// `OK TOKEN <token> <seconds>`: log in again with `RESUME` within `seconds`.
+    Token { token: SessionToken, secs: u64 },
     /// `OK INFO <user> <addr>`
     Info { user: String, addr: SocketAddr },
     /// `OK PONG`
@@ -308,10 +312,13 @@ impl TransferRole {
 /// Something the server pushes unasked: the words after `EVENT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// `EVENT ONLINE <user>`
-    Online { user: String },
-    /// `EVENT OFFLINE <user>`
-    Offline { user: String },
+    /// `EVENT ONLINE <user>...`: these users came online in the last interval.
+    Online { users: Vec<String> },
+    /// `EVENT OFFLINE <user>...`: these users went offline in the last interval.
+    Offline { users: Vec<String> },
+    /// `EVENT PRESENCE <came> <went>`: too many users came and went in the last interval
+    /// to name them; `LIST` tells who is online.
+    Presence { came: usize, went: usize },
     /// `EVENT SHUTDOWN <message>`
     Shutdown { message: String },
     /// `EVENT SESSION_REQUEST <id> <from> <ticket>`: `from` will connect to us with
@@ -449,10 +456,21 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
     let (kind, rest) = split_word(rest);
     Ok(match kind {
         "ONLINE" => Event::Online {
-            user: single_name(rest)?,
+            users: names(rest)?,
         },
         "OFFLINE" => Event::Offline {
-            user: single_name(rest)?,
+            users: names(rest)?,
+        },
+        "PRESENCE" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [came, went] => Event::Presence {
+                came: came
+                    .parse()
+                    .map_err(|_| ParseError::bad("malformed EVENT PRESENCE"))?,
+                went: went
+                    .parse()
+                    .map_err(|_| ParseError::bad("malformed EVENT PRESENCE"))?,
+            },
+            _ => return Err(ParseError::bad("usage: EVENT PRESENCE <came> <went>")),
         },
         "SHUTDOWN" => Event::Shutdown {
             message: rest.to_string(),
@@ -577,7 +595,7 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
                 })
                 .collect::<Result<_, _>>()?,
         },
-        ("LIST", [count]) if count.parse::<usize>().ok() == Some(body.len()) => {
+        ("LIST", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
             let users = body
                 .iter()
                 .map(|line| match split_word(line) {
@@ -585,8 +603,17 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
                     _ => Err(ParseError::bad("a LIST line is USER <name>")),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Reply::List { users }
+            let total = total
+                .parse()
+                .map_err(|_| ParseError::bad("malformed OK LIST"))?;
+            Reply::List { users, total }
         }
+        ("TOKEN", [token, secs]) => Reply::Token {
+            token: SessionToken::parse(token).ok_or_else(|| ParseError::bad("malformed token"))?,
+            secs: secs
+                .parse()
+                .map_err(|_| ParseError::bad("malformed OK TOKEN"))?,
+        },
         _ => return Err(ParseError::bad(format!("malformed OK {what}"))),
     };
     Ok(reply)
@@ -615,6 +642,11 @@ fn parse_ticket(text: &str) -> Result<Ticket, ParseError> {
     Ticket::parse(text).ok_or_else(|| ParseError::bad("malformed ticket"))
 }
 
+/// One or more usernames separated by single spaces.
+fn names(text: &str) -> Result<Vec<String>, ParseError> {
+    text.split(' ').map(single_name).collect()
+}
+
 fn single_name(text: &str) -> Result<String, ParseError> {
     if text.is_empty() || text.contains(' ') {
         return Err(ParseError::bad("expected one username"));
@@ -639,8 +671,9 @@ impl fmt::Display for ServerMsg {
             }
             ServerMsg::Err { code, message } => write_err(f, *code, message),
             ServerMsg::Event(event) => match event {
-                Event::Online { user } => write!(f, "EVENT ONLINE {user}"),
-                Event::Offline { user } => write!(f, "EVENT OFFLINE {user}"),
+                Event::Online { users } => write!(f, "EVENT ONLINE {}", users.join(" ")),
+                Event::Offline { users } => write!(f, "EVENT OFFLINE {}", users.join(" ")),
+                Event::Presence { came, went } => write!(f, "EVENT PRESENCE {came} {went}"),
                 Event::Shutdown { message } => write!(f, "EVENT SHUTDOWN {}", one_line(message)),
                 Event::SessionRequest { id, from, ticket } => {
                     write!(f, "EVENT SESSION_REQUEST {id} {from} {ticket}")
@@ -699,10 +732,11 @@ impl fmt::Display for ServerMsg {
                         .iter()
                         .try_for_each(|l| write!(f, "\nTEXT {}", one_line(l)))
                 }
-                Reply::List { users } => {
-                    write!(f, "OK LIST {}", users.len())?;
+                Reply::List { users, total } => {
+                    write!(f, "OK LIST {} {total}", users.len())?;
                     users.iter().try_for_each(|u| write!(f, "\nUSER {u}"))
                 }
+                Reply::Token { token, secs } => write!(f, "OK TOKEN {token} {secs}"),
             },
         }
     }
@@ -713,8 +747,10 @@ impl fmt::Display for ServerMsg {
 pub enum Command {
     /// `HELP`
     Help,
-    /// `LIST` (alias `GET_CLIENT_LIST`)
-    List,
+    /// `LIST [offset]` (alias `GET_CLIENT_LIST`): one page of the users online.
+    List { offset: usize },
+    /// `TOKEN`: a token to log in again later without the password.
+    Token,
     /// `INFO <username>` (alias `GET_CLIENT_INFO`)
     Info { user: String },
     /// `PING`
@@ -831,8 +867,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["LIST", "GET_CLIENT_LIST"],
-        args: &[],
-        meaning: "the users online now",
+        args: &["[offset]"],
+        meaning: "the users online now, 1000 at a time from <offset>",
     },
     CommandSpec {
         names: &["INFO", "GET_CLIENT_INFO"],
@@ -893,6 +929,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         names: &["SEARCH"],
         args: &["<text...>"],
         meaning: "shared files whose names contain <text>, any case",
+    },
+    CommandSpec {
+        names: &["TOKEN"],
+        args: &[],
+        meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
     },
     CommandSpec {
         names: &["PING"],
@@ -982,7 +1023,11 @@ impl Command {
         let number = |text: &str| text.parse::<u64>().map_err(|_| usage());
         let command = match (spec.names[0], args.as_slice()) {
             ("HELP", []) => Command::Help,
-            ("LIST", []) => Command::List,
+            ("LIST", []) => Command::List { offset: 0 },
+            ("LIST", [offset]) => Command::List {
+                offset: offset.parse().map_err(|_| usage())?,
+            },
+            ("TOKEN", []) => Command::Token,
             ("INFO", [user]) => Command::Info {
                 user: user.to_string(),
             },
@@ -1089,7 +1134,9 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Help => write!(f, "HELP"),
-            Command::List => write!(f, "LIST"),
+            Command::List { offset: 0 } => write!(f, "LIST"),
+            Command::List { offset } => write!(f, "LIST {offset}"),
+            Command::Token => write!(f, "TOKEN"),
             Command::Info { user } => write!(f, "INFO {user}"),
             Command::Ping => write!(f, "PING"),
             Command::Quit => write!(f, "QUIT"),
@@ -1174,6 +1221,31 @@ impl NewAnswer {
             Err(ParseError::bad("answer Y or N"))
         }
     }
+}
+
+/// `RESUME <username> <token>`, the answer to `ASK NEW` that logs in with a token
+/// instead of a password. `None` if `line` is no `RESUME` at all; an error if it is one
+/// with the wrong shape.
+pub fn parse_resume(line: &str) -> Option<Result<(String, SessionToken), ParseError>> {
+    let (word, rest) = split_word(line.trim());
+    if !word.eq_ignore_ascii_case("RESUME") {
+        return None;
+    }
+    let bad = || ParseError::bad("usage: RESUME <username> <token>");
+    Some(match rest.split(' ').collect::<Vec<_>>().as_slice() {
+        [name, token] if !name.is_empty() => SessionToken::parse(token)
+            .map(|token| (name.to_string(), token))
+            .ok_or_else(|| ParseError {
+                code: ErrorCode::BadToken,
+                message: "a token is 64 hex digits".into(),
+            }),
+        _ => Err(bad()),
+    })
+}
+
+/// The `RESUME` answer's wire form (the client's side of [`parse_resume`]).
+pub fn format_resume(name: &str, token: &SessionToken) -> String {
+    format!("RESUME {name} {token}")
 }
 
 /// A username that follows the rules of protocol.md §3.
@@ -1324,12 +1396,32 @@ mod tests {
             ServerMsg::Ok(Reply::Help { lines: vec![] }),
             ServerMsg::Ok(Reply::List {
                 users: vec!["alice".into(), "bob".into()],
+                total: 2,
             }),
-            ServerMsg::Ok(Reply::List { users: vec![] }),
+            ServerMsg::Ok(Reply::List {
+                users: vec![],
+                total: 0,
+            }),
+            ServerMsg::Ok(Reply::List {
+                users: vec!["zed".into()],
+                total: 1001,
+            }),
+            ServerMsg::Ok(Reply::Token {
+                token: SessionToken::generate().unwrap(),
+                secs: 604800,
+            }),
             ServerMsg::Ok(Reply::Pong),
             ServerMsg::Ok(Reply::Bye),
-            ServerMsg::Event(Event::Online { user: "bob".into() }),
-            ServerMsg::Event(Event::Offline { user: "bob".into() }),
+            ServerMsg::Event(Event::Online {
+                users: vec!["bob".into()],
+            }),
+            ServerMsg::Event(Event::Online {
+                users: vec!["bob".into(), "carol".into()],
+            }),
+            ServerMsg::Event(Event::Offline {
+                users: vec!["bob".into()],
+            }),
+            ServerMsg::Event(Event::Presence { came: 523, went: 7 }),
             ServerMsg::Event(Event::Shutdown {
                 message: "the server is shutting down".into(),
             }),
@@ -1358,10 +1450,11 @@ mod tests {
         );
         assert_eq!(
             ServerMsg::Ok(Reply::List {
-                users: vec!["alice".into(), "bob".into()]
+                users: vec!["alice".into(), "bob".into()],
+                total: 2,
             })
             .to_wire(),
-            "OK LIST 2\nUSER alice\nUSER bob\n"
+            "OK LIST 2 2\nUSER alice\nUSER bob\n"
         );
         assert_eq!(
             ServerMsg::err(ErrorCode::NotOnline, "carol is not online").to_wire(),
@@ -1373,7 +1466,7 @@ mod tests {
     fn only_list_replies_have_bodies() {
         for (line, n) in [
             ("OK HELP 3", 3),
-            ("OK LIST 2", 2),
+            ("OK LIST 2 5", 2),
             ("OK FILES 4 90", 4),
             ("OK SEARCH 1 1", 1),
             ("OK SHARE 2", 0),
@@ -1471,12 +1564,16 @@ mod tests {
             "OK NOPE",
             "EVENT",
             "EVENT ONLINE",
-            "EVENT ONLINE a b",
+            "EVENT ONLINE a  b",
+            "EVENT PRESENCE 1",
+            "EVENT PRESENCE x 2",
+            "OK LIST 0",
+            "OK TOKEN abc 5",
         ] {
             assert!(ServerMsg::parse(line, &[]).is_err(), "accepted {line:?}");
         }
-        assert!(ServerMsg::parse("OK LIST 2", &["USER a".into()]).is_err());
-        assert!(ServerMsg::parse("OK LIST 1", &["NOTUSER a".into()]).is_err());
+        assert!(ServerMsg::parse("OK LIST 2 2", &["USER a".into()]).is_err());
+        assert!(ServerMsg::parse("OK LIST 1 1", &["NOTUSER a".into()]).is_err());
         assert!(ServerMsg::body_len("OK LIST x").is_err());
         assert!(ServerMsg::body_len("OK LIST 99999999999").is_err());
         assert_eq!(ServerMsg::body_len("EVENT ONLINE a").unwrap(), 0);
@@ -1486,8 +1583,10 @@ mod tests {
     fn commands_parse_with_aliases_and_any_case_and_format_back() {
         let cases = [
             ("HELP", Command::Help),
-            ("list", Command::List),
-            ("GET_CLIENT_LIST", Command::List),
+            ("list", Command::List { offset: 0 }),
+            ("GET_CLIENT_LIST", Command::List { offset: 0 }),
+            ("LIST 1000", Command::List { offset: 1000 }),
+            ("token", Command::Token),
             ("info bob", Command::Info { user: "bob".into() }),
             ("GET_CLIENT_INFO  bob", Command::Info { user: "bob".into() }),
             ("Ping", Command::Ping),

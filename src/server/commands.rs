@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use super::file_index::CapExceeded;
 use crate::protocol::ParseError;
-use crate::protocol::limits::{MAX_FILES_PAGE, MAX_SEARCH_RESULTS};
+use crate::protocol::limits::{MAX_FILES_PAGE, MAX_LIST_PAGE, MAX_SEARCH_RESULTS, TOKEN_LIFETIME};
 use crate::protocol::server_msg::SharedFile;
 use crate::protocol::server_msg::{
     COMMANDS, Command, CommandSpec, EndReason, Event, Reply, ServerMsg, TransferRole,
 };
+use crate::protocol::session_token::SessionToken;
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
 
@@ -35,10 +36,17 @@ pub enum Flow {
 pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg, Flow) {
     let reply = match command {
         Command::Help => help(),
-        Command::List => list(shared),
+        Command::List { offset } => list(shared, *offset),
+        Command::Token => token(shared, me),
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
-        Command::Quit => return (ServerMsg::Ok(Reply::Bye), Flow::Close),
+        Command::Quit => {
+            // Logging out ends resumability: the tokens this connection used or got.
+            if let Err(e) = shared.store.revoke_tokens(&me.token_digests()) {
+                log::error!("revoking {}'s tokens: {e}", me.name);
+            }
+            return (ServerMsg::Ok(Reply::Bye), Flow::Close);
+        }
         Command::Connect { user } => grant(shared, me, user, Grant::Session),
         Command::SessionOpen { id } => session_open(shared, me, *id),
         Command::Relay { transfer, id } => relay(shared, me, *transfer, *id),
@@ -84,10 +92,29 @@ fn help() -> ServerMsg {
     })
 }
 
-/// LIST
-fn list(shared: &Shared) -> ServerMsg {
-    ServerMsg::Ok(Reply::List {
-        users: shared.registry.online_names(),
+/// LIST [offset]
+fn list(shared: &Shared, offset: usize) -> ServerMsg {
+    let (users, total) = shared.registry.online_page(offset, MAX_LIST_PAGE);
+    ServerMsg::Ok(Reply::List { users, total })
+}
+
+/// TOKEN
+///
+/// A fresh resumable-login token; only its digest is stored, and it is never logged.
+fn token(shared: &Shared, me: &LoggedIn) -> ServerMsg {
+    let token = match SessionToken::generate() {
+        Ok(token) => token,
+        Err(e) => return internal("generating a token", &e),
+    };
+    let digest = token.digest();
+    if let Err(e) = shared.store.add_token(&me.key, &digest, TOKEN_LIFETIME) {
+        return internal("storing a token", &e);
+    }
+    me.note_token(digest);
+    log::info!("{}: resumable-login token issued", me.name);
+    ServerMsg::Ok(Reply::Token {
+        token,
+        secs: TOKEN_LIFETIME.as_secs(),
     })
 }
 

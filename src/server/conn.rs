@@ -1,6 +1,7 @@
 //! One client connection from accept to close: read a line, parse it, dispatch it, reply.
 //!
-//! Owns the reading half of a socket, the login deadline and idle timeout, and the
+//! Owns the reading half of a connection (plaintext out of its TLS link), the login
+//! deadline and idle timeout, and the
 //! order of a connection's life (greeting, login, commands, leaving). It must not write
 //! to the socket directly (replies go through the `Outbox`) nor lock the registry itself
 //! (it calls the registry's methods).
@@ -21,7 +22,7 @@ use crate::protocol::ParseError;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAX_LINE;
 use crate::protocol::line::{LineError, LineReader};
-use crate::protocol::server_msg::{Command, Event, ServerMsg, SharedFile, VERSION};
+use crate::protocol::server_msg::{Command, ServerMsg, SharedFile, VERSION};
 use crate::sanitize::Untrusted;
 
 /// How long a closing connection keeps reading (and discarding) what the client still
@@ -150,12 +151,9 @@ pub fn serve(stream: TlsReader, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
         Ok(me) => command_loop(&mut conn, &me, &shared),
         Err(end) => end,
     };
-    if let Some((name, others)) = shared.registry.remove_connection(id) {
+    // The others learn it from the next presence announcement (`server::presence`).
+    if let Some(name) = shared.registry.remove_connection(id) {
         log::info!("{peer} {name}: offline ({end:?})");
-        let event = ServerMsg::Event(Event::Offline { user: name.clone() });
-        for outbox in others {
-            outbox.send(&event);
-        }
         shared.files.remove(&name.to_ascii_lowercase());
         commands::close_abandoned_sessions(&shared, &name);
     }

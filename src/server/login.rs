@@ -7,6 +7,7 @@
 //! user is online (that is `conn`'s command loop).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Shared;
@@ -16,10 +17,11 @@ use super::login_limits::Refused;
 use super::rate_limit::{secs, source_key};
 use super::store::Created;
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::MAX_LOGIN_FAILURES;
+use crate::protocol::limits::{MAX_LOGIN_FAILURES, TOKEN_LIFETIME};
 use crate::protocol::server_msg::{
-    AskField, Event, NewAnswer, Password, Reply, ServerMsg, Username, parse_port,
+    AskField, NewAnswer, Password, Reply, ServerMsg, Username, parse_port, parse_resume,
 };
+use crate::protocol::session_token::SessionToken;
 
 /// The key under which attempts with a name that breaks the username rules are counted
 /// (no account can have it: usernames start with a letter). Keeps arbitrary text out of
@@ -38,6 +40,35 @@ pub struct LoggedIn {
     pub key: String,
     /// The name as registered.
     pub name: String,
+    /// Digests of the resumable-login tokens this connection logged in with or was
+    /// given: `QUIT` revokes them.
+    pub tokens: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoggedIn {
+    fn new(key: String, name: String) -> LoggedIn {
+        LoggedIn {
+            key,
+            name,
+            tokens: Arc::default(),
+        }
+    }
+
+    /// Remembers a token digest to revoke at logout.
+    pub fn note_token(&self, digest: String) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(digest);
+    }
+
+    /// The token digests to revoke at logout.
+    pub fn token_digests(&self) -> Vec<String> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Runs the whole login; on success the user is online and announced.
@@ -47,6 +78,17 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     let deadline = Instant::now() + shared.config.login_timeout();
     let me = loop {
         let line = ask(conn, AskField::New, NEW_PROMPT)?;
+        match parse_resume(&line) {
+            Some(Ok((name, token))) => match resume(conn, shared, &name, &token)? {
+                Some(me) => break me,
+                None => continue,
+            },
+            Some(Err(e)) => {
+                conn.send_err(e.code, e.message);
+                continue;
+            }
+            None => {}
+        }
         match NewAnswer::parse(&line) {
             Ok(NewAnswer::Yes) => break register(conn, shared, deadline)?,
             Ok(NewAnswer::No) => break authenticate(conn, shared, deadline)?,
@@ -72,18 +114,13 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
         user: me.name.clone(),
         addr,
     }));
-    let others = shared.registry.set_online(&me.key, addr);
+    // The others learn it from the next presence announcement (`server::presence`).
+    shared.registry.set_online(&me.key, conn.id, addr);
     log::info!(
         "{} {}: online; peers reach it at {addr}",
         conn.peer,
         me.name
     );
-    let event = ServerMsg::Event(Event::Online {
-        user: me.name.clone(),
-    });
-    for outbox in others {
-        outbox.send(&event);
-    }
     Ok(me)
 }
 
@@ -222,10 +259,7 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
         conn.send(ServerMsg::Ok(Reply::Registered {
             user: name.as_str().to_string(),
         }));
-        return Ok(LoggedIn {
-            key: name.key(),
-            name: name.as_str().to_string(),
-        });
+        return Ok(LoggedIn::new(name.key(), name.as_str().to_string()));
     }
 }
 
@@ -343,10 +377,7 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
                 &password,
                 hash,
             );
-            return Ok(LoggedIn {
-                key,
-                name: account.username.clone(),
-            });
+            return Ok(LoggedIn::new(key, account.username.clone()));
         }
         failures_here += 1;
         match &account {
@@ -390,6 +421,85 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
             ),
         );
     }
+}
+
+/// `RESUME <username> <token>`: a login without bcrypt. The attempt is reserved and
+/// counted like a password check (a wrong token is a failure towards the block, and a
+/// block holds), but checking costs one digest and one indexed read. A valid token takes
+/// the account over from a connection still holding it (the client's old connection
+/// may be half open after a network change). `Ok(None)`: refused, ask `NEW` again.
+fn resume(
+    conn: &mut Conn,
+    shared: &Shared,
+    typed: &str,
+    token: &SessionToken,
+) -> Result<Option<LoggedIn>, End> {
+    let address = source_key(conn.peer.ip());
+    let bad_token = |conn: &Conn| {
+        conn.send_err(
+            ErrorCode::BadToken,
+            "the token is unknown, expired or revoked; log in with your password",
+        )
+    };
+    let Ok(valid) = Username::parse(typed) else {
+        bad_token(conn);
+        return Ok(None);
+    };
+    let (key, shown) = (valid.key(), valid.as_str().to_string());
+    let attempt = match shared.login_limits.reserve(&key, address) {
+        Ok(attempt) => attempt,
+        Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
+    };
+    let digest = token.digest();
+    let username = match shared.store.use_token(&key, &digest, TOKEN_LIFETIME) {
+        Ok(Some(username)) => username,
+        Ok(None) => {
+            log::warn!("{}: refused token for {shown}", conn.peer);
+            let failed = attempt.fail(shared.config.block());
+            let saved = shared.store.save_login_failures(
+                &key,
+                &address.to_string(),
+                failed.failures,
+                failed.blocked,
+            );
+            if let Err(e) = saved {
+                log::error!("{}: recording a failure: {e}", conn.peer);
+            }
+            if let Some(block) = failed.blocked {
+                return Err(conn.refuse(
+                    ErrorCode::Blocked,
+                    format!(
+                        "too many failed logins: {shown} is blocked from your address for {} s",
+                        block.as_secs()
+                    ),
+                ));
+            }
+            bad_token(conn);
+            return Ok(None);
+        }
+        Err(e) => {
+            internal(conn, "reading a token", &e);
+            return Ok(None);
+        }
+    };
+    attempt.succeed();
+    if let Err(e) = shared.store.clear_failures(&key, &address.to_string()) {
+        log::error!("{}: clearing failures: {e}", conn.peer);
+    }
+    if let Some(old) = shared.registry.take_over(&key, &username, conn.id) {
+        log::info!(
+            "{}: {username} resumed; closing its older connection",
+            conn.peer
+        );
+        old.kill();
+    }
+    log::info!("{}: logged in {username} with a token", conn.peer);
+    conn.send(ServerMsg::Ok(Reply::LoggedIn {
+        user: username.clone(),
+    }));
+    let me = LoggedIn::new(key, username);
+    me.note_token(digest);
+    Ok(Some(me))
 }
 
 /// After a successful login: if the stored hash has another cost than the server's,

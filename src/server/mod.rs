@@ -13,6 +13,7 @@ pub mod hash_gate;
 pub mod login;
 pub mod login_limits;
 pub mod outbox;
+pub mod presence;
 pub mod rate_limit;
 pub mod registry;
 pub mod relay;
@@ -227,6 +228,7 @@ pub fn run(
         prelogin: AddressSlots::new(config.max_prelogin_per_ip),
         config,
     });
+    let presence = presence::spawn(Arc::clone(&shared), Arc::clone(&stop))?;
     let next_id = AtomicU64::new(1);
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -252,6 +254,9 @@ pub fn run(
         }
     }
     drop(listener);
+    if presence.join().is_err() {
+        log::error!("the presence thread panicked");
+    }
     shut_down(&shared);
     shared.store.close()?;
     log::info!("database closed; server stopped");

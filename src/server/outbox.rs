@@ -110,7 +110,12 @@ impl Outbox {
     /// client is gone, or was just dropped because its queue is full (in messages or
     /// bytes): a client that does not read must not hold up anyone.
     pub fn send(&self, msg: &ServerMsg) -> bool {
-        let text = msg.to_wire();
+        self.send_wire(msg.to_wire())
+    }
+
+    /// Like [`Outbox::send`] for lines already formatted (complete, each ending in
+    /// `\n`): one text formatted once can go to thousands of clients.
+    pub fn send_wire(&self, text: String) -> bool {
         if self.room.dead.load(Ordering::SeqCst) {
             return false;
         }

@@ -19,6 +19,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 mod logs;
+mod tokens;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
 
 /// Schema migrations; entry `i` takes the database from `user_version` i to i+1.
@@ -88,7 +89,15 @@ const MIGRATIONS: &[&str] = &[
         reported_at_ms INTEGER NOT NULL,
         PRIMARY KEY (transfer_id, side)
     );",
-    // 5: the path each session and transfer took (issue 13): NULL is direct, or
+    // 5: resumable-login tokens (issue 14), stored as digests only.
+    "CREATE TABLE login_tokens (
+        digest TEXT PRIMARY KEY,
+        username_key TEXT NOT NULL COLLATE NOCASE,
+        expires_at_ms INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX login_tokens_user ON login_tokens (username_key, created_at_ms);",
+    // 6: the path each session and transfer took (issue 13): NULL is direct, or
     // 'reverse', 'relay'.
     "ALTER TABLE sessions ADD COLUMN path TEXT;
     ALTER TABLE transfers ADD COLUMN path TEXT;",

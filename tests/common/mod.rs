@@ -685,11 +685,12 @@ impl Wire {
         w
     }
 
-    /// Sends `LIST` and returns the user names (checks `OK LIST n` + n `USER` lines).
+    /// Sends `LIST` and returns the user names (checks `OK LIST n total` + n `USER`
+    /// lines).
     pub fn list(&mut self) -> Vec<String> {
         self.send("LIST");
         let head = self.expect("OK LIST");
-        let n: usize = match head["OK LIST".len()..].trim().parse() {
+        let n: usize = match head.split(' ').nth(2).unwrap_or("").parse() {
             Ok(n) => n,
             Err(_) => self.fail(&format!("bad list header {head:?}")),
         };
@@ -1800,6 +1801,84 @@ fn trust_args(server: SocketAddr, args: &[&str]) -> Vec<String> {
     match server_fingerprint(server) {
         Some(fp) if !decides => vec!["--server-fingerprint".into(), fp],
         _ => Vec::new(),
+    }
+}
+
+/// A blocking TLS server side for a fake server written in a test.
+pub type FakeTls = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+/// A certificate for a fake server: its TLS configuration and the fingerprint to give
+/// the client (`--server-fingerprint`). The folder holds the key; keep it alive.
+pub fn fake_server_tls() -> (Arc<rustls::ServerConfig>, String, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let id = peerchat::crypto::tls::ServerIdentity::load_or_create(
+        None,
+        None,
+        &dir.path().join("fake.db"),
+    )
+    .unwrap();
+    (id.server_config().unwrap(), id.fingerprint(), dir)
+}
+
+/// Accepts one connection on `listener` and wraps it in TLS (the handshake runs on the
+/// first read or write).
+pub fn accept_tls(listener: &TcpListener, config: Arc<rustls::ServerConfig>) -> FakeTls {
+    let (stream, _) = listener.accept().expect("accept the client");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let conn = rustls::ServerConnection::new(config).unwrap();
+    rustls::StreamOwned::new(conn, stream)
+}
+
+/// Reads one line (without its `\n`) from a fake server's TLS stream; empty at the end.
+pub fn read_tls_line(tls: &mut FakeTls) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(1) = tls.read(&mut byte) {
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+impl Wire {
+    /// The server's side of an accepted connection, speaking TLS with `config` (a fake
+    /// server in a test); the handshake is run here.
+    pub fn accepted_tls(stream: TcpStream, label: &str, config: Arc<rustls::ServerConfig>) -> Wire {
+        use peerchat::protocol::line::ReadTimeout;
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let (mut reader, sealer) = peerchat::crypto::tls::server(&stream, config).unwrap();
+        let output: SharedOut = Arc::new(Mutex::new(Box::new(TlsOut {
+            sock: stream.try_clone().unwrap(),
+            sealer: sealer.clone(),
+            sealed: Vec::new(),
+        })));
+        let nudged = Arc::clone(&output);
+        reader.set_nudge(Box::new(move || {
+            let _ = lock_out(&nudged).flush();
+        }));
+        let deadline = Instant::now() + WAIT;
+        let mut eof = false;
+        while reader.is_handshaking() && !eof {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "TLS handshake (server side) took too long");
+            reader.set_read_timeout(Some(left)).unwrap();
+            eof = !matches!(reader.pump(), Ok(true));
+        }
+        Wire {
+            label: label.to_string(),
+            stream,
+            input: Box::new(reader),
+            output,
+            buf: Vec::new(),
+            eof,
+            pushback: VecDeque::new(),
+            events: VecDeque::new(),
+            transcript: Vec::new(),
+            greeted: false,
+        }
     }
 }
 

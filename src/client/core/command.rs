@@ -12,8 +12,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    /// Ask the server who is online (answered by `Event::Users`).
-    List,
+    /// Ask the server who is online, one page from `offset` (answered by `Event::Users`).
+    List {
+        /// Position of the first name (the server pages by 1000).
+        #[serde(default)]
+        offset: usize,
+    },
     /// Ask the server where `user` listens for peers (answered by `Event::UserInfo`).
     Info { user: String },
     /// Ask the server for its own command list (answered by `Event::ServerHelp`).

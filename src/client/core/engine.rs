@@ -50,6 +50,8 @@ pub(super) struct Engine {
     pub(super) credentials: Credentials,
     /// Our peer port, declared again on reconnect.
     pub(super) port: u16,
+    /// With `--auto-reconnect`: when to log in again by itself after losing the server.
+    pub(super) auto_reconnect: Option<super::retry::Backoff>,
     /// `SESSION_END`/`TRANSFER_END` reports made while the server was away, sent after
     /// a reconnect so the server's log records the real ends (at most
     /// `MAX_HELD_REPORTS`).
@@ -58,6 +60,16 @@ pub(super) struct Engine {
     pub(super) events: Sender<Event>,
     /// The active peer last announced, to announce only changes.
     pub(super) active: Option<String>,
+}
+
+/// How a reconnect went.
+enum Reconnected {
+    /// Logged in again (or already connected).
+    Yes,
+    /// The server could not be reached or did not finish the login: try again later.
+    TryLater,
+    /// The saved login was refused: trying again would only add failures.
+    GiveUp,
 }
 
 /// Shows the login's messages during a reconnect as notes.
@@ -111,6 +123,7 @@ impl Engine {
                 recv(expiry) -> _ => {
                     self.sessions.tick();
                     self.transfers.tick();
+                    self.auto_reconnect_if_due();
                 }
                 recv(heartbeat) -> _ => {
                     if let Some(link) = &self.link {
@@ -232,7 +245,7 @@ impl Engine {
     /// Handles one command from the front end; false when it asks to quit.
     fn on_command(&mut self, command: UserCommand) -> bool {
         match command {
-            UserCommand::List => self.send_command(&Command::List),
+            UserCommand::List { offset } => self.send_command(&Command::List { offset }),
             UserCommand::Info { user } => self.send_command(&Command::Info { user }),
             UserCommand::ServerHelp => self.send_command(&Command::Help),
             UserCommand::Quit => return false,
@@ -251,7 +264,9 @@ impl Engine {
             UserCommand::Switch { user } => self.sessions.switch(&user),
             UserCommand::Close { user } => self.sessions.close(user.as_deref()),
             UserCommand::History { user, n } => self.sessions.history(&user, n),
-            UserCommand::Reconnect => self.reconnect(),
+            UserCommand::Reconnect => {
+                self.reconnect();
+            }
             UserCommand::SayTo { user, text } => self.sessions.say_to(&user, &text),
             UserCommand::Say { text } => self.sessions.say(&text),
             UserCommand::AcceptFile { id } => self.transfers.accept(id),
@@ -351,6 +366,8 @@ impl Engine {
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}
+            // Kept in memory only, for reconnects; never shown or logged.
+            ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
                 Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }
@@ -370,18 +387,60 @@ impl Engine {
         if let Some(link) = self.link.take() {
             link.close();
             self.emit(Event::ServerLost);
+            if let Some(backoff) = self.auto_reconnect.as_mut() {
+                backoff.start();
+                self.emit(Event::Note {
+                    text: "* reconnecting by itself in a moment".into(),
+                });
+            }
         }
     }
 
-    /// `Reconnect`: log in again with the same name, password and port.
-    fn reconnect(&mut self) {
+    /// With `--auto-reconnect`: logs in again when an attempt is due; tries later after
+    /// a failure, and gives up when the saved login itself was refused (retrying would
+    /// only count failures towards a block).
+    fn auto_reconnect_if_due(&mut self) {
+        let due = self
+            .auto_reconnect
+            .as_mut()
+            .is_some_and(|b| b.due(std::time::Instant::now()));
+        if !due || self.link.is_some() {
+            return;
+        }
+        let outcome = self.reconnect();
+        let Some(backoff) = self.auto_reconnect.as_mut() else {
+            return;
+        };
+        let text = match outcome {
+            Reconnected::Yes => {
+                backoff.stop();
+                return;
+            }
+            Reconnected::TryLater => {
+                backoff.failed();
+                let secs = backoff.wait().map_or(0, |w| w.as_secs());
+                format!("* trying again in {secs} s")
+            }
+            Reconnected::GiveUp => {
+                backoff.stop();
+                "* not reconnecting by itself; type \\reconnect to try".to_string()
+            }
+        };
+        self.emit(Event::Note { text });
+    }
+
+    /// `Reconnect`: log in again with the same name and port, with the server's token
+    /// first (no bcrypt for the server), else the saved password.
+    fn reconnect(&mut self) -> Reconnected {
         if self.link.is_some() {
-            return self.error("already connected to the server");
+            self.error("already connected to the server");
+            return Reconnected::Yes;
         }
         let link = match ServerLink::connect(self.server, &self.trust, None) {
             Ok(link) => link,
             Err(e) => {
-                return self.error(format!("cannot reach the server at {}: {e}", self.server));
+                self.error(format!("cannot reach the server at {}: {e}", self.server));
+                return Reconnected::TryLater;
             }
         };
         let credentials = self.credentials.clone();
@@ -390,9 +449,14 @@ impl Engine {
             credentials: &credentials,
             out: &mut notes,
         };
-        match login::run(&link, &mut replay, &PortChoice::Existing(self.port)) {
+        let resume = credentials
+            .token
+            .as_ref()
+            .map(|token| (credentials.username.as_str(), token));
+        match login::run(&link, &mut replay, &PortChoice::Existing(self.port), resume) {
             Ok(_) => {
                 self.emit(Event::Reconnected);
+                link.send_line(&login::token_request());
                 for report in std::mem::take(&mut self.held_reports) {
                     link.send_line(&report.to_string());
                 }
@@ -400,10 +464,18 @@ impl Engine {
                 if self.transfers.share_dir().is_some() {
                     self.transfers.announce_share();
                 }
+                if let Some(backoff) = self.auto_reconnect.as_mut() {
+                    backoff.stop();
+                }
+                Reconnected::Yes
             }
             Err(why) => {
                 link.close();
                 self.error(format!("could not log in again: {why}"));
+                match why.as_str() {
+                    login::SAVED_LOGIN_FAILED => Reconnected::GiveUp,
+                    _ => Reconnected::TryLater,
+                }
             }
         }
     }
@@ -448,7 +520,7 @@ fn server_event(msg: ServerMsg) -> Option<Event> {
             .collect()
     };
     Some(match msg {
-        ServerMsg::Ok(Reply::List { users }) => Event::Users { users },
+        ServerMsg::Ok(Reply::List { users, total }) => Event::Users { users, total },
         ServerMsg::Ok(Reply::Info { user, addr }) => Event::UserInfo {
             user,
             addr: addr.to_string(),
@@ -466,8 +538,9 @@ fn server_event(msg: ServerMsg) -> Option<Event> {
             code: code.number(),
             message,
         },
-        ServerMsg::Event(ServerEvent::Online { user }) => Event::Online { user },
-        ServerMsg::Event(ServerEvent::Offline { user }) => Event::Offline { user },
+        ServerMsg::Event(ServerEvent::Online { users }) => Event::Online { users },
+        ServerMsg::Event(ServerEvent::Offline { users }) => Event::Offline { users },
+        ServerMsg::Event(ServerEvent::Presence { came, went }) => Event::Presence { came, went },
         ServerMsg::Event(ServerEvent::Shutdown { message }) => Event::ServerNotice { message },
         _ => return None,
     })

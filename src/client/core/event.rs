@@ -9,9 +9,15 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::sessions::Notice;
-use super::transfers::XferNotice;
 use crate::protocol::server_msg::{EndReason, TransferResult};
+
+// The vocabulary events are made of, so front ends import it from here and never from
+// the tables that produce it.
+pub use super::history::Line;
+pub use super::sessions::{Closer, Notice, State};
+pub use super::summary::{human_size, role_word};
+pub use super::transfer::Outcome;
+pub use super::transfers::{Role, Row, Stage, XferNotice};
 
 /// One thing that happened. JSON form: `{"type":"users","data":{...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,7 +32,12 @@ pub enum Event {
     /// The session that gets `Command::Say` changed.
     Active { peer: Option<String> },
     /// Who is online (answer to `Command::List`).
-    Users { users: Vec<String> },
+    Users {
+        /// One page of names.
+        users: Vec<String>,
+        /// How many are online in all (`Command::List { offset }` for the other pages).
+        total: usize,
+    },
     /// Where an online user listens (answer to `Command::Info`).
     UserInfo { user: String, addr: String },
     /// The server's command list.
@@ -36,9 +47,11 @@ pub enum Event {
     /// Search results: `total` matches, the first `files` shown.
     Search { files: Vec<FileRow>, total: usize },
     /// A user came online.
-    Online { user: String },
+    Online { users: Vec<String> },
     /// A user went offline.
-    Offline { user: String },
+    Offline { users: Vec<String> },
+    /// Too many users came and went at once to name them: only the counts.
+    Presence { came: usize, went: usize },
     /// The server announced something (it is shutting down).
     ServerNotice { message: String },
     /// The server refused a command.

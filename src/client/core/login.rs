@@ -2,7 +2,8 @@
 //!
 //! Owns the order of the exchange, picking the listening port (bound here, before the
 //! server is told, so the port is known to be free), and replaying the same answers to
-//! log in again after the server went away. The name in `OK WELCOME` must follow the
+//! log in again after the server went away (with the server's resumable-login token when
+//! it gave one, so a reconnect skips bcrypt; protocol.md §3). The name in `OK WELCOME` must follow the
 //! registration rules and be the name we gave, since it becomes part of local paths: a
 //! malicious server cannot make the client write outside `--data-dir`. It asks the
 //! person through the [`Prompter`]
@@ -14,7 +15,15 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use super::server_link::{LinkEvent, ServerLink};
-use crate::protocol::server_msg::{AskField, Reply, ServerMsg, Username, VERSION};
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::server_msg::{
+    AskField, Command, Reply, ServerMsg, Username, VERSION, format_resume,
+};
+use crate::protocol::session_token::SessionToken;
+
+/// Why a replayed login failed when the server refused the saved password: retrying it
+/// would only count failures towards a block.
+pub const SAVED_LOGIN_FAILED: &str = "the saved login no longer works";
 
 /// How long to wait for the server's next line during login.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,19 +53,31 @@ pub trait Prompter {
     }
 }
 
-/// The username and password that worked, kept in memory only, to log in again after
-/// the server went away. `Debug` hides the password.
+/// The username and password that worked, and the server's resumable-login token,
+/// kept in memory only, to log in again after the server went away. `Debug` hides the
+/// password (and `SessionToken`'s own `Debug` hides the token).
 #[derive(Clone)]
 pub struct Credentials {
     /// The username as typed.
     pub username: String,
     password: String,
+    /// From `OK TOKEN`: tried first when logging in again (`RESUME`), which skips bcrypt.
+    pub token: Option<SessionToken>,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({}, <hidden>)", self.username)
+        write!(
+            f,
+            "Credentials({}, <hidden>, {:?})",
+            self.username, self.token
+        )
     }
+}
+
+/// The line that asks the server for a resumable-login token, sent after each login.
+pub fn token_request() -> String {
+    Command::Token.to_string()
 }
 
 /// A finished login.
@@ -103,16 +124,20 @@ impl<P: Prompter> Prompter for Replay<'_, P> {
     }
 }
 
-/// Answers questions until the server says `OK WELCOME`.
+/// Answers questions until the server says `OK WELCOME`. With `resume` (a name and its
+/// token), the first `ASK NEW` is answered `RESUME <name> <token>`; if the server refuses
+/// the token it asks again and the prompter answers as usual.
 pub fn run(
     link: &ServerLink,
     prompter: &mut dyn Prompter,
     choice: &PortChoice,
+    resume: Option<(&str, &SessionToken)>,
 ) -> Result<Login, String> {
     let mut listener = None;
     let mut username = String::new();
     let mut password = String::new();
     let mut asked_password = false;
+    let mut resume = resume;
     loop {
         let msg = match link.events.recv_timeout(STEP_TIMEOUT) {
             Ok(LinkEvent::Msg(msg)) => msg,
@@ -138,6 +163,15 @@ pub fn run(
                 };
                 link.send_line(&port.to_string());
             }
+            ServerMsg::Ask {
+                field: AskField::New,
+                ..
+            } if resume.is_some() => {
+                if let Some((name, token)) = resume.take() {
+                    username = name.to_string();
+                    link.send_line(&format_resume(name, token));
+                }
+            }
             ServerMsg::Ask { field, prompt } => {
                 // A second password question means the first answer failed: a replay
                 // must not keep trying.
@@ -145,7 +179,7 @@ pub fn run(
                     && asked_password
                     && matches!(choice, PortChoice::Existing(_))
                 {
-                    return Err("the saved login no longer works".into());
+                    return Err(SAVED_LOGIN_FAILED.into());
                 }
                 let answer = prompter
                     .ask(field, &prompt)
@@ -160,6 +194,10 @@ pub fn run(
                 }
                 link.send_line(&answer);
             }
+            ServerMsg::Err {
+                code: ErrorCode::BadToken,
+                ..
+            } => prompter.show("* the saved login token was refused; using the password"),
             ServerMsg::Err { message, .. } => prompter.show(&format!("error: {message}")),
             ServerMsg::Ok(Reply::Registered { user }) => {
                 prompter.show(&format!("Registered as {user}."))
@@ -173,7 +211,11 @@ pub fn run(
                     name: user,
                     addr,
                     listener,
-                    credentials: Credentials { username, password },
+                    credentials: Credentials {
+                        username,
+                        password,
+                        token: None,
+                    },
                 });
             }
             other => log::debug!("ignored during login: {other:?}"),

@@ -16,6 +16,7 @@ pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
 pub mod resume_check;
+pub mod retry;
 pub mod server_link;
 pub mod sessions;
 pub mod summary;
@@ -80,8 +81,12 @@ pub struct ClientConfig {
     /// Folder for local data; each user's chat history goes in <data-dir>/<user>/.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// After losing the server, log in again by itself (every 1 s to 30 s, with the
+    /// server's token, so without bcrypt), as `\reconnect` does.
+    #[arg(long)]
+    pub auto_reconnect: bool,
     /// The server's TLS certificate fingerprint (SHA-256, hex, colons optional), as the
-    /// server prints it at start: only that certificate is accepted, and it is pinned.
+    /// server prints it at start: only that certificate is accepted (nothing is pinned).
     #[arg(long, value_parser = parse_fingerprint_arg)]
     pub server_fingerprint: Option<String>,
     /// Trust (and pin) a server's certificate seen for the first time without asking.
@@ -142,7 +147,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
                 refused => refused.to_string(),
             })?
         };
-        match login::run(&link, prompter, &choice) {
+        match login::run(&link, prompter, &choice, None) {
             Ok(me) => break (link, me),
             Err(why) => {
                 link.close();
@@ -201,12 +206,17 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         trust,
         credentials: me.credentials,
         port,
+        auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
         events: event_tx,
         active: None,
     };
     let thread = thread::Builder::new()
         .name("client-core".into())
         .spawn(move || {
+            // A resumable-login token for reconnects (kept in memory only).
+            if let Some(link) = &engine.link {
+                link.send_line(&login::token_request());
+            }
             if engine.transfers.share_dir().is_some() {
                 engine.transfers.announce_share();
                 engine.flush();

@@ -67,7 +67,11 @@ pub fn step(menu: &Menu, line: &str) -> Step {
     };
     match menu {
         Menu::Main => match line {
-            "1" => stay(Menu::Main, main_text(), Some(UserCommand::List)),
+            "1" => stay(
+                Menu::Main,
+                main_text(),
+                Some(UserCommand::List { offset: 0 }),
+            ),
             "2" => stay(Menu::PickUser, "Which user?".into(), None),
             "3" => stay(
                 Menu::Main,
@@ -111,7 +115,10 @@ mod tests {
 
     #[test]
     fn choices_become_commands() {
-        assert_eq!(step(&Menu::Main, "1").run, Some(UserCommand::List));
+        assert_eq!(
+            step(&Menu::Main, "1").run,
+            Some(UserCommand::List { offset: 0 })
+        );
         assert_eq!(step(&Menu::Main, "4").run, Some(UserCommand::Quit));
         let picked = step(&Menu::Main, "2");
         assert_eq!(picked.next, Some(Menu::PickUser));

@@ -205,12 +205,12 @@ fn show(term: &mut Terminal, me: &str, event: &Event) {
         }
         // Pipes never echoed what was typed; scripts read only what others say.
         Event::Session(Notice::Said { .. }) if !term.is_interactive() => return,
-        Event::Users { users } => term.names_mut().extend(users.iter().cloned()),
-        Event::Online { user } => {
-            term.names_mut().insert(user.clone());
-        }
-        Event::Offline { user } => {
-            term.names_mut().remove(user);
+        Event::Users { users, .. } => term.names_mut().extend(users.iter().cloned()),
+        Event::Online { users } => term.names_mut().extend(users.iter().cloned()),
+        Event::Offline { users } => {
+            for user in users {
+                term.names_mut().remove(user);
+            }
         }
         Event::Session(Notice::Opened { peer, .. } | Notice::Request { from: peer, .. }) => {
             term.names_mut().insert(peer.clone());
@@ -282,7 +282,7 @@ impl Front {
             UserCommand::Action { text } => Command::Say {
                 text: ui::action_text(&text),
             },
-            UserCommand::List => Command::List,
+            UserCommand::List { offset } => Command::List { offset },
             UserCommand::Info { user } => Command::Info { user },
             UserCommand::Connect { user } => Command::Connect { user },
             UserCommand::Accept { user } => Command::Accept { user },

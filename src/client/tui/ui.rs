@@ -6,11 +6,8 @@
 
 use chrono::{Local, TimeZone};
 
-use crate::client::core::event::{Event as CoreEvent, FileRow};
-use crate::client::core::history::Line;
-use crate::client::core::sessions::{Closer, Notice, State};
-use crate::client::core::summary::{human_size, role_word};
-use crate::client::core::transfers::{Role, Row, Stage, XferNotice};
+use crate::client::core::event::{Closer, Line, Notice, Role, Row, Stage, State, XferNotice};
+use crate::client::core::event::{Event as CoreEvent, FileRow, human_size, role_word};
 use crate::protocol::server_msg::{EndReason, TransferResult};
 use crate::sanitize::Untrusted;
 
@@ -21,8 +18,8 @@ pub use super::terminal::Terminal;
 pub enum UserCommand {
     /// `\help`
     Help,
-    /// `\list`
-    List,
+    /// `\list [offset]`
+    List { offset: usize },
     /// `\info <user>`
     Info { user: String },
     /// `\quit`
@@ -89,8 +86,8 @@ const USER_COMMANDS: &[Spec] = &[
     },
     Spec {
         names: &["GET_CLIENT_LIST", "list", "l"],
-        args: "",
-        meaning: "list the users online",
+        args: "[offset]",
+        meaning: "list the users online (1000 at a time; \\list 1000 shows the next)",
     },
     Spec {
         names: &["GET_CLIENT_INFO", "info"],
@@ -240,7 +237,12 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
     };
     Ok(match spec.names[0] {
         "help" => UserCommand::Help,
-        "GET_CLIENT_LIST" => UserCommand::List,
+        "GET_CLIENT_LIST" => UserCommand::List {
+            offset: match first {
+                Some(n) => n.parse().map_err(|_| usage())?,
+                None => 0,
+            },
+        },
         "GET_CLIENT_INFO" => UserCommand::Info { user: arg(0) },
         "DISCONNECT_CLIENT" => UserCommand::Quit,
         "connect" => UserCommand::Connect { user: arg(0) },
@@ -292,7 +294,9 @@ pub fn parse_typed(line: &str, no_session: bool) -> Result<UserCommand, String> 
         let trimmed = line.trim();
         match trimmed.split_once(char::is_whitespace) {
             None if trimmed.eq_ignore_ascii_case("h") => return Ok(UserCommand::Help),
-            None if trimmed.eq_ignore_ascii_case("l") => return Ok(UserCommand::List),
+            None if trimmed.eq_ignore_ascii_case("l") => {
+                return Ok(UserCommand::List { offset: 0 });
+            }
             Some((c, user)) if c.eq_ignore_ascii_case("c") && !user.trim().contains(' ') => {
                 return Ok(UserCommand::Connect {
                     user: user.trim().to_string(),
@@ -373,8 +377,16 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
         CoreEvent::Transfer(XferNotice::Progress { rows }) if rows.is_empty() => return None,
         CoreEvent::Transfer(notice) => render_xfer(notice),
         CoreEvent::Active { .. } => return None,
-        CoreEvent::Users { users } => {
+        CoreEvent::Users { users, total } => {
             let mut text = format!("Online users ({}):", users.len());
+            if *total > users.len() {
+                // LIST is paged by the server (protocol.md §4): say so rather than let
+                // the list look complete.
+                text = format!(
+                    "Online users ({} of {total}; \\list <offset> shows the others):",
+                    users.len()
+                );
+            }
             for user in users {
                 let you = if user.eq_ignore_ascii_case(me) {
                     " (you)"
@@ -426,8 +438,13 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
             text
         }
         CoreEvent::ServerError { message, .. } => format!("error: {}", Untrusted(message)),
-        CoreEvent::Online { user } => format!("* {} is online", Untrusted(user)),
-        CoreEvent::Offline { user } => format!("* {} went offline", Untrusted(user)),
+        CoreEvent::Online { users } => {
+            format!("* {} {} online", names(users), is_are(users.len()))
+        }
+        CoreEvent::Offline { users } => format!("* {} went offline", names(users)),
+        CoreEvent::Presence { came, went } => {
+            format!("* {came} user(s) came online and {went} went offline; \\list shows who")
+        }
         CoreEvent::ServerNotice { message } => format!("* server: {}", Untrusted(message)),
         CoreEvent::ServerLost => "* lost the connection to the server; open sessions go on. Type \\reconnect to log in again.".into(),
         CoreEvent::Reconnected => "* reconnected to the server".into(),
@@ -855,6 +872,19 @@ pub fn command_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// Names from the server for one line of text, cleaned, separated by commas.
+fn names(users: &[String]) -> String {
+    users
+        .iter()
+        .map(|u| Untrusted(u).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_are(n: usize) -> &'static str {
+    if n == 1 { "is" } else { "are" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,9 +894,10 @@ mod tests {
         for (line, want) in [
             ("\\help", UserCommand::Help),
             ("/H", UserCommand::Help),
-            ("\\GET_CLIENT_LIST", UserCommand::List),
-            ("\\list", UserCommand::List),
-            ("/L", UserCommand::List),
+            ("\\GET_CLIENT_LIST", UserCommand::List { offset: 0 }),
+            ("\\list", UserCommand::List { offset: 0 }),
+            ("/L", UserCommand::List { offset: 0 }),
+            ("\\list 1000", UserCommand::List { offset: 1000 }),
             (
                 "\\GET_CLIENT_INFO bob",
                 UserCommand::Info { user: "bob".into() },
@@ -996,7 +1027,7 @@ mod tests {
         );
         assert_eq!(
             parse_input("\\list all").unwrap_err(),
-            "usage: \\GET_CLIENT_LIST"
+            "usage: \\GET_CLIENT_LIST [offset]"
         );
         assert!(
             parse_input("\\\u{1b}[2J")
@@ -1023,15 +1054,25 @@ mod tests {
     fn rendering_marks_the_user_and_strips_escapes() {
         let list = CoreEvent::Users {
             users: vec!["alice".into(), "bob".into()],
+            total: 2,
         };
         assert_eq!(
             render(&list, "Alice").unwrap(),
             "Online users (2):\n  alice (you)\n  bob"
         );
         let evil = CoreEvent::Online {
-            user: "x\u{1b}[2Jy".into(),
+            users: vec!["x\u{1b}[2Jy".into()],
         };
         assert_eq!(render(&evil, "me").unwrap(), "* x\u{FFFD}[2Jy is online");
+        let two = CoreEvent::Offline {
+            users: vec!["bob".into(), "carol".into()],
+        };
+        assert_eq!(render(&two, "me").unwrap(), "* bob, carol went offline");
+        let page = CoreEvent::Users {
+            users: vec!["alice".into()],
+            total: 3,
+        };
+        assert!(render(&page, "me").unwrap().contains("(1 of 3;"));
         let files = CoreEvent::Files {
             files: vec![FileRow {
                 user: "bob".into(),

@@ -1,0 +1,446 @@
+//! What the page needs to draw itself from scratch: a snapshot folded from the core's
+//! events, served as `GET /api/state`.
+//!
+//! Owns the fold (users online, sessions and their recent lines, chat requests,
+//! transfers, the last file listing, the login question). It must not talk to the core
+//! or know HTTP; it only reads events.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::client::core::Event;
+use crate::client::core::event::State as SessionState;
+use crate::client::core::event::{FileRow, Line, Notice, Role, Row, Stage, XferNotice};
+use crate::protocol::limits::GUI_LINES_PER_SESSION;
+use crate::protocol::server_msg::TransferResult;
+
+/// Where the client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Logging in: the page answers `question`.
+    #[default]
+    Login,
+    /// Logged in.
+    Ready,
+    /// The core has stopped.
+    Ended,
+}
+
+/// A login question the page must answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Question {
+    /// `new` (Y/N), `username`, `password`, `port`, `share` or `retry`.
+    pub kind: String,
+    /// The words to show.
+    pub prompt: String,
+}
+
+/// One chat session as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// The peer's name.
+    pub peer: String,
+    /// `open`, `asking`, `closed`.
+    pub state: &'static str,
+    /// Why it ended, when it did.
+    pub ended: Option<String>,
+    /// The last lines said, oldest first.
+    pub lines: VecDeque<Line>,
+}
+
+/// One transfer as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferView {
+    /// The core's row.
+    pub row: Row,
+    /// When `done` last changed (Unix ms), so the page can say "stalled".
+    pub changed_ms: u64,
+    /// A received file that can be opened (`GET /api/file?id=`).
+    pub saved: bool,
+    /// Where it was saved (not sent to the page).
+    #[serde(skip)]
+    pub saved_as: Option<PathBuf>,
+}
+
+/// The snapshot.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// Where the client stands.
+    pub phase: Phase,
+    /// The pending login question.
+    pub question: Option<Question>,
+    /// What the login said (errors, blocks), newest last.
+    pub login_messages: VecDeque<String>,
+    /// Our name once logged in.
+    pub me: Option<String>,
+    /// Where peers reach us.
+    pub addr: Option<String>,
+    /// Whether the server link is up.
+    pub connected: bool,
+    /// Users online (the first page of `LIST`, kept current by presence events).
+    pub users: BTreeSet<String>,
+    /// How many are online in all, so the page can say when it shows only some.
+    pub users_total: usize,
+    /// The session plain chat goes to.
+    pub active: Option<String>,
+    /// Sessions by peer name (lower case).
+    pub sessions: BTreeMap<String, SessionView>,
+    /// Chat requests waiting for an answer: who, and until when (Unix ms).
+    pub requests: BTreeMap<String, u64>,
+    /// Transfers by id.
+    pub transfers: BTreeMap<u64, TransferView>,
+    /// The last listing or search result.
+    pub files: Vec<FileRow>,
+    /// How many files matched in all (may exceed `files`).
+    pub files_total: usize,
+    /// The id of the last event folded in.
+    pub last_id: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+impl Snapshot {
+    /// Notes a login message, keeping the last few.
+    pub fn login_message(&mut self, text: &str) {
+        self.login_messages.push_back(text.to_string());
+        while self.login_messages.len() > 20 {
+            self.login_messages.pop_front();
+        }
+    }
+
+    fn session(&mut self, peer: &str) -> &mut SessionView {
+        self.sessions
+            .entry(key(peer))
+            .or_insert_with(|| SessionView {
+                peer: peer.to_string(),
+                state: "asking",
+                ended: None,
+                lines: VecDeque::new(),
+            })
+    }
+
+    fn push_line(&mut self, peer: &str, line: &Line) {
+        let session = self.session(peer);
+        session.lines.push_back(line.clone());
+        while session.lines.len() > GUI_LINES_PER_SESSION {
+            session.lines.pop_front();
+        }
+    }
+
+    fn upsert(&mut self, row: &Row) {
+        let now = now_ms();
+        let saved_as = match &row.stage {
+            Stage::Finished(outcome) if outcome.result == TransferResult::Ok => {
+                outcome.saved_as.clone()
+            }
+            _ => None,
+        };
+        match self.transfers.get_mut(&row.id) {
+            Some(view) => {
+                if view.row.done != row.done || view.row.stage != row.stage {
+                    view.changed_ms = now;
+                }
+                view.row = row.clone();
+                if saved_as.is_some() {
+                    view.saved = true;
+                    view.saved_as = saved_as;
+                }
+            }
+            None => {
+                self.transfers.insert(
+                    row.id,
+                    TransferView {
+                        row: row.clone(),
+                        changed_ms: now,
+                        saved: saved_as.is_some(),
+                        saved_as,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Folds one core event in.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Welcome { name, addr } => {
+                self.phase = Phase::Ready;
+                self.question = None;
+                self.me = Some(name.clone());
+                self.addr = Some(addr.clone());
+                self.connected = true;
+            }
+            Event::Session(notice) => self.apply_notice(notice),
+            Event::Transfer(notice) => self.apply_xfer(notice),
+            Event::Active { peer } => self.active = peer.clone(),
+            // Only the first page (1000 names) is kept: the page shows who is online to
+            // chat with, and the count says when there are more.
+            Event::Users { users, total } => {
+                self.users = users.iter().cloned().collect();
+                self.users_total = *total;
+            }
+            Event::Online { users } => {
+                for user in users {
+                    if self.users.insert(user.clone()) {
+                        self.users_total += 1;
+                    }
+                }
+            }
+            Event::Offline { users } => {
+                for user in users {
+                    if self.users.remove(user) {
+                        self.users_total = self.users_total.saturating_sub(1);
+                    }
+                }
+            }
+            // The pump asks for a fresh list; until it comes only the count moves.
+            Event::Presence { came, went } => {
+                self.users_total = (self.users_total + came).saturating_sub(*went);
+            }
+            Event::Files { files, total } | Event::Search { files, total } => {
+                self.files = files.clone();
+                self.files_total = *total;
+            }
+            Event::ServerLost => {
+                self.connected = false;
+                self.users.clear();
+            }
+            Event::Reconnected => self.connected = true,
+            Event::Bye => {
+                self.phase = Phase::Ended;
+                self.connected = false;
+            }
+            Event::UserInfo { .. }
+            | Event::ServerHelp { .. }
+            | Event::ServerNotice { .. }
+            | Event::ServerError { .. }
+            | Event::NotConnected
+            | Event::Note { .. }
+            | Event::Error { .. } => {}
+        }
+    }
+
+    fn apply_notice(&mut self, notice: &Notice) {
+        match notice {
+            Notice::Chat { peer, line, .. } | Notice::Said { peer, line, .. } => {
+                self.push_line(peer, line)
+            }
+            Notice::Request { from, within } => {
+                let until = now_ms() + within.as_millis() as u64;
+                self.requests.insert(from.clone(), until);
+            }
+            Notice::RequestExpired { from }
+            | Notice::RequestWithdrawn { from }
+            | Notice::Declined { from } => {
+                self.requests.remove(from);
+            }
+            Notice::Asking { peer } => {
+                let session = self.session(peer);
+                if session.state != "open" {
+                    session.state = "asking";
+                    session.ended = None;
+                }
+            }
+            Notice::Opened { peer, history } => {
+                self.requests.remove(peer);
+                let session = self.session(peer);
+                session.state = "open";
+                session.ended = None;
+                session.lines = history.iter().cloned().collect();
+            }
+            Notice::NotOpened { peer, detail, .. } => {
+                let session = self.session(peer);
+                session.state = "closed";
+                session.ended = Some(detail.clone());
+            }
+            Notice::Closed { peer, why, .. } => {
+                let session = self.session(peer);
+                session.state = "closed";
+                session.ended = Some(why.clone());
+            }
+            Notice::Sessions { list, .. } => {
+                for (peer, state) in list {
+                    match state {
+                        SessionState::Active | SessionState::Open => {
+                            self.session(peer).state = "open"
+                        }
+                        SessionState::Asking => self.session(peer).state = "asking",
+                        SessionState::Asked => {}
+                    }
+                }
+            }
+            Notice::Switched { .. }
+            | Notice::Relaying { .. }
+            | Notice::History { .. }
+            | Notice::Refused { .. }
+            | Notice::Error(_) => {}
+        }
+    }
+
+    fn apply_xfer(&mut self, notice: &XferNotice) {
+        match notice {
+            XferNotice::Offered {
+                id,
+                peer,
+                name,
+                size,
+            } => self.upsert(&Row {
+                id: *id,
+                role: Role::Send,
+                peer: peer.clone(),
+                name: name.clone(),
+                size: Some(*size),
+                done: 0,
+                stage: Stage::Offered,
+                rate: 0.0,
+                stalled: false,
+                route: "direct",
+            }),
+            XferNotice::OfferIn {
+                id,
+                from,
+                name,
+                size,
+                ..
+            }
+            | XferNotice::FolderIn {
+                id,
+                from,
+                name,
+                size,
+                ..
+            } => self.upsert(&Row {
+                id: *id,
+                role: Role::Receive,
+                peer: from.clone(),
+                name: name.clone(),
+                size: Some(*size),
+                done: 0,
+                stage: Stage::Asked,
+                rate: 0.0,
+                stalled: false,
+                route: "direct",
+            }),
+            XferNotice::Started { row }
+            | XferNotice::Finished { row }
+            | XferNotice::Dropped { row } => self.upsert(row),
+            XferNotice::Progress { rows } | XferNotice::List { rows } => {
+                for row in rows {
+                    self.upsert(row);
+                }
+            }
+            XferNotice::Shared { .. } | XferNotice::Error(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::core::event::Outcome;
+    use std::time::Duration;
+
+    fn line(sender: &str, text: &str) -> Line {
+        Line {
+            sender: sender.into(),
+            at_ms: 1,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn sessions_requests_and_presence_fold_in() {
+        let mut s = Snapshot::default();
+        s.apply(&Event::Welcome {
+            name: "alice".into(),
+            addr: "127.0.0.1:1".into(),
+        });
+        assert_eq!(s.phase, Phase::Ready);
+        s.apply(&Event::Users {
+            users: vec!["alice".into(), "Bob".into()],
+            total: 2,
+        });
+        s.apply(&Event::Session(Notice::Request {
+            from: "Bob".into(),
+            within: Duration::from_secs(30),
+        }));
+        assert!(s.requests.contains_key("Bob"));
+        s.apply(&Event::Session(Notice::Opened {
+            peer: "Bob".into(),
+            history: vec![line("Bob", "old")],
+        }));
+        assert!(s.requests.is_empty());
+        s.apply(&Event::Session(Notice::Said {
+            peer: "Bob".into(),
+            line: line("alice", "hi"),
+            active: true,
+        }));
+        s.apply(&Event::Session(Notice::Chat {
+            peer: "Bob".into(),
+            line: line("Bob", "hello"),
+            active: true,
+        }));
+        let bob = &s.sessions["bob"];
+        assert_eq!(bob.state, "open");
+        let texts: Vec<_> = bob.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["old", "hi", "hello"]);
+        s.apply(&Event::Online {
+            users: vec!["carol".into()],
+        });
+        assert_eq!(s.users_total, 3);
+        s.apply(&Event::Offline {
+            users: vec!["Bob".into()],
+        });
+        assert!(!s.users.contains("Bob"));
+        assert_eq!(s.users_total, 2);
+        s.apply(&Event::ServerLost);
+        assert!(!s.connected);
+    }
+
+    #[test]
+    fn a_received_file_is_saved_only_when_verified() {
+        let mut s = Snapshot::default();
+        s.apply(&Event::Transfer(XferNotice::OfferIn {
+            id: 3,
+            from: "bob".into(),
+            name: "a.txt".into(),
+            size: 5,
+            open_for: Duration::from_secs(120),
+            resumes_at: 0,
+        }));
+        assert_eq!(s.transfers[&3].row.stage, Stage::Asked);
+        let mut row = s.transfers[&3].row.clone();
+        row.done = 5;
+        row.stage = Stage::Finished(Outcome {
+            result: TransferResult::Ok,
+            detail: "saved".into(),
+            size: 5,
+            hash: None,
+            saved_as: Some("/tmp/a.txt".into()),
+            resumed_from: 0,
+            elapsed: Duration::from_millis(3),
+        });
+        s.apply(&Event::Transfer(XferNotice::Finished { row: row.clone() }));
+        assert!(s.transfers[&3].saved);
+        row.id = 4;
+        if let Stage::Finished(outcome) = &mut row.stage {
+            outcome.result = TransferResult::Corrupt;
+        }
+        s.apply(&Event::Transfer(XferNotice::Finished { row }));
+        assert!(!s.transfers[&4].saved);
+        assert!(s.transfers[&4].saved_as.is_none());
+    }
+}
