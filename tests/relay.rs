@@ -229,3 +229,67 @@ fn a_circuit_is_held_to_the_configured_rate() {
         started.elapsed()
     );
 }
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Moves `total` bytes from `x` to `y`; the seconds it took.
+fn pump(x: TcpStream, y: &TcpStream, total: usize) -> f64 {
+    let started = Instant::now();
+    let w = thread::spawn(move || {
+        let chunk = vec![7u8; 256 * 1024];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            (&x).write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < total {
+        let n = (&*y).read(&mut buf).unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    w.join().unwrap();
+    started.elapsed().as_secs_f64()
+}
+
+/// The bench figures of issue 13: relayed throughput next to direct loopback in the same
+/// run, and the relay's CPU per GiB. Run with
+/// `cargo test --test relay relay_figures -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check; see BENCHMARKS.md"]
+fn relay_figures() {
+    let total = 512 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let x = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (y, _) = listener.accept().unwrap();
+    let direct = pump(x, &y, total);
+    let r = relay(&["--relay-rate", "10000000000"]);
+    let (x, y) = pair(r.addr, "alice", "bob");
+    let before = cpu_secs(r.child.id());
+    let relayed = pump(x, &y, total);
+    let cpu = cpu_secs(r.child.id()) - before;
+    let mib = (total >> 20) as f64;
+    println!(
+        "direct {:.0} MiB/s, relayed {:.0} MiB/s ({:.2} of direct), relay CPU {:.2} s per GiB",
+        mib / direct,
+        mib / relayed,
+        direct / relayed,
+        cpu * 1024.0 / mib
+    );
+}
