@@ -491,16 +491,23 @@ impl Relay {
 }
 
 /// Waits until the peer (or the circuit's thread) closes `stream`, without reading data
-/// meant for the other side: the waiting end's thread owns reading.
+/// meant for the other side: the waiting end's thread owns reading. The socket's read
+/// timeout is shared with the copy thread's clone, so it is set to the same `POLL`.
 fn wait_closed(stream: &TcpStream) {
     let mut byte = [0u8; 1];
-    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_read_timeout(Some(POLL));
     // `peek` returns 0 only at the end of the stream; data waiting makes it return at
     // once, so sleep between looks then.
     loop {
         match stream.peek(&mut byte) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
             Ok(_) => thread::sleep(POLL),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
         }
     }
 }
