@@ -463,7 +463,8 @@ impl Relay {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    let quiet = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                    let quiet = (start.elapsed().as_millis() as u64)
+                        .saturating_sub(last.load(Ordering::Relaxed));
                     if quiet >= idle.as_millis() as u64 {
                         log::info!("relay: a circuit idle for {}s closed", idle.as_secs());
                         break;

@@ -351,6 +351,10 @@ impl Engine {
                     self.sessions.on_relay(id, addr, token);
                 }
             }
+            ServerMsg::Err {
+                code: crate::protocol::codes::ErrorCode::RelayFull,
+                message,
+            } if self.sessions.on_relay_refused(&message) => {}
             ServerMsg::Event(ServerEvent::Relay { addr, token, .. }) => {
                 self.sessions.on_relay_invite(addr, token);
             }

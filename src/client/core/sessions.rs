@@ -149,6 +149,9 @@ struct Open {
     path: &'static str,
 }
 
+/// How long a request waits for the server's `OK RELAY` before it ends as unreachable.
+const RELAY_ANSWER_WAIT: Duration = Duration::from_secs(15);
+
 /// All sessions of one logged-in client.
 pub struct Sessions {
     /// Our username.
@@ -172,6 +175,9 @@ pub struct Sessions {
     fallback: HashMap<u64, (String, SocketAddr, Ticket)>,
     /// Sessions being retried through the relay, waiting for `OK RELAY`.
     relaying: HashMap<u64, (String, SocketAddr, Ticket)>,
+    /// When each `relaying` entry stops waiting for `OK RELAY` (the server refused or
+    /// never answered: the request then ends as unreachable).
+    relay_deadline: HashMap<u64, Instant>,
     /// Sessions whose link runs through the relay.
     relayed: HashSet<u64>,
     /// Open sessions.
@@ -228,6 +234,7 @@ impl Sessions {
             outgoing: Vec::new(),
             fallback: HashMap::new(),
             relaying: HashMap::new(),
+            relay_deadline: HashMap::new(),
             relayed: HashSet::new(),
             open: Vec::new(),
             active: None,
@@ -369,6 +376,7 @@ impl Sessions {
     /// The server gave us a relay token for `session`, which we could not open directly:
     /// ask the peer again through the relay (same ticket).
     pub fn on_relay(&mut self, session: u64, relay: SocketAddr, token: String) {
+        self.relay_deadline.remove(&session);
         let Some((peer, addr, ticket)) = self.relaying.remove(&session) else {
             return;
         };
@@ -395,11 +403,25 @@ impl Sessions {
         }
     }
 
-    /// The server refused our `RELAY` for `session`: the request ends as unreachable.
+    /// The server refused a `RELAY` (`ERR 520`): the oldest request waiting for the relay
+    /// ends as unreachable. False if none waits.
     pub fn on_relay_refused(&mut self, detail: &str) -> bool {
-        let Some(&session) = self.relaying.keys().next() else {
+        let Some(session) = self
+            .relay_deadline
+            .iter()
+            .min_by_key(|(_, until)| **until)
+            .map(|(s, _)| *s)
+        else {
             return false;
         };
+        self.give_up_relay(session, detail);
+        true
+    }
+
+    /// Ends our request `session`, which found no way to the peer.
+    fn give_up_relay(&mut self, session: u64, detail: &str) {
+        self.relay_deadline.remove(&session);
+        self.outgoing.retain(|(_, s)| *s != session);
         if let Some((peer, _, _)) = self.relaying.remove(&session) {
             self.report_end(session, EndReason::Unreachable);
             self.notices.push(Notice::NotOpened {
@@ -408,7 +430,6 @@ impl Sessions {
                 detail: format!("not directly, and not through the relay: {detail}"),
             });
         }
-        true
     }
 
     /// The server asks us to meet a requester at the relay (`EVENT RELAY`).
@@ -640,6 +661,8 @@ impl Sessions {
                 // The ladder's next rung: both ends dial out to the relay.
                 if let Some(entry) = direct {
                     self.relaying.insert(session, entry);
+                    self.relay_deadline
+                        .insert(session, Instant::now() + RELAY_ANSWER_WAIT);
                 }
                 self.outgoing.push((peer.to_string(), session));
                 self.to_server.push(Command::Relay {
@@ -855,6 +878,15 @@ impl Sessions {
     /// Expires what waited too long. Call about once a second.
     pub fn tick(&mut self) {
         let now = Instant::now();
+        let late: Vec<u64> = self
+            .relay_deadline
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in late {
+            self.give_up_relay(session, "the server gave no relay");
+        }
         let (late, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(_, until)| *until <= now);

@@ -541,9 +541,9 @@ fn row_line(row: &Row) -> String {
         Stage::Finished(outcome) => outcome_words(row, outcome),
         Stage::Dropped(why) => Untrusted(why).to_string(),
     };
-    // The path the data takes, once a connection exists: direct or relay.
+    // The path the data takes when it is not direct (relay): unmarked rows are direct.
     let route = match row.stage {
-        Stage::Active | Stage::Finished(_) => format!(" ({})", row.route),
+        Stage::Active | Stage::Finished(_) if row.route != "direct" => format!(" ({})", row.route),
         _ => String::new(),
     };
     format!("{}{route}: {state}", row_head(row))
@@ -825,9 +825,10 @@ pub fn render_notice(notice: &Notice) -> String {
                     State::Asking => "waiting for an answer",
                     State::Asked => "wants to chat: \\accept or \\decline",
                 };
-                // The path (direct, reverse, relay) of an open session.
+                // The path of an open session when it is not direct (relay; reverse
+                // later): a session shown without one is direct.
                 let path = match paths.get(i).map(String::as_str) {
-                    Some(path) if !path.is_empty() => format!(", {path}"),
+                    Some(path) if !path.is_empty() && path != "direct" => format!(", {path}"),
                     _ => String::new(),
                 };
                 text.push_str(&format!(
