@@ -293,3 +293,29 @@ fn relay_figures() {
         cpu * 1024.0 / mib
     );
 }
+
+#[test]
+fn silent_connections_are_bounded_and_refused_past_the_cap() {
+    // With one circuit allowed, at most 2 * 1 + 64 connections may be unpaired at once.
+    let r = relay(&["--relay-max-circuits", "1"]);
+    let mut held = Vec::new();
+    for _ in 0..66 {
+        let s = TcpStream::connect(r.addr).unwrap();
+        held.push(s);
+    }
+    // Give the relay time to take all of them (bounded wait, no timing asserted).
+    thread::sleep(Duration::from_millis(300));
+    let extra = TcpStream::connect(r.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let got = line(&extra);
+    assert!(got.starts_with("ERR 520 RELAY_FULL"), "{got}");
+    // A silent one is told off after the first-line deadline and closed.
+    let first = &held[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let got = line(first);
+    assert!(got.starts_with("ERR 408 TIMEOUT"), "{got}");
+}
