@@ -72,6 +72,19 @@ fn a_requester_that_cannot_reach_the_target_meets_it_at_the_relay() {
     alice.send("\\sessions");
     alice.expect("bob (active, relay)");
     assert_eq!(logged_path(&server, id).as_deref(), Some("relay"));
+    // The printed log says so too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
+        .arg("sessions")
+        .arg("--db")
+        .arg(server.db_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("alice") && l.contains("bob") && l.contains("(via relay)")),
+        "{text}"
+    );
 }
 
 #[test]
