@@ -53,6 +53,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
+    if config.relay.relay_only {
+        return relay_only(config);
+    }
     // Bind first: a server that cannot listen must not leave a new database (or a new
     // TLS identity) behind.
     let listener = server::bind(config.addr).map_err(|e| {
@@ -71,9 +74,32 @@ fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
     println!("listening on {bound}");
     // Clients pin this; tests read it from this second line.
     println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
+    if let Some(relay) = server::relay::start(&mut config.relay, bound, Arc::clone(&stop))? {
+        // Tests and scripts read this third line to find the in-process relay.
+        println!("relay listening on {relay}");
+    }
     std::io::stdout().flush()?;
     log::info!("listening on {bound}, database {}", config.db.display());
     server::run(listener, store, config, stop)
+}
+
+/// `--relay-only`: a relay and nothing else, on --relay-listen (or --addr), pairing by
+/// the tokens of a server with the same --relay-secret-file, until Ctrl+C.
+fn relay_only(config: ServerConfig) -> peerchat::Result<()> {
+    let relay_config = config.relay.clone();
+    let secret = relay_config.secret()?;
+    let want = relay_config.relay_listen.unwrap_or(config.addr);
+    let listener = server::bind(want)
+        .map_err(|e| peerchat::Error::Config(format!("cannot listen on {want}: {}", plain(&e))))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| peerchat::Error::Config(format!("cannot handle Ctrl+C: {e}")))?;
+    println!("relay listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let relay = server::relay::Relay::new(relay_config, secret, stop);
+    relay.serve(listener);
+    Ok(())
 }
 
 fn print_sessions(db: &std::path::Path, limit: usize) -> peerchat::Result<()> {

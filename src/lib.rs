@@ -37,6 +37,8 @@
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
 //!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
 //!   - `server::session_log`: the printed log of sessions and transfers.
+//!   - `server::relay`: the relay: pairing by one-time token, two copy threads per pair.
+//!   - `server::relay_token`: issuing and checking relay tokens (pure, no I/O).
 //! - [`client`]: the client: one core, two front ends (`client` (mod) picks one).
 //!   - `client::core`: the engine, with no terminal and no HTTP code: `start` logs in
 //!     through a `Prompter`, then one loop takes `Command`s and emits `Event`s.

@@ -420,7 +420,9 @@ fn every_exchange_shown_in_protocol_md_is_an_executed_example() {
     for (info, lines, at) in blocks(&doc()) {
         if info.starts_with("example ") {
             assert!(
-                info.starts_with("example server") || info.starts_with("example peer"),
+                info.starts_with("example server")
+                    || info.starts_with("example peer")
+                    || info.starts_with("example relay"),
                 "line {at}: unknown example kind {info:?}"
             );
             continue;
@@ -607,5 +609,102 @@ fn section_8_states_the_limits_the_code_enforces() {
                 "§8 row {row} should say {value}: {line}"
             );
         }
+    }
+}
+
+// ---- W5: relay examples ----
+
+/// Replays every `example relay` block against a real `peerchat-server --relay-only`:
+/// `a`, `b`, `c`... are connections; `<token-a>` and `<token-b>` stand for the two tokens
+/// of one fresh circuit (issued with the relay's secret); `args=--flag=value` passes flags.
+#[test]
+fn every_relay_example_in_protocol_md_runs_against_a_real_relay() {
+    use peerchat::server::relay_token::RelaySecret;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    const SECRET: &str = "protocol.md relay example secret";
+    let examples: Vec<Example> = examples()
+        .into_iter()
+        .filter(|e| e.kind == "relay")
+        .collect();
+    assert!(!examples.is_empty(), "protocol.md has no relay example");
+    for ex in examples {
+        let dir = tempfile::TempDir::new().unwrap();
+        let key = dir.path().join("relay.key");
+        fs::write(&key, SECRET).unwrap();
+        let args: Vec<String> = ex
+            .list("args")
+            .iter()
+            .flat_map(|a| a.splitn(2, '=').map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
+            .args([
+                "--relay-only",
+                "--addr",
+                "127.0.0.1:0",
+                "--relay-secret-file",
+            ])
+            .arg(&key)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let addr: SocketAddr = first
+            .trim()
+            .strip_prefix("relay listening on ")
+            .expect("relay line")
+            .parse()
+            .unwrap();
+        let next_pair = {
+            let secret = RelaySecret::from_text(SECRET).unwrap();
+            move || {
+                secret
+                    .issue_pair("alice", "bob", Duration::from_secs(30))
+                    .unwrap()
+            }
+        };
+        let (mut ta, mut tb) = next_pair();
+        let mut conns: HashMap<String, TcpStream> = HashMap::new();
+        for (i, line) in ex.lines.iter().enumerate() {
+            let at = ex.at + 1 + i;
+            if line.trim().is_empty() {
+                continue;
+            }
+            if line.trim() == "(new circuit)" {
+                (ta, tb) = next_pair();
+                continue;
+            }
+            let (who, rest) = line.split_once(' ').expect("who");
+            let text = rest.replace("<token-a>", &ta).replace("<token-b>", &tb);
+            let conn = conns.entry(who.to_string()).or_insert_with(|| {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s
+            });
+            if let Some(sent) = text.strip_prefix("C: ") {
+                (&*conn)
+                    .write_all(format!("{sent}\r\n").as_bytes())
+                    .unwrap();
+            } else if let Some(want) = text.strip_prefix("S: ") {
+                let mut got = Vec::new();
+                let mut b = [0u8; 1];
+                while let Ok(1) = (&*conn).read(&mut b) {
+                    if b[0] == b'\n' {
+                        break;
+                    }
+                    got.push(b[0]);
+                }
+                let got = String::from_utf8_lossy(&got).trim_end().to_string();
+                assert_eq!(got, want, "protocol.md line {at}");
+            } else {
+                panic!("protocol.md line {at}: not C: or S:");
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

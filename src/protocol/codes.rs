@@ -108,6 +108,14 @@ codes! {
     ServerFull = 503, "SERVER_FULL";
     /// Too many logins are waiting for password checks to finish in time; retry shortly.
     Busy = 504, "BUSY";
+    /// (relay) The relay carries as many circuits as it allows (`--relay-max-circuits`).
+    RelayFull = 520, "RELAY_FULL";
+    /// (relay) This user has as many relayed circuits as allowed (`--relay-max-per-user`).
+    RelayUserFull = 521, "RELAY_USER_FULL";
+    /// (relay) The relay token is malformed, forged, expired, or spent already.
+    RelayToken = 522, "RELAY_TOKEN";
+    /// (relay) The other end of the circuit did not arrive before the token expired.
+    RelayNoPartner = 523, "RELAY_NO_PARTNER";
 }
 
 impl fmt::Display for ErrorCode {

@@ -339,3 +339,31 @@ pub const TLS_REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How long the client gives connecting to the server plus the TLS handshake.
 pub const TLS_CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+
+// ---- W5: the relay ----
+
+/// Default `--relay-max-circuits`: relayed circuits one relay carries at once (seed 004's
+/// "restriction on the number of simultaneous connections"); more get `520 RELAY_FULL`.
+pub const DEFAULT_RELAY_CIRCUITS: usize = 256;
+
+/// Default `--relay-max-per-user`: relayed circuits one user may hold at once, so one
+/// account cannot take the whole relay; more get `521 RELAY_USER_FULL`.
+pub const DEFAULT_RELAY_CIRCUITS_PER_USER: usize = 8;
+
+/// Default `--relay-rate`: bytes per second each direction of a circuit may carry
+/// (64 MiB/s).
+pub const DEFAULT_RELAY_RATE: u64 = 64 * 1024 * 1024;
+
+/// Default `--relay-idle-secs`: a circuit carrying nothing either way this long is closed.
+pub const DEFAULT_RELAY_IDLE: Duration = Duration::from_secs(120);
+
+/// Default `--relay-token-secs`: how long a relay token is valid after issue; an end
+/// that arrived first waits for its partner until then (`523 RELAY_NO_PARTNER`).
+pub const DEFAULT_RELAY_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// How long a relay waits for the `RELAY <token>` line after a connection opens.
+pub const RELAY_FIRST_LINE: Duration = Duration::from_secs(5);
+
+/// Spent relay tokens a relay remembers (until they expire) so each opens one end once;
+/// when all are live, new ends get `520 RELAY_FULL`.
+pub const RELAY_SPENT_TOKENS: usize = 65_536;

@@ -93,6 +93,18 @@ pub enum Reply {
         /// The one-time ticket for this session.
         ticket: Ticket,
     },
+    /// `OK RELAY SESSION|TRANSFER <id> <addr> <token>`: dial the relay at `addr` and
+    /// present `token` (protocol.md §13); the other end was told to do the same.
+    Relay {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
+        /// Where the relay listens.
+        addr: SocketAddr,
+        /// This end's one-time relay token.
+        token: String,
+    },
     /// `OK SESSION_OPEN <id>`: the server noted that the session was accepted.
     SessionOpened { id: u64 },
     /// `OK SESSION_END <id>`: the server noted that the session ended.
@@ -329,6 +341,17 @@ pub enum Event {
         /// The ticket `from` will present.
         ticket: Ticket,
     },
+    /// `EVENT RELAY <id> <addr> <token>`: the requester of session or transfer `id`
+    /// cannot reach us directly; dial the relay at `addr` with `token`, then answer the
+    /// peer's first line on that connection as if it had arrived on our listener.
+    Relay {
+        /// The session or transfer id.
+        id: u64,
+        /// Where the relay listens.
+        addr: SocketAddr,
+        /// Our one-time relay token.
+        token: String,
+    },
     /// A kind this version does not know; clients ignore it (protocol.md §5).
     Unknown { kind: String, rest: String },
 }
@@ -452,6 +475,14 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
         "SHUTDOWN" => Event::Shutdown {
             message: rest.to_string(),
         },
+        "RELAY" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [id, addr, token] => Event::Relay {
+                id: parse_id(id)?,
+                addr: parse_addr(addr)?,
+                token: parse_relay_token(token)?,
+            },
+            _ => return Err(ParseError::bad("usage: EVENT RELAY <id> <addr> <token>")),
+        },
         "SESSION_REQUEST" | "TRANSFER_REQUEST" => {
             let words: Vec<&str> = rest.split(' ').collect();
             match words.as_slice() {
@@ -511,6 +542,12 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             ticket: parse_ticket(ticket)?,
         },
         ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
+        ("RELAY", [what @ ("SESSION" | "TRANSFER"), id, addr, token]) => Reply::Relay {
+            transfer: *what == "TRANSFER",
+            id: parse_id(id)?,
+            addr: parse_addr(addr)?,
+            token: parse_relay_token(token)?,
+        },
         ("SESSION_END", [id]) => Reply::SessionEnded { id: parse_id(id)? },
         ("TRANSFER", [id, user, addr, ticket]) => Reply::Transfer {
             id: parse_id(id)?,
@@ -587,6 +624,15 @@ fn parse_addr(text: &str) -> Result<SocketAddr, ParseError> {
         .map_err(|_| ParseError::bad(format!("not an address: {text}")))
 }
 
+/// A relay token: up to 160 characters of `[0-9A-Za-z._-]` (protocol.md §13).
+fn parse_relay_token(text: &str) -> Result<String, ParseError> {
+    let fine = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if text.is_empty() || text.len() > 160 || !text.bytes().all(fine) {
+        return Err(ParseError::bad("not a relay token"));
+    }
+    Ok(text.to_string())
+}
+
 fn parse_id(text: &str) -> Result<u64, ParseError> {
     text.parse()
         .map_err(|_| ParseError::bad(format!("not a session id: {}", shorten(text))))
@@ -635,6 +681,7 @@ impl fmt::Display for ServerMsg {
                 Event::TransferRequest { id, from, ticket } => {
                     write!(f, "EVENT TRANSFER_REQUEST {id} {from} {ticket}")
                 }
+                Event::Relay { id, addr, token } => write!(f, "EVENT RELAY {id} {addr} {token}"),
                 Event::Unknown { kind, rest } => {
                     write!(f, "EVENT {} {}", one_line(kind), one_line(rest))
                 }
@@ -651,6 +698,15 @@ impl fmt::Display for ServerMsg {
                     ticket,
                 } => write!(f, "OK SESSION {id} {user} {addr} {ticket}"),
                 Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
+                Reply::Relay {
+                    transfer,
+                    id,
+                    addr,
+                    token,
+                } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "OK RELAY {what} {id} {addr} {token}")
+                }
                 Reply::SessionEnded { id } => write!(f, "OK SESSION_END {id}"),
                 Reply::Transfer {
                     id,
@@ -703,6 +759,9 @@ pub enum Command {
     Quit,
     /// `CONNECT <username>`: ask for a chat session with an online user.
     Connect { user: String },
+    /// `RELAY SESSION|TRANSFER <id>`: the requester could not reach the target of its
+    /// session or transfer `id` directly; ask for a relayed circuit (protocol.md §13).
+    Relay { transfer: bool, id: u64 },
     /// `SESSION_OPEN <id>`: the target reports that it accepted session `id`.
     SessionOpen { id: u64 },
     /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
@@ -820,6 +879,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         names: &["CONNECT"],
         args: &["<username>"],
         meaning: "start a chat session: get the user's address and a one-time ticket",
+    },
+    CommandSpec {
+        names: &["RELAY"],
+        args: &["SESSION|TRANSFER", "<id>"],
+        meaning: "the peer of your session or transfer <id> cannot be reached: meet it at the relay",
     },
     CommandSpec {
         names: &["SESSION_OPEN"],
@@ -973,6 +1037,10 @@ impl Command {
                 user: user.to_string(),
             },
             ("SESSION_OPEN", [id]) => Command::SessionOpen { id: parse_id(id)? },
+            ("RELAY", [what @ ("SESSION" | "TRANSFER"), id]) => Command::Relay {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+            },
             ("SESSION_END", [id, reason]) => Command::SessionEnd {
                 id: parse_id(id)?,
                 reason: EndReason::from_word(reason).ok_or_else(|| {
@@ -1074,6 +1142,10 @@ impl fmt::Display for Command {
             Command::Quit => write!(f, "QUIT"),
             Command::Connect { user } => write!(f, "CONNECT {user}"),
             Command::SessionOpen { id } => write!(f, "SESSION_OPEN {id}"),
+            Command::Relay { transfer, id } => {
+                let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                write!(f, "RELAY {what} {id}")
+            }
             Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
             Command::Transfer { user } => write!(f, "TRANSFER {user}"),
             Command::TransferEnd {

@@ -10,6 +10,7 @@ use super::login::LoggedIn;
 use super::store::TransferRecord;
 use crate::protocol::codes::ErrorCode;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::file_index::CapExceeded;
 use crate::protocol::ParseError;
@@ -48,6 +49,7 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         }
         Command::Connect { user } => grant(shared, me, user, Grant::Session),
         Command::SessionOpen { id } => session_open(shared, me, *id),
+        Command::Relay { transfer, id } => relay(shared, me, *transfer, *id),
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
         Command::Transfer { user } => grant(shared, me, user, Grant::Transfer),
         Command::TransferEnd {
@@ -146,6 +148,80 @@ fn my_session(
         )),
         Err(e) => Err(internal("reading a session", &e)),
     }
+}
+
+/// RELAY SESSION|TRANSFER <id>
+///
+/// The requester of `id` could not reach its target: issue the two tokens of a relayed
+/// circuit, tell the target (its event is queued before our reply, as for tickets) and
+/// give the requester its own. Only the requester may ask, only while the target is
+/// online, and it counts against the same request bucket as `CONNECT`/`TRANSFER`.
+fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
+    let participants = if transfer {
+        shared.store.transfer_participants(id)
+    } else {
+        shared
+            .store
+            .session(id)
+            .map(|r| r.map(|r| (r.requester, r.target)))
+    };
+    let target = match participants {
+        Ok(Some((requester, target))) if requester.eq_ignore_ascii_case(&me.name) => target,
+        Ok(_) => {
+            return ServerMsg::err(
+                ErrorCode::NoSession,
+                format!("{id} is not a session or transfer you asked for"),
+            );
+        }
+        Err(e) => return internal("reading a session", &e),
+    };
+    let Some((addr, secret)) = shared.config.relay.issuing.clone() else {
+        return ServerMsg::err(ErrorCode::RelayFull, "this server has no relay");
+    };
+    if let Err(wait) = shared.requests.take(&me.key) {
+        return ServerMsg::err(
+            ErrorCode::RateLimited,
+            format!(
+                "too many requests; try again in {} s",
+                super::rate_limit::secs(wait)
+            ),
+        );
+    }
+    let Some((target, _, outbox)) = shared
+        .registry
+        .lookup_with_outbox(&target.to_ascii_lowercase())
+    else {
+        return ServerMsg::err(ErrorCode::NotOnline, format!("{target} is not online"));
+    };
+    let valid = Duration::from_secs(shared.config.relay.relay_token_secs);
+    let (mine, theirs) = match secret.issue_pair(&me.name, &target, valid) {
+        Ok(pair) => pair,
+        Err(e) => return internal("issuing relay tokens", &e),
+    };
+    let what = if transfer { "transfer" } else { "session" };
+    let recorded = if transfer {
+        shared.store.set_transfer_path(id, "relay")
+    } else {
+        shared.store.set_session_path(id, "relay")
+    };
+    if let Err(e) = recorded {
+        return internal("recording a path", &e);
+    }
+    outbox.send(&ServerMsg::Event(Event::Relay {
+        id,
+        addr,
+        token: theirs,
+    }));
+    log::info!(
+        "{what} {id}: {} meets {target} at the relay {addr}",
+        me.name
+    );
+    ServerMsg::Ok(Reply::Relay {
+        transfer,
+        id,
+        addr,
+        token: mine,
+    })
 }
 
 /// SESSION_OPEN <id>

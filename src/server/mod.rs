@@ -16,6 +16,8 @@ pub mod outbox;
 pub mod presence;
 pub mod rate_limit;
 pub mod registry;
+pub mod relay;
+pub mod relay_token;
 pub mod session_log;
 pub mod store;
 
@@ -104,6 +106,9 @@ pub struct ServerConfig {
     /// prints the fingerprint; `run` makes it when unset).
     #[arg(skip)]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The relay for peers that cannot reach each other.
+    #[command(flatten)]
+    pub relay: relay::RelayConfig,
 }
 
 impl ServerConfig {

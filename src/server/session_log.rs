@@ -34,6 +34,11 @@ pub fn render(records: &[SessionRecord]) -> String {
             (None, None, None) => "(open)".to_string(),
             (None, Some(_), _) => "-".to_string(),
         };
+        // Relayed sessions say so; direct ones are unmarked.
+        let reason = match r.path.as_deref() {
+            Some(path) => format!("{reason} (via {})", Untrusted(path)),
+            None => reason,
+        };
         out.push_str(&format!(
             "{:>6}  {:<16} {:<16} {:<19}  {:<19}  {:<19}  {}\n",
             r.id,
@@ -167,6 +172,7 @@ mod tests {
                 ended_at_ms: None,
                 end_reason: None,
                 unknown_since_ms: None,
+                path: None,
             },
             SessionRecord {
                 id: 1,
@@ -177,6 +183,7 @@ mod tests {
                 ended_at_ms: Some(1_700_000_002_000),
                 end_reason: Some("closed".into()),
                 unknown_since_ms: None,
+                path: None,
             },
         ]);
         let lines: Vec<&str> = text.lines().collect();

@@ -97,6 +97,10 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL
     );
     CREATE INDEX login_tokens_user ON login_tokens (username_key, created_at_ms);",
+    // 6: the path each session and transfer took (issue 13): NULL is direct, or
+    // 'reverse', 'relay'.
+    "ALTER TABLE sessions ADD COLUMN path TEXT;
+    ALTER TABLE transfers ADD COLUMN path TEXT;",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.

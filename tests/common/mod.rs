@@ -1881,3 +1881,58 @@ impl Wire {
         }
     }
 }
+
+// ---- W5: clients started by a given command (network namespaces) ----
+
+impl Client {
+    /// Starts a client from a prepared `cmd` (for example `ip netns exec NS
+    /// peerchat-client ...`), with its pipes read as `spawn` does.
+    pub fn spawn_command(mut cmd: Command) -> Client {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a client command");
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stdout.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(chunk[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let err2 = err.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stderr.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => err2.lock().unwrap().extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Client {
+            label: "client".into(),
+            child,
+            stdin,
+            rx,
+            out: Vec::new(),
+            pos: 0,
+            out_done: false,
+            err,
+            status: None,
+            sent: Vec::new(),
+        }
+    }
+}

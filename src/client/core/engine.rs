@@ -339,6 +339,25 @@ impl Engine {
                 addr,
                 ticket,
             }) => self.sessions.on_granted(id, &user, addr, ticket),
+            ServerMsg::Ok(Reply::Relay {
+                transfer,
+                id,
+                addr,
+                token,
+            }) => {
+                if transfer {
+                    self.transfers.on_relay(id, addr, token);
+                } else {
+                    self.sessions.on_relay(id, addr, token);
+                }
+            }
+            ServerMsg::Err {
+                code: crate::protocol::codes::ErrorCode::RelayFull,
+                message,
+            } if self.sessions.on_relay_refused(&message) => {}
+            ServerMsg::Event(ServerEvent::Relay { addr, token, .. }) => {
+                self.sessions.on_relay_invite(addr, token);
+            }
             ServerMsg::Event(ServerEvent::TransferRequest { id, from, ticket }) => {
                 self.sessions.on_transfer_ticket(id, &from, ticket);
             }

@@ -17,7 +17,12 @@ use crossbeam_channel::Sender;
 use super::peer_link::{PeerEvent, PeerLink, send_last};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{MAX_LINE, PEER_CONNECT_TIMEOUT, TICKET_GRACE, WRITE_TIMEOUT};
+use crate::protocol::limits::{
+    DEFAULT_RELAY_TOKEN_TTL, MAX_LINE, PEER_CONNECT_TIMEOUT, TICKET_GRACE, WRITE_TIMEOUT,
+};
+
+/// How long an end waits at the relay for `OK RELAYED`: the default token life.
+const RELAY_WAIT: Duration = DEFAULT_RELAY_TOKEN_TTL;
 use crate::protocol::line::{LineReader, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::EndReason;
@@ -31,7 +36,12 @@ const THREAD_STACK: usize = 128 * 1024;
 /// §11) before any file line is exchanged. An `ERR` as the first answer (a refusal) is
 /// left unread for the transfer code, so it reports it as before; anything else, or a
 /// wrong MAC, is refused: whoever answered at `addr` does not hold the ticket.
-pub fn open_transfer(addr: SocketAddr, first: &PeerMsg, peer: &str) -> io::Result<Wire> {
+pub fn open_transfer(
+    addr: SocketAddr,
+    relay: Option<&(SocketAddr, String)>,
+    first: &PeerMsg,
+    peer: &str,
+) -> io::Result<Wire> {
     let (from, id, ticket) = match first {
         PeerMsg::Push {
             from,
@@ -47,7 +57,7 @@ pub fn open_transfer(addr: SocketAddr, first: &PeerMsg, peer: &str) -> io::Resul
         } => (from, *transfer, ticket),
         _ => return Err(io::Error::other("not the first line of a data connection")),
     };
-    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT)?;
+    let stream = dial(addr, relay)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut out = &stream;
@@ -130,6 +140,36 @@ pub struct Ask {
     pub ticket: Ticket,
     /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
     pub wait: Duration,
+    /// Meet the peer at this relay with this token instead of dialling `addr`.
+    pub relay: Option<(SocketAddr, String)>,
+}
+
+/// Connects to `addr`: straight, or through the relay at `relay` with its token
+/// (`RELAY <token>`, then `OK RELAYED` once the other end is there; protocol.md §13).
+/// The peer protocol then runs over the stream unchanged, end to end.
+pub fn dial(addr: SocketAddr, relay: Option<&(SocketAddr, String)>) -> io::Result<TcpStream> {
+    match relay {
+        None => TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT),
+        Some((relay, token)) => {
+            let stream = TcpStream::connect_timeout(relay, PEER_CONNECT_TIMEOUT)?;
+            stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+            let mut out = &stream;
+            write_lines(&mut out, &format!("RELAY {token}\n"))?;
+            // The other end is told by the server and dials out: give it the token's life.
+            let (line, taken) = peek_line(&stream, Instant::now() + RELAY_WAIT)?;
+            let mut used = vec![0u8; taken];
+            io::Read::read_exact(&mut &stream, &mut used)?;
+            if line != "OK RELAYED" {
+                let shown: String = line.chars().filter(|c| !c.is_control()).take(200).collect();
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("the relay refused: {shown}"),
+                ));
+            }
+            stream.set_read_timeout(None)?;
+            Ok(stream)
+        }
+    }
 }
 
 /// Connects to the peer of `ask`, presents the ticket and waits for the answer on a
@@ -154,7 +194,7 @@ pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
 fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReason, String)> {
     let addr = ask.addr;
     let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
-    let stream = TcpStream::connect_timeout(&addr, PEER_CONNECT_TIMEOUT).map_err(unreachable)?;
+    let stream = dial(addr, ask.relay.as_ref()).map_err(unreachable)?;
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .map_err(unreachable)?;

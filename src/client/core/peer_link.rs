@@ -92,6 +92,8 @@ pub struct Incoming {
     reader: LineReader<TcpStream>,
     /// The handshake slot, held until the ticket is checked (`release_slot`).
     slot: Option<Slot>,
+    /// Arrived through the relay (`EVENT RELAY`), not on our listener.
+    pub relayed: bool,
     /// Where a refusal is counted.
     refusals: Refusals,
 }
@@ -399,7 +401,7 @@ pub fn spawn_listener(
                 let _ = thread::Builder::new()
                     .name("peer-hello".into())
                     .stack_size(THREAD_STACK)
-                    .spawn(move || handshake(stream, remote, slot, refusals, &events));
+                    .spawn(move || handshake(stream, remote, Some(slot), refusals, &events));
             }
         })?;
     Ok(())
@@ -419,10 +421,32 @@ fn refuse_now(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// The target's side of a relayed connection (`EVENT RELAY`, protocol.md §13): dials
+/// the relay with `token` on a thread of its own and, once paired, reads the peer's
+/// first line as if the connection had arrived on our listener (same checks, same
+/// ticket). Relayed connections are bounded by the relay's per-user limit, so they take
+/// no listener slot.
+pub fn answer_relayed(
+    relay: SocketAddr,
+    token: String,
+    events: Sender<PeerEvent>,
+    refusals: Refusals,
+) {
+    let _ = thread::Builder::new()
+        .name("peer-relayed".into())
+        .stack_size(THREAD_STACK)
+        .spawn(
+            move || match super::peer_dial::dial(relay, Some(&(relay, token))) {
+                Ok(stream) => handshake(stream, relay, None, refusals, &events),
+                Err(e) => log::info!("meeting a peer at the relay {relay} failed: {e}"),
+            },
+        );
+}
+
 fn handshake(
     stream: TcpStream,
     remote: SocketAddr,
-    slot: Slot,
+    slot: Option<Slot>,
     refusals: Refusals,
     events: &Sender<PeerEvent>,
 ) {
@@ -501,7 +525,8 @@ fn handshake(
         remote,
         stream,
         reader,
-        slot: Some(slot),
+        relayed: slot.is_none(),
+        slot,
         refusals,
     };
     // Blocks while the UI loop is behind; the slot bounds how many wait here.

@@ -7,7 +7,7 @@
 //! typed [`Notice`]s and to the server through queued [`Command`]s; it must not print,
 //! read the terminal or own sockets (`peer_link` does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -102,8 +102,14 @@ pub enum Notice {
         by: Closer,
         why: String,
     },
-    /// The answer to `\sessions`.
-    Sessions { list: Vec<(String, State)> },
+    /// The answer to `\sessions`; `paths` says, for each entry of `list`, how an open
+    /// session reaches its peer (`direct`, `reverse` or `relay`; empty if not open).
+    Sessions {
+        list: Vec<(String, State)>,
+        paths: Vec<String>,
+    },
+    /// `peer` could not be reached directly: both ends now meet at the server's relay.
+    Relaying { peer: String },
     /// The active session changed.
     Switched { peer: String },
     /// The answer to `\history`.
@@ -139,7 +145,12 @@ struct Open {
     session: u64,
     peer: String,
     link: PeerLink,
+    /// How the link reaches the peer: `direct` or `relay`.
+    path: &'static str,
 }
+
+/// How long a request waits for the server's `OK RELAY` before it ends as unreachable.
+const RELAY_ANSWER_WAIT: Duration = Duration::from_secs(15);
 
 /// All sessions of one logged-in client.
 pub struct Sessions {
@@ -159,6 +170,16 @@ pub struct Sessions {
     requests: Vec<Request>,
     /// Our requests waiting for the peer's answer: peer name → session id.
     outgoing: Vec<(String, u64)>,
+    /// Our requests still able to fall back to the relay: session → (peer, addr, ticket).
+    /// An entry is taken when the direct attempt fails (then `relaying` holds it).
+    fallback: HashMap<u64, (String, SocketAddr, Ticket)>,
+    /// Sessions being retried through the relay, waiting for `OK RELAY`.
+    relaying: HashMap<u64, (String, SocketAddr, Ticket)>,
+    /// When each `relaying` entry stops waiting for `OK RELAY` (the server refused or
+    /// never answered: the request then ends as unreachable).
+    relay_deadline: HashMap<u64, Instant>,
+    /// Sessions whose link runs through the relay.
+    relayed: HashSet<u64>,
     /// Open sessions.
     open: Vec<Open>,
     /// The peer whose session receives plain lines.
@@ -211,6 +232,10 @@ impl Sessions {
             parked: Vec::new(),
             requests: Vec::new(),
             outgoing: Vec::new(),
+            fallback: HashMap::new(),
+            relaying: HashMap::new(),
+            relay_deadline: HashMap::new(),
+            relayed: HashSet::new(),
             open: Vec::new(),
             active: None,
             accept_timeout,
@@ -324,6 +349,8 @@ impl Sessions {
             self.report_end(session, EndReason::Refused);
             return;
         }
+        self.fallback
+            .insert(session, (peer.to_string(), addr, ticket.clone()));
         let ask = Ask {
             me: self.me.clone(),
             peer: peer.to_string(),
@@ -331,6 +358,7 @@ impl Sessions {
             addr,
             ticket,
             wait: self.answer_wait,
+            relay: None,
         };
         match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer.to_string(), session)),
@@ -343,6 +371,70 @@ impl Sessions {
                 });
             }
         }
+    }
+
+    /// The server gave us a relay token for `session`, which we could not open directly:
+    /// ask the peer again through the relay (same ticket).
+    pub fn on_relay(&mut self, session: u64, relay: SocketAddr, token: String) {
+        self.relay_deadline.remove(&session);
+        let Some((peer, addr, ticket)) = self.relaying.remove(&session) else {
+            return;
+        };
+        self.relayed.insert(session);
+        let ask = Ask {
+            me: self.me.clone(),
+            peer: peer.clone(),
+            session,
+            addr,
+            ticket,
+            wait: self.answer_wait,
+            relay: Some((relay, token)),
+        };
+        match peer_dial::request(ask, self.events.clone()) {
+            Ok(()) => self.outgoing.push((peer, session)),
+            Err(e) => {
+                self.report_end(session, EndReason::Unreachable);
+                self.notices.push(Notice::NotOpened {
+                    peer,
+                    reason: EndReason::Unreachable,
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The server refused a `RELAY` (`ERR 520`): the oldest request waiting for the relay
+    /// ends as unreachable. False if none waits.
+    pub fn on_relay_refused(&mut self, detail: &str) -> bool {
+        let Some(session) = self
+            .relay_deadline
+            .iter()
+            .min_by_key(|(_, until)| **until)
+            .map(|(s, _)| *s)
+        else {
+            return false;
+        };
+        self.give_up_relay(session, detail);
+        true
+    }
+
+    /// Ends our request `session`, which found no way to the peer.
+    fn give_up_relay(&mut self, session: u64, detail: &str) {
+        self.relay_deadline.remove(&session);
+        self.outgoing.retain(|(_, s)| *s != session);
+        if let Some((peer, _, _)) = self.relaying.remove(&session) {
+            self.report_end(session, EndReason::Unreachable);
+            self.notices.push(Notice::NotOpened {
+                peer,
+                reason: EndReason::Unreachable,
+                detail: format!("not directly, and not through the relay: {detail}"),
+            });
+        }
+    }
+
+    /// The server asks us to meet a requester at the relay (`EVENT RELAY`).
+    pub fn on_relay_invite(&mut self, relay: SocketAddr, token: String) {
+        super::peer_link::answer_relayed(relay, token, self.events.clone(), Refusals::new());
     }
 
     /// The server says `from` will connect with `ticket` for `session`.
@@ -508,6 +600,9 @@ impl Sessions {
         let Some(request) = self.pick_request(user, "accept") else {
             return;
         };
+        if request.incoming.relayed {
+            self.relayed.insert(request.session);
+        }
         match request.incoming.accept(&self.me, &self.events) {
             Ok(link) => {
                 self.to_server.push(Command::SessionOpen {
@@ -539,10 +634,16 @@ impl Sessions {
     fn opened(&mut self, session: u64, peer: String, link: PeerLink) {
         let history = self.last_lines(&peer, HISTORY_ON_OPEN);
         self.active = Some(peer.clone());
+        let path = if self.relayed.remove(&session) {
+            "relay"
+        } else {
+            "direct"
+        };
         self.open.push(Open {
             session,
             peer: peer.clone(),
             link,
+            path,
         });
         self.notices.push(Notice::Opened { peer, history });
     }
@@ -554,7 +655,24 @@ impl Sessions {
         result: Result<PeerLink, (EndReason, String)>,
     ) {
         self.outgoing.retain(|(_, s)| *s != session);
+        let direct = self.fallback.remove(&session);
         match result {
+            Err((EndReason::Unreachable, _)) if direct.is_some() => {
+                // The ladder's next rung: both ends dial out to the relay.
+                if let Some(entry) = direct {
+                    self.relaying.insert(session, entry);
+                    self.relay_deadline
+                        .insert(session, Instant::now() + RELAY_ANSWER_WAIT);
+                }
+                self.outgoing.push((peer.to_string(), session));
+                self.to_server.push(Command::Relay {
+                    transfer: false,
+                    id: session,
+                });
+                self.notices.push(Notice::Relaying {
+                    peer: peer.to_string(),
+                });
+            }
             Ok(link) if self.open.iter().any(|o| same(&o.peer, peer)) => {
                 // Both asked at once and both sessions opened: keep the first.
                 link.close("duplicate session");
@@ -704,13 +822,15 @@ impl Sessions {
                 )
             })
             .collect();
+        let mut paths: Vec<String> = self.open.iter().map(|o| o.path.to_string()).collect();
         list.extend(
             self.outgoing
                 .iter()
                 .map(|(p, _)| (p.clone(), State::Asking)),
         );
         list.extend(self.requests.iter().map(|r| (r.from.clone(), State::Asked)));
-        self.notices.push(Notice::Sessions { list });
+        paths.resize(list.len(), String::new());
+        self.notices.push(Notice::Sessions { list, paths });
     }
 
     /// `\close [user]`: the named or the active session.
@@ -758,6 +878,15 @@ impl Sessions {
     /// Expires what waited too long. Call about once a second.
     pub fn tick(&mut self) {
         let now = Instant::now();
+        let late: Vec<u64> = self
+            .relay_deadline
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in late {
+            self.give_up_relay(session, "the server gave no relay");
+        }
         let (late, parked): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|(_, until)| *until <= now);

@@ -41,6 +41,9 @@ pub enum TransferEvent {
     Progress { id: u64, done: u64, total: u64 },
     /// The transfer ended.
     Finished { id: u64, outcome: Outcome },
+    /// The peer of our transfer (server id `transfer`) could not be reached directly:
+    /// ask the server for the relay (the thread waits for its token).
+    NeedRelay { id: u64, transfer: u64 },
 }
 
 /// How a transfer ended.

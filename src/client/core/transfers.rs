@@ -99,6 +99,8 @@ pub struct Row {
     pub rate: f64,
     /// No bytes for `STALLED_AFTER`: the rate and time left mean nothing now.
     pub stalled: bool,
+    /// How the data connection reaches the peer: `direct` or `relay`.
+    pub route: &'static str,
 }
 
 /// The window the current rate is measured over: recent enough to show a slowdown,
@@ -220,6 +222,8 @@ pub struct Transfers {
     notices: Vec<XferNotice>,
     /// For the server.
     to_server: Vec<ServerOut>,
+    /// Transfer threads waiting for a relay token, by server transfer id.
+    relay_waiters: std::collections::HashMap<u64, crossbeam_channel::Sender<(SocketAddr, String)>>,
     /// For peers over their chat link: (peer, message).
     to_peers: Vec<(String, PeerMsg)>,
     /// Folders we offered, by their entry, with the files still to offer.
@@ -260,6 +264,7 @@ impl Transfers {
             index: TableIndex::default(),
             notices: Vec::new(),
             to_server: Vec::new(),
+            relay_waiters: std::collections::HashMap::new(),
             to_peers: Vec::new(),
             folders_out: BTreeMap::new(),
             folders_in: Vec::new(),
@@ -306,6 +311,7 @@ impl Transfers {
                     stage: Stage::Connecting,
                     rate: 0.0,
                     stalled: false,
+                    route: "direct",
                 },
                 offer: None,
                 transfer: None,
@@ -650,6 +656,14 @@ impl Transfers {
         }
     }
 
+    /// The server gave us a relay token for transfer `transfer_id`: hand it to the
+    /// thread waiting for it.
+    pub fn on_relay(&mut self, transfer_id: u64, relay: SocketAddr, token: String) {
+        if let Some(waiter) = self.relay_waiters.remove(&transfer_id) {
+            let _ = waiter.try_send((relay, token));
+        }
+    }
+
     /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
     pub fn on_granted(&mut self, transfer_id: u64, user: &str, addr: SocketAddr, ticket: Ticket) {
         let Some(at) = self
@@ -676,6 +690,8 @@ impl Transfers {
         let name = entry.row.name.clone();
         let listed = entry.row.size;
         let peer = user.to_string();
+        let (relay_tx, relay_rx) = crossbeam_channel::bounded(1);
+        self.relay_waiters.insert(transfer_id, relay_tx);
         let spawned = match entry.row.role {
             Role::Send => {
                 let Some(path) = entry.path.clone() else {
@@ -689,7 +705,7 @@ impl Transfers {
                     offer: entry.offer.unwrap_or(id),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_dial::open_transfer(addr, &first, &peer) {
+                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
                         Ok(wire) => {
                             // A folder's file goes by its own name; its folder was agreed.
                             let (_, name) = folders::split_folder_path(&name);
@@ -708,7 +724,7 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match peer_dial::open_transfer(addr, &first, &peer) {
+                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
                         Ok(wire) => {
                             let expect = Expect {
                                 name,
@@ -728,6 +744,7 @@ impl Transfers {
 
     /// A data connection whose ticket `sessions` checked.
     pub fn on_incoming(&mut self, incoming: Incoming) {
+        let route = if incoming.relayed { "relay" } else { "direct" };
         let from = incoming.hello.from.clone();
         let transfer_id = incoming.hello.session;
         match incoming.hello.purpose.clone() {
@@ -748,6 +765,7 @@ impl Transfers {
                     return;
                 };
                 entry.transfer = Some(transfer_id);
+                entry.row.route = route;
                 let (cancel, name, size) =
                     (entry.cancel.clone(), entry.row.name.clone(), entry.row.size);
                 let spawned = spawn(id, &events, move |events| {
@@ -792,6 +810,7 @@ impl Transfers {
                 };
                 entry.slot = slot;
                 entry.transfer = Some(transfer_id);
+                entry.row.route = route;
                 entry.path = Some(path.clone());
                 let cancel = entry.cancel.clone();
                 let spawned = spawn(id, &events, move |events| {
@@ -851,6 +870,15 @@ impl Transfers {
                     entry.row.size = Some(total);
                     entry.row.rate = current_rate(&entry.samples, now);
                 }
+            }
+            TransferEvent::NeedRelay { id, transfer } => {
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.row.route = "relay";
+                }
+                self.to_server.push(ServerOut::Command(Command::Relay {
+                    transfer: true,
+                    id: transfer,
+                }));
             }
             TransferEvent::Finished { id, outcome } => {
                 let Some(entry) = self.entries.get_mut(&id) else {
@@ -1023,6 +1051,40 @@ fn current_rate(samples: &std::collections::VecDeque<(Instant, u64)>, now: Insta
 fn refuse(incoming: Incoming, why: &str) {
     if let Ok(wire) = incoming.into_wire() {
         wire.refuse(why);
+    }
+}
+
+/// The ladder for a data connection: direct to `addr`; if the peer cannot be reached
+/// there, ask for the relay (`NeedRelay`) and meet it there with the token the server
+/// gives (same ticket, same proof check). A peer that answered but failed the proof is
+/// not retried: someone else holds its address.
+fn open_ladder(
+    addr: SocketAddr,
+    first: &PeerMsg,
+    peer: &str,
+    (id, transfer): (u64, u64),
+    events: &Sender<TransferEvent>,
+    relay: &crossbeam_channel::Receiver<(SocketAddr, String)>,
+) -> std::io::Result<super::transfer::Wire> {
+    match peer_dial::open_transfer(addr, None, first, peer) {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            if events
+                .send(TransferEvent::NeedRelay { id, transfer })
+                .is_err()
+            {
+                return Err(e);
+            }
+            match relay.recv_timeout(crate::protocol::limits::DEFAULT_RELAY_TOKEN_TTL) {
+                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer),
+                Err(_) => Err(e),
+            }
+        }
+        other => other,
     }
 }
 

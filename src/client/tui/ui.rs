@@ -541,7 +541,12 @@ fn row_line(row: &Row) -> String {
         Stage::Finished(outcome) => outcome_words(row, outcome),
         Stage::Dropped(why) => Untrusted(why).to_string(),
     };
-    format!("{}: {state}", row_head(row))
+    // The path the data takes when it is not direct (relay): unmarked rows are direct.
+    let route = match row.stage {
+        Stage::Active | Stage::Finished(_) if row.route != "direct" => format!(" ({})", row.route),
+        _ => String::new(),
+    };
+    format!("{}{route}: {state}", row_head(row))
 }
 
 /// How a transfer that did not succeed ended, in plain words: `cancelled by alice`, not
@@ -753,6 +758,10 @@ pub fn render_notice(notice: &Notice) -> String {
         }
         Notice::Declined { from } => format!("* declined {from}", from = Untrusted(from)),
         Notice::Asking { peer } => format!("* asking {} to chat...", Untrusted(peer)),
+        Notice::Relaying { peer } => format!(
+            "* cannot reach {} directly; meeting through the server's relay...",
+            Untrusted(peer)
+        ),
         Notice::Opened { peer, history } => {
             let mut text = String::new();
             if !history.is_empty() {
@@ -804,19 +813,28 @@ pub fn render_notice(notice: &Notice) -> String {
                 peer = Untrusted(peer)
             ),
         },
-        Notice::Sessions { list } => {
+        Notice::Sessions { list, paths } => {
             if list.is_empty() {
                 return "No sessions. \\connect <user> to start one.".to_string();
             }
             let mut text = format!("Sessions ({}):", list.len());
-            for (peer, state) in list {
+            for (i, (peer, state)) in list.iter().enumerate() {
                 let state = match state {
                     State::Active => "active",
                     State::Open => "open",
                     State::Asking => "waiting for an answer",
                     State::Asked => "wants to chat: \\accept or \\decline",
                 };
-                text.push_str(&format!("\n  {peer} ({state})", peer = Untrusted(peer)));
+                // The path of an open session when it is not direct (relay; reverse
+                // later): a session shown without one is direct.
+                let path = match paths.get(i).map(String::as_str) {
+                    Some(path) if !path.is_empty() && path != "direct" => format!(", {path}"),
+                    _ => String::new(),
+                };
+                text.push_str(&format!(
+                    "\n  {peer} ({state}{path})",
+                    peer = Untrusted(peer)
+                ));
             }
             text
         }

@@ -271,7 +271,7 @@ impl Snapshot {
                 session.state = "closed";
                 session.ended = Some(why.clone());
             }
-            Notice::Sessions { list } => {
+            Notice::Sessions { list, .. } => {
                 for (peer, state) in list {
                     match state {
                         SessionState::Active | SessionState::Open => {
@@ -283,6 +283,7 @@ impl Snapshot {
                 }
             }
             Notice::Switched { .. }
+            | Notice::Relaying { .. }
             | Notice::History { .. }
             | Notice::Refused { .. }
             | Notice::Error(_) => {}
@@ -306,6 +307,7 @@ impl Snapshot {
                 stage: Stage::Offered,
                 rate: 0.0,
                 stalled: false,
+                route: "direct",
             }),
             XferNotice::OfferIn {
                 id,
@@ -330,6 +332,7 @@ impl Snapshot {
                 stage: Stage::Asked,
                 rate: 0.0,
                 stalled: false,
+                route: "direct",
             }),
             XferNotice::Started { row }
             | XferNotice::Finished { row }

@@ -31,6 +31,8 @@ pub struct SessionRecord {
     /// Set when a server run stopped while the session was open: from then on nobody
     /// knew, until a participant reports the end.
     pub unknown_since_ms: Option<i64>,
+    /// How the peers reached each other when it was not directly (`relay`).
+    pub path: Option<String>,
 }
 
 impl SessionRecord {
@@ -91,7 +93,7 @@ pub struct TransferLogRow {
     pub reports: Vec<TransferReport>,
 }
 
-const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason, unknown_since_ms FROM sessions";
+const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason, unknown_since_ms, path FROM sessions";
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -103,6 +105,7 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
         ended_at_ms: r.get(5)?,
         end_reason: r.get(6)?,
         unknown_since_ms: r.get(7)?,
+        path: r.get(8)?,
     })
 }
 
@@ -158,6 +161,39 @@ impl Store {
             )
         })?;
         Ok(())
+    }
+
+    /// Records the path session `id` took (`reverse` or `relay`; direct is the default).
+    pub fn set_session_path(&self, id: u64, path: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE sessions SET path = ?2 WHERE id = ?1",
+                params![id as i64, path],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records the path transfer `id` took (`reverse` or `relay`).
+    pub fn set_transfer_path(&self, id: u64, path: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE transfers SET path = ?2 WHERE id = ?1",
+                params![id as i64, path],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The path recorded for session `id` (`direct` when none was).
+    pub fn session_path(&self, id: u64) -> Result<String> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT COALESCE(path, 'direct') FROM sessions WHERE id = ?1",
+                params![id as i64],
+                |r| r.get(0),
+            )
+        })
     }
 
     /// Ends session `id` with `reason` if it is open; true if this call ended it.

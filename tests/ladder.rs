@@ -1,0 +1,131 @@
+//! The connection ladder's relay rung, end to end on loopback: a requester that cannot
+//! reach its target directly asks the server (`RELAY SESSION <id>`), both ends meet at
+//! the server's in-process relay, and the session opens, chats both ways and is shown
+//! and logged as `relay`. One test drives a real requester (the target is raw protocol,
+//! announcing a port where nothing listens); the other a real target (the requester is
+//! raw protocol). Namespaces with NAT (tests/nat.rs in issue 13) are not here yet.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use peerchat::protocol::ticket::Ticket;
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Dials the relay at `addr` with `token` and waits until paired.
+fn meet(addr: &str, token: &str, label: &str) -> Wire {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut w = Wire::from_accepted(stream, label);
+    w.send(&format!("RELAY {token}"));
+    w.expect("OK RELAYED");
+    w
+}
+
+/// The path the server's session log recorded for session `id`.
+fn logged_path(server: &Server, id: u64) -> Option<String> {
+    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
+    conn.query_row(
+        "SELECT path FROM sessions WHERE id = ?1",
+        [id as i64],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_requester_that_cannot_reach_the_target_meets_it_at_the_relay() {
+    let server = Server::start();
+    let mut alice = Client::register(server.addr, "alice", PW, 0).named("alice");
+    // bob announces a port where nothing listens: direct cannot work.
+    let mut bob = Wire::registered(server.addr, "bob", PW, free_port()).named("bob");
+    alice.send("\\connect bob");
+    let event = bob.expect_event("EVENT SESSION_REQUEST");
+    let words: Vec<&str> = event.split(' ').collect();
+    let id: u64 = words[2].parse().unwrap();
+    let ticket = Ticket::parse(words[4]).unwrap();
+    alice.expect("cannot reach bob directly");
+    let invite = bob.expect_event("EVENT RELAY");
+    let words: Vec<&str> = invite.split(' ').collect();
+    assert_eq!(words[2], id.to_string(), "{invite}");
+    let mut link = meet(words[3], words[4], "bob at the relay");
+    // The same handshake as on a direct link, through the relay.
+    link.expect(&format!("HELLO peerchat 1 alice {id}"));
+    link.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "alice", "bob").to_hex()
+    ));
+    alice.expect("* session with bob open");
+    link.send(&format!("MSG {} hello through the relay", now_ms()));
+    alice.expect_chat(None, "bob", "hello through the relay");
+    alice.send("and back through it");
+    let got = link.expect("MSG");
+    assert!(got.ends_with("and back through it"), "{got}");
+    alice.send("\\sessions");
+    alice.expect("bob (active, relay)");
+    assert_eq!(logged_path(&server, id).as_deref(), Some("relay"));
+    // The printed log says so too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
+        .arg("sessions")
+        .arg("--db")
+        .arg(server.db_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("alice") && l.contains("bob") && l.contains("(via relay)")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_target_told_to_meet_at_the_relay_answers_there() {
+    let server = Server::start();
+    let mut bob = Client::register(server.addr, "bob", PW, 0).named("bob");
+    let mut alice = Wire::registered(server.addr, "alice", PW, free_port()).named("alice");
+    alice.send("CONNECT bob");
+    let reply = alice.expect("OK SESSION");
+    let words: Vec<&str> = reply.split(' ').collect();
+    let id: u64 = words[2].parse().unwrap();
+    let ticket = words[5].to_string();
+    alice.send(&format!("RELAY SESSION {id}"));
+    let reply = alice.expect("OK RELAY SESSION");
+    let words: Vec<&str> = reply.split(' ').collect();
+    assert_eq!(words[3], id.to_string(), "{reply}");
+    let mut link = meet(words[4], words[5], "alice at the relay");
+    link.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
+    bob.expect("* alice wants to chat");
+    bob.send("\\accept alice");
+    let accept = link.expect("ACCEPT");
+    let want = Ticket::parse(&ticket)
+        .unwrap()
+        .accept_mac(id, "alice", "bob")
+        .to_hex();
+    assert_eq!(accept, format!("ACCEPT {want}"));
+    link.send(&format!("MSG {} over the relay", now_ms()));
+    bob.expect_chat(None, "alice", "over the relay");
+    bob.send("\\sessions");
+    bob.expect("alice (active, relay)");
+}
+
+#[test]
+fn relay_for_a_session_that_is_not_yours_is_refused() {
+    let server = Server::start();
+    let mut alice = Wire::registered(server.addr, "alice", PW, free_port());
+    let _bob = Wire::registered(server.addr, "bob", PW, free_port());
+    let mut carol = Wire::registered(server.addr, "carol", PW, free_port());
+    alice.send("CONNECT bob");
+    let reply = alice.expect("OK SESSION");
+    let id: u64 = reply.split(' ').nth(2).unwrap().parse().unwrap();
+    carol.send(&format!("RELAY SESSION {id}"));
+    carol.expect("ERR 432 NO_SESSION");
+}
