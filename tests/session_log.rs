@@ -66,10 +66,13 @@ struct Logged {
 }
 
 fn logged(db: &Path, id: u64) -> Logged {
-    let conn =
+    let mut conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
     conn.busy_timeout(WAIT).unwrap();
+    // One read transaction: the summary and the reports from the same moment (the server
+    // writes a report and the summary it changes in one transaction).
+    let conn = conn.transaction().unwrap();
     let mut row = conn
         .query_row(
             "SELECT direction, result, moved, resumed_from, from_receiver FROM transfers
@@ -100,6 +103,8 @@ fn logged(db: &Path, id: u64) -> Logged {
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    drop(stmt);
+    conn.finish().unwrap();
     row
 }
 
