@@ -24,7 +24,7 @@ fn register_follows_the_protocol_example() {
     w.expect_exact("ASK PORT Listening port for peer connections");
     w.send("40001");
     w.expect_exact("OK WELCOME alice 127.0.0.1:40001");
-    assert_eq!(w.list(), ["alice"]);
+    w.wait_for_list(&["alice"]);
     w.quit();
 
     assert!(server.stop().success());
@@ -54,7 +54,7 @@ fn taken_name_is_refused_and_another_name_works_on_the_same_connection() {
     w.expect_exact("OK REGISTERED alice2");
     w.answer_port("alice2", 40002);
 
-    assert_eq!(alice.list(), ["alice", "alice2"]);
+    alice.wait_for_list(&["alice", "alice2"]);
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn names_match_in_any_case_and_keep_their_spelling() {
     w.expect("ASK PORT");
     w.send("40001");
     w.expect_exact("OK WELCOME Bob 127.0.0.1:40001");
-    assert_eq!(w.list(), ["Bob"]);
+    w.wait_for_list(&["Bob"]);
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn second_login_of_an_online_account_is_refused() {
         second.expect("ASK USERNAME");
     }
     // The first session is untouched.
-    assert_eq!(alice.list(), ["alice", "observer"]);
+    alice.wait_for_list(&["alice", "observer"]);
 
     alice.quit();
     observer.wait_for_list(&["observer"]);
@@ -306,7 +306,7 @@ fn second_login_of_an_online_account_is_refused() {
     second.answer_login("alice", PW);
     second.expect_exact("OK LOGGED_IN alice");
     second.answer_port("alice", 40002);
-    assert_eq!(observer.list(), ["alice", "observer"]);
+    observer.wait_for_list(&["alice", "observer"]);
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn silent_logged_in_client_times_out_but_a_pinging_one_stays() {
         thread::sleep(Duration::from_millis(500));
         bob.ping();
     }
-    assert_eq!(bob.list(), ["bob"]);
+    bob.wait_for_list(&["bob"]);
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn login_must_finish_within_the_login_timeout() {
 
     // More than 2 s have passed since alice logged in.
     alice.ping();
-    assert_eq!(alice.list(), ["alice"]);
+    alice.wait_for_list(&["alice"]);
 }
 
 /// Writes `bytes` from another thread, ignoring errors: the server may close the
@@ -118,7 +118,7 @@ fn overlong_lines_are_refused_and_close_the_connection() {
     big.expect("ERR 413 LINE_TOO_LONG");
     big.expect_closed();
     writer.join().unwrap();
-    assert_eq!(bob.list(), ["bob"]);
+    bob.wait_for_list(&["bob"]);
 
     // The limit is exact: 4097 bytes is too long ...
     let mut over = Wire::connect(server.addr).named("4097 bytes");
@@ -135,7 +135,7 @@ fn overlong_lines_are_refused_and_close_the_connection() {
     carol.send(&"Q".repeat(4096));
     carol.expect("ERR 405 UNKNOWN_COMMAND");
     carol.ping();
-    assert_eq!(bob.list(), ["bob", "carol"]);
+    bob.wait_for_list(&["bob", "carol"]);
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn invalid_utf8_is_refused_and_the_connection_stays_usable() {
         alice.expect("ERR 414 BAD_ENCODING");
     }
     alice.ping();
-    assert_eq!(alice.list(), ["alice", "bob"]);
+    alice.wait_for_list(&["alice", "bob"]);
 
     // Before login: the question is asked again and the login goes on.
     let mut carol = Wire::connect(server.addr).named("carol");
@@ -169,7 +169,7 @@ fn invalid_utf8_is_refused_and_the_connection_stays_usable() {
     carol.expect_exact("OK REGISTERED carol");
     carol.answer_port("carol", 40003);
 
-    assert_eq!(bob.list(), ["alice", "bob", "carol"]);
+    bob.wait_for_list(&["alice", "bob", "carol"]);
 }
 
 /// Deterministic pseudo-random bytes with no ASCII letters (so no line can be a real
@@ -215,7 +215,7 @@ fn random_garbage_gets_errors() {
         errors += 1;
     }
     assert!(errors > 0, "the garbage got no ERR at all");
-    assert_eq!(bob.list(), ["alice", "bob"]);
+    bob.wait_for_list(&["alice", "bob"]);
 
     // Before login: errors and the question again, then a normal answer works.
     let mut carol = Wire::connect(server.addr).named("carol");
@@ -239,7 +239,7 @@ fn random_garbage_gets_errors() {
         }
     }
     assert!(errors > 0, "the garbage got no ERR at all");
-    assert_eq!(bob.list(), ["alice", "bob"]);
+    bob.wait_for_list(&["alice", "bob"]);
 }
 
 #[test]
@@ -264,7 +264,7 @@ fn unknown_commands_and_wrong_arguments_get_errors() {
     alice.expect_exact("OK INFO bob 127.0.0.1:40002");
     // None of that closed alice's connection or bothered bob.
     alice.ping();
-    assert_eq!(bob.list(), ["alice", "bob"]);
+    bob.wait_for_list(&["alice", "bob"]);
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn commands_before_login_are_refused() {
     w.send("maybe");
     w.expect("ERR 400 BAD_REQUEST");
     w.expect("ASK NEW");
-    assert_eq!(bob.list(), ["bob"]);
+    bob.wait_for_list(&["bob"]);
 
     // The login still works afterwards; "yes" in any case is a valid answer.
     w.send("yEs");
@@ -292,7 +292,7 @@ fn commands_before_login_are_refused() {
     w.send(PW);
     w.expect_exact("OK REGISTERED alice");
     w.answer_port("alice", 40001);
-    assert_eq!(bob.list(), ["alice", "bob"]);
+    bob.wait_for_list(&["alice", "bob"]);
 }
 
 #[test]
@@ -329,7 +329,7 @@ fn max_clients_refuses_extra_connections_until_one_leaves() {
         extra.expect("ERR 503 SERVER_FULL");
         extra.expect_closed();
     }
-    assert_eq!(alice.list(), ["alice", "bob"]);
+    alice.wait_for_list(&["alice", "bob"]);
 
     drop(third);
     // Once the server has noticed, a new connection is accepted.
@@ -349,7 +349,7 @@ fn max_clients_refuses_extra_connections_until_one_leaves() {
         thread::sleep(Duration::from_millis(100));
     };
     next.register("carol", PW, 40003);
-    assert_eq!(alice.list(), ["alice", "bob", "carol"]);
+    alice.wait_for_list(&["alice", "bob", "carol"]);
 }
 
 #[test]

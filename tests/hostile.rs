@@ -555,7 +555,7 @@ fn a_login_dripped_one_byte_per_second_times_out_and_others_are_served() {
     let mut alice = Wire::registered(server.addr, "alice", PW, 40001);
     let mut bob = Wire::registered(server.addr, "bob", PW, 40002);
     alice.ping();
-    assert_eq!(bob.list(), ["alice", "bob"]);
+    bob.wait_for_list(&["alice", "bob"]);
 
     let deadline = start + LOGIN_TIMEOUT + SLACK;
     let mut seen = Vec::new();
@@ -579,7 +579,7 @@ fn a_login_dripped_one_byte_per_second_times_out_and_others_are_served() {
     stop.store(true, Ordering::SeqCst);
 
     alice.ping();
-    assert_eq!(alice.list(), ["alice", "bob"]);
+    alice.wait_for_list(&["alice", "bob"]);
 }
 
 /// protocol.md §10: a peer has 10 s to say `HELLO`. One that drips it a byte every

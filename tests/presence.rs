@@ -18,7 +18,7 @@ fn list_shows_exactly_the_online_users_sorted() {
 
     bob.wait_for_list(&["alice", "bob", "carol"]);
     // Every user sees the same list, the asker included.
-    assert_eq!(carol.list(), ["alice", "bob", "carol"]);
+    carol.wait_for_list(&["alice", "bob", "carol"]);
     // The alias and any case.
     bob.send("GET_CLIENT_LIST");
     bob.expect_exact("OK LIST 3 3");
@@ -155,7 +155,7 @@ fn killed_client_process_leaves_the_list() {
     let mut alice = Wire::registered(server.addr, "alice", PW, 40001);
     let mut bob = Client::register(server.addr, "bob", "bob password", 0);
     alice.expect_event("EVENT ONLINE bob");
-    assert_eq!(alice.list(), ["alice", "bob"]);
+    alice.wait_for_list(&["alice", "bob"]);
 
     bob.kill_hard(); // SIGKILL
     alice.wait_for_list(&["alice"]);
