@@ -6,7 +6,10 @@
 //!   (control and Unicode format characters become U+FFFD).
 //! - [`protocol`]: the wire protocols of protocol.md; no sockets except `protocol::line`.
 //!   - `protocol::line`: bounded line framing (and the raw bytes after a `CHUNK` line).
-//!   - `protocol::server_msg`: client↔server messages and commands, parse and format.
+//!   - `protocol::server_msg`: server→client lines (replies, events, list bodies), parse and
+//!     format; re-exports the two below.
+//!   - `protocol::command`: client→server commands after login and the command table.
+//!   - `protocol::login_msg`: the answers during login and the username, password and port rules.
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
 //!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).

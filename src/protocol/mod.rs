@@ -4,9 +4,11 @@
 //! touches a socket, and nothing here decides what a message does.
 
 pub mod codes;
+pub mod command;
 pub mod file_name;
 pub mod limits;
 pub mod line;
+pub mod login_msg;
 pub mod peer_msg;
 pub mod server_msg;
 pub mod session_token;

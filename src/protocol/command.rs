@@ -1,0 +1,453 @@
+//! Client→server commands after login (protocol.md §4): every command as a typed value
+//! that both parses and formats itself, and the command table (`COMMANDS`) that checks
+//! argument counts in one place.
+//!
+//! Owns the text of the commands; it must not touch sockets or decide what a command
+//! does (see `server::commands`). Replies and events are in `server_msg`.
+
+use std::fmt;
+
+use super::ParseError;
+use super::codes::ErrorCode;
+use super::limits::MAX_SHARED_FILES;
+use super::server_msg::*;
+
+/// A command a logged-in client sends (protocol.md §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `HELP`
+    Help,
+    /// `LIST [offset]` (alias `GET_CLIENT_LIST`): one page of the users online.
+    List { offset: usize },
+    /// `TOKEN`: a token to log in again later without the password.
+    Token,
+    /// `INFO <username>` (alias `GET_CLIENT_INFO`)
+    Info { user: String },
+    /// `PING`
+    Ping,
+    /// `QUIT` (alias `DISCONNECT_CLIENT`)
+    Quit,
+    /// `CONNECT <username>`: ask for a chat session with an online user.
+    Connect { user: String },
+    /// `RELAY SESSION|TRANSFER <id>`: the requester could not reach the target of its
+    /// session or transfer `id` directly; ask for a relayed circuit (protocol.md §13).
+    Relay { transfer: bool, id: u64 },
+    /// `SESSION_OPEN <id>`: the target reports that it accepted session `id`.
+    SessionOpen { id: u64 },
+    /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
+    SessionEnd { id: u64, reason: EndReason },
+    /// `TRANSFER <username>`: ask for a ticket to connect to a user for a file transfer.
+    Transfer { user: String },
+    /// `TRANSFER_END <id> <result> <size> <ms> <hash|-> <role|-> <moved> <resumed> <name>`:
+    /// log a transfer's end as this side saw it.
+    TransferEnd {
+        /// The server's transfer id.
+        id: u64,
+        /// How it ended.
+        result: TransferResult,
+        /// Bytes of the file.
+        size: u64,
+        /// How long it took, in milliseconds.
+        ms: u64,
+        /// The peerchat file hash (hex), if verified.
+        hash: Option<String>,
+        /// This side's role, which also says push or fetch; `None` when a connection
+        /// was refused before its purpose was known.
+        role: Option<TransferRole>,
+        /// Bytes that actually crossed the link in this attempt.
+        moved: u64,
+        /// Bytes kept from an earlier attempt (0: not resumed).
+        resumed_from: u64,
+        /// The file's name.
+        name: String,
+    },
+    /// `SHARE <n>` followed by `n` lines `<size> <name>`: replace my shared files.
+    Share { count: usize },
+    /// `FILES [username] [offset]`: one page of everyone's shared files, or one user's,
+    /// starting at `offset`.
+    Files { user: Option<String>, offset: usize },
+    /// `SEARCH <text>`: shared files whose name contains `text`, any case.
+    Search { text: String },
+}
+
+/// Why a session ended, as recorded in the server's session log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A participant closed it.
+    Closed,
+    /// The target declined.
+    Declined,
+    /// The target did not answer in time.
+    Timeout,
+    /// The connection between the peers broke (a peer vanished).
+    PeerLost,
+    /// The target refused the connection (bad ticket, too many sessions, an error).
+    Refused,
+    /// The requester could not reach the target.
+    Unreachable,
+    /// Both participants went offline (recorded by the server).
+    Offline,
+    /// The server restarted while the session was open (recorded by the server).
+    ServerRestart,
+}
+
+impl EndReason {
+    /// Every reason, for tests and docs.
+    pub const ALL: &'static [EndReason] = &[
+        EndReason::Closed,
+        EndReason::Declined,
+        EndReason::Timeout,
+        EndReason::PeerLost,
+        EndReason::Refused,
+        EndReason::Unreachable,
+        EndReason::Offline,
+        EndReason::ServerRestart,
+    ];
+
+    /// The word on the wire and in the log.
+    pub fn word(self) -> &'static str {
+        match self {
+            EndReason::Closed => "closed",
+            EndReason::Declined => "declined",
+            EndReason::Timeout => "timeout",
+            EndReason::PeerLost => "peer_lost",
+            EndReason::Refused => "refused",
+            EndReason::Unreachable => "unreachable",
+            EndReason::Offline => "offline",
+            EndReason::ServerRestart => "server_restart",
+        }
+    }
+
+    /// Parses a word (case-insensitive).
+    pub fn from_word(word: &str) -> Option<EndReason> {
+        EndReason::ALL
+            .iter()
+            .copied()
+            .find(|r| r.word().eq_ignore_ascii_case(word))
+    }
+}
+
+/// Every command with its usage and meaning; the server's HELP text and the argument
+/// checks both come from here so they cannot disagree.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        names: &["HELP"],
+        args: &[],
+        meaning: "this list",
+    },
+    CommandSpec {
+        names: &["LIST", "GET_CLIENT_LIST"],
+        args: &["[offset]"],
+        meaning: "the users online now, 1000 at a time from <offset>",
+    },
+    CommandSpec {
+        names: &["INFO", "GET_CLIENT_INFO"],
+        args: &["<username>"],
+        meaning: "where an online user listens for peers",
+    },
+    CommandSpec {
+        names: &["CONNECT"],
+        args: &["<username>"],
+        meaning: "start a chat session: get the user's address and a one-time ticket",
+    },
+    CommandSpec {
+        names: &["RELAY"],
+        args: &["SESSION|TRANSFER", "<id>"],
+        meaning: "the peer of your session or transfer <id> cannot be reached: meet it at the relay",
+    },
+    CommandSpec {
+        names: &["SESSION_OPEN"],
+        args: &["<id>"],
+        meaning: "report that you accepted session <id>",
+    },
+    CommandSpec {
+        names: &["SESSION_END"],
+        args: &["<id>", "<reason>"],
+        meaning: "report that session <id> ended (closed, declined, timeout, peer_lost, refused, unreachable)",
+    },
+    CommandSpec {
+        names: &["TRANSFER"],
+        args: &["<username>"],
+        meaning: "start a file transfer: get the user's address and a one-time ticket",
+    },
+    CommandSpec {
+        names: &["TRANSFER_END"],
+        args: &[
+            "<id>",
+            "<result>",
+            "<size>",
+            "<ms>",
+            "<hash>",
+            "<role>",
+            "<moved>",
+            "<resumed>",
+            "<name...>",
+        ],
+        meaning: "log how transfer <id> ended as you saw it (ok, failed, cancelled, corrupt, refused; role send, receive, fetch, serve or -)",
+    },
+    CommandSpec {
+        names: &["SHARE"],
+        args: &["<n>"],
+        meaning: "replace your shared files with the n lines '<size> <name>' that follow",
+    },
+    CommandSpec {
+        names: &["FILES", "GET_AF", "GET_UF"],
+        args: &["[username]", "[offset]"],
+        meaning: "the files online users share (or one user's), 1000 at a time from <offset>",
+    },
+    CommandSpec {
+        names: &["SEARCH"],
+        args: &["<text...>"],
+        meaning: "shared files whose names contain <text>, any case",
+    },
+    CommandSpec {
+        names: &["TOKEN"],
+        args: &[],
+        meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
+    },
+    CommandSpec {
+        names: &["PING"],
+        args: &[],
+        meaning: "keep the connection alive; answers OK PONG",
+    },
+    CommandSpec {
+        names: &["QUIT", "DISCONNECT_CLIENT"],
+        args: &[],
+        meaning: "log out and close the connection",
+    },
+];
+
+/// The grammar of one command: its names and arguments.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// The canonical name first, then aliases.
+    pub names: &'static [&'static str],
+    /// One placeholder per required argument.
+    pub args: &'static [&'static str],
+    /// What it does, for HELP.
+    pub meaning: &'static str,
+}
+
+impl CommandSpec {
+    /// `INFO <username>`
+    pub fn usage(&self) -> String {
+        std::iter::once(self.names[0])
+            .chain(self.args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// One line of HELP text.
+    pub fn help_line(&self) -> String {
+        let aliases = if self.names.len() > 1 {
+            format!(" (also {})", self.names[1..].join(", "))
+        } else {
+            String::new()
+        };
+        format!("{}{} - {}", self.usage(), aliases, self.meaning)
+    }
+
+    /// Splits `rest` into this command's arguments: `<x>` is required, `[x]` optional,
+    /// and a last `<x...>` takes the rest of the line, spaces included. `None` if the
+    /// count is wrong.
+    fn split_args<'a>(&self, rest: &'a str) -> Option<Vec<&'a str>> {
+        let required = self.args.iter().filter(|a| a.starts_with('<')).count();
+        let mut out = Vec::new();
+        let mut remaining = rest.trim_start_matches(' ');
+        for (i, placeholder) in self.args.iter().enumerate() {
+            if remaining.is_empty() {
+                break;
+            }
+            if i + 1 == self.args.len() && placeholder.ends_with("...>") {
+                out.push(remaining);
+                remaining = "";
+                break;
+            }
+            let (word, after) = split_word(remaining);
+            out.push(word);
+            remaining = after;
+        }
+        (remaining.is_empty() && out.len() >= required).then_some(out)
+    }
+
+    fn find(word: &str) -> Option<&'static CommandSpec> {
+        COMMANDS
+            .iter()
+            .find(|spec| spec.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
+    }
+}
+
+impl Command {
+    /// Parses a command line; an empty line is `Ok(None)`.
+    pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
+        let (word, rest) = split_word(line.trim_start_matches(' '));
+        if word.is_empty() {
+            return Ok(None);
+        }
+        let spec = CommandSpec::find(word).ok_or_else(|| ParseError {
+            code: ErrorCode::UnknownCommand,
+            message: format!("unknown command {}; try HELP", shorten(word)),
+        })?;
+        let usage = || ParseError::bad(format!("usage: {}", spec.usage()));
+        let args = spec.split_args(rest).ok_or_else(usage)?;
+        let number = |text: &str| text.parse::<u64>().map_err(|_| usage());
+        let command = match (spec.names[0], args.as_slice()) {
+            ("HELP", []) => Command::Help,
+            ("LIST", []) => Command::List { offset: 0 },
+            ("LIST", [offset]) => Command::List {
+                offset: offset.parse().map_err(|_| usage())?,
+            },
+            ("TOKEN", []) => Command::Token,
+            ("INFO", [user]) => Command::Info {
+                user: user.to_string(),
+            },
+            ("PING", []) => Command::Ping,
+            ("QUIT", []) => Command::Quit,
+            ("CONNECT", [user]) => Command::Connect {
+                user: user.to_string(),
+            },
+            ("SESSION_OPEN", [id]) => Command::SessionOpen { id: parse_id(id)? },
+            ("RELAY", [what @ ("SESSION" | "TRANSFER"), id]) => Command::Relay {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+            },
+            ("SESSION_END", [id, reason]) => Command::SessionEnd {
+                id: parse_id(id)?,
+                reason: EndReason::from_word(reason).ok_or_else(|| {
+                    ParseError::bad(format!("unknown reason {}", shorten(reason)))
+                })?,
+            },
+            ("TRANSFER", [user]) => Command::Transfer {
+                user: user.to_string(),
+            },
+            ("TRANSFER_END", [id, result, size, ms, hash, role, moved, resumed, name]) => {
+                Command::TransferEnd {
+                    id: parse_id(id)?,
+                    result: TransferResult::from_word(result).ok_or_else(|| {
+                        ParseError::bad(format!("unknown result {}", shorten(result)))
+                    })?,
+                    size: number(size)?,
+                    ms: number(ms)?,
+                    hash: match *hash {
+                        "-" => None,
+                        hex if blake3::Hash::from_hex(hex).is_ok() => {
+                            Some(hex.to_ascii_lowercase())
+                        }
+                        _ => return Err(ParseError::bad("the hash is - or 64 hex digits")),
+                    },
+                    role: match *role {
+                        "-" => None,
+                        word => Some(TransferRole::from_word(word).ok_or_else(|| {
+                            ParseError::bad(format!("unknown role {}", shorten(word)))
+                        })?),
+                    },
+                    moved: number(moved)?,
+                    resumed_from: number(resumed)?,
+                    name: name.to_string(),
+                }
+            }
+            ("SHARE", [count]) => {
+                let count = number(count)?;
+                if count > MAX_SHARED_FILES as u64 {
+                    return Err(ParseError {
+                        code: ErrorCode::TooManyFiles,
+                        message: format!(
+                            "at most {MAX_SHARED_FILES} shared files; closing (the lines that follow are not read)"
+                        ),
+                    });
+                }
+                Command::Share {
+                    count: count as usize,
+                }
+            }
+            ("FILES", []) => Command::Files {
+                user: None,
+                offset: 0,
+            },
+            // A username starts with a letter, so a lone number is an offset.
+            ("FILES", [first]) => match first.parse::<usize>() {
+                Ok(offset) => Command::Files { user: None, offset },
+                Err(_) => Command::Files {
+                    user: Some(first.to_string()),
+                    offset: 0,
+                },
+            },
+            ("FILES", [user, offset]) => Command::Files {
+                user: Some(user.to_string()),
+                offset: offset.parse().map_err(|_| usage())?,
+            },
+            ("SEARCH", [text]) => Command::Search {
+                text: text.to_string(),
+            },
+            _ => return Err(usage()),
+        };
+        Ok(Some(command))
+    }
+
+    /// True if a refusal of `line` must close the connection: a `SHARE` whose count is
+    /// refused, since the server cannot know where the lines that follow it end.
+    pub fn refusal_closes(line: &str) -> bool {
+        line.split(' ')
+            .find(|w| !w.is_empty())
+            .is_some_and(|w| w.eq_ignore_ascii_case("SHARE"))
+    }
+
+    /// True if `line` starts with a command name: used to answer `LOGIN_REQUIRED`.
+    pub fn looks_like_command(line: &str) -> bool {
+        line.split(' ')
+            .find(|w| !w.is_empty())
+            .is_some_and(|w| CommandSpec::find(w).is_some())
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Help => write!(f, "HELP"),
+            Command::List { offset: 0 } => write!(f, "LIST"),
+            Command::List { offset } => write!(f, "LIST {offset}"),
+            Command::Token => write!(f, "TOKEN"),
+            Command::Info { user } => write!(f, "INFO {user}"),
+            Command::Ping => write!(f, "PING"),
+            Command::Quit => write!(f, "QUIT"),
+            Command::Connect { user } => write!(f, "CONNECT {user}"),
+            Command::SessionOpen { id } => write!(f, "SESSION_OPEN {id}"),
+            Command::Relay { transfer, id } => {
+                let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                write!(f, "RELAY {what} {id}")
+            }
+            Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
+            Command::Transfer { user } => write!(f, "TRANSFER {user}"),
+            Command::TransferEnd {
+                id,
+                result,
+                size,
+                ms,
+                hash,
+                role,
+                moved,
+                resumed_from,
+                name,
+            } => write!(
+                f,
+                "TRANSFER_END {id} {} {size} {ms} {} {} {moved} {resumed_from} {}",
+                result.word(),
+                hash.as_deref().unwrap_or("-"),
+                role.map_or("-", TransferRole::word),
+                one_line(name)
+            ),
+            Command::Share { count } => write!(f, "SHARE {count}"),
+            Command::Files { user, offset } => {
+                write!(f, "FILES")?;
+                if let Some(user) = user {
+                    write!(f, " {user}")?;
+                }
+                if *offset > 0 {
+                    write!(f, " {offset}")?;
+                }
+                Ok(())
+            }
+            Command::Search { text } => write!(f, "SEARCH {}", one_line(text)),
+        }
+    }
+}

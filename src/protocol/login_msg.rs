@@ -1,0 +1,162 @@
+//! The client's answers during login (protocol.md §3): the Y/N answer, `RESUME`, and the
+//! username, password and port rules.
+//!
+//! Owns the text and rules of those answers; it must not touch sockets or run the
+//! conversation (see `server::login` and `client::core::login`).
+
+use std::fmt;
+
+use super::ParseError;
+use super::codes::ErrorCode;
+use super::limits::{PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN};
+use super::server_msg::*;
+use super::session_token::SessionToken;
+
+/// The answer to `ASK NEW`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewAnswer {
+    /// A new client: register.
+    Yes,
+    /// A returning client: log in.
+    No,
+    /// Leave.
+    Quit,
+}
+
+impl NewAnswer {
+    /// Parses `Y`, `YES`, `N`, `NO` or `QUIT` in any case.
+    pub fn parse(line: &str) -> Result<NewAnswer, ParseError> {
+        let answer = line.trim();
+        if answer.eq_ignore_ascii_case("y") || answer.eq_ignore_ascii_case("yes") {
+            Ok(NewAnswer::Yes)
+        } else if answer.eq_ignore_ascii_case("n") || answer.eq_ignore_ascii_case("no") {
+            Ok(NewAnswer::No)
+        } else if answer.eq_ignore_ascii_case("quit") {
+            Ok(NewAnswer::Quit)
+        } else if Command::looks_like_command(answer) {
+            Err(ParseError {
+                code: ErrorCode::LoginRequired,
+                message: "log in first: answer Y or N".into(),
+            })
+        } else {
+            Err(ParseError::bad("answer Y or N"))
+        }
+    }
+}
+
+/// `RESUME <username> <token>`, the answer to `ASK NEW` that logs in with a token
+/// instead of a password. `None` if `line` is no `RESUME` at all; an error if it is one
+/// with the wrong shape.
+pub fn parse_resume(line: &str) -> Option<Result<(String, SessionToken), ParseError>> {
+    let (word, rest) = split_word(line.trim());
+    if !word.eq_ignore_ascii_case("RESUME") {
+        return None;
+    }
+    let bad = || ParseError::bad("usage: RESUME <username> <token>");
+    Some(match rest.split(' ').collect::<Vec<_>>().as_slice() {
+        [name, token] if !name.is_empty() => SessionToken::parse(token)
+            .map(|token| (name.to_string(), token))
+            .ok_or_else(|| ParseError {
+                code: ErrorCode::BadToken,
+                message: "a token is 64 hex digits".into(),
+            }),
+        _ => Err(bad()),
+    })
+}
+
+/// The `RESUME` answer's wire form (the client's side of [`parse_resume`]).
+pub fn format_resume(name: &str, token: &SessionToken) -> String {
+    format!("RESUME {name} {token}")
+}
+
+/// A username that follows the rules of protocol.md §3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    /// Checks the rules: length, characters, a letter first.
+    pub fn parse(text: &str) -> Result<Username, ParseError> {
+        let bad = |why: &str| ParseError {
+            code: ErrorCode::BadUsername,
+            message: format!(
+                "{why}: a username has {USERNAME_MIN} to {USERNAME_MAX} letters, digits, _ or -, and starts with a letter"
+            ),
+        };
+        let len = text.chars().count();
+        if len < USERNAME_MIN {
+            return Err(bad("too short"));
+        }
+        if len > USERNAME_MAX {
+            return Err(bad("too long"));
+        }
+        if !text.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return Err(bad("must start with a letter"));
+        }
+        if !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad("invalid character"));
+        }
+        Ok(Username(text.to_string()))
+    }
+
+    /// The name as typed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key under which names are unique: lower case.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+/// A password that follows the rules of protocol.md §3. Its `Debug` never shows it, so it
+/// cannot reach a log by accident.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
+}
+
+impl Password {
+    /// Checks length in bytes and the absence of control characters.
+    pub fn parse(text: &str) -> Result<Password, ParseError> {
+        let bad = |why: &str| ParseError {
+            code: ErrorCode::BadPassword,
+            message: format!(
+                "{why}: a password has {PASSWORD_MIN} to {PASSWORD_MAX} bytes and no control characters"
+            ),
+        };
+        if text.len() < PASSWORD_MIN {
+            return Err(bad("too short"));
+        }
+        if text.len() > PASSWORD_MAX {
+            return Err(bad("too long"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(bad("control character"));
+        }
+        Ok(Password(text.to_string()))
+    }
+
+    /// The secret itself, for hashing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Parses the answer to `ASK PORT`: a number from 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, ParseError> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(ParseError {
+            code: ErrorCode::BadPort,
+            message: "the port must be a number from 1 to 65535".into(),
+        }),
+    }
+}
