@@ -252,7 +252,16 @@ impl Attempt<'_> {
         self.settled = true;
         let mut t = lock(&self.limits.tables);
         give_back_name(&mut t, &self.name);
-        t.pairs.remove(&(self.name.clone(), self.address));
+        // Failures are forgotten, but other checks of this pair still under way keep their
+        // reservations: they are counted when they end, like any other.
+        let key = (self.name.clone(), self.address);
+        if let Some(pair) = t.pairs.get_mut(&key) {
+            pair.failures = 0;
+            pair.in_flight = pair.in_flight.saturating_sub(1);
+            if pair.in_flight == 0 && pair.blocked_until.is_none() {
+                t.pairs.remove(&key);
+            }
+        }
         drop(t);
         self.limits.note_known(&self.name, self.address);
     }
