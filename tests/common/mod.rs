@@ -776,56 +776,12 @@ pub struct Client {
 impl Client {
     /// Starts `peerchat-client --server <addr> <args...>`.
     pub fn spawn(server: SocketAddr, args: &[&str]) -> Client {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peerchat-client"))
-            .arg("--server")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerchat-client"));
+        cmd.arg("--server")
             .arg(server.to_string())
             .args(trust_args(server, args))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn peerchat-client");
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            loop {
-                match stdout.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(chunk[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        let err = Arc::new(Mutex::new(Vec::new()));
-        let err2 = err.clone();
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            loop {
-                match stderr.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => err2.lock().unwrap().extend_from_slice(&chunk[..n]),
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Client {
-            label: "client".into(),
-            child,
-            stdin,
-            rx,
-            out: Vec::new(),
-            pos: 0,
-            out_done: false,
-            err,
-            status: None,
-            sent: Vec::new(),
-        }
+            .args(args);
+        Client::spawn_command(cmd)
     }
 
     /// Names this client in failure messages.
