@@ -58,6 +58,10 @@ pub enum Command {
     Cancel { id: u64 },
     /// Tell the server again what the shared folder holds.
     Rescan,
+    /// Accept `user`'s changed identity key (after checking it): it is pinned instead.
+    Trust { user: String },
+    /// Show the safety number of our key and `user`'s, to compare by voice.
+    Verify { user: String },
     /// Log in to the server again after it went away.
     Reconnect,
     /// Log out and stop the core.

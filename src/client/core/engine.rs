@@ -60,6 +60,8 @@ pub(super) struct Engine {
     pub(super) events: Sender<Event>,
     /// The active peer last announced, to announce only changes.
     pub(super) active: Option<String>,
+    /// Our key and the pins (`\trust`, `\verify`, notes about keys).
+    pub(super) security: std::sync::Arc<super::peer_secure::PeerSecurity>,
 }
 
 /// How a reconnect went.
@@ -150,6 +152,12 @@ impl Engine {
     /// Moves work between the session and transfer tables, emits their notices and
     /// sends what they queued for the server and for peers.
     pub(super) fn flush(&mut self) {
+        for note in self.security.take_notes() {
+            self.emit(match note.warning {
+                true => Event::Error { text: note.text },
+                false => Event::Note { text: note.text },
+            });
+        }
         let (conns, offers) = self.sessions.take_transfer_work();
         for incoming in conns {
             self.transfers.on_incoming(incoming);
@@ -287,6 +295,14 @@ impl Engine {
             UserCommand::Transfers => self.transfers.list(),
             UserCommand::Cancel { id } => self.transfers.cancel(id),
             UserCommand::Rescan => self.transfers.announce_share(),
+            UserCommand::Trust { user } => match self.security.trust(&user) {
+                Ok(text) => self.emit(Event::Note { text }),
+                Err(text) => self.error(text),
+            },
+            UserCommand::Verify { user } => match self.security.verify(&user) {
+                Ok(text) => self.emit(Event::Note { text }),
+                Err(text) => self.error(text),
+            },
         }
         true
     }
@@ -331,14 +347,14 @@ impl Engine {
     fn on_server_msg(&mut self, msg: ServerMsg) {
         match msg {
             ServerMsg::Event(ServerEvent::SessionRequest { id, from, ticket }) => {
-                self.sessions.on_ticket(id, &from, ticket);
+                self.sessions.on_ticket(id, &from, ticket, None);
             }
             ServerMsg::Ok(Reply::Session {
                 id,
                 user,
                 addr,
                 ticket,
-            }) => self.sessions.on_granted(id, &user, addr, ticket),
+            }) => self.sessions.on_granted(id, &user, addr, ticket, None),
             ServerMsg::Ok(Reply::Relay {
                 transfer,
                 id,
@@ -359,14 +375,14 @@ impl Engine {
                 self.sessions.on_relay_invite(addr, token);
             }
             ServerMsg::Event(ServerEvent::TransferRequest { id, from, ticket }) => {
-                self.sessions.on_transfer_ticket(id, &from, ticket);
+                self.sessions.on_transfer_ticket(id, &from, ticket, None);
             }
             ServerMsg::Ok(Reply::Transfer {
                 id,
                 user,
                 addr,
                 ticket,
-            }) => self.transfers.on_granted(id, &user, addr, ticket),
+            }) => self.transfers.on_granted(id, &user, addr, ticket, None),
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}

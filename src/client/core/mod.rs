@@ -15,6 +15,7 @@ pub mod login;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
+pub mod peer_secure;
 pub mod resume_check;
 pub mod retry;
 pub mod server_link;
@@ -131,6 +132,16 @@ pub struct Handle {
 pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
     let addr = resolve(&config.server)?;
     let trust = config.server_trust();
+    // Our long-term identity key: one instance for the server (`KEY`) and every peer
+    // handshake.
+    let identity = std::sync::Arc::new(
+        crate::crypto::identity::Identity::load_or_create(&config.data_dir).map_err(|e| {
+            format!(
+                "cannot load the identity key in {}: {e}",
+                config.data_dir.display()
+            )
+        })?,
+    );
     let choice = PortChoice::Bind {
         ip: config.listen_addr,
         port: config.port,
@@ -163,8 +174,17 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
-    peer_link::spawn_listener(listener, peer_tx.clone(), refusals.clone())
-        .map_err(|e| format!("cannot accept peers: {e}"))?;
+    let security = std::sync::Arc::new(
+        peer_secure::PeerSecurity::new(&me.name, identity, &config.data_dir)
+            .map_err(|e| format!("cannot read the pinned peer keys: {e}"))?,
+    );
+    peer_link::spawn_listener(
+        listener,
+        peer_tx.clone(),
+        refusals.clone(),
+        std::sync::Arc::clone(&security),
+    )
+    .map_err(|e| format!("cannot accept peers: {e}"))?;
     let history_path = history::path_for(&config.data_dir, &me.name);
     let history = match history::History::open(&history_path) {
         Ok(history) => Some(history),
@@ -191,7 +211,13 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         addr: me.addr.to_string(),
     });
     let mut engine = engine::Engine {
-        transfers: Transfers::new(&me.name, downloads, share, xfer_tx),
+        transfers: Transfers::new(
+            &me.name,
+            downloads,
+            share,
+            xfer_tx,
+            std::sync::Arc::clone(&security),
+        ),
         sessions: Sessions::new(
             &me.name,
             peer_tx,
@@ -199,7 +225,9 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             Duration::from_secs(config.accept_timeout),
             Duration::from_secs(config.answer_wait),
             refusals,
+            std::sync::Arc::clone(&security),
         ),
+        security,
         link: Some(link),
         held_reports: Default::default(),
         server: addr,

@@ -17,12 +17,14 @@ use super::history::{History, Line};
 use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
+use super::peer_secure::{Awaited, PeerSecurity};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::one_line;
+use std::sync::Arc;
 
 /// Lines of history shown when a session opens.
 pub const HISTORY_ON_OPEN: usize = 20;
@@ -190,6 +192,10 @@ pub struct Sessions {
     answer_wait: Duration,
     /// Refused peer connections, summed for the person once per burst.
     refusals: Refusals,
+    /// Our key, the pins and the ticket index the listener's handshakes read.
+    security: Arc<PeerSecurity>,
+    /// The keys the server named for the peers of our requests, by session.
+    named_keys: HashMap<u64, [u8; 32]>,
     /// For the front end.
     notices: Vec<Notice>,
     /// For the server.
@@ -222,6 +228,7 @@ impl Sessions {
         accept_timeout: Duration,
         answer_wait: Duration,
         refusals: Refusals,
+        security: Arc<PeerSecurity>,
     ) -> Sessions {
         Sessions {
             me: me.to_string(),
@@ -241,6 +248,8 @@ impl Sessions {
             accept_timeout,
             answer_wait,
             refusals,
+            security,
+            named_keys: HashMap::new(),
             notices: Vec::new(),
             to_server: Vec::new(),
             transfer_conns: Vec::new(),
@@ -343,11 +352,22 @@ impl Sessions {
         });
     }
 
-    /// The server granted our `CONNECT`: go and present the ticket.
-    pub fn on_granted(&mut self, session: u64, peer: &str, addr: SocketAddr, ticket: Ticket) {
+    /// The server granted our `CONNECT`: go and present the ticket. `key` is the peer's
+    /// identity key as the server knows it: the handshake must prove that one.
+    pub fn on_granted(
+        &mut self,
+        session: u64,
+        peer: &str,
+        addr: SocketAddr,
+        ticket: Ticket,
+        key: Option<[u8; 32]>,
+    ) {
         if self.open.iter().any(|o| same(&o.peer, peer)) || self.count() >= MAX_SESSIONS {
             self.report_end(session, EndReason::Refused);
             return;
+        }
+        if let Some(key) = key {
+            self.named_keys.insert(session, key);
         }
         self.fallback
             .insert(session, (peer.to_string(), addr, ticket.clone()));
@@ -359,6 +379,8 @@ impl Sessions {
             ticket,
             wait: self.answer_wait,
             relay: None,
+            key,
+            security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer.to_string(), session)),
@@ -389,6 +411,8 @@ impl Sessions {
             ticket,
             wait: self.answer_wait,
             relay: Some((relay, token)),
+            key: self.named_keys.get(&session).copied(),
+            security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer, session)),
@@ -421,6 +445,7 @@ impl Sessions {
     /// Ends our request `session`, which found no way to the peer.
     fn give_up_relay(&mut self, session: u64, detail: &str) {
         self.relay_deadline.remove(&session);
+        self.named_keys.remove(&session);
         self.outgoing.retain(|(_, s)| *s != session);
         if let Some((peer, _, _)) = self.relaying.remove(&session) {
             self.report_end(session, EndReason::Unreachable);
@@ -434,20 +459,47 @@ impl Sessions {
 
     /// The server asks us to meet a requester at the relay (`EVENT RELAY`).
     pub fn on_relay_invite(&mut self, relay: SocketAddr, token: String) {
-        super::peer_link::answer_relayed(relay, token, self.events.clone(), Refusals::new());
+        super::peer_link::answer_relayed(
+            relay,
+            token,
+            self.events.clone(),
+            Refusals::new(),
+            Arc::clone(&self.security),
+        );
     }
 
-    /// The server says `from` will connect with `ticket` for `session`.
-    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket) {
-        self.add_ticket(session, from, ticket, false);
+    /// The server says `from` (whose identity key it knows as `key`) will connect with
+    /// `ticket` for `session`.
+    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket, key: Option<[u8; 32]>) {
+        self.add_ticket(session, from, ticket, false, key);
     }
 
-    /// The server says `from` will connect with `ticket` for file transfer `id`.
-    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket) {
-        self.add_ticket(id, from, ticket, true);
+    /// The server says `from` (key `key`) will connect with `ticket` for file transfer
+    /// `id`.
+    pub fn on_transfer_ticket(
+        &mut self,
+        id: u64,
+        from: &str,
+        ticket: Ticket,
+        key: Option<[u8; 32]>,
+    ) {
+        self.add_ticket(id, from, ticket, true, key);
     }
 
-    fn add_ticket(&mut self, session: u64, from: &str, ticket: Ticket, transfer: bool) {
+    fn add_ticket(
+        &mut self,
+        session: u64,
+        from: &str,
+        ticket: Ticket,
+        transfer: bool,
+        key: Option<[u8; 32]>,
+    ) {
+        // The listener's handshake finds the ticket by its id (the Noise PSK).
+        self.security.expect(Awaited {
+            ticket: ticket.clone(),
+            from: from.to_string(),
+            key,
+        });
         self.tickets.insert(
             ticket.clone(),
             Expected {
@@ -470,7 +522,7 @@ impl Sessions {
     /// Handles whatever a peer thread reported.
     pub fn on_peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Incoming(incoming) => self.check_incoming(incoming),
+            PeerEvent::Incoming(incoming) => self.check_incoming(*incoming),
             PeerEvent::Answered {
                 session,
                 peer,
@@ -656,6 +708,9 @@ impl Sessions {
     ) {
         self.outgoing.retain(|(_, s)| *s != session);
         let direct = self.fallback.remove(&session);
+        if direct.is_none() || !matches!(result, Err((EndReason::Unreachable, _))) {
+            self.named_keys.remove(&session);
+        }
         match result {
             Err((EndReason::Unreachable, _)) if direct.is_some() => {
                 // The ladder's next rung: both ends dial out to the relay.
@@ -925,6 +980,7 @@ impl Sessions {
                 }));
         }
         self.tickets.retain(|_, e| e.expires > now);
+        self.security.purge();
         self.used
             .retain(|_, at| now.duration_since(*at) < USED_MEMORY);
     }

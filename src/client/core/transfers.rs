@@ -20,6 +20,7 @@ mod refusals;
 use super::disk_space;
 use super::peer_dial;
 use super::peer_link::{Incoming, Purpose};
+use super::peer_secure::PeerSecurity;
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::limits::OFFER_TIMEOUT;
@@ -27,6 +28,7 @@ use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
+use std::sync::Arc;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
 const TICKET_WAIT: Duration = Duration::from_secs(30);
@@ -230,6 +232,8 @@ pub struct Transfers {
     folders_out: BTreeMap<u64, folders::FolderOut>,
     /// Folders we accepted, whose files are still coming.
     folders_in: Vec<folders::FolderIn>,
+    /// Our key and the pins, for the data connections' handshakes.
+    security: Arc<PeerSecurity>,
 }
 
 /// What `transfers` asks to send to the server.
@@ -251,6 +255,7 @@ impl Transfers {
         downloads: PathBuf,
         share: Option<Share>,
         events: Sender<TransferEvent>,
+        security: Arc<PeerSecurity>,
     ) -> Transfers {
         Transfers {
             me: me.to_string(),
@@ -268,6 +273,7 @@ impl Transfers {
             to_peers: Vec::new(),
             folders_out: BTreeMap::new(),
             folders_in: Vec::new(),
+            security,
         }
     }
 
@@ -664,8 +670,16 @@ impl Transfers {
         }
     }
 
-    /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
-    pub fn on_granted(&mut self, transfer_id: u64, user: &str, addr: SocketAddr, ticket: Ticket) {
+    /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`,
+    /// whose identity key the server knows as `key` (the handshake must prove it).
+    pub fn on_granted(
+        &mut self,
+        transfer_id: u64,
+        user: &str,
+        addr: SocketAddr,
+        ticket: Ticket,
+        key: Option<[u8; 32]>,
+    ) {
         let Some(at) = self
             .awaiting_ticket
             .iter()
@@ -692,6 +706,7 @@ impl Transfers {
         let peer = user.to_string();
         let (relay_tx, relay_rx) = crossbeam_channel::bounded(1);
         self.relay_waiters.insert(transfer_id, relay_tx);
+        let secure = (key, Arc::clone(&self.security));
         let spawned = match entry.row.role {
             Role::Send => {
                 let Some(path) = entry.path.clone() else {
@@ -705,7 +720,8 @@ impl Transfers {
                     offer: entry.offer.unwrap_or(id),
                 };
                 spawn(id, &events, move |events| {
-                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    let to = (addr, &secure);
+                    match open_ladder(to, &first, &peer, (id, transfer_id), events, &relay_rx) {
                         Ok(wire) => {
                             // A folder's file goes by its own name; its folder was agreed.
                             let (_, name) = folders::split_folder_path(&name);
@@ -724,7 +740,8 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    let to = (addr, &secure);
+                    match open_ladder(to, &first, &peer, (id, transfer_id), events, &relay_rx) {
                         Ok(wire) => {
                             let expect = Expect {
                                 name,
@@ -1059,19 +1076,20 @@ fn refuse(incoming: Incoming, why: &str) {
 /// gives (same ticket, same proof check). A peer that answered but failed the proof is
 /// not retried: someone else holds its address.
 fn open_ladder(
-    addr: SocketAddr,
+    (addr, (key, security)): (SocketAddr, &(Option<[u8; 32]>, Arc<PeerSecurity>)),
     first: &PeerMsg,
     peer: &str,
     (id, transfer): (u64, u64),
     events: &Sender<TransferEvent>,
     relay: &crossbeam_channel::Receiver<(SocketAddr, String)>,
 ) -> std::io::Result<super::transfer::Wire> {
-    match peer_dial::open_transfer(addr, None, first, peer) {
+    match peer_dial::open_transfer(addr, None, first, peer, *key, security) {
+        // A peer that refused (in clear, before the handshake) was reached: no relay.
         Err(e)
             if !matches!(
                 e.kind(),
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
-            ) =>
+            ) && super::peer_secure::clear_refusal(&e).is_none() =>
         {
             if events
                 .send(TransferEvent::NeedRelay { id, transfer })
@@ -1080,7 +1098,7 @@ fn open_ladder(
                 return Err(e);
             }
             match relay.recv_timeout(crate::protocol::limits::DEFAULT_RELAY_TOKEN_TTL) {
-                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer),
+                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer, *key, security),
                 Err(_) => Err(e),
             }
         }
