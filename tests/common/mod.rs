@@ -1916,7 +1916,9 @@ impl Wire {
         let stream = TcpStream::connect_timeout(&addr, WAIT)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(WAIT))?;
-        let (private, _) = noise::generate_keypair()?;
+        // One key for every raw peer of this test binary: a client pins the key of each
+        // name it meets, so a raw "mallory" must keep hers across connections.
+        let private = raw_peer_key().0;
         let h = noise::initiate(&stream, &private, ticket, None, Instant::now() + WAIT)?;
         let label = format!("noise wire {}", stream.local_addr()?);
         Ok(Wire::over_noise(stream, h, label))
@@ -1930,7 +1932,7 @@ impl Wire {
         stream.set_nonblocking(false).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
-        let (private, _) = noise::generate_keypair().unwrap();
+        let private = raw_peer_key().0;
         let want = noise::ticket_id(ticket);
         let (h, _) = noise::respond(&stream, &private, Instant::now() + WAIT, |id| {
             (*id == want).then(|| ticket.to_string())
@@ -1957,5 +1959,49 @@ impl Wire {
             transcript: Vec::new(),
             greeted: false,
         }
+    }
+}
+
+// ---- x2: Noise on every peer connection ----
+
+impl Wire {
+    /// Runs the Noise handshake with the peer listener at `addr` with `ticket`, which the
+    /// listener must refuse in clear before the handshake: returns its `ERR` line.
+    pub fn refused_peer(addr: SocketAddr, ticket: &str) -> String {
+        match Wire::try_peer(addr, ticket) {
+            Ok(w) => w.fail("the listener completed a handshake it should have refused"),
+            Err(e) => match e
+                .get_ref()
+                .and_then(|r| r.downcast_ref::<peerchat::crypto::noise::ClearRefusal>())
+            {
+                Some(line) => line.0.clone(),
+                None => panic!("expected a refusal in clear from {addr}, got {e}"),
+            },
+        }
+    }
+}
+
+/// The key pair raw peers of this test binary use (`Wire::peer`, `Wire::accepted_peer`).
+pub fn raw_peer_key() -> ([u8; 32], [u8; 32]) {
+    static KEY: std::sync::OnceLock<([u8; 32], [u8; 32])> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| peerchat::crypto::noise::generate_keypair().expect("a key pair"))
+}
+
+impl Wire {
+    /// [`Wire::try_peer`] with the given private key (e.g. to play a user whose key
+    /// changed) and the key the listener must prove (`None`: any).
+    pub fn try_peer_as(
+        addr: SocketAddr,
+        ticket: &str,
+        private: &[u8; 32],
+        expect: Option<&[u8; 32]>,
+    ) -> io::Result<Wire> {
+        use peerchat::crypto::noise;
+        let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(WAIT))?;
+        let h = noise::initiate(&stream, private, ticket, expect, Instant::now() + WAIT)?;
+        let label = format!("noise wire {}", stream.local_addr()?);
+        Ok(Wire::over_noise(stream, h, label))
     }
 }
