@@ -74,7 +74,7 @@ pub fn open_transfer(
         sock,
         reader,
         mut writer,
-        ..
+        remote_key,
     } = secured;
     write_lines(&mut writer, &first.to_wire())?;
     let mut reader = LineReader::new(reader, MAX_LINE);
@@ -115,6 +115,14 @@ pub fn open_transfer(
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("could not verify that the answer came from {peer} (441 BAD_PROOF)"),
+        ));
+    }
+    // The answer decrypted, so the listener holds the ticket: now its key may be pinned.
+    if let Err((code, message)) = security.check_pin(peer, &remote_key) {
+        send_last(&mut writer, &sock, &PeerMsg::Err { code, message });
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{peer}'s identity key could not be accepted ({code})"),
         ));
     }
     Wire::new(sock, reader, writer)
@@ -276,7 +284,7 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
         sock: stream,
         reader,
         mut writer,
-        ..
+        remote_key,
     } = secured;
     let hello = PeerMsg::Hello {
         version: PEER_VERSION,
@@ -289,8 +297,24 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
     loop {
         let line = match reader.read_line_by(deadline) {
             Ok(Some(line)) => line,
-            Ok(None) => return Err((EndReason::Refused, "the peer closed the connection".into())),
+            Ok(None) => {
+                return Err((
+                    EndReason::Refused,
+                    format!(
+                        "the peer closed the connection without answering (whoever is at {addr} may not hold the ticket for {peer}; not opened)"
+                    ),
+                ));
+            }
             Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
+            Err(LineError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                log::warn!("the answer from {addr} failed decryption for {peer}");
+                return Err((
+                    EndReason::Refused,
+                    format!(
+                        "could not verify that the answer came from {peer}: it failed the encryption check (whoever is at {addr} does not hold the ticket; not opened)"
+                    ),
+                ));
+            }
             Err(_) => {
                 return Err((
                     EndReason::Refused,
@@ -321,6 +345,14 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
                 // `blake3::Hash` compares in constant time.
                 if blake3::Hash::from_hex(&mac).ok() != Some(want) {
                     return unverified();
+                }
+                // The answer decrypted: the target holds the ticket; pin or check its key.
+                if let Err((code, message)) = ask.security.check_pin(peer, &remote_key) {
+                    send_last(&mut writer, &stream, &PeerMsg::Err { code, message });
+                    return Err((
+                        EndReason::Refused,
+                        format!("{peer}'s identity key could not be accepted ({code}; not opened)"),
+                    ));
                 }
                 return PeerLink::start(stream, reader, writer, events.clone())
                     .map_err(|e| (EndReason::PeerLost, format!("cannot start the link: {e}")));

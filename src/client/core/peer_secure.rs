@@ -183,26 +183,41 @@ impl PeerSecurity {
                 );
                 Ok(())
             }
-            Ok(PinCheck::Changed { pinned }) => {
-                lock(&self.changed).insert(peer.to_ascii_lowercase(), *key);
-                let peer = Untrusted(peer);
-                self.note(
-                    true,
-                    format!(
-                        "WARNING: {peer}'s identity key has CHANGED (pinned {}, now {}). Someone may be pretending to be {peer}, or {peer} uses a new device. Nothing was opened. Ask {peer} by voice or in person: \\verify {peer} shows the safety number of the new key; only if it matches, type \\trust {peer} and connect again.",
-                        fingerprint(&pinned),
-                        fingerprint(key)
-                    ),
-                );
-                Err((
-                    ErrorCode::KeyChanged,
-                    "your identity key is not the one pinned here; refused until checked".into(),
-                ))
-            }
+            Ok(PinCheck::Changed { pinned }) => Err(self.changed_key(peer, &pinned, key)),
             Err(e) => {
                 log::warn!("the pin file could not be written: {e}");
                 Err((ErrorCode::Internal, "cannot check keys now".into()))
             }
+        }
+    }
+
+    /// Refuses a key that differs from `peer`'s pin (without pinning anything): for the
+    /// requester, whose responder has not proven the ticket yet when the handshake ends.
+    pub fn refuse_changed(&self, peer: &str, key: &[u8; 32]) -> Result<(), (ErrorCode, String)> {
+        let pinned = lock(&self.pins).get(peer).and_then(identity::parse_key);
+        match pinned {
+            Some(pinned) if pinned != *key => Err(self.changed_key(peer, &pinned, key)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers a changed key for `\trust`, warns loudly, and says what to answer.
+    fn changed_key(&self, peer: &str, pinned: &[u8; 32], key: &[u8; 32]) -> (ErrorCode, String) {
+        {
+            lock(&self.changed).insert(peer.to_ascii_lowercase(), *key);
+            let peer = Untrusted(peer);
+            self.note(
+                    true,
+                    format!(
+                        "WARNING: {peer}'s identity key has CHANGED (pinned {}, now {}). Someone may be pretending to be {peer}, or {peer} uses a new device. Nothing was opened. Ask {peer} by voice or in person: \\verify {peer} shows the safety number of the new key; only if it matches, type \\trust {peer} and connect again.",
+                        fingerprint(pinned),
+                        fingerprint(key)
+                    ),
+                );
+            (
+                ErrorCode::KeyChanged,
+                "your identity key is not the one pinned here; refused until checked".into(),
+            )
         }
     }
 
@@ -260,7 +275,9 @@ impl PeerSecurity {
 
 /// The requester's side (Noise initiator) over `sock`, connected to whoever should be
 /// `peer`: proves `ticket`, refuses a key other than `expected` (the server's word, when
-/// it has one) and a key other than the pinned one. Errors: `ConnectionRefused` with a
+/// it has one) and a key other than the pinned one. A first contact is pinned only
+/// later, by the caller, with [`PeerSecurity::check_pin`] once the first line from the
+/// peer has decrypted (in XXpsk3 the responder proves the ticket only then). Errors: `ConnectionRefused` with a
 /// [`ClearRefusal`] when the target refused before the handshake, `PermissionDenied`
 /// for a wrong or changed key, others for a broken or silent connection.
 pub fn secure_as_requester(
@@ -306,7 +323,7 @@ pub fn secure_as_requester(
         writer: h.writer,
         remote_key: h.remote_key,
     };
-    if let Err((code, message)) = security.check_pin(peer, &secured.remote_key) {
+    if let Err((code, message)) = security.refuse_changed(peer, &secured.remote_key) {
         send_last(&mut secured, &PeerMsg::Err { code, message });
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
