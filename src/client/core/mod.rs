@@ -132,16 +132,6 @@ pub struct Handle {
 pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
     let addr = resolve(&config.server)?;
     let trust = config.server_trust();
-    // Our long-term identity key: one instance for the server (`KEY`) and every peer
-    // handshake.
-    let identity = std::sync::Arc::new(
-        crate::crypto::identity::Identity::load_or_create(&config.data_dir).map_err(|e| {
-            format!(
-                "cannot load the identity key in {}: {e}",
-                config.data_dir.display()
-            )
-        })?,
-    );
     let choice = PortChoice::Bind {
         ip: config.listen_addr,
         port: config.port,
@@ -171,12 +161,27 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let Some(listener) = me.listener else {
         return Err("no listener was opened".into());
     };
+    // The long-term identity key, made at the first login, kept beside the history.
+    let user_dir = config.data_dir.join(me.name.to_ascii_lowercase());
+    let identity = crate::crypto::identity::Identity::load_or_create(&user_dir)
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            format!(
+                "cannot use the identity key in {}: {e} (move the file {} away to make a new key; peers who pinned the old one will be warned)",
+                user_dir.display(),
+                crate::crypto::identity::KEY_FILE
+            )
+        })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
     let security = std::sync::Arc::new(
-        peer_secure::PeerSecurity::new(&me.name, identity, &config.data_dir)
-            .map_err(|e| format!("cannot read the pinned peer keys: {e}"))?,
+        peer_secure::PeerSecurity::new(
+            &me.name,
+            std::sync::Arc::clone(&identity),
+            &config.data_dir,
+        )
+        .map_err(|e| format!("cannot read the pinned peer keys: {e}"))?,
     );
     peer_link::spawn_listener(
         listener,
@@ -237,12 +242,14 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
         events: event_tx,
         active: None,
+        identity,
     };
     let thread = thread::Builder::new()
         .name("client-core".into())
         .spawn(move || {
             // A resumable-login token for reconnects (kept in memory only).
             if let Some(link) = &engine.link {
+                link.send_line(&login::key_announcement(&engine.identity));
                 link.send_line(&login::token_request());
             }
             if engine.transfers.share_dir().is_some() {

@@ -193,12 +193,13 @@ pub struct Ask {
     pub addr: SocketAddr,
     /// The ticket for this session.
     pub ticket: Ticket,
+    /// The peer's identity key as the server gave it (`None`: it registered none), for
+    /// the link's handshake to check.
+    pub peer_key: crate::protocol::identity_key::KeyField,
     /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
     pub wait: Duration,
     /// Meet the peer at this relay with this token instead of dialling `addr`.
     pub relay: Option<(SocketAddr, String)>,
-    /// The peer's identity key as the server named it (`None`: the server has none).
-    pub key: Option<[u8; 32]>,
     /// Our key and the pins, for the handshake.
     pub security: Arc<PeerSecurity>,
 }
@@ -261,25 +262,32 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
     // One deadline for the whole answer: PINGs or a line dripped byte by byte from a
     // hostile peer must not keep us waiting past it.
     let deadline = Instant::now() + ask.wait;
-    let secured = secure_as_requester(&stream, &ask.ticket, ask.key, peer, &ask.security, deadline)
-        .map_err(|e| handshake_error(e, addr, peer))
-        .map_err(|e| {
-            if let Some((code, message)) = peer_secure::clear_refusal(&e) {
-                return match code {
-                    Some(code) => (EndReason::Refused, answer_error(peer, code, message)),
-                    None => (EndReason::Refused, message),
-                };
+    let secured = secure_as_requester(
+        &stream,
+        &ask.ticket,
+        ask.peer_key,
+        peer,
+        &ask.security,
+        deadline,
+    )
+    .map_err(|e| handshake_error(e, addr, peer))
+    .map_err(|e| {
+        if let Some((code, message)) = peer_secure::clear_refusal(&e) {
+            return match code {
+                Some(code) => (EndReason::Refused, answer_error(peer, code, message)),
+                None => (EndReason::Refused, message),
+            };
+        }
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                (EndReason::Timeout, "no answer".into())
             }
-            match e.kind() {
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                    (EndReason::Timeout, "no answer".into())
-                }
-                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData => {
-                    (EndReason::Refused, format!("{e} (not opened)"))
-                }
-                _ => (EndReason::Refused, format!("the connection broke: {e}")),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData => {
+                (EndReason::Refused, format!("{e} (not opened)"))
             }
-        })?;
+            _ => (EndReason::Refused, format!("the connection broke: {e}")),
+        }
+    })?;
     let Secured {
         sock: stream,
         reader,

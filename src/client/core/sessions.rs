@@ -19,6 +19,7 @@ use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use super::peer_secure::{Awaited, PeerSecurity};
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
@@ -134,6 +135,9 @@ struct Expected {
     expires: Instant,
     /// A file transfer ticket (else a chat session ticket): each opens only its kind.
     transfer: bool,
+    /// The requester's identity key as the server gave it (`None`: it registered none):
+    /// what the peer link's handshake must see.
+    key: KeyField,
 }
 
 struct Request {
@@ -174,9 +178,9 @@ pub struct Sessions {
     outgoing: Vec<(String, u64)>,
     /// Our requests still able to fall back to the relay: session → (peer, addr, ticket).
     /// An entry is taken when the direct attempt fails (then `relaying` holds it).
-    fallback: HashMap<u64, (String, SocketAddr, Ticket)>,
+    fallback: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// Sessions being retried through the relay, waiting for `OK RELAY`.
-    relaying: HashMap<u64, (String, SocketAddr, Ticket)>,
+    relaying: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// When each `relaying` entry stops waiting for `OK RELAY` (the server refused or
     /// never answered: the request then ends as unreachable).
     relay_deadline: HashMap<u64, Instant>,
@@ -194,8 +198,6 @@ pub struct Sessions {
     refusals: Refusals,
     /// Our key, the pins and the ticket index the listener's handshakes read.
     security: Arc<PeerSecurity>,
-    /// The keys the server named for the peers of our requests, by session.
-    named_keys: HashMap<u64, [u8; 32]>,
     /// For the front end.
     notices: Vec<Notice>,
     /// For the server.
@@ -249,7 +251,6 @@ impl Sessions {
             answer_wait,
             refusals,
             security,
-            named_keys: HashMap::new(),
             notices: Vec::new(),
             to_server: Vec::new(),
             transfer_conns: Vec::new(),
@@ -353,33 +354,30 @@ impl Sessions {
     }
 
     /// The server granted our `CONNECT`: go and present the ticket. `key` is the peer's
-    /// identity key as the server knows it: the handshake must prove that one.
+    /// identity key as the server gave it.
     pub fn on_granted(
         &mut self,
         session: u64,
         peer: &str,
         addr: SocketAddr,
         ticket: Ticket,
-        key: Option<[u8; 32]>,
+        key: KeyField,
     ) {
         if self.open.iter().any(|o| same(&o.peer, peer)) || self.count() >= MAX_SESSIONS {
             self.report_end(session, EndReason::Refused);
             return;
         }
-        if let Some(key) = key {
-            self.named_keys.insert(session, key);
-        }
         self.fallback
-            .insert(session, (peer.to_string(), addr, ticket.clone()));
+            .insert(session, (peer.to_string(), addr, ticket.clone(), key));
         let ask = Ask {
             me: self.me.clone(),
             peer: peer.to_string(),
             session,
             addr,
             ticket,
+            peer_key: key,
             wait: self.answer_wait,
             relay: None,
-            key,
             security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
@@ -399,7 +397,7 @@ impl Sessions {
     /// ask the peer again through the relay (same ticket).
     pub fn on_relay(&mut self, session: u64, relay: SocketAddr, token: String) {
         self.relay_deadline.remove(&session);
-        let Some((peer, addr, ticket)) = self.relaying.remove(&session) else {
+        let Some((peer, addr, ticket, peer_key)) = self.relaying.remove(&session) else {
             return;
         };
         self.relayed.insert(session);
@@ -409,9 +407,9 @@ impl Sessions {
             session,
             addr,
             ticket,
+            peer_key,
             wait: self.answer_wait,
             relay: Some((relay, token)),
-            key: self.named_keys.get(&session).copied(),
             security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
@@ -445,9 +443,8 @@ impl Sessions {
     /// Ends our request `session`, which found no way to the peer.
     fn give_up_relay(&mut self, session: u64, detail: &str) {
         self.relay_deadline.remove(&session);
-        self.named_keys.remove(&session);
         self.outgoing.retain(|(_, s)| *s != session);
-        if let Some((peer, _, _)) = self.relaying.remove(&session) {
+        if let Some((peer, _, _, _)) = self.relaying.remove(&session) {
             self.report_end(session, EndReason::Unreachable);
             self.notices.push(Notice::NotOpened {
                 peer,
@@ -468,21 +465,15 @@ impl Sessions {
         );
     }
 
-    /// The server says `from` (whose identity key it knows as `key`) will connect with
-    /// `ticket` for `session`.
-    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket, key: Option<[u8; 32]>) {
+    /// The server says `from` (identity key `key`) will connect with `ticket` for
+    /// `session`.
+    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket, key: KeyField) {
         self.add_ticket(session, from, ticket, false, key);
     }
 
-    /// The server says `from` (key `key`) will connect with `ticket` for file transfer
-    /// `id`.
-    pub fn on_transfer_ticket(
-        &mut self,
-        id: u64,
-        from: &str,
-        ticket: Ticket,
-        key: Option<[u8; 32]>,
-    ) {
+    /// The server says `from` (identity key `key`) will connect with `ticket` for file
+    /// transfer `id`.
+    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket, key: KeyField) {
         self.add_ticket(id, from, ticket, true, key);
     }
 
@@ -507,6 +498,7 @@ impl Sessions {
                 from: from.to_string(),
                 expires: Instant::now() + TICKET_TTL,
                 transfer,
+                key,
             },
         );
         if let Some(at) = self
@@ -586,6 +578,7 @@ impl Sessions {
         // The ticket checked out: this connection no longer counts against its
         // address's handshake cap (several real peers may share one address).
         incoming.release_slot();
+        incoming.peer_key = expected.key;
         if expected.transfer {
             if let Err(e) = incoming.prove(&self.me) {
                 log::info!("a data connection from {} broke: {e}", incoming.remote);
@@ -708,9 +701,6 @@ impl Sessions {
     ) {
         self.outgoing.retain(|(_, s)| *s != session);
         let direct = self.fallback.remove(&session);
-        if direct.is_none() || !matches!(result, Err((EndReason::Unreachable, _))) {
-            self.named_keys.remove(&session);
-        }
         match result {
             Err((EndReason::Unreachable, _)) if direct.is_some() => {
                 // The ladder's next rung: both ends dial out to the relay.
