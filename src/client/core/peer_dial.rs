@@ -313,6 +313,21 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
                     ),
                 ));
             }
+            Err(LineError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err((
+                    EndReason::Refused,
+                    format!(
+                        "the peer cut the connection without answering (whoever is at {addr} may not hold the ticket for {peer}; not opened)"
+                    ),
+                ));
+            }
             Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
             Err(LineError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
                 log::warn!("the answer from {addr} failed decryption for {peer}");

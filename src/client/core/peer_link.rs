@@ -349,6 +349,9 @@ fn read_loop(
             Err(e) if e.is_timeout() => {
                 break format!("no sign of life for {} s", PEER_IDLE_TIMEOUT.as_secs());
             }
+            Err(LineError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                break "what arrived failed the encryption check (changed on the way?)".to_string();
+            }
             Err(LineError::Io(e)) => break format!("connection error: {e}"),
         }
     };
