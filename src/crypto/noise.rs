@@ -189,8 +189,12 @@ pub fn respond_with(
     let id: [u8; TICKET_ID_LEN] = payload[..n]
         .try_into()
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "no ticket id"))?;
+    // Time spent finding the ticket (waiting for the server's word) is ours, not the
+    // initiator's: it does not count against the deadline.
+    let asked = Instant::now();
     let ticket = ticket_for(&id)
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "unknown or used ticket"))?;
+    let deadline = deadline + asked.elapsed();
     hs.set_psk(3, &psk(&ticket)).map_err(noise_err)?;
     let n = hs.write_message(&[], &mut msg).map_err(noise_err)?;
     write_frame(sock, &msg[..n])?;

@@ -2005,3 +2005,16 @@ impl Wire {
         Ok(Wire::over_noise(stream, h, label))
     }
 }
+
+impl Wire {
+    /// [`Wire::peer`] over a socket the test connected itself (e.g. with small buffers).
+    pub fn peer_on(stream: TcpStream, ticket: &str, label: &str) -> Wire {
+        use peerchat::crypto::noise;
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let private = raw_peer_key().0;
+        let h = noise::initiate(&stream, &private, ticket, None, Instant::now() + WAIT)
+            .unwrap_or_else(|e| panic!("{label}: noise handshake: {e}"));
+        Wire::over_noise(stream, h, label.to_string())
+    }
+}

@@ -345,10 +345,9 @@ pub fn secure_as_target(
     sock: &TcpStream,
     security: &PeerSecurity,
 ) -> Result<(Secured, Awaited), Refusal> {
-    let started = Instant::now();
-    // Message 1 within the handshake timeout; the whole handshake may also wait for
-    // the ticket's announcement.
-    let deadline = started + HANDSHAKE_TIMEOUT + TICKET_GRACE;
+    // The whole handshake within the handshake timeout (a wait for the ticket's
+    // announcement, up to `TICKET_GRACE`, does not count: `noise::respond`).
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let refuse_clear = |code: ErrorCode, message: &str| -> Refusal {
         let line = PeerMsg::Err {
             code,
@@ -359,7 +358,7 @@ pub fn secure_as_target(
         let _ = sock.shutdown(Shutdown::Write);
         (code, message.to_string())
     };
-    match first_byte(sock, started + HANDSHAKE_TIMEOUT) {
+    match first_byte(sock, deadline) {
         // Message 1 is 48 bytes: its length prefix starts with a zero byte.
         Ok(0) => {}
         Ok(_) => {
