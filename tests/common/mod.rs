@@ -2018,3 +2018,22 @@ impl Wire {
         Wire::over_noise(stream, h, label.to_string())
     }
 }
+
+/// Dials the relay at `addr` with `token` and waits, reading byte by byte (so nothing of
+/// the peer's first bytes is taken), until paired: the returned socket is end to end.
+pub fn relay_meet(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(format!("RELAY {token}\r\n").as_bytes())
+        .unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).trim_end().to_string();
+    assert_eq!(line, "OK RELAYED", "the relay answered {line:?}");
+    stream.set_read_timeout(None).unwrap();
+    stream
+}
