@@ -593,7 +593,7 @@ fn a_hello_dripped_to_a_peer_listener_is_cut_off_within_the_handshake_timeout() 
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
     let bob_addr = info(&mut mallory, "bob");
 
-    // The start of a Noise message 1 (its 48-byte length, then bytes), one every 500 ms.
+    // The start of a Noise message 1 (its 64-byte length, then bytes), one every 500 ms.
     let mut raw = Wire::connect(bob_addr).named("mallory -> bob (dripping handshake)");
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -601,8 +601,8 @@ fn a_hello_dripped_to_a_peer_listener_is_cut_off_within_the_handshake_timeout() 
     {
         let stop = stop.clone();
         let out = raw.clone_stream();
-        let mut bytes = vec![0u8, 48];
-        bytes.extend_from_slice(&[7u8; 48]);
+        let mut bytes = vec![0u8, 64];
+        bytes.extend_from_slice(&[7u8; 64]);
         thread::spawn(move || drip(out, bytes, Duration::from_millis(500), stop));
     }
 

@@ -2037,3 +2037,23 @@ pub fn relay_meet(addr: SocketAddr, token: &str) -> TcpStream {
     stream.set_read_timeout(None).unwrap();
     stream
 }
+
+/// A well-formed Noise message 1 (with its 2-byte length) naming ticket id `id`, from a
+/// fresh ephemeral key: what anyone can send without holding the ticket (the ticket is
+/// mixed in only at message 3).
+pub fn forged_message_1(id: &[u8; 16]) -> Vec<u8> {
+    let mut hs = snow::Builder::new(peerchat::crypto::noise::PATTERN.parse().unwrap())
+        .local_private_key(&raw_peer_key().0)
+        .unwrap()
+        .psk(3, &[0u8; 32])
+        .unwrap()
+        .prologue(b"peerchat peer link v1")
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut msg = vec![0u8; 1024];
+    let n = hs.write_message(id, &mut msg).unwrap();
+    let mut frame = (n as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&msg[..n]);
+    frame
+}

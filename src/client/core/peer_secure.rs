@@ -359,7 +359,7 @@ pub fn secure_as_target(
         (code, message.to_string())
     };
     match first_byte(sock, deadline) {
-        // Message 1 is 48 bytes: its length prefix starts with a zero byte.
+        // Message 1 is 64 bytes: its length prefix starts with a zero byte.
         Ok(0) => {}
         Ok(_) => {
             return Err(refuse_clear(
