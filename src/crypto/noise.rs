@@ -511,6 +511,39 @@ mod tests {
     }
 
     #[test]
+    fn handshake_messages_have_the_documented_sizes() {
+        // protocol.md §10: 64, 96 and 64 bytes; message 2 never starts with `E`.
+        let (apriv, _) = generate_keypair().unwrap();
+        let (bpriv, _) = generate_keypair().unwrap();
+        let key = psk("t");
+        let build = |private: &[u8; 32], initiator: bool| {
+            let b = builder()
+                .unwrap()
+                .local_private_key(private)
+                .unwrap()
+                .psk(3, &key)
+                .unwrap()
+                .prologue(PROLOGUE)
+                .unwrap();
+            if initiator {
+                b.build_initiator().unwrap()
+            } else {
+                b.build_responder().unwrap()
+            }
+        };
+        let (mut a, mut b) = (build(&apriv, true), build(&bpriv, false));
+        let (mut msg, mut out) = (vec![0u8; 1024], vec![0u8; 1024]);
+        let n1 = a.write_message(&ticket_id("t"), &mut msg).unwrap();
+        b.read_message(&msg[..n1], &mut out).unwrap();
+        let n2 = b.write_message(&[], &mut msg).unwrap();
+        a.read_message(&msg[..n2], &mut out).unwrap();
+        let n3 = a.write_message(&[], &mut msg).unwrap();
+        b.read_message(&msg[..n3], &mut out).unwrap();
+        assert_eq!((n1, n2, n3), (64, 96, 64));
+        assert_ne!((n2 as u16).to_be_bytes()[0], b'E');
+    }
+
+    #[test]
     fn another_ticket_fails_the_handshake() {
         let (_a, b, _, _) = run("t1", "t2");
         assert!(b.is_err());
