@@ -771,17 +771,27 @@ pub struct Client {
     status: Option<ExitStatus>,
     /// Everything written to stdin, for failure messages.
     sent: Vec<String>,
+    /// A data folder of its own (`Client::spawn` without `--data-dir`), removed on drop.
+    _data: Option<TempDir>,
 }
 
 impl Client {
-    /// Starts `peerchat-client --server <addr> <args...>`.
+    /// Starts `peerchat-client --server <addr> <args...>`. Without `--data-dir` in
+    /// `args` the client gets a temporary data folder of its own: identity keys and
+    /// pinned peer keys must not leak between tests through a shared `data/`.
     pub fn spawn(server: SocketAddr, args: &[&str]) -> Client {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerchat-client"));
         cmd.arg("--server")
             .arg(server.to_string())
             .args(trust_args(server, args))
             .args(args);
-        Client::spawn_command(cmd)
+        let own = (!args.contains(&"--data-dir")).then(|| TempDir::new().expect("temp dir"));
+        if let Some(dir) = &own {
+            cmd.arg("--data-dir").arg(dir.path());
+        }
+        let mut client = Client::spawn_command(cmd);
+        client._data = own;
+        client
     }
 
     /// Names this client in failure messages.
@@ -1889,6 +1899,7 @@ impl Client {
             err,
             status: None,
             sent: Vec::new(),
+            _data: None,
         }
     }
 }
