@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::grants::Pending;
 use super::{Role, Stage, Transfers, same};
 use crate::client::core::disk_space;
 use crate::client::core::transfer::safe_file_name;
@@ -21,7 +22,7 @@ use crate::protocol::limits::{
 use crate::protocol::peer_msg::PeerMsg;
 
 /// One file of a folder to send: where it is, its path inside the folder, its size.
-type FolderFile = (PathBuf, String, u64);
+pub(super) type FolderFile = (PathBuf, String, u64);
 
 /// A folder we offered: the files still to offer once it is accepted.
 pub(super) struct FolderOut {
@@ -37,6 +38,25 @@ pub(super) struct FolderOut {
     in_flight: usize,
     /// The receiver said yes.
     accepted: bool,
+}
+
+impl FolderOut {
+    /// Folder `offer` named `name`, offered to `peer`, with these files to send.
+    pub(super) fn new(peer: &str, name: &str, offer: u64, files: Vec<FolderFile>) -> FolderOut {
+        FolderOut {
+            peer: peer.to_string(),
+            name: name.to_string(),
+            offer,
+            queue: files.into(),
+            in_flight: 0,
+            accepted: false,
+        }
+    }
+
+    /// The folder's name as offered.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// A folder we accepted: where its files go and how many may still come.
@@ -137,41 +157,8 @@ impl Transfers {
             ));
         }
         let size = files.iter().map(|f| f.2).sum();
-        let count = files.len() as u64;
-        let id = self.add(Role::Send, peer, &format!("{name}/"), Some(size));
-        if let Some(entry) = self.entries.get_mut(&id) {
-            entry.offer = Some(id);
-            entry.row.stage = Stage::Offered;
-            entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
-            entry.folder_files = Some(count);
-        }
-        self.index.add_offer(peer, Role::Send, id, id);
-        self.folders_out.insert(
-            id,
-            FolderOut {
-                peer: peer.to_string(),
-                name: name.clone(),
-                offer: id,
-                queue: files.into(),
-                in_flight: 0,
-                accepted: false,
-            },
-        );
-        self.to_peers.push((
-            peer.to_string(),
-            PeerMsg::OfferFolder {
-                id,
-                files: count,
-                size,
-                name: name.clone(),
-            },
-        ));
-        self.notices.push(super::XferNotice::Offered {
-            id,
-            peer: peer.to_string(),
-            name: format!("{name}/ ({count} files)"),
-            size,
-        });
+        // The folder, like each of its files, is numbered by the server (`grants`).
+        self.ask_number(peer, Pending::Folder { name, files, size });
     }
 
     /// `OFFER_OK` for folder offer `id`: its files go out, a few at a time.
@@ -202,25 +189,15 @@ impl Transfers {
                 return;
             };
             folder.in_flight += 1;
-            let (peer, name, offer) = (folder.peer.clone(), folder.name.clone(), folder.offer);
-            let file = self.add(Role::Send, &peer, &format!("{name}/{inside}"), Some(size));
-            if let Some(entry) = self.entries.get_mut(&file) {
-                entry.offer = Some(file);
-                entry.path = Some(path);
-                entry.row.stage = Stage::Offered;
-                entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
-                entry.folder = Some(id);
-            }
-            self.index.add_offer(&peer, Role::Send, file, file);
-            self.to_peers.push((
-                peer,
-                PeerMsg::OfferIn {
-                    folder: offer,
-                    id: file,
-                    size,
-                    path: inside,
-                },
-            ));
+            let (peer, offer) = (folder.peer.clone(), folder.offer);
+            // Each file gets its own number; `OFFER_IN` follows the grant (`grants`).
+            let what = Pending::File {
+                path,
+                name: inside,
+                size,
+                folder: Some(offer),
+            };
+            self.ask_number(&peer, what);
         }
     }
 
@@ -255,14 +232,17 @@ impl Transfers {
                 format!("a folder may hold 1 to {MAX_FOLDER_FILES} files"),
             );
         }
-        if self.index.offer(peer, Role::Receive, offer).is_some() {
+        if self.index.offer(peer, Role::Receive, offer).is_some()
+            || self.entries.contains_key(&offer)
+        {
             return refuse(self, "that offer number is in use".into());
         }
         let slot = match self.index.take_offer_slot(peer) {
             Ok(slot) => slot,
             Err(first) => return self.too_many_offers(peer, offer, first),
         };
-        let id = self.add(Role::Receive, peer, &format!("{name}/"), Some(size));
+        let id = offer;
+        self.add(id, Role::Receive, peer, &format!("{name}/"), Some(size));
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.offer = Some(offer);
             entry.row.stage = Stage::Asked;
@@ -335,7 +315,9 @@ impl Transfers {
         if self.index.is_receiving(peer, &name) {
             return no(self, "that file is already on its way".into());
         }
-        if self.index.offer(peer, Role::Receive, offer).is_some() {
+        if self.index.offer(peer, Role::Receive, offer).is_some()
+            || self.entries.contains_key(&offer)
+        {
             return no(self, "that offer number is in use".into());
         }
         let slot = match self.index.take_offer_slot(peer) {
@@ -346,7 +328,8 @@ impl Transfers {
         if self.folders_in[at].remaining == 0 {
             self.folders_in.remove(at);
         }
-        let id = self.add(Role::Receive, peer, &name, Some(size));
+        let id = offer;
+        self.add(id, Role::Receive, peer, &name, Some(size));
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.offer = Some(offer);
             entry.row.stage = Stage::Connecting;
