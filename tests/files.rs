@@ -1772,3 +1772,65 @@ fn a_fetch_shows_one_number_on_both_sides_and_the_owner_cancels_by_it() {
     assert!(mine.starts_with("cancelled"), "alice shows {mine:?}");
     assert_eq!(final_files(&lab.downloads("alice")), Vec::<String>::new());
 }
+
+/// alice sends a folder of six 40 MiB files; bob accepts it once and, while its first
+/// files are under way (alice held still), cancels the folder by the number both see:
+/// the files under way stop on both sides, alice is told and offers no more of them.
+#[test]
+fn the_receiver_cancels_a_whole_folder_by_its_number() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", false);
+    let mut bob = lab.register("bob", false);
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    let album = lab.outbox("alice").join("album");
+    fs::create_dir_all(&album).unwrap();
+    for i in 0..6 {
+        write_pattern(&album.join(format!("part{i}.bin")), 40 * MIB, i);
+    }
+    let frozen_pid = client_pid(&lab.home("alice").join("data"));
+
+    alice.send(&format!("\\send {}", album.display()));
+    let line = alice.expect_line("alice's folder offer", |l| {
+        l.contains("] offered album/ (6 files)")
+    });
+    let sid = bracket_id(&line);
+    let line = bob.expect_line("the folder offer", |l| {
+        l.contains("] alice offers the folder album/ (6 files")
+    });
+    let rid = bracket_id(&line);
+    assert_eq!(
+        sid, rid,
+        "alice shows the folder as [{sid}], bob as [{rid}]"
+    );
+    bob.send(&format!("\\accept {rid}"));
+
+    let frozen = freeze_when_partial(&lab.downloads("bob"), 2 * MIB, frozen_pid);
+    bob.send(&format!("\\cancel {rid}"));
+    bob.expect("album/ cancelled: its last 2 file(s) will not come");
+    bob.output_for(Duration::from_millis(300));
+    frozen.resume();
+    // How many were still queued depends on whether a file's broken connection
+    // reached alice before bob's word did (the pump may have taken one more).
+    alice.expect("error: bob cancelled album/: its last ");
+
+    // Nothing more arrives: no final file, and the session goes on.
+    bob.output_for(Duration::from_secs(2));
+    alice.send("after the folder");
+    bob.expect_chat(None, "alice", "after the folder");
+    let got = files_under(&lab.downloads("bob").join("album"));
+    assert!(got.is_empty(), "files arrived after the cancel: {got:?}");
+    let shown = bob.output();
+    let started = shown.matches(": started").count();
+    assert_eq!(
+        started, 4,
+        "bob started other than the 4 files in flight:\n{shown}"
+    );
+    for line in shown.lines().filter(|l| l.contains("] receive album/part")) {
+        let state = line.rsplit(": ").next().unwrap_or("");
+        assert!(
+            state == "started" || state.starts_with("cancelled"),
+            "a file of the cancelled folder ended otherwise: {line:?}"
+        );
+    }
+}

@@ -177,7 +177,8 @@ struct Entry {
     cancel: Cancel,
     /// When an unanswered offer lapses.
     expires: Option<Instant>,
-    /// For a file of a folder we send: the folder offer's entry, told when it ends.
+    /// For a file of a folder (either way): the folder's number; a folder we send is
+    /// told when the file ends, and `\cancel <folder>` finds its files.
     folder: Option<u64>,
     /// For a folder offer (either way): how many files it holds.
     folder_files: Option<u64>,
@@ -513,6 +514,9 @@ impl Transfers {
                 }
             }
             PeerMsg::Cancel { id } => {
+                if self.cancel_folder(id, Some(peer)) {
+                    return;
+                }
                 let local = self
                     .index
                     .offer(peer, Role::Send, id)
@@ -854,7 +858,7 @@ impl Transfers {
 
     /// `\cancel <id>`: stops a transfer on both sides, or withdraws an offer.
     pub fn cancel(&mut self, id: u64) {
-        if self.cancel_folder(id) {
+        if self.cancel_folder(id, None) {
             return;
         }
         let Some(entry) = self.entries.get(&id) else {

@@ -20,6 +20,7 @@ use crate::protocol::limits::{
     FOLDER_FILES_IN_FLIGHT, MAX_FOLDER_DEPTH, MAX_FOLDER_FILES, OFFER_TIMEOUT,
 };
 use crate::protocol::peer_msg::PeerMsg;
+use crate::sanitize::Untrusted;
 
 /// One file of a folder to send: where it is, its path inside the folder, its size.
 pub(super) type FolderFile = (PathBuf, String, u64);
@@ -335,6 +336,8 @@ impl Transfers {
             entry.row.stage = Stage::Connecting;
             entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
             entry.slot = slot;
+            // So `\cancel <folder>` here finds it.
+            entry.folder = Some(folder);
         }
         self.index.add_offer(peer, Role::Receive, offer, id);
         self.index.start_receiving(peer, &name, id);
@@ -342,20 +345,51 @@ impl Transfers {
             .push((peer.to_string(), PeerMsg::OfferOk { id: offer }));
     }
 
-    /// `\cancel <id>` of a folder we are sending: the files not offered yet are not
-    /// sent, and those under way stop on both sides. False if `id` is no such folder.
-    pub(super) fn cancel_folder(&mut self, id: u64) -> bool {
-        let Some(folder) = self.folders_out.remove(&id) else {
-            return false;
+    /// `\cancel <id>` of a folder, either way (`by_peer`: the peer's `CANCEL <id>`):
+    /// a folder we send stops offering its files, one we receive takes no more, and the
+    /// files under way stop on both sides; the peer is told. False if `id` is no folder
+    /// of ours (or, from a peer, not of that peer).
+    pub(super) fn cancel_folder(&mut self, id: u64, by_peer: Option<&str>) -> bool {
+        let out = self
+            .folders_out
+            .get(&id)
+            .is_some_and(|f| by_peer.is_none_or(|p| same(&f.peer, p)));
+        let (peer, name, left) = if out {
+            let Some(folder) = self.folders_out.remove(&id) else {
+                return false;
+            };
+            (folder.peer, folder.name, folder.queue.len() as u64)
+        } else if let Some(at) = self
+            .folders_in
+            .iter()
+            .position(|f| f.offer == id && by_peer.is_none_or(|p| same(&f.peer, p)))
+        {
+            let folder = self.folders_in.remove(at);
+            (folder.peer, folder.name, folder.remaining)
+        } else {
+            // A folder whose files were all offered: those still under way.
+            match self.entries.values().find(|e| {
+                e.folder == Some(id)
+                    && e.row.role == Role::Receive
+                    && !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_))
+                    && by_peer.is_none_or(|p| same(&e.row.peer, p))
+            }) {
+                Some(e) => {
+                    let (folder, _) = split_folder_path(&e.row.name);
+                    let name = folder.map(|f| f.display().to_string()).unwrap_or_default();
+                    (e.row.peer.clone(), name, 0)
+                }
+                None => return false,
+            }
         };
-        let left = folder.queue.len();
         let mut files: Vec<u64> = self
             .entries
             .values()
-            .filter(|e| e.folder == Some(id))
+            .filter(|e| e.folder == Some(id) && same(&e.row.peer, &peer))
             .filter(|e| !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_)))
             .map(|e| e.row.id)
             .collect();
+        // The folder offer itself, not answered yet.
         if self
             .entries
             .get(&id)
@@ -363,15 +397,26 @@ impl Transfers {
         {
             files.push(id);
         }
+        // The folder first: a sender told of a file's end first would offer the next.
+        if by_peer.is_none() {
+            self.to_peers.push((peer, PeerMsg::Cancel { id }));
+        }
         for file in files {
-            self.cancel(file);
+            match by_peer {
+                // The peer stops its side of each file itself.
+                Some(_) => self.stop(file, true),
+                None => self.cancel(file),
+            }
         }
-        if left > 0 {
-            self.error(format!(
-                "the last {left} file(s) of {}/ were not sent",
-                folder.name
-            ));
-        }
+        let whose = match by_peer {
+            Some(p) => format!("{} cancelled {name}/", Untrusted(p)),
+            None => format!("{name}/ cancelled"),
+        };
+        self.error(match (out, left) {
+            (_, 0) => whose,
+            (true, left) => format!("{whose}: its last {left} file(s) were not sent"),
+            (false, left) => format!("{whose}: its last {left} file(s) will not come"),
+        });
         true
     }
 
