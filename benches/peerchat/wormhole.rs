@@ -103,9 +103,18 @@ fn wormhole_once(
     send.args(["--relay-url", &relay, "--transit-helper", &transit, "send"])
         .args(["--code", &code, "--no-qr", "--hide-progress"])
         .arg(path);
-    let mut sender = Proc::spawn("wormhole-send", send, &dir.join("wormhole-send.log"));
-    let mut cursor = 0;
-    sender.wait_for(&mut cursor, "Wormhole code is", SHORT);
+    let send_log = dir.join("wormhole-send.log");
+    let mut sender = Proc::spawn("wormhole-send", send, &send_log);
+    // wormhole prints its code on stderr once the mailbox has it.
+    let until = Instant::now() + SHORT;
+    while !fs::read_to_string(&send_log).is_ok_and(|t| t.contains("Wormhole code is")) {
+        assert!(
+            Instant::now() < until,
+            "wormhole send never showed its code{}",
+            sender.stderr_tail()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let out = dir.join(format!("received-{run}.bin"));
     let mut receive = Command::new(tools.join("wormhole"));
     receive
@@ -121,9 +130,21 @@ fn wormhole_once(
         .arg(&code);
     warm_pages(size + 512 * MIB);
     let t0 = Instant::now();
-    let mut receiver = Proc::spawn("wormhole-receive", receive, &dir.join("wormhole-recv.log"));
-    let mut rc = 0;
-    let (opened, _) = receiver.wait_for(&mut rc, "Receiving (->", SHORT);
+    let recv_log = dir.join("wormhole-recv.log");
+    let mut receiver = Proc::spawn("wormhole-receive", receive, &recv_log);
+    // The data path is open when wormhole says `Receiving (->...)` (on stderr).
+    let until = Instant::now() + SHORT;
+    let opened = loop {
+        if fs::read_to_string(&recv_log).is_ok_and(|t| t.contains("Receiving (->")) {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < until && matches!(receiver.child.try_wait(), Ok(None)),
+            "wormhole receive never opened its data path{}",
+            receiver.stderr_tail()
+        );
+        thread::sleep(Duration::from_millis(2));
+    };
     let (done, ok) = wait_exit(&mut receiver, transfer_timeout(size));
     assert!(ok, "wormhole receive failed{}", receiver.stderr_tail());
     wait_exit(&mut sender, SHORT);
@@ -212,7 +233,7 @@ pub fn group_wormhole(s: &Settings, bins: &Bins, report: &mut Report) {
     );
     report.add(
         "wormhole",
-        format!("{label} push vs magic-wormhole {version} (local mailbox + transit relay)"),
+        format!("{label} push vs {version} (local mailbox + transit relay)"),
         format!("{} ({})", rate(size, p), mb_s(size, p)),
         format!(
             "wormhole {} ({}; whole receive {})",
