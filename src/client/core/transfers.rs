@@ -23,6 +23,7 @@ use super::peer_dial;
 use super::peer_link::{Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
+use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
@@ -171,6 +172,9 @@ struct Entry {
     /// Where the peer listens and the ticket, from our `TRANSFER` grant, until the
     /// data connection is opened (`grants::launch`).
     grant: Option<(SocketAddr, Ticket)>,
+    /// The peer's identity key from the server's grant (`OK TRANSFER`), once known:
+    /// what the transfer link's handshake must see.
+    peer_key: KeyField,
     /// The file to send (`Send`, `Serve`).
     path: Option<PathBuf>,
     /// Stops the transfer thread.
@@ -319,6 +323,7 @@ impl Transfers {
                 offer: None,
                 transfer: None,
                 grant: None,
+                peer_key: None,
                 path: None,
                 cancel: Cancel::default(),
                 expires: None,

@@ -17,6 +17,7 @@ use super::{
     Entry, Expect, Role, Stage, Transfers, XferNotice, open_ladder, same, spawn, transfer,
     unreachable_outcome,
 };
+use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::Command;
@@ -76,8 +77,16 @@ impl Transfers {
     }
 
     /// The server granted a `TRANSFER`: the oldest request waiting for `user` gets
-    /// `transfer_id` as its number (on both sides) and goes ahead.
-    pub fn on_granted(&mut self, transfer_id: u64, user: &str, addr: SocketAddr, ticket: Ticket) {
+    /// `transfer_id` as its number (on both sides) and goes ahead; `key` is the
+    /// identity key the server gave for `user`.
+    pub fn on_granted(
+        &mut self,
+        transfer_id: u64,
+        user: &str,
+        addr: SocketAddr,
+        ticket: Ticket,
+        key: KeyField,
+    ) {
         let Some(at) = self
             .awaiting_ticket
             .iter()
@@ -124,6 +133,7 @@ impl Transfers {
                     entry.offer = Some(id);
                     entry.transfer = Some(id);
                     entry.grant = grant;
+                    entry.peer_key = key;
                     entry.path = Some(path);
                     entry.row.stage = Stage::Offered;
                     entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
@@ -160,6 +170,7 @@ impl Transfers {
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.offer = Some(id);
                     entry.transfer = Some(id);
+                    entry.peer_key = key;
                     entry.row.stage = Stage::Offered;
                     entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
                     entry.folder_files = Some(count);
@@ -192,6 +203,7 @@ impl Transfers {
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.transfer = Some(id);
                     entry.grant = grant;
+                    entry.peer_key = key;
                 }
                 self.index.start_receiving(&user, &name, id);
                 self.ask_listing(&user, id, 0);
