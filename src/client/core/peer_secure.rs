@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::crypto::identity::{self, Identity, PEER_PINS, PinCheck, Pins};
 use crate::crypto::noise::{self, ClearRefusal, NoiseReader, NoiseWriter, TICKET_ID_LEN};
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{HANDSHAKE_TIMEOUT, TICKET_GRACE, TICKET_TTL};
+use crate::protocol::limits::{HANDSHAKE_TIMEOUT, TICKET_GRACE};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
@@ -122,12 +122,12 @@ impl PeerSecurity {
     }
 
     /// The server announced that `awaited.from` will come with `awaited.ticket`: the
-    /// listener's handshake can now find it (for `TICKET_TTL`).
-    pub fn expect(&self, awaited: Awaited) {
+    /// listener's handshake can now find it (for `life`: the ticket's own).
+    pub fn expect(&self, awaited: Awaited, life: Duration) {
         let id = noise::ticket_id(&awaited.ticket.to_string());
         let mut tickets = lock(&self.tickets);
         if !matches!(tickets.get(&id), Some(Slot::Used(_))) {
-            tickets.insert(id, Slot::Waiting(awaited, Instant::now() + TICKET_TTL));
+            tickets.insert(id, Slot::Waiting(awaited, Instant::now() + life));
         }
     }
 

@@ -20,7 +20,9 @@ use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use super::peer_secure::{Awaited, PeerSecurity};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::identity_key::KeyField;
-use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
+use crate::protocol::limits::{
+    MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL, TRANSFER_TICKET_TTL,
+};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
@@ -486,17 +488,31 @@ impl Sessions {
         key: Option<[u8; 32]>,
     ) {
         // The listener's handshake finds the ticket by its id (the Noise PSK).
-        self.security.expect(Awaited {
-            ticket: ticket.clone(),
-            from: from.to_string(),
-            key,
-        });
+        let life = if transfer {
+            TRANSFER_TICKET_TTL
+        } else {
+            TICKET_TTL
+        };
+        self.security.expect(
+            Awaited {
+                ticket: ticket.clone(),
+                from: from.to_string(),
+                key,
+            },
+            life,
+        );
         self.tickets.insert(
             ticket.clone(),
             Expected {
                 session,
                 from: from.to_string(),
-                expires: Instant::now() + TICKET_TTL,
+                // A push's ticket is issued before its offer, so it lasts longer.
+                expires: Instant::now()
+                    + if transfer {
+                        TRANSFER_TICKET_TTL
+                    } else {
+                        TICKET_TTL
+                    },
                 transfer,
                 key,
             },
