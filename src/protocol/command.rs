@@ -10,6 +10,7 @@ use std::fmt;
 use super::ParseError;
 use super::codes::ErrorCode;
 use super::limits::MAX_SHARED_FILES;
+use super::mail_msg::UserRef;
 use super::server_msg::*;
 
 /// A command a logged-in client sends (protocol.md §4).
@@ -23,6 +24,11 @@ pub enum Command {
     Token,
     /// `KEY <64 hex>`: register (or replace) my long-term X25519 identity public key.
     Key { key: [u8; 32] },
+    /// `WHOIS <id-or-name>`: any account's id, name, identity key and presence.
+    Whois { user: UserRef },
+    /// `SEND <id-or-name> <sealed>`: pass a message sealed to the recipient's identity
+    /// key on (or keep it until the recipient logs in).
+    Send { to: UserRef, sealed: Vec<u8> },
     /// `INFO <username>` (alias `GET_CLIENT_INFO`)
     Info { user: String },
     /// `PING`
@@ -208,6 +214,16 @@ pub const COMMANDS: &[CommandSpec] = &[
         meaning: "register your identity public key (64 hex digits); peers get it with tickets and INFO",
     },
     CommandSpec {
+        names: &["WHOIS"],
+        args: &["<id|username>"],
+        meaning: "any user's id, name, identity key and whether online (to seal a message)",
+    },
+    CommandSpec {
+        names: &["SEND"],
+        args: &["<id|username>", "<sealed>"],
+        meaning: "pass a message sealed to the user's key (hex) on, or keep it until they log in",
+    },
+    CommandSpec {
         names: &["TOKEN"],
         args: &[],
         meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
@@ -305,6 +321,13 @@ impl Command {
                 offset: offset.parse().map_err(|_| usage())?,
             },
             ("TOKEN", []) => Command::Token,
+            ("WHOIS", [user]) => Command::Whois {
+                user: UserRef::parse(user),
+            },
+            ("SEND", [to, sealed]) => Command::Send {
+                to: UserRef::parse(to),
+                sealed: super::mail_msg::parse_sealed(sealed)?,
+            },
             ("KEY", [key]) => Command::Key {
                 key: super::identity_key::parse_key_hex(key).ok_or_else(|| {
                     ParseError::bad(format!("usage: {} (64 hex digits)", spec.usage()))
@@ -420,6 +443,10 @@ impl fmt::Display for Command {
             Command::List { offset } => write!(f, "LIST {offset}"),
             Command::Token => write!(f, "TOKEN"),
             Command::Key { key } => write!(f, "KEY {}", super::identity_key::key_hex(key)),
+            Command::Whois { user } => write!(f, "WHOIS {user}"),
+            Command::Send { to, sealed } => {
+                write!(f, "SEND {to} {}", super::mail_msg::sealed_hex(sealed))
+            }
             Command::Info { user } => write!(f, "INFO {user}"),
             Command::Ping => write!(f, "PING"),
             Command::Quit => write!(f, "QUIT"),

@@ -39,6 +39,8 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::List { offset } => list(shared, *offset),
         Command::Token => token(shared, me),
         Command::Key { key } => set_key(shared, me, key),
+        Command::Whois { user } => super::mailbox::whois(shared, user),
+        Command::Send { to, sealed } => super::mailbox::send(shared, me, to, sealed),
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
         Command::Quit => {

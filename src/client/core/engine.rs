@@ -63,6 +63,8 @@ pub(super) struct Engine {
     /// Our long-term identity key (registered with `KEY` after every login; the peer
     /// links' handshakes use its secret half).
     pub(super) identity: std::sync::Arc<crate::crypto::identity::Identity>,
+    /// Messages through the server (`\msg`): sealing, opening, the replies awaited.
+    pub(super) mail: super::mail::Mail,
 }
 
 /// How a reconnect went.
@@ -206,6 +208,9 @@ impl Engine {
             }
         }
         self.flush_sessions();
+        for notice in self.mail.take_notices() {
+            self.emit(Event::Mail(notice));
+        }
     }
 
     /// Emits the session table's notices and forwards its reports to the server.
@@ -290,6 +295,13 @@ impl Engine {
             UserCommand::Transfers => self.transfers.list(),
             UserCommand::Cancel { id } => self.transfers.cancel(id),
             UserCommand::Rescan => self.transfers.announce_share(),
+            UserCommand::Msg { to, text } => {
+                if self.link.is_none() {
+                    self.emit(Event::NotConnected);
+                } else if let Some(whois) = self.mail.request(&to, &text) {
+                    self.send_command(&whois);
+                }
+            }
         }
         true
     }
@@ -385,6 +397,21 @@ impl Engine {
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}
+            ServerMsg::Ok(Reply::Whois { id, user, key, .. }) => {
+                if let Some(send) = self.mail.on_whois(id, &user, key) {
+                    self.send_command(&send);
+                }
+            }
+            ServerMsg::Ok(Reply::Sent { id, delivered }) => self.mail.on_sent(id, delivered),
+            ServerMsg::Event(ServerEvent::Mailbox { count }) => self.mail.on_mailbox(count),
+            ServerMsg::Event(ServerEvent::Message {
+                id,
+                from,
+                at_ms,
+                key,
+                sealed,
+            }) => self.mail.on_message(id, &from, at_ms, key, &sealed),
+            ServerMsg::Err { code, message } if self.mail.on_error(code, &message) => {}
             // Kept in memory only, for reconnects; never shown or logged.
             ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
@@ -406,6 +433,7 @@ impl Engine {
     fn lose_link(&mut self) {
         if let Some(link) = self.link.take() {
             link.close();
+            self.mail.on_link_lost();
             self.emit(Event::ServerLost);
             if let Some(backoff) = self.auto_reconnect.as_mut() {
                 backoff.start();
@@ -541,7 +569,11 @@ fn server_event(msg: ServerMsg) -> Option<Event> {
             .collect()
     };
     Some(match msg {
-        ServerMsg::Ok(Reply::List { users, total }) => Event::Users { users, total },
+        ServerMsg::Ok(Reply::List { users, total }) => Event::Users {
+            ids: users.iter().map(|u| u.id).collect(),
+            users: users.into_iter().map(|u| u.name).collect(),
+            total,
+        },
         ServerMsg::Ok(Reply::Info { user, addr, key }) => Event::UserInfo {
             user,
             addr: addr.to_string(),
