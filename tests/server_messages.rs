@@ -128,6 +128,10 @@ fn a_message_by_id_reaches_an_online_user_sealed_end_to_end() {
     bob.expect("OK SENT");
     // bob's raw connection registered a key the server hands on: it verifies.
     alice.expect_line("bob's reply", |l| is_via_server(l, "bob", "got it"));
+    // Both are kept in alice's history with bob, marked.
+    alice.send("\\history bob");
+    alice.expect(&format!("alice: (via server) {SECRET}"));
+    alice.expect("bob: (via server) got it");
 
     // The client refuses what the server would: too long, to nobody, to itself.
     alice.send(&format!("\\msg bob {}", "x".repeat(1025)));

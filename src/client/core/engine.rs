@@ -208,6 +208,9 @@ impl Engine {
             }
         }
         self.flush_sessions();
+        for (peer, line) in self.mail.take_history() {
+            self.sessions.note_via_server(&peer, &line);
+        }
         for notice in self.mail.take_notices() {
             self.emit(Event::Mail(notice));
         }

@@ -22,6 +22,12 @@ use crate::protocol::server_msg::Command;
 
 use super::history::Line;
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Something about messages through the server that the person should see.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
@@ -70,10 +76,12 @@ pub struct Mail {
     pin_dir: PathBuf,
     /// Sent `WHOIS`, waiting for its answer (oldest first).
     whois: VecDeque<Pending>,
-    /// Sent `SEND`, waiting for `OK SENT` (recipient names, oldest first).
-    sent: VecDeque<String>,
+    /// Sent `SEND`, waiting for `OK SENT` (recipient names and texts, oldest first).
+    sent: VecDeque<(String, String)>,
     /// For the front end.
     notices: Vec<MailNotice>,
+    /// Lines for the local history: (peer, line), sent and received.
+    history: Vec<(String, Line)>,
 }
 
 impl Mail {
@@ -86,7 +94,13 @@ impl Mail {
             whois: VecDeque::new(),
             sent: VecDeque::new(),
             notices: Vec::new(),
+            history: Vec::new(),
         }
+    }
+
+    /// Lines to keep in the local history since the last call: (peer, line).
+    pub fn take_history(&mut self) -> Vec<(String, Line)> {
+        std::mem::take(&mut self.history)
     }
 
     /// The notices since the last call.
@@ -158,7 +172,7 @@ impl Mail {
             pending.text.as_bytes(),
         ) {
             Ok(sealed) => {
-                self.sent.push_back(user.to_string());
+                self.sent.push_back((user.to_string(), pending.text));
                 Some(Command::Send {
                     to: UserRef::Id(id),
                     sealed,
@@ -173,7 +187,13 @@ impl Mail {
 
     /// `OK SENT`: our oldest `SEND` was taken.
     pub fn on_sent(&mut self, id: u64, delivered: bool) {
-        if let Some(to) = self.sent.pop_front() {
+        if let Some((to, text)) = self.sent.pop_front() {
+            let line = Line {
+                sender: self.me.clone(),
+                at_ms: now_ms(),
+                text,
+            };
+            self.history.push((to.clone(), line));
             self.notices.push(MailNotice::Sent {
                 to,
                 id,
@@ -200,7 +220,7 @@ impl Mail {
             | ErrorCode::MailboxesFull
             | ErrorCode::MessageTooLarge
             | ErrorCode::TooManyMessages => match self.sent.pop_front() {
-                Some(to) => {
+                Some((to, _)) => {
                     self.not_sent(&to, message);
                     true
                 }
@@ -216,7 +236,7 @@ impl Mail {
             .whois
             .drain(..)
             .map(|p| p.to)
-            .chain(self.sent.drain(..))
+            .chain(self.sent.drain(..).map(|(to, _)| to))
             .collect();
         for to in lost {
             self.not_sent(
@@ -265,14 +285,13 @@ impl Mail {
                 return;
             }
         };
-        self.notices.push(MailNotice::Received {
-            id,
-            line: Line {
-                sender: from.to_string(),
-                at_ms,
-                text,
-            },
-        });
+        let line = Line {
+            sender: from.to_string(),
+            at_ms,
+            text,
+        };
+        self.history.push((from.to_string(), line.clone()));
+        self.notices.push(MailNotice::Received { id, line });
     }
 
     /// The pin hook: `Some(why)` when `user`'s key differs from the key pinned for them

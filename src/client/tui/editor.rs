@@ -72,6 +72,8 @@ const NAME_COMMANDS: &[&str] = &[
     "history",
     "accept",
     "decline",
+    "msg",
+    "m",
 ];
 
 /// Commands after which the words are paths.
