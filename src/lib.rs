@@ -45,6 +45,8 @@
 //!   - `server::store::identity`: each account's identity key (`KEY`).
 //!   - `server::store::mailbox`: sealed messages waiting for offline users; account ids.
 //!   - `server::mailbox`: `WHOIS`, `SEND`, and delivering waiting messages at login.
+//!   - `server::offers`: file offers and answers through the server, held for offline users.
+//!   - `server::store::held`: the offers and answers held for offline users.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //!   - `server::relay`: the relay: pairing by one-time token, two copy threads per pair.
 //!   - `server::relay_token`: issuing and checking relay tokens (pure, no I/O).
@@ -63,6 +65,7 @@
 //!     - `core::sessions`: ticket checks and the chat sessions.
 //!     - `core::history`: the local SQLite history of chat lines.
 //!     - `core::mail`: `\msg` through the server: sealing, opening, checking the sender.
+//!     - `core::offer_route`: file offers without a session go through the server.
 //!     - `core::transfers`: the table of file offers and transfers (`transfers::refusals`:
 //!       the refusals a cap or a lookup decides, and the size a fetch expects).
 //!     - `core::transfer`: moving one file: chunks, hashes, resume, safe names, shares.

@@ -623,6 +623,14 @@ fn section_8_states_the_limits_the_code_enforces() {
             vec![format!("{} s", MAILBOX_EXPIRY.as_secs())],
         ),
         (
+            "| file offers and answers held per user |",
+            vec![format!("| {OFFERS_PER_USER} ")],
+        ),
+        (
+            "| file offers and answers held, all users |",
+            vec![with_commas(OFFERS_TOTAL)],
+        ),
+        (
             "| `SEND` per user |",
             vec![
                 format!("{MESSAGE_BURST} at once"),

@@ -108,6 +108,8 @@ codes! {
     MessageTooLarge = 453, "MESSAGE_TOO_LARGE";
     /// Too many `SEND`s in a short time; the message says when to retry.
     TooManyMessages = 454, "TOO_MANY_MESSAGES";
+    /// The recipient (or the server in all) has as many file offers waiting as allowed.
+    OffersFull = 455, "OFFERS_FULL";
     /// A `RESUME` token that is unknown, expired, revoked or not the named user's.
     BadToken = 480, "BAD_TOKEN";
     /// (peer) Too many peer handshakes at once, from this address or in all.

@@ -9,6 +9,7 @@ use std::fmt;
 
 use super::ParseError;
 use super::codes::ErrorCode;
+use super::file_name::safe_file_name;
 use super::limits::MAX_SHARED_FILES;
 use super::mail_msg::UserRef;
 use super::server_msg::*;
@@ -29,6 +30,27 @@ pub enum Command {
     /// `SEND <id-or-name> <sealed>`: pass a message sealed to the recipient's identity
     /// key on (or keep it until the recipient logs in).
     Send { to: UserRef, sealed: Vec<u8> },
+    /// `OFFER <id-or-name> <offer> <size> <name>`: offer a file through the server (the
+    /// recipient may be offline); `offer` is the sender's own offer number.
+    Offer {
+        /// The recipient.
+        to: UserRef,
+        /// The sender's offer number (as in the peer `OFFER`).
+        offer: u64,
+        /// Bytes of the file.
+        size: u64,
+        /// Its name (the file name rule).
+        name: String,
+    },
+    /// `OFFER_ANSWER <user> <offer> ok|no`: answer `user`'s offer through the server.
+    OfferAnswer {
+        /// Who offered.
+        to: String,
+        /// Their offer number.
+        offer: u64,
+        /// Accepted (`ok`) or declined (`no`).
+        accept: bool,
+    },
     /// `INFO <username>` (alias `GET_CLIENT_INFO`)
     Info { user: String },
     /// `PING`
@@ -224,6 +246,16 @@ pub const COMMANDS: &[CommandSpec] = &[
         meaning: "pass a message sealed to the user's key (hex) on, or keep it until they log in",
     },
     CommandSpec {
+        names: &["OFFER"],
+        args: &["<id|username>", "<offer>", "<size>", "<name...>"],
+        meaning: "offer a file through the server; it waits if the user is offline",
+    },
+    CommandSpec {
+        names: &["OFFER_ANSWER"],
+        args: &["<username>", "<offer>", "ok|no"],
+        meaning: "accept or decline a file offer that came through the server",
+    },
+    CommandSpec {
         names: &["TOKEN"],
         args: &[],
         meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
@@ -327,6 +359,17 @@ impl Command {
             ("SEND", [to, sealed]) => Command::Send {
                 to: UserRef::parse(to),
                 sealed: super::mail_msg::parse_sealed(sealed)?,
+            },
+            ("OFFER", [to, offer, size, name]) => Command::Offer {
+                to: UserRef::parse(to),
+                offer: number(offer)?,
+                size: number(size)?,
+                name: safe_file_name(name).map_err(ParseError::bad)?.to_string(),
+            },
+            ("OFFER_ANSWER", [to, offer, answer @ ("ok" | "no")]) => Command::OfferAnswer {
+                to: to.to_string(),
+                offer: number(offer)?,
+                accept: *answer == "ok",
             },
             ("KEY", [key]) => Command::Key {
                 key: super::identity_key::parse_key_hex(key).ok_or_else(|| {
@@ -444,6 +487,16 @@ impl fmt::Display for Command {
             Command::Token => write!(f, "TOKEN"),
             Command::Key { key } => write!(f, "KEY {}", super::identity_key::key_hex(key)),
             Command::Whois { user } => write!(f, "WHOIS {user}"),
+            Command::Offer {
+                to,
+                offer,
+                size,
+                name,
+            } => write!(f, "OFFER {to} {offer} {size} {}", one_line(name)),
+            Command::OfferAnswer { to, offer, accept } => {
+                let answer = if *accept { "ok" } else { "no" };
+                write!(f, "OFFER_ANSWER {to} {offer} {answer}")
+            }
             Command::Send { to, sealed } => {
                 write!(f, "SEND {to} {}", super::mail_msg::sealed_hex(sealed))
             }

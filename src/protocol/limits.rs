@@ -399,3 +399,11 @@ pub const MESSAGE_BURST: u32 = 30;
 
 /// `SEND`s per second one user may make once the burst is spent.
 pub const MESSAGE_RATE: u32 = 5;
+
+/// File offers (and answers to them) that may wait at the server for one offline user;
+/// more get `455 OFFERS_FULL`.
+pub const OFFERS_PER_USER: usize = 32;
+
+/// File offers and answers that may wait at the server for all users together; more
+/// get `455 OFFERS_FULL`.
+pub const OFFERS_TOTAL: usize = 10_000;

@@ -93,6 +93,16 @@ pub enum Reply {
         /// Online now (a message is delivered at once, else queued).
         online: bool,
     },
+    /// `OK OFFER <offer> delivered|queued`: the server passed the file offer on, or keeps
+    /// it until the recipient logs in.
+    Offered {
+        /// The sender's offer number.
+        offer: u64,
+        /// Handed to the recipient's connection (else queued).
+        delivered: bool,
+    },
+    /// `OK OFFER_ANSWER <offer>`: the answer is passed on (or kept for the offerer).
+    OfferAnswered { offer: u64 },
     /// `OK SENT <msgid> delivered|queued`: the server passed the sealed message on, or
     /// keeps it until the recipient logs in.
     Sent {
@@ -424,6 +434,27 @@ pub enum Event {
         /// The one-way Noise message (`crypto::sealed`).
         sealed: Vec<u8>,
     },
+    /// `EVENT OFFER <from> <offer> <size> <name>`: a file offer that came through the
+    /// server (answer with `OFFER_ANSWER`; the push then comes as for a chat offer).
+    Offer {
+        /// Who offers.
+        from: String,
+        /// Their offer number.
+        offer: u64,
+        /// Bytes of the file.
+        size: u64,
+        /// Its name.
+        name: String,
+    },
+    /// `EVENT OFFER_ANSWER <from> <offer> ok|no`: `from` answered our offer `offer`.
+    OfferAnswer {
+        /// Who answered.
+        from: String,
+        /// Our offer number.
+        offer: u64,
+        /// Accepted.
+        accept: bool,
+    },
     /// A kind this version does not know; clients ignore it (protocol.md §5).
     Unknown { kind: String, rest: String },
 }
@@ -555,6 +586,38 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
             },
             _ => return Err(ParseError::bad("usage: EVENT RELAY <id> <addr> <token>")),
         },
+        "OFFER" => {
+            let usage = || ParseError::bad("usage: EVENT OFFER <from> <offer> <size> <name>");
+            let mut parts = rest.splitn(4, ' ');
+            let from = single_name(parts.next().unwrap_or(""))?;
+            let offer = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(usage)?;
+            let size = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(usage)?;
+            let name = safe_file_name(parts.next().unwrap_or("")).map_err(ParseError::bad)?;
+            Event::Offer {
+                from,
+                offer,
+                size,
+                name: name.to_string(),
+            }
+        }
+        "OFFER_ANSWER" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [from, offer, answer @ ("ok" | "no")] => Event::OfferAnswer {
+                from: single_name(from)?,
+                offer: parse_id(offer)?,
+                accept: *answer == "ok",
+            },
+            _ => {
+                return Err(ParseError::bad(
+                    "usage: EVENT OFFER_ANSWER <from> <offer> ok|no",
+                ));
+            }
+        },
         "MAILBOX" => Event::Mailbox {
             count: rest
                 .parse()
@@ -637,6 +700,13 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             user: single_name(user)?,
             key: parse_key_field(key)?,
             online: *state == "online",
+        },
+        ("OFFER", [offer, how @ ("delivered" | "queued")]) => Reply::Offered {
+            offer: parse_id(offer)?,
+            delivered: *how == "delivered",
+        },
+        ("OFFER_ANSWER", [offer]) => Reply::OfferAnswered {
+            offer: parse_id(offer)?,
         },
         ("SENT", [id, how @ ("delivered" | "queued")]) => Reply::Sent {
             id: parse_id(id)?,
@@ -812,6 +882,20 @@ impl fmt::Display for ServerMsg {
                 ),
                 Event::Relay { id, addr, token } => write!(f, "EVENT RELAY {id} {addr} {token}"),
                 Event::Mailbox { count } => write!(f, "EVENT MAILBOX {count}"),
+                Event::Offer {
+                    from,
+                    offer,
+                    size,
+                    name,
+                } => write!(f, "EVENT OFFER {from} {offer} {size} {}", one_line(name)),
+                Event::OfferAnswer {
+                    from,
+                    offer,
+                    accept,
+                } => {
+                    let answer = if *accept { "ok" } else { "no" };
+                    write!(f, "EVENT OFFER_ANSWER {from} {offer} {answer}")
+                }
                 Event::Message {
                     id,
                     from,
@@ -845,6 +929,11 @@ impl fmt::Display for ServerMsg {
                     let state = if *online { "online" } else { "offline" };
                     write!(f, "OK WHOIS {id} {user} {} {state}", ShowKey(key))
                 }
+                Reply::Offered { offer, delivered } => {
+                    let how = if *delivered { "delivered" } else { "queued" };
+                    write!(f, "OK OFFER {offer} {how}")
+                }
+                Reply::OfferAnswered { offer } => write!(f, "OK OFFER_ANSWER {offer}"),
                 Reply::Sent { id, delivered } => {
                     let how = if *delivered { "delivered" } else { "queued" };
                     write!(f, "OK SENT {id} {how}")
@@ -1023,6 +1112,22 @@ mod tests {
                 delivered: false,
             }),
             ServerMsg::Event(Event::Mailbox { count: 3 }),
+            ServerMsg::Event(Event::Offer {
+                from: "alice".into(),
+                offer: 4,
+                size: 99,
+                name: "a  b.txt".into(),
+            }),
+            ServerMsg::Event(Event::OfferAnswer {
+                from: "bob".into(),
+                offer: 4,
+                accept: false,
+            }),
+            ServerMsg::Ok(Reply::Offered {
+                offer: 4,
+                delivered: false,
+            }),
+            ServerMsg::Ok(Reply::OfferAnswered { offer: 4 }),
             ServerMsg::Event(Event::Message {
                 id: 12,
                 from: "alice".into(),

@@ -127,6 +127,8 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     shared.registry.set_online(&me.key, conn.id, addr, uid);
     // Messages that waited for this user (sealed; the server cannot read them).
     super::mailbox::deliver_waiting(shared, &me.name, uid);
+    // File offers made to it, and answers to its offers, that waited.
+    super::offers::deliver_held(shared, &me.name, uid);
     log::info!(
         "{} {}: online; peers reach it at {addr}",
         conn.peer,

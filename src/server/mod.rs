@@ -13,6 +13,7 @@ pub mod hash_gate;
 pub mod login;
 pub mod login_limits;
 pub mod mailbox;
+pub mod offers;
 pub mod outbox;
 pub mod presence;
 pub mod rate_limit;

@@ -18,6 +18,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 
+mod held;
 mod identity;
 mod logs;
 mod mailbox;
@@ -121,6 +122,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX mailbox_recipient ON mailbox (recipient_id, id);
     CREATE INDEX mailbox_expiry ON mailbox (expires_at_ms);",
+    // 9: events held for offline users (issue 13): file offers made through the server
+    // and answers to them, each a complete EVENT line, delivered at the next login.
+    "CREATE TABLE held_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient_id INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        held_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX held_events_recipient ON held_events (recipient_id, id);",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.

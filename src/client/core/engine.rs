@@ -65,6 +65,8 @@ pub(super) struct Engine {
     pub(super) identity: std::sync::Arc<crate::crypto::identity::Identity>,
     /// Messages through the server (`\msg`): sealing, opening, the replies awaited.
     pub(super) mail: super::mail::Mail,
+    /// File offers without a chat session go through the server (`OFFER`).
+    pub(super) offer_route: super::offer_route::OfferRoute,
 }
 
 /// How a reconnect went.
@@ -163,8 +165,15 @@ impl Engine {
             self.transfers.on_peer_msg(&peer, msg);
         }
         for (peer, msg) in self.transfers.take_peer_out() {
-            if !self.sessions.send_to_peer(&peer, &msg) {
-                self.error(format!("no open session with {peer} to send that"));
+            if self.sessions.send_to_peer(&peer, &msg) {
+                continue;
+            }
+            // No session: an offer (or an answer to one that came through the server)
+            // goes through the server, which holds it for an offline user.
+            match self.offer_route.instead(&peer, &msg) {
+                Some(command) if self.link.is_some() => self.send_command(&command),
+                Some(_) => self.emit(Event::NotConnected),
+                None => self.error(format!("no open session with {peer} to send that")),
             }
         }
         for notice in self.transfers.take_notices() {
@@ -406,6 +415,29 @@ impl Engine {
                 }
             }
             ServerMsg::Ok(Reply::Sent { id, delivered }) => self.mail.on_sent(id, delivered),
+            ServerMsg::Event(ServerEvent::Offer {
+                from,
+                offer,
+                size,
+                name,
+            }) => {
+                let msg = self.offer_route.on_offer(&from, offer, size, name);
+                self.transfers.on_peer_msg(&from, msg);
+            }
+            ServerMsg::Event(ServerEvent::OfferAnswer {
+                from,
+                offer,
+                accept,
+            }) => {
+                let msg = super::offer_route::OfferRoute::on_answer(offer, accept);
+                self.transfers.on_peer_msg(&from, msg);
+            }
+            ServerMsg::Ok(Reply::Offered { offer, delivered }) => {
+                if let Some(text) = self.transfers.wait_at_server(offer, delivered) {
+                    self.emit(Event::Note { text });
+                }
+            }
+            ServerMsg::Ok(Reply::OfferAnswered { .. }) => {}
             ServerMsg::Event(ServerEvent::Mailbox { count }) => self.mail.on_mailbox(count),
             ServerMsg::Event(ServerEvent::Message {
                 id,

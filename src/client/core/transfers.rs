@@ -585,6 +585,26 @@ impl Transfers {
         }
     }
 
+    /// The server took our offer `local` (made without a chat session): it waits for the
+    /// answer as long as the server keeps it, not `OFFER_TIMEOUT`. The sentence to show.
+    pub fn wait_at_server(&mut self, local: u64, delivered: bool) -> Option<String> {
+        let entry = self.entries.get_mut(&local)?;
+        if entry.row.role != Role::Send || entry.row.stage != Stage::Offered {
+            return None;
+        }
+        entry.expires = None;
+        let (peer, name) = (Untrusted(&entry.row.peer), Untrusted(&entry.row.name));
+        Some(match delivered {
+            true => {
+                format!("* {name} offered to {peer} through the server; it goes once they accept")
+            }
+            false => format!(
+                "* {peer} is offline: the offer of {name} waits at the server (up to {} days); it goes once they accept while you are online",
+                crate::protocol::limits::MAILBOX_EXPIRY.as_secs() / 86_400
+            ),
+        })
+    }
+
     /// The numbers of the peers' offers waiting for our `\accept` or `\decline`.
     pub fn waiting_offers(&self) -> Vec<u64> {
         self.entries

@@ -74,6 +74,7 @@ const NAME_COMMANDS: &[&str] = &[
     "decline",
     "msg",
     "m",
+    "offer",
 ];
 
 /// Commands after which the words are paths.

@@ -67,6 +67,9 @@ pub enum UserCommand {
     SendTo { user: String, text: String },
     /// `\msg <id|user> <text>`: through the server, sealed; waits if they are offline.
     Msg { to: String, text: String },
+    /// `\offer <user> <path>`: offer a file without a session (through the server; it
+    /// waits if they are offline).
+    OfferTo { user: String, path: String },
     /// A line that is not a command: chat text for the active session.
     Text(String),
     /// An empty line.
@@ -136,6 +139,11 @@ const USER_COMMANDS: &[Spec] = &[
         names: &["msg", "m"],
         args: "<id|user> <text...>",
         meaning: "send a message through the server, end-to-end encrypted (no session; waits if they are offline)",
+    },
+    Spec {
+        names: &["offer"],
+        args: "<user> <path...>",
+        meaning: "offer a file to <user> without a session: through the server, waiting if they are offline; it goes once they accept",
     },
     Spec {
         names: &["SEND_FILE", "send", "send_file"],
@@ -254,6 +262,10 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         "GET_CLIENT_INFO" => UserCommand::Info { user: arg(0) },
         "DISCONNECT_CLIENT" => UserCommand::Quit,
         "connect" => UserCommand::Connect { user: arg(0) },
+        "offer" => UserCommand::OfferTo {
+            user: arg(0),
+            path: arg(1),
+        },
         "msg" => UserCommand::Msg {
             to: arg(0),
             text: arg(1),
