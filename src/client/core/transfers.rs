@@ -1045,6 +1045,23 @@ impl Transfers {
             .map(|e| e.row.id)
             .collect();
         for id in lapsed {
+            // An offer we never answered: tell the offerer, who may be waiting for it
+            // at the server (an offer through the server does not lapse there).
+            if let Some(entry) = self.entries.get(&id)
+                && entry.row.role == Role::Receive
+                && entry.row.stage == Stage::Asked
+                && entry.folder_files.is_none()
+                && let Some(offer) = entry.offer
+            {
+                let peer = entry.row.peer.clone();
+                self.to_peers.push((
+                    peer,
+                    PeerMsg::OfferNo {
+                        id: offer,
+                        reason: "not answered in time".into(),
+                    },
+                ));
+            }
             self.drop_entry(id, "expired".into());
         }
         let stale: Vec<u64> = self
