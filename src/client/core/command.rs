@@ -62,6 +62,9 @@ pub enum Command {
     Trust { user: String },
     /// Show the safety number of our key and `user`'s, to compare by voice.
     Verify { user: String },
+    /// Send `text` to `to` (a username or the id `\\list` shows) through the server,
+    /// sealed to their identity key; it waits at the server if they are offline.
+    Msg { to: String, text: String },
     /// Log in to the server again after it went away.
     Reconnect,
     /// Log out and stop the core.

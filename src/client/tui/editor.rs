@@ -74,6 +74,9 @@ const NAME_COMMANDS: &[&str] = &[
     "decline",
     "trust",
     "verify",
+    "msg",
+    "m",
+    "offer",
 ];
 
 /// Commands after which the words are paths.
