@@ -439,11 +439,9 @@ fn behind_one_nat_the_natted_host_dials_out_directly_and_is_reached_through_the_
     alice.expect("bob (active, relay)");
 }
 
-/// What a capture on the relay's network sees of a relayed chat line. Ignored until
-/// peer links run Noise (W2, issue 12): today they carry lines in clear, so the relay,
-/// like any router between direct peers, could read them; see SECURITY.md.
+/// What a capture on the relay's network sees of a relayed chat line: ciphertext only,
+/// since peer links run Noise end to end through the relay (protocol.md §10, §13).
 #[test]
-#[ignore = "peer links are not Noise-encrypted on this branch yet"]
 fn a_capture_on_the_relay_sees_no_plaintext() {
     if skip("a_capture_on_the_relay_sees_no_plaintext") {
         return;

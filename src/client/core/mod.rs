@@ -17,6 +17,7 @@ pub mod offer_route;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
+pub mod peer_secure;
 pub mod resume_check;
 pub mod retry;
 pub mod server_link;
@@ -203,8 +204,21 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
-    peer_link::spawn_listener(listener, peer_tx.clone(), refusals.clone())
-        .map_err(|e| format!("cannot accept peers: {e}"))?;
+    let security = std::sync::Arc::new(
+        peer_secure::PeerSecurity::new(
+            &me.name,
+            std::sync::Arc::clone(&identity),
+            &config.data_dir,
+        )
+        .map_err(|e| format!("cannot read the pinned peer keys: {e}"))?,
+    );
+    peer_link::spawn_listener(
+        listener,
+        peer_tx.clone(),
+        refusals.clone(),
+        std::sync::Arc::clone(&security),
+    )
+    .map_err(|e| format!("cannot accept peers: {e}"))?;
     let history_path = history::path_for(&config.data_dir, &me.name);
     let history = match history::History::open(&history_path) {
         Ok(history) => Some(history),
@@ -231,7 +245,13 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         addr: me.addr.to_string(),
     });
     let mut engine = engine::Engine {
-        transfers: Transfers::new(&me.name, downloads, share, xfer_tx),
+        transfers: Transfers::new(
+            &me.name,
+            downloads,
+            share,
+            xfer_tx,
+            std::sync::Arc::clone(&security),
+        ),
         sessions: Sessions::new(
             &me.name,
             peer_tx,
@@ -239,7 +259,9 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             Duration::from_secs(config.accept_timeout),
             Duration::from_secs(config.answer_wait),
             refusals,
+            std::sync::Arc::clone(&security),
         ),
+        security,
         link: Some(link),
         held_reports: Default::default(),
         server: addr,

@@ -21,6 +21,7 @@ mod refusals;
 use super::disk_space;
 use super::peer_dial;
 use super::peer_link::{Incoming, Purpose};
+use super::peer_secure::PeerSecurity;
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::identity_key::KeyField;
@@ -29,6 +30,7 @@ use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
+use std::sync::Arc;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
 const TICKET_WAIT: Duration = Duration::from_secs(30);
@@ -239,6 +241,8 @@ pub struct Transfers {
     folders_out: BTreeMap<u64, folders::FolderOut>,
     /// Folders we accepted, whose files are still coming.
     folders_in: Vec<folders::FolderIn>,
+    /// Our key and the pins, for the data connections' handshakes.
+    security: Arc<PeerSecurity>,
 }
 
 /// What `transfers` asks to send to the server.
@@ -260,6 +264,7 @@ impl Transfers {
         downloads: PathBuf,
         share: Option<Share>,
         events: Sender<TransferEvent>,
+        security: Arc<PeerSecurity>,
     ) -> Transfers {
         Transfers {
             me: me.to_string(),
@@ -276,6 +281,7 @@ impl Transfers {
             to_peers: Vec::new(),
             folders_out: BTreeMap::new(),
             folders_in: Vec::new(),
+            security,
         }
     }
 
@@ -1037,19 +1043,20 @@ fn refuse(incoming: Incoming, why: &str) {
 /// gives (same ticket, same proof check). A peer that answered but failed the proof is
 /// not retried: someone else holds its address.
 fn open_ladder(
-    addr: SocketAddr,
+    (addr, (key, security)): (SocketAddr, &(Option<[u8; 32]>, Arc<PeerSecurity>)),
     first: &PeerMsg,
     peer: &str,
     (id, transfer): (u64, u64),
     events: &Sender<TransferEvent>,
     relay: &crossbeam_channel::Receiver<(SocketAddr, String)>,
 ) -> std::io::Result<super::transfer::Wire> {
-    match peer_dial::open_transfer(addr, None, first, peer) {
+    match peer_dial::open_transfer(addr, None, first, peer, *key, security) {
+        // A peer that refused (in clear, before the handshake) was reached: no relay.
         Err(e)
             if !matches!(
                 e.kind(),
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
-            ) =>
+            ) && super::peer_secure::clear_refusal(&e).is_none() =>
         {
             if events
                 .send(TransferEvent::NeedRelay { id, transfer })
@@ -1058,7 +1065,7 @@ fn open_ladder(
                 return Err(e);
             }
             match relay.recv_timeout(crate::protocol::limits::DEFAULT_RELAY_TOKEN_TTL) {
-                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer),
+                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer, *key, security),
                 Err(_) => Err(e),
             }
         }

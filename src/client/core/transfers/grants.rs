@@ -234,6 +234,7 @@ impl Transfers {
         let listed = entry.row.size;
         let peer = entry.row.peer.clone();
         let (relay_tx, relay_rx) = crossbeam_channel::bounded(1);
+        let secure = (entry.peer_key, std::sync::Arc::clone(&self.security));
         self.relay_waiters.insert(transfer_id, relay_tx);
         let spawned = match launch_kind(entry) {
             Some(Launch::Push(path, offer)) => {
@@ -245,7 +246,8 @@ impl Transfers {
                     offer,
                 };
                 spawn(id, &events, move |events| {
-                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    let to = (addr, &secure);
+                    match open_ladder(to, &first, &peer, (id, transfer_id), events, &relay_rx) {
                         Ok(wire) => {
                             // A folder's file goes by its own name; its folder was agreed.
                             let (_, name) = folders::split_folder_path(&name);
@@ -264,7 +266,8 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    let to = (addr, &secure);
+                    match open_ladder(to, &first, &peer, (id, transfer_id), events, &relay_rx) {
                         Ok(wire) => {
                             let expect = Expect {
                                 name,
