@@ -6,6 +6,7 @@
 //! over the per-address cap of connections not logged in yet. It must not parse messages
 //! (`conn`, `login`, `commands` do) nor touch SQL (`store` does).
 
+pub mod cluster;
 pub mod commands;
 pub mod conn;
 pub mod file_index;
@@ -106,6 +107,10 @@ pub struct ServerConfig {
     /// prints the fingerprint; `run` makes it when unset).
     #[arg(skip)]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Join a cluster of servers sharing one database: presence and delivery between
+    /// them through this Redis (`redis://HOST:PORT`). Without it the server stands alone.
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    pub cluster: Option<String>,
     /// The relay for peers that cannot reach each other.
     #[command(flatten)]
     pub relay: relay::RelayConfig,
@@ -154,6 +159,8 @@ pub struct Shared {
     pub tls: Arc<rustls::ServerConfig>,
     /// Refusals being answered over TLS right now (each on a short thread).
     pub refusing: std::sync::atomic::AtomicUsize,
+    /// Presence and delivery across servers (`--cluster`); `None` when alone.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// The server's TLS identity as configured: the operator's certificate, or the
@@ -214,7 +221,16 @@ pub fn run(
         Some(tls) => Arc::clone(tls),
         None => tls_identity(&config)?.server_config()?,
     };
+    let cluster = match &config.cluster {
+        Some(url) => {
+            let cluster = cluster::Cluster::connect(url)?;
+            log::info!("cluster: joined as server {} through {url}", cluster.id);
+            Some(cluster)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        cluster,
         tls,
         refusing: std::sync::atomic::AtomicUsize::new(0),
         registry: Registry::default(),
@@ -229,6 +245,10 @@ pub fn run(
         config,
     });
     let presence = presence::spawn(Arc::clone(&shared), Arc::clone(&stop))?;
+    let cluster_threads = match shared.cluster {
+        Some(_) => cluster::Cluster::spawn(&shared, &stop)?,
+        None => Vec::new(),
+    };
     let next_id = AtomicU64::new(1);
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -258,6 +278,11 @@ pub fn run(
         log::error!("the presence thread panicked");
     }
     shut_down(&shared);
+    for thread in cluster_threads {
+        if thread.join().is_err() {
+            log::error!("a cluster thread panicked");
+        }
+    }
     shared.store.close()?;
     log::info!("database closed; server stopped");
     Ok(())
