@@ -253,3 +253,70 @@ fn three_failures_on_a_block_the_name_from_that_address_on_b() {
     b.answer_login("carol", PW);
     b.expect("ERR 403");
 }
+
+#[test]
+fn requests_tickets_and_relay_tokens_reach_a_user_on_the_other_server() {
+    let Some(pair) = pair(&[]) else { return };
+    let bob_port = free_port();
+    let mut alice = Wire::registered(pair.a.addr, "alice", PW, free_port());
+    let mut bob = Wire::registered(pair.b.addr, "bob", PW, bob_port);
+    wait_list(&mut alice, &["alice", "bob"], WAIT);
+
+    // INFO on A answers for a user of B (the fields after the address are others').
+    alice.send("INFO bob");
+    let info = alice.expect("OK INFO bob ");
+    assert_eq!(
+        info.split(' ').nth(3),
+        Some(format!("127.0.0.1:{bob_port}").as_str()),
+        "{info:?}"
+    );
+
+    // CONNECT on A: bob hears the request with the same ticket, through B.
+    alice.send("CONNECT bob");
+    let granted = alice.expect("OK SESSION ");
+    let words: Vec<&str> = granted.split(' ').collect();
+    let (id, ticket) = (words[2], words[5]);
+    assert_eq!(words[4], format!("127.0.0.1:{bob_port}"), "{granted:?}");
+    let asked = bob.expect_event("EVENT SESSION_REQUEST ");
+    let asked: Vec<&str> = asked.split(' ').collect();
+    assert_eq!((asked[2], asked[3], asked[4]), (id, "alice", ticket));
+
+    // The target, on B, opens the session recorded by A (one database).
+    bob.send(&format!("SESSION_OPEN {id}"));
+    bob.expect_exact(&format!("OK SESSION_OPEN {id}"));
+
+    // The requester asks for a relay on A: bob's token arrives on B.
+    alice.send(&format!("RELAY SESSION {id}"));
+    alice.expect(&format!("OK RELAY SESSION {id} "));
+    bob.expect_event(&format!("EVENT RELAY {id} "));
+
+    // TRANSFER on A reaches bob too; each side ends what it takes part in.
+    alice.send("TRANSFER bob");
+    let granted = alice.expect("OK TRANSFER ");
+    let transfer = granted.split(' ').nth(2).unwrap().to_string();
+    let asked = bob.expect_event("EVENT TRANSFER_REQUEST ");
+    assert_eq!(asked.split(' ').nth(2), Some(transfer.as_str()));
+    bob.send(&format!("SESSION_END {id} closed"));
+    bob.expect_exact(&format!("OK SESSION_END {id}"));
+}
+
+#[test]
+fn with_redis_gone_each_server_keeps_serving_its_own_users() {
+    let Some(mut pair) = pair(&[]) else { return };
+    let mut alice = Wire::registered(pair.a.addr, "alice", PW, free_port());
+    pair._redis.kill();
+    // New logins and commands on A still work, among A's own users.
+    let mut carol = Wire::registered(pair.a.addr, "carol", PW, free_port());
+    wait_list(&mut carol, &["alice", "carol"], WAIT);
+    carol.send("CONNECT alice");
+    carol.expect("OK SESSION ");
+    alice.expect_event("EVENT SESSION_REQUEST ");
+    // B too, and it says why it cannot reach the others.
+    let mut dave = Wire::registered(pair.b.addr, "dave", PW, free_port());
+    dave.ping();
+    let deadline = Instant::now() + WAIT;
+    while !pair.a.log_text().contains("cluster: Redis failed") {
+        assert!(Instant::now() < deadline, "A never logged the outage");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
