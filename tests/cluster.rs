@@ -320,3 +320,28 @@ fn with_redis_gone_each_server_keeps_serving_its_own_users() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_resume_on_b_takes_the_login_over_from_a() {
+    let Some(pair) = pair(&[]) else { return };
+    let mut on_a = Wire::registered(pair.a.addr, "alice", PW, free_port());
+    on_a.send("TOKEN");
+    let token = on_a.expect("OK TOKEN ");
+    let token = token.split(' ').nth(2).unwrap().to_string();
+    let mut on_b = Wire::connect(pair.b.addr).named("alice on B");
+    on_b.hello();
+    on_b.send(&format!("RESUME alice {token}"));
+    on_b.expect_exact("OK LOGGED_IN alice");
+    let port = free_port();
+    on_b.answer_port("alice", port);
+    // A cuts its connection (told through Redis), and both servers list her once, on B.
+    on_a.expect_closed();
+    let mut carol = Wire::registered(pair.a.addr, "carol", PW, free_port());
+    wait_list(&mut carol, &["alice", "carol"], WAIT);
+    carol.send("INFO alice");
+    let info = carol.expect("OK INFO alice ");
+    assert_eq!(
+        info.split(' ').nth(3),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+}

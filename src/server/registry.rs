@@ -386,3 +386,47 @@ impl Registry {
         self.lock().conns.values().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn users_of_other_servers_are_listed_looked_up_and_announced_but_not_republished() {
+        let registry = Registry::default();
+        registry.set_remote("bob", "Bob", addr(4000), "s1");
+        registry.set_remote("alice", "alice", addr(4001), "s2");
+        // Seen again by the scan: no second announcement.
+        registry.set_remote("bob", "Bob", addr(4000), "s1");
+        assert_eq!(
+            registry.online_page(0, 10),
+            (vec!["alice".to_string(), "Bob".to_string()], 2)
+        );
+        assert_eq!(registry.lookup("bob"), Some(("Bob".into(), addr(4000))));
+        assert!(matches!(
+            registry.lookup_reach("bob"),
+            Some((_, _, Reach::Remote(server))) if server == "s1"
+        ));
+        let batch = registry.take_presence();
+        assert_eq!(batch.came.len(), 2);
+        assert!(
+            batch.local.is_empty(),
+            "other servers publish their own users"
+        );
+        assert!(batch.recipients.is_empty());
+
+        // A stale "gone" from a server bob left does not hide him.
+        registry.drop_remote("bob", Some("s9"));
+        assert!(registry.lookup("bob").is_some());
+        registry.drop_remote("bob", Some("s1"));
+        registry.drop_remote("alice", None);
+        assert_eq!(registry.online_page(0, 10), (Vec::new(), 0));
+        let batch = registry.take_presence();
+        assert_eq!(batch.went.len(), 2);
+        assert!(registry.remote_users().is_empty());
+    }
+}
