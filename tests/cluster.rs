@@ -271,6 +271,11 @@ fn requests_tickets_and_relay_tokens_reach_a_user_on_the_other_server() {
         "{info:?}"
     );
 
+    // alice's identity key, registered on A, travels with her request to B.
+    let key = "ab".repeat(32);
+    alice.send(&format!("KEY {key}"));
+    alice.expect_exact("OK KEY");
+
     // CONNECT on A: bob hears the request with the same ticket, through B.
     alice.send("CONNECT bob");
     let granted = alice.expect("OK SESSION ");
@@ -279,7 +284,10 @@ fn requests_tickets_and_relay_tokens_reach_a_user_on_the_other_server() {
     assert_eq!(words[4], format!("127.0.0.1:{bob_port}"), "{granted:?}");
     let asked = bob.expect_event("EVENT SESSION_REQUEST ");
     let asked: Vec<&str> = asked.split(' ').collect();
-    assert_eq!((asked[2], asked[3], asked[4]), (id, "alice", ticket));
+    assert_eq!(
+        (asked[2], asked[3], asked[4], asked[5]),
+        (id, "alice", ticket, key.as_str())
+    );
 
     // The target, on B, opens the session recorded by A (one database).
     bob.send(&format!("SESSION_OPEN {id}"));
