@@ -152,6 +152,12 @@ fn alice_on_a_and_bob_on_b_see_each_other_chat_push_and_fetch() {
     bob.expect("* alice went offline");
     bob.send("\\list");
     bob.expect("Online users (1):\n  bob (you)\n");
+    // The subscribers idled through read timeouts all along without losing Redis.
+    for server in [&pair.a, &pair.b] {
+        let log = server.log_text();
+        assert!(log.contains("subscribed"), "{log}");
+        assert!(!log.contains("subscription lost"), "{log}");
+    }
 }
 
 #[test]
