@@ -45,6 +45,11 @@ use store::Store;
 /// which need far less; a deliberate size keeps thousands of threads cheap.
 const CONN_STACK: usize = 256 * 1024;
 
+/// Stack for connection threads in a cluster: they also call the Redis client, whose
+/// reply parser (combinator-based) takes deep frames, above all in debug builds. Only
+/// address space: pages a thread never touches cost no memory.
+const CLUSTER_CONN_STACK: usize = 1024 * 1024;
+
 /// Pending connections the kernel queues for us. std's default of 128 drops SYNs in a
 /// burst, and the client then waits a second to retry.
 const BACKLOG: i32 = 1024;
@@ -368,9 +373,13 @@ fn start_connection(
     shared.registry.add_connection(id, outbox.clone());
     let thread_shared = Arc::clone(shared);
     let thread_outbox = outbox.clone();
+    let stack = match shared.cluster {
+        Some(_) => CLUSTER_CONN_STACK,
+        None => CONN_STACK,
+    };
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
-        .stack_size(CONN_STACK)
+        .stack_size(stack)
         .spawn(move || {
             conn::serve(reader, peer, id, thread_outbox, Arc::clone(&thread_shared));
             // Logged in or not, the connection no longer holds a pre-login slot.

@@ -312,6 +312,13 @@ impl Registry {
         inner.conns.get(&user.conn).cloned()
     }
 
+    /// The outbox of connection `id` if it still holds the login of `key`.
+    pub fn holder_outbox(&self, key: &str, id: ConnId) -> Option<Outbox> {
+        let inner = self.lock();
+        let user = inner.users.get(key).filter(|u| u.conn == id)?;
+        inner.conns.get(&user.conn).cloned()
+    }
+
     /// Forgets the claim of connection `id` on `key` without announcing anything (the
     /// login was refused after the claim: another server holds it).
     pub fn unclaim(&self, key: &str, id: ConnId) {

@@ -20,8 +20,9 @@ use super::message::{Holder, Message, online_pattern, presence_channel, server_c
 use super::{Cluster, HEARTBEAT, KEY_TTL};
 use crate::server::Shared;
 
-/// Stack for the cluster threads: they format short keys and parse short messages.
-const STACK: usize = 256 * 1024;
+/// Stack for the cluster threads: short keys and messages, but the Redis client's reply
+/// parser takes deep frames (see `server::CLUSTER_CONN_STACK`).
+const STACK: usize = 1024 * 1024;
 
 /// How often a blocked subscriber looks at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
@@ -158,9 +159,17 @@ fn heartbeat_loop(shared: &Shared, stop: &AtomicBool) {
     }
 }
 
+/// Renews a login key unless another server holds it (then returns that holder and
+/// leaves it): KEYS[1] the key, ARGV[1] `"<this server id> "`, ARGV[2] the value,
+/// ARGV[3] its life in ms. One script, so no other server's write lands between the
+/// check and the renewal.
+const RENEW: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v and string.sub(v, 1, string.len(ARGV[1])) ~= ARGV[1] then return v end \
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return false";
+
 /// Renews the key of every local login. A key found held by another server means a
 /// newer login (a resume there) took the account and its message to us was lost: the
-/// connection here is cut, as the message would have done.
+/// connection here is cut, as the message would have done, and the key is left alone.
 fn renew(shared: &Shared, cluster: &Cluster) {
     let users = shared.registry.local_users();
     for chunk in users.chunks(BATCH) {
@@ -173,12 +182,13 @@ fn renew(shared: &Shared, cluster: &Cluster) {
                     name: name.clone(),
                     addr: *addr,
                 };
-                pipe.cmd("SET")
+                pipe.cmd("EVAL")
+                    .arg(RENEW)
+                    .arg(1)
                     .arg(super::message::online_key(key))
+                    .arg(format!("{} ", cluster.id))
                     .arg(holder.to_value())
-                    .arg("PX")
-                    .arg(KEY_TTL.as_millis() as u64)
-                    .arg("GET");
+                    .arg(KEY_TTL.as_millis() as u64);
             }
             // The users' file lists live as long as their logins.
             for (key, _, _, _) in chunk {
@@ -192,12 +202,17 @@ fn renew(shared: &Shared, cluster: &Cluster) {
         let Ok(olds) = olds else {
             return;
         };
-        for ((key, _, _, _), old) in chunk.iter().zip(olds) {
-            let lost = old
+        for ((key, _, conn, addr), other) in chunk.iter().zip(olds) {
+            let lost = other
                 .as_deref()
                 .and_then(Holder::parse)
                 .is_some_and(|h| h.server != cluster.id);
-            if lost && let Some(outbox) = shared.registry.local_outbox(key) {
+            // A login still giving its port may be one being refused right now (its
+            // claim found the key elsewhere): the login decides, not the heartbeat.
+            if lost
+                && addr.is_some()
+                && let Some(outbox) = shared.registry.holder_outbox(key, *conn)
+            {
                 log::info!("cluster: {key} is held by another server now; closing it here");
                 outbox.kill();
             }
