@@ -3,7 +3,7 @@
 //! `make bench` builds the release binaries, raises the open-file limit and runs this
 //! program with `cargo bench --bench peerchat`; `cargo bench --bench peerchat -- GROUP`
 //! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`, `gui`,
-//! `cluster`), and `--quick` runs
+//! `wormhole`, `cluster`), and `--quick` runs
 //! every group with small sizes (a smoke test of the bench itself, not a measurement).
 //!
 //! The program drives the real `peerchat-server` and `peerchat-client` from
@@ -40,6 +40,10 @@ use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 #[path = "peerchat/gui.rs"]
 mod gui;
 
+/// The `wormhole` group (peerchat's push next to magic-wormhole, when installed).
+#[path = "peerchat/wormhole.rs"]
+mod wormhole;
+
 /// The `cluster` group (two servers on Redis against one).
 #[path = "peerchat/cluster.rs"]
 mod cluster;
@@ -61,8 +65,8 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 8] = [
-    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "cluster",
+const GROUPS: [&str; 9] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole", "cluster",
 ];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
@@ -101,6 +105,8 @@ struct Settings {
     sequential: usize,
     /// Requests per command per level in the scale figure.
     probes: usize,
+    /// The file sent by peerchat and by magic-wormhole in the `wormhole` group.
+    wormhole_size: u64,
 }
 
 impl Settings {
@@ -120,6 +126,7 @@ impl Settings {
             burst: 1000,
             sequential: 300,
             probes: 200,
+            wormhole_size: 512 * MIB,
         }
     }
 
@@ -139,6 +146,7 @@ impl Settings {
             burst: 200,
             sequential: 50,
             probes: 50,
+            wormhole_size: 64 * MIB,
         }
     }
 }
@@ -197,6 +205,7 @@ fn main() {
             "burst" => group_burst(&settings, &bins, &mut report),
             "cipher" => group_cipher(&settings, &mut report),
             "gui" => gui::group_gui(&settings, &bins, &mut report),
+            "wormhole" => wormhole::group_wormhole(&settings, &bins, &mut report),
             "cluster" => cluster::group_cluster(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
