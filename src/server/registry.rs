@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use super::outbox::Outbox;
+use crate::protocol::server_msg::ListedUser;
 
 /// Identifies one accepted connection for its whole life.
 pub type ConnId = u64;
@@ -33,6 +34,8 @@ struct User {
     /// Where peers reach this user; `None` until the port is declared, and only users
     /// with an address count as online.
     addr: Option<SocketAddr>,
+    /// The account's id, shown in `LIST` (set with the address).
+    uid: u64,
 }
 
 /// A user online on another server of the cluster.
@@ -188,6 +191,7 @@ impl Registry {
                 name: name.to_string(),
                 conn: id,
                 addr: None,
+                uid: 0,
             },
         );
         Ok(())
@@ -214,36 +218,41 @@ impl Registry {
                 name: name.to_string(),
                 conn: id,
                 addr: None,
+                uid: 0,
             },
         );
         old_outbox
     }
 
-    /// Marks the user claimed by connection `id` online at `addr`; the next presence
-    /// announcement tells the others. Nothing happens if a resumed login took the name
-    /// over from `id` meanwhile.
-    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr) {
+    /// Marks the user claimed by connection `id` (account id `uid`) online at `addr`;
+    /// the next presence announcement tells the others. Nothing happens if a resumed
+    /// login took the name over from `id` meanwhile.
+    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr, uid: u64) {
         let mut inner = self.lock();
         let Some(user) = inner.users.get_mut(key).filter(|u| u.conn == id) else {
             return;
         };
         user.addr = Some(addr);
+        user.uid = uid;
         let name = user.name.clone();
         // The user moved here from another server.
         inner.remote.remove(key);
         inner.note(key, &name, true, true, Some(addr));
     }
 
-    /// Up to `max` names of online users from position `offset`, sorted
+    /// Up to `max` online users (names and account ids) from position `offset`, sorted
     /// case-insensitively, and how many are online in all.
-    pub fn online_page(&self, offset: usize, max: usize) -> (Vec<String>, usize) {
+    pub fn online_page(&self, offset: usize, max: usize) -> (Vec<ListedUser>, usize) {
         let inner = self.lock();
         let page = inner
             .online
-            .values()
+            .iter()
             .skip(offset)
             .take(max)
-            .cloned()
+            .map(|(key, name)| ListedUser {
+                name: name.clone(),
+                id: inner.users.get(key).map_or(0, |u| u.uid),
+            })
             .collect();
         (page, inner.online.len())
     }
@@ -290,6 +299,15 @@ impl Registry {
         }
         let user = inner.users.get(key)?;
         Some((user.name.clone(), user.addr?))
+    }
+
+    /// The registered name, peer address and outbox of a user online on this server
+    /// (a user of another server of a cluster is not found: see `lookup_reach`).
+    pub fn lookup_with_outbox(&self, key: &str) -> Option<(String, SocketAddr, Outbox)> {
+        let inner = self.lock();
+        let user = inner.users.get(key)?;
+        let outbox = inner.conns.get(&user.conn)?.clone();
+        Some((user.name.clone(), user.addr?, outbox))
     }
 
     /// Like [`Registry::lookup`], with how to push an event to them.
@@ -409,10 +427,9 @@ mod tests {
         registry.set_remote("alice", "alice", addr(4001), "s2");
         // Seen again by the scan: no second announcement.
         registry.set_remote("bob", "Bob", addr(4000), "s1");
-        assert_eq!(
-            registry.online_page(0, 10),
-            (vec!["alice".to_string(), "Bob".to_string()], 2)
-        );
+        let (page, total) = registry.online_page(0, 10);
+        let names: Vec<&str> = page.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!((names, total), (vec!["alice", "Bob"], 2));
         assert_eq!(registry.lookup("bob"), Some(("Bob".into(), addr(4000))));
         assert!(matches!(
             registry.lookup_reach("bob"),
@@ -431,7 +448,7 @@ mod tests {
         assert!(registry.lookup("bob").is_some());
         registry.drop_remote("bob", Some("s1"));
         registry.drop_remote("alice", None);
-        assert_eq!(registry.online_page(0, 10), (Vec::new(), 0));
+        assert_eq!(registry.online_page(0, 10).1, 0);
         let batch = registry.take_presence();
         assert_eq!(batch.went.len(), 2);
         assert!(registry.remote_users().is_empty());
