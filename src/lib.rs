@@ -37,6 +37,8 @@
 //!   - `server::registry`: who is connected and online (one mutex, leaf lock), and the
 //!     presence changes not yet announced.
 //!   - `server::presence`: announces presence changes in batches, once per interval.
+//!   - `server::cluster`: presence and delivery across servers through Redis
+//!     (`--cluster`): login keys, heartbeat, pub/sub; `cluster::message` their text.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: SQLite schema, migrations and queries.

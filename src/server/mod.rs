@@ -6,6 +6,7 @@
 //! over the per-address cap of connections not logged in yet. It must not parse messages
 //! (`conn`, `login`, `commands` do) nor touch SQL (`store` does).
 
+pub mod cluster;
 pub mod commands;
 pub mod conn;
 pub mod file_index;
@@ -45,6 +46,11 @@ use store::Store;
 /// Stack for connection threads. They parse short lines and call bcrypt and SQLite,
 /// which need far less; a deliberate size keeps thousands of threads cheap.
 const CONN_STACK: usize = 256 * 1024;
+
+/// Stack for connection threads in a cluster: they also call the Redis client, whose
+/// reply parser (combinator-based) takes deep frames, above all in debug builds. Only
+/// address space: pages a thread never touches cost no memory.
+const CLUSTER_CONN_STACK: usize = 1024 * 1024;
 
 /// Pending connections the kernel queues for us. std's default of 128 drops SYNs in a
 /// burst, and the client then waits a second to retry.
@@ -116,6 +122,10 @@ pub struct ServerConfig {
     /// prints the fingerprint; `run` makes it when unset).
     #[arg(skip)]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Join a cluster of servers sharing one database: presence and delivery between
+    /// them through this Redis (`redis://HOST:PORT`). Without it the server stands alone.
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    pub cluster: Option<String>,
     /// The relay for peers that cannot reach each other.
     #[command(flatten)]
     pub relay: relay::RelayConfig,
@@ -166,6 +176,8 @@ pub struct Shared {
     pub tls: Arc<rustls::ServerConfig>,
     /// Refusals being answered over TLS right now (each on a short thread).
     pub refusing: std::sync::atomic::AtomicUsize,
+    /// Presence and delivery across servers (`--cluster`); `None` when alone.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// The server's TLS identity as configured: the operator's certificate, or the
@@ -226,7 +238,16 @@ pub fn run(
         Some(tls) => Arc::clone(tls),
         None => tls_identity(&config)?.server_config()?,
     };
+    let cluster = match &config.cluster {
+        Some(url) => {
+            let cluster = cluster::Cluster::connect(url)?;
+            log::info!("cluster: joined as server {} through {url}", cluster.id);
+            Some(cluster)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        cluster,
         tls,
         refusing: std::sync::atomic::AtomicUsize::new(0),
         registry: Registry::default(),
@@ -242,6 +263,10 @@ pub fn run(
         config,
     });
     let presence = presence::spawn(Arc::clone(&shared), Arc::clone(&stop))?;
+    let cluster_threads = match shared.cluster {
+        Some(_) => cluster::Cluster::spawn(&shared, &stop)?,
+        None => Vec::new(),
+    };
     let next_id = AtomicU64::new(1);
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -271,6 +296,11 @@ pub fn run(
         log::error!("the presence thread panicked");
     }
     shut_down(&shared);
+    for thread in cluster_threads {
+        if thread.join().is_err() {
+            log::error!("a cluster thread panicked");
+        }
+    }
     shared.store.close()?;
     log::info!("database closed; server stopped");
     Ok(())
@@ -356,9 +386,13 @@ fn start_connection(
     shared.registry.add_connection(id, outbox.clone());
     let thread_shared = Arc::clone(shared);
     let thread_outbox = outbox.clone();
+    let stack = match shared.cluster {
+        Some(_) => CLUSTER_CONN_STACK,
+        None => CONN_STACK,
+    };
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
-        .stack_size(CONN_STACK)
+        .stack_size(stack)
         .spawn(move || {
             conn::serve(reader, peer, id, thread_outbox, Arc::clone(&thread_shared));
             // Logged in or not, the connection no longer holds a pre-login slot.

@@ -328,6 +328,22 @@ impl Store {
         })
     }
 
+    /// How long `username_key` stays blocked from `ip`, if it is (a block another server
+    /// of a cluster wrote). Read-only: one indexed row.
+    pub fn active_block(&self, username_key: &str, ip: &str) -> Result<Option<Duration>> {
+        let now = now_ms();
+        let until: Option<i64> = self.with_conn(|c| {
+            c.query_row(
+                "SELECT blocked_until_ms FROM login_failures
+                 WHERE username_key = ?1 AND ip = ?2 AND blocked_until_ms > ?3",
+                params![username_key, ip, now],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(until.map(|until| Duration::from_millis((until - now).max(0) as u64)))
+    }
+
     /// Forgets the failures of `username_key` from `ip` after a successful login.
     pub fn clear_failures(&self, username_key: &str, ip: &str) -> Result<()> {
         self.with_conn(|c| {
