@@ -263,6 +263,25 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
     }
 }
 
+/// When other servers share the database (PostgreSQL), reads the failures and block
+/// they stored for (`key`, `address`) into the in-memory limits before an attempt is
+/// reserved, so three failures anywhere block everywhere. One indexed read per login
+/// attempt (never per command); a server alone (SQLite) has everything in memory.
+fn merge_stored_failures(conn: &Conn, shared: &Shared, key: &str, address: IpAddr) {
+    if !shared.store.is_shared() {
+        return;
+    }
+    match shared.store.login_failure(key, &address.to_string()) {
+        Ok(Some((failures, blocked_for))) => {
+            shared
+                .login_limits
+                .merge_stored(key, address, failures, blocked_for);
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("{}: reading stored login failures: {e}", conn.peer),
+    }
+}
+
 /// Refuses an attempt the limits did not let through; every refusal closes the login.
 fn attempt_refused(conn: &Conn, refused: Refused, shown: &str) -> End {
     log::warn!("{}: login refused: {refused:?}", conn.peer);
@@ -316,6 +335,7 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
             .as_ref()
             .map_or("this name", Username::as_str)
             .to_string();
+        merge_stored_failures(conn, shared, &key, address);
         let attempt = match shared.login_limits.reserve(&key, address) {
             Ok(attempt) => attempt,
             Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
@@ -446,6 +466,7 @@ fn resume(
         return Ok(None);
     };
     let (key, shown) = (valid.key(), valid.as_str().to_string());
+    merge_stored_failures(conn, shared, &key, address);
     let attempt = match shared.login_limits.reserve(&key, address) {
         Ok(attempt) => attempt,
         Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
