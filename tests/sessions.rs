@@ -479,7 +479,7 @@ fn close_tells_both_sides_and_is_recorded() {
     let out = Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
         .arg("sessions")
         .arg("--db")
-        .arg(server.db_path())
+        .arg(db_arg(&server.db_path()))
         .output()
         .expect("run peerchat-server sessions");
     let text = String::from_utf8_lossy(&out.stdout);

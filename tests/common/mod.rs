@@ -2322,6 +2322,33 @@ pub fn pg_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// The rows of each of `queries`, all read in one repeatable-read transaction (one
+/// moment of the database), each column as text.
+pub fn pg_snapshot<const N: usize>(url: &str, queries: [&str; N]) -> [Vec<Vec<Option<String>>>; N] {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .expect("begin");
+    let result = queries.map(|sql| {
+        tx.simple_query(sql)
+            .expect("query")
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => Some(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_string))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    });
+    tx.commit().expect("commit");
+    result
+}
+
 /// Skips a test that reads the SQLite file itself when the suite runs on PostgreSQL;
 /// true means return now.
 pub fn sqlite_only(test: &str) -> bool {
