@@ -38,6 +38,7 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Help => help(),
         Command::List { offset } => list(shared, *offset),
         Command::Token => token(shared, me),
+        Command::Key { key } => set_key(shared, me, key),
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
         Command::Quit => {
@@ -118,10 +119,40 @@ fn token(shared: &Shared, me: &LoggedIn) -> ServerMsg {
     })
 }
 
+/// KEY <64 hex>
+///
+/// Stores (or replaces: a new device) the caller's identity public key. Peers' pins
+/// catch a change; the server only passes the key on.
+fn set_key(shared: &Shared, me: &LoggedIn, key: &[u8; 32]) -> ServerMsg {
+    match shared.store.set_identity_key(&me.name, key) {
+        Ok(_) => {
+            log::info!("{}: identity key registered", me.name);
+            ServerMsg::Ok(Reply::KeySet)
+        }
+        Err(e) => internal("storing an identity key", &e),
+    }
+}
+
+/// The identity key `user` registered, `None` if none (or the store failed: a grant
+/// still works without it, and the peers' handshake then has no key to check).
+fn key_of(shared: &Shared, user: &str) -> crate::protocol::identity_key::KeyField {
+    shared.store.identity_key(user).unwrap_or_else(|e| {
+        log::error!("reading {user}'s identity key: {e}");
+        None
+    })
+}
+
 /// INFO <username>
 fn info(shared: &Shared, user: &str) -> ServerMsg {
     match shared.registry.lookup(&user.to_ascii_lowercase()) {
-        Some((name, addr)) => ServerMsg::Ok(Reply::Info { user: name, addr }),
+        Some((name, addr)) => {
+            let key = key_of(shared, &name);
+            ServerMsg::Ok(Reply::Info {
+                user: name,
+                addr,
+                key,
+            })
+        }
         None => {
             let shown: String = user.chars().take(32).collect();
             ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"))
@@ -307,18 +338,23 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
         Err(e) => return internal("recording a ticket", &e),
     };
     let from = me.name.clone();
+    // Each side is given the other's key, for its Noise handshake to check.
+    let my_key = key_of(shared, &me.name);
+    let target_key = key_of(shared, &target);
     let (event, reply, what) = match kind {
         Grant::Session => (
             Event::SessionRequest {
                 id,
                 from,
                 ticket: ticket.clone(),
+                key: my_key,
             },
             Reply::Session {
                 id,
                 user: target.clone(),
                 addr,
                 ticket,
+                key: target_key,
             },
             "session",
         ),
@@ -327,12 +363,14 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 id,
                 from,
                 ticket: ticket.clone(),
+                key: my_key,
             },
             Reply::Transfer {
                 id,
                 user: target.clone(),
                 addr,
                 ticket,
+                key: target_key,
             },
             "transfer",
         ),

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
+mod identity;
 mod location;
 mod logs;
 mod postgres;
@@ -117,6 +118,9 @@ const MIGRATIONS: &[&str] = &[
     // 'reverse', 'relay'.
     "ALTER TABLE sessions ADD COLUMN path TEXT;
     ALTER TABLE transfers ADD COLUMN path TEXT;",
+    // 7: each account's long-term X25519 identity public key (issue 12), 64 lower-case
+    // hex digits, NULL until the client sends `KEY`; a later `KEY` replaces it.
+    "ALTER TABLE users ADD COLUMN identity_key TEXT;",
 ];
 
 /// Idle connections kept for reuse; more are opened under load and closed afterwards.

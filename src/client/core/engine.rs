@@ -60,6 +60,9 @@ pub(super) struct Engine {
     pub(super) events: Sender<Event>,
     /// The active peer last announced, to announce only changes.
     pub(super) active: Option<String>,
+    /// Our long-term identity key (registered with `KEY` after every login; the peer
+    /// links' handshakes use its secret half).
+    pub(super) identity: std::sync::Arc<crate::crypto::identity::Identity>,
 }
 
 /// How a reconnect went.
@@ -330,15 +333,21 @@ impl Engine {
 
     fn on_server_msg(&mut self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Event(ServerEvent::SessionRequest { id, from, ticket }) => {
-                self.sessions.on_ticket(id, &from, ticket);
+            ServerMsg::Event(ServerEvent::SessionRequest {
+                id,
+                from,
+                ticket,
+                key,
+            }) => {
+                self.sessions.on_ticket(id, &from, ticket, key);
             }
             ServerMsg::Ok(Reply::Session {
                 id,
                 user,
                 addr,
                 ticket,
-            }) => self.sessions.on_granted(id, &user, addr, ticket),
+                key,
+            }) => self.sessions.on_granted(id, &user, addr, ticket, key),
             ServerMsg::Ok(Reply::Relay {
                 transfer,
                 id,
@@ -358,22 +367,29 @@ impl Engine {
             ServerMsg::Event(ServerEvent::Relay { addr, token, .. }) => {
                 self.sessions.on_relay_invite(addr, token);
             }
-            ServerMsg::Event(ServerEvent::TransferRequest { id, from, ticket }) => {
-                self.sessions.on_transfer_ticket(id, &from, ticket);
+            ServerMsg::Event(ServerEvent::TransferRequest {
+                id,
+                from,
+                ticket,
+                key,
+            }) => {
+                self.sessions.on_transfer_ticket(id, &from, ticket, key);
             }
             ServerMsg::Ok(Reply::Transfer {
                 id,
                 user,
                 addr,
                 ticket,
-            }) => self.transfers.on_granted(id, &user, addr, ticket),
+                key,
+            }) => self.transfers.on_granted(id, &user, addr, ticket, key),
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}
             // Kept in memory only, for reconnects; never shown or logged.
             ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
-                Reply::SessionOpened { .. }
+                Reply::KeySet
+                | Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }
                 | Reply::TransferEnded { .. }
                 | Reply::Shared { .. },
@@ -460,6 +476,7 @@ impl Engine {
         match login::run(&link, &mut replay, &PortChoice::Existing(self.port), resume) {
             Ok(_) => {
                 self.emit(Event::Reconnected);
+                link.send_line(&login::key_announcement(&self.identity));
                 link.send_line(&login::token_request());
                 for report in std::mem::take(&mut self.held_reports) {
                     link.send_line(&report.to_string());
@@ -525,9 +542,10 @@ fn server_event(msg: ServerMsg) -> Option<Event> {
     };
     Some(match msg {
         ServerMsg::Ok(Reply::List { users, total }) => Event::Users { users, total },
-        ServerMsg::Ok(Reply::Info { user, addr }) => Event::UserInfo {
+        ServerMsg::Ok(Reply::Info { user, addr, key }) => Event::UserInfo {
             user,
             addr: addr.to_string(),
+            key,
         },
         ServerMsg::Ok(Reply::Help { lines }) => Event::ServerHelp { lines },
         ServerMsg::Ok(Reply::Files { files, total }) => Event::Files {

@@ -160,6 +160,17 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let Some(listener) = me.listener else {
         return Err("no listener was opened".into());
     };
+    // The long-term identity key, made at the first login, kept beside the history.
+    let user_dir = config.data_dir.join(me.name.to_ascii_lowercase());
+    let identity = crate::crypto::identity::Identity::load_or_create(&user_dir)
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            format!(
+                "cannot use the identity key in {}: {e} (move the file {} away to make a new key; peers who pinned the old one will be warned)",
+                user_dir.display(),
+                crate::crypto::identity::KEY_FILE
+            )
+        })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
@@ -209,12 +220,14 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
         events: event_tx,
         active: None,
+        identity,
     };
     let thread = thread::Builder::new()
         .name("client-core".into())
         .spawn(move || {
             // A resumable-login token for reconnects (kept in memory only).
             if let Some(link) = &engine.link {
+                link.send_line(&login::key_announcement(&engine.identity));
                 link.send_line(&login::token_request());
             }
             if engine.transfers.share_dir().is_some() {

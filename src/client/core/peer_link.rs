@@ -94,6 +94,9 @@ pub struct Incoming {
     slot: Option<Slot>,
     /// Arrived through the relay (`EVENT RELAY`), not on our listener.
     pub relayed: bool,
+    /// The requester's identity key as the server gave it with the ticket, set once the
+    /// ticket checked out (`None` before, or when it registered none).
+    pub peer_key: crate::protocol::identity_key::KeyField,
     /// Where a refusal is counted.
     refusals: Refusals,
 }
@@ -528,6 +531,7 @@ fn handshake(
         relayed: slot.is_none(),
         slot,
         refusals,
+        peer_key: None,
     };
     // Blocks while the UI loop is behind; the slot bounds how many wait here.
     let _ = events.send(PeerEvent::Incoming(incoming));

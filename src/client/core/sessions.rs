@@ -18,6 +18,7 @@ use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
@@ -132,6 +133,9 @@ struct Expected {
     expires: Instant,
     /// A file transfer ticket (else a chat session ticket): each opens only its kind.
     transfer: bool,
+    /// The requester's identity key as the server gave it (`None`: it registered none):
+    /// what the peer link's handshake must see.
+    key: KeyField,
 }
 
 struct Request {
@@ -172,9 +176,9 @@ pub struct Sessions {
     outgoing: Vec<(String, u64)>,
     /// Our requests still able to fall back to the relay: session → (peer, addr, ticket).
     /// An entry is taken when the direct attempt fails (then `relaying` holds it).
-    fallback: HashMap<u64, (String, SocketAddr, Ticket)>,
+    fallback: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// Sessions being retried through the relay, waiting for `OK RELAY`.
-    relaying: HashMap<u64, (String, SocketAddr, Ticket)>,
+    relaying: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// When each `relaying` entry stops waiting for `OK RELAY` (the server refused or
     /// never answered: the request then ends as unreachable).
     relay_deadline: HashMap<u64, Instant>,
@@ -343,20 +347,29 @@ impl Sessions {
         });
     }
 
-    /// The server granted our `CONNECT`: go and present the ticket.
-    pub fn on_granted(&mut self, session: u64, peer: &str, addr: SocketAddr, ticket: Ticket) {
+    /// The server granted our `CONNECT`: go and present the ticket. `key` is the peer's
+    /// identity key as the server gave it.
+    pub fn on_granted(
+        &mut self,
+        session: u64,
+        peer: &str,
+        addr: SocketAddr,
+        ticket: Ticket,
+        key: KeyField,
+    ) {
         if self.open.iter().any(|o| same(&o.peer, peer)) || self.count() >= MAX_SESSIONS {
             self.report_end(session, EndReason::Refused);
             return;
         }
         self.fallback
-            .insert(session, (peer.to_string(), addr, ticket.clone()));
+            .insert(session, (peer.to_string(), addr, ticket.clone(), key));
         let ask = Ask {
             me: self.me.clone(),
             peer: peer.to_string(),
             session,
             addr,
             ticket,
+            peer_key: key,
             wait: self.answer_wait,
             relay: None,
         };
@@ -377,7 +390,7 @@ impl Sessions {
     /// ask the peer again through the relay (same ticket).
     pub fn on_relay(&mut self, session: u64, relay: SocketAddr, token: String) {
         self.relay_deadline.remove(&session);
-        let Some((peer, addr, ticket)) = self.relaying.remove(&session) else {
+        let Some((peer, addr, ticket, peer_key)) = self.relaying.remove(&session) else {
             return;
         };
         self.relayed.insert(session);
@@ -387,6 +400,7 @@ impl Sessions {
             session,
             addr,
             ticket,
+            peer_key,
             wait: self.answer_wait,
             relay: Some((relay, token)),
         };
@@ -422,7 +436,7 @@ impl Sessions {
     fn give_up_relay(&mut self, session: u64, detail: &str) {
         self.relay_deadline.remove(&session);
         self.outgoing.retain(|(_, s)| *s != session);
-        if let Some((peer, _, _)) = self.relaying.remove(&session) {
+        if let Some((peer, _, _, _)) = self.relaying.remove(&session) {
             self.report_end(session, EndReason::Unreachable);
             self.notices.push(Notice::NotOpened {
                 peer,
@@ -437,17 +451,26 @@ impl Sessions {
         super::peer_link::answer_relayed(relay, token, self.events.clone(), Refusals::new());
     }
 
-    /// The server says `from` will connect with `ticket` for `session`.
-    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket) {
-        self.add_ticket(session, from, ticket, false);
+    /// The server says `from` (identity key `key`) will connect with `ticket` for
+    /// `session`.
+    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket, key: KeyField) {
+        self.add_ticket(session, from, ticket, false, key);
     }
 
-    /// The server says `from` will connect with `ticket` for file transfer `id`.
-    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket) {
-        self.add_ticket(id, from, ticket, true);
+    /// The server says `from` (identity key `key`) will connect with `ticket` for file
+    /// transfer `id`.
+    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket, key: KeyField) {
+        self.add_ticket(id, from, ticket, true, key);
     }
 
-    fn add_ticket(&mut self, session: u64, from: &str, ticket: Ticket, transfer: bool) {
+    fn add_ticket(
+        &mut self,
+        session: u64,
+        from: &str,
+        ticket: Ticket,
+        transfer: bool,
+        key: KeyField,
+    ) {
         self.tickets.insert(
             ticket.clone(),
             Expected {
@@ -455,6 +478,7 @@ impl Sessions {
                 from: from.to_string(),
                 expires: Instant::now() + TICKET_TTL,
                 transfer,
+                key,
             },
         );
         if let Some(at) = self
@@ -534,6 +558,7 @@ impl Sessions {
         // The ticket checked out: this connection no longer counts against its
         // address's handshake cap (several real peers may share one address).
         incoming.release_slot();
+        incoming.peer_key = expected.key;
         if expected.transfer {
             if let Err(e) = incoming.prove(&self.me) {
                 log::info!("a data connection from {} broke: {e}", incoming.remote);
