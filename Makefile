@@ -5,7 +5,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: build server client gui test test-browser gui-screenshots lint demo fmt clean bench
+.PHONY: build server client gui test test-browser test-postgres test-postgres-quick gui-screenshots lint demo fmt clean bench
 
 build:
 	$(CARGO) build --release --bins
@@ -18,7 +18,25 @@ client:
 
 test:
 	$(CARGO) test --all-targets
+	$(MAKE) test-postgres-quick
 	$(MAKE) test-browser
+
+# The server suite again with every test server on a real PostgreSQL instead of SQLite
+# (PEERCHAT_TEST_DB=postgres: tests/common starts one from Debian's packages in a
+# temporary folder, one database per server, and fails if PostgreSQL is missing).
+# tests/postgres_store.rs (two servers on one PostgreSQL) runs in every `cargo test`.
+PG_SUITE = accounts encryption faults flags hostile hostile_text ladder load login_limits \
+	presence protocol_doc scale server_limits session_log sessions files file_hardening \
+	peer_hardening gui_api tui client_cli
+# The part `make test` runs (about a minute and a half): accounts, logins, blocks,
+# sessions and their log, presence and restarts.
+PG_QUICK = accounts sessions session_log presence faults
+
+test-postgres:
+	PEERCHAT_TEST_DB=postgres $(CARGO) test --no-fail-fast $(addprefix --test ,$(PG_SUITE))
+
+test-postgres-quick:
+	PEERCHAT_TEST_DB=postgres $(CARGO) test $(addprefix --test ,$(PG_QUICK))
 
 demo: build
 	bash scripts/demo.sh

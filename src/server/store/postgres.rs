@@ -171,6 +171,8 @@ impl Conn for PgConn {
 pub fn migrate(conn: &mut PgConn) -> Result<()> {
     let mut tx = conn.client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // "already exists, skipping" on every start is no news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute(NOCASE)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS peerchat_schema (version BIGINT NOT NULL)")?;
     let version: i64 = match tx.query_opt("SELECT version FROM peerchat_schema", &[])? {
