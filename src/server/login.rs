@@ -267,6 +267,9 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
 /// they stored for (`key`, `address`) into the in-memory limits before an attempt is
 /// reserved, so three failures anywhere block everywhere. One indexed read per login
 /// attempt (never per command); a server alone (SQLite) has everything in memory.
+/// Checks still under way on another server are not seen here: with N servers at most
+/// N times the per-pair limit can race before the block is written. The per-name delay
+/// (`NAME_ATTEMPT_BURST`) stays per server.
 fn merge_stored_failures(conn: &Conn, shared: &Shared, key: &str, address: IpAddr) {
     if !shared.store.is_shared() {
         return;
