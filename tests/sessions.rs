@@ -454,6 +454,11 @@ fn close_tells_both_sides_and_is_recorded() {
     let id = session_id(&server.db_path(), "alice", "bob");
     alice.send("before closing");
     bob.expect_chat(None, "alice", "before closing");
+    // bob's SESSION_OPEN travels on his own connection and may still be queued there
+    // (slower with PostgreSQL): the server records what arrives in the order it arrives.
+    wait_session_row(&server.db_path(), id, "accepted", |r| {
+        r.accepted_at_ms.is_some()
+    });
 
     alice.send("\\close");
     alice.expect("* session with bob closed\n");

@@ -130,6 +130,10 @@ const MAX_IDLE: usize = 8;
 /// of 100 then serves several servers).
 const MAX_PG_CONNECTIONS: usize = 16;
 
+/// PostgreSQL connections opened at start-up: connecting costs a server process and a
+/// few round trips, so the first logins and commands do not each pay for one.
+const PG_WARM: usize = 4;
+
 /// How long a caller waits for a free PostgreSQL connection before giving up.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
@@ -233,6 +237,13 @@ impl Store {
             }
         };
         store.put_back(conn);
+        if store.is_shared() {
+            for _ in 1..PG_WARM {
+                let conn = store.connect()?;
+                store.lock_pool().open += 1;
+                store.put_back(conn);
+            }
+        }
         Ok(store)
     }
 
