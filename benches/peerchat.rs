@@ -2,7 +2,8 @@
 //!
 //! `make bench` builds the release binaries, raises the open-file limit and runs this
 //! program with `cargo bench --bench peerchat`; `cargo bench --bench peerchat -- GROUP`
-//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`), and `--quick` runs
+//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`, `gui`,
+//! `wormhole`), and `--quick` runs
 //! every group with small sizes (a smoke test of the bench itself, not a measurement).
 //!
 //! The program drives the real `peerchat-server` and `peerchat-client` from
@@ -39,6 +40,10 @@ use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 #[path = "peerchat/gui.rs"]
 mod gui;
 
+/// The `wormhole` group (peerchat's push next to magic-wormhole, when installed).
+#[path = "peerchat/wormhole.rs"]
+mod wormhole;
+
 /// Selects a helper role when this program re-executes itself.
 const ROLE_ENV: &str = "PEERCHAT_BENCH_ROLE";
 /// The file a copy role reads or writes.
@@ -56,8 +61,8 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 7] = [
-    "transfer", "chat", "scale", "login", "burst", "cipher", "gui",
+const GROUPS: [&str; 8] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole",
 ];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
@@ -96,6 +101,8 @@ struct Settings {
     sequential: usize,
     /// Requests per command per level in the scale figure.
     probes: usize,
+    /// The file sent by peerchat and by magic-wormhole in the `wormhole` group.
+    wormhole_size: u64,
 }
 
 impl Settings {
@@ -115,6 +122,7 @@ impl Settings {
             burst: 1000,
             sequential: 300,
             probes: 200,
+            wormhole_size: 512 * MIB,
         }
     }
 
@@ -134,6 +142,7 @@ impl Settings {
             burst: 200,
             sequential: 50,
             probes: 50,
+            wormhole_size: 64 * MIB,
         }
     }
 }
@@ -192,6 +201,7 @@ fn main() {
             "burst" => group_burst(&settings, &bins, &mut report),
             "cipher" => group_cipher(&settings, &mut report),
             "gui" => gui::group_gui(&settings, &bins, &mut report),
+            "wormhole" => wormhole::group_wormhole(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
         match result {
