@@ -27,7 +27,7 @@ test:
 # tests/postgres_store.rs (two servers on one PostgreSQL) runs in every `cargo test`.
 PG_SUITE = accounts encryption faults flags hostile hostile_text ladder load login_limits \
 	presence protocol_doc scale server_limits session_log sessions files file_hardening \
-	peer_hardening gui_api tui client_cli
+	peer_hardening gui_api tui client_cli server_messages queued_offers
 # The part `make test` runs (about a minute and a half): accounts, logins, blocks,
 # sessions and their log, presence and restarts.
 PG_QUICK = accounts sessions session_log presence faults

@@ -39,6 +39,17 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::List { offset } => list(shared, *offset),
         Command::Token => token(shared, me),
         Command::Key { key } => set_key(shared, me, key),
+        Command::Whois { user } => super::mailbox::whois(shared, user),
+        Command::Send { to, sealed } => super::mailbox::send(shared, me, to, sealed),
+        Command::Offer {
+            to,
+            offer,
+            size,
+            name,
+        } => super::offers::offer(shared, me, to, *offer, *size, name),
+        Command::OfferAnswer { to, offer, accept } => {
+            super::offers::offer_answer(shared, me, to, *offer, *accept)
+        }
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
         Command::Quit => {

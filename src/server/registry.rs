@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use super::outbox::Outbox;
+use crate::protocol::server_msg::ListedUser;
 
 /// Identifies one accepted connection for its whole life.
 pub type ConnId = u64;
@@ -29,6 +30,8 @@ struct User {
     /// Where peers reach this user; `None` until the port is declared, and only users
     /// with an address count as online.
     addr: Option<SocketAddr>,
+    /// The account's id, shown in `LIST` (set with the address).
+    uid: u64,
 }
 
 /// A user whose presence changed since the last announcement. Only the state at the end
@@ -146,6 +149,7 @@ impl Registry {
                 name: name.to_string(),
                 conn: id,
                 addr: None,
+                uid: 0,
             },
         );
         Ok(())
@@ -172,34 +176,39 @@ impl Registry {
                 name: name.to_string(),
                 conn: id,
                 addr: None,
+                uid: 0,
             },
         );
         old_outbox
     }
 
-    /// Marks the user claimed by connection `id` online at `addr`; the next presence
-    /// announcement tells the others. Nothing happens if a resumed login took the name
-    /// over from `id` meanwhile.
-    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr) {
+    /// Marks the user claimed by connection `id` (account id `uid`) online at `addr`;
+    /// the next presence announcement tells the others. Nothing happens if a resumed
+    /// login took the name over from `id` meanwhile.
+    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr, uid: u64) {
         let mut inner = self.lock();
         let Some(user) = inner.users.get_mut(key).filter(|u| u.conn == id) else {
             return;
         };
         user.addr = Some(addr);
+        user.uid = uid;
         let name = user.name.clone();
         inner.note(key, &name, true);
     }
 
-    /// Up to `max` names of online users from position `offset`, sorted
+    /// Up to `max` online users (names and account ids) from position `offset`, sorted
     /// case-insensitively, and how many are online in all.
-    pub fn online_page(&self, offset: usize, max: usize) -> (Vec<String>, usize) {
+    pub fn online_page(&self, offset: usize, max: usize) -> (Vec<ListedUser>, usize) {
         let inner = self.lock();
         let page = inner
             .online
-            .values()
+            .iter()
             .skip(offset)
             .take(max)
-            .cloned()
+            .map(|(key, name)| ListedUser {
+                name: name.clone(),
+                id: inner.users.get(key).map_or(0, |u| u.uid),
+            })
             .collect();
         (page, inner.online.len())
     }

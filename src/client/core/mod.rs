@@ -12,6 +12,8 @@ pub mod disk_space;
 pub mod event;
 pub mod history;
 pub mod login;
+pub mod mail;
+pub mod offer_route;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
@@ -247,6 +249,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
         events: event_tx,
         active: None,
+        mail: mail::Mail::new(&me.name, identity.clone(), user_dir.clone()),
+        offer_route: offer_route::OfferRoute::default(),
         identity,
     };
     let thread = thread::Builder::new()

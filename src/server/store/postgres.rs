@@ -102,6 +102,8 @@ fn bind(statement: &Statement, params: &[Value]) -> Result<Vec<Box<dyn ToSql + S
             (Value::Int(v), &Type::BOOL) => Box::new(*v != 0),
             (Value::Int(v), _) => Box::new(v.to_string()),
             (Value::Text(v), _) => Box::new(v.clone()),
+            (Value::Blob(v), _) => Box::new(v.clone()),
+            (Value::Null, &Type::BYTEA) => Box::new(None::<Vec<u8>>),
             (Value::Null, &Type::INT8) => Box::new(None::<i64>),
             (Value::Null, &Type::INT4) => Box::new(None::<i32>),
             (Value::Null, &Type::INT2) => Box::new(None::<i16>),
@@ -126,6 +128,7 @@ fn row_values(row: &postgres::Row) -> Result<Row> {
             Type::BOOL => row
                 .try_get::<_, Option<bool>>(i)?
                 .map(|v| Value::Int(v.into())),
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
             _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
         };
         values.push(value.unwrap_or(Value::Null));
@@ -154,6 +157,13 @@ impl Conn for PgConn {
 
     fn batch(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql)?)
+    }
+
+    fn begin_writing(&mut self, table: &str) -> Result<()> {
+        // Table names come from the store's own code, never from a client.
+        Ok(self
+            .client
+            .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE"))?)
     }
 
     fn healthy(&self) -> bool {

@@ -29,6 +29,7 @@ impl rusqlite::ToSql for Value {
             Value::Null => ToSqlOutput::from(rusqlite::types::Null),
             Value::Int(v) => ToSqlOutput::from(*v),
             Value::Text(v) => ToSqlOutput::from(v.as_str()),
+            Value::Blob(v) => ToSqlOutput::from(v.as_slice()),
         })
     }
 }
@@ -64,10 +65,9 @@ impl Conn for SqliteConn {
                     ValueRef::Null => Value::Null,
                     ValueRef::Integer(v) => Value::Int(v),
                     ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Real(_) | ValueRef::Blob(_) => {
-                        return Err(Error::Store(format!(
-                            "column {i} is neither text nor integer"
-                        )));
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                    ValueRef::Real(_) => {
+                        return Err(Error::Store(format!("column {i} is a real number")));
                     }
                 });
             }
@@ -78,6 +78,10 @@ impl Conn for SqliteConn {
 
     fn batch(&mut self, sql: &str) -> Result<()> {
         Ok(self.0.execute_batch(sql)?)
+    }
+
+    fn begin_writing(&mut self, _table: &str) -> Result<()> {
+        Ok(self.0.execute_batch("BEGIN IMMEDIATE")?)
     }
 
     fn healthy(&self) -> bool {
