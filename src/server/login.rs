@@ -142,19 +142,6 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     Ok(me)
 }
 
-/// In a cluster, a block written by another server (three failures there, from this
-/// address) holds here too: it is copied into this server's limits before the attempt.
-fn adopt_cluster_block(shared: &Shared, key: &str, address: IpAddr, address_text: &str) {
-    if shared.cluster.is_none() {
-        return;
-    }
-    match shared.store.active_block(key, address_text) {
-        Ok(Some(left)) => shared.login_limits.restore(key, address, 0, left),
-        Ok(None) => {}
-        Err(e) => log::error!("reading a block: {e}"),
-    }
-}
-
 /// Reserves the login of `key` for connection `id`: here, and in a cluster on every
 /// server (the same rule as for two logins on one server: the second is refused).
 fn claim(shared: &Shared, key: &str, name: &str, id: ConnId) -> Result<(), AlreadyOnline> {
@@ -303,6 +290,29 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
     }
 }
 
+/// When other servers share the database (PostgreSQL), reads the failures and block
+/// they stored for (`key`, `address`) into the in-memory limits before an attempt is
+/// reserved, so three failures anywhere block everywhere. One indexed read per login
+/// attempt (never per command); a server alone (SQLite) has everything in memory.
+/// Checks still under way on another server are not seen here: with N servers at most
+/// N times the per-pair limit can race before the block is written. The per-name delay
+/// (`NAME_ATTEMPT_BURST`) stays per server.
+fn merge_stored_failures(conn: &Conn, shared: &Shared, key: &str, address: IpAddr) {
+    // A cluster may share one SQLite file too: read back what another server wrote.
+    if !shared.store.is_shared() && shared.cluster.is_none() {
+        return;
+    }
+    match shared.store.login_failure(key, &address.to_string()) {
+        Ok(Some((failures, blocked_for))) => {
+            shared
+                .login_limits
+                .merge_stored(key, address, failures, blocked_for);
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("{}: reading stored login failures: {e}", conn.peer),
+    }
+}
+
 /// Refuses an attempt the limits did not let through; every refusal closes the login.
 fn attempt_refused(conn: &Conn, refused: Refused, shown: &str) -> End {
     log::warn!("{}: login refused: {refused:?}", conn.peer);
@@ -356,7 +366,7 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
             .as_ref()
             .map_or("this name", Username::as_str)
             .to_string();
-        adopt_cluster_block(shared, &key, address, &address_text);
+        merge_stored_failures(conn, shared, &key, address);
         let attempt = match shared.login_limits.reserve(&key, address) {
             Ok(attempt) => attempt,
             Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
@@ -483,6 +493,7 @@ fn resume(
         return Ok(None);
     };
     let (key, shown) = (valid.key(), valid.as_str().to_string());
+    merge_stored_failures(conn, shared, &key, address);
     let attempt = match shared.login_limits.reserve(&key, address) {
         Ok(attempt) => attempt,
         Err(refused) => return Err(attempt_refused(conn, refused, &shown)),

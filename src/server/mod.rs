@@ -74,9 +74,11 @@ pub struct ServerConfig {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub addr: SocketAddr,
-    /// SQLite database file (created with its folder if missing).
+    /// The database: a SQLite file (created with its folder if missing), or a PostgreSQL
+    /// URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` that several servers may
+    /// share (the password is never logged).
     #[arg(long, default_value = "data/server.db")]
-    pub db: PathBuf,
+    pub db: store::DbLocation,
     /// bcrypt cost for new password hashes (4-31; each step doubles the work).
     #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
@@ -186,7 +188,7 @@ pub fn tls_identity(config: &ServerConfig) -> Result<crate::crypto::tls::ServerI
     crate::crypto::tls::ServerIdentity::load_or_create(
         config.tls_cert.as_deref(),
         config.tls_key.as_deref(),
-        &config.db,
+        &config.db.file_anchor(),
     )
 }
 
