@@ -335,9 +335,12 @@ fn the_typed_line_survives_incoming_messages_and_edits_like_readline() {
 fn ctrl_c_at_the_password_prompt_leaves_echo_on() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    // The client, then `stty` in the same terminal, as a shell would run them.
+    // The client, then `stty` in the same terminal, as a shell would run them. An
+    // interactive shell puts the client in a process group of its own, so Ctrl+C never
+    // reaches the shell; `sh -c` shares the client's, so it catches SIGINT (a handler,
+    // which the client does not inherit) instead of sometimes dying before `stty`.
     let script = format!(
-        "'{}' --server {} --server-fingerprint {} --port 0 --data-dir data; stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo | sed 's/^/ECHO=/'",
+        "trap 'true' INT; '{}' --server {} --server-fingerprint {} --port 0 --data-dir data; stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo | sed 's/^/ECHO=/'",
         env!("CARGO_BIN_EXE_peerchat-client"),
         server.addr,
         server.fingerprint()
