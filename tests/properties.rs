@@ -78,22 +78,38 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|lines| ServerMsg::Ok(Reply::Help { lines })),
         (word(), addr()).prop_map(|(user, addr)| ServerMsg::Ok(Reply::Info { user, addr })),
         (word(), addr()).prop_map(|(user, addr)| ServerMsg::Ok(Reply::Welcome { user, addr })),
-        (any::<u64>(), word(), addr(), ticket()).prop_map(
-            |(id, user, addr, ticket)| ServerMsg::Ok(Reply::Session {
-                id,
-                user,
-                addr,
-                ticket
-            })
-        ),
-        (any::<u64>(), word(), addr(), ticket()).prop_map(
-            |(id, user, addr, ticket)| ServerMsg::Ok(Reply::Transfer {
-                id,
-                user,
-                addr,
-                ticket
-            })
-        ),
+        (
+            any::<u64>(),
+            word(),
+            addr(),
+            ticket(),
+            proptest::collection::vec(addr(), 0..4)
+        )
+            .prop_map(
+                |(id, user, addr, ticket, hints)| ServerMsg::Ok(Reply::Session {
+                    id,
+                    user,
+                    addr,
+                    ticket,
+                    hints: peerchat::protocol::hints::Hints(hints),
+                })
+            ),
+        (
+            any::<u64>(),
+            word(),
+            addr(),
+            ticket(),
+            proptest::collection::vec(addr(), 0..4)
+        )
+            .prop_map(
+                |(id, user, addr, ticket, hints)| ServerMsg::Ok(Reply::Transfer {
+                    id,
+                    user,
+                    addr,
+                    ticket,
+                    hints: peerchat::protocol::hints::Hints(hints),
+                })
+            ),
         (
             proptest::collection::vec(file_entry(), 0..10),
             any::<usize>()

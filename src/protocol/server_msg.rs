@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use super::codes::ErrorCode;
 use super::file_name::safe_file_name;
+use super::hints::Hints;
 use super::limits::MAX_LIST_LINES;
 use super::session_token::SessionToken;
 use super::ticket::Ticket;
@@ -92,6 +93,8 @@ pub enum Reply {
         addr: SocketAddr,
         /// The one-time ticket for this session.
         ticket: Ticket,
+        /// More addresses to try at once (protocol.md §13), after `addr`.
+        hints: Hints,
     },
     /// `OK RELAY SESSION|TRANSFER <id> <addr> <token>`: dial the relay at `addr` and
     /// present `token` (protocol.md §13); the other end was told to do the same.
@@ -120,6 +123,17 @@ pub enum Reply {
         addr: SocketAddr,
         /// The one-time ticket for this transfer.
         ticket: Ticket,
+        /// More addresses to try at once (protocol.md §13), after `addr`.
+        hints: Hints,
+    },
+    /// `OK HINTS <n>`: the server now gives requesters these `n` local addresses.
+    Hints { count: usize },
+    /// `OK REVERSE SESSION|TRANSFER <id>`: the target was asked to dial us back.
+    Reverse {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
     },
     /// `OK TRANSFER_END <id>`: the server logged the transfer's outcome.
     TransferEnded { id: u64 },
@@ -352,6 +366,17 @@ pub enum Event {
         /// Our one-time relay token.
         token: String,
     },
+    /// `EVENT DIAL SESSION|TRANSFER <id> <hints>`: the requester of `id` cannot reach us;
+    /// dial one of `hints`, send `REVERSE SESSION|TRANSFER <id>`, then answer its first
+    /// line as if the connection had arrived on our listener (protocol.md §13).
+    Dial {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
+        /// Where the requester may be reached.
+        hints: Hints,
+    },
     /// A kind this version does not know; clients ignore it (protocol.md §5).
     Unknown { kind: String, rest: String },
 }
@@ -483,6 +508,18 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
             },
             _ => return Err(ParseError::bad("usage: EVENT RELAY <id> <addr> <token>")),
         },
+        "DIAL" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [what @ ("SESSION" | "TRANSFER"), id, hints] => Event::Dial {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+                hints: Hints::parse(hints)?,
+            },
+            _ => {
+                return Err(ParseError::bad(
+                    "usage: EVENT DIAL SESSION|TRANSFER <id> <hints>",
+                ));
+            }
+        },
         "SESSION_REQUEST" | "TRANSFER_REQUEST" => {
             let words: Vec<&str> = rest.split(' ').collect();
             match words.as_slice() {
@@ -535,11 +572,12 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             user: user.to_string(),
             addr: parse_addr(addr)?,
         },
-        ("SESSION", [id, user, addr, ticket]) => Reply::Session {
+        ("SESSION", [id, user, addr, ticket, hints]) => Reply::Session {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
+            hints: Hints::parse(hints)?,
         },
         ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
         ("RELAY", [what @ ("SESSION" | "TRANSFER"), id, addr, token]) => Reply::Relay {
@@ -549,11 +587,21 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             token: parse_relay_token(token)?,
         },
         ("SESSION_END", [id]) => Reply::SessionEnded { id: parse_id(id)? },
-        ("TRANSFER", [id, user, addr, ticket]) => Reply::Transfer {
+        ("TRANSFER", [id, user, addr, ticket, hints]) => Reply::Transfer {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
+            hints: Hints::parse(hints)?,
+        },
+        ("HINTS", [count]) => Reply::Hints {
+            count: count
+                .parse()
+                .map_err(|_| ParseError::bad("malformed OK HINTS"))?,
+        },
+        ("REVERSE", [what @ ("SESSION" | "TRANSFER"), id]) => Reply::Reverse {
+            transfer: *what == "TRANSFER",
+            id: parse_id(id)?,
         },
         ("TRANSFER_END", [id]) => Reply::TransferEnded { id: parse_id(id)? },
         ("SHARE", [count]) => Reply::Shared {
@@ -682,6 +730,14 @@ impl fmt::Display for ServerMsg {
                     write!(f, "EVENT TRANSFER_REQUEST {id} {from} {ticket}")
                 }
                 Event::Relay { id, addr, token } => write!(f, "EVENT RELAY {id} {addr} {token}"),
+                Event::Dial {
+                    transfer,
+                    id,
+                    hints,
+                } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "EVENT DIAL {what} {id} {hints}")
+                }
                 Event::Unknown { kind, rest } => {
                     write!(f, "EVENT {} {}", one_line(kind), one_line(rest))
                 }
@@ -696,7 +752,8 @@ impl fmt::Display for ServerMsg {
                     user,
                     addr,
                     ticket,
-                } => write!(f, "OK SESSION {id} {user} {addr} {ticket}"),
+                    hints,
+                } => write!(f, "OK SESSION {id} {user} {addr} {ticket} {hints}"),
                 Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
                 Reply::Relay {
                     transfer,
@@ -713,7 +770,13 @@ impl fmt::Display for ServerMsg {
                     user,
                     addr,
                     ticket,
-                } => write!(f, "OK TRANSFER {id} {user} {addr} {ticket}"),
+                    hints,
+                } => write!(f, "OK TRANSFER {id} {user} {addr} {ticket} {hints}"),
+                Reply::Hints { count } => write!(f, "OK HINTS {count}"),
+                Reply::Reverse { transfer, id } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "OK REVERSE {what} {id}")
+                }
                 Reply::TransferEnded { id } => write!(f, "OK TRANSFER_END {id}"),
                 Reply::Shared { count } => write!(f, "OK SHARE {count}"),
                 Reply::Files { files, total } => {

@@ -50,6 +50,8 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Connect { user } => grant(shared, me, user, Grant::Session),
         Command::SessionOpen { id } => session_open(shared, me, *id),
         Command::Relay { transfer, id } => relay(shared, me, *transfer, *id),
+        Command::Hints { ips } => super::ladder::hints(shared, me, ips),
+        Command::Reverse { transfer, id } => super::ladder::reverse(shared, me, *transfer, *id),
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
         Command::Transfer { user } => grant(shared, me, user, Grant::Transfer),
         Command::TransferEnd {
@@ -307,6 +309,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
         Err(e) => return internal("recording a ticket", &e),
     };
     let from = me.name.clone();
+    let hints = super::ladder::hints_for(shared, &key);
     let (event, reply, what) = match kind {
         Grant::Session => (
             Event::SessionRequest {
@@ -319,6 +322,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 user: target.clone(),
                 addr,
                 ticket,
+                hints,
             },
             "session",
         ),
@@ -333,6 +337,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 user: target.clone(),
                 addr,
                 ticket,
+                hints,
             },
             "transfer",
         ),

@@ -11,6 +11,7 @@ pub mod command;
 pub mod disk_space;
 pub mod event;
 pub mod history;
+pub mod ladder;
 pub mod login;
 pub mod peer_dial;
 pub mod peer_limits;
@@ -163,8 +164,15 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
-    peer_link::spawn_listener(listener, peer_tx.clone(), refusals.clone())
-        .map_err(|e| format!("cannot accept peers: {e}"))?;
+    let reversals = ladder::Reversals::new();
+    let listen_ip = listener.local_addr().ok().map(|a| a.ip());
+    peer_link::spawn_listener(
+        listener,
+        peer_tx.clone(),
+        refusals.clone(),
+        reversals.clone(),
+    )
+    .map_err(|e| format!("cannot accept peers: {e}"))?;
     let history_path = history::path_for(&config.data_dir, &me.name);
     let history = match history::History::open(&history_path) {
         Ok(history) => Some(history),
@@ -199,6 +207,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             Duration::from_secs(config.accept_timeout),
             Duration::from_secs(config.answer_wait),
             refusals,
+            reversals,
         ),
         link: Some(link),
         held_reports: Default::default(),
@@ -207,6 +216,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         credentials: me.credentials,
         port,
         auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
+        listen_ip,
         events: event_tx,
         active: None,
     };
@@ -216,6 +226,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             // A resumable-login token for reconnects (kept in memory only).
             if let Some(link) = &engine.link {
                 link.send_line(&login::token_request());
+                // Our local addresses, for peers that ask for us (the ladder's hints).
+                link.send_line(&ladder::hints_command(engine.listen_ip));
             }
             if engine.transfers.share_dir().is_some() {
                 engine.transfers.announce_share();

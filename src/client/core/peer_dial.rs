@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::ladder::{self, Route};
 use super::peer_link::{PeerEvent, PeerLink, send_last};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
@@ -31,14 +32,14 @@ use crate::protocol::ticket::Ticket;
 /// Small stacks: these threads only move lines.
 const THREAD_STACK: usize = 128 * 1024;
 
-/// Opens a data connection to `peer` at `addr`, sends its first line (`PUSH` or
-/// `FETCH`) and checks the listener's proof of the ticket (`ACCEPT <mac>`, protocol.md
+/// Opens a data connection to `peer` by `route` (`addr` is where the server says it
+/// listens, for messages), sends its first line (`PUSH` or `FETCH`) and checks the listener's proof of the ticket (`ACCEPT <mac>`, protocol.md
 /// §11) before any file line is exchanged. An `ERR` as the first answer (a refusal) is
 /// left unread for the transfer code, so it reports it as before; anything else, or a
 /// wrong MAC, is refused: whoever answered at `addr` does not hold the ticket.
 pub fn open_transfer(
     addr: SocketAddr,
-    relay: Option<&(SocketAddr, String)>,
+    route: &Route,
     first: &PeerMsg,
     peer: &str,
 ) -> io::Result<Wire> {
@@ -57,7 +58,7 @@ pub fn open_transfer(
         } => (from, *transfer, ticket),
         _ => return Err(io::Error::other("not the first line of a data connection")),
     };
-    let stream = dial(addr, relay)?;
+    let stream = ladder::obtain(route)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut out = &stream;
@@ -98,7 +99,7 @@ pub fn open_transfer(
 /// The first line waiting on `stream` and its length with the terminator, without taking
 /// it off the socket (`peek`), by `deadline`. A line longer than `MAX_LINE` or not UTF-8
 /// is an error.
-fn peek_line(stream: &TcpStream, deadline: Instant) -> io::Result<(String, usize)> {
+pub(super) fn peek_line(stream: &TcpStream, deadline: Instant) -> io::Result<(String, usize)> {
     let mut buf = vec![0u8; MAX_LINE + 2];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -134,14 +135,14 @@ pub struct Ask {
     pub peer: String,
     /// The server's session id.
     pub session: u64,
-    /// Where the server says the peer listens.
+    /// Where the server says the peer listens (for messages; `route` says how to dial).
     pub addr: SocketAddr,
     /// The ticket for this session.
     pub ticket: Ticket,
     /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
     pub wait: Duration,
-    /// Meet the peer at this relay with this token instead of dialling `addr`.
-    pub relay: Option<(SocketAddr, String)>,
+    /// How to reach the peer: its hints, waiting to be dialled back, or the relay.
+    pub route: Route,
 }
 
 /// Connects to `addr`: straight, or through the relay at `relay` with its token
@@ -194,7 +195,7 @@ pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
 fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReason, String)> {
     let addr = ask.addr;
     let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
-    let stream = dial(addr, ask.relay.as_ref()).map_err(unreachable)?;
+    let stream = ladder::obtain(&ask.route).map_err(unreachable)?;
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .map_err(unreachable)?;

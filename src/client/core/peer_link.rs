@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 
+use super::ladder::Reversals;
 use super::peer_limits::{Refusals, Slot, Slots};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
@@ -94,6 +95,9 @@ pub struct Incoming {
     slot: Option<Slot>,
     /// Arrived through the relay (`EVENT RELAY`), not on our listener.
     pub relayed: bool,
+    /// How it reached us: `direct` (our listener), `reverse` (we dialled the requester
+    /// back, `EVENT DIAL`) or `relay`.
+    pub path: &'static str,
     /// Where a refusal is counted.
     refusals: Refusals,
 }
@@ -371,6 +375,7 @@ pub fn spawn_listener(
     listener: TcpListener,
     events: Sender<PeerEvent>,
     refusals: Refusals,
+    reversals: Reversals,
 ) -> io::Result<()> {
     let slots = Slots::new();
     thread::Builder::new()
@@ -397,11 +402,19 @@ pub fn spawn_listener(
                 };
                 let events = events.clone();
                 let refusals = refusals.clone();
+                let reversals = reversals.clone();
                 // A failed spawn drops the closure: the stream closes, the slot returns.
                 let _ = thread::Builder::new()
                     .name("peer-hello".into())
                     .stack_size(THREAD_STACK)
-                    .spawn(move || handshake(stream, remote, Some(slot), refusals, &events));
+                    .spawn(move || {
+                        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                        // A peer dialling us back for a request of ours is not a HELLO.
+                        if let Some(stream) = reversals.claim(stream, remote, deadline, &refusals) {
+                            let first = First::new(deadline, "direct");
+                            handshake(stream, remote, Some(slot), refusals, &events, first);
+                        }
+                    });
             }
         })?;
     Ok(())
@@ -437,10 +450,42 @@ pub fn answer_relayed(
         .stack_size(THREAD_STACK)
         .spawn(
             move || match super::peer_dial::dial(relay, Some(&(relay, token))) {
-                Ok(stream) => handshake(stream, relay, None, refusals, &events),
+                Ok(stream) => {
+                    let first = First::new(Instant::now() + HANDSHAKE_TIMEOUT, "relay");
+                    handshake(stream, relay, None, refusals, &events, first);
+                }
                 Err(e) => log::info!("meeting a peer at the relay {relay} failed: {e}"),
             },
         );
+}
+
+/// The target's side of a reverse connection (`EVENT DIAL`, protocol.md §13): dials the
+/// requester back (`ladder::dial_back`) and reads its first line as if the connection
+/// had arrived on our listener (same checks, same ticket). Reverse dials are bounded by
+/// `MAX_REVERSE_DIALS`, so they take no listener slot.
+pub fn answer_reverse(
+    hints: Vec<SocketAddr>,
+    transfer: bool,
+    id: u64,
+    events: Sender<PeerEvent>,
+    refusals: Refusals,
+) {
+    super::ladder::dial_back(hints, transfer, id, move |stream, remote| {
+        let first = First::new(Instant::now() + HANDSHAKE_TIMEOUT, "reverse");
+        handshake(stream, remote, None, refusals, &events, first);
+    });
+}
+
+/// When an incoming connection's first line is due, and how the connection came.
+struct First {
+    deadline: Instant,
+    path: &'static str,
+}
+
+impl First {
+    fn new(deadline: Instant, path: &'static str) -> First {
+        First { deadline, path }
+    }
 }
 
 fn handshake(
@@ -449,6 +494,7 @@ fn handshake(
     slot: Option<Slot>,
     refusals: Refusals,
     events: &Sender<PeerEvent>,
+    first: First,
 ) {
     let Ok(read_half) = stream.try_clone() else {
         return;
@@ -471,7 +517,7 @@ fn handshake(
             },
         );
     };
-    let line = match reader.read_line_by(Instant::now() + HANDSHAKE_TIMEOUT) {
+    let line = match reader.read_line_by(first.deadline) {
         Ok(Some(line)) => line,
         Ok(None) => return,
         Err(LineError::BadUtf8) => {
@@ -525,7 +571,8 @@ fn handshake(
         remote,
         stream,
         reader,
-        relayed: slot.is_none(),
+        relayed: first.path == "relay",
+        path: first.path,
         slot,
         refusals,
     };

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 mod folders;
+mod ladder;
 mod refusals;
 
 use super::disk_space;
-use super::peer_dial;
+use super::ladder::Reversals;
 use super::peer_link::{Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
@@ -665,7 +666,13 @@ impl Transfers {
     }
 
     /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
-    pub fn on_granted(&mut self, transfer_id: u64, user: &str, addr: SocketAddr, ticket: Ticket) {
+    pub fn on_granted(
+        &mut self,
+        transfer_id: u64,
+        user: &str,
+        (addr, hints, reversals): (SocketAddr, &[SocketAddr], Reversals),
+        ticket: Ticket,
+    ) {
         let Some(at) = self
             .awaiting_ticket
             .iter()
@@ -692,6 +699,12 @@ impl Transfers {
         let peer = user.to_string();
         let (relay_tx, relay_rx) = crossbeam_channel::bounded(1);
         self.relay_waiters.insert(transfer_id, relay_tx);
+        let rungs = ladder::Rungs {
+            addr,
+            hints: hints.to_vec(),
+            reversals,
+            relay: relay_rx,
+        };
         let spawned = match entry.row.role {
             Role::Send => {
                 let Some(path) = entry.path.clone() else {
@@ -705,7 +718,7 @@ impl Transfers {
                     offer: entry.offer.unwrap_or(id),
                 };
                 spawn(id, &events, move |events| {
-                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    match rungs.open(&first, &peer, (id, transfer_id), events) {
                         Ok(wire) => {
                             // A folder's file goes by its own name; its folder was agreed.
                             let (_, name) = folders::split_folder_path(&name);
@@ -724,7 +737,7 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    match open_ladder(addr, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    match rungs.open(&first, &peer, (id, transfer_id), events) {
                         Ok(wire) => {
                             let expect = Expect {
                                 name,
@@ -744,7 +757,7 @@ impl Transfers {
 
     /// A data connection whose ticket `sessions` checked.
     pub fn on_incoming(&mut self, incoming: Incoming) {
-        let route = if incoming.relayed { "relay" } else { "direct" };
+        let route = incoming.path;
         let from = incoming.hello.from.clone();
         let transfer_id = incoming.hello.session;
         match incoming.hello.purpose.clone() {
@@ -870,6 +883,15 @@ impl Transfers {
                     entry.row.size = Some(total);
                     entry.row.rate = current_rate(&entry.samples, now);
                 }
+            }
+            TransferEvent::NeedReverse { id, transfer } => {
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.row.route = "reverse";
+                }
+                self.to_server.push(ServerOut::Command(Command::Reverse {
+                    transfer: true,
+                    id: transfer,
+                }));
             }
             TransferEvent::NeedRelay { id, transfer } => {
                 if let Some(entry) = self.entries.get_mut(&id) {
@@ -1051,40 +1073,6 @@ fn current_rate(samples: &std::collections::VecDeque<(Instant, u64)>, now: Insta
 fn refuse(incoming: Incoming, why: &str) {
     if let Ok(wire) = incoming.into_wire() {
         wire.refuse(why);
-    }
-}
-
-/// The ladder for a data connection: direct to `addr`; if the peer cannot be reached
-/// there, ask for the relay (`NeedRelay`) and meet it there with the token the server
-/// gives (same ticket, same proof check). A peer that answered but failed the proof is
-/// not retried: someone else holds its address.
-fn open_ladder(
-    addr: SocketAddr,
-    first: &PeerMsg,
-    peer: &str,
-    (id, transfer): (u64, u64),
-    events: &Sender<TransferEvent>,
-    relay: &crossbeam_channel::Receiver<(SocketAddr, String)>,
-) -> std::io::Result<super::transfer::Wire> {
-    match peer_dial::open_transfer(addr, None, first, peer) {
-        Err(e)
-            if !matches!(
-                e.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
-            ) =>
-        {
-            if events
-                .send(TransferEvent::NeedRelay { id, transfer })
-                .is_err()
-            {
-                return Err(e);
-            }
-            match relay.recv_timeout(crate::protocol::limits::DEFAULT_RELAY_TOKEN_TTL) {
-                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer),
-                Err(_) => Err(e),
-            }
-        }
-        other => other,
     }
 }
 
