@@ -91,6 +91,8 @@ pub struct TransferLogRow {
     pub from_receiver: bool,
     /// Every participant's report, requester first.
     pub reports: Vec<TransferReport>,
+    /// The last ladder rung the requester asked for (`reverse`, `relay`); `None`: direct.
+    pub path: Option<String>,
 }
 
 const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason, unknown_since_ms, path FROM sessions";
@@ -338,7 +340,7 @@ impl Store {
         self.with_conn(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size, hash,
-                        duration_ms, role, moved, resumed_from, direction, from_receiver
+                        duration_ms, role, moved, resumed_from, direction, from_receiver, path
                  FROM transfers ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |r| {
@@ -356,6 +358,7 @@ impl Store {
                     end,
                     from_receiver: r.get::<_, i64>(14)? != 0,
                     reports: Vec::new(),
+                    path: r.get(15)?,
                 })
             })?;
             let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
