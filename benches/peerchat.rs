@@ -38,6 +38,9 @@ use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 /// The `gui` group (the web front end).
 #[path = "peerchat/gui.rs"]
 mod gui;
+/// The `relay` group (the ladder's relay rung).
+#[path = "peerchat/relay.rs"]
+mod relay;
 
 /// Selects a helper role when this program re-executes itself.
 const ROLE_ENV: &str = "PEERCHAT_BENCH_ROLE";
@@ -56,8 +59,8 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 7] = [
-    "transfer", "chat", "scale", "login", "burst", "cipher", "gui",
+const GROUPS: [&str; 8] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "relay",
 ];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
@@ -192,6 +195,7 @@ fn main() {
             "burst" => group_burst(&settings, &bins, &mut report),
             "cipher" => group_cipher(&settings, &mut report),
             "gui" => gui::group_gui(&settings, &bins, &mut report),
+            "relay" => relay::group_relay(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
         match result {
