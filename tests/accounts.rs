@@ -92,7 +92,7 @@ fn returning_user_logs_in_after_quitting() {
     // The new port is what others see now.
     w.expect_exact("OK WELCOME alice 127.0.0.1:40002");
     w.send("INFO alice");
-    w.expect_exact("OK INFO alice 127.0.0.1:40002");
+    w.expect_exact("OK INFO alice 127.0.0.1:40002 -");
 }
 
 #[test]

@@ -261,7 +261,7 @@ fn unknown_commands_and_wrong_arguments_get_errors() {
     }
     // Words may be separated by several spaces.
     alice.send("INFO   bob");
-    alice.expect_exact("OK INFO bob 127.0.0.1:40002");
+    alice.expect_exact("OK INFO bob 127.0.0.1:40002 -");
     // None of that closed alice's connection or bothered bob.
     alice.ping();
     bob.wait_for_list(&["alice", "bob"]);

@@ -588,7 +588,7 @@ fn grant(w: &mut Wire, command: &str, user: &str) -> (u64, SocketAddr, String) {
     };
     let line = w.expect(&format!("OK {reply}"));
     let words: Vec<&str> = line.split(' ').collect();
-    assert!(words.len() >= 6, "bad OK {command} line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK {command} line {line:?}");
     assert_eq!(words[3], user, "OK {command} names another user: {line:?}");
     (
         words[2].parse().expect("id"),

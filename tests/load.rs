@@ -192,14 +192,14 @@ fn raw_pair(k: usize, mut req: Wire, mut tgt: Wire, listener: TcpListener) -> (W
     req.send(&format!("CONNECT {tname}"));
     let line = req.expect("OK SESSION");
     let words: Vec<&str> = line.split(' ').collect();
-    assert!(words.len() >= 6, "bad OK SESSION line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK SESSION line {line:?}");
     assert_eq!(words[3], tname, "{line:?}");
     let id: u64 = words[2].parse().unwrap();
     let addr: SocketAddr = words[4].parse().unwrap();
     let ticket = words[5].to_string();
     expect_exact_event(
         &mut tgt,
-        &format!("EVENT SESSION_REQUEST {id} {rname} {ticket}"),
+        &format!("EVENT SESSION_REQUEST {id} {rname} {ticket} -"),
     );
 
     let hello = format!("HELLO peerchat 1 {rname} {id} {ticket}");

@@ -48,7 +48,7 @@ fn grant(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
     w.send(&format!("CONNECT {user}"));
     let line = w.expect("OK SESSION");
     let words: Vec<&str> = line.split(' ').collect();
-    assert!(words.len() >= 6, "bad OK SESSION line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK SESSION line {line:?}");
     (
         words[2].parse().expect("session id"),
         words[4].parse().expect("peer address"),
@@ -60,7 +60,7 @@ fn grant(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
 fn info(w: &mut Wire, user: &str) -> SocketAddr {
     w.send(&format!("INFO {user}"));
     let line = w.expect(&format!("OK INFO {user}"));
-    line.rsplit(' ').next().unwrap().parse().expect("address")
+    line.split(' ').nth(3).unwrap().parse().expect("address")
 }
 
 /// A TCP connection to `addr` from source address `ip`.

@@ -51,14 +51,14 @@ fn info_returns_the_source_address_and_declared_port() {
     alice.wait_for_list(&["alice", "bob"]);
 
     alice.send("INFO bob");
-    alice.expect_exact("OK INFO bob 127.0.0.2:40002");
+    alice.expect_exact("OK INFO bob 127.0.0.2:40002 -");
     bob.send("INFO alice");
-    bob.expect_exact("OK INFO alice 127.0.0.1:40001");
+    bob.expect_exact("OK INFO alice 127.0.0.1:40001 -");
     // Lookup ignores case; the name is shown as registered. The alias works too.
     alice.send("INFO BOB");
-    alice.expect_exact("OK INFO bob 127.0.0.2:40002");
+    alice.expect_exact("OK INFO bob 127.0.0.2:40002 -");
     alice.send("get_client_info bob");
-    alice.expect_exact("OK INFO bob 127.0.0.2:40002");
+    alice.expect_exact("OK INFO bob 127.0.0.2:40002 -");
     // Registered but offline, and unknown.
     alice.send("INFO carol");
     alice.expect("ERR 404 NOT_ONLINE");

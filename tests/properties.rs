@@ -35,6 +35,10 @@ fn text() -> impl Strategy<Value = String> {
     })
 }
 
+fn key() -> impl Strategy<Value = Option<[u8; 32]>> {
+    proptest::option::of(any::<[u8; 32]>())
+}
+
 fn ticket() -> impl Strategy<Value = Ticket> {
     any::<[u8; 16]>().prop_map(|bytes| {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -66,50 +70,66 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (any::<usize>(), any::<usize>())
             .prop_map(|(came, went)| ServerMsg::Event(Event::Presence { came, went })),
         text().prop_map(|message| ServerMsg::Event(Event::Shutdown { message })),
-        (any::<u64>(), word(), ticket()).prop_map(|(id, from, ticket)| ServerMsg::Event(
-            Event::SessionRequest { id, from, ticket }
-        )),
-        (any::<u64>(), word(), ticket()).prop_map(|(id, from, ticket)| ServerMsg::Event(
-            Event::TransferRequest { id, from, ticket }
-        )),
+        (any::<u64>(), word(), ticket(), key()).prop_map(|(id, from, ticket, key)| {
+            ServerMsg::Event(Event::SessionRequest {
+                id,
+                from,
+                ticket,
+                key,
+            })
+        }),
+        (any::<u64>(), word(), ticket(), key()).prop_map(|(id, from, ticket, key)| {
+            ServerMsg::Event(Event::TransferRequest {
+                id,
+                from,
+                ticket,
+                key,
+            })
+        }),
         (proptest::collection::vec(word(), 0..20), any::<usize>())
             .prop_map(|(users, total)| ServerMsg::Ok(Reply::List { users, total })),
         proptest::collection::vec(text(), 0..20)
             .prop_map(|lines| ServerMsg::Ok(Reply::Help { lines })),
-        (word(), addr()).prop_map(|(user, addr)| ServerMsg::Ok(Reply::Info { user, addr })),
+        (word(), addr(), key()).prop_map(|(user, addr, key)| ServerMsg::Ok(Reply::Info {
+            user,
+            addr,
+            key
+        })),
         (word(), addr()).prop_map(|(user, addr)| ServerMsg::Ok(Reply::Welcome { user, addr })),
         (
             any::<u64>(),
-            word(),
-            addr(),
+            (word(), addr()),
             ticket(),
+            key(),
             proptest::collection::vec(addr(), 0..4)
         )
-            .prop_map(
-                |(id, user, addr, ticket, hints)| ServerMsg::Ok(Reply::Session {
+            .prop_map(|(id, (user, addr), ticket, key, hints)| ServerMsg::Ok(
+                Reply::Session {
                     id,
                     user,
                     addr,
                     ticket,
+                    key,
                     hints: peerchat::protocol::hints::Hints(hints),
-                })
-            ),
+                }
+            )),
         (
             any::<u64>(),
-            word(),
-            addr(),
+            (word(), addr()),
             ticket(),
+            key(),
             proptest::collection::vec(addr(), 0..4)
         )
-            .prop_map(
-                |(id, user, addr, ticket, hints)| ServerMsg::Ok(Reply::Transfer {
+            .prop_map(|(id, (user, addr), ticket, key, hints)| ServerMsg::Ok(
+                Reply::Transfer {
                     id,
                     user,
                     addr,
                     ticket,
+                    key,
                     hints: peerchat::protocol::hints::Hints(hints),
-                })
-            ),
+                }
+            )),
         (
             proptest::collection::vec(file_entry(), 0..10),
             any::<usize>()

@@ -281,12 +281,12 @@ fn peer_lab() -> PeerLab {
     }
 }
 
-/// `OK SESSION|TRANSFER <id> bob <addr> <ticket>` → (id, addr, ticket).
+/// `OK SESSION|TRANSFER <id> bob <addr> <ticket> <key>` → (id, addr, ticket).
 fn grant(alice: &mut Wire, command: &str) -> (String, SocketAddr, String) {
     alice.send(command);
     let reply = alice.expect("OK");
     match reply.split(' ').collect::<Vec<_>>().as_slice() {
-        ["OK", _, id, "bob", addr, ticket, ..] => {
+        ["OK", _, id, "bob", addr, ticket, _key, _hints] => {
             (id.to_string(), addr.parse().unwrap(), ticket.to_string())
         }
         _ => alice.fail(&format!("unexpected grant {reply:?}")),
@@ -338,7 +338,7 @@ fn run_peer_example(ex: &Example) {
         "raw" => {
             lab.alice.send("INFO bob");
             let info = lab.alice.expect("OK INFO bob");
-            info.rsplit(' ').next().unwrap().parse().unwrap()
+            info.split(' ').nth(3).unwrap().parse().unwrap()
         }
         other => panic!("line {}: unknown peer example kind {other:?}", ex.at),
     };

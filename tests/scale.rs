@@ -102,7 +102,7 @@ fn resume_logs_in_without_bcrypt_and_takes_over_a_stale_connection() {
     old.expect_closed();
     assert_eq!(server.log_count(&verify_line("alice")), checks);
     new.send("INFO alice");
-    new.expect_exact("OK INFO alice 127.0.0.1:40011");
+    new.expect_exact("OK INFO alice 127.0.0.1:40011 -");
     bob.wait_for_list(&["alice", "bob"]);
     // bob heard of alice's new login, not of a departure left standing.
     bob.expect_event("EVENT ONLINE alice");

@@ -76,7 +76,7 @@ fn grant(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
     w.send(&format!("CONNECT {user}"));
     let line = w.expect("OK SESSION");
     let words: Vec<&str> = line.split(' ').collect();
-    assert!(words.len() >= 6, "bad OK SESSION line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK SESSION line {line:?}");
     assert_eq!(words[3], user, "OK SESSION names another user: {line:?}");
     let ticket = words[5].to_string();
     assert!(
@@ -94,7 +94,7 @@ fn grant(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
 fn info(w: &mut Wire, user: &str) -> SocketAddr {
     w.send(&format!("INFO {user}"));
     let line = w.expect(&format!("OK INFO {user}"));
-    line.rsplit(' ').next().unwrap().parse().expect("address")
+    line.split(' ').nth(3).unwrap().parse().expect("address")
 }
 
 /// A raw TCP connection to a client's peer listener (a `Wire` reads any line protocol).

@@ -481,7 +481,7 @@ fn the_server_is_told_the_address_given_with_listen_addr() {
     let port = alice.expect_between("Peers reach you at 127.0.0.2:", ".");
     let mut carol = common::Wire::registered(server.addr, "carol", PW, 40_004);
     carol.send("INFO alice");
-    carol.expect_exact(&format!("OK INFO alice 127.0.0.2:{port}"));
+    carol.expect(&format!("OK INFO alice 127.0.0.2:{port}"));
 }
 
 #[test]

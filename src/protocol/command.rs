@@ -21,6 +21,8 @@ pub enum Command {
     List { offset: usize },
     /// `TOKEN`: a token to log in again later without the password.
     Token,
+    /// `KEY <64 hex>`: register (or replace) my long-term X25519 identity public key.
+    Key { key: [u8; 32] },
     /// `INFO <username>` (alias `GET_CLIENT_INFO`)
     Info { user: String },
     /// `PING`
@@ -217,6 +219,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         meaning: "shared files whose names contain <text>, any case",
     },
     CommandSpec {
+        names: &["KEY"],
+        args: &["<key>"],
+        meaning: "register your identity public key (64 hex digits); peers get it with tickets and INFO",
+    },
+    CommandSpec {
         names: &["TOKEN"],
         args: &[],
         meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
@@ -314,6 +321,11 @@ impl Command {
                 offset: offset.parse().map_err(|_| usage())?,
             },
             ("TOKEN", []) => Command::Token,
+            ("KEY", [key]) => Command::Key {
+                key: super::identity_key::parse_key_hex(key).ok_or_else(|| {
+                    ParseError::bad(format!("usage: {} (64 hex digits)", spec.usage()))
+                })?,
+            },
             ("INFO", [user]) => Command::Info {
                 user: user.to_string(),
             },
@@ -430,6 +442,7 @@ impl fmt::Display for Command {
             Command::List { offset: 0 } => write!(f, "LIST"),
             Command::List { offset } => write!(f, "LIST {offset}"),
             Command::Token => write!(f, "TOKEN"),
+            Command::Key { key } => write!(f, "KEY {}", super::identity_key::key_hex(key)),
             Command::Info { user } => write!(f, "INFO {user}"),
             Command::Ping => write!(f, "PING"),
             Command::Quit => write!(f, "QUIT"),

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use super::codes::ErrorCode;
 use super::file_name::safe_file_name;
 use super::hints::Hints;
+use super::identity_key::{KeyField, ShowKey, parse_key_field};
 use super::limits::MAX_LIST_LINES;
 use super::session_token::SessionToken;
 use super::ticket::Ticket;
@@ -77,13 +78,23 @@ pub enum Reply {
     List { users: Vec<String>, total: usize },
     /// `OK TOKEN <token> <seconds>`: log in again with `RESUME` within `seconds`.
     Token { token: SessionToken, secs: u64 },
-    /// `OK INFO <user> <addr>`
-    Info { user: String, addr: SocketAddr },
+    /// `OK INFO <user> <addr> <key>`
+    Info {
+        /// The user, as registered.
+        user: String,
+        /// Where that user accepts peers.
+        addr: SocketAddr,
+        /// The user's identity key as the server has it (`-`: none registered).
+        key: KeyField,
+    },
+    /// `OK KEY`: the server stored our identity key.
+    KeySet,
     /// `OK PONG`
     Pong,
     /// `OK BYE`: the server closes next.
     Bye,
-    /// `OK SESSION <id> <user> <addr> <ticket>`: connect to `addr` and present `ticket`.
+    /// `OK SESSION <id> <user> <addr> <ticket> <key>`: connect to `addr` and present
+    /// `ticket`.
     Session {
         /// The server's session id.
         id: u64,
@@ -93,6 +104,9 @@ pub enum Reply {
         addr: SocketAddr,
         /// The one-time ticket for this session.
         ticket: Ticket,
+        /// That user's identity key as the server has it (`-`: none registered), for
+        /// the peer link's handshake to check.
+        key: KeyField,
         /// More addresses to try at once (protocol.md §13), after `addr`.
         hints: Hints,
     },
@@ -112,8 +126,8 @@ pub enum Reply {
     SessionOpened { id: u64 },
     /// `OK SESSION_END <id>`: the server noted that the session ended.
     SessionEnded { id: u64 },
-    /// `OK TRANSFER <id> <user> <addr> <ticket>`: connect to `addr` for a file transfer
-    /// and present `ticket`.
+    /// `OK TRANSFER <id> <user> <addr> <ticket> <key>`: connect to `addr` for a file
+    /// transfer and present `ticket`.
     Transfer {
         /// The server's transfer id.
         id: u64,
@@ -123,6 +137,8 @@ pub enum Reply {
         addr: SocketAddr,
         /// The one-time ticket for this transfer.
         ticket: Ticket,
+        /// That user's identity key as the server has it (`-`: none registered).
+        key: KeyField,
         /// More addresses to try at once (protocol.md §13), after `addr`.
         hints: Hints,
     },
@@ -335,8 +351,8 @@ pub enum Event {
     Presence { came: usize, went: usize },
     /// `EVENT SHUTDOWN <message>`
     Shutdown { message: String },
-    /// `EVENT SESSION_REQUEST <id> <from> <ticket>`: `from` will connect to us with
-    /// `ticket` for session `id`.
+    /// `EVENT SESSION_REQUEST <id> <from> <ticket> <key>`: `from` will connect to us
+    /// with `ticket` for session `id`.
     SessionRequest {
         /// The server's session id.
         id: u64,
@@ -344,9 +360,11 @@ pub enum Event {
         from: String,
         /// The ticket `from` will present.
         ticket: Ticket,
+        /// `from`'s identity key as the server has it (`-`: none registered).
+        key: KeyField,
     },
-    /// `EVENT TRANSFER_REQUEST <id> <from> <ticket>`: `from` will connect to us with
-    /// `ticket` for file transfer `id`.
+    /// `EVENT TRANSFER_REQUEST <id> <from> <ticket> <key>`: `from` will connect to us
+    /// with `ticket` for file transfer `id`.
     TransferRequest {
         /// The server's transfer id.
         id: u64,
@@ -354,6 +372,8 @@ pub enum Event {
         from: String,
         /// The ticket `from` will present.
         ticket: Ticket,
+        /// `from`'s identity key as the server has it (`-`: none registered).
+        key: KeyField,
     },
     /// `EVENT RELAY <id> <addr> <token>`: the requester of session or transfer `id`
     /// cannot reach us directly; dial the relay at `addr` with `token`, then answer the
@@ -523,19 +543,21 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
         "SESSION_REQUEST" | "TRANSFER_REQUEST" => {
             let words: Vec<&str> = rest.split(' ').collect();
             match words.as_slice() {
-                [id, from, ticket] if kind == "SESSION_REQUEST" => Event::SessionRequest {
+                [id, from, ticket, key] if kind == "SESSION_REQUEST" => Event::SessionRequest {
                     id: parse_id(id)?,
                     from: from.to_string(),
                     ticket: parse_ticket(ticket)?,
+                    key: parse_key_field(key)?,
                 },
-                [id, from, ticket] => Event::TransferRequest {
+                [id, from, ticket, key] => Event::TransferRequest {
                     id: parse_id(id)?,
                     from: from.to_string(),
                     ticket: parse_ticket(ticket)?,
+                    key: parse_key_field(key)?,
                 },
                 _ => {
                     return Err(ParseError::bad(
-                        "usage: EVENT SESSION_REQUEST|TRANSFER_REQUEST <id> <from> <ticket>",
+                        "usage: EVENT SESSION_REQUEST|TRANSFER_REQUEST <id> <from> <ticket> <key>",
                     ));
                 }
             }
@@ -568,15 +590,18 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             user: user.to_string(),
             addr: parse_addr(addr)?,
         },
-        ("INFO", [user, addr]) => Reply::Info {
+        ("INFO", [user, addr, key]) => Reply::Info {
             user: user.to_string(),
             addr: parse_addr(addr)?,
+            key: parse_key_field(key)?,
         },
-        ("SESSION", [id, user, addr, ticket, hints]) => Reply::Session {
+        ("KEY", []) => Reply::KeySet,
+        ("SESSION", [id, user, addr, ticket, key, hints]) => Reply::Session {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
+            key: parse_key_field(key)?,
             hints: Hints::parse(hints)?,
         },
         ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
@@ -587,11 +612,12 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             token: parse_relay_token(token)?,
         },
         ("SESSION_END", [id]) => Reply::SessionEnded { id: parse_id(id)? },
-        ("TRANSFER", [id, user, addr, ticket, hints]) => Reply::Transfer {
+        ("TRANSFER", [id, user, addr, ticket, key, hints]) => Reply::Transfer {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
+            key: parse_key_field(key)?,
             hints: Hints::parse(hints)?,
         },
         ("HINTS", [count]) => Reply::Hints {
@@ -723,12 +749,26 @@ impl fmt::Display for ServerMsg {
                 Event::Offline { users } => write!(f, "EVENT OFFLINE {}", users.join(" ")),
                 Event::Presence { came, went } => write!(f, "EVENT PRESENCE {came} {went}"),
                 Event::Shutdown { message } => write!(f, "EVENT SHUTDOWN {}", one_line(message)),
-                Event::SessionRequest { id, from, ticket } => {
-                    write!(f, "EVENT SESSION_REQUEST {id} {from} {ticket}")
-                }
-                Event::TransferRequest { id, from, ticket } => {
-                    write!(f, "EVENT TRANSFER_REQUEST {id} {from} {ticket}")
-                }
+                Event::SessionRequest {
+                    id,
+                    from,
+                    ticket,
+                    key,
+                } => write!(
+                    f,
+                    "EVENT SESSION_REQUEST {id} {from} {ticket} {}",
+                    ShowKey(key)
+                ),
+                Event::TransferRequest {
+                    id,
+                    from,
+                    ticket,
+                    key,
+                } => write!(
+                    f,
+                    "EVENT TRANSFER_REQUEST {id} {from} {ticket} {}",
+                    ShowKey(key)
+                ),
                 Event::Relay { id, addr, token } => write!(f, "EVENT RELAY {id} {addr} {token}"),
                 Event::Dial {
                     transfer,
@@ -746,14 +786,22 @@ impl fmt::Display for ServerMsg {
                 Reply::Registered { user } => write!(f, "OK REGISTERED {user}"),
                 Reply::LoggedIn { user } => write!(f, "OK LOGGED_IN {user}"),
                 Reply::Welcome { user, addr } => write!(f, "OK WELCOME {user} {addr}"),
-                Reply::Info { user, addr } => write!(f, "OK INFO {user} {addr}"),
+                Reply::Info { user, addr, key } => {
+                    write!(f, "OK INFO {user} {addr} {}", ShowKey(key))
+                }
+                Reply::KeySet => write!(f, "OK KEY"),
                 Reply::Session {
                     id,
                     user,
                     addr,
                     ticket,
+                    key,
                     hints,
-                } => write!(f, "OK SESSION {id} {user} {addr} {ticket} {hints}"),
+                } => write!(
+                    f,
+                    "OK SESSION {id} {user} {addr} {ticket} {} {hints}",
+                    ShowKey(key)
+                ),
                 Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
                 Reply::Relay {
                     transfer,
@@ -770,8 +818,13 @@ impl fmt::Display for ServerMsg {
                     user,
                     addr,
                     ticket,
+                    key,
                     hints,
-                } => write!(f, "OK TRANSFER {id} {user} {addr} {ticket} {hints}"),
+                } => write!(
+                    f,
+                    "OK TRANSFER {id} {user} {addr} {ticket} {} {hints}",
+                    ShowKey(key)
+                ),
                 Reply::Hints { count } => write!(f, "OK HINTS {count}"),
                 Reply::Reverse { transfer, id } => {
                     let what = if *transfer { "TRANSFER" } else { "SESSION" };
@@ -868,7 +921,14 @@ mod tests {
             ServerMsg::Ok(Reply::Info {
                 user: "bob".into(),
                 addr: v6,
+                key: None,
             }),
+            ServerMsg::Ok(Reply::Info {
+                user: "bob".into(),
+                addr,
+                key: Some([7; 32]),
+            }),
+            ServerMsg::Ok(Reply::KeySet),
             ServerMsg::Ok(Reply::Help {
                 lines: vec!["LIST - users".into(), "QUIT - bye".into()],
             }),
@@ -922,10 +982,11 @@ mod tests {
         assert_eq!(
             ServerMsg::Ok(Reply::Info {
                 user: "bob".into(),
-                addr
+                addr,
+                key: None,
             })
             .to_wire(),
-            "OK INFO bob 127.0.0.1:40002\n"
+            "OK INFO bob 127.0.0.1:40002 -\n"
         );
         assert_eq!(
             ServerMsg::Ok(Reply::List {
@@ -953,7 +1014,7 @@ mod tests {
             ("OK TRANSFER_END 12", 0),
             ("OK SESSION_OPEN 12", 0),
             (
-                "OK SESSION 12 bob 127.0.0.1:1 6f1c0d3e9a2b4c5d8e7f60718293a4b5",
+                "OK SESSION 12 bob 127.0.0.1:1 6f1c0d3e9a2b4c5d8e7f60718293a4b5 -",
                 0,
             ),
             ("ERR 400 BAD_REQUEST 5 lines", 0),
@@ -1066,6 +1127,10 @@ mod tests {
             ("GET_CLIENT_LIST", Command::List { offset: 0 }),
             ("LIST 1000", Command::List { offset: 1000 }),
             ("token", Command::Token),
+            (
+                "KEY 0101010101010101010101010101010101010101010101010101010101010101",
+                Command::Key { key: [1; 32] },
+            ),
             ("info bob", Command::Info { user: "bob".into() }),
             ("GET_CLIENT_INFO  bob", Command::Info { user: "bob".into() }),
             ("Ping", Command::Ping),
@@ -1104,6 +1169,18 @@ mod tests {
         assert_eq!(code("SESSION_OPEN -1"), ErrorCode::BadRequest);
         assert_eq!(code("SESSION_END 1 exploded"), ErrorCode::BadRequest);
         assert_eq!(code("SESSION_END 1"), ErrorCode::BadRequest);
+        assert_eq!(code("KEY"), ErrorCode::BadRequest);
+        assert_eq!(code("KEY xyz"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!("KEY {}", "g".repeat(64))),
+            ErrorCode::BadRequest
+        );
+        assert!(
+            Command::parse("KEY xyz")
+                .unwrap_err()
+                .message
+                .contains("usage: KEY")
+        );
         let long = "X".repeat(1000);
         assert!(Command::parse(&long).unwrap_err().message.len() < 100);
     }

@@ -38,6 +38,7 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Help => help(),
         Command::List { offset } => list(shared, *offset),
         Command::Token => token(shared, me),
+        Command::Key { key } => set_key(shared, me, key),
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
         Command::Quit => {
@@ -120,10 +121,40 @@ fn token(shared: &Shared, me: &LoggedIn) -> ServerMsg {
     })
 }
 
+/// KEY <64 hex>
+///
+/// Stores (or replaces: a new device) the caller's identity public key. Peers' pins
+/// catch a change; the server only passes the key on.
+fn set_key(shared: &Shared, me: &LoggedIn, key: &[u8; 32]) -> ServerMsg {
+    match shared.store.set_identity_key(&me.name, key) {
+        Ok(_) => {
+            log::info!("{}: identity key registered", me.name);
+            ServerMsg::Ok(Reply::KeySet)
+        }
+        Err(e) => internal("storing an identity key", &e),
+    }
+}
+
+/// The identity key `user` registered, `None` if none (or the store failed: a grant
+/// still works without it, and the peers' handshake then has no key to check).
+fn key_of(shared: &Shared, user: &str) -> crate::protocol::identity_key::KeyField {
+    shared.store.identity_key(user).unwrap_or_else(|e| {
+        log::error!("reading {user}'s identity key: {e}");
+        None
+    })
+}
+
 /// INFO <username>
 fn info(shared: &Shared, user: &str) -> ServerMsg {
     match shared.registry.lookup(&user.to_ascii_lowercase()) {
-        Some((name, addr)) => ServerMsg::Ok(Reply::Info { user: name, addr }),
+        Some((name, addr)) => {
+            let key = key_of(shared, &name);
+            ServerMsg::Ok(Reply::Info {
+                user: name,
+                addr,
+                key,
+            })
+        }
         None => {
             let shown: String = user.chars().take(32).collect();
             ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"))
@@ -136,19 +167,20 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> ServerMsg {
     ServerMsg::err(ErrorCode::Internal, "the server failed; try again")
 }
 
-/// The session `id` if `me` takes part in it.
+/// The session `id` if `me` takes part in it, else the refusal (boxed: grant replies
+/// with a key and address hints make `ServerMsg` large).
 fn my_session(
     shared: &Shared,
     me: &LoggedIn,
     id: u64,
-) -> Result<super::store::SessionRecord, ServerMsg> {
+) -> Result<super::store::SessionRecord, Box<ServerMsg>> {
     match shared.store.session(id) {
         Ok(Some(record)) if record.has_participant(&me.name) => Ok(record),
-        Ok(_) => Err(ServerMsg::err(
+        Ok(_) => Err(Box::new(ServerMsg::err(
             ErrorCode::NoSession,
             format!("session {id} is not one of yours"),
-        )),
-        Err(e) => Err(internal("reading a session", &e)),
+        ))),
+        Err(e) => Err(Box::new(internal("reading a session", &e))),
     }
 }
 
@@ -230,7 +262,7 @@ fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
 fn session_open(shared: &Shared, me: &LoggedIn, id: u64) -> ServerMsg {
     let record = match my_session(shared, me, id) {
         Ok(record) => record,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     if !record.target.eq_ignore_ascii_case(&me.name) {
         return ServerMsg::err(
@@ -250,7 +282,7 @@ fn session_open(shared: &Shared, me: &LoggedIn, id: u64) -> ServerMsg {
 /// Idempotent: both participants report the end, and the first report is recorded.
 fn session_end(shared: &Shared, me: &LoggedIn, id: u64, reason: EndReason) -> ServerMsg {
     if let Err(reply) = my_session(shared, me, id) {
-        return reply;
+        return *reply;
     }
     match shared.store.end_session(id, reason.word()) {
         Ok(true) => log::info!(
@@ -309,6 +341,9 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
         Err(e) => return internal("recording a ticket", &e),
     };
     let from = me.name.clone();
+    // Each side is given the other's key, for its Noise handshake to check.
+    let my_key = key_of(shared, &me.name);
+    let target_key = key_of(shared, &target);
     let hints = super::ladder::hints_for(shared, &key);
     let (event, reply, what) = match kind {
         Grant::Session => (
@@ -316,12 +351,14 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 id,
                 from,
                 ticket: ticket.clone(),
+                key: my_key,
             },
             Reply::Session {
                 id,
                 user: target.clone(),
                 addr,
                 ticket,
+                key: target_key,
                 hints,
             },
             "session",
@@ -331,12 +368,14 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 id,
                 from,
                 ticket: ticket.clone(),
+                key: my_key,
             },
             Reply::Transfer {
                 id,
                 user: target.clone(),
                 addr,
                 ticket,
+                key: target_key,
                 hints,
             },
             "transfer",

@@ -18,6 +18,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 
+mod identity;
 mod logs;
 mod tokens;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
@@ -101,6 +102,9 @@ const MIGRATIONS: &[&str] = &[
     // 'reverse', 'relay'.
     "ALTER TABLE sessions ADD COLUMN path TEXT;
     ALTER TABLE transfers ADD COLUMN path TEXT;",
+    // 7: each account's long-term X25519 identity public key (issue 12), 64 lower-case
+    // hex digits, NULL until the client sends `KEY`; a later `KEY` replaces it.
+    "ALTER TABLE users ADD COLUMN identity_key TEXT;",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.

@@ -62,6 +62,9 @@ pub(super) struct Engine {
     pub(super) events: Sender<Event>,
     /// The active peer last announced, to announce only changes.
     pub(super) active: Option<String>,
+    /// Our long-term identity key (registered with `KEY` after every login; the peer
+    /// links' handshakes use its secret half).
+    pub(super) identity: std::sync::Arc<crate::crypto::identity::Identity>,
 }
 
 /// How a reconnect went.
@@ -332,18 +335,24 @@ impl Engine {
 
     fn on_server_msg(&mut self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Event(ServerEvent::SessionRequest { id, from, ticket }) => {
-                self.sessions.on_ticket(id, &from, ticket);
+            ServerMsg::Event(ServerEvent::SessionRequest {
+                id,
+                from,
+                ticket,
+                key,
+            }) => {
+                self.sessions.on_ticket(id, &from, ticket, key);
             }
             ServerMsg::Ok(Reply::Session {
                 id,
                 user,
                 addr,
                 ticket,
+                key,
                 hints,
             }) => self
                 .sessions
-                .on_granted(id, &user, (addr, &hints.0), ticket),
+                .on_granted(id, &user, (addr, &hints.0), ticket, key),
             ServerMsg::Event(ServerEvent::Dial {
                 transfer,
                 id,
@@ -368,19 +377,25 @@ impl Engine {
             ServerMsg::Event(ServerEvent::Relay { addr, token, .. }) => {
                 self.sessions.on_relay_invite(addr, token);
             }
-            ServerMsg::Event(ServerEvent::TransferRequest { id, from, ticket }) => {
-                self.sessions.on_transfer_ticket(id, &from, ticket);
+            ServerMsg::Event(ServerEvent::TransferRequest {
+                id,
+                from,
+                ticket,
+                key,
+            }) => {
+                self.sessions.on_transfer_ticket(id, &from, ticket, key);
             }
             ServerMsg::Ok(Reply::Transfer {
                 id,
                 user,
                 addr,
                 ticket,
+                key,
                 hints,
             }) => {
                 let reversals = self.sessions.reversals();
                 self.transfers
-                    .on_granted(id, &user, (addr, &hints.0, reversals), ticket)
+                    .on_granted(id, &user, (addr, &hints.0, reversals), ticket, key)
             }
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
@@ -388,7 +403,8 @@ impl Engine {
             // Kept in memory only, for reconnects; never shown or logged.
             ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
-                Reply::SessionOpened { .. }
+                Reply::KeySet
+                | Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }
                 | Reply::TransferEnded { .. }
                 | Reply::Hints { .. }
@@ -477,6 +493,7 @@ impl Engine {
         match login::run(&link, &mut replay, &PortChoice::Existing(self.port), resume) {
             Ok(_) => {
                 self.emit(Event::Reconnected);
+                link.send_line(&login::key_announcement(&self.identity));
                 link.send_line(&login::token_request());
                 link.send_line(&super::ladder::hints_command(self.listen_ip));
                 for report in std::mem::take(&mut self.held_reports) {
@@ -543,9 +560,10 @@ fn server_event(msg: ServerMsg) -> Option<Event> {
     };
     Some(match msg {
         ServerMsg::Ok(Reply::List { users, total }) => Event::Users { users, total },
-        ServerMsg::Ok(Reply::Info { user, addr }) => Event::UserInfo {
+        ServerMsg::Ok(Reply::Info { user, addr, key }) => Event::UserInfo {
             user,
             addr: addr.to_string(),
+            key,
         },
         ServerMsg::Ok(Reply::Help { lines }) => Event::ServerHelp { lines },
         ServerMsg::Ok(Reply::Files { files, total }) => Event::Files {

@@ -39,7 +39,14 @@ pub enum Event {
         total: usize,
     },
     /// Where an online user listens (answer to `Command::Info`).
-    UserInfo { user: String, addr: String },
+    UserInfo {
+        /// The user, as registered.
+        user: String,
+        /// Where the user listens for peers.
+        addr: String,
+        /// The user's identity key as the server has it (`None`: none registered).
+        key: Option<[u8; 32]>,
+    },
     /// The server's command list.
     ServerHelp { lines: Vec<String> },
     /// Shared files (answer to `Command::Files`): `total` may exceed the page shown.

@@ -80,6 +80,16 @@ pub fn token_request() -> String {
     Command::Token.to_string()
 }
 
+/// The line that registers our identity public key (`KEY <hex>`), sent after each
+/// login (`OK WELCOME`, a password's or a `RESUME`'s) so the server always has the key
+/// this device holds.
+pub fn key_announcement(identity: &crate::crypto::identity::Identity) -> String {
+    Command::Key {
+        key: identity.public,
+    }
+    .to_string()
+}
+
 /// A finished login.
 pub struct Login {
     /// The name as registered.

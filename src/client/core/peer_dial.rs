@@ -139,6 +139,9 @@ pub struct Ask {
     pub addr: SocketAddr,
     /// The ticket for this session.
     pub ticket: Ticket,
+    /// The peer's identity key as the server gave it (`None`: it registered none), for
+    /// the link's handshake to check.
+    pub peer_key: crate::protocol::identity_key::KeyField,
     /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
     pub wait: Duration,
     /// How to reach the peer: its hints, waiting to be dialled back, or the relay.

@@ -98,6 +98,9 @@ pub struct Incoming {
     /// How it reached us: `direct` (our listener), `reverse` (we dialled the requester
     /// back, `EVENT DIAL`) or `relay`.
     pub path: &'static str,
+    /// The requester's identity key as the server gave it with the ticket, set once the
+    /// ticket checked out (`None` before, or when it registered none).
+    pub peer_key: crate::protocol::identity_key::KeyField,
     /// Where a refusal is counted.
     refusals: Refusals,
 }
@@ -575,6 +578,7 @@ fn handshake(
         path: first.path,
         slot,
         refusals,
+        peer_key: None,
     };
     // Blocks while the UI loop is behind; the slot bounds how many wait here.
     let _ = events.send(PeerEvent::Incoming(incoming));

@@ -19,6 +19,7 @@ use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
@@ -140,6 +141,9 @@ struct Expected {
     expires: Instant,
     /// A file transfer ticket (else a chat session ticket): each opens only its kind.
     transfer: bool,
+    /// The requester's identity key as the server gave it (`None`: it registered none):
+    /// what the peer link's handshake must see.
+    key: KeyField,
 }
 
 struct Request {
@@ -179,15 +183,15 @@ pub struct Sessions {
     /// Our requests waiting for the peer's answer: peer name → session id.
     outgoing: Vec<(String, u64)>,
     /// Our requests still able to fall back to the reverse rung: session → (peer, addr,
-    /// ticket). An entry is taken when the direct attempt fails (then `reversing` holds
-    /// it, then `relaying`).
-    fallback: HashMap<u64, (String, SocketAddr, Ticket)>,
+    /// ticket, key). An entry is taken when the direct attempt fails (then `reversing`
+    /// holds it, then `relaying`).
+    fallback: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// Our requests waiting for the peer to dial us back, still able to use the relay.
-    reversing: HashMap<u64, (String, SocketAddr, Ticket)>,
+    reversing: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// Our requests waiting to be dialled back, shared with the peer listener.
     reversals: Reversals,
     /// Sessions being retried through the relay, waiting for `OK RELAY`.
-    relaying: HashMap<u64, (String, SocketAddr, Ticket)>,
+    relaying: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// When each `relaying` entry stops waiting for `OK RELAY` (the server refused or
     /// never answered: the request then ends as unreachable).
     relay_deadline: HashMap<u64, Instant>,
@@ -361,26 +365,29 @@ impl Sessions {
         });
     }
 
-    /// The server granted our `CONNECT`: go and present the ticket.
+    /// The server granted our `CONNECT`: go and present the ticket. `key` is the peer's
+    /// identity key as the server gave it.
     pub fn on_granted(
         &mut self,
         session: u64,
         peer: &str,
         (addr, hints): (SocketAddr, &[SocketAddr]),
         ticket: Ticket,
+        key: KeyField,
     ) {
         if self.open.iter().any(|o| same(&o.peer, peer)) || self.count() >= MAX_SESSIONS {
             self.report_end(session, EndReason::Refused);
             return;
         }
         self.fallback
-            .insert(session, (peer.to_string(), addr, ticket.clone()));
+            .insert(session, (peer.to_string(), addr, ticket.clone(), key));
         let ask = Ask {
             me: self.me.clone(),
             peer: peer.to_string(),
             session,
             addr,
             ticket,
+            peer_key: key,
             wait: self.answer_wait,
             route: Route::Direct(ladder::candidates(addr, hints)),
         };
@@ -401,7 +408,7 @@ impl Sessions {
     /// ask the peer again through the relay (same ticket).
     pub fn on_relay(&mut self, session: u64, relay: SocketAddr, token: String) {
         self.relay_deadline.remove(&session);
-        let Some((peer, addr, ticket)) = self.relaying.remove(&session) else {
+        let Some((peer, addr, ticket, peer_key)) = self.relaying.remove(&session) else {
             return;
         };
         self.paths.insert(session, "relay");
@@ -411,6 +418,7 @@ impl Sessions {
             session,
             addr,
             ticket,
+            peer_key,
             wait: self.answer_wait,
             route: Route::Relay(relay, token),
         };
@@ -446,7 +454,7 @@ impl Sessions {
     fn give_up_relay(&mut self, session: u64, detail: &str) {
         self.relay_deadline.remove(&session);
         self.outgoing.retain(|(_, s)| *s != session);
-        if let Some((peer, _, _)) = self.relaying.remove(&session) {
+        if let Some((peer, _, _, _)) = self.relaying.remove(&session) {
             self.report_end(session, EndReason::Unreachable);
             self.notices.push(Notice::NotOpened {
                 peer,
@@ -478,17 +486,26 @@ impl Sessions {
         super::peer_link::answer_relayed(relay, token, self.events.clone(), Refusals::new());
     }
 
-    /// The server says `from` will connect with `ticket` for `session`.
-    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket) {
-        self.add_ticket(session, from, ticket, false);
+    /// The server says `from` (identity key `key`) will connect with `ticket` for
+    /// `session`.
+    pub fn on_ticket(&mut self, session: u64, from: &str, ticket: Ticket, key: KeyField) {
+        self.add_ticket(session, from, ticket, false, key);
     }
 
-    /// The server says `from` will connect with `ticket` for file transfer `id`.
-    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket) {
-        self.add_ticket(id, from, ticket, true);
+    /// The server says `from` (identity key `key`) will connect with `ticket` for file
+    /// transfer `id`.
+    pub fn on_transfer_ticket(&mut self, id: u64, from: &str, ticket: Ticket, key: KeyField) {
+        self.add_ticket(id, from, ticket, true, key);
     }
 
-    fn add_ticket(&mut self, session: u64, from: &str, ticket: Ticket, transfer: bool) {
+    fn add_ticket(
+        &mut self,
+        session: u64,
+        from: &str,
+        ticket: Ticket,
+        transfer: bool,
+        key: KeyField,
+    ) {
         self.tickets.insert(
             ticket.clone(),
             Expected {
@@ -496,6 +513,7 @@ impl Sessions {
                 from: from.to_string(),
                 expires: Instant::now() + TICKET_TTL,
                 transfer,
+                key,
             },
         );
         if let Some(at) = self
@@ -575,6 +593,7 @@ impl Sessions {
         // The ticket checked out: this connection no longer counts against its
         // address's handshake cap (several real peers may share one address).
         incoming.release_slot();
+        incoming.peer_key = expected.key;
         if expected.transfer {
             if let Err(e) = incoming.prove(&self.me) {
                 log::info!("a data connection from {} broke: {e}", incoming.remote);
@@ -699,8 +718,8 @@ impl Sessions {
         match result {
             Err((EndReason::Unreachable, _)) if direct.is_some() => {
                 // The ladder's second rung: the peer dials us back.
-                if let Some((peer, addr, ticket)) = direct {
-                    self.reverse(session, peer, addr, ticket);
+                if let Some(entry) = direct {
+                    self.reverse(session, entry);
                 }
             }
             Err((EndReason::Unreachable, _)) if reversed.is_some() => {
@@ -738,12 +757,13 @@ impl Sessions {
 
     /// Asks the server to have `peer` dial us back for `session` and waits for it on a
     /// thread of its own (the answer arrives as for a direct request).
-    fn reverse(&mut self, session: u64, peer: String, addr: SocketAddr, ticket: Ticket) {
+    fn reverse(&mut self, session: u64, entry: (String, SocketAddr, Ticket, KeyField)) {
+        let (peer, addr, ticket, peer_key) = entry;
         // Waiting before asking: the peer may dial back before the server answers us.
         let wait = self.reversals.expect(false, session);
         self.paths.insert(session, "reverse");
         self.reversing
-            .insert(session, (peer.clone(), addr, ticket.clone()));
+            .insert(session, (peer.clone(), addr, ticket.clone(), peer_key));
         self.to_server.push(Command::Reverse {
             transfer: false,
             id: session,
@@ -755,6 +775,7 @@ impl Sessions {
             session,
             addr,
             ticket,
+            peer_key,
             wait: self.answer_wait,
             route: Route::Reverse(wait),
         };

@@ -23,6 +23,7 @@ use super::ladder::Reversals;
 use super::peer_link::{Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
+use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
@@ -167,6 +168,9 @@ struct Entry {
     offer: Option<u64>,
     /// The server's transfer id, once known.
     transfer: Option<u64>,
+    /// The peer's identity key from the server's grant (`OK TRANSFER`), once known:
+    /// what the transfer link's handshake must see.
+    peer_key: KeyField,
     /// The file to send (`Send`, `Serve`).
     path: Option<PathBuf>,
     /// Stops the transfer thread.
@@ -316,6 +320,7 @@ impl Transfers {
                 },
                 offer: None,
                 transfer: None,
+                peer_key: None,
                 path: None,
                 cancel: Cancel::default(),
                 expires: None,
@@ -665,13 +670,15 @@ impl Transfers {
         }
     }
 
-    /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`.
+    /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`
+    /// (whose identity key the server gave as `key`).
     pub fn on_granted(
         &mut self,
         transfer_id: u64,
         user: &str,
         (addr, hints, reversals): (SocketAddr, &[SocketAddr], Reversals),
         ticket: Ticket,
+        key: KeyField,
     ) {
         let Some(at) = self
             .awaiting_ticket
@@ -692,6 +699,7 @@ impl Transfers {
             return;
         }
         entry.transfer = Some(transfer_id);
+        entry.peer_key = key;
         entry.row.peer = user.to_string();
         let cancel = entry.cancel.clone();
         let name = entry.row.name.clone();

@@ -397,9 +397,16 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
             }
             text
         }
-        CoreEvent::UserInfo { user, addr } => {
+        CoreEvent::UserInfo { user, addr, key } => {
             let user = Untrusted(user);
-            format!("{user} is online at {addr}; type \\connect {user} to chat")
+            let key = match key {
+                Some(key) => format!(
+                    "identity key {}",
+                    crate::crypto::identity::key_fingerprint(key)
+                ),
+                None => "no identity key registered".to_string(),
+            };
+            format!("{user} is online at {addr} ({key}); type \\connect {user} to chat")
         }
         CoreEvent::ServerHelp { lines } => {
             let mut text = String::from("Server commands:");

@@ -1,0 +1,177 @@
+//! Identity keys on the server (issue 12, protocol.md §4 "Identity keys"): the client
+//! makes its X25519 key at the first login and registers it with `KEY` after every
+//! login; the server stores it with the account and hands the other user's key on in
+//! `INFO` and the four grant lines. Real server and client binaries.
+
+mod common;
+
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The public key (hex) in `name`'s key file, which the real client made.
+fn public_key_of(lab: &Lab, name: &str) -> String {
+    let path = lab.data_dir(name).join(name).join("identity.key");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let public = text.lines().nth(1).expect("a public key line").to_string();
+    assert_eq!(public.len(), 64, "{public:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key file is readable by others");
+    }
+    public
+}
+
+/// The key field of `INFO <user>`.
+fn key_in_info(w: &mut Wire, user: &str) -> String {
+    w.send(&format!("INFO {user}"));
+    let line = w.expect(&format!("OK INFO {user}"));
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words.len(), 5, "{line:?}");
+    words[4].to_string()
+}
+
+/// Waits (bounded) until `INFO <user>` shows `want`: the client sends `KEY` just after
+/// its login, so the first `INFO` may come before it.
+fn wait_for_key(w: &mut Wire, user: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = key_in_info(w, user);
+        if got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            w.fail(&format!("INFO {user} shows key {got}, not {want}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last word of a line.
+fn last_word(line: &str) -> &str {
+    line.rsplit(' ').next().unwrap()
+}
+
+const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const K2: &str = "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789";
+const K3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+#[test]
+fn a_real_client_registers_its_key_and_others_get_it_in_info_and_grants() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let alice_key = public_key_of(&lab, "alice");
+    let mut bob = Wire::registered(server.addr, "bob", PW, free_port()).named("bob");
+    bob.send(&format!("KEY {K3}"));
+    bob.expect_exact("OK KEY");
+    wait_for_key(&mut bob, "alice", &alice_key);
+
+    // bob asks: his grant carries alice's key.
+    bob.send("CONNECT alice");
+    let grant = bob.expect("OK SESSION");
+    assert_eq!(grant.split(' ').count(), 7, "{grant:?}");
+    assert_eq!(last_word(&grant), alice_key, "{grant:?}");
+    bob.send("TRANSFER alice");
+    let grant = bob.expect("OK TRANSFER");
+    assert_eq!(last_word(&grant), alice_key, "{grant:?}");
+
+    // alice asks: bob's event carries alice's key; alice's client parsed its own grant
+    // (with bob's key) and says it is trying to reach bob.
+    alice.send("\\connect bob");
+    let event = bob.expect_event("EVENT SESSION_REQUEST");
+    assert_eq!(event.split(' ').count(), 6, "{event:?}");
+    assert_eq!(last_word(&event), alice_key, "{event:?}");
+    alice.expect("* asking bob to chat...");
+
+    // The client shows the key the server has for a user, as a fingerprint.
+    let k3: [u8; 32] = [0x33; 32];
+    let fingerprint = peerchat::crypto::identity::key_fingerprint(&k3);
+    alice.send("\\info bob");
+    alice.expect(&format!("(identity key {fingerprint})"));
+}
+
+#[test]
+fn a_changed_key_replaces_the_old_one_and_a_malformed_key_changes_nothing() {
+    let server = Server::start();
+    let mut alice = Wire::registered(server.addr, "alice", PW, free_port()).named("alice");
+    let mut bob = Wire::registered(server.addr, "bob", PW, free_port()).named("bob");
+    // No key yet: `-`.
+    assert_eq!(key_in_info(&mut bob, "alice"), "-");
+    alice.send(&format!("KEY {K1}"));
+    alice.expect_exact("OK KEY");
+    assert_eq!(key_in_info(&mut bob, "alice"), K1);
+
+    for bad in [
+        "KEY".to_string(),
+        "KEY xyz".to_string(),
+        format!("KEY {}", &K1[1..]),
+        format!("KEY {K1}0"),
+        format!("KEY {}", "g".repeat(64)),
+        format!("KEY {K1} {K1}"),
+    ] {
+        alice.send(&bad);
+        let reply = alice.expect("ERR 400 BAD_REQUEST");
+        assert!(reply.contains("usage: KEY <key>"), "{bad}: {reply:?}");
+    }
+    assert_eq!(
+        key_in_info(&mut bob, "alice"),
+        K1,
+        "a refused KEY changed the key"
+    );
+
+    // A new device: the key is replaced (and shown in lower case).
+    alice.send(&format!("KEY {K2}"));
+    alice.expect_exact("OK KEY");
+    let k2 = K2.to_ascii_lowercase();
+    assert_eq!(key_in_info(&mut bob, "alice"), k2);
+
+    // Both grant lines of both kinds carry the other user's key, `-` for none.
+    bob.send("CONNECT alice");
+    assert_eq!(last_word(&bob.expect("OK SESSION")), k2);
+    assert_eq!(last_word(&alice.expect_event("EVENT SESSION_REQUEST")), "-");
+    bob.send(&format!("KEY {K3}"));
+    bob.expect_exact("OK KEY");
+    alice.send("TRANSFER bob");
+    assert_eq!(last_word(&alice.expect("OK TRANSFER")), K3);
+    assert_eq!(last_word(&bob.expect_event("EVENT TRANSFER_REQUEST")), k2);
+}
+
+#[test]
+fn keys_survive_a_restart_and_a_resumed_client_registers_its_key_again() {
+    let mut server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let alice_key = public_key_of(&lab, "alice");
+    let mut bob = Wire::registered(server.addr, "bob", PW, free_port()).named("bob");
+    bob.send(&format!("KEY {K1}"));
+    bob.expect_exact("OK KEY");
+    wait_for_key(&mut bob, "alice", &alice_key);
+
+    server.kill();
+    alice.expect("* lost the connection to the server");
+    // Forget alice's key behind the server's back: only her client can bring it back.
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE users SET identity_key = NULL WHERE username = 'alice'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let server2 = server.restart_same_addr();
+    let mut bob = Wire::logged_in(server2.addr, "bob", PW, free_port()).named("bob again");
+    // bob's key was stored, not just remembered by his connection.
+    assert_eq!(key_in_info(&mut bob, "bob"), K1);
+    alice.send("\\reconnect");
+    alice.expect("* reconnected to the server");
+    wait_for_key(&mut bob, "alice", &alice_key);
+    // The same key as before: the client keeps it in its data folder.
+    assert_eq!(public_key_of(&lab, "alice"), alice_key);
+}
