@@ -54,13 +54,30 @@ impl Route {
 
 /// A connected stream to the peer by `route`.
 pub fn obtain(route: &Route) -> io::Result<TcpStream> {
+    obtain_with(route, |stream, _| Ok(stream))
+}
+
+/// A stream to the peer by `route`, with `secure` run on it (a handshake that proves
+/// the peer, say): on the direct rung `secure` runs on every connection that opens, so
+/// the first attempt to complete it wins (not merely the first to connect); on the
+/// reverse and relay rungs there is one connection, and it runs on that.
+pub fn obtain_with<T, F>(route: &Route, secure: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> io::Result<T> + Send + Sync + 'static,
+{
     match route {
-        Route::Direct(addrs) => race(addrs, HINT_CONNECT_TIMEOUT, |e| e, |stream, _| Ok(stream))
-            .map(|(stream, _)| stream)
+        Route::Direct(addrs) => race(addrs, HINT_CONNECT_TIMEOUT, |e| e, secure)
+            .map(|(secured, _)| secured)
             .map_err(best_error),
-        Route::Reverse(wait) => wait.wait(REVERSE_WAIT),
+        Route::Reverse(wait) => {
+            let stream = wait.wait(REVERSE_WAIT)?;
+            let from = stream.peer_addr()?;
+            secure(stream, from)
+        }
         Route::Relay(relay, token) => {
-            super::peer_dial::dial(*relay, Some(&(*relay, token.clone())))
+            let stream = super::peer_dial::dial(*relay, Some(&(*relay, token.clone())))?;
+            secure(stream, *relay)
         }
     }
 }

@@ -33,8 +33,9 @@ use crate::protocol::ticket::Ticket;
 const THREAD_STACK: usize = 128 * 1024;
 
 /// Opens a data connection to `peer` by `route` (`addr` is where the server says it
-/// listens, for messages), sends its first line (`PUSH` or `FETCH`) and checks the listener's proof of the ticket (`ACCEPT <mac>`, protocol.md
-/// §11) before any file line is exchanged. An `ERR` as the first answer (a refusal) is
+/// listens, for messages), sends its first line (`PUSH` or `FETCH`) and checks the
+/// listener's proof of the ticket (`ACCEPT <mac>`, protocol.md §11) before any file line
+/// is exchanged. An `ERR` as the first answer (a refusal) is
 /// left unread for the transfer code, so it reports it as before; anything else, or a
 /// wrong MAC, is refused: whoever answered at `addr` does not hold the ticket.
 pub fn open_transfer(
