@@ -3,7 +3,8 @@
 //! the server's in-process relay, and the session opens, chats both ways and is shown
 //! and logged as `relay`. One test drives a real requester (the target is raw protocol,
 //! announcing a port where nothing listens); the other a real target (the requester is
-//! raw protocol). Namespaces with NAT (tests/nat.rs in issue 13) are not here yet.
+//! raw protocol). Before the relay, the requester tries the reverse rung (the raw target
+//! ignores `EVENT DIAL`): that rung is tests/reverse.rs; real NAT is tests/nat.rs.
 
 mod common;
 
