@@ -5,7 +5,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: build server client gui test test-browser gui-screenshots lint demo fmt clean bench
+.PHONY: build server client gui test test-browser gui-screenshots lint demo fmt clean bench wormhole-venv
 
 build:
 	$(CARGO) build --release --bins
@@ -29,6 +29,13 @@ demo: build
 bench:
 	$(CARGO) build --release --bins
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null; $(CARGO) bench --bench peerchat -- $(ARGS)
+
+# magic-wormhole and its mailbox server and transit relay (PyPI), in a venv under
+# target/, for the bench's `wormhole` group (`make bench ARGS=wormhole`); without them
+# that group prints a skip line.
+wormhole-venv:
+	python3 -m venv target/wormhole-venv
+	target/wormhole-venv/bin/pip install magic-wormhole magic-wormhole-mailbox-server magic-wormhole-transit-relay
 
 lint:
 	$(CARGO) fmt --all -- --check

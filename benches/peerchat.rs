@@ -2,7 +2,8 @@
 //!
 //! `make bench` builds the release binaries, raises the open-file limit and runs this
 //! program with `cargo bench --bench peerchat`; `cargo bench --bench peerchat -- GROUP`
-//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`), and `--quick` runs
+//! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`, `gui`,
+//! `wormhole`), and `--quick` runs
 //! every group with small sizes (a smoke test of the bench itself, not a measurement).
 //!
 //! The program drives the real `peerchat-server` and `peerchat-client` from
@@ -42,6 +43,10 @@ mod gui;
 #[path = "peerchat/relay.rs"]
 mod relay;
 
+/// The `wormhole` group (peerchat's push next to magic-wormhole, when installed).
+#[path = "peerchat/wormhole.rs"]
+mod wormhole;
+
 /// Selects a helper role when this program re-executes itself.
 const ROLE_ENV: &str = "PEERCHAT_BENCH_ROLE";
 /// The file a copy role reads or writes.
@@ -59,8 +64,8 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 8] = [
-    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "relay",
+const GROUPS: [&str; 9] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole", "relay",
 ];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
@@ -99,6 +104,8 @@ struct Settings {
     sequential: usize,
     /// Requests per command per level in the scale figure.
     probes: usize,
+    /// The file sent by peerchat and by magic-wormhole in the `wormhole` group.
+    wormhole_size: u64,
 }
 
 impl Settings {
@@ -118,6 +125,7 @@ impl Settings {
             burst: 1000,
             sequential: 300,
             probes: 200,
+            wormhole_size: 512 * MIB,
         }
     }
 
@@ -137,6 +145,7 @@ impl Settings {
             burst: 200,
             sequential: 50,
             probes: 50,
+            wormhole_size: 64 * MIB,
         }
     }
 }
@@ -195,6 +204,7 @@ fn main() {
             "burst" => group_burst(&settings, &bins, &mut report),
             "cipher" => group_cipher(&settings, &mut report),
             "gui" => gui::group_gui(&settings, &bins, &mut report),
+            "wormhole" => wormhole::group_wormhole(&settings, &bins, &mut report),
             "relay" => relay::group_relay(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));

@@ -268,7 +268,12 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
     // Another user's fetch still succeeds while mallory's connections are held open.
     let mut carol = lab.register("carol", &[]);
     carol.send("\\fetch bob small.txt");
-    let state = final_state(&mut carol, "[1] fetch small.txt from bob");
+    // Its number is the server's transfer id, after mallory's.
+    let line = carol.expect_line("carol's fetch", |l| {
+        l.ends_with("] fetch small.txt from bob: started")
+    });
+    let head = line["* ".len()..line.len() - ": started".len()].to_string();
+    let state = final_state(&mut carol, &head);
     assert!(state.starts_with("done, verified"), "carol got {state:?}");
     assert_eq!(
         fs::read_to_string(lab.downloads("carol").join("small.txt")).unwrap(),

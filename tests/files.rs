@@ -511,6 +511,8 @@ fn offer(
         line.ends_with(&format!("{want}{rid} or \\decline {rid}")),
         "offer line names another number: {line:?}"
     );
+    // Both users see one number for it: the server's transfer id (issue 11).
+    assert_eq!(sid, rid, "the sender shows [{sid}], the receiver [{rid}]");
     (sid, rid)
 }
 
@@ -941,11 +943,11 @@ fn a_declined_offer_tells_the_sender_and_writes_nothing() {
         "a declined offer left files: {:?}",
         files_under(&downloads)
     );
-    assert!(
-        db_transfers(&server.db_path()).is_empty(),
-        "a declined offer asked for a transfer ticket: {:#?}",
-        db_transfers(&server.db_path())
-    );
+    // The offer was numbered by the server before it went out (both sides show that
+    // number); declined, it is logged as refused, with no bytes.
+    let row = wait_ended_transfer(&server.db_path(), "unwanted.bin", 0);
+    assert_eq!(row.id as u64, sid, "{row:#?}");
+    assert_eq!(row.result.as_deref(), Some("refused"), "{row:#?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1122,7 +1124,7 @@ fn a_wrong_whole_file_hash_is_detected_and_nothing_is_saved() {
     data.send(&format!("END {}", wrong.finalize().to_hex()));
     data.expect("ERR 422 CORRUPT");
 
-    let state = wait_final(&mut bob, 1, "receive", "y.bin", "mallory", WAIT);
+    let state = wait_final(&mut bob, 5, "receive", "y.bin", "mallory", WAIT);
     assert!(state.starts_with("corrupt: "), "bob shows {state:?}");
     assert_eq!(final_files(&lab.downloads("bob")), Vec::<String>::new());
     assert_eq!(logged_result(&server.db_path(), "y.bin", 0), "corrupt");
@@ -1193,7 +1195,7 @@ fn offers_with_paths_in_their_names_are_refused() {
     data.send("FILE 5 ../x");
     data.expect("ERR 423 TRANSFER_REFUSED");
     data.expect_closed();
-    let state = wait_final(&mut bob, 1, "receive", "ok.txt", "mallory", WAIT);
+    let state = wait_final(&mut bob, 20, "receive", "ok.txt", "mallory", WAIT);
     assert!(state.starts_with("refused: "), "bob shows {state:?}");
 
     // Nothing anywhere in the test's folders, and /etc/passwd untouched.
@@ -1249,7 +1251,12 @@ fn fetches_outside_the_shared_folder_are_refused() {
     alice.send("\\fetch bob ../x");
     alice.expect("error: unsafe file name");
     alice.send("\\fetch bob link.txt");
-    let state = wait_final(&mut alice, 1, "fetch", "link.txt", "bob", WAIT);
+    // Its number is the server's transfer id.
+    let line = alice.expect_line("the fetch's start", |l| {
+        l.ends_with("] fetch link.txt from bob: started")
+    });
+    let id = bracket_id(&line);
+    let state = wait_final(&mut alice, id, "fetch", "link.txt", "bob", WAIT);
     assert!(state.starts_with("refused: "), "alice shows {state:?}");
     assert_eq!(final_files(&lab.downloads("alice")), Vec::<String>::new());
     assert_eq!(final_files(&lab.downloads("bob")), Vec::<String>::new());
@@ -1718,4 +1725,112 @@ fn an_unusable_downloads_folder_is_a_clear_error_on_both_sides() {
     // Chat goes on after the failed transfer.
     alice.send("still here?");
     bob.expect_chat(None, "alice", "still here?");
+}
+
+// ---------------------------------------------------------------------------------------
+// x1: one transfer number on both sides (issue 11)
+// ---------------------------------------------------------------------------------------
+
+/// alice fetches 200 MiB from bob's shared folder: both show the server's transfer id
+/// as its number (as `offer` asserts for every push), and bob's `\cancel` with the
+/// number he sees stops it on both sides (the push tests cancel with it either side).
+#[test]
+fn a_fetch_shows_one_number_on_both_sides_and_the_owner_cancels_by_it() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let shared = lab.share("bob").join("big.bin");
+    write_pattern(&shared, BIG, 6);
+    let mut alice = lab.register("alice", false);
+    let mut bob = lab.register("bob", true);
+    // A push first, so the fetch's number is not 1 on either side by chance.
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    let small = lab.outbox("alice").join("small.txt");
+    fs::write(&small, b"a small file").unwrap();
+    push(&mut alice, "alice", &mut bob, "bob", &small, WAIT);
+    let frozen_pid = client_pid(&lab.home("alice").join("data"));
+
+    alice.send("\\fetch bob big.bin");
+    let line = alice.expect_line("the fetch's start", |l| {
+        l.ends_with("] fetch big.bin from bob: started")
+    });
+    let fid = bracket_id(&line);
+    let line = bob.expect_line("the serve's start", |l| {
+        l.ends_with("] serve big.bin to alice: started")
+    });
+    let sid = bracket_id(&line);
+    assert_eq!(fid, sid, "alice shows [{fid}], bob [{sid}]");
+    assert!(fid >= 2, "the fetch came after a push: {fid}");
+
+    let frozen = freeze_when_partial(&lab.downloads("alice"), 2 * MIB, frozen_pid);
+    wait_progress_frozen(&mut bob, sid, "big.bin", 1, &frozen);
+    bob.send(&format!("\\cancel {sid}"));
+    bob.output_for(Duration::from_millis(300));
+    frozen.resume();
+    let theirs = wait_final(&mut bob, sid, "serve", "big.bin", "alice", WAIT);
+    let mine = wait_final(&mut alice, fid, "fetch", "big.bin", "bob", WAIT);
+    assert!(theirs.starts_with("cancelled"), "bob shows {theirs:?}");
+    assert!(mine.starts_with("cancelled"), "alice shows {mine:?}");
+    assert_eq!(final_files(&lab.downloads("alice")), Vec::<String>::new());
+}
+
+/// alice sends a folder of six 40 MiB files; bob accepts it once and, while its first
+/// files are under way (alice held still), cancels the folder by the number both see:
+/// the files under way stop on both sides, alice is told and offers no more of them.
+#[test]
+fn the_receiver_cancels_a_whole_folder_by_its_number() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", false);
+    let mut bob = lab.register("bob", false);
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    let album = lab.outbox("alice").join("album");
+    fs::create_dir_all(&album).unwrap();
+    for i in 0..6 {
+        write_pattern(&album.join(format!("part{i}.bin")), 40 * MIB, i);
+    }
+    let frozen_pid = client_pid(&lab.home("alice").join("data"));
+
+    alice.send(&format!("\\send {}", album.display()));
+    let line = alice.expect_line("alice's folder offer", |l| {
+        l.contains("] offered album/ (6 files)")
+    });
+    let sid = bracket_id(&line);
+    let line = bob.expect_line("the folder offer", |l| {
+        l.contains("] alice offers the folder album/ (6 files")
+    });
+    let rid = bracket_id(&line);
+    assert_eq!(
+        sid, rid,
+        "alice shows the folder as [{sid}], bob as [{rid}]"
+    );
+    bob.send(&format!("\\accept {rid}"));
+
+    let frozen = freeze_when_partial(&lab.downloads("bob"), 2 * MIB, frozen_pid);
+    bob.send(&format!("\\cancel {rid}"));
+    bob.expect("album/ cancelled: its last 2 file(s) will not come");
+    bob.output_for(Duration::from_millis(300));
+    frozen.resume();
+    // How many were still queued (said after a colon) depends on whether the files'
+    // broken connections reached alice before bob's word did (each lets one more go).
+    alice.expect("error: bob cancelled album/");
+
+    // Nothing more arrives: no final file, and the session goes on.
+    bob.output_for(Duration::from_secs(2));
+    alice.send("after the folder");
+    bob.expect_chat(None, "alice", "after the folder");
+    let got = files_under(&lab.downloads("bob").join("album"));
+    assert!(got.is_empty(), "files arrived after the cancel: {got:?}");
+    let shown = bob.output();
+    let started = shown.matches(": started").count();
+    assert_eq!(
+        started, 4,
+        "bob started other than the 4 files in flight:\n{shown}"
+    );
+    for line in shown.lines().filter(|l| l.contains("] receive album/part")) {
+        let state = line.rsplit(": ").next().unwrap_or("");
+        assert!(
+            state == "started" || state.starts_with("cancelled"),
+            "a file of the cancelled folder ended otherwise: {line:?}"
+        );
+    }
 }

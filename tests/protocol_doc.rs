@@ -598,6 +598,13 @@ fn section_8_states_the_limits_the_code_enforces() {
             ],
         ),
         ("| transfer chunk |", vec![with_commas(CHUNK_SIZE)]),
+        (
+            "| transfer ticket kept by the target",
+            vec![
+                format!("{} s after issue", TRANSFER_TICKET_TTL.as_secs()),
+                format!("an offer's {} s", OFFER_TIMEOUT.as_secs()),
+            ],
+        ),
     ] {
         let line = section
             .lines()

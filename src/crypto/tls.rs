@@ -187,6 +187,34 @@ pub enum Trust {
     Pinned(String),
     /// Any certificate (first contact); the caller then decides about what was seen.
     FirstUse,
+    /// A chain that verifies to one of these roots (`--server-ca`) for the name the
+    /// client connects with, checked the usual way (validity, name, signatures); no pin.
+    Ca(Arc<rustls::RootCertStore>),
+}
+
+/// Reads the PEM certificates in `path` as trust roots (`--server-ca`).
+pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>> {
+    let pem = fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| {
+            Error::Config(format!("{} is not PEM certificates: {e}", path.display()))
+        })?;
+        roots.add(cert).map_err(|e| {
+            Error::Config(format!(
+                "{} holds a certificate rustls refuses as a root: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(Arc::new(roots))
 }
 
 /// Where the verifier writes the fingerprint the server showed.
@@ -199,6 +227,8 @@ struct PinVerifier {
     trust: Trust,
     seen: Seen,
     provider: Arc<CryptoProvider>,
+    /// For `Trust::Ca`: rustls's own WebPKI verifier over those roots.
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -212,6 +242,15 @@ impl ServerCertVerifier for PinVerifier {
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint(end_entity.as_ref());
         *lock(&self.seen) = Some(got.clone());
+        if let Some(webpki) = &self.webpki {
+            return webpki.verify_server_cert(
+                end_entity,
+                _intermediates,
+                _server_name,
+                _ocsp_response,
+                _now,
+            );
+        }
         match &self.trust {
             Trust::Pinned(want) if *want != got => Err(rustls::Error::General(format!(
                 "certificate fingerprint {got} is not the pinned {want}"
@@ -259,10 +298,22 @@ impl ServerCertVerifier for PinVerifier {
 /// server showed is written once the handshake has seen it.
 pub fn client_config(trust: Trust) -> Result<(Arc<ClientConfig>, Seen)> {
     let seen = Arc::new(Mutex::new(None));
+    let webpki = match &trust {
+        Trust::Ca(roots) => Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::clone(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| Error::Config(format!("the --server-ca roots: {e}")))?,
+        ),
+        _ => None,
+    };
     let verifier = PinVerifier {
         trust,
         seen: Arc::clone(&seen),
         provider: provider(),
+        webpki,
     };
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -276,7 +327,22 @@ pub fn client_config(trust: Trust) -> Result<(Arc<ClientConfig>, Seen)> {
 /// Starts a client session over `sock`: returns the reader and the sealer (the
 /// ClientHello is already waiting in the sealer: drain it with [`TlsSealer::pending`]).
 pub fn client(sock: &TcpStream, config: Arc<ClientConfig>) -> io::Result<(TlsReader, TlsSealer)> {
-    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    client_named(sock, config, "localhost")
+}
+
+/// As [`client`], naming the server `name` (a DNS name or an IP address): what a
+/// CA-signed certificate is checked against (`Trust::Ca`), and the SNI sent.
+pub fn client_named(
+    sock: &TcpStream,
+    config: Arc<ClientConfig>,
+    name: &str,
+) -> io::Result<(TlsReader, TlsSealer)> {
+    let name = ServerName::try_from(name.to_string()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a server name: {e}"),
+        )
+    })?;
     let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
     split(sock, Connection::Client(conn))
 }

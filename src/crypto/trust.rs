@@ -31,6 +31,19 @@ pub struct ServerTrust {
     /// `--listen-addr` when it names one address: the connection comes from it, so the
     /// server announces to peers the address we really listen on.
     pub source: Option<std::net::IpAddr>,
+    /// `--server-ca`: the server's certificate must verify against these roots for
+    /// this name; then no pin is asked for, read or written.
+    pub ca: Option<ServerCa>,
+}
+
+/// A CA-signed server certificate, verified the usual way (`--server-ca`).
+#[derive(Debug, Clone)]
+pub struct ServerCa {
+    /// The PEM file of trusted roots.
+    pub roots: PathBuf,
+    /// The name the certificate must be for: `--server-name`, else the host of
+    /// `--server` (a DNS name or an IP address).
+    pub name: String,
 }
 
 /// Why the client would not talk to a server.
@@ -49,6 +62,13 @@ pub enum TrustError {
     Unknown { server: String, shown: String },
     /// `--server-fingerprint` was not what the server showed.
     NotGiven { given: String, shown: String },
+    /// `--server-ca` was given and the certificate does not verify against it.
+    CaRefused {
+        server: String,
+        ca: PathBuf,
+        name: String,
+        detail: String,
+    },
 }
 
 impl fmt::Display for TrustError {
@@ -75,6 +95,18 @@ impl fmt::Display for TrustError {
                 "{server} is a server not seen before; its certificate fingerprint is \
                  {shown}. Check it with the operator, then run again with \
                  --server-fingerprint {shown} (or --trust-first-use)."
+            ),
+            TrustError::CaRefused {
+                server,
+                ca,
+                name,
+                detail,
+            } => write!(
+                f,
+                "the certificate of {server} does not verify against the CA in {} for the \
+                 name {name} ({detail}); nothing was sent. Check that the server uses a \
+                 certificate that CA issued for {name} (--server-name sets the name to check).",
+                ca.display()
             ),
             TrustError::NotGiven { given, shown } => write!(
                 f,
@@ -134,6 +166,9 @@ impl ServerTrust {
         ask: Option<AskTrust<'_>>,
     ) -> Result<ServerTls, TrustError> {
         let key = addr.to_string();
+        if let Some(ca) = &self.ca {
+            return self.connect_ca(addr, ca);
+        }
         let mut pins = Pins::open(&self.data_dir, SERVER_PINS)?;
         let pinned = pins.get(&key).map(str::to_string);
         let trust = match (&self.fingerprint, &pinned) {
@@ -194,5 +229,43 @@ impl ServerTrust {
             writer,
             fingerprint: shown,
         })
+    }
+}
+
+impl ServerTrust {
+    /// Connects to `addr` and verifies its certificate against `ca` for `ca.name`: a
+    /// certificate that verifies needs no pin; one that does not is refused.
+    fn connect_ca(&self, addr: SocketAddr, ca: &ServerCa) -> Result<ServerTls, TrustError> {
+        let refused = |detail: String| TrustError::CaRefused {
+            server: addr.to_string(),
+            ca: ca.roots.clone(),
+            name: ca.name.clone(),
+            detail,
+        };
+        let roots = tls::load_roots(&ca.roots).map_err(|e| refused(e.to_string()))?;
+        let deadline = Instant::now() + TLS_CONNECT_DEADLINE;
+        let stream = dial(addr, self.source, TLS_CONNECT_DEADLINE)?;
+        stream.set_nodelay(true)?;
+        let (config, seen) = tls::client_config(Trust::Ca(roots)).map_err(io::Error::other)?;
+        let (mut reader, sealer) =
+            tls::client_named(&stream, config, &ca.name).map_err(|e| refused(e.to_string()))?;
+        let mut writer = TlsWriter::new(&stream, sealer)?;
+        let result = tls::finish_handshake(&mut reader, &mut writer, deadline);
+        let shown = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match (result, shown) {
+            (Ok(()), Some(fingerprint)) => Ok(ServerTls {
+                stream,
+                reader,
+                writer,
+                fingerprint,
+            }),
+            // The verifier saw a certificate and said no.
+            (Err(e), Some(_)) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                Err(refused(e.to_string()))
+            }
+            (Ok(()), None) => Err(io::Error::other("no certificate seen").into()),
+            (Err(e), None) => Err(e.into()),
+        }
     }
 }

@@ -241,6 +241,12 @@ pub const MAX_INDEX_FILES_PER_ADDRESS: usize = 50_000;
 /// How long a file offer waits for `\accept` before it expires.
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a transfer ticket (`EVENT TRANSFER_REQUEST`) stays usable if nobody
+/// presents it: a push is numbered (and its ticket issued) before it is offered, so the
+/// ticket must outlive the offer (`OFFER_TIMEOUT`), plus a minute to connect (the relay
+/// included).
+pub const TRANSFER_TICKET_TTL: Duration = Duration::from_secs(180);
+
 /// `SESSION_END` and `TRANSFER_END` reports a client holds while the server is away, to
 /// send after `\reconnect` (so the session log learns real ends); the oldest go first.
 pub const MAX_HELD_REPORTS: usize = 256;

@@ -249,8 +249,29 @@ pub fn assert_stored_hash(users: &[(String, String)], name: &str, password: &str
 // Small helpers
 // ---------------------------------------------------------------------------------------
 
-/// A TCP port that was free a moment ago (bind port 0, read it, release it).
+/// A TCP port that was free a moment ago (bound, then released).
+///
+/// Picked below the kernel's ephemeral range (32768 and up here), so no outgoing
+/// connection of another test can take the port between this check and its use (the
+/// race that made tests flaky under load); each test process walks its own sequence,
+/// starting from a place derived from its pid.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

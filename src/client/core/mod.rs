@@ -93,6 +93,23 @@ pub struct ClientConfig {
     /// Trust (and pin) a server's certificate seen for the first time without asking.
     #[arg(long)]
     pub trust_first_use: bool,
+    /// PEM file of CA certificates: the server's certificate must be signed by one of
+    /// them for the server's name (checked the usual way); then no pin is used.
+    #[arg(long, conflicts_with = "server_fingerprint")]
+    pub server_ca: Option<PathBuf>,
+    /// The name the server's CA-signed certificate must carry (default: the host of
+    /// --server). Only with --server-ca.
+    #[arg(long, requires = "server_ca")]
+    pub server_name: Option<String>,
+}
+
+/// The host of `host:port` (`[v6]:port` too): the name a CA-signed certificate is
+/// checked against by default.
+fn server_host(server: &str) -> String {
+    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 fn parse_fingerprint_arg(text: &str) -> Result<String, String> {
@@ -108,6 +125,16 @@ impl ClientConfig {
             fingerprint: self.server_fingerprint.clone(),
             trust_first_use: self.trust_first_use,
             source: Some(self.listen_addr),
+            ca: self
+                .server_ca
+                .as_ref()
+                .map(|roots| crate::crypto::trust::ServerCa {
+                    roots: roots.clone(),
+                    name: self
+                        .server_name
+                        .clone()
+                        .unwrap_or_else(|| server_host(&self.server)),
+                }),
         }
     }
 }

@@ -20,7 +20,9 @@ use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::identity_key::KeyField;
-use crate::protocol::limits::{MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL};
+use crate::protocol::limits::{
+    MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL, TRANSFER_TICKET_TTL,
+};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
@@ -511,7 +513,13 @@ impl Sessions {
             Expected {
                 session,
                 from: from.to_string(),
-                expires: Instant::now() + TICKET_TTL,
+                // A push's ticket is issued before its offer, so it lasts longer.
+                expires: Instant::now()
+                    + if transfer {
+                        TRANSFER_TICKET_TTL
+                    } else {
+                        TICKET_TTL
+                    },
                 transfer,
                 key,
             },

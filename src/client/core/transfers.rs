@@ -15,19 +15,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 mod folders;
+mod grants;
 mod ladder;
 mod refusals;
 
 use super::disk_space;
-use super::ladder::Reversals;
 use super::peer_link::{Incoming, Purpose};
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::OFFER_TIMEOUT;
-use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
+use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
-use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
@@ -83,7 +82,8 @@ pub enum Stage {
 /// One row of `\transfers`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Row {
-    /// Our number for it.
+    /// Its number, the same on both sides: the server's transfer id (for an offer,
+    /// the number the sender got and offered it under).
     pub id: u64,
     /// What we do.
     pub role: Role,
@@ -168,6 +168,9 @@ struct Entry {
     offer: Option<u64>,
     /// The server's transfer id, once known.
     transfer: Option<u64>,
+    /// Where the peer listens (with its hints) and the ticket, from our `TRANSFER` grant,
+    /// until the data connection is opened (`grants::launch`).
+    grant: Option<ladder::Grant>,
     /// The peer's identity key from the server's grant (`OK TRANSFER`), once known:
     /// what the transfer link's handshake must see.
     peer_key: KeyField,
@@ -177,7 +180,8 @@ struct Entry {
     cancel: Cancel,
     /// When an unanswered offer lapses.
     expires: Option<Instant>,
-    /// For a file of a folder we send: the folder offer's entry, told when it ends.
+    /// For a file of a folder (either way): the folder's number; a folder we send is
+    /// told when the file ends, and `\cancel <folder>` finds its files.
     folder: Option<u64>,
     /// For a folder offer (either way): how many files it holds.
     folder_files: Option<u64>,
@@ -212,12 +216,11 @@ pub struct Transfers {
     share: Option<Share>,
     /// Where transfer threads report.
     events: Sender<TransferEvent>,
-    /// The next number to give a transfer.
-    next_id: u64,
     /// Every transfer by number.
     entries: BTreeMap<u64, Entry>,
-    /// Transfers waiting for the server's `OK TRANSFER`, oldest first: (peer, id, since).
-    awaiting_ticket: Vec<(String, u64, Instant)>,
+    /// Pushes, folders and fetches waiting for the server's `OK TRANSFER` (their
+    /// number), oldest first.
+    awaiting_ticket: Vec<grants::Asking>,
     /// Fetches waiting for the server's `FILES <peer> <offset>` answer (the size to
     /// expect), in the order the requests were sent: replies come back in that order.
     awaiting_listing: Vec<Listing>,
@@ -262,7 +265,6 @@ impl Transfers {
             downloads,
             share,
             events,
-            next_id: 1,
             entries: BTreeMap::new(),
             awaiting_ticket: Vec::new(),
             awaiting_listing: Vec::new(),
@@ -300,9 +302,8 @@ impl Transfers {
         self.notices.push(XferNotice::Error(text.into()));
     }
 
-    fn add(&mut self, role: Role, peer: &str, name: &str, size: Option<u64>) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+    /// A new entry numbered `id` (a server transfer id; callers check it is free).
+    fn add(&mut self, id: u64, role: Role, peer: &str, name: &str, size: Option<u64>) {
         self.entries.insert(
             id,
             Entry {
@@ -320,6 +321,7 @@ impl Transfers {
                 },
                 offer: None,
                 transfer: None,
+                grant: None,
                 peer_key: None,
                 path: None,
                 cancel: Cancel::default(),
@@ -331,7 +333,6 @@ impl Transfers {
                 slot: Slot::None,
             },
         );
-        id
     }
 
     /// Bookkeeping when transfer `id` ends (finished or dropped): gives back its slot,
@@ -404,29 +405,14 @@ impl Transfers {
         if let Err(e) = safe_file_name(&name) {
             return self.error(e);
         }
-        let size = meta.len();
-        let id = self.add(Role::Send, peer, &name, Some(size));
-        if let Some(entry) = self.entries.get_mut(&id) {
-            entry.offer = Some(id);
-            entry.path = Some(path.to_path_buf());
-            entry.row.stage = Stage::Offered;
-            entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
-        }
-        self.index.add_offer(peer, Role::Send, id, id);
-        self.to_peers.push((
-            peer.to_string(),
-            PeerMsg::Offer {
-                id,
-                size,
-                name: name.clone(),
-            },
-        ));
-        self.notices.push(XferNotice::Offered {
-            id,
-            peer: peer.to_string(),
+        // The offer goes out under the server's transfer number (`grants`).
+        let what = grants::Pending::File {
+            path: path.to_path_buf(),
             name,
-            size,
-        });
+            size: meta.len(),
+            folder: None,
+        };
+        self.ask_number(peer, what);
     }
 
     /// An offer message from an open session with `peer`.
@@ -449,7 +435,9 @@ impl Transfers {
                 }
                 let busy = if self.index.is_receiving(peer, &name) {
                     Some("that file is already on its way")
-                } else if self.index.offer(peer, Role::Receive, offer).is_some() {
+                } else if self.index.offer(peer, Role::Receive, offer).is_some()
+                    || self.entries.contains_key(&offer)
+                {
                     Some("that offer number is in use")
                 } else {
                     None
@@ -468,7 +456,9 @@ impl Transfers {
                     Ok(slot) => slot,
                     Err(first) => return self.too_many_offers(peer, offer, first),
                 };
-                let id = self.add(Role::Receive, peer, &name, Some(size));
+                // The sender's number is the server's transfer id: shown as is.
+                let id = offer;
+                self.add(id, Role::Receive, peer, &name, Some(size));
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.offer = Some(offer);
                     entry.row.stage = Stage::Asked;
@@ -498,10 +488,8 @@ impl Transfers {
                     let local = entry.row.id;
                     return self.folder_accepted(local);
                 }
-                entry.row.stage = Stage::Connecting;
-                entry.expires = None;
                 let local = entry.row.id;
-                self.ask_ticket(peer, local);
+                self.launch(local);
             }
             PeerMsg::OfferFolder {
                 id,
@@ -530,6 +518,9 @@ impl Transfers {
                 }
             }
             PeerMsg::Cancel { id } => {
+                if self.cancel_folder(id, Some(peer)) {
+                    return;
+                }
                 let local = self
                     .index
                     .offer(peer, Role::Send, id)
@@ -545,14 +536,6 @@ impl Transfers {
     fn find_mut(&mut self, role: Role, peer: &str, offer: u64) -> Option<&mut Entry> {
         let id = self.index.offer(peer, role, offer)?;
         self.entries.get_mut(&id)
-    }
-
-    fn ask_ticket(&mut self, peer: &str, id: u64) {
-        self.to_server.push(ServerOut::Command(Command::Transfer {
-            user: peer.to_string(),
-        }));
-        self.awaiting_ticket
-            .push((peer.to_string(), id, Instant::now()));
     }
 
     /// `\accept <id>`: accept a peer's offer, if the downloads folder has room for it.
@@ -653,13 +636,11 @@ impl Transfers {
         if self.index.is_receiving(user, name) {
             return self.error(format!("{name} from {user} is already on its way"));
         }
-        let id = self.add(Role::Fetch, user, name, None);
-        self.index.start_receiving(user, name, id);
-        self.ask_listing(user, id, 0);
-        if let Some(entry) = self.entries.get(&id) {
-            let row = entry.row.clone();
-            self.notices.push(XferNotice::Started { row });
-        }
+        // Numbered by the server first (`grants`), then its listing gives the size.
+        let what = grants::Pending::Fetch {
+            name: name.to_string(),
+        };
+        self.ask_number(user, what);
     }
 
     /// The server gave us a relay token for transfer `transfer_id`: hand it to the
@@ -668,99 +649,6 @@ impl Transfers {
         if let Some(waiter) = self.relay_waiters.remove(&transfer_id) {
             let _ = waiter.try_send((relay, token));
         }
-    }
-
-    /// The server granted a `TRANSFER`: start the oldest waiting transfer with `user`
-    /// (whose identity key the server gave as `key`).
-    pub fn on_granted(
-        &mut self,
-        transfer_id: u64,
-        user: &str,
-        (addr, hints, reversals): (SocketAddr, &[SocketAddr], Reversals),
-        ticket: Ticket,
-        key: KeyField,
-    ) {
-        let Some(at) = self
-            .awaiting_ticket
-            .iter()
-            .position(|(p, _, _)| same(p, user))
-        else {
-            log::warn!("a transfer ticket nobody waits for");
-            return;
-        };
-        let (_, id, _) = self.awaiting_ticket.remove(at);
-        let me = self.me.clone();
-        let downloads = self.downloads.clone();
-        let events = self.events.clone();
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        if !matches!(entry.row.stage, Stage::Connecting) {
-            return;
-        }
-        entry.transfer = Some(transfer_id);
-        entry.peer_key = key;
-        entry.row.peer = user.to_string();
-        let cancel = entry.cancel.clone();
-        let name = entry.row.name.clone();
-        let listed = entry.row.size;
-        let peer = user.to_string();
-        let (relay_tx, relay_rx) = crossbeam_channel::bounded(1);
-        self.relay_waiters.insert(transfer_id, relay_tx);
-        let rungs = ladder::Rungs {
-            addr,
-            hints: hints.to_vec(),
-            reversals,
-            relay: relay_rx,
-        };
-        let spawned = match entry.row.role {
-            Role::Send => {
-                let Some(path) = entry.path.clone() else {
-                    return;
-                };
-                let first = PeerMsg::Push {
-                    version: PEER_VERSION,
-                    from: me,
-                    transfer: transfer_id,
-                    ticket,
-                    offer: entry.offer.unwrap_or(id),
-                };
-                spawn(id, &events, move |events| {
-                    match rungs.open(&first, &peer, (id, transfer_id), events) {
-                        Ok(wire) => {
-                            // A folder's file goes by its own name; its folder was agreed.
-                            let (_, name) = folders::split_folder_path(&name);
-                            transfer::send(wire, &path, &name, id, events, &cancel)
-                        }
-                        Err(e) => unreachable_outcome(&peer, &e),
-                    }
-                })
-            }
-            Role::Fetch => {
-                let first = PeerMsg::Fetch {
-                    version: PEER_VERSION,
-                    from: me,
-                    transfer: transfer_id,
-                    ticket,
-                    name: name.clone(),
-                };
-                spawn(id, &events, move |events| {
-                    match rungs.open(&first, &peer, (id, transfer_id), events) {
-                        Ok(wire) => {
-                            let expect = Expect {
-                                name,
-                                size: listed,
-                                into: None,
-                            };
-                            transfer::receive(wire, &downloads, &peer, &expect, id, events, &cancel)
-                        }
-                        Err(e) => unreachable_outcome(&peer, &e),
-                    }
-                })
-            }
-            Role::Receive | Role::Serve => return,
-        };
-        self.started(id, spawned);
     }
 
     /// A data connection whose ticket `sessions` checked.
@@ -820,11 +708,17 @@ impl Transfers {
                         return refuse(incoming, &why);
                     }
                 };
+                // Numbered by the fetcher's transfer id, as the fetcher shows it.
+                let id = transfer_id;
+                if self.entries.contains_key(&id) {
+                    self.index.release(&from, slot);
+                    return refuse(incoming, "that transfer number is in use");
+                }
                 let Ok(wire) = incoming.into_wire() else {
                     self.index.release(&from, slot);
                     return;
                 };
-                let id = self.add(Role::Serve, &from, &name, Some(size));
+                self.add(id, Role::Serve, &from, &name, Some(size));
                 let events = self.events.clone();
                 let Some(entry) = self.entries.get_mut(&id) else {
                     return;
@@ -977,7 +871,7 @@ impl Transfers {
 
     /// `\cancel <id>`: stops a transfer on both sides, or withdraws an offer.
     pub fn cancel(&mut self, id: u64) {
-        if self.cancel_folder(id) {
+        if self.cancel_folder(id, None) {
             return;
         }
         let Some(entry) = self.entries.get(&id) else {
@@ -1016,8 +910,6 @@ impl Transfers {
     }
 
     fn drop_entry(&mut self, id: u64, why: String) {
-        self.awaiting_ticket
-            .retain(|(_, waiting, _)| *waiting != id);
         self.awaiting_listing.retain(|l| l.id != id);
         if let Some(entry) = self.entries.get_mut(&id) {
             if matches!(entry.row.stage, Stage::Finished(_) | Stage::Dropped(_)) {
@@ -1026,6 +918,23 @@ impl Transfers {
             entry.row.stage = Stage::Dropped(why);
             entry.expires = None;
             let row = entry.row.clone();
+            // Our grant was never used: the server's log hears that it ended unused.
+            if entry.grant.take().is_some()
+                || (entry.folder_files.is_some() && row.role == Role::Send)
+            {
+                self.to_server
+                    .push(ServerOut::Command(Command::TransferEnd {
+                        id,
+                        result: TransferResult::Refused,
+                        size: 0,
+                        ms: 0,
+                        hash: None,
+                        role: Some(row.role.wire()),
+                        moved: 0,
+                        resumed_from: 0,
+                        name: folders::split_folder_path(row.name.trim_end_matches('/')).1,
+                    }));
+            }
             self.notices.push(XferNotice::Dropped { row });
             self.ended(id);
         }
@@ -1043,14 +952,24 @@ impl Transfers {
         for id in lapsed {
             self.drop_entry(id, "expired".into());
         }
-        let stale: Vec<u64> = self
+        while let Some(at) = self
             .awaiting_ticket
             .iter()
-            .filter(|(_, _, since)| now.duration_since(*since) > TICKET_WAIT)
-            .map(|(_, id, _)| *id)
-            .collect();
-        for id in stale {
-            self.drop_entry(id, "the server gave no ticket (is the user online?)".into());
+            .position(|a| now.duration_since(a.since) > TICKET_WAIT)
+        {
+            let asking = self.awaiting_ticket.remove(at);
+            if let grants::Pending::File {
+                folder: Some(folder),
+                ..
+            } = asking.what
+            {
+                self.folder_file_ended(folder);
+            }
+            self.error(format!(
+                "{} with {}: the server gave no transfer number (is the user online?)",
+                asking.what.label(),
+                Untrusted(&asking.peer)
+            ));
         }
         let unlisted: Vec<u64> = self
             .awaiting_listing

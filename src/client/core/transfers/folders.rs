@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::grants::Pending;
 use super::{Role, Stage, Transfers, same};
 use crate::client::core::disk_space;
 use crate::client::core::transfer::safe_file_name;
@@ -19,9 +20,10 @@ use crate::protocol::limits::{
     FOLDER_FILES_IN_FLIGHT, MAX_FOLDER_DEPTH, MAX_FOLDER_FILES, OFFER_TIMEOUT,
 };
 use crate::protocol::peer_msg::PeerMsg;
+use crate::sanitize::Untrusted;
 
 /// One file of a folder to send: where it is, its path inside the folder, its size.
-type FolderFile = (PathBuf, String, u64);
+pub(super) type FolderFile = (PathBuf, String, u64);
 
 /// A folder we offered: the files still to offer once it is accepted.
 pub(super) struct FolderOut {
@@ -37,6 +39,25 @@ pub(super) struct FolderOut {
     in_flight: usize,
     /// The receiver said yes.
     accepted: bool,
+}
+
+impl FolderOut {
+    /// Folder `offer` named `name`, offered to `peer`, with these files to send.
+    pub(super) fn new(peer: &str, name: &str, offer: u64, files: Vec<FolderFile>) -> FolderOut {
+        FolderOut {
+            peer: peer.to_string(),
+            name: name.to_string(),
+            offer,
+            queue: files.into(),
+            in_flight: 0,
+            accepted: false,
+        }
+    }
+
+    /// The folder's name as offered.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// A folder we accepted: where its files go and how many may still come.
@@ -137,41 +158,8 @@ impl Transfers {
             ));
         }
         let size = files.iter().map(|f| f.2).sum();
-        let count = files.len() as u64;
-        let id = self.add(Role::Send, peer, &format!("{name}/"), Some(size));
-        if let Some(entry) = self.entries.get_mut(&id) {
-            entry.offer = Some(id);
-            entry.row.stage = Stage::Offered;
-            entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
-            entry.folder_files = Some(count);
-        }
-        self.index.add_offer(peer, Role::Send, id, id);
-        self.folders_out.insert(
-            id,
-            FolderOut {
-                peer: peer.to_string(),
-                name: name.clone(),
-                offer: id,
-                queue: files.into(),
-                in_flight: 0,
-                accepted: false,
-            },
-        );
-        self.to_peers.push((
-            peer.to_string(),
-            PeerMsg::OfferFolder {
-                id,
-                files: count,
-                size,
-                name: name.clone(),
-            },
-        ));
-        self.notices.push(super::XferNotice::Offered {
-            id,
-            peer: peer.to_string(),
-            name: format!("{name}/ ({count} files)"),
-            size,
-        });
+        // The folder, like each of its files, is numbered by the server (`grants`).
+        self.ask_number(peer, Pending::Folder { name, files, size });
     }
 
     /// `OFFER_OK` for folder offer `id`: its files go out, a few at a time.
@@ -202,25 +190,15 @@ impl Transfers {
                 return;
             };
             folder.in_flight += 1;
-            let (peer, name, offer) = (folder.peer.clone(), folder.name.clone(), folder.offer);
-            let file = self.add(Role::Send, &peer, &format!("{name}/{inside}"), Some(size));
-            if let Some(entry) = self.entries.get_mut(&file) {
-                entry.offer = Some(file);
-                entry.path = Some(path);
-                entry.row.stage = Stage::Offered;
-                entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
-                entry.folder = Some(id);
-            }
-            self.index.add_offer(&peer, Role::Send, file, file);
-            self.to_peers.push((
-                peer,
-                PeerMsg::OfferIn {
-                    folder: offer,
-                    id: file,
-                    size,
-                    path: inside,
-                },
-            ));
+            let (peer, offer) = (folder.peer.clone(), folder.offer);
+            // Each file gets its own number; `OFFER_IN` follows the grant (`grants`).
+            let what = Pending::File {
+                path,
+                name: inside,
+                size,
+                folder: Some(offer),
+            };
+            self.ask_number(&peer, what);
         }
     }
 
@@ -255,14 +233,17 @@ impl Transfers {
                 format!("a folder may hold 1 to {MAX_FOLDER_FILES} files"),
             );
         }
-        if self.index.offer(peer, Role::Receive, offer).is_some() {
+        if self.index.offer(peer, Role::Receive, offer).is_some()
+            || self.entries.contains_key(&offer)
+        {
             return refuse(self, "that offer number is in use".into());
         }
         let slot = match self.index.take_offer_slot(peer) {
             Ok(slot) => slot,
             Err(first) => return self.too_many_offers(peer, offer, first),
         };
-        let id = self.add(Role::Receive, peer, &format!("{name}/"), Some(size));
+        let id = offer;
+        self.add(id, Role::Receive, peer, &format!("{name}/"), Some(size));
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.offer = Some(offer);
             entry.row.stage = Stage::Asked;
@@ -335,7 +316,9 @@ impl Transfers {
         if self.index.is_receiving(peer, &name) {
             return no(self, "that file is already on its way".into());
         }
-        if self.index.offer(peer, Role::Receive, offer).is_some() {
+        if self.index.offer(peer, Role::Receive, offer).is_some()
+            || self.entries.contains_key(&offer)
+        {
             return no(self, "that offer number is in use".into());
         }
         let slot = match self.index.take_offer_slot(peer) {
@@ -346,12 +329,15 @@ impl Transfers {
         if self.folders_in[at].remaining == 0 {
             self.folders_in.remove(at);
         }
-        let id = self.add(Role::Receive, peer, &name, Some(size));
+        let id = offer;
+        self.add(id, Role::Receive, peer, &name, Some(size));
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.offer = Some(offer);
             entry.row.stage = Stage::Connecting;
             entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
             entry.slot = slot;
+            // So `\cancel <folder>` here finds it.
+            entry.folder = Some(folder);
         }
         self.index.add_offer(peer, Role::Receive, offer, id);
         self.index.start_receiving(peer, &name, id);
@@ -359,20 +345,51 @@ impl Transfers {
             .push((peer.to_string(), PeerMsg::OfferOk { id: offer }));
     }
 
-    /// `\cancel <id>` of a folder we are sending: the files not offered yet are not
-    /// sent, and those under way stop on both sides. False if `id` is no such folder.
-    pub(super) fn cancel_folder(&mut self, id: u64) -> bool {
-        let Some(folder) = self.folders_out.remove(&id) else {
-            return false;
+    /// `\cancel <id>` of a folder, either way (`by_peer`: the peer's `CANCEL <id>`):
+    /// a folder we send stops offering its files, one we receive takes no more, and the
+    /// files under way stop on both sides; the peer is told. False if `id` is no folder
+    /// of ours (or, from a peer, not of that peer).
+    pub(super) fn cancel_folder(&mut self, id: u64, by_peer: Option<&str>) -> bool {
+        let out = self
+            .folders_out
+            .get(&id)
+            .is_some_and(|f| by_peer.is_none_or(|p| same(&f.peer, p)));
+        let (peer, name, left) = if out {
+            let Some(folder) = self.folders_out.remove(&id) else {
+                return false;
+            };
+            (folder.peer, folder.name, folder.queue.len() as u64)
+        } else if let Some(at) = self
+            .folders_in
+            .iter()
+            .position(|f| f.offer == id && by_peer.is_none_or(|p| same(&f.peer, p)))
+        {
+            let folder = self.folders_in.remove(at);
+            (folder.peer, folder.name, folder.remaining)
+        } else {
+            // A folder whose files were all offered: those still under way.
+            match self.entries.values().find(|e| {
+                e.folder == Some(id)
+                    && e.row.role == Role::Receive
+                    && !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_))
+                    && by_peer.is_none_or(|p| same(&e.row.peer, p))
+            }) {
+                Some(e) => {
+                    let (folder, _) = split_folder_path(&e.row.name);
+                    let name = folder.map(|f| f.display().to_string()).unwrap_or_default();
+                    (e.row.peer.clone(), name, 0)
+                }
+                None => return false,
+            }
         };
-        let left = folder.queue.len();
         let mut files: Vec<u64> = self
             .entries
             .values()
-            .filter(|e| e.folder == Some(id))
+            .filter(|e| e.folder == Some(id) && same(&e.row.peer, &peer))
             .filter(|e| !matches!(e.row.stage, Stage::Finished(_) | Stage::Dropped(_)))
             .map(|e| e.row.id)
             .collect();
+        // The folder offer itself, not answered yet.
         if self
             .entries
             .get(&id)
@@ -380,15 +397,26 @@ impl Transfers {
         {
             files.push(id);
         }
+        // The folder first: a sender told of a file's end first would offer the next.
+        if by_peer.is_none() {
+            self.to_peers.push((peer, PeerMsg::Cancel { id }));
+        }
         for file in files {
-            self.cancel(file);
+            match by_peer {
+                // The peer stops its side of each file itself.
+                Some(_) => self.stop(file, true),
+                None => self.cancel(file),
+            }
         }
-        if left > 0 {
-            self.error(format!(
-                "the last {left} file(s) of {}/ were not sent",
-                folder.name
-            ));
-        }
+        let whose = match by_peer {
+            Some(p) => format!("{} cancelled {name}/", Untrusted(p)),
+            None => format!("{name}/ cancelled"),
+        };
+        self.error(match (out, left) {
+            (_, 0) => whose,
+            (true, left) => format!("{whose}: its last {left} file(s) were not sent"),
+            (false, left) => format!("{whose}: its last {left} file(s) will not come"),
+        });
         true
     }
 

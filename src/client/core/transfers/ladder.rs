@@ -18,6 +18,18 @@ use crate::client::core::transfer::{TransferEvent, Wire};
 use crate::protocol::limits::DEFAULT_RELAY_TOKEN_TTL;
 use crate::protocol::peer_msg::PeerMsg;
 
+/// What our `TRANSFER` grant gave, kept until the data connection opens.
+pub(super) struct Grant {
+    /// Where the server says the peer listens.
+    pub addr: SocketAddr,
+    /// The peer's other addresses (`<hints>`).
+    pub hints: Vec<SocketAddr>,
+    /// Where a peer dialling us back is handed over.
+    pub reversals: Reversals,
+    /// The transfer's ticket.
+    pub ticket: crate::protocol::ticket::Ticket,
+}
+
 /// What a requester's transfer thread needs to climb the ladder.
 pub(super) struct Rungs {
     /// Where the server says the peer listens.

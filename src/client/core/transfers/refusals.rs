@@ -80,8 +80,7 @@ impl Transfers {
         match files.iter().find(|f| f.name == name) {
             Some(listed) => {
                 entry.row.size = Some(listed.size);
-                let peer = entry.row.peer.clone();
-                self.ask_ticket(&peer, listing.id);
+                self.launch(listing.id);
             }
             // `FILES` is paged: look on the next page while there is one.
             None if !files.is_empty() && listing.offset + files.len() < total => {
