@@ -12,6 +12,8 @@
 //!   - `protocol::login_msg`: the answers during login and the username, password and port rules.
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
+//!   - `protocol::identity_key`: the `<key>` field (a user's identity key or `-`).
+//!   - `protocol::mail_msg`: sealed messages' hex and `<id|username>` (`WHOIS`, `SEND`).
 //!   - `protocol::ticket`: one-time tickets (128 random bits; hidden from `Debug`).
 //!   - `protocol::session_token`: resumable-login tokens (256 random bits; stored hashed).
 //!   - `protocol::codes`: `ERR` codes.
@@ -23,6 +25,7 @@
 //!   - `crypto::trust`: the client's decision about a server's certificate (pins, TOFU).
 //!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK) and framed streams.
 //!   - `crypto::identity`: long-term X25519 keys, pins of peers' keys, safety numbers.
+//!   - `crypto::sealed`: one-way Noise messages sealed to a user's identity key.
 //! - [`server`]: the central server.
 //!   - `server` (mod): settings, accept loop, connection cap, shutdown.
 //!   - `server::conn`: one connection's read → parse → dispatch → reply loop.
@@ -39,6 +42,11 @@
 //!   - `server::store`: SQLite schema, migrations and queries.
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
 //!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
+//!   - `server::store::identity`: each account's identity key (`KEY`).
+//!   - `server::store::mailbox`: sealed messages waiting for offline users; account ids.
+//!   - `server::mailbox`: `WHOIS`, `SEND`, and delivering waiting messages at login.
+//!   - `server::offers`: file offers and answers through the server, held for offline users.
+//!   - `server::store::held`: the offers and answers held for offline users.
 //!   - `server::session_log`: the printed log of sessions and transfers.
 //!   - `server::ladder`: address hints (`HINTS`) and asking a target to dial back
 //!     (`REVERSE` → `EVENT DIAL`).
@@ -61,6 +69,8 @@
 //!     - `core::peer_limits`: handshake slots per address and the tally of refusals.
 //!     - `core::sessions`: ticket checks and the chat sessions.
 //!     - `core::history`: the local SQLite history of chat lines.
+//!     - `core::mail`: `\msg` through the server: sealing, opening, checking the sender.
+//!     - `core::offer_route`: file offers without a session go through the server.
 //!     - `core::transfers`: the table of file offers and transfers (`transfers::refusals`:
 //!       the refusals a cap or a lookup decides, and the size a fetch expects).
 //!     - `core::transfer`: moving one file: chunks, hashes, resume, safe names, shares.

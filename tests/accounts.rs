@@ -448,7 +448,7 @@ fn crlf_line_endings_are_accepted() {
     w.expect_exact("OK WELCOME alice 127.0.0.1:40001");
     w.send_bytes(b"LIST\r\n").unwrap();
     w.expect_exact("OK LIST 1 1");
-    w.expect_exact("USER alice");
+    w.expect_exact("USER alice 1");
     w.send_bytes(b"QUIT\r\n").unwrap();
     w.expect_exact("OK BYE");
     w.expect_closed();

@@ -25,7 +25,7 @@ fn client_registers_lists_quits_and_logs_in_again() {
         "Welcome, alice. Peers reach you at 127.0.0.1:{port}. Type \\help for commands."
     ));
     alice.send("\\list");
-    alice.expect("Online users (1):\n  alice (you)\n");
+    alice.expect("Online users (1):\n  #1 alice (you)\n");
     alice.send("\\quit");
     alice.expect("Bye.");
     let status = alice.wait_exit();
@@ -67,16 +67,16 @@ fn client_sees_others_come_and_go() {
     let mut alice = Client::register(server.addr, "alice", "alice password", 0);
     bob.expect("* alice is online");
     bob.send("\\list");
-    bob.expect("Online users (2):\n  alice\n  bob (you)\n");
+    bob.expect("Online users (2):\n  #2 alice\n  #1 bob (you)\n");
     alice.send("\\list");
-    alice.expect("Online users (2):\n  alice (you)\n  bob\n");
+    alice.expect("Online users (2):\n  #2 alice (you)\n  #1 bob\n");
 
     alice.send("\\quit");
     alice.expect("Bye.");
     assert!(alice.wait_exit().success());
     bob.expect("* alice went offline");
     bob.send("\\list");
-    bob.expect("Online users (1):\n  bob (you)\n");
+    bob.expect("Online users (1):\n  #1 bob (you)\n");
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn client_info_shows_the_declared_port_and_commands_have_aliases() {
 
     for alias in ["\\l", "/list", "\\LIST", "\\GET_CLIENT_LIST"] {
         bob.send(alias);
-        bob.expect("Online users (2):\n  alice\n  bob (you)\n");
+        bob.expect("Online users (2):\n  #1 alice\n  #2 bob (you)\n");
     }
     bob.send("\\frob");
     bob.expect("error: unknown command \\frob; type \\help");
@@ -138,7 +138,7 @@ fn client_asks_again_when_the_name_is_taken() {
     c.expect("Registered as alice2.");
     c.expect_welcome("alice2", 0);
     c.send("\\list");
-    c.expect("Online users (2):\n  alice\n  alice2 (you)\n");
+    c.expect("Online users (2):\n  #1 alice\n  #2 alice2 (you)\n");
 }
 
 #[test]

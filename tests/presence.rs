@@ -22,19 +22,23 @@ fn list_shows_exactly_the_online_users_sorted() {
     // The alias and any case.
     bob.send("GET_CLIENT_LIST");
     bob.expect_exact("OK LIST 3 3");
-    for name in ["alice", "bob", "carol"] {
-        bob.expect_exact(&format!("USER {name}"));
+    // `USER <name> <id>`: the id is the account's (carol registered first, then alice,
+    // dave and bob).
+    for line in ["USER alice 2", "USER bob 4", "USER carol 1"] {
+        bob.expect_exact(line);
     }
     bob.send("list");
     bob.expect_exact("OK LIST 3 3");
-    for name in ["alice", "bob", "carol"] {
-        bob.expect_exact(&format!("USER {name}"));
+    // `USER <name> <id>`: the id is the account's (carol registered first, then alice,
+    // dave and bob).
+    for line in ["USER alice 2", "USER bob 4", "USER carol 1"] {
+        bob.expect_exact(line);
     }
     // Pages: from an offset, and past the end; the total is always given.
     bob.send("LIST 1");
     bob.expect_exact("OK LIST 2 3");
-    bob.expect_exact("USER bob");
-    bob.expect_exact("USER carol");
+    bob.expect_exact("USER bob 4");
+    bob.expect_exact("USER carol 1");
     bob.send("LIST 7");
     bob.expect_exact("OK LIST 0 3");
     bob.send("LIST x");

@@ -86,8 +86,33 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 key,
             })
         }),
-        (proptest::collection::vec(word(), 0..20), any::<usize>())
-            .prop_map(|(users, total)| ServerMsg::Ok(Reply::List { users, total })),
+        (
+            proptest::collection::vec((word(), any::<u64>()), 0..20),
+            any::<usize>()
+        )
+            .prop_map(|(users, total)| ServerMsg::Ok(Reply::List {
+                users: users
+                    .into_iter()
+                    .map(|(name, id)| peerchat::protocol::server_msg::ListedUser { name, id })
+                    .collect(),
+                total
+            })),
+        (
+            any::<u64>(),
+            word(),
+            any::<u64>(),
+            key(),
+            proptest::collection::vec(any::<u8>(), 1..1200)
+        )
+            .prop_map(
+                |(id, from, at_ms, key, sealed)| ServerMsg::Event(Event::Message {
+                    id,
+                    from,
+                    at_ms,
+                    key,
+                    sealed
+                })
+            ),
         proptest::collection::vec(text(), 0..20)
             .prop_map(|lines| ServerMsg::Ok(Reply::Help { lines })),
         (word(), addr(), key()).prop_map(|(user, addr, key)| ServerMsg::Ok(Reply::Info {
@@ -110,7 +135,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     addr,
                     ticket,
                     key,
-                    hints: peerchat::protocol::hints::Hints(hints),
+                    hints: Box::new(peerchat::protocol::hints::Hints(hints)),
                 }
             )),
         (
@@ -127,7 +152,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     addr,
                     ticket,
                     key,
-                    hints: peerchat::protocol::hints::Hints(hints),
+                    hints: Box::new(peerchat::protocol::hints::Hints(hints)),
                 }
             )),
         (

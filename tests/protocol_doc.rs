@@ -605,6 +605,45 @@ fn section_8_states_the_limits_the_code_enforces() {
                 format!("an offer's {} s", OFFER_TIMEOUT.as_secs()),
             ],
         ),
+        // ---- x3: messages through the server ----
+        (
+            "| message text through the server (§4d) |",
+            vec![format!("{MAX_MESSAGE_TEXT} bytes")],
+        ),
+        (
+            "| sealed message (`SEND`) |",
+            vec![format!("{MAX_SEALED_MESSAGE} bytes")],
+        ),
+        (
+            "| messages waiting per recipient |",
+            vec![
+                format!("| {MAILBOX_PER_USER} "),
+                format!("1–{MAX_MAILBOX_SETTING}"),
+            ],
+        ),
+        (
+            "| messages waiting, all recipients |",
+            vec![with_commas(MAILBOX_TOTAL)],
+        ),
+        (
+            "| a waiting message expires |",
+            vec![format!("{} s", MAILBOX_EXPIRY.as_secs())],
+        ),
+        (
+            "| file offers and answers held per user |",
+            vec![format!("| {OFFERS_PER_USER} ")],
+        ),
+        (
+            "| file offers and answers held, all users |",
+            vec![with_commas(OFFERS_TOTAL)],
+        ),
+        (
+            "| `SEND` per user |",
+            vec![
+                format!("{MESSAGE_BURST} at once"),
+                format!("{MESSAGE_RATE} per second"),
+            ],
+        ),
     ] {
         let line = section
             .lines()

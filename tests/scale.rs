@@ -158,14 +158,14 @@ fn the_client_reconnects_after_a_restart_with_its_token() {
     let lab = Lab::new(&server);
     let mut alice = lab.register("alice", &[]);
     alice.send("\\list");
-    alice.expect("Online users (1):\n  alice (you)\n");
+    alice.expect("Online users (1):\n  #1 alice (you)\n");
     server.kill();
     alice.expect("* lost the connection to the server");
     let server2 = server.restart_same_addr();
     alice.send("\\reconnect");
     alice.expect("* reconnected to the server\n");
     alice.send("\\list");
-    alice.expect("Online users (1):\n  alice (you)\n");
+    alice.expect("Online users (1):\n  #1 alice (you)\n");
     // The new server run checked no password: the token did it.
     assert_eq!(server2.log_count(&verify_line("alice")), 0);
     assert_eq!(server2.log_count("logged in alice with a token"), 1);
@@ -178,7 +178,7 @@ fn with_auto_reconnect_the_client_comes_back_by_itself_after_a_restart() {
     let mut alice = lab.register("alice", &["--auto-reconnect"]);
     let mut bob = lab.register("bob", &[]);
     alice.send("\\list");
-    alice.expect("Online users (2):\n  alice (you)\n  bob\n");
+    alice.expect("Online users (2):\n  #1 alice (you)\n  #2 bob\n");
     server.kill();
     alice.expect("* lost the connection to the server");
     alice.expect("* reconnecting by itself in a moment");
@@ -187,7 +187,7 @@ fn with_auto_reconnect_the_client_comes_back_by_itself_after_a_restart() {
     // Nobody types anything: alice is back, bob (without the flag) is not.
     alice.expect("* reconnected to the server\n");
     alice.send("\\list");
-    alice.expect("Online users (1):\n  alice (you)\n");
+    alice.expect("Online users (1):\n  #1 alice (you)\n");
     assert_eq!(server2.log_count("logged in alice with a token"), 1);
     assert_eq!(server2.log_count(&verify_line("alice")), 0);
 }

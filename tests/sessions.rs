@@ -571,7 +571,7 @@ fn sessions_outlive_the_server_and_reconnect_works() {
     bob.send("\\reconnect");
     bob.expect("* reconnected to the server\n");
     alice.send("\\list");
-    alice.expect("Online users (2):\n  alice (you)\n  bob\n");
+    alice.expect("Online users (2):\n  #1 alice (you)\n  #2 bob\n");
     alice.send("\\reconnect");
     alice.expect("error: already connected to the server");
 

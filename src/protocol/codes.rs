@@ -98,6 +98,18 @@ codes! {
     /// (peer) An `ACCEPT` without the right MAC: the answer did not come from the holder
     /// of the ticket (someone else answered at the target's address).
     BadProof = 441, "BAD_PROOF";
+    /// No account has this name or id (`WHOIS`, `SEND`).
+    NoSuchUser = 450, "NO_SUCH_USER";
+    /// The recipient has as many messages waiting at the server as it allows.
+    MailboxFull = 451, "MAILBOX_FULL";
+    /// The server holds as many waiting messages (for everyone) as it allows.
+    MailboxesFull = 452, "MAILBOXES_FULL";
+    /// A sealed message larger than the limit.
+    MessageTooLarge = 453, "MESSAGE_TOO_LARGE";
+    /// Too many `SEND`s in a short time; the message says when to retry.
+    TooManyMessages = 454, "TOO_MANY_MESSAGES";
+    /// The recipient (or the server in all) has as many file offers waiting as allowed.
+    OffersFull = 455, "OFFERS_FULL";
     /// A `RESUME` token that is unknown, expired, revoked or not the named user's.
     BadToken = 480, "BAD_TOKEN";
     /// (peer) Too many peer handshakes at once, from this address or in all.

@@ -9,7 +9,9 @@ use std::fmt;
 
 use super::ParseError;
 use super::codes::ErrorCode;
+use super::file_name::safe_file_name;
 use super::limits::MAX_SHARED_FILES;
+use super::mail_msg::UserRef;
 use super::server_msg::*;
 
 /// A command a logged-in client sends (protocol.md §4).
@@ -23,6 +25,32 @@ pub enum Command {
     Token,
     /// `KEY <64 hex>`: register (or replace) my long-term X25519 identity public key.
     Key { key: [u8; 32] },
+    /// `WHOIS <id-or-name>`: any account's id, name, identity key and presence.
+    Whois { user: UserRef },
+    /// `SEND <id-or-name> <sealed>`: pass a message sealed to the recipient's identity
+    /// key on (or keep it until the recipient logs in).
+    Send { to: UserRef, sealed: Vec<u8> },
+    /// `OFFER <id-or-name> <offer> <size> <name>`: offer a file through the server (the
+    /// recipient may be offline); `offer` is the sender's own offer number.
+    Offer {
+        /// The recipient.
+        to: UserRef,
+        /// The sender's offer number (as in the peer `OFFER`).
+        offer: u64,
+        /// Bytes of the file.
+        size: u64,
+        /// Its name (the file name rule).
+        name: String,
+    },
+    /// `OFFER_ANSWER <user> <offer> ok|no`: answer `user`'s offer through the server.
+    OfferAnswer {
+        /// Who offered.
+        to: String,
+        /// Their offer number.
+        offer: u64,
+        /// Accepted (`ok`) or declined (`no`).
+        accept: bool,
+    },
     /// `INFO <username>` (alias `GET_CLIENT_INFO`)
     Info { user: String },
     /// `PING`
@@ -224,6 +252,26 @@ pub const COMMANDS: &[CommandSpec] = &[
         meaning: "register your identity public key (64 hex digits); peers get it with tickets and INFO",
     },
     CommandSpec {
+        names: &["WHOIS"],
+        args: &["<id|username>"],
+        meaning: "any user's id, name, identity key and whether online (to seal a message)",
+    },
+    CommandSpec {
+        names: &["SEND"],
+        args: &["<id|username>", "<sealed>"],
+        meaning: "pass a message sealed to the user's key (hex) on, or keep it until they log in",
+    },
+    CommandSpec {
+        names: &["OFFER"],
+        args: &["<id|username>", "<offer>", "<size>", "<name...>"],
+        meaning: "offer a file through the server; it waits if the user is offline",
+    },
+    CommandSpec {
+        names: &["OFFER_ANSWER"],
+        args: &["<username>", "<offer>", "ok|no"],
+        meaning: "accept or decline a file offer that came through the server",
+    },
+    CommandSpec {
         names: &["TOKEN"],
         args: &[],
         meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
@@ -321,6 +369,24 @@ impl Command {
                 offset: offset.parse().map_err(|_| usage())?,
             },
             ("TOKEN", []) => Command::Token,
+            ("WHOIS", [user]) => Command::Whois {
+                user: UserRef::parse(user),
+            },
+            ("SEND", [to, sealed]) => Command::Send {
+                to: UserRef::parse(to),
+                sealed: super::mail_msg::parse_sealed(sealed)?,
+            },
+            ("OFFER", [to, offer, size, name]) => Command::Offer {
+                to: UserRef::parse(to),
+                offer: number(offer)?,
+                size: number(size)?,
+                name: safe_file_name(name).map_err(ParseError::bad)?.to_string(),
+            },
+            ("OFFER_ANSWER", [to, offer, answer @ ("ok" | "no")]) => Command::OfferAnswer {
+                to: to.to_string(),
+                offer: number(offer)?,
+                accept: *answer == "ok",
+            },
             ("KEY", [key]) => Command::Key {
                 key: super::identity_key::parse_key_hex(key).ok_or_else(|| {
                     ParseError::bad(format!("usage: {} (64 hex digits)", spec.usage()))
@@ -443,6 +509,20 @@ impl fmt::Display for Command {
             Command::List { offset } => write!(f, "LIST {offset}"),
             Command::Token => write!(f, "TOKEN"),
             Command::Key { key } => write!(f, "KEY {}", super::identity_key::key_hex(key)),
+            Command::Whois { user } => write!(f, "WHOIS {user}"),
+            Command::Offer {
+                to,
+                offer,
+                size,
+                name,
+            } => write!(f, "OFFER {to} {offer} {size} {}", one_line(name)),
+            Command::OfferAnswer { to, offer, accept } => {
+                let answer = if *accept { "ok" } else { "no" };
+                write!(f, "OFFER_ANSWER {to} {offer} {answer}")
+            }
+            Command::Send { to, sealed } => {
+                write!(f, "SEND {to} {}", super::mail_msg::sealed_hex(sealed))
+            }
             Command::Info { user } => write!(f, "INFO {user}"),
             Command::Ping => write!(f, "PING"),
             Command::Quit => write!(f, "QUIT"),

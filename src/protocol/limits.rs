@@ -393,3 +393,42 @@ pub const REVERSE_WAIT: Duration = Duration::from_secs(6);
 /// Reverse dials (`EVENT DIAL`) a client runs at once; more are ignored until one ends
 /// (the requester then goes on to the relay).
 pub const MAX_REVERSE_DIALS: usize = 8;
+// ---- x3: messages through the server (issue 13) ----
+
+/// Longest text of one `\msg`, in bytes of UTF-8, before it is sealed.
+pub const MAX_MESSAGE_TEXT: usize = 1024;
+
+/// Largest sealed message (`SEND`'s ciphertext), in bytes before hex: the longest text
+/// plus the one-way Noise message's overhead (ephemeral key, encrypted static key, two
+/// tags: 96 bytes) and room to spare. Larger gets `453 MESSAGE_TOO_LARGE`.
+pub const MAX_SEALED_MESSAGE: usize = 1200;
+
+/// Default `--mailbox-per-user`: messages that may wait at the server for one offline
+/// recipient; more get `451 MAILBOX_FULL`.
+pub const MAILBOX_PER_USER: usize = 100;
+
+/// Default `--mailbox-total`: messages that may wait at the server for all recipients
+/// together; more get `452 MAILBOXES_FULL`.
+pub const MAILBOX_TOTAL: usize = 100_000;
+
+/// Largest `--mailbox-per-user` and `--mailbox-total`.
+pub const MAX_MAILBOX_SETTING: u64 = 1_000_000;
+
+/// How long a queued message waits for its recipient before the server drops it.
+pub const MAILBOX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `SEND`s one user may make at once before the rate below applies; past it they get
+/// `454 TOO_MANY_MESSAGES` (so nobody can flood a recipient's connection until the server
+/// drops it as a slow reader).
+pub const MESSAGE_BURST: u32 = 30;
+
+/// `SEND`s per second one user may make once the burst is spent.
+pub const MESSAGE_RATE: u32 = 5;
+
+/// File offers (and answers to them) that may wait at the server for one offline user;
+/// more get `455 OFFERS_FULL`.
+pub const OFFERS_PER_USER: usize = 32;
+
+/// File offers and answers that may wait at the server for all users together; more
+/// get `455 OFFERS_FULL`.
+pub const OFFERS_TOTAL: usize = 10_000;

@@ -11,6 +11,7 @@ pub mod identity_key;
 pub mod limits;
 pub mod line;
 pub mod login_msg;
+pub mod mail_msg;
 pub mod peer_msg;
 pub mod server_msg;
 pub mod session_token;

@@ -14,6 +14,7 @@ use super::file_name::safe_file_name;
 use super::hints::Hints;
 use super::identity_key::{KeyField, ShowKey, parse_key_field};
 use super::limits::MAX_LIST_LINES;
+use super::mail_msg::{parse_sealed, sealed_hex};
 use super::session_token::SessionToken;
 use super::ticket::Ticket;
 use super::{ParseError, parse_err, write_err};
@@ -73,9 +74,44 @@ pub enum Reply {
     Welcome { user: String, addr: SocketAddr },
     /// `OK HELP <n>` and `n` lines `TEXT <line>`.
     Help { lines: Vec<String> },
-    /// `OK LIST <n> <total>` and `n` lines `USER <name>`: one page of the `total` users
-    /// online.
-    List { users: Vec<String>, total: usize },
+    /// `OK LIST <n> <total>` and `n` lines `USER <name> <id>`: one page of the `total`
+    /// users online.
+    List {
+        /// The page, sorted by name (any case).
+        users: Vec<ListedUser>,
+        /// How many are online in all.
+        total: usize,
+    },
+    /// `OK WHOIS <id> <user> <key> online|offline`: any account, online or not, with the
+    /// identity key to seal a message to it.
+    Whois {
+        /// The account's id.
+        id: u64,
+        /// The name as registered.
+        user: String,
+        /// Its identity key (`-`: none registered; nothing can be sealed to it).
+        key: KeyField,
+        /// Online now (a message is delivered at once, else queued).
+        online: bool,
+    },
+    /// `OK OFFER <offer> delivered|queued`: the server passed the file offer on, or keeps
+    /// it until the recipient logs in.
+    Offered {
+        /// The sender's offer number.
+        offer: u64,
+        /// Handed to the recipient's connection (else queued).
+        delivered: bool,
+    },
+    /// `OK OFFER_ANSWER <offer>`: the answer is passed on (or kept for the offerer).
+    OfferAnswered { offer: u64 },
+    /// `OK SENT <msgid> delivered|queued`: the server passed the sealed message on, or
+    /// keeps it until the recipient logs in.
+    Sent {
+        /// The server's message id.
+        id: u64,
+        /// Handed to the recipient's connection (else queued).
+        delivered: bool,
+    },
     /// `OK TOKEN <token> <seconds>`: log in again with `RESUME` within `seconds`.
     Token { token: SessionToken, secs: u64 },
     /// `OK INFO <user> <addr> <key>`
@@ -107,8 +143,9 @@ pub enum Reply {
         /// That user's identity key as the server has it (`-`: none registered), for
         /// the peer link's handshake to check.
         key: KeyField,
-        /// More addresses to try at once (protocol.md §13), after `addr`.
-        hints: Hints,
+        /// More addresses to try at once (protocol.md §13), after `addr` (boxed: it is
+        /// rarely long, and keeps every `ServerMsg` small).
+        hints: Box<Hints>,
     },
     /// `OK RELAY SESSION|TRANSFER <id> <addr> <token>`: dial the relay at `addr` and
     /// present `token` (protocol.md §13); the other end was told to do the same.
@@ -139,8 +176,9 @@ pub enum Reply {
         ticket: Ticket,
         /// That user's identity key as the server has it (`-`: none registered).
         key: KeyField,
-        /// More addresses to try at once (protocol.md §13), after `addr`.
-        hints: Hints,
+        /// More addresses to try at once (protocol.md §13), after `addr` (boxed: it is
+        /// rarely long, and keeps every `ServerMsg` small).
+        hints: Box<Hints>,
     },
     /// `OK HINTS <n>`: the server now gives requesters these `n` local addresses.
     Hints { count: usize },
@@ -161,6 +199,15 @@ pub enum Reply {
     /// `OK SEARCH <n> <total>` and `n` lines `FILE <user> <size> <name>`: the first `n` of
     /// `total` matches.
     Search { files: Vec<FileEntry>, total: usize },
+}
+
+/// One user in a `LIST` page: `USER <name> <id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedUser {
+    /// The name as registered.
+    pub name: String,
+    /// The account's short numeric id, for `\msg <id>` (`WHOIS`, `SEND`).
+    pub id: u64,
 }
 
 /// One shared file in a listing or search result.
@@ -397,6 +444,44 @@ pub enum Event {
         /// Where the requester may be reached.
         hints: Hints,
     },
+    /// `EVENT MAILBOX <n>`: the next `n` events are `EVENT MESSAGE`s that waited at the
+    /// server while we were away.
+    Mailbox { count: usize },
+    /// `EVENT MESSAGE <msgid> <from> <unix-ms> <from-key> <sealed>`: a message sealed to
+    /// our identity key, relayed (or kept) by the server.
+    Message {
+        /// The server's message id.
+        id: u64,
+        /// The sender, as the server knows it (the login that sent it).
+        from: String,
+        /// When the server took it (Unix ms).
+        at_ms: u64,
+        /// The sender's identity key as the server had it then: the key that sealed it.
+        key: KeyField,
+        /// The one-way Noise message (`crypto::sealed`).
+        sealed: Vec<u8>,
+    },
+    /// `EVENT OFFER <from> <offer> <size> <name>`: a file offer that came through the
+    /// server (answer with `OFFER_ANSWER`; the push then comes as for a chat offer).
+    Offer {
+        /// Who offers.
+        from: String,
+        /// Their offer number.
+        offer: u64,
+        /// Bytes of the file.
+        size: u64,
+        /// Its name.
+        name: String,
+    },
+    /// `EVENT OFFER_ANSWER <from> <offer> ok|no`: `from` answered our offer `offer`.
+    OfferAnswer {
+        /// Who answered.
+        from: String,
+        /// Our offer number.
+        offer: u64,
+        /// Accepted.
+        accept: bool,
+    },
     /// A kind this version does not know; clients ignore it (protocol.md §5).
     Unknown { kind: String, rest: String },
 }
@@ -540,6 +625,59 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
                 ));
             }
         },
+        "OFFER" => {
+            let usage = || ParseError::bad("usage: EVENT OFFER <from> <offer> <size> <name>");
+            let mut parts = rest.splitn(4, ' ');
+            let from = single_name(parts.next().unwrap_or(""))?;
+            let offer = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(usage)?;
+            let size = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(usage)?;
+            let name = safe_file_name(parts.next().unwrap_or("")).map_err(ParseError::bad)?;
+            Event::Offer {
+                from,
+                offer,
+                size,
+                name: name.to_string(),
+            }
+        }
+        "OFFER_ANSWER" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [from, offer, answer @ ("ok" | "no")] => Event::OfferAnswer {
+                from: single_name(from)?,
+                offer: parse_id(offer)?,
+                accept: *answer == "ok",
+            },
+            _ => {
+                return Err(ParseError::bad(
+                    "usage: EVENT OFFER_ANSWER <from> <offer> ok|no",
+                ));
+            }
+        },
+        "MAILBOX" => Event::Mailbox {
+            count: rest
+                .parse()
+                .map_err(|_| ParseError::bad("usage: EVENT MAILBOX <n>"))?,
+        },
+        "MESSAGE" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [id, from, at, key, sealed] => Event::Message {
+                id: parse_id(id)?,
+                from: single_name(from)?,
+                at_ms: at
+                    .parse()
+                    .map_err(|_| ParseError::bad("malformed EVENT MESSAGE"))?,
+                key: parse_key_field(key)?,
+                sealed: parse_sealed(sealed)?,
+            },
+            _ => {
+                return Err(ParseError::bad(
+                    "usage: EVENT MESSAGE <msgid> <from> <unix-ms> <key> <sealed>",
+                ));
+            }
+        },
         "SESSION_REQUEST" | "TRANSFER_REQUEST" => {
             let words: Vec<&str> = rest.split(' ').collect();
             match words.as_slice() {
@@ -596,13 +734,30 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             key: parse_key_field(key)?,
         },
         ("KEY", []) => Reply::KeySet,
+        ("WHOIS", [id, user, key, state @ ("online" | "offline")]) => Reply::Whois {
+            id: parse_id(id)?,
+            user: single_name(user)?,
+            key: parse_key_field(key)?,
+            online: *state == "online",
+        },
+        ("OFFER", [offer, how @ ("delivered" | "queued")]) => Reply::Offered {
+            offer: parse_id(offer)?,
+            delivered: *how == "delivered",
+        },
+        ("OFFER_ANSWER", [offer]) => Reply::OfferAnswered {
+            offer: parse_id(offer)?,
+        },
+        ("SENT", [id, how @ ("delivered" | "queued")]) => Reply::Sent {
+            id: parse_id(id)?,
+            delivered: *how == "delivered",
+        },
         ("SESSION", [id, user, addr, ticket, key, hints]) => Reply::Session {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
             key: parse_key_field(key)?,
-            hints: Hints::parse(hints)?,
+            hints: Box::new(Hints::parse(hints)?),
         },
         ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
         ("RELAY", [what @ ("SESSION" | "TRANSFER"), id, addr, token]) => Reply::Relay {
@@ -618,7 +773,7 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
             key: parse_key_field(key)?,
-            hints: Hints::parse(hints)?,
+            hints: Box::new(Hints::parse(hints)?),
         },
         ("HINTS", [count]) => Reply::Hints {
             count: count
@@ -672,9 +827,15 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
         ("LIST", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
             let users = body
                 .iter()
-                .map(|line| match split_word(line) {
-                    ("USER", name) => single_name(name),
-                    _ => Err(ParseError::bad("a LIST line is USER <name>")),
+                .map(|line| {
+                    let bad = || ParseError::bad("a LIST line is USER <name> <id>");
+                    match line.split(' ').collect::<Vec<_>>().as_slice() {
+                        ["USER", name, id] => Ok(ListedUser {
+                            name: single_name(name)?,
+                            id: id.parse().map_err(|_| bad())?,
+                        }),
+                        _ => Err(bad()),
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let total = total
@@ -778,6 +939,33 @@ impl fmt::Display for ServerMsg {
                     let what = if *transfer { "TRANSFER" } else { "SESSION" };
                     write!(f, "EVENT DIAL {what} {id} {hints}")
                 }
+                Event::Mailbox { count } => write!(f, "EVENT MAILBOX {count}"),
+                Event::Offer {
+                    from,
+                    offer,
+                    size,
+                    name,
+                } => write!(f, "EVENT OFFER {from} {offer} {size} {}", one_line(name)),
+                Event::OfferAnswer {
+                    from,
+                    offer,
+                    accept,
+                } => {
+                    let answer = if *accept { "ok" } else { "no" };
+                    write!(f, "EVENT OFFER_ANSWER {from} {offer} {answer}")
+                }
+                Event::Message {
+                    id,
+                    from,
+                    at_ms,
+                    key,
+                    sealed,
+                } => write!(
+                    f,
+                    "EVENT MESSAGE {id} {from} {at_ms} {} {}",
+                    ShowKey(key),
+                    sealed_hex(sealed)
+                ),
                 Event::Unknown { kind, rest } => {
                     write!(f, "EVENT {} {}", one_line(kind), one_line(rest))
                 }
@@ -790,6 +978,24 @@ impl fmt::Display for ServerMsg {
                     write!(f, "OK INFO {user} {addr} {}", ShowKey(key))
                 }
                 Reply::KeySet => write!(f, "OK KEY"),
+                Reply::Whois {
+                    id,
+                    user,
+                    key,
+                    online,
+                } => {
+                    let state = if *online { "online" } else { "offline" };
+                    write!(f, "OK WHOIS {id} {user} {} {state}", ShowKey(key))
+                }
+                Reply::Offered { offer, delivered } => {
+                    let how = if *delivered { "delivered" } else { "queued" };
+                    write!(f, "OK OFFER {offer} {how}")
+                }
+                Reply::OfferAnswered { offer } => write!(f, "OK OFFER_ANSWER {offer}"),
+                Reply::Sent { id, delivered } => {
+                    let how = if *delivered { "delivered" } else { "queued" };
+                    write!(f, "OK SENT {id} {how}")
+                }
                 Reply::Session {
                     id,
                     user,
@@ -850,7 +1056,9 @@ impl fmt::Display for ServerMsg {
                 }
                 Reply::List { users, total } => {
                     write!(f, "OK LIST {} {total}", users.len())?;
-                    users.iter().try_for_each(|u| write!(f, "\nUSER {u}"))
+                    users
+                        .iter()
+                        .try_for_each(|u| write!(f, "\nUSER {} {}", u.name, u.id))
                 }
                 Reply::Token { token, secs } => write!(f, "OK TOKEN {token} {secs}"),
             },
@@ -875,6 +1083,13 @@ pub use super::login_msg::{
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listed(name: &str, id: u64) -> ListedUser {
+        ListedUser {
+            name: name.into(),
+            id,
+        }
+    }
 
     fn round_trip(msg: ServerMsg) {
         let wire = msg.to_wire();
@@ -934,7 +1149,7 @@ mod tests {
             }),
             ServerMsg::Ok(Reply::Help { lines: vec![] }),
             ServerMsg::Ok(Reply::List {
-                users: vec!["alice".into(), "bob".into()],
+                users: vec![listed("alice", 1), listed("bob", 2)],
                 total: 2,
             }),
             ServerMsg::Ok(Reply::List {
@@ -942,8 +1157,52 @@ mod tests {
                 total: 0,
             }),
             ServerMsg::Ok(Reply::List {
-                users: vec!["zed".into()],
+                users: vec![listed("zed", 77)],
                 total: 1001,
+            }),
+            ServerMsg::Ok(Reply::Whois {
+                id: 3,
+                user: "bob".into(),
+                key: Some([9; 32]),
+                online: false,
+            }),
+            ServerMsg::Ok(Reply::Whois {
+                id: 4,
+                user: "carol".into(),
+                key: None,
+                online: true,
+            }),
+            ServerMsg::Ok(Reply::Sent {
+                id: 12,
+                delivered: true,
+            }),
+            ServerMsg::Ok(Reply::Sent {
+                id: 13,
+                delivered: false,
+            }),
+            ServerMsg::Event(Event::Mailbox { count: 3 }),
+            ServerMsg::Event(Event::Offer {
+                from: "alice".into(),
+                offer: 4,
+                size: 99,
+                name: "a  b.txt".into(),
+            }),
+            ServerMsg::Event(Event::OfferAnswer {
+                from: "bob".into(),
+                offer: 4,
+                accept: false,
+            }),
+            ServerMsg::Ok(Reply::Offered {
+                offer: 4,
+                delivered: false,
+            }),
+            ServerMsg::Ok(Reply::OfferAnswered { offer: 4 }),
+            ServerMsg::Event(Event::Message {
+                id: 12,
+                from: "alice".into(),
+                at_ms: 1_764_650_000_000,
+                key: Some([5; 32]),
+                sealed: vec![1, 2, 3, 255],
             }),
             ServerMsg::Ok(Reply::Token {
                 token: SessionToken::generate().unwrap(),
@@ -990,11 +1249,11 @@ mod tests {
         );
         assert_eq!(
             ServerMsg::Ok(Reply::List {
-                users: vec!["alice".into(), "bob".into()],
+                users: vec![listed("alice", 1), listed("bob", 2)],
                 total: 2,
             })
             .to_wire(),
-            "OK LIST 2 2\nUSER alice\nUSER bob\n"
+            "OK LIST 2 2\nUSER alice 1\nUSER bob 2\n"
         );
         assert_eq!(
             ServerMsg::err(ErrorCode::NotOnline, "carol is not online").to_wire(),
@@ -1131,6 +1390,19 @@ mod tests {
                 "KEY 0101010101010101010101010101010101010101010101010101010101010101",
                 Command::Key { key: [1; 32] },
             ),
+            (
+                "whois 12",
+                Command::Whois {
+                    user: crate::protocol::mail_msg::UserRef::Id(12),
+                },
+            ),
+            (
+                "SEND bob 00ff",
+                Command::Send {
+                    to: crate::protocol::mail_msg::UserRef::Name("bob".into()),
+                    sealed: vec![0, 255],
+                },
+            ),
             ("info bob", Command::Info { user: "bob".into() }),
             ("GET_CLIENT_INFO  bob", Command::Info { user: "bob".into() }),
             ("Ping", Command::Ping),
@@ -1170,6 +1442,12 @@ mod tests {
         assert_eq!(code("SESSION_END 1 exploded"), ErrorCode::BadRequest);
         assert_eq!(code("SESSION_END 1"), ErrorCode::BadRequest);
         assert_eq!(code("KEY"), ErrorCode::BadRequest);
+        assert_eq!(code("SEND bob"), ErrorCode::BadRequest);
+        assert_eq!(code("SEND bob xyz"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!("SEND bob {}", "00".repeat(5000))),
+            ErrorCode::MessageTooLarge
+        );
         assert_eq!(code("KEY xyz"), ErrorCode::BadRequest);
         assert_eq!(
             code(&format!("KEY {}", "g".repeat(64))),

@@ -39,6 +39,17 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::List { offset } => list(shared, *offset),
         Command::Token => token(shared, me),
         Command::Key { key } => set_key(shared, me, key),
+        Command::Whois { user } => super::mailbox::whois(shared, user),
+        Command::Send { to, sealed } => super::mailbox::send(shared, me, to, sealed),
+        Command::Offer {
+            to,
+            offer,
+            size,
+            name,
+        } => super::offers::offer(shared, me, to, *offer, *size, name),
+        Command::OfferAnswer { to, offer, accept } => {
+            super::offers::offer_answer(shared, me, to, *offer, *accept)
+        }
         Command::Info { user } => info(shared, user),
         Command::Ping => ServerMsg::Ok(Reply::Pong),
         Command::Quit => {
@@ -344,7 +355,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
     // Each side is given the other's key, for its Noise handshake to check.
     let my_key = key_of(shared, &me.name);
     let target_key = key_of(shared, &target);
-    let hints = super::ladder::hints_for(shared, &key);
+    let hints = Box::new(super::ladder::hints_for(shared, &key));
     let (event, reply, what) = match kind {
         Grant::Session => (
             Event::SessionRequest {

@@ -18,6 +18,7 @@ use super::rate_limit::{secs, source_key};
 use super::store::Created;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_LOGIN_FAILURES, TOKEN_LIFETIME};
+use crate::protocol::mail_msg::UserRef;
 use crate::protocol::server_msg::{
     AskField, NewAnswer, Password, Reply, ServerMsg, Username, parse_port, parse_resume,
 };
@@ -114,8 +115,20 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
         user: me.name.clone(),
         addr,
     }));
+    // The account's id, shown in `LIST` (0 if the store failed: only the id is missing).
+    let uid = match shared.store.find_user(&UserRef::Name(me.name.clone())) {
+        Ok(found) => found.map_or(0, |(id, _)| id),
+        Err(e) => {
+            log::error!("reading {}'s id: {e}", me.name);
+            0
+        }
+    };
     // The others learn it from the next presence announcement (`server::presence`).
-    shared.registry.set_online(&me.key, conn.id, addr);
+    shared.registry.set_online(&me.key, conn.id, addr, uid);
+    // Messages that waited for this user (sealed; the server cannot read them).
+    super::mailbox::deliver_waiting(shared, &me.name, uid);
+    // File offers made to it, and answers to its offers, that waited.
+    super::offers::deliver_held(shared, &me.name, uid);
     log::info!(
         "{} {}: online; peers reach it at {addr}",
         conn.peer,

@@ -13,6 +13,8 @@ pub mod hash_gate;
 pub mod ladder;
 pub mod login;
 pub mod login_limits;
+pub mod mailbox;
+pub mod offers;
 pub mod outbox;
 pub mod presence;
 pub mod rate_limit;
@@ -96,6 +98,14 @@ pub struct ServerConfig {
     /// Further CONNECT and TRANSFER requests per second per user (1-10000).
     #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_REQUEST_RATE, value_parser = clap::value_parser!(u32).range(1..=limits::MAX_REQUEST_SETTING as i64))]
     pub request_rate: u32,
+    /// Messages (`SEND`) that may wait for one offline recipient (1-1000000); more get
+    /// ERR 451 MAILBOX_FULL.
+    #[arg(long, default_value_t = limits::MAILBOX_PER_USER, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAILBOX_SETTING))]
+    pub mailbox_per_user: usize,
+    /// Messages that may wait for all offline recipients together (1-1000000); more get
+    /// ERR 452 MAILBOXES_FULL.
+    #[arg(long, default_value_t = limits::MAILBOX_TOTAL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAILBOX_SETTING))]
+    pub mailbox_total: usize,
     /// TLS certificate chain (PEM) to use instead of the self-signed one made beside the
     /// database on first start; needs --tls-key.
     #[arg(long, requires = "tls_key")]
@@ -149,6 +159,8 @@ pub struct Shared {
     pub name_checks: TokenBuckets<std::net::IpAddr>,
     /// CONNECT and TRANSFER requests, per user key.
     pub requests: TokenBuckets<String>,
+    /// `SEND`s, per user key (`MESSAGE_BURST`, `MESSAGE_RATE`).
+    pub messages: TokenBuckets<String>,
     /// Connections not logged in yet, per source address.
     pub prelogin: AddressSlots,
     /// TLS for every connection (there is no plaintext port).
@@ -226,6 +238,7 @@ pub fn run(
         login_limits,
         name_checks: TokenBuckets::new(limits::NAME_CHECK_BURST, limits::NAME_CHECK_REFILL),
         requests: TokenBuckets::per_second(config.request_burst, config.request_rate),
+        messages: TokenBuckets::per_second(limits::MESSAGE_BURST, limits::MESSAGE_RATE),
         prelogin: AddressSlots::new(config.max_prelogin_per_ip),
         config,
     });

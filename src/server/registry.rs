@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 
 use super::outbox::Outbox;
+use crate::protocol::server_msg::ListedUser;
 
 /// Identifies one accepted connection for its whole life.
 pub type ConnId = u64;
@@ -31,6 +32,8 @@ struct User {
     addr: Option<SocketAddr>,
     /// Local interface addresses the client reported (`HINTS`), dialled at its port.
     hints: Vec<IpAddr>,
+    /// The account's id, shown in `LIST` (set with the address).
+    uid: u64,
 }
 
 /// A user whose presence changed since the last announcement. Only the state at the end
@@ -149,6 +152,7 @@ impl Registry {
                 conn: id,
                 addr: None,
                 hints: Vec::new(),
+                uid: 0,
             },
         );
         Ok(())
@@ -176,34 +180,39 @@ impl Registry {
                 conn: id,
                 addr: None,
                 hints: Vec::new(),
+                uid: 0,
             },
         );
         old_outbox
     }
 
-    /// Marks the user claimed by connection `id` online at `addr`; the next presence
-    /// announcement tells the others. Nothing happens if a resumed login took the name
-    /// over from `id` meanwhile.
-    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr) {
+    /// Marks the user claimed by connection `id` (account id `uid`) online at `addr`;
+    /// the next presence announcement tells the others. Nothing happens if a resumed
+    /// login took the name over from `id` meanwhile.
+    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr, uid: u64) {
         let mut inner = self.lock();
         let Some(user) = inner.users.get_mut(key).filter(|u| u.conn == id) else {
             return;
         };
         user.addr = Some(addr);
+        user.uid = uid;
         let name = user.name.clone();
         inner.note(key, &name, true);
     }
 
-    /// Up to `max` names of online users from position `offset`, sorted
+    /// Up to `max` online users (names and account ids) from position `offset`, sorted
     /// case-insensitively, and how many are online in all.
-    pub fn online_page(&self, offset: usize, max: usize) -> (Vec<String>, usize) {
+    pub fn online_page(&self, offset: usize, max: usize) -> (Vec<ListedUser>, usize) {
         let inner = self.lock();
         let page = inner
             .online
-            .values()
+            .iter()
             .skip(offset)
             .take(max)
-            .cloned()
+            .map(|(key, name)| ListedUser {
+                name: name.clone(),
+                id: inner.users.get(key).map_or(0, |u| u.uid),
+            })
             .collect();
         (page, inner.online.len())
     }

@@ -18,10 +18,13 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 
+mod held;
 mod identity;
 mod logs;
+mod mailbox;
 mod tokens;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
+pub use mailbox::{MailboxFull, NewMessage, Queued};
 
 /// Schema migrations; entry `i` takes the database from `user_version` i to i+1.
 const MIGRATIONS: &[&str] = &[
@@ -105,6 +108,30 @@ const MIGRATIONS: &[&str] = &[
     // 7: each account's long-term X25519 identity public key (issue 12), 64 lower-case
     // hex digits, NULL until the client sends `KEY`; a later `KEY` replaces it.
     "ALTER TABLE users ADD COLUMN identity_key TEXT;",
+    // 8: messages waiting for offline recipients (issue 13): sealed to the recipient's
+    // identity key, so the server stores only ciphertext.
+    // AUTOINCREMENT: a message id is never reused, even after the row was delivered.
+    "CREATE TABLE mailbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient_id INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        sender_key TEXT,
+        sent_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        sealed BLOB NOT NULL
+    );
+    CREATE INDEX mailbox_recipient ON mailbox (recipient_id, id);
+    CREATE INDEX mailbox_expiry ON mailbox (expires_at_ms);",
+    // 9: events held for offline users (issue 13): file offers made through the server
+    // and answers to them, each a complete EVENT line, delivered at the next login.
+    "CREATE TABLE held_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient_id INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        held_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX held_events_recipient ON held_events (recipient_id, id);",
 ];
 
 /// How long SQLite waits for another connection's write lock before giving up.

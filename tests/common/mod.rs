@@ -719,8 +719,9 @@ impl Wire {
         for _ in 0..n {
             // No EVENT may land inside a list: read strictly.
             let line = self.next_line();
+            // `USER <name> <id>`: the name.
             match line.strip_prefix("USER ") {
-                Some(u) => users.push(u.to_string()),
+                Some(u) => users.push(u.split(' ').next().unwrap_or("").to_string()),
                 None => self.fail(&format!(
                     "expected a `USER` line inside the list, got {line:?}"
                 )),

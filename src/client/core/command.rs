@@ -58,6 +58,9 @@ pub enum Command {
     Cancel { id: u64 },
     /// Tell the server again what the shared folder holds.
     Rescan,
+    /// Send `text` to `to` (a username or the id `\\list` shows) through the server,
+    /// sealed to their identity key; it waits at the server if they are offline.
+    Msg { to: String, text: String },
     /// Log in to the server again after it went away.
     Reconnect,
     /// Log out and stop the core.

@@ -65,6 +65,10 @@ pub(super) struct Engine {
     /// Our long-term identity key (registered with `KEY` after every login; the peer
     /// links' handshakes use its secret half).
     pub(super) identity: std::sync::Arc<crate::crypto::identity::Identity>,
+    /// Messages through the server (`\msg`): sealing, opening, the replies awaited.
+    pub(super) mail: super::mail::Mail,
+    /// File offers without a chat session go through the server (`OFFER`).
+    pub(super) offer_route: super::offer_route::OfferRoute,
 }
 
 /// How a reconnect went.
@@ -163,8 +167,15 @@ impl Engine {
             self.transfers.on_peer_msg(&peer, msg);
         }
         for (peer, msg) in self.transfers.take_peer_out() {
-            if !self.sessions.send_to_peer(&peer, &msg) {
-                self.error(format!("no open session with {peer} to send that"));
+            if self.sessions.send_to_peer(&peer, &msg) {
+                continue;
+            }
+            // No session: an offer (or an answer to one that came through the server)
+            // goes through the server, which holds it for an offline user.
+            match self.offer_route.instead(&peer, &msg) {
+                Some(command) if self.link.is_some() => self.send_command(&command),
+                Some(_) => self.emit(Event::NotConnected),
+                None => self.error(format!("no open session with {peer} to send that")),
             }
         }
         for notice in self.transfers.take_notices() {
@@ -208,6 +219,12 @@ impl Engine {
             }
         }
         self.flush_sessions();
+        for (peer, line) in self.mail.take_history() {
+            self.sessions.note_via_server(&peer, &line);
+        }
+        for notice in self.mail.take_notices() {
+            self.emit(Event::Mail(notice));
+        }
     }
 
     /// Emits the session table's notices and forwards its reports to the server.
@@ -292,6 +309,13 @@ impl Engine {
             UserCommand::Transfers => self.transfers.list(),
             UserCommand::Cancel { id } => self.transfers.cancel(id),
             UserCommand::Rescan => self.transfers.announce_share(),
+            UserCommand::Msg { to, text } => {
+                if self.link.is_none() {
+                    self.emit(Event::NotConnected);
+                } else if let Some(whois) = self.mail.request(&to, &text) {
+                    self.send_command(&whois);
+                }
+            }
         }
         true
     }
@@ -400,6 +424,44 @@ impl Engine {
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}
+            ServerMsg::Ok(Reply::Whois { id, user, key, .. }) => {
+                if let Some(send) = self.mail.on_whois(id, &user, key) {
+                    self.send_command(&send);
+                }
+            }
+            ServerMsg::Ok(Reply::Sent { id, delivered }) => self.mail.on_sent(id, delivered),
+            ServerMsg::Event(ServerEvent::Offer {
+                from,
+                offer,
+                size,
+                name,
+            }) => {
+                let msg = self.offer_route.on_offer(&from, offer, size, name);
+                self.transfers.on_peer_msg(&from, msg);
+            }
+            ServerMsg::Event(ServerEvent::OfferAnswer {
+                from,
+                offer,
+                accept,
+            }) => {
+                let msg = super::offer_route::OfferRoute::on_answer(offer, accept);
+                self.transfers.on_peer_msg(&from, msg);
+            }
+            ServerMsg::Ok(Reply::Offered { offer, delivered }) => {
+                if let Some(text) = self.transfers.wait_at_server(offer, delivered) {
+                    self.emit(Event::Note { text });
+                }
+            }
+            ServerMsg::Ok(Reply::OfferAnswered { .. }) => {}
+            ServerMsg::Event(ServerEvent::Mailbox { count }) => self.mail.on_mailbox(count),
+            ServerMsg::Event(ServerEvent::Message {
+                id,
+                from,
+                at_ms,
+                key,
+                sealed,
+            }) => self.mail.on_message(id, &from, at_ms, key, &sealed),
+            ServerMsg::Err { code, message } if self.mail.on_error(code, &message) => {}
             // Kept in memory only, for reconnects; never shown or logged.
             ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
@@ -423,6 +485,7 @@ impl Engine {
     fn lose_link(&mut self) {
         if let Some(link) = self.link.take() {
             link.close();
+            self.mail.on_link_lost();
             self.emit(Event::ServerLost);
             if let Some(backoff) = self.auto_reconnect.as_mut() {
                 backoff.start();
@@ -559,7 +622,11 @@ fn server_event(msg: ServerMsg) -> Option<Event> {
             .collect()
     };
     Some(match msg {
-        ServerMsg::Ok(Reply::List { users, total }) => Event::Users { users, total },
+        ServerMsg::Ok(Reply::List { users, total }) => Event::Users {
+            ids: users.iter().map(|u| u.id).collect(),
+            users: users.into_iter().map(|u| u.name).collect(),
+            total,
+        },
         ServerMsg::Ok(Reply::Info { user, addr, key }) => Event::UserInfo {
             user,
             addr: addr.to_string(),

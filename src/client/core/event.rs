@@ -14,6 +14,7 @@ use crate::protocol::server_msg::{EndReason, TransferResult};
 // The vocabulary events are made of, so front ends import it from here and never from
 // the tables that produce it.
 pub use super::history::Line;
+pub use super::mail::MailNotice;
 pub use super::sessions::{Closer, Notice, State};
 pub use super::summary::{human_size, role_word};
 pub use super::transfer::Outcome;
@@ -29,12 +30,16 @@ pub enum Event {
     Session(Notice),
     /// Something about file offers and transfers.
     Transfer(XferNotice),
+    /// Something about messages through the server.
+    Mail(MailNotice),
     /// The session that gets `Command::Say` changed.
     Active { peer: Option<String> },
     /// Who is online (answer to `Command::List`).
     Users {
         /// One page of names.
         users: Vec<String>,
+        /// Each user's numeric id (same order as `users`), for `Command::Msg`.
+        ids: Vec<u64>,
         /// How many are online in all (`Command::List { offset }` for the other pages).
         total: usize,
     },

@@ -13,6 +13,8 @@ pub mod event;
 pub mod history;
 pub mod ladder;
 pub mod login;
+pub mod mail;
+pub mod offer_route;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
@@ -257,6 +259,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         listen_ip,
         events: event_tx,
         active: None,
+        mail: mail::Mail::new(&me.name, identity.clone(), user_dir.clone()),
+        offer_route: offer_route::OfferRoute::default(),
         identity,
     };
     let thread = thread::Builder::new()

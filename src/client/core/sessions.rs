@@ -908,6 +908,12 @@ impl Sessions {
         self.remember(peer, "*", now_ms(), text);
     }
 
+    /// Keeps a message through the server (`\msg`) in the history with `peer`.
+    pub fn note_via_server(&mut self, peer: &str, line: &super::history::Line) {
+        let text = format!("(via server) {}", line.text);
+        self.remember(peer, &line.sender, line.at_ms, &text);
+    }
+
     /// `\switch <user>`
     pub fn switch(&mut self, user: &str) {
         match self.open.iter().find(|o| same(&o.peer, user)) {

@@ -569,6 +569,26 @@ impl Transfers {
         }
     }
 
+    /// The server took our offer `local` (made without a chat session): it waits for the
+    /// answer as long as the server keeps it, not `OFFER_TIMEOUT`. The sentence to show.
+    pub fn wait_at_server(&mut self, local: u64, delivered: bool) -> Option<String> {
+        let entry = self.entries.get_mut(&local)?;
+        if entry.row.role != Role::Send || entry.row.stage != Stage::Offered {
+            return None;
+        }
+        entry.expires = None;
+        let (peer, name) = (Untrusted(&entry.row.peer), Untrusted(&entry.row.name));
+        Some(match delivered {
+            true => {
+                format!("* {name} offered to {peer} through the server; it goes once they accept")
+            }
+            false => format!(
+                "* {peer} is offline: the offer of {name} waits at the server (up to {} days); it goes once they accept while you are online",
+                crate::protocol::limits::MAILBOX_EXPIRY.as_secs() / 86_400
+            ),
+        })
+    }
+
     /// The numbers of the peers' offers waiting for our `\accept` or `\decline`.
     pub fn waiting_offers(&self) -> Vec<u64> {
         self.entries
@@ -950,6 +970,23 @@ impl Transfers {
             .map(|e| e.row.id)
             .collect();
         for id in lapsed {
+            // An offer we never answered: tell the offerer, who may be waiting for it
+            // at the server (an offer through the server does not lapse there).
+            if let Some(entry) = self.entries.get(&id)
+                && entry.row.role == Role::Receive
+                && entry.row.stage == Stage::Asked
+                && entry.folder_files.is_none()
+                && let Some(offer) = entry.offer
+            {
+                let peer = entry.row.peer.clone();
+                self.to_peers.push((
+                    peer,
+                    PeerMsg::OfferNo {
+                        id: offer,
+                        reason: "not answered in time".into(),
+                    },
+                ));
+            }
             self.drop_entry(id, "expired".into());
         }
         while let Some(at) = self

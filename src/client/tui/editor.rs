@@ -72,6 +72,9 @@ const NAME_COMMANDS: &[&str] = &[
     "history",
     "accept",
     "decline",
+    "msg",
+    "m",
+    "offer",
 ];
 
 /// Commands after which the words are paths.

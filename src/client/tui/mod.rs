@@ -293,6 +293,11 @@ impl Front {
             UserCommand::History { user, n } => Command::History { user, n },
             UserCommand::Reconnect => Command::Reconnect,
             UserCommand::SendTo { user, text } => Command::SayTo { user, text },
+            UserCommand::Msg { to, text } => Command::Msg { to, text },
+            UserCommand::OfferTo { user, path } => Command::SendFile {
+                path: std::path::PathBuf::from(path),
+                to: Some(user),
+            },
             UserCommand::AcceptFile { id } => Command::AcceptFile { id },
             UserCommand::DeclineFile { id } => Command::DeclineFile { id },
             UserCommand::Files { user } => Command::Files { user },

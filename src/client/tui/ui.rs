@@ -8,6 +8,7 @@ use chrono::{Local, TimeZone};
 
 use crate::client::core::event::{Closer, Line, Notice, Role, Row, Stage, State, XferNotice};
 use crate::client::core::event::{Event as CoreEvent, FileRow, human_size, role_word};
+use crate::client::core::mail::MailNotice;
 use crate::protocol::server_msg::{EndReason, TransferResult};
 use crate::sanitize::Untrusted;
 
@@ -64,6 +65,11 @@ pub enum UserCommand {
     Menu,
     /// `@user text`: to that session without switching.
     SendTo { user: String, text: String },
+    /// `\msg <id|user> <text>`: through the server, sealed; waits if they are offline.
+    Msg { to: String, text: String },
+    /// `\offer <user> <path>`: offer a file without a session (through the server; it
+    /// waits if they are offline).
+    OfferTo { user: String, path: String },
     /// A line that is not a command: chat text for the active session.
     Text(String),
     /// An empty line.
@@ -128,6 +134,16 @@ const USER_COMMANDS: &[Spec] = &[
         names: &["history"],
         args: "<user> [n]",
         meaning: "show the last n lines (default 50) said with <user>",
+    },
+    Spec {
+        names: &["msg", "m"],
+        args: "<id|user> <text...>",
+        meaning: "send a message through the server, end-to-end encrypted (no session; waits if they are offline)",
+    },
+    Spec {
+        names: &["offer"],
+        args: "<user> <path...>",
+        meaning: "offer a file to <user> without a session: through the server, waiting if they are offline; it goes once they accept",
     },
     Spec {
         names: &["SEND_FILE", "send", "send_file"],
@@ -246,6 +262,14 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
         "GET_CLIENT_INFO" => UserCommand::Info { user: arg(0) },
         "DISCONNECT_CLIENT" => UserCommand::Quit,
         "connect" => UserCommand::Connect { user: arg(0) },
+        "offer" => UserCommand::OfferTo {
+            user: arg(0),
+            path: arg(1),
+        },
+        "msg" => UserCommand::Msg {
+            to: arg(0),
+            text: arg(1),
+        },
         "accept" if is_number(&first) => UserCommand::AcceptFile {
             id: number(&arg(0))?,
         },
@@ -376,8 +400,9 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
         CoreEvent::Session(notice) => render_notice(notice),
         CoreEvent::Transfer(XferNotice::Progress { rows }) if rows.is_empty() => return None,
         CoreEvent::Transfer(notice) => render_xfer(notice),
+        CoreEvent::Mail(notice) => render_mail(notice),
         CoreEvent::Active { .. } => return None,
-        CoreEvent::Users { users, total } => {
+        CoreEvent::Users { users, ids, total } => {
             let mut text = format!("Online users ({}):", users.len());
             if *total > users.len() {
                 // LIST is paged by the server (protocol.md §4): say so rather than let
@@ -387,13 +412,15 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
                     users.len()
                 );
             }
-            for user in users {
+            for (i, user) in users.iter().enumerate() {
                 let you = if user.eq_ignore_ascii_case(me) {
                     " (you)"
                 } else {
                     ""
                 };
-                text.push_str(&format!("\n  {}{you}", Untrusted(user)));
+                // The id is what `\msg <id>` takes.
+                let id = ids.get(i).map_or(String::new(), |id| format!("#{id} "));
+                text.push_str(&format!("\n  {id}{}{you}", Untrusted(user)));
             }
             text
         }
@@ -743,6 +770,47 @@ fn chat_line_dated(line: &Line, dated: bool) -> String {
 }
 
 /// What to show for a notice from the session core.
+/// Messages through the server: `[12:03:04] (via server) alice: hi` and what became of
+/// ours.
+pub fn render_mail(notice: &MailNotice) -> String {
+    match notice {
+        MailNotice::Received { line, .. } => {
+            // The clock first, as on every chat line, then where it came from.
+            let shown = chat_line(line);
+            match shown.split_once("] ") {
+                Some((clock, rest)) => format!("{clock}] (via server) {rest}"),
+                None => format!("(via server) {shown}"),
+            }
+        }
+        MailNotice::Away { count } => {
+            let s = if *count == 1 { "" } else { "s" };
+            format!("* while you were away ({count} message{s} through the server):")
+        }
+        MailNotice::Sent {
+            to,
+            delivered: true,
+            ..
+        } => format!("* message to {} delivered", Untrusted(to)),
+        MailNotice::Sent {
+            to, expiry_secs, ..
+        } => format!(
+            "* message to {to} queued: {to} is offline; the server keeps it (sealed) until they log in, at most {} days",
+            expiry_secs / 86_400,
+            to = Untrusted(to)
+        ),
+        MailNotice::NotSent { to, why } => format!(
+            "error: message to {} not sent: {}",
+            Untrusted(to),
+            Untrusted(why)
+        ),
+        MailNotice::Rejected { from, why } => format!(
+            "warning: a message through the server said to be from {} was refused: {}",
+            Untrusted(from),
+            Untrusted(why)
+        ),
+    }
+}
+
 pub fn render_notice(notice: &Notice) -> String {
     match notice {
         Notice::Chat { peer, line, active } | Notice::Said { peer, line, active } => {
@@ -1066,11 +1134,12 @@ mod tests {
     fn rendering_marks_the_user_and_strips_escapes() {
         let list = CoreEvent::Users {
             users: vec!["alice".into(), "bob".into()],
+            ids: vec![1, 7],
             total: 2,
         };
         assert_eq!(
             render(&list, "Alice").unwrap(),
-            "Online users (2):\n  alice (you)\n  bob"
+            "Online users (2):\n  #1 alice (you)\n  #7 bob"
         );
         let evil = CoreEvent::Online {
             users: vec!["x\u{1b}[2Jy".into()],
@@ -1082,6 +1151,7 @@ mod tests {
         assert_eq!(render(&two, "me").unwrap(), "* bob, carol went offline");
         let page = CoreEvent::Users {
             users: vec!["alice".into()],
+            ids: vec![1],
             total: 3,
         };
         assert!(render(&page, "me").unwrap().contains("(1 of 3;"));

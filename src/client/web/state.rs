@@ -190,9 +190,17 @@ impl Snapshot {
             Event::Session(notice) => self.apply_notice(notice),
             Event::Transfer(notice) => self.apply_xfer(notice),
             Event::Active { peer } => self.active = peer.clone(),
+            // A message through the server joins the chat with its sender, marked.
+            Event::Mail(crate::client::core::mail::MailNotice::Received { line, .. }) => {
+                let mut line = line.clone();
+                line.text = format!("(via server) {}", line.text);
+                let from = line.sender.clone();
+                self.push_line(&from, &line);
+            }
+            Event::Mail(_) => {}
             // Only the first page (1000 names) is kept: the page shows who is online to
             // chat with, and the count says when there are more.
-            Event::Users { users, total } => {
+            Event::Users { users, total, .. } => {
                 self.users = users.iter().cloned().collect();
                 self.users_total = *total;
             }
@@ -385,6 +393,7 @@ mod tests {
         assert_eq!(s.phase, Phase::Ready);
         s.apply(&Event::Users {
             users: vec!["alice".into(), "Bob".into()],
+            ids: vec![1, 2],
             total: 2,
         });
         s.apply(&Event::Session(Notice::Request {

@@ -161,6 +161,10 @@ function renderUsers() {
         button('Chat', 'Chat with ' + user, () => { command({ type: 'connect', user: user }); selected = user.toLowerCase(); }),
         button('Address', 'View IP and port of ' + user, () => command({ type: 'info', user: user })),
         button('Files', 'View files shared by ' + user, () => command({ type: 'files', user: user })),
+        button('Message', 'Send ' + user + ' a message through the server (end-to-end encrypted; waits if they go offline)', () => {
+          const text = window.prompt('Message to ' + user + ' (through the server, end-to-end encrypted):');
+          if (text && text.trim()) command({ type: 'msg', to: user, text: text });
+        }),
       );
       li.append(actions);
     }

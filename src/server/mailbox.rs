@@ -1,0 +1,191 @@
+//! Messages through the server (protocol.md §4d): `WHOIS` to learn a recipient's id and
+//! identity key, `SEND` to pass a sealed message on or keep it, and delivering what
+//! waited when a user logs in.
+//!
+//! Every message is written to the store first and then taken out for delivery, by
+//! whoever gets there first: the `SEND` (when the recipient is online) or the
+//! recipient's login. So a message sent while its recipient is logging in is delivered
+//! exactly once, never stranded. The server only ever holds ciphertext sealed to the
+//! recipient's key. It must not read or write sockets itself (outboxes do), and it holds
+//! no lock across the store.
+
+use super::Shared;
+use super::login::LoggedIn;
+use super::store::{MailboxFull, NewMessage};
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::limits::MAILBOX_EXPIRY;
+use crate::protocol::mail_msg::UserRef;
+use crate::protocol::server_msg::{Event, Reply, ServerMsg};
+
+fn internal(what: &str, e: &dyn std::fmt::Display) -> ServerMsg {
+    log::error!("{what}: {e}");
+    ServerMsg::err(ErrorCode::Internal, "the server failed; try again")
+}
+
+fn no_such_user(user: &UserRef) -> ServerMsg {
+    let shown: String = user.to_string().chars().take(32).collect();
+    ServerMsg::err(
+        ErrorCode::NoSuchUser,
+        format!("no user has the name or id {shown}"),
+    )
+}
+
+/// WHOIS <id-or-name>
+///
+/// Any account, online or not: its id, name, identity key and presence.
+pub fn whois(shared: &Shared, user: &UserRef) -> ServerMsg {
+    let (id, name) = match shared.store.find_user(user) {
+        Ok(Some(found)) => found,
+        Ok(None) => return no_such_user(user),
+        Err(e) => return internal("finding a user", &e),
+    };
+    let key = match shared.store.identity_key(&name) {
+        Ok(key) => key,
+        Err(e) => return internal("reading an identity key", &e),
+    };
+    let online = shared.registry.lookup(&name.to_ascii_lowercase()).is_some();
+    ServerMsg::Ok(Reply::Whois {
+        id,
+        user: name,
+        key,
+        online,
+    })
+}
+
+/// SEND <id-or-name> <sealed>
+///
+/// Stores the message (within the mailbox caps), then hands it to the recipient's
+/// connection if the recipient is online: `OK SENT <msgid> delivered|queued`.
+pub fn send(shared: &Shared, me: &LoggedIn, to: &UserRef, sealed: &[u8]) -> ServerMsg {
+    let (recipient, name) = match shared.store.find_user(to) {
+        Ok(Some(found)) => found,
+        Ok(None) => return no_such_user(to),
+        Err(e) => return internal("finding a user", &e),
+    };
+    if name.eq_ignore_ascii_case(&me.name) {
+        return ServerMsg::err(ErrorCode::BadRequest, "that is you");
+    }
+    if let Err(wait) = shared.messages.take(&me.key) {
+        return ServerMsg::err(
+            ErrorCode::TooManyMessages,
+            format!(
+                "too many messages; try again in {} s",
+                super::rate_limit::secs(wait)
+            ),
+        );
+    }
+    let sender_key = match shared.store.identity_key(&me.name) {
+        Ok(key) => key,
+        Err(e) => return internal("reading an identity key", &e),
+    };
+    let message = NewMessage {
+        recipient,
+        sender: &me.name,
+        sender_key: &sender_key,
+        sealed,
+        lifetime: MAILBOX_EXPIRY,
+    };
+    // The caps bound what waits: a message for someone online now passes them (its row
+    // lives only until the take below).
+    let online = shared.registry.lookup(&name.to_ascii_lowercase()).is_some();
+    let (per_user, total) = (shared.config.mailbox_per_user, shared.config.mailbox_total);
+    let caps = if online {
+        (usize::MAX, usize::MAX)
+    } else {
+        (per_user, total)
+    };
+    let id = match shared.store.queue_message(&message, caps.0, caps.1) {
+        Ok(Ok(id)) => id,
+        Ok(Err(MailboxFull::Recipient)) => {
+            return ServerMsg::err(
+                ErrorCode::MailboxFull,
+                format!("{name} has {per_user} messages waiting already; try later"),
+            );
+        }
+        Ok(Err(MailboxFull::Total)) => {
+            return ServerMsg::err(
+                ErrorCode::MailboxesFull,
+                format!("the server holds {total} waiting messages; try later"),
+            );
+        }
+        Err(e) => return internal("queueing a message", &e),
+    };
+    // Checked after the write: a recipient who came online meanwhile either sees the
+    // row at its login or is seen here (see the module doc).
+    let delivered = match shared
+        .registry
+        .lookup_with_outbox(&name.to_ascii_lowercase())
+    {
+        Some((_, _, outbox)) => match shared.store.take_message(id) {
+            Ok(true) => {
+                outbox.send(&ServerMsg::Event(Event::Message {
+                    id,
+                    from: me.name.clone(),
+                    at_ms: now_ms(),
+                    key: sender_key,
+                    sealed: sealed.to_vec(),
+                }));
+                true
+            }
+            // The recipient's login took it: delivered too.
+            Ok(false) => true,
+            Err(e) => {
+                log::error!("taking message {id}: {e}");
+                false
+            }
+        },
+        None => false,
+    };
+    log::info!(
+        "message {id}: {} -> {name}, {} bytes sealed, {}",
+        me.name,
+        sealed.len(),
+        if delivered { "delivered" } else { "queued" }
+    );
+    ServerMsg::Ok(Reply::Sent { id, delivered })
+}
+
+/// After `name` (account `uid`) came online: delivers what waited for it, announced by
+/// `EVENT MAILBOX <n>` so the client can say "while you were away".
+pub fn deliver_waiting(shared: &Shared, name: &str, uid: u64) {
+    let Some((_, _, outbox)) = shared
+        .registry
+        .lookup_with_outbox(&name.to_ascii_lowercase())
+    else {
+        return;
+    };
+    let waiting = match shared.store.take_mailbox(uid) {
+        Ok(waiting) => waiting,
+        Err(e) => {
+            log::error!("reading {name}'s waiting messages: {e}");
+            return;
+        }
+    };
+    if waiting.is_empty() {
+        return;
+    }
+    let mut text = ServerMsg::Event(Event::Mailbox {
+        count: waiting.len(),
+    })
+    .to_wire();
+    for queued in &waiting {
+        text.push_str(
+            &ServerMsg::Event(Event::Message {
+                id: queued.id,
+                from: queued.sender.clone(),
+                at_ms: queued.at_ms,
+                key: queued.sender_key,
+                sealed: queued.sealed.clone(),
+            })
+            .to_wire(),
+        );
+    }
+    log::info!("{name}: {} waiting messages delivered", waiting.len());
+    outbox.send_wire(text);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

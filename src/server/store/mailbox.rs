@@ -1,0 +1,219 @@
+//! Messages waiting for their recipients (part of `Store`), and the accounts' ids that
+//! `LIST`, `WHOIS` and `SEND` show and take (protocol.md §4d).
+//!
+//! Owns the `mailbox` table (migration 8): each row is one sealed message (ciphertext
+//! the server cannot read) for one account, with its sender, the sender's key at the
+//! time, and when it expires. The caps are checked and the row written in one immediate
+//! transaction, so concurrent `SEND`s cannot pass them. It must not decide whether a
+//! message is delivered now (that is `server::mailbox`'s, with the registry).
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Store, now_ms};
+use crate::error::Result;
+use crate::protocol::identity_key::{KeyField, key_hex, parse_key_hex};
+use crate::protocol::mail_msg::UserRef;
+
+/// A message taken out of the mailbox for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The message id (the row's id).
+    pub id: u64,
+    /// The sender's name as registered.
+    pub sender: String,
+    /// The sender's identity key when it sent the message.
+    pub sender_key: KeyField,
+    /// When the server took it (Unix ms).
+    pub at_ms: u64,
+    /// The sealed message.
+    pub sealed: Vec<u8>,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxFull {
+    /// The recipient has `per_user` messages waiting.
+    Recipient,
+    /// The server holds `total` messages for everyone.
+    Total,
+}
+
+/// A message to queue.
+pub struct NewMessage<'a> {
+    /// The recipient's account id.
+    pub recipient: u64,
+    /// The sender's name as registered.
+    pub sender: &'a str,
+    /// The sender's identity key now.
+    pub sender_key: &'a KeyField,
+    /// The sealed message.
+    pub sealed: &'a [u8],
+    /// How long it may wait.
+    pub lifetime: std::time::Duration,
+}
+
+impl Store {
+    /// The account an id or a name stands for: (id, name as registered).
+    pub fn find_user(&self, user: &UserRef) -> Result<Option<(u64, String)>> {
+        self.with_conn(|c| {
+            let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?));
+            match user {
+                UserRef::Id(id) => c
+                    .query_row(
+                        "SELECT id, username FROM users WHERE id = ?1",
+                        [i64::try_from(*id).unwrap_or(-1)],
+                        row,
+                    )
+                    .optional(),
+                UserRef::Name(name) => c
+                    .query_row(
+                        "SELECT id, username FROM users WHERE username = ?1",
+                        [name],
+                        row,
+                    )
+                    .optional(),
+            }
+        })
+    }
+
+    /// Stores a message for `msg.recipient` unless its mailbox (`per_user`) or all
+    /// mailboxes together (`total`) are full; expired messages are dropped first.
+    /// Returns the message id.
+    pub fn queue_message(
+        &self,
+        msg: &NewMessage<'_>,
+        per_user: usize,
+        total: usize,
+    ) -> Result<std::result::Result<u64, MailboxFull>> {
+        let now = now_ms();
+        let expires = now.saturating_add(msg.lifetime.as_millis() as i64);
+        let key = msg.sender_key.as_ref().map(key_hex);
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM mailbox WHERE expires_at_ms <= ?1", [now])?;
+            let mine: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM mailbox WHERE recipient_id = ?1",
+                [msg.recipient as i64],
+                |r| r.get(0),
+            )?;
+            if mine as usize >= per_user {
+                return Ok(Err(MailboxFull::Recipient));
+            }
+            let all: i64 = tx.query_row("SELECT COUNT(*) FROM mailbox", [], |r| r.get(0))?;
+            if all as usize >= total {
+                return Ok(Err(MailboxFull::Total));
+            }
+            tx.execute(
+                "INSERT INTO mailbox (recipient_id, sender, sender_key, sent_at_ms,
+                    expires_at_ms, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    msg.recipient as i64,
+                    msg.sender,
+                    key,
+                    now,
+                    expires,
+                    msg.sealed
+                ],
+            )?;
+            let id = tx.last_insert_rowid() as u64;
+            tx.commit()?;
+            Ok(Ok(id))
+        })
+    }
+
+    /// Removes message `id` for delivery; false if it is gone already (another
+    /// delivery took it, or it expired).
+    pub fn take_message(&self, id: u64) -> Result<bool> {
+        self.with_conn(|c| {
+            c.execute("DELETE FROM mailbox WHERE id = ?1", [id as i64])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Removes and returns every live message waiting for account `recipient`, oldest
+    /// first.
+    pub fn take_mailbox(&self, recipient: u64) -> Result<Vec<Queued>> {
+        let now = now_ms();
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, sender, sender_key, sent_at_ms, sealed FROM mailbox
+                     WHERE recipient_id = ?1 AND expires_at_ms > ?2 ORDER BY id",
+                )?;
+                stmt.query_map(params![recipient as i64, now], |r| {
+                    let key: Option<String> = r.get(2)?;
+                    Ok(Queued {
+                        id: r.get::<_, i64>(0)? as u64,
+                        sender: r.get(1)?,
+                        sender_key: key.as_deref().and_then(parse_key_hex),
+                        at_ms: r.get::<_, i64>(3)? as u64,
+                        sealed: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.execute(
+                "DELETE FROM mailbox WHERE recipient_id = ?1",
+                [recipient as i64],
+            )?;
+            tx.commit()?;
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn messages_queue_within_caps_and_are_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        store.create_user("Alice", "h").unwrap();
+        store.create_user("bob", "h").unwrap();
+        let (bob, name) = store
+            .find_user(&UserRef::Name("BOB".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(name, "bob");
+        assert_eq!(
+            store.find_user(&UserRef::Id(bob)).unwrap(),
+            Some((bob, "bob".to_string()))
+        );
+        assert_eq!(store.find_user(&UserRef::Id(99)).unwrap(), None);
+        let msg = |sealed: &'static [u8]| NewMessage {
+            recipient: bob,
+            sender: "Alice",
+            sender_key: &Some([1; 32]),
+            sealed,
+            lifetime: Duration::from_secs(60),
+        };
+        let first = store.queue_message(&msg(b"one"), 2, 10).unwrap().unwrap();
+        store.queue_message(&msg(b"two"), 2, 10).unwrap().unwrap();
+        assert_eq!(
+            store.queue_message(&msg(b"three"), 2, 10).unwrap(),
+            Err(MailboxFull::Recipient)
+        );
+        assert_eq!(
+            store.queue_message(&msg(b"three"), 5, 2).unwrap(),
+            Err(MailboxFull::Total)
+        );
+        assert!(store.take_message(first).unwrap());
+        assert!(!store.take_message(first).unwrap());
+        let taken = store.take_mailbox(bob).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].sealed, b"two");
+        assert_eq!(taken[0].sender_key, Some([1; 32]));
+        assert!(store.take_mailbox(bob).unwrap().is_empty());
+        // Expired messages are never delivered.
+        let gone = NewMessage {
+            lifetime: Duration::ZERO,
+            ..msg(b"late")
+        };
+        store.queue_message(&gone, 2, 10).unwrap().unwrap();
+        assert!(store.take_mailbox(bob).unwrap().is_empty());
+    }
+}
