@@ -6,8 +6,8 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -54,7 +54,7 @@ fn grant(w: &mut Wire, command: &str, user: &str) -> (u64, SocketAddr, String) {
 /// `me` (raw) opens a chat session with the real client `target` (named `tname`).
 fn raw_session(me: &mut Wire, mname: &str, target: &mut Client, tname: &str) -> Wire {
     let (id, addr, ticket) = grant(me, "CONNECT", tname);
-    let mut raw = Wire::connect(addr).named(&format!("{mname} <-> {tname} (chat)"));
+    let mut raw = Wire::peer(addr, &ticket).named(&format!("{mname} <-> {tname} (chat)"));
     raw.send(&format!("HELLO peerchat 1 {mname} {id} {ticket}"));
     target.expect(&format!("* {mname} wants to chat"));
     target.send(&format!("\\accept {mname}"));
@@ -111,7 +111,7 @@ fn mallory_pushes(
     bob.send(&format!("\\accept {rid}"));
     assert_eq!(peer_line(chat), format!("OFFER_OK {offer}"));
     let (id, addr, ticket) = grant(mallory, "TRANSFER", "bob");
-    let mut data = Wire::connect(addr).named("mallory -> bob (data)");
+    let mut data = Wire::peer(addr, &ticket).named("mallory -> bob (data)");
     data.send(&format!("PUSH peerchat 1 mallory {id} {ticket} {offer}"));
     // bob proves he holds the ticket before any file line (protocol.md §11).
     data.expect("ACCEPT ");
@@ -129,6 +129,12 @@ fn prove_to_bob(data: &mut Wire, first: &str) {
         "ACCEPT {}",
         ticket.accept_mac(id, "bob", "mallory").to_hex()
     ));
+}
+
+/// The ticket of the next `EVENT TRANSFER_REQUEST` on the raw owner's server link.
+fn transfer_ticket(owner: &mut Wire) -> String {
+    let event = owner.expect_event("EVENT TRANSFER_REQUEST");
+    event.split(' ').nth(4).unwrap().to_string()
 }
 
 /// A file's bytes: a pattern that differs in every chunk.
@@ -218,7 +224,7 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
 
     let started = Instant::now();
-    let mut conns: Vec<TcpStream> = Vec::new();
+    let mut conns: Vec<Wire> = Vec::new();
     let mut granted = 0;
     while conns.len() < 300 && started.elapsed() < Duration::from_secs(12) {
         mallory.send("TRANSFER bob");
@@ -232,15 +238,15 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
         }
         granted += 1;
         let addr: SocketAddr = words[4].parse().unwrap();
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, WAIT) else {
+        let Ok(mut wire) = Wire::try_peer(addr, words[5]) else {
             continue;
         };
         let first = format!(
             "FETCH peerchat 1 mallory {} {} big.bin\nRESUME 0 -\n",
             words[2], words[5]
         );
-        let _ = stream.write_all(first.as_bytes());
-        conns.push(stream);
+        let _ = wire.send_bytes(first.as_bytes());
+        conns.push(wire);
     }
     eprintln!(
         "{granted} tickets, {} fetch connections in {:?}",
@@ -286,17 +292,15 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
     let mut served = 0;
     let mut refused = 0;
     let mut other = Vec::new();
-    for stream in &conns {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut first = String::new();
-        let _ = reader.read_line(&mut first);
+    for wire in &mut conns {
+        let mut read = || match wire.read_within(Duration::from_millis(200)) {
+            Got::Line(line) => line,
+            Got::Closed | Got::TimedOut => String::new(),
+        };
+        let mut first = read();
         // A served fetch starts with bob's proof of the ticket (protocol.md §11).
         if first.starts_with("ACCEPT ") {
-            first.clear();
-            let _ = reader.read_line(&mut first);
+            first = read();
         }
         if first.starts_with("FILE ") {
             served += 1;
@@ -332,15 +336,12 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
 // 2: offers: capped per peer, handled in constant time
 // ---------------------------------------------------------------------------------------
 
-/// Reads a raw link on its own thread; sends each line (with when it came) back.
-fn read_lines(stream: WireStream) -> mpsc::Receiver<(String, Instant)> {
+/// Reads a raw link (through its Noise layer) on its own thread; sends each line (with
+/// when it came) back.
+fn read_lines(mut wire: Wire) -> mpsc::Receiver<(String, Instant)> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
+        while let Got::Line(line) = wire.read_within(Duration::from_secs(30)) {
             if tx.send((line, Instant::now())).is_err() {
                 break;
             }
@@ -361,19 +362,20 @@ fn an_offer_flood_is_answered_quickly_and_other_peers_still_chat() {
     let mut alice = lab.register("alice", &[]);
     open_session(&mut alice, "alice", &mut bob, "bob");
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
-    let mut chat = raw_session(&mut mallory, "mallory", &mut bob, "bob");
-    let replies = read_lines(chat.clone_stream());
+    let chat_link = raw_session(&mut mallory, "mallory", &mut bob, "bob");
+    let mut chat = chat_link.clone_stream();
+    let replies = read_lines(chat_link);
 
     let offer = |n: usize| format!("OFFER {n} 1000 flood-{n}.bin\n");
     let burst: String = (1..=4000).map(offer).collect();
     let started = Instant::now();
-    chat.send_bytes(burst.as_bytes()).unwrap();
+    chat.write_all(burst.as_bytes()).unwrap();
     let mut sent = 4000;
     let mut chat_sent_at = None;
     let mut chat_seen_at = None;
     while started.elapsed() < Duration::from_secs(4) {
         let more: String = (sent + 1..=sent + 150).map(offer).collect();
-        chat.send_bytes(more.as_bytes()).unwrap();
+        chat.write_all(more.as_bytes()).unwrap();
         sent += 150;
         if chat_sent_at.is_none() && started.elapsed() > Duration::from_secs(1) {
             alice.send("during the flood");
@@ -486,7 +488,8 @@ fn a_fetch_announcing_a_bigger_size_than_listed_is_refused() {
     bob.send("\\fetch mallory tiny.bin");
     listener.set_nonblocking(false).unwrap();
     let (stream, _) = listener.accept().unwrap();
-    let mut data = Wire::from_accepted(stream, "bob -> mallory (data)");
+    let ticket = transfer_ticket(&mut mallory);
+    let mut data = Wire::accepted_peer(stream, &ticket, "bob -> mallory (data)");
     let first = data.next_line();
     assert!(
         first.starts_with("FETCH peerchat 1 bob ") && first.ends_with(" tiny.bin"),
@@ -511,7 +514,8 @@ fn a_fetch_announcing_a_bigger_size_than_listed_is_refused() {
     // An owner at its serving cap answers `ERR 424`: bob is told plainly.
     bob.send("\\fetch mallory tiny.bin");
     let (stream, _) = listener.accept().unwrap();
-    let mut data = Wire::from_accepted(stream, "bob -> mallory (data, 2)");
+    let ticket = transfer_ticket(&mut mallory);
+    let mut data = Wire::accepted_peer(stream, &ticket, "bob -> mallory (data, 2)");
     let first = data.next_line();
     assert!(first.starts_with("FETCH peerchat 1 bob "), "{first:?}");
     prove_to_bob(&mut data, &first);

@@ -602,7 +602,7 @@ fn grant(w: &mut Wire, command: &str, user: &str) -> (u64, SocketAddr, String) {
 /// mallory (raw) opens a chat session with the real client bob; returns her link.
 fn raw_session_with_bob(mallory: &mut Wire, bob: &mut Client) -> Wire {
     let (id, bob_addr, ticket) = grant(mallory, "CONNECT", "bob");
-    let mut raw = Wire::connect(bob_addr).named("mallory <-> bob (chat)");
+    let mut raw = Wire::peer(bob_addr, &ticket).named("mallory <-> bob (chat)");
     raw.send(&format!("HELLO peerchat 1 mallory {id} {ticket}"));
     bob.expect("* mallory wants to chat");
     bob.send("\\accept mallory");
@@ -627,7 +627,7 @@ fn peer_line(raw: &mut Wire) -> String {
 /// bob's listener with `first(transfer id, ticket)` as the first line.
 fn raw_transfer(mallory: &mut Wire, first: impl Fn(u64, &str) -> String) -> Wire {
     let (id, addr, ticket) = grant(mallory, "TRANSFER", "bob");
-    let mut data = Wire::connect(addr).named("mallory -> bob (data)");
+    let mut data = Wire::peer(addr, &ticket).named("mallory -> bob (data)");
     data.send(&first(id, &ticket));
     // bob proves he holds the ticket before any file line (protocol.md §11).
     data.expect("ACCEPT");

@@ -427,7 +427,7 @@ fn a_peer_that_stops_reading_is_cut_off_and_the_sender_stays_responsive() {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect_timeout(&bob_addr.into(), WAIT).unwrap();
-    let mut raw = Wire::from_accepted(socket.into(), "mallory <-> bob (stops reading)");
+    let mut raw = Wire::peer_on(socket.into(), &ticket, "mallory <-> bob (stops reading)");
     raw.send(&format!("HELLO peerchat 1 mallory {id} {ticket}"));
     bob.expect("* mallory wants to chat");
     bob.send("\\accept mallory");
@@ -593,14 +593,16 @@ fn a_hello_dripped_to_a_peer_listener_is_cut_off_within_the_handshake_timeout() 
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
     let bob_addr = info(&mut mallory, "bob");
 
-    let mut raw = Wire::connect(bob_addr).named("mallory -> bob (dripping HELLO)");
+    // The start of a Noise message 1 (its 64-byte length, then bytes), one every 500 ms.
+    let mut raw = Wire::connect(bob_addr).named("mallory -> bob (dripping handshake)");
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let _stopper = StopOnDrop(&stop);
     {
         let stop = stop.clone();
         let out = raw.clone_stream();
-        let bytes = format!("HELLO peerchat 1 mallory 1 {}\n", "0".repeat(32)).into_bytes();
+        let mut bytes = vec![0u8, 64];
+        bytes.extend_from_slice(&[7u8; 64]);
         thread::spawn(move || drip(out, bytes, Duration::from_millis(500), stop));
     }
 
@@ -616,7 +618,7 @@ fn a_hello_dripped_to_a_peer_listener_is_cut_off_within_the_handshake_timeout() 
     stop.store(true, Ordering::SeqCst);
     assert!(
         errs.iter().all(|e| e.starts_with("ERR 408")),
-        "a slow HELLO should get ERR 408 TIMEOUT (or only a close): {errs:?}"
+        "a slow handshake should get ERR 408 TIMEOUT (or only a close): {errs:?}"
     );
     let took = start.elapsed();
     assert!(
@@ -658,8 +660,8 @@ fn a_huge_line_and_random_bytes_on_a_peer_port_are_refused_and_the_client_goes_o
     });
     let errs = expect_err_or_close(&mut raw, BOUND);
     assert!(
-        errs.iter().all(|e| e.starts_with("ERR 413")),
-        "a 1 MiB line should get ERR 413 LINE_TOO_LONG (or only a close): {errs:?}"
+        errs.iter().all(|e| e.starts_with("ERR 445")),
+        "a 1 MiB line (not a Noise handshake) should get ERR 445 NOT_NOISE (or only a close): {errs:?}"
     );
     writer.join().unwrap();
     assert!(bob.is_running(), "bob died on a 1 MiB line");
@@ -733,7 +735,7 @@ fn a_third_user_never_sees_a_ticket_and_the_server_never_logs_one() {
 
     // A chat session alice -> bob.
     let (chat_id, bob_addr, chat_ticket) = grant(&mut alice, "bob");
-    let mut link = Wire::connect(bob_addr).named("alice <-> bob");
+    let mut link = Wire::peer(bob_addr, &chat_ticket).named("alice <-> bob");
     link.send(&format!("HELLO peerchat 1 alice {chat_id} {chat_ticket}"));
     bob.expect("* alice wants to chat");
     bob.send("\\accept alice");
@@ -754,8 +756,11 @@ fn a_third_user_never_sees_a_ticket_and_the_server_never_logs_one() {
     assert_eq!(words.len(), 6, "{event:?}");
     assert_eq!(words[3], "bob", "{event:?}");
     let (xfer_id, xfer_ticket) = (words[2].to_string(), words[4].to_string());
-    let mut data =
-        Wire::from_accepted(accept_within(&alice_listener, WAIT), "bob -> alice (fetch)");
+    let mut data = Wire::accepted_peer(
+        accept_within(&alice_listener, WAIT),
+        &xfer_ticket,
+        "bob -> alice (fetch)",
+    );
     data.expect_exact(&format!(
         "FETCH peerchat 1 bob {xfer_id} {xfer_ticket} plans.txt"
     ));

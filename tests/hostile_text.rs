@@ -89,7 +89,7 @@ fn a_fetch_for_a_name_with_escape_sequences_never_reaches_the_victims_terminal_r
 
     for (i, name) in ESCAPES.iter().enumerate() {
         let (id, bob_addr, ticket) = transfer_ticket(&mut mallory, "bob");
-        let mut data = Wire::connect(bob_addr).named("mallory -> bob (fetch)");
+        let mut data = Wire::peer(bob_addr, &ticket).named("mallory -> bob (fetch)");
         data.send(&format!("FETCH peerchat 1 mallory {id} {ticket} {name}"));
         // bob refuses: an error line or the close, whatever it says.
         let deadline = Instant::now() + WAIT;

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -21,14 +20,16 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
-/// Dials the relay at `addr` with `token` and waits until paired.
-fn meet(addr: &str, token: &str, label: &str) -> Wire {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let stream = TcpStream::connect(addr).unwrap();
-    let mut w = Wire::from_accepted(stream, label);
-    w.send(&format!("RELAY {token}"));
-    w.expect("OK RELAYED");
-    w
+/// Dials the relay at `addr` with `token`, waits until paired, and runs the Noise
+/// handshake end to end through it: as the responder for `ticket` (`target`) or as the
+/// initiator.
+fn meet(addr: &str, token: &str, ticket: &str, target: bool, label: &str) -> Wire {
+    let stream = relay_meet(addr.parse().unwrap(), token);
+    if target {
+        Wire::accepted_peer(stream, ticket, label)
+    } else {
+        Wire::peer_on(stream, ticket, label)
+    }
 }
 
 /// The path the server's session log recorded for session `id`.
@@ -57,7 +58,13 @@ fn a_requester_that_cannot_reach_the_target_meets_it_at_the_relay() {
     let invite = bob.expect_event("EVENT RELAY");
     let words: Vec<&str> = invite.split(' ').collect();
     assert_eq!(words[2], id.to_string(), "{invite}");
-    let mut link = meet(words[3], words[4], "bob at the relay");
+    let mut link = meet(
+        words[3],
+        words[4],
+        &ticket.to_string(),
+        true,
+        "bob at the relay",
+    );
     // The same handshake as on a direct link, through the relay.
     link.expect(&format!("HELLO peerchat 1 alice {id}"));
     link.send(&format!(
@@ -102,7 +109,7 @@ fn a_target_told_to_meet_at_the_relay_answers_there() {
     let reply = alice.expect("OK RELAY SESSION");
     let words: Vec<&str> = reply.split(' ').collect();
     assert_eq!(words[3], id.to_string(), "{reply}");
-    let mut link = meet(words[4], words[5], "alice at the relay");
+    let mut link = meet(words[4], words[5], &ticket, false, "alice at the relay");
     link.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
     bob.expect("* alice wants to chat");
     bob.send("\\accept alice");

@@ -527,11 +527,9 @@ fn a_full_relay_refuses_the_next_circuit_and_the_client_says_so() {
     bob.expect_chat(None, "alice", "still here");
 }
 
-/// What a capture on the relay's network sees of a relayed chat line. Ignored until
-/// peer links run Noise (W2, issue 12): today they carry lines in clear, so the relay,
-/// like any router between direct peers, could read them; see SECURITY.md.
+/// What a capture on the relay's network sees of a relayed chat line: ciphertext only,
+/// since peer links run Noise end to end through the relay (protocol.md §10, §13).
 #[test]
-#[ignore = "peer links are not Noise-encrypted on this branch yet"]
 fn a_capture_on_the_relay_sees_no_plaintext() {
     if skip("a_capture_on_the_relay_sees_no_plaintext") {
         return;

@@ -298,6 +298,8 @@ fn run_peer_example(ex: &Example) {
     let mut vary = Vary::new(ex);
     let kind = ex.flags.first().map(String::as_str).unwrap_or("");
     let first = ex.lines.first().expect("an empty example");
+    // How the connection starts: Noise with this ticket (§10), or plain.
+    let mut noise_ticket: Option<String> = None;
     let addr = match kind {
         "chat" | "fetch" => {
             let first = first
@@ -332,7 +334,14 @@ fn run_peer_example(ex: &Example) {
                     .to_string(),
             );
             vary.bound.insert(doc_id.to_string(), id);
-            vary.bound.insert(doc_ticket.to_string(), ticket);
+            vary.bound.insert(doc_ticket.to_string(), ticket.clone());
+            noise_ticket = Some(ticket);
+            addr
+        }
+        "inside" => {
+            // A real ticket for the handshake; the lines go exactly as shown.
+            let (_, addr, ticket) = grant(&mut lab.alice, "CONNECT bob");
+            noise_ticket = Some(ticket);
             addr
         }
         "raw" => {
@@ -342,12 +351,30 @@ fn run_peer_example(ex: &Example) {
         }
         other => panic!("line {}: unknown peer example kind {other:?}", ex.at),
     };
-    let mut wire = Wire::try_connect(addr)
-        .expect("connect to bob's listener")
-        .named("bob's listener");
+    // `(handshake with ticket T)`: the handshake itself, refused in clear; the `<`
+    // lines that follow are that refusal.
+    let mut refusal: Option<String> = None;
+    let mut wire = match &noise_ticket {
+        Some(ticket) => Wire::peer(addr, ticket).named("bob's listener (Noise)"),
+        None => Wire::try_connect(addr)
+            .expect("connect to bob's listener")
+            .named("bob's listener"),
+    };
     for (i, line) in ex.lines.iter().enumerate() {
         let at = ex.at + 1 + i;
-        if let Some(sent) = line.strip_prefix("> ") {
+        if let Some(ticket) = line
+            .strip_prefix("(handshake with ticket ")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            refusal = Some(Wire::refused_peer(addr, ticket));
+        } else if let (Some(want), Some(got)) = (line.strip_prefix("< "), refusal.as_ref()) {
+            assert!(
+                vary.matches(want, got),
+                "protocol.md example at line {at}: expected {want:?}, got {got:?} in clear"
+            );
+        } else if line == "(the connection closes)" && refusal.is_some() {
+            // `Wire::refused_peer` saw the close after the refusal line.
+        } else if let Some(sent) = line.strip_prefix("> ") {
             wire.send(&vary.substitute(sent));
         } else if let Some(want) = line.strip_prefix("< ") {
             expect_doc_line(&mut wire, &mut vary, want, at);

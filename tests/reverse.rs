@@ -1,14 +1,16 @@
 //! The ladder's reverse rung end to end on loopback (protocol.md §13): a requester that
 //! cannot reach its target sends `REVERSE SESSION <id>`, the server tells the target
 //! `EVENT DIAL` with the requester's hints, the target dials back and names the request
-//! with one `REVERSE` line, and the session runs over that connection with the logical
-//! roles unchanged (the requester still says `HELLO`). One test drives a real requester
+//! with one `REVERSE` line in clear, and the session runs over that connection with the
+//! logical roles unchanged: the requester is still the Noise initiator (the target, which
+//! dialled, the responder) and still says `HELLO`, inside Noise. One test drives a real requester
 //! (the target is raw protocol), the other a real target (the requester is raw). A
 //! stranger's `REVERSE` line, and a second one for a request already answered, are
 //! refused with `525 NO_REVERSE`. The same in network namespaces with NAT: tests/nat.rs.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,12 +24,37 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
-/// Dials `addr` and names the pending request `what` (`SESSION 7`, say).
+/// Dials `addr` and names the pending request `what` (`SESSION 7`, say) in clear; the
+/// connection stays in clear (for the listener's refusals).
 fn dial_back(addr: SocketAddr, what: &str, label: &str) -> Wire {
     let stream = TcpStream::connect(addr).unwrap();
     let mut w = Wire::from_accepted(stream, label);
     w.send(&format!("REVERSE {what}"));
     w
+}
+
+/// Dials `addr`, names the pending request `what` in clear, then answers the requester's
+/// Noise handshake as the responder for `ticket` (the target's side of the reverse rung).
+fn dial_back_secured(addr: SocketAddr, what: &str, ticket: &str, label: &str) -> Wire {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("REVERSE {what}\n").as_bytes())
+        .unwrap();
+    Wire::accepted_peer(stream, ticket, label)
+}
+
+/// Reads one clear line off `stream` byte by byte (nothing after it is taken).
+fn clear_line(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    stream.set_read_timeout(None).unwrap();
+    String::from_utf8_lossy(&line).trim_end().to_string()
 }
 
 /// The path the server's session log recorded for session `id`.
@@ -62,8 +89,14 @@ fn a_requester_that_cannot_reach_the_target_is_dialled_back() {
     // A stranger naming a request alice does not have is refused.
     let mut stranger = dial_back(alice_at, "TRANSFER 999", "stranger");
     stranger.expect("ERR 525 NO_REVERSE");
-    let mut link = dial_back(alice_at, &format!("SESSION {id}"), "bob dialling back");
-    // The same handshake as on a direct link: alice, the requester, speaks first.
+    // The same handshake as on a direct link: alice, the requester, is the Noise
+    // initiator over the connection bob dialled, and speaks first inside it.
+    let mut link = dial_back_secured(
+        alice_at,
+        &format!("SESSION {id}"),
+        &ticket.to_string(),
+        "bob dialling back",
+    );
     link.expect(&format!("HELLO peerchat 1 alice {id}"));
     // Only one connection wins: a second one for the same request is refused.
     let mut late = dial_back(alice_at, &format!("SESSION {id}"), "a second dial-back");
@@ -110,8 +143,12 @@ fn a_target_asked_to_dial_back_does_and_answers_as_on_its_listener() {
             Err(e) => panic!("bob never dialled back: {e}"),
         }
     };
-    let mut link = Wire::from_accepted(stream, "bob's dial-back");
-    link.expect_exact(&format!("REVERSE SESSION {id}"));
+    let mut stream = stream;
+    stream.set_nonblocking(false).unwrap();
+    // bob names the request in clear, then waits for alice's Noise handshake: alice,
+    // the requester, is the initiator although bob dialled.
+    assert_eq!(clear_line(&mut stream), format!("REVERSE SESSION {id}"));
+    let mut link = Wire::peer_on(stream, &ticket, "bob's dial-back");
     link.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
     bob.expect("* alice wants to chat");
     bob.send("\\accept alice");

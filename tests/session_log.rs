@@ -305,9 +305,10 @@ fn a_cancelled_fetch_shows_cancelled_and_the_receivers_report_wins_over_a_lying_
     let local = bracket_id(&line);
     let event = mallory.expect_event("EVENT TRANSFER_REQUEST");
     let id: u64 = event.split(' ').nth(2).unwrap().parse().unwrap();
+    let xfer_ticket = event.split(' ').nth(4).unwrap().to_string();
     listener.set_nonblocking(false).unwrap();
     let (stream, _) = listener.accept().unwrap();
-    let mut data = Wire::from_accepted(stream, "alice -> mallory (fetch)");
+    let mut data = Wire::accepted_peer(stream, &xfer_ticket, "alice -> mallory (fetch)");
     let first = data.expect("FETCH peerchat 1 alice");
     // mallory proves she holds the ticket, as a real owner does (protocol.md §11).
     let ticket = Ticket::parse(first.split(' ').nth(5).unwrap()).unwrap();

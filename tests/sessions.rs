@@ -97,9 +97,28 @@ fn info(w: &mut Wire, user: &str) -> SocketAddr {
     line.split(' ').nth(3).unwrap().parse().expect("address")
 }
 
-/// A raw TCP connection to a client's peer listener (a `Wire` reads any line protocol).
+/// A raw TCP connection to a client's peer listener (a `Wire` reads any line protocol):
+/// no Noise handshake, so the listener refuses it at once (`ERR 445 NOT_NOISE`).
 fn raw_peer(addr: SocketAddr, label: &str) -> Wire {
     Wire::connect(addr).named(label)
+}
+
+/// A raw peer that ran the Noise handshake with `ticket` (protocol.md §10); peer lines
+/// then travel inside it.
+fn noise_peer(addr: SocketAddr, ticket: &str, label: &str) -> Wire {
+    Wire::peer(addr, ticket).named(label)
+}
+
+/// The handshake with `ticket` must be refused in clear with `code`; returns how long it
+/// took from `since`.
+fn expect_clear_refusal(addr: SocketAddr, ticket: &str, code: &str, since: Instant) -> Duration {
+    let line = Wire::refused_peer(addr, ticket);
+    let took = since.elapsed();
+    assert!(
+        line.starts_with(&format!("ERR {code} ")),
+        "expected ERR {code}, got {line:?}"
+    );
+    took
 }
 
 /// Waits for the ERR line with `code` and then the close; returns how long it took
@@ -602,10 +621,8 @@ fn a_forged_ticket_is_refused_after_the_grace_time() {
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
     let bob_addr = info(&mut mallory, "bob");
 
-    let mut raw = raw_peer(bob_addr, "mallory -> bob (forged)");
     let start = Instant::now();
-    raw.send(&format!("HELLO peerchat 1 mallory 1 {}", random_ticket()));
-    let took = expect_refusal(&mut raw, "421 BAD_TICKET", start);
+    let took = expect_clear_refusal(bob_addr, &random_ticket(), "421 BAD_TICKET", start);
     assert!(
         took < GRACE_BOUND,
         "the forged ticket was refused only after {took:?}"
@@ -630,15 +647,13 @@ fn a_ticket_works_once_only() {
     let hello = format!("HELLO peerchat 1 mallory {id} {ticket}");
 
     // First use: valid, bob is asked.
-    let mut first = raw_peer(bob_addr, "mallory -> bob (first)");
+    let mut first = noise_peer(bob_addr, &ticket, "mallory -> bob (first)");
     first.send(&hello);
     bob.expect("* mallory wants to chat: \\accept mallory or \\decline mallory");
 
     // Second use: refused at once, while the first is still waiting.
-    let mut second = raw_peer(bob_addr, "mallory -> bob (replay)");
     let start = Instant::now();
-    second.send(&hello);
-    let took = expect_refusal(&mut second, "421 BAD_TICKET", start);
+    let took = expect_clear_refusal(bob_addr, &ticket, "421 BAD_TICKET", start);
     assert!(
         took < AT_ONCE,
         "a replayed ticket should be refused at once, took {took:?}"
@@ -659,10 +674,8 @@ fn a_ticket_works_once_only() {
     );
 
     // And a third use after the first one ended: refused too.
-    let mut third = raw_peer(bob_addr, "mallory -> bob (after decline)");
     let start = Instant::now();
-    third.send(&hello);
-    let took = expect_refusal(&mut third, "421 BAD_TICKET", start);
+    let took = expect_clear_refusal(bob_addr, &ticket, "421 BAD_TICKET", start);
     assert!(
         took < AT_ONCE,
         "a used ticket should be refused at once, took {took:?}"
@@ -688,10 +701,9 @@ fn a_ticket_for_another_user_is_refused() {
     assert_ne!(carol_addr, bob_addr);
 
     // carol's ticket presented to bob.
-    let mut raw = raw_peer(bob_addr, "mallory -> bob (carol's ticket)");
+    let _ = id;
     let start = Instant::now();
-    raw.send(&format!("HELLO peerchat 1 mallory {id} {ticket}"));
-    let took = expect_refusal(&mut raw, "421 BAD_TICKET", start);
+    let took = expect_clear_refusal(bob_addr, &ticket, "421 BAD_TICKET", start);
     assert!(took < GRACE_BOUND, "refused only after {took:?}");
     assert_never(&mut bob, "wants to chat", Duration::from_millis(200));
     assert_never(&mut carol, "wants to chat", Duration::ZERO);
@@ -706,7 +718,7 @@ fn a_ticket_presented_under_another_name_or_session_is_refused_at_once() {
 
     // The right ticket, presented as alice.
     let (id, bob_addr, ticket) = grant(&mut mallory, "bob");
-    let mut raw = raw_peer(bob_addr, "mallory as alice -> bob");
+    let mut raw = noise_peer(bob_addr, &ticket, "mallory as alice -> bob");
     let start = Instant::now();
     raw.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
     let took = expect_refusal(&mut raw, "421 BAD_TICKET", start);
@@ -714,7 +726,7 @@ fn a_ticket_presented_under_another_name_or_session_is_refused_at_once() {
 
     // The right ticket and name, for another session id.
     let (id2, _, ticket2) = grant(&mut mallory, "bob");
-    let mut raw = raw_peer(bob_addr, "mallory, wrong session -> bob");
+    let mut raw = noise_peer(bob_addr, &ticket2, "mallory, wrong session -> bob");
     let start = Instant::now();
     raw.send(&format!(
         "HELLO peerchat 1 mallory {} {ticket2}",
@@ -738,7 +750,7 @@ fn a_refused_ticket_ends_the_session_as_refused() {
     let _bob = lab.register("bob", &[]);
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
     let (id, bob_addr, ticket) = grant(&mut mallory, "bob");
-    let mut raw = raw_peer(bob_addr, "mallory as alice -> bob");
+    let mut raw = noise_peer(bob_addr, &ticket, "mallory as alice -> bob");
     raw.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
     expect_refusal(&mut raw, "421 BAD_TICKET", Instant::now());
     let row = wait_session_row(&server.db_path(), id as i64, "ended", |r| {
@@ -756,39 +768,50 @@ fn out_of_order_and_garbage_first_lines_are_refused_and_bob_keeps_working() {
     let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port());
     let bob_addr = info(&mut mallory, "bob");
 
-    let mut raw = raw_peer(bob_addr, "MSG first");
+    // Without the Noise handshake, any first bytes are refused at once, in clear.
+    let mut raw = raw_peer(bob_addr, "MSG first (plain)");
     raw.send("MSG 1763841043000 hi bob");
-    expect_refusal(&mut raw, "433 OUT_OF_ORDER", Instant::now());
+    expect_refusal(&mut raw, "445 NOT_NOISE", Instant::now());
 
-    let mut raw = raw_peer(bob_addr, "ACCEPT first");
-    raw.send("ACCEPT");
-    expect_refusal(&mut raw, "433 OUT_OF_ORDER", Instant::now());
+    let mut raw = raw_peer(bob_addr, "plain HELLO");
+    raw.send(&format!("HELLO peerchat 1 mallory 1 {}", random_ticket()));
+    expect_refusal(&mut raw, "445 NOT_NOISE", Instant::now());
 
     let mut raw = raw_peer(bob_addr, "not UTF-8");
     raw.send_bytes(b"\xff\xfe\x00\x80garbage\x01\x02\n")
         .unwrap();
-    raw.expect("ERR");
+    raw.expect("ERR 445");
     raw.expect_closed();
-
-    let mut raw = raw_peer(bob_addr, "broken HELLO");
-    raw.send("HELLO peerchat 1 mallory notanumber zz");
-    raw.expect("ERR");
-    raw.expect_closed();
-
-    let mut raw = raw_peer(bob_addr, "malformed ticket");
-    raw.send("HELLO peerchat 1 mallory 1 nothex");
-    expect_refusal(&mut raw, "421 BAD_TICKET", Instant::now());
 
     let mut raw = raw_peer(bob_addr, "overlong");
     let _ = raw.send_bytes(&vec![b'A'; 10_000]);
     let _ = raw.send_bytes(b"\n");
-    raw.expect("ERR");
+    raw.expect("ERR 445");
     raw.expect_closed();
 
     // Bytes and then a close, no newline: nothing happens.
     let mut raw = raw_peer(bob_addr, "half a line");
     raw.send_bytes(b"HELLO peerch").unwrap();
     drop(raw);
+
+    // Inside Noise (a real ticket), the first line is checked as before.
+    let (_, _, ticket) = grant(&mut mallory, "bob");
+    let mut raw = noise_peer(bob_addr, &ticket, "MSG first");
+    raw.send("MSG 1763841043000 hi bob");
+    expect_refusal(&mut raw, "433 OUT_OF_ORDER", Instant::now());
+
+    let (_, _, ticket) = grant(&mut mallory, "bob");
+    let mut raw = noise_peer(bob_addr, &ticket, "broken HELLO");
+    raw.send("HELLO peerchat 1 mallory notanumber zz");
+    raw.expect("ERR");
+    raw.expect_closed();
+
+    let (_, _, ticket) = grant(&mut mallory, "bob");
+    let mut raw = noise_peer(bob_addr, &ticket, "overlong inside");
+    let _ = raw.send_bytes(&vec![b'A'; 10_000]);
+    let _ = raw.send_bytes(b"\n");
+    raw.expect("ERR 413");
+    raw.expect_closed();
 
     assert_never(&mut bob, "wants to chat", Duration::from_millis(300));
 
@@ -898,7 +921,7 @@ fn history_is_shown_when_the_session_opens_again_after_a_restart() {
 /// mallory (raw) gets a session with bob; returns her open peer connection.
 fn raw_session_with_bob(mallory: &mut Wire, bob: &mut Client) -> Wire {
     let (id, bob_addr, ticket) = grant(mallory, "bob");
-    let mut raw = raw_peer(bob_addr, "mallory <-> bob");
+    let mut raw = noise_peer(bob_addr, &ticket, "mallory <-> bob");
     raw.send(&format!("HELLO peerchat 1 mallory {id} {ticket}"));
     bob.expect("* mallory wants to chat");
     bob.send("\\accept mallory");

@@ -138,8 +138,8 @@ pub fn initiate_with(
         .write_message(&ticket_id(ticket), &mut msg)
         .map_err(noise_err)?;
     write_frame(sock, &msg[..n])?;
-    // <- e, ee, s, es
-    let frame = read_frame_by(sock, deadline)?;
+    // <- e, ee, s, es (or a refusal line in clear, see `read_answer`)
+    let frame = read_answer(sock, deadline)?;
     hs.read_message(&frame, &mut payload).map_err(noise_err)?;
     let remote = remote_key(&hs)?;
     if let Some(want) = expect_key
@@ -189,8 +189,12 @@ pub fn respond_with(
     let id: [u8; TICKET_ID_LEN] = payload[..n]
         .try_into()
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "no ticket id"))?;
+    // Time spent finding the ticket (waiting for the server's word) is ours, not the
+    // initiator's: it does not count against the deadline.
+    let asked = Instant::now();
     let ticket = ticket_for(&id)
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "unknown or used ticket"))?;
+    let deadline = deadline + asked.elapsed();
     hs.set_psk(3, &psk(&ticket)).map_err(noise_err)?;
     let n = hs.write_message(&[], &mut msg).map_err(noise_err)?;
     write_frame(sock, &msg[..n])?;
@@ -239,32 +243,83 @@ fn write_frame(mut sock: &TcpStream, body: &[u8]) -> io::Result<()> {
     sock.write_all(&frame)
 }
 
-/// Reads one whole handshake frame, failing at `deadline`.
-fn read_frame_by(mut sock: &TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
-    let mut read_exact = |buf: &mut [u8]| -> io::Result<()> {
-        let mut got = 0;
-        while got < buf.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "handshake too slow",
-                ));
-            }
-            sock.set_read_timeout(Some(left))?;
-            match sock.read(&mut buf[got..]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    };
+/// A refusal the responder wrote in clear instead of handshake message 2 (it did not
+/// know the ticket, was too busy, or was not spoken to in Noise): the line, without its
+/// terminator and control characters. It is unauthenticated: show it, trust nothing in it.
+#[derive(Debug, Clone)]
+pub struct ClearRefusal(pub String);
+
+impl fmt::Display for ClearRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClearRefusal {}
+
+/// Longest refusal line read in clear.
+const MAX_CLEAR_LINE: usize = 512;
+
+/// The first bytes of a refusal line in clear (`ERR ...`). Message 2 is 96 bytes (its
+/// length prefix starts with a zero byte), so the two can never be confused.
+const CLEAR_REFUSAL: &[u8; 2] = b"ER";
+
+/// Reads the responder's answer to message 1: message 2, or a refusal line in clear,
+/// returned as a `ConnectionRefused` error carrying a [`ClearRefusal`].
+fn read_answer(sock: &TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
-    read_exact(&mut len)?;
+    read_exact_by(sock, deadline, &mut len)?;
+    if &len != CLEAR_REFUSAL {
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        read_exact_by(sock, deadline, &mut body)?;
+        return Ok(body);
+    }
+    let mut line = len.to_vec();
+    let mut byte = [0u8; 1];
+    while line.len() < MAX_CLEAR_LINE && read_exact_by(sock, deadline, &mut byte).is_ok() {
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    let text: String = String::from_utf8_lossy(&line)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    Err(io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        ClearRefusal(text),
+    ))
+}
+
+/// Fills `buf` from `sock`, failing at `deadline`.
+fn read_exact_by(mut sock: &TcpStream, deadline: Instant, buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake too slow",
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.read(&mut buf[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one whole handshake frame, failing at `deadline`.
+fn read_frame_by(sock: &TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    read_exact_by(sock, deadline, &mut len)?;
     let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    read_exact(&mut body)?;
+    read_exact_by(sock, deadline, &mut body)?;
     Ok(body)
 }
 
@@ -453,6 +508,39 @@ mod tests {
         let mut line = [0u8; 17];
         b.reader.read_exact(&mut line).unwrap();
         assert_eq!(&line, b"HELLO over noise\n");
+    }
+
+    #[test]
+    fn handshake_messages_have_the_documented_sizes() {
+        // protocol.md §10: 64, 96 and 64 bytes; message 2 never starts with `E`.
+        let (apriv, _) = generate_keypair().unwrap();
+        let (bpriv, _) = generate_keypair().unwrap();
+        let key = psk("t");
+        let build = |private: &[u8; 32], initiator: bool| {
+            let b = builder()
+                .unwrap()
+                .local_private_key(private)
+                .unwrap()
+                .psk(3, &key)
+                .unwrap()
+                .prologue(PROLOGUE)
+                .unwrap();
+            if initiator {
+                b.build_initiator().unwrap()
+            } else {
+                b.build_responder().unwrap()
+            }
+        };
+        let (mut a, mut b) = (build(&apriv, true), build(&bpriv, false));
+        let (mut msg, mut out) = (vec![0u8; 1024], vec![0u8; 1024]);
+        let n1 = a.write_message(&ticket_id("t"), &mut msg).unwrap();
+        b.read_message(&msg[..n1], &mut out).unwrap();
+        let n2 = b.write_message(&[], &mut msg).unwrap();
+        a.read_message(&msg[..n2], &mut out).unwrap();
+        let n3 = a.write_message(&[], &mut msg).unwrap();
+        b.read_message(&msg[..n3], &mut out).unwrap();
+        assert_eq!((n1, n2, n3), (64, 96, 64));
+        assert_ne!((n2 as u16).to_be_bytes()[0], b'E');
     }
 
     #[test]

@@ -114,6 +114,15 @@ codes! {
     BadToken = 480, "BAD_TOKEN";
     /// (peer) Too many peer handshakes at once, from this address or in all.
     PeerBusy = 442, "PEER_BUSY";
+    /// (peer) The other side's identity key differs from the one pinned for that user:
+    /// refused until the person checks it and types `\trust <user>`.
+    KeyChanged = 443, "KEY_CHANGED";
+    /// (peer) The key proven in the Noise handshake is not the one the server named for
+    /// that user.
+    KeyMismatch = 444, "KEY_MISMATCH";
+    /// (peer) The connection did not start with a Noise handshake, or the handshake
+    /// failed (protocol.md §10).
+    NotNoise = 445, "NOT_NOISE";
     /// The server failed; try again.
     Internal = 500, "INTERNAL";
     /// The server has as many connections as it allows.

@@ -793,17 +793,27 @@ pub struct Client {
     status: Option<ExitStatus>,
     /// Everything written to stdin, for failure messages.
     sent: Vec<String>,
+    /// A data folder of its own (`Client::spawn` without `--data-dir`), removed on drop.
+    _data: Option<TempDir>,
 }
 
 impl Client {
-    /// Starts `peerchat-client --server <addr> <args...>`.
+    /// Starts `peerchat-client --server <addr> <args...>`. Without `--data-dir` in
+    /// `args` the client gets a temporary data folder of its own: identity keys and
+    /// pinned peer keys must not leak between tests through a shared `data/`.
     pub fn spawn(server: SocketAddr, args: &[&str]) -> Client {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerchat-client"));
         cmd.arg("--server")
             .arg(server.to_string())
             .args(trust_args(server, args))
             .args(args);
-        Client::spawn_command(cmd)
+        let own = (!args.contains(&"--data-dir")).then(|| TempDir::new().expect("temp dir"));
+        if let Some(dir) = &own {
+            cmd.arg("--data-dir").arg(dir.path());
+        }
+        let mut client = Client::spawn_command(cmd);
+        client._data = own;
+        client
     }
 
     /// Names this client in failure messages.
@@ -1911,6 +1921,7 @@ impl Client {
             err,
             status: None,
             sent: Vec::new(),
+            _data: None,
         }
     }
 }
@@ -1938,7 +1949,9 @@ impl Wire {
         let stream = TcpStream::connect_timeout(&addr, WAIT)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(WAIT))?;
-        let (private, _) = noise::generate_keypair()?;
+        // One key for every raw peer of this test binary: a client pins the key of each
+        // name it meets, so a raw "mallory" must keep hers across connections.
+        let private = raw_peer_key().0;
         let h = noise::initiate(&stream, &private, ticket, None, Instant::now() + WAIT)?;
         let label = format!("noise wire {}", stream.local_addr()?);
         Ok(Wire::over_noise(stream, h, label))
@@ -1952,7 +1965,7 @@ impl Wire {
         stream.set_nonblocking(false).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
-        let (private, _) = noise::generate_keypair().unwrap();
+        let private = raw_peer_key().0;
         let want = noise::ticket_id(ticket);
         let (h, _) = noise::respond(&stream, &private, Instant::now() + WAIT, |id| {
             (*id == want).then(|| ticket.to_string())
@@ -1980,4 +1993,100 @@ impl Wire {
             greeted: false,
         }
     }
+}
+
+// ---- x2: Noise on every peer connection ----
+
+impl Wire {
+    /// Runs the Noise handshake with the peer listener at `addr` with `ticket`, which the
+    /// listener must refuse in clear before the handshake: returns its `ERR` line.
+    pub fn refused_peer(addr: SocketAddr, ticket: &str) -> String {
+        match Wire::try_peer(addr, ticket) {
+            Ok(w) => w.fail("the listener completed a handshake it should have refused"),
+            Err(e) => match e
+                .get_ref()
+                .and_then(|r| r.downcast_ref::<peerchat::crypto::noise::ClearRefusal>())
+            {
+                Some(line) => line.0.clone(),
+                None => panic!("expected a refusal in clear from {addr}, got {e}"),
+            },
+        }
+    }
+}
+
+/// The key pair raw peers of this test binary use (`Wire::peer`, `Wire::accepted_peer`).
+pub fn raw_peer_key() -> ([u8; 32], [u8; 32]) {
+    static KEY: std::sync::OnceLock<([u8; 32], [u8; 32])> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| peerchat::crypto::noise::generate_keypair().expect("a key pair"))
+}
+
+impl Wire {
+    /// [`Wire::try_peer`] with the given private key (e.g. to play a user whose key
+    /// changed) and the key the listener must prove (`None`: any).
+    pub fn try_peer_as(
+        addr: SocketAddr,
+        ticket: &str,
+        private: &[u8; 32],
+        expect: Option<&[u8; 32]>,
+    ) -> io::Result<Wire> {
+        use peerchat::crypto::noise;
+        let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(WAIT))?;
+        let h = noise::initiate(&stream, private, ticket, expect, Instant::now() + WAIT)?;
+        let label = format!("noise wire {}", stream.local_addr()?);
+        Ok(Wire::over_noise(stream, h, label))
+    }
+}
+
+impl Wire {
+    /// [`Wire::peer`] over a socket the test connected itself (e.g. with small buffers).
+    pub fn peer_on(stream: TcpStream, ticket: &str, label: &str) -> Wire {
+        use peerchat::crypto::noise;
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        let private = raw_peer_key().0;
+        let h = noise::initiate(&stream, &private, ticket, None, Instant::now() + WAIT)
+            .unwrap_or_else(|e| panic!("{label}: noise handshake: {e}"));
+        Wire::over_noise(stream, h, label.to_string())
+    }
+}
+
+/// Dials the relay at `addr` with `token` and waits, reading byte by byte (so nothing of
+/// the peer's first bytes is taken), until paired: the returned socket is end to end.
+pub fn relay_meet(addr: SocketAddr, token: &str) -> TcpStream {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(format!("RELAY {token}\r\n").as_bytes())
+        .unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).trim_end().to_string();
+    assert_eq!(line, "OK RELAYED", "the relay answered {line:?}");
+    stream.set_read_timeout(None).unwrap();
+    stream
+}
+
+/// A well-formed Noise message 1 (with its 2-byte length) naming ticket id `id`, from a
+/// fresh ephemeral key: what anyone can send without holding the ticket (the ticket is
+/// mixed in only at message 3).
+pub fn forged_message_1(id: &[u8; 16]) -> Vec<u8> {
+    let mut hs = snow::Builder::new(peerchat::crypto::noise::PATTERN.parse().unwrap())
+        .local_private_key(&raw_peer_key().0)
+        .unwrap()
+        .psk(3, &[0u8; 32])
+        .unwrap()
+        .prologue(b"peerchat peer link v1")
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut msg = vec![0u8; 1024];
+    let n = hs.write_message(id, &mut msg).unwrap();
+    let mut frame = (n as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&msg[..n]);
+    frame
 }

@@ -58,6 +58,10 @@ pub enum Command {
     Cancel { id: u64 },
     /// Tell the server again what the shared folder holds.
     Rescan,
+    /// Accept `user`'s changed identity key (after checking it): it is pinned instead.
+    Trust { user: String },
+    /// Show the safety number of our key and `user`'s, to compare by voice.
+    Verify { user: String },
     /// Send `text` to `to` (a username or the id `\\list` shows) through the server,
     /// sealed to their identity key; it waits at the server if they are offline.
     Msg { to: String, text: String },

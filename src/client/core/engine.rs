@@ -62,8 +62,10 @@ pub(super) struct Engine {
     pub(super) events: Sender<Event>,
     /// The active peer last announced, to announce only changes.
     pub(super) active: Option<String>,
+    /// Our key and the pins (`\trust`, `\verify`, notes about keys).
+    pub(super) security: std::sync::Arc<super::peer_secure::PeerSecurity>,
     /// Our long-term identity key (registered with `KEY` after every login; the peer
-    /// links' handshakes use its secret half).
+    /// links' handshakes use its secret half, through `security`).
     pub(super) identity: std::sync::Arc<crate::crypto::identity::Identity>,
     /// Messages through the server (`\msg`): sealing, opening, the replies awaited.
     pub(super) mail: super::mail::Mail,
@@ -159,6 +161,12 @@ impl Engine {
     /// Moves work between the session and transfer tables, emits their notices and
     /// sends what they queued for the server and for peers.
     pub(super) fn flush(&mut self) {
+        for note in self.security.take_notes() {
+            self.emit(match note.warning {
+                true => Event::Error { text: note.text },
+                false => Event::Note { text: note.text },
+            });
+        }
         let (conns, offers) = self.sessions.take_transfer_work();
         for incoming in conns {
             self.transfers.on_incoming(incoming);
@@ -309,6 +317,14 @@ impl Engine {
             UserCommand::Transfers => self.transfers.list(),
             UserCommand::Cancel { id } => self.transfers.cancel(id),
             UserCommand::Rescan => self.transfers.announce_share(),
+            UserCommand::Trust { user } => match self.security.trust(&user) {
+                Ok(text) => self.emit(Event::Note { text }),
+                Err(text) => self.error(text),
+            },
+            UserCommand::Verify { user } => match self.security.verify(&user) {
+                Ok(text) => self.emit(Event::Note { text }),
+                Err(text) => self.error(text),
+            },
             UserCommand::Msg { to, text } => {
                 if self.link.is_none() {
                     self.emit(Event::NotConnected);

@@ -57,39 +57,74 @@ pub fn obtain(route: &Route) -> io::Result<TcpStream> {
     obtain_with(route, |stream, _| Ok(stream))
 }
 
-/// A stream to the peer by `route`, with `secure` run on it (a handshake that proves
-/// the peer, say): on the direct rung `secure` runs on every connection that opens, so
-/// the first attempt to complete it wins (not merely the first to connect); on the
-/// reverse and relay rungs there is one connection, and it runs on that.
+/// A stream to the peer by `route`, with `secure` run on it (the Noise handshake that
+/// proves the peer, `peer_dial`): on the direct rung `secure` runs on every connection
+/// that opens, so the first attempt to complete it wins (not merely the first to
+/// connect) and the others are dropped; on the reverse and relay rungs there is one
+/// connection, and it runs on that. When no connection opened at all (nothing
+/// answered, the peer never dialled back, the relay failed) the error is marked so
+/// that [`is_unreached`] tells it from an error of `secure` (someone answered).
 pub fn obtain_with<T, F>(route: &Route, secure: F) -> io::Result<T>
 where
     T: Send + 'static,
     F: Fn(TcpStream, SocketAddr) -> io::Result<T> + Send + Sync + 'static,
 {
     match route {
-        Route::Direct(addrs) => race(addrs, HINT_CONNECT_TIMEOUT, |e| e, secure)
+        Route::Direct(addrs) => race(addrs, HINT_CONNECT_TIMEOUT, unreached, secure)
             .map(|(secured, _)| secured)
             .map_err(best_error),
         Route::Reverse(wait) => {
-            let stream = wait.wait(REVERSE_WAIT)?;
-            let from = stream.peer_addr()?;
+            let stream = wait.wait(REVERSE_WAIT).map_err(unreached)?;
+            let from = stream.peer_addr().map_err(unreached)?;
             secure(stream, from)
         }
         Route::Relay(relay, token) => {
-            let stream = super::peer_dial::dial(*relay, Some(&(*relay, token.clone())))?;
+            let stream = super::peer_dial::dial(*relay, Some(&(*relay, token.clone())))
+                .map_err(unreached)?;
             secure(stream, *relay)
         }
     }
 }
 
-/// The most telling of several failed attempts: one where someone answered wrongly
-/// (not the peer) before a refusal, before a timeout.
+/// Why no connection opened by a route (carried inside an `io::Error` of the same kind).
+#[derive(Debug)]
+struct Unreached(io::Error);
+
+impl std::fmt::Display for Unreached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Unreached {}
+
+/// Marks `e` as "no connection opened" (see [`is_unreached`]).
+fn unreached(e: io::Error) -> io::Error {
+    if is_unreached(&e) {
+        return e;
+    }
+    io::Error::new(e.kind(), Unreached(e))
+}
+
+/// Whether `e` (from [`obtain_with`]) means that no connection opened by the route, so
+/// nobody answered: the ladder's next rung may still reach the peer.
+pub fn is_unreached(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Unreached>())
+}
+
+/// The most telling of several failed attempts: one where someone answered before one
+/// where nothing did; among each, one where someone answered wrongly (not the peer)
+/// before a refusal, before a timeout.
 pub fn best_error(errors: Vec<io::Error>) -> io::Error {
-    let rank = |e: &io::Error| match e.kind() {
-        io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData => 3,
-        io::ErrorKind::ConnectionRefused => 2,
-        io::ErrorKind::TimedOut => 1,
-        _ => 0,
+    let rank = |e: &io::Error| {
+        let answered = if is_unreached(e) { 0 } else { 10 };
+        answered
+            + match e.kind() {
+                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData => 3,
+                io::ErrorKind::ConnectionRefused => 2,
+                io::ErrorKind::TimedOut => 1,
+                _ => 0,
+            }
     };
     errors
         .into_iter()
@@ -250,13 +285,15 @@ impl Reversals {
         let refuse = |message: &str| {
             refusals.add(remote.ip(), ErrorCode::NoReverse);
             log::info!("refused a REVERSE connection from {remote}: {message}");
-            super::peer_link::send_last(
-                &stream,
-                &PeerMsg::Err {
-                    code: ErrorCode::NoReverse,
-                    message: message.into(),
-                },
-            );
+            // In clear: a `REVERSE` line comes before any Noise handshake.
+            let line = PeerMsg::Err {
+                code: ErrorCode::NoReverse,
+                message: message.into(),
+            };
+            let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            let mut out = &stream;
+            let _ = write_lines(&mut out, &line.to_wire());
+            let _ = stream.shutdown(std::net::Shutdown::Write);
             None
         };
         let Ok((line, taken)) = super::peer_dial::peek_line(&stream, deadline) else {

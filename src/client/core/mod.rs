@@ -18,6 +18,7 @@ pub mod offer_route;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
+pub mod peer_secure;
 pub mod resume_check;
 pub mod retry;
 pub mod server_link;
@@ -206,11 +207,20 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let refusals = peer_limits::Refusals::new();
     let reversals = ladder::Reversals::new();
     let listen_ip = listener.local_addr().ok().map(|a| a.ip());
+    let security = std::sync::Arc::new(
+        peer_secure::PeerSecurity::new(
+            &me.name,
+            std::sync::Arc::clone(&identity),
+            &config.data_dir,
+        )
+        .map_err(|e| format!("cannot read the pinned peer keys: {e}"))?,
+    );
     peer_link::spawn_listener(
         listener,
         peer_tx.clone(),
         refusals.clone(),
         reversals.clone(),
+        std::sync::Arc::clone(&security),
     )
     .map_err(|e| format!("cannot accept peers: {e}"))?;
     let history_path = history::path_for(&config.data_dir, &me.name);
@@ -239,16 +249,23 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         addr: me.addr.to_string(),
     });
     let mut engine = engine::Engine {
-        transfers: Transfers::new(&me.name, downloads, share, xfer_tx),
+        transfers: Transfers::new(
+            &me.name,
+            downloads,
+            share,
+            xfer_tx,
+            std::sync::Arc::clone(&security),
+        ),
         sessions: Sessions::new(
             &me.name,
             peer_tx,
             history,
             Duration::from_secs(config.accept_timeout),
             Duration::from_secs(config.answer_wait),
-            refusals,
-            reversals,
+            (refusals, reversals),
+            std::sync::Arc::clone(&security),
         ),
+        security,
         link: Some(link),
         held_reports: Default::default(),
         server: addr,

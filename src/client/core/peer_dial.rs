@@ -16,15 +16,17 @@ use crossbeam_channel::Sender;
 
 use super::ladder::{self, Route};
 use super::peer_link::{PeerEvent, PeerLink, send_last};
+use super::peer_secure::{self, PeerSecurity, Secured, secure_as_requester};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
     DEFAULT_RELAY_TOKEN_TTL, MAX_LINE, PEER_CONNECT_TIMEOUT, TICKET_GRACE, WRITE_TIMEOUT,
 };
+use std::sync::Arc;
 
 /// How long an end waits at the relay for `OK RELAYED`: the default token life.
 const RELAY_WAIT: Duration = DEFAULT_RELAY_TOKEN_TTL;
-use crate::protocol::line::{LineReader, write_lines};
+use crate::protocol::line::{LineError, LineReader, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::EndReason;
 use crate::protocol::ticket::Ticket;
@@ -33,16 +35,21 @@ use crate::protocol::ticket::Ticket;
 const THREAD_STACK: usize = 128 * 1024;
 
 /// Opens a data connection to `peer` by `route` (`addr` is where the server says it
-/// listens, for messages), sends its first line (`PUSH` or `FETCH`) and checks the
-/// listener's proof of the ticket (`ACCEPT <mac>`, protocol.md §11) before any file line
-/// is exchanged. An `ERR` as the first answer (a refusal) is
-/// left unread for the transfer code, so it reports it as before; anything else, or a
-/// wrong MAC, is refused: whoever answered at `addr` does not hold the ticket.
+/// listens, for messages): secures it (Noise as the initiator, `peer_secure`, on every
+/// attempt of the route: the first to finish the handshake wins), sends its first line
+/// (`PUSH` or `FETCH`) inside it and checks the listener's proof of the ticket
+/// (`ACCEPT <mac>`, protocol.md §11) before any file line is exchanged. An `ERR` as the
+/// first answer (a refusal) is left for the transfer code, so it reports it as before;
+/// anything else, or a wrong MAC, is refused. A refusal in clear before the handshake
+/// comes back as an error carrying the line (`peer_secure::clear_refusal`); nothing
+/// answering at all as one `ladder::is_unreached` recognises.
 pub fn open_transfer(
     addr: SocketAddr,
     route: &Route,
     first: &PeerMsg,
     peer: &str,
+    expected_key: Option<[u8; 32]>,
+    security: &Arc<PeerSecurity>,
 ) -> io::Result<Wire> {
     let (from, id, ticket) = match first {
         PeerMsg::Push {
@@ -59,18 +66,36 @@ pub fn open_transfer(
         } => (from, *transfer, ticket),
         _ => return Err(io::Error::other("not the first line of a data connection")),
     };
-    let stream = ladder::obtain(route)?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let mut out = &stream;
-    write_lines(&mut out, &first.to_wire())?;
     // The listener may hold an early connection up to `TICKET_GRACE` for its ticket.
-    let (line, taken) = peek_line(
-        &stream,
-        Instant::now() + PEER_CONNECT_TIMEOUT + TICKET_GRACE,
-    )?;
+    let wait = PEER_CONNECT_TIMEOUT + TICKET_GRACE;
+    let (secured, deadline) = secure_route(route, ticket, expected_key, peer, security, wait)?;
+    secured.sock.set_nodelay(true)?;
+    let Secured {
+        sock,
+        reader,
+        mut writer,
+        remote_key,
+    } = secured;
+    write_lines(&mut writer, &first.to_wire())?;
+    let mut reader = LineReader::new(reader, MAX_LINE);
+    let line = match reader.read_line_by(deadline) {
+        Ok(Some(line)) => line,
+        Ok(None) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer closed the connection",
+            ));
+        }
+        Err(LineError::Io(e)) => return Err(e),
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an unreadable answer",
+            ));
+        }
+    };
     if line.starts_with("ERR ") {
-        return Wire::from_stream(stream);
+        return Wire::with_first_line(sock, reader, writer, line);
     }
     let want = ticket.accept_mac(id, from, peer);
     let proven = match PeerMsg::parse(&line) {
@@ -80,7 +105,8 @@ pub fn open_transfer(
     if !proven {
         log::warn!("a data connection to {addr} did not prove the ticket for {peer}");
         send_last(
-            &stream,
+            &mut writer,
+            &sock,
             &PeerMsg::Err {
                 code: ErrorCode::BadProof,
                 message: "no valid proof of the ticket".into(),
@@ -91,10 +117,61 @@ pub fn open_transfer(
             format!("could not verify that the answer came from {peer} (441 BAD_PROOF)"),
         ));
     }
-    // Take the proof line off the socket; the file lines follow it.
-    let mut proof = vec![0u8; taken];
-    io::Read::read_exact(&mut &stream, &mut proof)?;
-    Wire::from_stream(stream)
+    // The answer decrypted, so the listener holds the ticket: now its key may be pinned.
+    if let Err((code, message)) = security.check_pin(peer, &remote_key) {
+        send_last(&mut writer, &sock, &PeerMsg::Err { code, message });
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{peer}'s identity key could not be accepted ({code})"),
+        ));
+    }
+    Wire::new(sock, reader, writer)
+}
+
+/// A stream to `peer` by `route`, secured by the Noise handshake as the initiator on
+/// each attempt (`ladder::obtain_with`): on the direct rung the first address whose
+/// handshake completes wins and the others are dropped. Each attempt's deadline is
+/// `wait` from its connection; the winner's is returned, for the first answer.
+fn secure_route(
+    route: &Route,
+    ticket: &Ticket,
+    expected_key: Option<[u8; 32]>,
+    peer: &str,
+    security: &Arc<PeerSecurity>,
+    wait: Duration,
+) -> io::Result<(Secured, Instant)> {
+    let ticket = ticket.clone();
+    let peer = peer.to_string();
+    let security = Arc::clone(security);
+    ladder::obtain_with(route, move |stream, at| {
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let deadline = Instant::now() + wait;
+        secure_as_requester(&stream, &ticket, expected_key, &peer, &security, deadline)
+            .map(|secured| (secured, deadline))
+            .map_err(|e| handshake_error(e, at, &peer))
+    })
+}
+
+/// Says what a failed handshake means: a refusal in clear is kept as it is (the caller
+/// reads it with `peer_secure::clear_refusal`); a handshake that broke off means
+/// whoever answered does not hold the ticket (not the peer the server named).
+fn handshake_error(e: io::Error, addr: SocketAddr, peer: &str) -> io::Error {
+    if peer_secure::clear_refusal(&e).is_some() {
+        return e;
+    }
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+            log::warn!("the handshake with {addr} failed for {peer}: {e}");
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the encrypted handshake with {addr} failed: whoever answered there could not prove it is {peer} ({})",
+                    ErrorCode::NotNoise
+                ),
+            )
+        }
+        _ => e,
+    }
 }
 
 /// The first line waiting on `stream` and its length with the terminator, without taking
@@ -147,6 +224,8 @@ pub struct Ask {
     pub wait: Duration,
     /// How to reach the peer: its hints, waiting to be dialled back, or the relay.
     pub route: Route,
+    /// Our key and the pins, for the handshake.
+    pub security: Arc<PeerSecurity>,
 }
 
 /// Connects to `addr`: straight, or through the relay at `relay` with its token
@@ -198,29 +277,89 @@ pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
 
 fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReason, String)> {
     let addr = ask.addr;
+    let peer = &ask.peer;
     let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
-    let stream = ladder::obtain(&ask.route).map_err(unreachable)?;
-    stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(unreachable)?;
+    // One deadline for the whole answer (from the connection): PINGs or a line dripped
+    // byte by byte from a hostile peer must not keep us waiting past it.
+    let (secured, deadline) = secure_route(
+        &ask.route,
+        &ask.ticket,
+        ask.peer_key,
+        peer,
+        &ask.security,
+        ask.wait,
+    )
+    .map_err(|e| {
+        if ladder::is_unreached(&e) {
+            // Nothing answered by this route: the ladder's next rung may reach the peer.
+            return unreachable(e);
+        }
+        if let Some((code, message)) = peer_secure::clear_refusal(&e) {
+            return match code {
+                Some(code) => (EndReason::Refused, answer_error(peer, code, message)),
+                None => (EndReason::Refused, message),
+            };
+        }
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                (EndReason::Timeout, "no answer".into())
+            }
+            io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidData => {
+                (EndReason::Refused, format!("{e} (not opened)"))
+            }
+            _ => (EndReason::Refused, format!("the connection broke: {e}")),
+        }
+    })?;
+    let Secured {
+        sock: stream,
+        reader,
+        mut writer,
+        remote_key,
+    } = secured;
     let hello = PeerMsg::Hello {
         version: PEER_VERSION,
         from: ask.me.clone(),
         session: ask.session,
         ticket: ask.ticket.clone(),
     };
-    let mut out = &stream;
-    write_lines(&mut out, &hello.to_wire()).map_err(unreachable)?;
-    // One deadline for the whole answer: PINGs or a line dripped byte by byte from a
-    // hostile peer must not keep us waiting past it.
-    let deadline = Instant::now() + ask.wait;
-    let mut reader = LineReader::new(stream.try_clone().map_err(unreachable)?, MAX_LINE);
-    let peer = &ask.peer;
+    write_lines(&mut writer, &hello.to_wire()).map_err(unreachable)?;
+    let mut reader = LineReader::new(reader, MAX_LINE);
     loop {
         let line = match reader.read_line_by(deadline) {
             Ok(Some(line)) => line,
-            Ok(None) => return Err((EndReason::Refused, "the peer closed the connection".into())),
+            Ok(None) => {
+                return Err((
+                    EndReason::Refused,
+                    format!(
+                        "the peer closed the connection without answering (whoever is at {addr} may not hold the ticket for {peer}; not opened)"
+                    ),
+                ));
+            }
+            Err(LineError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err((
+                    EndReason::Refused,
+                    format!(
+                        "the peer cut the connection without answering (whoever is at {addr} may not hold the ticket for {peer}; not opened)"
+                    ),
+                ));
+            }
             Err(e) if e.is_timeout() => return Err((EndReason::Timeout, "no answer".into())),
+            Err(LineError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                log::warn!("the answer from {addr} failed decryption for {peer}");
+                return Err((
+                    EndReason::Refused,
+                    format!(
+                        "could not verify that the answer came from {peer}: it failed the encryption check (whoever is at {addr} does not hold the ticket; not opened)"
+                    ),
+                ));
+            }
             Err(_) => {
                 return Err((
                     EndReason::Refused,
@@ -229,9 +368,10 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
             }
         };
         let parsed = PeerMsg::parse(&line);
-        let unverified = || {
+        let mut unverified = || {
             // Whoever answered does not hold the ticket: not the peer the server named.
             send_last(
+                &mut writer,
                 &stream,
                 &PeerMsg::Err {
                     code: ErrorCode::BadProof,
@@ -251,7 +391,15 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
                 if blake3::Hash::from_hex(&mac).ok() != Some(want) {
                     return unverified();
                 }
-                return PeerLink::start(stream, reader, events.clone())
+                // The answer decrypted: the target holds the ticket; pin or check its key.
+                if let Err((code, message)) = ask.security.check_pin(peer, &remote_key) {
+                    send_last(&mut writer, &stream, &PeerMsg::Err { code, message });
+                    return Err((
+                        EndReason::Refused,
+                        format!("{peer}'s identity key could not be accepted ({code}; not opened)"),
+                    ));
+                }
+                return PeerLink::start(stream, reader, writer, events.clone())
                     .map_err(|e| (EndReason::PeerLost, format!("cannot start the link: {e}")));
             }
             Err(_) if line.split(' ').next() == Some("ACCEPT") => return unverified(),

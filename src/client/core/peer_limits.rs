@@ -89,6 +89,9 @@ pub fn refusal_reason(code: ErrorCode) -> &'static str {
         ErrorCode::AlreadyAsked => "a request from them is already waiting",
         ErrorCode::TooManySessions => "too many sessions",
         ErrorCode::LineTooLong | ErrorCode::BadEncoding => "unreadable first line",
+        ErrorCode::NotNoise => "no encrypted handshake",
+        ErrorCode::KeyChanged => "changed identity key",
+        ErrorCode::KeyMismatch => "not the key the server named",
         _ => "bad first line",
     }
 }

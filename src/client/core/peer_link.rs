@@ -20,13 +20,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 
 use super::ladder::Reversals;
 use super::peer_limits::{Refusals, Slot, Slots};
+use super::peer_secure::{self, PeerSecurity, Secured};
 use super::transfer::Wire;
+use crate::crypto::noise::{NoiseReader, NoiseWriter};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
     FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_IDLE_TIMEOUT, PEER_PING_INTERVAL,
     PEER_QUEUE, WRITE_TIMEOUT,
 };
-use crate::protocol::line::{LineError, LineReader, write_lines};
+use crate::protocol::line::{LineError, LineReader, ReadTimeout, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::EndReason;
 use crate::protocol::ticket::Ticket;
@@ -43,7 +45,7 @@ const THREAD_STACK: usize = 128 * 1024;
 /// What the peer threads report to the UI loop.
 pub enum PeerEvent {
     /// Someone connected and said `HELLO`; the ticket is not checked yet.
-    Incoming(Incoming),
+    Incoming(Box<Incoming>),
     /// Our request to `peer` for `session` was answered (or failed).
     Answered {
         /// The server's session id.
@@ -89,8 +91,13 @@ pub struct Incoming {
     pub hello: Hello,
     /// The connecting address, for logs.
     pub remote: SocketAddr,
+    /// The raw socket (peeks, timeouts, shutdown); lines go through Noise.
     stream: TcpStream,
-    reader: LineReader<TcpStream>,
+    reader: LineReader<NoiseReader>,
+    writer: NoiseWriter,
+    /// The requester's identity key, proven in the handshake (and checked already
+    /// against the server's word and the pins).
+    pub remote_key: [u8; 32],
     /// The handshake slot, held until the ticket is checked (`release_slot`).
     slot: Option<Slot>,
     /// Arrived through the relay (`EVENT RELAY`), not on our listener.
@@ -132,7 +139,7 @@ impl Incoming {
     }
 
     /// Refuses with an `ERR` line and closes; counted for the person's summary.
-    pub fn refuse(self, code: ErrorCode, message: &str) {
+    pub fn refuse(mut self, code: ErrorCode, message: &str) {
         self.refusals.add(self.remote.ip(), code);
         log::info!(
             "refused a peer connection from {}: {}",
@@ -143,12 +150,13 @@ impl Incoming {
             code,
             message: message.to_string(),
         };
-        send_last(&self.stream, &line);
+        send_last(&mut self.writer, &self.stream, &line);
     }
 
     /// Declines (the person said no, or did not answer) and closes.
-    pub fn decline(self, reason: EndReason) {
+    pub fn decline(mut self, reason: EndReason) {
         send_last(
+            &mut self.writer,
             &self.stream,
             &PeerMsg::Decline {
                 reason: reason.word().to_string(),
@@ -158,42 +166,40 @@ impl Incoming {
 
     /// Proves to the connecting side of a data connection (its ticket checked) that we
     /// hold the ticket: `ACCEPT <mac>` as `me`, before any file line (protocol.md §11).
-    pub fn prove(&self, me: &str) -> io::Result<()> {
+    pub fn prove(&mut self, me: &str) -> io::Result<()> {
         let hello = &self.hello;
         let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
         let accept = PeerMsg::Accept {
             mac: mac.to_hex().to_string(),
         };
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let mut out = &self.stream;
-        write_lines(&mut out, &accept.to_wire())
+        write_lines(&mut self.writer, &accept.to_wire())
     }
 
     /// Hands a transfer connection (its ticket checked) to the transfer code.
     pub fn into_wire(self) -> io::Result<Wire> {
-        Wire::new(self.stream, self.reader)
+        Wire::new(self.stream, self.reader, self.writer)
     }
 
     /// Accepts as `me`: sends `ACCEPT <mac>` (the proof that we hold the ticket) and
     /// starts the link's threads.
-    pub fn accept(self, me: &str, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+    pub fn accept(mut self, me: &str, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
         let hello = &self.hello;
         let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
         let accept = PeerMsg::Accept {
             mac: mac.to_hex().to_string(),
         };
-        let mut out = &self.stream;
         self.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        write_lines(&mut out, &accept.to_wire())?;
-        PeerLink::start(self.stream, self.reader, events.clone())
+        write_lines(&mut self.writer, &accept.to_wire())?;
+        PeerLink::start(self.stream, self.reader, self.writer, events.clone())
     }
 }
 
-/// One line and a FIN on a connection we are giving up on; never blocks for long.
-pub(super) fn send_last(stream: &TcpStream, msg: &PeerMsg) {
+/// One line (inside Noise) and a FIN on a connection we are giving up on; never blocks
+/// for long.
+pub(super) fn send_last(out: &mut NoiseWriter, stream: &TcpStream, msg: &PeerMsg) {
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-    let mut out = stream;
-    let _ = write_lines(&mut out, &msg.to_wire());
+    let _ = write_lines(out, &msg.to_wire());
     let _ = stream.shutdown(Shutdown::Write);
 }
 
@@ -216,7 +222,8 @@ impl PeerLink {
     /// Starts the reader and writer threads of a link whose handshake is done.
     pub(super) fn start(
         stream: TcpStream,
-        reader: LineReader<TcpStream>,
+        reader: LineReader<NoiseReader>,
+        writer: NoiseWriter,
         events: Sender<PeerEvent>,
     ) -> io::Result<PeerLink> {
         let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
@@ -229,7 +236,7 @@ impl PeerLink {
         thread::Builder::new()
             .name(format!("peer-write-{id}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || write_loop(&writer_stream, &rx))?;
+            .spawn(move || write_loop(writer, &writer_stream, &rx))?;
         let reader_tx = tx.clone();
         let reader_stream = Arc::clone(&stream);
         thread::Builder::new()
@@ -296,7 +303,7 @@ impl FloodLimit {
 }
 
 fn read_loop(
-    mut reader: LineReader<TcpStream>,
+    mut reader: LineReader<NoiseReader>,
     id: LinkId,
     tx: &Sender<Out>,
     events: &Sender<PeerEvent>,
@@ -346,6 +353,9 @@ fn read_loop(
             Err(e) if e.is_timeout() => {
                 break format!("no sign of life for {} s", PEER_IDLE_TIMEOUT.as_secs());
             }
+            Err(LineError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                break "what arrived failed the encryption check (changed on the way?)".to_string();
+            }
             Err(LineError::Io(e)) => break format!("connection error: {e}"),
         }
     };
@@ -354,8 +364,7 @@ fn read_loop(
     let _ = events.send(PeerEvent::Closed { link: id, why });
 }
 
-fn write_loop(stream: &TcpStream, rx: &Receiver<Out>) {
-    let mut out = stream;
+fn write_loop(mut out: NoiseWriter, stream: &TcpStream, rx: &Receiver<Out>) {
     loop {
         let text = match rx.recv_timeout(PEER_PING_INTERVAL) {
             Ok(Out::Line(text)) => text,
@@ -371,14 +380,16 @@ fn write_loop(stream: &TcpStream, rx: &Receiver<Out>) {
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-/// Accepts peer connections on `listener` until the process ends, reading each one's
-/// `HELLO` on a short-lived thread. A connection gets a handshake slot or is closed at
-/// once with `ERR 442 PEER_BUSY`; refusals are counted in `refusals`.
+/// Accepts peer connections on `listener` until the process ends, running each one's
+/// Noise handshake and reading its `HELLO` on a short-lived thread. A connection gets a
+/// handshake slot or is closed at once with `ERR 442 PEER_BUSY` (in clear: nothing is
+/// encrypted yet); refusals are counted in `refusals`.
 pub fn spawn_listener(
     listener: TcpListener,
     events: Sender<PeerEvent>,
     refusals: Refusals,
     reversals: Reversals,
+    security: Arc<PeerSecurity>,
 ) -> io::Result<()> {
     let slots = Slots::new();
     thread::Builder::new()
@@ -406,15 +417,17 @@ pub fn spawn_listener(
                 let events = events.clone();
                 let refusals = refusals.clone();
                 let reversals = reversals.clone();
+                let security = Arc::clone(&security);
                 // A failed spawn drops the closure: the stream closes, the slot returns.
                 let _ = thread::Builder::new()
                     .name("peer-hello".into())
                     .stack_size(THREAD_STACK)
                     .spawn(move || {
                         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-                        // A peer dialling us back for a request of ours is not a HELLO.
+                        // A peer dialling us back for a request of ours sends its clear
+                        // `REVERSE` line before any Noise: it is not a new handshake.
                         if let Some(stream) = reversals.claim(stream, remote, deadline, &refusals) {
-                            let first = First::new(deadline, "direct");
+                            let first = First::new(&security, "direct");
                             handshake(stream, remote, Some(slot), refusals, &events, first);
                         }
                     });
@@ -447,6 +460,7 @@ pub fn answer_relayed(
     token: String,
     events: Sender<PeerEvent>,
     refusals: Refusals,
+    security: Arc<PeerSecurity>,
 ) {
     let _ = thread::Builder::new()
         .name("peer-relayed".into())
@@ -454,7 +468,7 @@ pub fn answer_relayed(
         .spawn(
             move || match super::peer_dial::dial(relay, Some(&(relay, token))) {
                 Ok(stream) => {
-                    let first = First::new(Instant::now() + HANDSHAKE_TIMEOUT, "relay");
+                    let first = First::new(&security, "relay");
                     handshake(stream, relay, None, refusals, &events, first);
                 }
                 Err(e) => log::info!("meeting a peer at the relay {relay} failed: {e}"),
@@ -463,56 +477,77 @@ pub fn answer_relayed(
 }
 
 /// The target's side of a reverse connection (`EVENT DIAL`, protocol.md §13): dials the
-/// requester back (`ladder::dial_back`) and reads its first line as if the connection
-/// had arrived on our listener (same checks, same ticket). Reverse dials are bounded by
-/// `MAX_REVERSE_DIALS`, so they take no listener slot.
+/// requester back (`ladder::dial_back`, which sends the clear `REVERSE` line) and then
+/// answers as if the connection had arrived on our listener: the Noise handshake as the
+/// responder (the requester is the initiator whoever dialled), then its first line (same
+/// checks, same ticket). Reverse dials are bounded by `MAX_REVERSE_DIALS`, so they take
+/// no listener slot.
 pub fn answer_reverse(
     hints: Vec<SocketAddr>,
-    transfer: bool,
-    id: u64,
+    (transfer, id): (bool, u64),
     events: Sender<PeerEvent>,
     refusals: Refusals,
+    security: Arc<PeerSecurity>,
 ) {
     super::ladder::dial_back(hints, transfer, id, move |stream, remote| {
-        let first = First::new(Instant::now() + HANDSHAKE_TIMEOUT, "reverse");
+        let first = First::new(&security, "reverse");
         handshake(stream, remote, None, refusals, &events, first);
     });
 }
 
-/// When an incoming connection's first line is due, and how the connection came.
-struct First {
-    deadline: Instant,
+/// What the target's side of a new connection needs besides the stream: our keys and
+/// pins for the Noise handshake, and how the connection came.
+struct First<'a> {
+    security: &'a PeerSecurity,
     path: &'static str,
 }
 
-impl First {
-    fn new(deadline: Instant, path: &'static str) -> First {
-        First { deadline, path }
+impl<'a> First<'a> {
+    fn new(security: &'a PeerSecurity, path: &'static str) -> First<'a> {
+        First { security, path }
     }
 }
 
+/// The target's side of a new connection (accepted, dialled back or relayed): the Noise
+/// handshake as the responder (`peer_secure`), then the first line inside it, which
+/// must name the handshake's ticket.
 fn handshake(
     stream: TcpStream,
     remote: SocketAddr,
     slot: Option<Slot>,
     refusals: Refusals,
     events: &Sender<PeerEvent>,
-    first: First,
+    first: First<'_>,
 ) {
-    let Ok(read_half) = stream.try_clone() else {
-        return;
+    let (secured, awaited) = match peer_secure::secure_as_target(&stream, first.security) {
+        Ok(done) => done,
+        Err((code, message)) => {
+            refusals.add(remote.ip(), code);
+            log::info!(
+                "peer connection from {remote} refused: {}",
+                Untrusted(&message)
+            );
+            return;
+        }
     };
+    let Secured {
+        reader: read_half,
+        mut writer,
+        remote_key,
+        ..
+    } = secured;
     if stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err() {
         return;
     }
     let mut reader = LineReader::new(read_half, MAX_LINE);
-    let refuse = |code: ErrorCode, message: &str| {
+    let mut refuse = |code: ErrorCode, message: &str| {
         refusals.add(remote.ip(), code);
         log::info!(
             "peer connection from {remote} refused: {}",
             Untrusted(message)
         );
         send_last(
+            &mut writer,
             &stream,
             &PeerMsg::Err {
                 code,
@@ -520,7 +555,7 @@ fn handshake(
             },
         );
     };
-    let line = match reader.read_line_by(first.deadline) {
+    let line = match reader.read_line_by(Instant::now() + HANDSHAKE_TIMEOUT) {
         Ok(Some(line)) => line,
         Ok(None) => return,
         Err(LineError::BadUtf8) => {
@@ -564,6 +599,12 @@ fn handshake(
     if version != PEER_VERSION {
         return refuse(ErrorCode::BadRequest, "unsupported peer protocol version");
     }
+    if ticket != awaited.ticket {
+        return refuse(
+            ErrorCode::BadTicket,
+            "the ticket is not the one of the handshake",
+        );
+    }
     let incoming = Incoming {
         hello: Hello {
             from,
@@ -574,6 +615,8 @@ fn handshake(
         remote,
         stream,
         reader,
+        writer,
+        remote_key,
         relayed: first.path == "relay",
         path: first.path,
         slot,
@@ -581,5 +624,5 @@ fn handshake(
         peer_key: None,
     };
     // Blocks while the UI loop is behind; the slot bounds how many wait here.
-    let _ = events.send(PeerEvent::Incoming(incoming));
+    let _ = events.send(PeerEvent::Incoming(Box::new(incoming)));
 }

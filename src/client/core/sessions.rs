@@ -18,6 +18,7 @@ use super::ladder::{self, Reversals, Route};
 use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
+use super::peer_secure::{Awaited, PeerSecurity};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::{
@@ -27,6 +28,7 @@ use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, EndReason, TransferResult};
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::one_line;
+use std::sync::Arc;
 
 /// Lines of history shown when a session opens.
 pub const HISTORY_ON_OPEN: usize = 20;
@@ -210,6 +212,8 @@ pub struct Sessions {
     answer_wait: Duration,
     /// Refused peer connections, summed for the person once per burst.
     refusals: Refusals,
+    /// Our key, the pins and the ticket index the listener's handshakes read.
+    security: Arc<PeerSecurity>,
     /// For the front end.
     notices: Vec<Notice>,
     /// For the server.
@@ -234,15 +238,16 @@ fn same(a: &str, b: &str) -> bool {
 impl Sessions {
     /// No sessions yet. `accept_timeout` is how long the person has to answer a request,
     /// `answer_wait` how long our requests wait for an answer; `refusals` is the tally the
-    /// peer listener counts into.
+    /// peer listener counts into, `reversals` the requests it hands dialled-back
+    /// connections to; `security` our key and pins for every peer handshake.
     pub fn new(
         me: &str,
         events: Sender<PeerEvent>,
         history: Option<History>,
         accept_timeout: Duration,
         answer_wait: Duration,
-        refusals: Refusals,
-        reversals: Reversals,
+        (refusals, reversals): (Refusals, Reversals),
+        security: Arc<PeerSecurity>,
     ) -> Sessions {
         Sessions {
             me: me.to_string(),
@@ -264,6 +269,7 @@ impl Sessions {
             accept_timeout,
             answer_wait,
             refusals,
+            security,
             notices: Vec::new(),
             to_server: Vec::new(),
             transfer_conns: Vec::new(),
@@ -392,6 +398,7 @@ impl Sessions {
             peer_key: key,
             wait: self.answer_wait,
             route: Route::Direct(ladder::candidates(addr, hints)),
+            security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer.to_string(), session)),
@@ -423,6 +430,7 @@ impl Sessions {
             peer_key,
             wait: self.answer_wait,
             route: Route::Relay(relay, token),
+            security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer, session)),
@@ -471,10 +479,10 @@ impl Sessions {
     pub fn on_dial(&mut self, transfer: bool, id: u64, hints: Vec<SocketAddr>) {
         super::peer_link::answer_reverse(
             hints,
-            transfer,
-            id,
+            (transfer, id),
             self.events.clone(),
             self.refusals.clone(),
+            Arc::clone(&self.security),
         );
     }
 
@@ -485,7 +493,13 @@ impl Sessions {
 
     /// The server asks us to meet a requester at the relay (`EVENT RELAY`).
     pub fn on_relay_invite(&mut self, relay: SocketAddr, token: String) {
-        super::peer_link::answer_relayed(relay, token, self.events.clone(), Refusals::new());
+        super::peer_link::answer_relayed(
+            relay,
+            token,
+            self.events.clone(),
+            Refusals::new(),
+            Arc::clone(&self.security),
+        );
     }
 
     /// The server says `from` (identity key `key`) will connect with `ticket` for
@@ -506,8 +520,22 @@ impl Sessions {
         from: &str,
         ticket: Ticket,
         transfer: bool,
-        key: KeyField,
+        key: Option<[u8; 32]>,
     ) {
+        // The listener's handshake finds the ticket by its id (the Noise PSK).
+        let life = if transfer {
+            TRANSFER_TICKET_TTL
+        } else {
+            TICKET_TTL
+        };
+        self.security.expect(
+            Awaited {
+                ticket: ticket.clone(),
+                from: from.to_string(),
+                key,
+            },
+            life,
+        );
         self.tickets.insert(
             ticket.clone(),
             Expected {
@@ -537,7 +565,7 @@ impl Sessions {
     /// Handles whatever a peer thread reported.
     pub fn on_peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Incoming(incoming) => self.check_incoming(incoming),
+            PeerEvent::Incoming(incoming) => self.check_incoming(*incoming),
             PeerEvent::Answered {
                 session,
                 peer,
@@ -786,6 +814,7 @@ impl Sessions {
             peer_key,
             wait: self.answer_wait,
             route: Route::Reverse(wait),
+            security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
             Ok(()) => self.outgoing.push((peer, session)),
@@ -1042,6 +1071,7 @@ impl Sessions {
                 }));
         }
         self.tickets.retain(|_, e| e.expires > now);
+        self.security.purge();
         self.used
             .retain(|_, at| now.duration_since(*at) < USED_MEMORY);
     }

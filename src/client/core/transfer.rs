@@ -19,9 +19,10 @@ use crossbeam_channel::Sender;
 
 use super::disk_space;
 use super::resume_check::PrefixCheck;
+use crate::crypto::noise::{NoiseReader, NoiseWriter};
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{MAX_LINE, WRITE_TIMEOUT};
-use crate::protocol::line::{LineError, LineReader, write_lines};
+use crate::protocol::limits::WRITE_TIMEOUT;
+use crate::protocol::line::{LineError, LineReader, ReadTimeout, write_lines};
 use crate::protocol::server_msg::{SharedFile, TransferResult};
 use crate::protocol::transfer_msg::{CHUNK_SIZE, FileHasher, XferLine};
 
@@ -218,12 +219,16 @@ fn place(part: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     Err(io::Error::other("no free name"))
 }
 
-/// One side of a data connection after its first line.
+/// One side of a data connection after its first line, inside Noise.
 pub struct Wire {
     /// Reads lines and the raw chunk bytes after `CHUNK`.
-    reader: LineReader<TcpStream>,
-    /// Writes lines and chunk bytes.
+    reader: LineReader<NoiseReader>,
+    /// Writes lines and chunk bytes (sealed in frames of up to `noise::MAX_PLAIN`).
+    writer: NoiseWriter,
+    /// The raw socket: timeouts, peeks and shutdown only.
     stream: TcpStream,
+    /// A line read already (the requester's first answer, when it was an `ERR`).
+    first: Option<String>,
 }
 
 /// Why a transfer stopped early.
@@ -295,30 +300,48 @@ fn unexpected(line: XferLine, want: &str, on_err: TransferResult) -> Stop {
 }
 
 impl Wire {
-    /// Wraps a connected stream whose first line was already read (or written) through
-    /// `reader`.
-    pub fn new(stream: TcpStream, reader: LineReader<TcpStream>) -> io::Result<Wire> {
+    /// Wraps a secured connection (`stream` is its raw socket) whose first line was
+    /// already read (or written) through `reader` / `writer`.
+    pub fn new(
+        stream: TcpStream,
+        reader: LineReader<NoiseReader>,
+        writer: NoiseWriter,
+    ) -> io::Result<Wire> {
         // The short lines of the exchange must not wait for Nagle's algorithm.
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         reader.get_ref().set_read_timeout(Some(STALL_TIMEOUT))?;
-        Ok(Wire { reader, stream })
+        Ok(Wire {
+            reader,
+            writer,
+            stream,
+            first: None,
+        })
     }
 
-    /// A fresh wire on `stream`.
-    pub fn from_stream(stream: TcpStream) -> io::Result<Wire> {
-        let reader = LineReader::new(stream.try_clone()?, MAX_LINE);
-        Wire::new(stream, reader)
+    /// [`Wire::new`] with a line already read, which `recv` returns first.
+    pub fn with_first_line(
+        stream: TcpStream,
+        reader: LineReader<NoiseReader>,
+        writer: NoiseWriter,
+        line: String,
+    ) -> io::Result<Wire> {
+        let mut wire = Wire::new(stream, reader, writer)?;
+        wire.first = Some(line);
+        Ok(wire)
     }
 
     fn send(&mut self, line: &XferLine) -> Result<(), Stop> {
-        let mut out = &self.stream;
-        write_lines(&mut out, &line.to_wire())
+        write_lines(&mut self.writer, &line.to_wire())
             .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))
     }
 
     fn recv(&mut self) -> Result<XferLine, Stop> {
-        match self.reader.read_line() {
+        let next = match self.first.take() {
+            Some(line) => Ok(Some(line)),
+            None => self.reader.read_line(),
+        };
+        match next {
             Ok(Some(line)) => XferLine::parse(&line).map_err(|e| {
                 fail_and_tell(
                     TransferResult::Failed,
@@ -550,7 +573,7 @@ pub fn send(
             let hash = blake3::hash(&buf[..n]);
             hasher.add(&hash);
             wire.send(&XferLine::Chunk { len: n, hash })?;
-            (&wire.stream)
+            wire.writer
                 .write_all(&buf[..n])
                 .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))?;
             done += n as u64;

@@ -21,6 +21,7 @@ mod refusals;
 
 use super::disk_space;
 use super::peer_link::{Incoming, Purpose};
+use super::peer_secure::PeerSecurity;
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::identity_key::KeyField;
@@ -28,6 +29,7 @@ use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
 use crate::sanitize::Untrusted;
+use std::sync::Arc;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
 const TICKET_WAIT: Duration = Duration::from_secs(30);
@@ -238,6 +240,8 @@ pub struct Transfers {
     folders_out: BTreeMap<u64, folders::FolderOut>,
     /// Folders we accepted, whose files are still coming.
     folders_in: Vec<folders::FolderIn>,
+    /// Our key and the pins, for the data connections' handshakes.
+    security: Arc<PeerSecurity>,
 }
 
 /// What `transfers` asks to send to the server.
@@ -259,6 +263,7 @@ impl Transfers {
         downloads: PathBuf,
         share: Option<Share>,
         events: Sender<TransferEvent>,
+        security: Arc<PeerSecurity>,
     ) -> Transfers {
         Transfers {
             me: me.to_string(),
@@ -275,6 +280,7 @@ impl Transfers {
             to_peers: Vec::new(),
             folders_out: BTreeMap::new(),
             folders_in: Vec::new(),
+            security,
         }
     }
 

@@ -72,6 +72,8 @@ const NAME_COMMANDS: &[&str] = &[
     "history",
     "accept",
     "decline",
+    "trust",
+    "verify",
     "msg",
     "m",
     "offer",

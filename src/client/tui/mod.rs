@@ -292,6 +292,8 @@ impl Front {
             UserCommand::Close { user } => Command::Close { user },
             UserCommand::History { user, n } => Command::History { user, n },
             UserCommand::Reconnect => Command::Reconnect,
+            UserCommand::Trust { user } => Command::Trust { user },
+            UserCommand::Verify { user } => Command::Verify { user },
             UserCommand::SendTo { user, text } => Command::SayTo { user, text },
             UserCommand::Msg { to, text } => Command::Msg { to, text },
             UserCommand::OfferTo { user, path } => Command::SendFile {

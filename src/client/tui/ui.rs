@@ -41,6 +41,10 @@ pub enum UserCommand {
     History { user: String, n: usize },
     /// `\reconnect`
     Reconnect,
+    /// `\trust <user>`: accept the user's changed identity key.
+    Trust { user: String },
+    /// `\verify <user>`: show the safety number with that user.
+    Verify { user: String },
     /// `\\accept <id>`: accept a file offer.
     AcceptFile { id: u64 },
     /// `\\decline <id>`: decline a file offer.
@@ -134,6 +138,16 @@ const USER_COMMANDS: &[Spec] = &[
         names: &["history"],
         args: "<user> [n]",
         meaning: "show the last n lines (default 50) said with <user>",
+    },
+    Spec {
+        names: &["verify"],
+        args: "<user>",
+        meaning: "show the safety number of your key and <user>'s, to compare by voice",
+    },
+    Spec {
+        names: &["trust"],
+        args: "<user>",
+        meaning: "accept <user>'s changed key (only after comparing \\verify by voice)",
     },
     Spec {
         names: &["msg", "m"],
@@ -293,6 +307,8 @@ pub fn parse_input(line: &str) -> Result<UserCommand, String> {
             UserCommand::History { user: arg(0), n }
         }
         "reconnect" => UserCommand::Reconnect,
+        "trust" => UserCommand::Trust { user: arg(0) },
+        "verify" => UserCommand::Verify { user: arg(0) },
         "SEND_FILE" => UserCommand::SendFile { path: arg(0) },
         "files" => UserCommand::Files { user: first },
         "search" => UserCommand::Search { text: arg(0) },

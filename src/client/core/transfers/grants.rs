@@ -247,6 +247,8 @@ impl Transfers {
             hints: grant.hints,
             reversals: grant.reversals,
             relay: relay_rx,
+            peer_key: entry.peer_key,
+            security: std::sync::Arc::clone(&self.security),
         };
         let spawned = match launch_kind(entry) {
             Some(Launch::Push(path, offer)) => {
