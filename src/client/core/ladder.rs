@@ -28,8 +28,9 @@ use crate::protocol::limits::{
 use crate::protocol::line::write_lines;
 use crate::protocol::peer_msg::PeerMsg;
 
-/// Small stacks: these threads only connect.
-const THREAD_STACK: usize = 64 * 1024;
+/// Stacks of the dialling threads: besides connecting, each runs the per-attempt step
+/// (the Noise handshake: X25519, AES-GCM, SHA-256 in `snow`), which overflowed 64 KiB.
+const THREAD_STACK: usize = 256 * 1024;
 
 /// How a connection to a peer is obtained.
 pub enum Route {
