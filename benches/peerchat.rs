@@ -3,7 +3,7 @@
 //! `make bench` builds the release binaries, raises the open-file limit and runs this
 //! program with `cargo bench --bench peerchat`; `cargo bench --bench peerchat -- GROUP`
 //! runs one group (`transfer`, `chat`, `scale`, `login`, `burst`, `cipher`, `gui`,
-//! `wormhole`), and `--quick` runs
+//! `wormhole`, `cluster`), and `--quick` runs
 //! every group with small sizes (a smoke test of the bench itself, not a measurement).
 //!
 //! The program drives the real `peerchat-server` and `peerchat-client` from
@@ -47,6 +47,10 @@ mod relay;
 #[path = "peerchat/wormhole.rs"]
 mod wormhole;
 
+/// The `cluster` group (two servers on Redis against one).
+#[path = "peerchat/cluster.rs"]
+mod cluster;
+
 /// Selects a helper role when this program re-executes itself.
 const ROLE_ENV: &str = "PEERCHAT_BENCH_ROLE";
 /// The file a copy role reads or writes.
@@ -64,8 +68,8 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 9] = [
-    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole", "relay",
+const GROUPS: [&str; 10] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole", "relay", "cluster",
 ];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
@@ -206,6 +210,7 @@ fn main() {
             "gui" => gui::group_gui(&settings, &bins, &mut report),
             "wormhole" => wormhole::group_wormhole(&settings, &bins, &mut report),
             "relay" => relay::group_relay(&settings, &bins, &mut report),
+            "cluster" => cluster::group_cluster(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));
         match result {

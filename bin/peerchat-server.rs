@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use peerchat::server::{self, ServerConfig, store::Store};
+use peerchat::server::store::{DbLocation, Store};
+use peerchat::server::{self, ServerConfig};
 
 /// The peerchat server: accounts, presence and the directory of who listens where.
 #[derive(Parser)]
@@ -23,9 +24,9 @@ struct Cli {
 enum Sub {
     /// Print the log of chat sessions and exit.
     Sessions {
-        /// The server's database.
+        /// The server's database: a SQLite file or a postgres:// URL.
         #[arg(long, default_value = "data/server.db")]
-        db: std::path::PathBuf,
+        db: DbLocation,
         /// How many of the most recent sessions (and transfers) to print (1-1000000).
         #[arg(long, allow_negative_numbers = true, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=peerchat::protocol::limits::MAX_LOG_ROWS))]
         limit: usize,
@@ -61,7 +62,7 @@ fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
     let listener = server::bind(config.addr).map_err(|e| {
         peerchat::Error::Config(format!("cannot listen on {}: {}", config.addr, plain(&e)))
     })?;
-    let store = Store::open(&config.db)?;
+    let store = Store::open_at(&config.db)?;
     let identity = server::tls_identity(&config)?;
     let fingerprint = identity.fingerprint();
     config.tls = Some(identity.server_config()?);
@@ -79,7 +80,8 @@ fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
         println!("relay listening on {relay}");
     }
     std::io::stdout().flush()?;
-    log::info!("listening on {bound}, database {}", config.db.display());
+    // The location's Display hides a password in a URL.
+    log::info!("listening on {bound}, database {}", config.db);
     server::run(listener, store, config, stop)
 }
 
@@ -102,14 +104,16 @@ fn relay_only(config: ServerConfig) -> peerchat::Result<()> {
     Ok(())
 }
 
-fn print_sessions(db: &std::path::Path, limit: usize) -> peerchat::Result<()> {
-    if !db.exists() {
+fn print_sessions(db: &DbLocation, limit: usize) -> peerchat::Result<()> {
+    if let DbLocation::File(path) = db
+        && !path.exists()
+    {
         return Err(peerchat::Error::Config(format!(
             "no database at {}",
-            db.display()
+            path.display()
         )));
     }
-    let store = Store::open(db)?;
+    let store = Store::open_at(db)?;
     println!("Chat sessions:");
     print!(
         "{}",

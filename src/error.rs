@@ -13,6 +13,10 @@ pub enum Error {
     Io(io::Error),
     /// SQLite failed.
     Db(rusqlite::Error),
+    /// PostgreSQL failed (the server's `--db postgres://...`).
+    Postgres(postgres::Error),
+    /// The database answered something the store cannot use, or no connection was free.
+    Store(String),
     /// bcrypt failed (a malformed stored hash, or a bad cost).
     Hash(bcrypt::BcryptError),
     /// A message from the other side broke the protocol.
@@ -29,6 +33,8 @@ impl fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Db(e) => write!(f, "database error: {e}"),
+            Error::Postgres(e) => write!(f, "database error: {e}"),
+            Error::Store(e) => write!(f, "database error: {e}"),
             Error::Hash(e) => write!(f, "password hashing error: {e}"),
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
             Error::Config(e) => write!(f, "configuration error: {e}"),
@@ -47,6 +53,12 @@ impl From<io::Error> for Error {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Db(e)
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        Error::Postgres(e)
     }
 }
 

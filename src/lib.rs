@@ -37,9 +37,17 @@
 //!   - `server::registry`: who is connected and online (one mutex, leaf lock), and the
 //!     presence changes not yet announced.
 //!   - `server::presence`: announces presence changes in batches, once per interval.
+//!   - `server::cluster`: presence and delivery across servers through Redis
+//!     (`--cluster`): login keys, heartbeat, pub/sub; `cluster::message` their text.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
-//!   - `server::store`: SQLite schema, migrations and queries.
+//!   - `server::store`: the storage interface (one `Store`, SQLite or PostgreSQL),
+//!     the schema, migrations and account/login-failure queries.
+//!   - `server::store::sql`: values, rows, the backends' `Conn` trait, and the SQLite
+//!     to PostgreSQL dialect rewrite.
+//!   - `server::store::sqlite`: the SQLite backend (the embedded default).
+//!   - `server::store::postgres`: the PostgreSQL backend (`--db postgres://...`).
+//!   - `server::store::location`: `--db` as a file path or a URL, shown without password.
 //!   - `server::store::logs`: the session and transfer logs' records and queries.
 //!   - `server::store::tokens`: resumable-login token digests, owners and expiry.
 //!   - `server::store::identity`: each account's identity key (`KEY`).

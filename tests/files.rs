@@ -211,6 +211,26 @@ struct TransferRow {
 }
 
 fn db_transfers(db: &Path) -> Vec<TransferRow> {
+    if let Some(url) = pg_url_of(db) {
+        let int = |v: &Option<String>| v.as_deref().map(|v| v.parse::<i64>().unwrap());
+        return pg_rows(
+            &url,
+            "SELECT id, requester, target, ended_at_ms, result, name, size, hash
+             FROM transfers ORDER BY id",
+        )
+        .into_iter()
+        .map(|r| TransferRow {
+            id: int(&r[0]).unwrap(),
+            requester: r[1].clone().unwrap(),
+            target: r[2].clone().unwrap(),
+            ended_at_ms: int(&r[3]),
+            result: r[4].clone(),
+            name: r[5].clone(),
+            size: int(&r[6]),
+            hash: r[7].clone(),
+        })
+        .collect();
+    }
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open database");

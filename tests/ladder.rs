@@ -34,6 +34,10 @@ fn meet(addr: &str, token: &str, ticket: &str, target: bool, label: &str) -> Wir
 
 /// The path the server's session log recorded for session `id`.
 fn logged_path(server: &Server, id: u64) -> Option<String> {
+    if let Some(url) = pg_url_of(&server.db_path()) {
+        let rows = pg_rows(&url, &format!("SELECT path FROM sessions WHERE id = {id}"));
+        return rows[0][0].clone();
+    }
     let conn = rusqlite::Connection::open(server.db_path()).unwrap();
     conn.query_row(
         "SELECT path FROM sessions WHERE id = ?1",
@@ -84,7 +88,7 @@ fn a_requester_that_cannot_reach_the_target_meets_it_at_the_relay() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
         .arg("sessions")
         .arg("--db")
-        .arg(server.db_path())
+        .arg(db_arg(&server.db_path()))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

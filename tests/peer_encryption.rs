@@ -466,10 +466,22 @@ fn a_peer_whose_key_changed_is_refused_until_trusted() {
     alice.expect("* session with bob closed");
 
     // bob moves to a new device: a new key (registered with the server at login).
+    let mut watcher = Wire::registered(server.addr, "carol", "carol password", free_port());
+    let old_key = key_of(&mut watcher, "bob");
     bob.send("\\quit");
     bob.wait_exit();
     fs::remove_file(lab.data_dir("bob").join("bob").join("identity.key")).unwrap();
     let mut bob = lab.login("bob", &[]);
+    // The client registers its key just after its login: wait until the server names
+    // the new one (a grant made in between would carry the old key, 444 KEY_MISMATCH).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while [old_key.as_str(), "-"].contains(&key_of(&mut watcher, "bob").as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never got bob's new key"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 
     alice.send("\\connect bob");
     alice.expect("WARNING: bob's identity key has CHANGED");
@@ -487,6 +499,17 @@ fn a_peer_whose_key_changed_is_refused_until_trusted() {
     open_session(&mut alice, "alice", &mut bob, "bob");
     alice.send("hello again");
     bob.expect_chat(None, "alice", "hello again");
+}
+
+/// The key the server names for `user` (the last field of `OK INFO`), `-` when offline
+/// or unknown.
+fn key_of(wire: &mut Wire, user: &str) -> String {
+    wire.send(&format!("INFO {user}"));
+    let reply = wire.next_reply();
+    match reply.strip_prefix("OK INFO ") {
+        Some(rest) => rest.split(' ').nth(2).unwrap_or("-").to_string(),
+        None => "-".to_string(),
+    }
 }
 
 /// The 60 digits `\verify <peer>` shows.

@@ -473,6 +473,11 @@ fn close_tells_both_sides_and_is_recorded() {
     let id = session_id(&server.db_path(), "alice", "bob");
     alice.send("before closing");
     bob.expect_chat(None, "alice", "before closing");
+    // bob's SESSION_OPEN travels on his own connection and may still be queued there
+    // (slower with PostgreSQL): the server records what arrives in the order it arrives.
+    wait_session_row(&server.db_path(), id, "accepted", |r| {
+        r.accepted_at_ms.is_some()
+    });
 
     alice.send("\\close");
     alice.expect("* session with bob closed\n");
@@ -498,7 +503,7 @@ fn close_tells_both_sides_and_is_recorded() {
     let out = Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
         .arg("sessions")
         .arg("--db")
-        .arg(server.db_path())
+        .arg(db_arg(&server.db_path()))
         .output()
         .expect("run peerchat-server sessions");
     let text = String::from_utf8_lossy(&out.stdout);

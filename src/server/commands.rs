@@ -7,6 +7,7 @@
 
 use super::Shared;
 use super::login::LoggedIn;
+use super::registry::Reach;
 use super::store::TransferRecord;
 use crate::protocol::codes::ErrorCode;
 use std::net::IpAddr;
@@ -173,6 +174,20 @@ fn info(shared: &Shared, user: &str) -> ServerMsg {
     }
 }
 
+/// Queues `event` for user `key`: on its connection here, or through its server in a
+/// cluster (the line is formatted here and queued there as it is). False if it could
+/// not be handed over (the user's server is gone, or Redis is down).
+fn deliver(shared: &Shared, reach: &Reach, key: &str, event: &ServerMsg) -> bool {
+    match (reach, &shared.cluster) {
+        (Reach::Local(outbox), _) => {
+            outbox.send(event);
+            true
+        }
+        (Reach::Remote(server), Some(cluster)) => cluster.deliver(server, key, event.to_wire()),
+        (Reach::Remote(_), None) => false,
+    }
+}
+
 fn internal(what: &str, e: &dyn std::fmt::Display) -> ServerMsg {
     log::error!("{what}: {e}");
     ServerMsg::err(ErrorCode::Internal, "the server failed; try again")
@@ -232,10 +247,8 @@ fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
             ),
         );
     }
-    let Some((target, _, outbox)) = shared
-        .registry
-        .lookup_with_outbox(&target.to_ascii_lowercase())
-    else {
+    let target_key = target.to_ascii_lowercase();
+    let Some((target, _, reach)) = shared.registry.lookup_reach(&target_key) else {
         return ServerMsg::err(ErrorCode::NotOnline, format!("{target} is not online"));
     };
     let valid = Duration::from_secs(shared.config.relay.relay_token_secs);
@@ -252,11 +265,14 @@ fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
     if let Err(e) = recorded {
         return internal("recording a path", &e);
     }
-    outbox.send(&ServerMsg::Event(Event::Relay {
+    let event = ServerMsg::Event(Event::Relay {
         id,
         addr,
         token: theirs,
-    }));
+    });
+    if !deliver(shared, &reach, &target_key, &event) {
+        return ServerMsg::err(ErrorCode::NotOnline, format!("{target} is not online"));
+    }
     log::info!(
         "{what} {id}: {} meets {target} at the relay {addr}",
         me.name
@@ -335,7 +351,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
             ),
         );
     }
-    let Some((target, addr, outbox)) = shared.registry.lookup_with_outbox(&key) else {
+    let Some((target, addr, reach)) = shared.registry.lookup_reach(&key) else {
         let shown: String = user.chars().take(32).collect();
         return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
     };
@@ -392,7 +408,10 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
             "transfer",
         ),
     };
-    outbox.send(&ServerMsg::Event(event));
+    if !deliver(shared, &reach, &key, &ServerMsg::Event(event)) {
+        log::info!("{what} {id}: {target}'s server did not take the request");
+        return ServerMsg::err(ErrorCode::NotOnline, format!("{target} is not online"));
+    }
     log::info!("{what} {id}: {} asked for {target}", me.name);
     ServerMsg::Ok(reply)
 }
@@ -461,7 +480,13 @@ pub fn share(
     };
     let count = files.len();
     match shared.files.set(&me.key, &me.name, ip, files) {
-        Ok(()) => ServerMsg::Ok(Reply::Shared { count }),
+        Ok(()) => {
+            if let Some(cluster) = &shared.cluster {
+                let (mine, _) = shared.files.list(Some(&me.key), 0, usize::MAX);
+                cluster.share_files(&me.key, &mine);
+            }
+            ServerMsg::Ok(Reply::Shared { count })
+        }
         Err(CapExceeded::PerAddress(cap)) => ServerMsg::err(
             ErrorCode::TooManyFiles,
             format!("accounts from your address may share at most {cap} files in all"),
@@ -476,11 +501,18 @@ pub fn share(
 /// FILES [username] [offset]: one page of at most `MAX_FILES_PAGE` lines.
 fn files(shared: &Shared, user: Option<&str>, offset: usize) -> ServerMsg {
     let key = user.map(str::to_ascii_lowercase);
-    if let Some(key) = &key
-        && shared.registry.lookup(key).is_none()
-    {
-        let shown: String = key.chars().take(32).collect();
-        return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
+    if let Some(key) = &key {
+        let Some((name, _, reach)) = shared.registry.lookup_reach(key) else {
+            let shown: String = key.chars().take(32).collect();
+            return ServerMsg::err(ErrorCode::NotOnline, format!("{shown} is not online"));
+        };
+        // A user of another server: their list is kept in the cluster.
+        if let (Reach::Remote(_), Some(cluster)) = (reach, &shared.cluster) {
+            let all = cluster.remote_files(key, &name);
+            let total = all.len();
+            let files = all.into_iter().skip(offset).take(MAX_FILES_PAGE).collect();
+            return ServerMsg::Ok(Reply::Files { files, total });
+        }
     }
     let (files, total) = shared.files.list(key.as_deref(), offset, MAX_FILES_PAGE);
     ServerMsg::Ok(Reply::Files { files, total })

@@ -151,11 +151,16 @@ pub fn serve(stream: TlsReader, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
         Ok(me) => command_loop(&mut conn, &me, &shared),
         Err(end) => end,
     };
+    let claimed = shared.registry.claimed_by(id);
     // The others learn it from the next presence announcement (`server::presence`).
     if let Some(name) = shared.registry.remove_connection(id) {
         log::info!("{peer} {name}: offline ({end:?})");
         shared.files.remove(&name.to_ascii_lowercase());
         commands::close_abandoned_sessions(&shared, &name);
+    }
+    // In a cluster, the login's key goes now rather than when it expires.
+    if let (Some(cluster), Some(key)) = (&shared.cluster, claimed) {
+        cluster.release(&key, id);
     }
     match end {
         End::Gone => conn.outbox.kill(),

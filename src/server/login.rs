@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Shared;
+use super::cluster::Claim;
 use super::conn::{Conn, End};
 use super::hash_gate::GateRefusal;
 use super::login_limits::Refused;
 use super::rate_limit::{secs, source_key};
+use super::registry::{AlreadyOnline, ConnId};
 use super::store::Created;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAX_LOGIN_FAILURES, TOKEN_LIFETIME};
@@ -125,6 +127,9 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     };
     // The others learn it from the next presence announcement (`server::presence`).
     shared.registry.set_online(&me.key, conn.id, addr, uid);
+    if let Some(cluster) = &shared.cluster {
+        cluster.online(&me.key, &me.name, conn.id, addr);
+    }
     // Messages that waited for this user (sealed; the server cannot read them).
     super::mailbox::deliver_waiting(shared, &me.name, uid);
     // File offers made to it, and answers to its offers, that waited.
@@ -135,6 +140,19 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
         me.name
     );
     Ok(me)
+}
+
+/// Reserves the login of `key` for connection `id`: here, and in a cluster on every
+/// server (the same rule as for two logins on one server: the second is refused).
+fn claim(shared: &Shared, key: &str, name: &str, id: ConnId) -> Result<(), AlreadyOnline> {
+    shared.registry.claim(key, name, id)?;
+    if let Some(cluster) = &shared.cluster
+        && cluster.claim(key, name, id) == Claim::Elsewhere
+    {
+        shared.registry.unclaim(key, id);
+        return Err(AlreadyOnline);
+    }
+    Ok(())
 }
 
 /// Sends `ASK` and returns the answer, asking again after a line that was rejected.
@@ -257,11 +275,7 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
         shared.name_checks.refund(&address);
         shared.login_limits.note_known(&name.key(), address);
         log::info!("{}: registered {}", conn.peer, name.as_str());
-        if shared
-            .registry
-            .claim(&name.key(), name.as_str(), conn.id)
-            .is_err()
-        {
+        if claim(shared, &name.key(), name.as_str(), conn.id).is_err() {
             // Only possible if someone logged in with the new password in between.
             conn.send_err(
                 ErrorCode::AlreadyOnline,
@@ -273,6 +287,29 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
             user: name.as_str().to_string(),
         }));
         return Ok(LoggedIn::new(name.key(), name.as_str().to_string()));
+    }
+}
+
+/// When other servers share the database (PostgreSQL), reads the failures and block
+/// they stored for (`key`, `address`) into the in-memory limits before an attempt is
+/// reserved, so three failures anywhere block everywhere. One indexed read per login
+/// attempt (never per command); a server alone (SQLite) has everything in memory.
+/// Checks still under way on another server are not seen here: with N servers at most
+/// N times the per-pair limit can race before the block is written. The per-name delay
+/// (`NAME_ATTEMPT_BURST`) stays per server.
+fn merge_stored_failures(conn: &Conn, shared: &Shared, key: &str, address: IpAddr) {
+    // A cluster may share one SQLite file too: read back what another server wrote.
+    if !shared.store.is_shared() && shared.cluster.is_none() {
+        return;
+    }
+    match shared.store.login_failure(key, &address.to_string()) {
+        Ok(Some((failures, blocked_for))) => {
+            shared
+                .login_limits
+                .merge_stored(key, address, failures, blocked_for);
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("{}: reading stored login failures: {e}", conn.peer),
     }
 }
 
@@ -329,6 +366,7 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
             .as_ref()
             .map_or("this name", Username::as_str)
             .to_string();
+        merge_stored_failures(conn, shared, &key, address);
         let attempt = match shared.login_limits.reserve(&key, address) {
             Ok(attempt) => attempt,
             Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
@@ -365,11 +403,7 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
             if let Err(e) = shared.store.clear_failures(&key, &address_text) {
                 log::error!("{}: clearing failures: {e}", conn.peer);
             }
-            if shared
-                .registry
-                .claim(&key, &account.username, conn.id)
-                .is_err()
-            {
+            if claim(shared, &key, &account.username, conn.id).is_err() {
                 log::info!("{}: {} is already online", conn.peer, account.username);
                 conn.send_err(
                     ErrorCode::AlreadyOnline,
@@ -459,6 +493,7 @@ fn resume(
         return Ok(None);
     };
     let (key, shown) = (valid.key(), valid.as_str().to_string());
+    merge_stored_failures(conn, shared, &key, address);
     let attempt = match shared.login_limits.reserve(&key, address) {
         Ok(attempt) => attempt,
         Err(refused) => return Err(attempt_refused(conn, refused, &shown)),
@@ -505,6 +540,9 @@ fn resume(
             conn.peer
         );
         old.kill();
+    }
+    if let Some(cluster) = &shared.cluster {
+        cluster.take_over(&key, &username, conn.id);
     }
     log::info!("{}: logged in {username} with a token", conn.peer);
     conn.send(ServerMsg::Ok(Reply::LoggedIn {

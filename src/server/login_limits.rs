@@ -214,6 +214,41 @@ impl LoginLimits {
         );
     }
 
+    /// Merges a (username, address) state another server may have written into the
+    /// shared database: the higher failure count and the later block win, so failures on
+    /// any server count here and a block made anywhere holds here.
+    pub fn merge_stored(&self, name: &str, address: IpAddr, failures: u32, blocked_for: Duration) {
+        let now = Instant::now();
+        let mut t = lock(&self.tables);
+        let key = (name.to_string(), address);
+        if !t.pairs.contains_key(&key) {
+            if (failures == 0 && blocked_for.is_zero()) || t.pairs.len() >= MAX_TRACKED_KEYS {
+                return;
+            }
+            t.pairs.insert(
+                key.clone(),
+                Pair {
+                    failures: 0,
+                    in_flight: 0,
+                    last_failure: now,
+                    blocked_until: None,
+                },
+            );
+        }
+        let Some(pair) = t.pairs.get_mut(&key) else {
+            return;
+        };
+        refresh_pair(pair, now);
+        if pair.blocked_until.is_none() {
+            pair.failures = pair.failures.max(failures.min(MAX_LOGIN_FAILURES - 1));
+        }
+        if !blocked_for.is_zero() {
+            let until = now + blocked_for;
+            pair.blocked_until = Some(pair.blocked_until.map_or(until, |u| u.max(until)));
+            pair.failures = 0;
+        }
+    }
+
     /// Pairs and names tracked now (for tests and logs).
     pub fn tracked(&self) -> (usize, usize) {
         let t = lock(&self.tables);
@@ -435,6 +470,28 @@ mod tests {
         assert!(limits.reserve_at("alice", ip(99), t0).is_err());
         let from_home = limits.reserve_at("alice", ip(1), t0).unwrap();
         from_home.succeed();
+    }
+
+    #[test]
+    fn stored_failures_and_blocks_from_elsewhere_are_merged() {
+        let limits = LoginLimits::new();
+        limits.reserve("alice", ip(1)).unwrap().fail(BLOCK);
+        // Another server counted two: the higher count wins, the next failure blocks.
+        limits.merge_stored("alice", ip(1), 2, Duration::ZERO);
+        limits.merge_stored("alice", ip(1), 0, Duration::ZERO);
+        assert_eq!(
+            limits.reserve("alice", ip(1)).unwrap().fail(BLOCK).blocked,
+            Some(BLOCK)
+        );
+        // A block made elsewhere holds here.
+        limits.merge_stored("bob", ip(1), 0, Duration::from_secs(60));
+        assert!(matches!(
+            limits.reserve("bob", ip(1)).err(),
+            Some(Refused::Blocked(_))
+        ));
+        // Nothing stored adds nothing.
+        limits.merge_stored("carol", ip(1), 0, Duration::ZERO);
+        assert_eq!(limits.tracked().0, 2);
     }
 
     #[test]

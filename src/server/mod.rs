@@ -6,6 +6,7 @@
 //! over the per-address cap of connections not logged in yet. It must not parse messages
 //! (`conn`, `login`, `commands` do) nor touch SQL (`store` does).
 
+pub mod cluster;
 pub mod commands;
 pub mod conn;
 pub mod file_index;
@@ -47,6 +48,11 @@ use store::Store;
 /// which need far less; a deliberate size keeps thousands of threads cheap.
 const CONN_STACK: usize = 256 * 1024;
 
+/// Stack for connection threads in a cluster: they also call the Redis client, whose
+/// reply parser (combinator-based) takes deep frames, above all in debug builds. Only
+/// address space: pages a thread never touches cost no memory.
+const CLUSTER_CONN_STACK: usize = 1024 * 1024;
+
 /// Pending connections the kernel queues for us. std's default of 128 drops SYNs in a
 /// burst, and the client then waits a second to retry.
 const BACKLOG: i32 = 1024;
@@ -69,9 +75,11 @@ pub struct ServerConfig {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub addr: SocketAddr,
-    /// SQLite database file (created with its folder if missing).
+    /// The database: a SQLite file (created with its folder if missing), or a PostgreSQL
+    /// URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` that several servers may
+    /// share (the password is never logged).
     #[arg(long, default_value = "data/server.db")]
-    pub db: PathBuf,
+    pub db: store::DbLocation,
     /// bcrypt cost for new password hashes (4-31; each step doubles the work).
     #[arg(long, allow_negative_numbers = true, default_value_t = limits::DEFAULT_BCRYPT_COST, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
@@ -117,6 +125,10 @@ pub struct ServerConfig {
     /// prints the fingerprint; `run` makes it when unset).
     #[arg(skip)]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Join a cluster of servers sharing one database: presence and delivery between
+    /// them through this Redis (`redis://HOST:PORT`). Without it the server stands alone.
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    pub cluster: Option<String>,
     /// The relay for peers that cannot reach each other.
     #[command(flatten)]
     pub relay: relay::RelayConfig,
@@ -167,6 +179,8 @@ pub struct Shared {
     pub tls: Arc<rustls::ServerConfig>,
     /// Refusals being answered over TLS right now (each on a short thread).
     pub refusing: std::sync::atomic::AtomicUsize,
+    /// Presence and delivery across servers (`--cluster`); `None` when alone.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// The server's TLS identity as configured: the operator's certificate, or the
@@ -175,7 +189,7 @@ pub fn tls_identity(config: &ServerConfig) -> Result<crate::crypto::tls::ServerI
     crate::crypto::tls::ServerIdentity::load_or_create(
         config.tls_cert.as_deref(),
         config.tls_key.as_deref(),
-        &config.db,
+        &config.db.file_anchor(),
     )
 }
 
@@ -227,7 +241,16 @@ pub fn run(
         Some(tls) => Arc::clone(tls),
         None => tls_identity(&config)?.server_config()?,
     };
+    let cluster = match &config.cluster {
+        Some(url) => {
+            let cluster = cluster::Cluster::connect(url)?;
+            log::info!("cluster: joined as server {} through {url}", cluster.id);
+            Some(cluster)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        cluster,
         tls,
         refusing: std::sync::atomic::AtomicUsize::new(0),
         registry: Registry::default(),
@@ -243,6 +266,10 @@ pub fn run(
         config,
     });
     let presence = presence::spawn(Arc::clone(&shared), Arc::clone(&stop))?;
+    let cluster_threads = match shared.cluster {
+        Some(_) => cluster::Cluster::spawn(&shared, &stop)?,
+        None => Vec::new(),
+    };
     let next_id = AtomicU64::new(1);
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -272,6 +299,11 @@ pub fn run(
         log::error!("the presence thread panicked");
     }
     shut_down(&shared);
+    for thread in cluster_threads {
+        if thread.join().is_err() {
+            log::error!("a cluster thread panicked");
+        }
+    }
     shared.store.close()?;
     log::info!("database closed; server stopped");
     Ok(())
@@ -357,9 +389,13 @@ fn start_connection(
     shared.registry.add_connection(id, outbox.clone());
     let thread_shared = Arc::clone(shared);
     let thread_outbox = outbox.clone();
+    let stack = match shared.cluster {
+        Some(_) => CLUSTER_CONN_STACK,
+        None => CONN_STACK,
+    };
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
-        .stack_size(CONN_STACK)
+        .stack_size(stack)
         .spawn(move || {
             conn::serve(reader, peer, id, thread_outbox, Arc::clone(&thread_shared));
             // Logged in or not, the connection no longer holds a pre-login slot.

@@ -5,7 +5,9 @@
 //! login or logout only notes a change in the registry (O(1)); the O(online users) cost
 //! of telling everyone is paid once per interval, however many logins it holds. When
 //! more users came or went in one interval than a line can name, everyone gets
-//! `EVENT PRESENCE <came> <went>` instead. It must not hold the registry lock while
+//! `EVENT PRESENCE <came> <went>` instead. In a cluster the batch also names the users
+//! of other servers who came and went (the registry mirrors them), and the changes of
+//! this server's own users are published to the others once per interval. It must not hold the registry lock while
 //! queueing (it works on the copy `take_presence` returns).
 
 use std::collections::HashSet;
@@ -15,6 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use super::cluster::message::PresenceNote;
 use super::registry::PresenceBatch;
 use crate::protocol::limits::{MAX_PRESENCE_NAMES, PRESENCE_FANOUT, PRESENCE_INTERVAL};
 use crate::protocol::server_msg::{Event, ServerMsg};
@@ -39,7 +42,11 @@ pub fn spawn(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> std::io::Result<Join
                     continue;
                 }
                 last = Instant::now();
-                announce(shared.registry.take_presence());
+                let batch = shared.registry.take_presence();
+                if let Some(cluster) = &shared.cluster {
+                    cluster.publish_presence(notes(&batch));
+                }
+                announce(batch);
             }
         })
 }
@@ -49,6 +56,19 @@ pub fn spawn(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> std::io::Result<Join
 pub fn interval(online: usize) -> Duration {
     let spread = Duration::from_millis((online as u64 * 1000) / PRESENCE_FANOUT as u64);
     spread.max(PRESENCE_INTERVAL)
+}
+
+/// The changes of this server's own users, for the other servers of a cluster.
+fn notes(batch: &PresenceBatch) -> Vec<PresenceNote> {
+    batch
+        .local
+        .iter()
+        .map(|(key, name, addr)| PresenceNote {
+            key: key.clone(),
+            name: name.clone(),
+            addr: *addr,
+        })
+        .collect()
 }
 
 /// The lines for one batch, leaving out `skip` (a user is not told about themselves).
@@ -117,6 +137,7 @@ mod tests {
             came: pairs(came),
             went: pairs(went),
             recipients: Vec::new(),
+            local: Vec::new(),
         }
     }
 

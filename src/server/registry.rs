@@ -7,6 +7,10 @@
 //! bcrypt) with the lock released. No method costs O(online users) except the ones
 //! that copy a page or the recipients of one presence announcement.
 //!
+//! With `--cluster`, it also mirrors the users online on the other servers (`remote`):
+//! they count in `LIST`, `INFO` and presence like local ones, but have no connection
+//! here; `server::cluster` keeps the mirror up to date.
+//!
 //! Lock order: the registry lock is a leaf. Nothing else is locked while it is held, and
 //! it is never held while calling the store or sending on a channel that could block
 //! (`Outbox::send` never blocks, and it is still only called after unlocking).
@@ -36,6 +40,16 @@ struct User {
     uid: u64,
 }
 
+/// A user online on another server of the cluster.
+struct Remote {
+    /// The name as registered.
+    name: String,
+    /// Where peers reach them.
+    addr: SocketAddr,
+    /// The id of the server holding their login, to deliver to them.
+    server: String,
+}
+
 /// A user whose presence changed since the last announcement. Only the state at the end
 /// of the interval is announced, but a change is never dropped: someone may have seen
 /// the state in between (in `LIST`), so a user who came and went is announced as gone.
@@ -44,6 +58,12 @@ struct Change {
     name: String,
     /// Online now.
     online: bool,
+    /// Where a local user is reached when online; `None` for a user of another server
+    /// (whose own server publishes the change, so it is not published again from here)
+    /// and for a local user who left.
+    local_addr: Option<SocketAddr>,
+    /// The change is one of a local user (published to the other servers).
+    local: bool,
 }
 
 #[derive(Default)]
@@ -58,11 +78,15 @@ struct Inner {
     online: BTreeMap<String, String>,
     /// Presence changes since the last announcement, by lower-case name.
     changes: HashMap<String, Change>,
+    /// Users online on other servers (cluster only), by lower-case name; a user logged
+    /// in here is never in it.
+    remote: HashMap<String, Remote>,
 }
 
 impl Inner {
-    /// Notes that `key` came online or went offline.
-    fn note(&mut self, key: &str, name: &str, online: bool) {
+    /// Notes that `key` came online or went offline (`local`: a user of this server,
+    /// online at `addr`).
+    fn note(&mut self, key: &str, name: &str, online: bool, local: bool, addr: Option<SocketAddr>) {
         if online {
             self.online.insert(key.to_string(), name.to_string());
         } else {
@@ -73,6 +97,8 @@ impl Inner {
             Change {
                 name: name.to_string(),
                 online,
+                local_addr: addr.filter(|_| local && online),
+                local,
             },
         );
     }
@@ -97,6 +123,17 @@ pub struct PresenceBatch {
     pub went: Vec<(String, String)>,
     /// Every online user's key and outbox.
     pub recipients: Vec<(String, Outbox)>,
+    /// The changes of local users, for the other servers of a cluster: (key, name,
+    /// address when they came online).
+    pub local: Vec<(String, String, Option<SocketAddr>)>,
+}
+
+/// How to reach an online user with an event.
+pub enum Reach {
+    /// Connected here.
+    Local(Outbox),
+    /// Connected to the server with this id (cluster only).
+    Remote(String),
 }
 
 impl Registry {
@@ -134,8 +171,13 @@ impl Registry {
         }
         let user = inner.users.remove(&key)?;
         user.addr?;
-        inner.note(&key, &user.name, false);
+        inner.note(&key, &user.name, false, true, None);
         Some(user.name)
+    }
+
+    /// The user key connection `id` has claimed, if any (logged in or giving its port).
+    pub fn claimed_by(&self, id: ConnId) -> Option<String> {
+        self.lock().owners.get(&id).cloned()
     }
 
     /// Reserves `name` for connection `id` so that no second login can take it.
@@ -169,7 +211,7 @@ impl Registry {
             inner.owners.remove(&old.conn);
             old_outbox = inner.conns.get(&old.conn).cloned();
             if old.addr.is_some() {
-                inner.note(key, &old.name, false);
+                inner.note(key, &old.name, false, true, None);
             }
         }
         inner.owners.insert(id, key.to_string());
@@ -197,7 +239,9 @@ impl Registry {
         user.addr = Some(addr);
         user.uid = uid;
         let name = user.name.clone();
-        inner.note(key, &name, true);
+        // The user moved here from another server.
+        inner.remote.remove(key);
+        inner.note(key, &name, true, true, Some(addr));
     }
 
     /// Up to `max` online users (names and account ids) from position `offset`, sorted
@@ -227,6 +271,11 @@ impl Registry {
         }
         let mut batch = PresenceBatch::default();
         for (key, change) in std::mem::take(&mut inner.changes) {
+            if change.local {
+                batch
+                    .local
+                    .push((key.clone(), change.name.clone(), change.local_addr));
+            }
             match change.online {
                 true => batch.came.push((key, change.name)),
                 false => batch.went.push((key, change.name)),
@@ -245,14 +294,19 @@ impl Registry {
         batch
     }
 
-    /// The registered name and peer address of an online user.
+    /// The registered name and peer address of an online user, here or on another
+    /// server of the cluster.
     pub fn lookup(&self, key: &str) -> Option<(String, SocketAddr)> {
         let inner = self.lock();
+        if let Some(remote) = inner.remote.get(key) {
+            return Some((remote.name.clone(), remote.addr));
+        }
         let user = inner.users.get(key)?;
         Some((user.name.clone(), user.addr?))
     }
 
-    /// Like [`Registry::lookup`], with the user's outbox to push an event to them.
+    /// The registered name, peer address and outbox of a user online on this server
+    /// (a user of another server of a cluster is not found: see `lookup_reach`).
     pub fn lookup_with_outbox(&self, key: &str) -> Option<(String, SocketAddr, Outbox)> {
         let inner = self.lock();
         let user = inner.users.get(key)?;
@@ -290,8 +344,147 @@ impl Registry {
             .collect()
     }
 
+    /// Like [`Registry::lookup`], with how to push an event to them.
+    pub fn lookup_reach(&self, key: &str) -> Option<(String, SocketAddr, Reach)> {
+        let inner = self.lock();
+        if let Some(remote) = inner.remote.get(key) {
+            let reach = Reach::Remote(remote.server.clone());
+            return Some((remote.name.clone(), remote.addr, reach));
+        }
+        let user = inner.users.get(key)?;
+        let outbox = inner.conns.get(&user.conn)?.clone();
+        Some((user.name.clone(), user.addr?, Reach::Local(outbox)))
+    }
+
+    /// The outbox of the local connection logged in as `key`, if any (online or still
+    /// giving its port).
+    pub fn local_outbox(&self, key: &str) -> Option<Outbox> {
+        let inner = self.lock();
+        let user = inner.users.get(key)?;
+        inner.conns.get(&user.conn).cloned()
+    }
+
+    /// The outbox of connection `id` if it still holds the login of `key`.
+    pub fn holder_outbox(&self, key: &str, id: ConnId) -> Option<Outbox> {
+        let inner = self.lock();
+        let user = inner.users.get(key).filter(|u| u.conn == id)?;
+        inner.conns.get(&user.conn).cloned()
+    }
+
+    /// Forgets the claim of connection `id` on `key` without announcing anything (the
+    /// login was refused after the claim: another server holds it).
+    pub fn unclaim(&self, key: &str, id: ConnId) {
+        let mut inner = self.lock();
+        if inner
+            .users
+            .get(key)
+            .is_some_and(|u| u.conn == id && u.addr.is_none())
+        {
+            inner.users.remove(key);
+            inner.owners.remove(&id);
+        }
+    }
+
+    /// Every local login: (key, name, connection, address once online), for the
+    /// cluster's heartbeat.
+    pub fn local_users(&self) -> Vec<(String, String, ConnId, Option<SocketAddr>)> {
+        let inner = self.lock();
+        inner
+            .users
+            .iter()
+            .map(|(key, u)| (key.clone(), u.name.clone(), u.conn, u.addr))
+            .collect()
+    }
+
+    /// Records that `key` is online at `addr` on server `server` (cluster only). A user
+    /// logged in here is left alone: this server knows better.
+    pub fn set_remote(&self, key: &str, name: &str, addr: SocketAddr, server: &str) {
+        let mut inner = self.lock();
+        if inner.users.contains_key(key) {
+            return;
+        }
+        let remote = Remote {
+            name: name.to_string(),
+            addr,
+            server: server.to_string(),
+        };
+        let known = inner.remote.insert(key.to_string(), remote).is_some();
+        if !known {
+            inner.note(key, name, true, false, None);
+        }
+    }
+
+    /// Forgets that `key` is online on another server; only its entry from `server`
+    /// when one is named (a stale "gone" from a server the user left must not hide
+    /// them on the server they moved to).
+    pub fn drop_remote(&self, key: &str, server: Option<&str>) {
+        let mut inner = self.lock();
+        let Some(remote) = inner.remote.get(key) else {
+            return;
+        };
+        if server.is_some_and(|s| s != remote.server) {
+            return;
+        }
+        if let Some(remote) = inner.remote.remove(key) {
+            inner.note(key, &remote.name, false, false, None);
+        }
+    }
+
+    /// The keys of the users mirrored from other servers, with their server.
+    pub fn remote_users(&self) -> Vec<(String, String)> {
+        let inner = self.lock();
+        inner
+            .remote
+            .iter()
+            .map(|(key, r)| (key.clone(), r.server.clone()))
+            .collect()
+    }
+
     /// Every live connection's outbox.
     pub fn all_outboxes(&self) -> Vec<Outbox> {
         self.lock().conns.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn users_of_other_servers_are_listed_looked_up_and_announced_but_not_republished() {
+        let registry = Registry::default();
+        registry.set_remote("bob", "Bob", addr(4000), "s1");
+        registry.set_remote("alice", "alice", addr(4001), "s2");
+        // Seen again by the scan: no second announcement.
+        registry.set_remote("bob", "Bob", addr(4000), "s1");
+        let (page, total) = registry.online_page(0, 10);
+        let names: Vec<&str> = page.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!((names, total), (vec!["alice", "Bob"], 2));
+        assert_eq!(registry.lookup("bob"), Some(("Bob".into(), addr(4000))));
+        assert!(matches!(
+            registry.lookup_reach("bob"),
+            Some((_, _, Reach::Remote(server))) if server == "s1"
+        ));
+        let batch = registry.take_presence();
+        assert_eq!(batch.came.len(), 2);
+        assert!(
+            batch.local.is_empty(),
+            "other servers publish their own users"
+        );
+        assert!(batch.recipients.is_empty());
+
+        // A stale "gone" from a server bob left does not hide him.
+        registry.drop_remote("bob", Some("s9"));
+        assert!(registry.lookup("bob").is_some());
+        registry.drop_remote("bob", Some("s1"));
+        registry.drop_remote("alice", None);
+        assert_eq!(registry.online_page(0, 10).1, 0);
+        let batch = registry.take_presence();
+        assert_eq!(batch.went.len(), 2);
+        assert!(registry.remote_users().is_empty());
     }
 }

@@ -1,32 +1,48 @@
-//! The server's SQLite database: schema, migrations and every query.
+//! The server's storage interface: one `Store` with two backends, SQLite (a file, the
+//! embedded default) and PostgreSQL (`--db postgres://...`, shareable by several
+//! servers); the schema, its migrations and the account and login-failure queries.
 //!
-//! Owns persistence of accounts and login failures/blocks. It must not hash passwords
-//! (callers run bcrypt before or after, never inside a store call) and must never be
-//! called while the registry lock is held.
+//! Owns persistence of accounts and login failures/blocks (the session and transfer logs
+//! are in `logs`, login tokens in `tokens`). Every statement and migration is written
+//! once, in SQLite's dialect, and runs on both backends (`sql` translates for
+//! PostgreSQL in one place), so callers never know which backend they use. It must not
+//! hash passwords (callers run bcrypt before or after, never inside a store call) and
+//! must never be called while the registry lock is held.
 //!
-//! Concurrency: instead of one connection behind a mutex held across disk waits, the
-//! store keeps a small pool of idle connections. The pool's lock is held only to pop or
-//! push a connection, never while SQLite works; WAL mode lets readers run beside the one
-//! writer, and the busy timeout queues writers inside SQLite. (A crate such as r2d2 would
-//! add two dependencies for these twenty lines.)
+//! Concurrency: instead of one connection behind a mutex held across disk or network
+//! waits, the store keeps a small pool of idle connections. The pool's lock is held only
+//! to pop or push a connection, never while the database works. SQLite: WAL mode lets
+//! readers run beside the one writer, and the busy timeout queues writers inside SQLite.
+//! PostgreSQL: at most `MAX_PG_CONNECTIONS` per server, so several servers stay within
+//! the database's connection limit; a caller waits (bounded) for a free one. (A crate
+//! such as r2d2 would add two dependencies for these few lines.)
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
 mod held;
 mod identity;
+mod location;
 mod logs;
 mod mailbox;
+mod postgres;
+pub(crate) mod sql;
+mod sqlite;
 mod tokens;
+pub use location::DbLocation;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
 pub use mailbox::{MailboxFull, NewMessage, Queued};
+use sql::{Conn, params};
 
-/// Schema migrations; entry `i` takes the database from `user_version` i to i+1.
+/// Schema migrations; entry `i` takes the database from version i to i+1 (SQLite keeps
+/// the version in `PRAGMA user_version`, PostgreSQL in the table `peerchat_schema`).
+/// Written once in SQLite's dialect; `sql::postgres_dialect` rewrites them for
+/// PostgreSQL (write types in capitals; `COLLATE NOCASE` for names; see there what else
+/// it rewrites), and both backends run them.
 const MIGRATIONS: &[&str] = &[
     // 1: accounts, and failed logins per (username, source address) with their block.
     "CREATE TABLE users (
@@ -134,18 +150,43 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX held_events_recipient ON held_events (recipient_id, id);",
 ];
 
-/// How long SQLite waits for another connection's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Idle connections kept for reuse; more are opened under load and closed afterwards.
 const MAX_IDLE: usize = 8;
 
+/// Most PostgreSQL connections one server opens at once (its default `max_connections`
+/// of 100 then serves several servers).
+const MAX_PG_CONNECTIONS: usize = 16;
+
+/// PostgreSQL connections opened at start-up: connecting costs a server process and a
+/// few round trips, so the first logins and commands do not each pay for one.
+const PG_WARM: usize = 4;
+
+/// How long a caller waits for a free PostgreSQL connection before giving up.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// Which database, to open more pooled connections.
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// The pool: idle connections and how many are open (idle or in use).
+struct Pool {
+    idle: Vec<Box<dyn Conn>>,
+    open: usize,
+}
+
 /// The server's database.
 pub struct Store {
-    /// Where the database file is, to open more pooled connections.
-    path: PathBuf,
-    /// Connections not in use right now.
-    idle: Mutex<Vec<Connection>>,
+    backend: Backend,
+    /// Connections not in use right now; its lock is held only to pop or push.
+    pool: Mutex<Pool>,
+    /// Signalled when a connection comes back or closes.
+    freed: Condvar,
+    /// The sessions this process created and has not seen end: when the database is
+    /// shared, a stopping server marks only these unknown (the others belong to other
+    /// servers, which still serve them).
+    own_sessions: Mutex<HashSet<u64>>,
 }
 
 /// What happened to a registration.
@@ -172,66 +213,159 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+/// True if `e` is the database refusing a duplicate in a unique index.
+fn is_unique_violation(e: &Error) -> bool {
+    match e {
+        Error::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+            e.code == rusqlite::ErrorCode::ConstraintViolation
         }
-        let store = Store {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
+        e => postgres::is_unique_violation(e),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up
+    /// to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        Store::open_at(&DbLocation::File(path.to_path_buf()))
+    }
+
+    /// Opens the database at `location` (a SQLite file, created with its folder if
+    /// missing, or a PostgreSQL URL) and brings its schema up to date.
+    pub fn open_at(location: &DbLocation) -> Result<Store> {
+        let backend = match location {
+            DbLocation::File(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Backend::Sqlite(path.clone())
+            }
+            DbLocation::Postgres(url) => Backend::Postgres(url.clone()),
         };
-        let mut conn = store.connect()?;
-        migrate(&mut conn)?;
+        let store = Store {
+            backend,
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 1,
+            }),
+            freed: Condvar::new(),
+            own_sessions: Mutex::new(HashSet::new()),
+        };
+        let conn: Box<dyn Conn> = match &store.backend {
+            Backend::Sqlite(path) => {
+                let mut conn = sqlite::connect(path)?;
+                sqlite::migrate(&mut conn)?;
+                Box::new(conn)
+            }
+            Backend::Postgres(url) => {
+                let mut conn = postgres::connect(url)?;
+                postgres::migrate(&mut conn)?;
+                Box::new(conn)
+            }
+        };
         store.put_back(conn);
+        if store.is_shared() {
+            for _ in 1..PG_WARM {
+                let conn = store.connect()?;
+                store.lock_pool().open += 1;
+                store.put_back(conn);
+            }
+        }
         Ok(store)
     }
 
-    fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            log::warn!("database journal mode is {mode}, not WAL");
-        }
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
-        Ok(conn)
+    /// True when other servers may share this database (PostgreSQL): then what another
+    /// server wrote (a block, say) must be read back rather than remembered.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
-    fn put_back(&self, conn: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
+    fn lock_pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn max_open(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite(_) => usize::MAX,
+            Backend::Postgres(_) => MAX_PG_CONNECTIONS,
         }
+    }
+
+    fn connect(&self) -> Result<Box<dyn Conn>> {
+        Ok(match &self.backend {
+            Backend::Sqlite(path) => Box::new(sqlite::connect(path)?),
+            Backend::Postgres(url) => Box::new(postgres::connect(url)?),
+        })
+    }
+
+    /// Takes an idle connection, or opens one while under the cap, or waits (bounded)
+    /// for one to come back. The pool lock is released before connecting.
+    fn take(&self) -> Result<Box<dyn Conn>> {
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut pool = self.lock_pool();
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(conn);
+            }
+            if pool.open < self.max_open() {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| self.forget_one());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Store(format!(
+                    "no database connection free within {} s",
+                    POOL_WAIT.as_secs()
+                )));
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn forget_one(&self) {
+        self.lock_pool().open -= 1;
+        self.freed.notify_one();
+    }
+
+    fn put_back(&self, conn: Box<dyn Conn>) {
+        let mut pool = self.lock_pool();
+        if conn.healthy() && pool.idle.len() < MAX_IDLE {
+            pool.idle.push(conn);
+            drop(pool);
+        } else {
+            pool.open -= 1;
+            drop(pool);
+            // Closed outside the lock: dropping a connection may wait on the network.
+            drop(conn);
+        }
+        self.freed.notify_one();
     }
 
     /// Runs `f` on a pooled connection; the pool lock is not held while `f` runs.
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => self.connect()?,
-        };
-        let result = f(&mut conn);
+    fn with_conn<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let mut conn = self.take()?;
+        let result = f(conn.as_mut());
         self.put_back(conn);
-        Ok(result?)
+        result
     }
 
     /// True if an account has this name (in any case).
     pub fn user_exists(&self, username: &str) -> Result<bool> {
         self.with_conn(|c| {
-            c.query_row(
-                "SELECT 1 FROM users WHERE username = ?1",
-                [username],
-                |_| Ok(()),
+            Ok(
+                c.query_opt("SELECT 1 FROM users WHERE username = ?1", params![username])?
+                    .is_some(),
             )
-            .optional()
-            .map(|row| row.is_some())
         })
     }
 
-    /// Writes a new account; the unique index decides races between two registrations.
+    /// Writes a new account; the unique index decides races between two registrations,
+    /// on this server or (PostgreSQL) on any server sharing the database.
     pub fn create_user(&self, username: &str, pw_hash: &str) -> Result<Created> {
         let inserted = self.with_conn(|c| {
             c.execute(
@@ -241,11 +375,7 @@ impl Store {
         });
         match inserted {
             Ok(_) => Ok(Created::Yes),
-            Err(Error::Db(rusqlite::Error::SqliteFailure(e, _)))
-                if e.code == ErrorCode::ConstraintViolation =>
-            {
-                Ok(Created::Taken)
-            }
+            Err(e) if is_unique_violation(&e) => Ok(Created::Taken),
             Err(e) => Err(e),
         }
     }
@@ -253,17 +383,17 @@ impl Store {
     /// The stored account with this name (in any case), if any.
     pub fn account(&self, username: &str) -> Result<Option<Account>> {
         self.with_conn(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT username, pw_hash FROM users WHERE username = ?1",
-                [username],
-                |r| {
-                    Ok(Account {
-                        username: r.get(0)?,
-                        pw_hash: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
+                params![username],
+            )?
+            .map(|r| {
+                Ok(Account {
+                    username: r.text(0)?,
+                    pw_hash: r.text(1)?,
+                })
+            })
+            .transpose()
         })
     }
 
@@ -295,11 +425,28 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (username_key, ip) DO UPDATE SET
                    failures = excluded.failures,
-                   blocked_until_ms = MAX(blocked_until_ms, excluded.blocked_until_ms)",
+                   blocked_until_ms = CASE
+                     WHEN excluded.blocked_until_ms > login_failures.blocked_until_ms
+                     THEN excluded.blocked_until_ms ELSE login_failures.blocked_until_ms END",
                 params![username_key, ip, failures, until],
             )
         })?;
         Ok(())
+    }
+
+    /// The failure count and block of `username_key` from `ip` as stored now (perhaps by
+    /// another server): `(failures, time left blocked)`, or `None` if nothing counts.
+    pub fn login_failure(&self, username_key: &str, ip: &str) -> Result<Option<(u32, Duration)>> {
+        let now = now_ms();
+        self.with_conn(|c| {
+            c.query_opt(
+                "SELECT failures, blocked_until_ms FROM login_failures
+                 WHERE username_key = ?1 AND ip = ?2",
+                params![username_key, ip],
+            )?
+            .map(|r| Ok(failure_row(r.int(0)?, r.int(1)?, now)))
+            .transpose()
+        })
     }
 
     /// The failure counts and blocks still in force, for the in-memory limits at start-up:
@@ -310,21 +457,18 @@ impl Store {
         self.with_conn(|c| {
             c.execute(
                 "DELETE FROM login_failures WHERE failures <= 0 AND blocked_until_ms <= ?1",
-                [now],
+                params![now],
             )?;
-            let mut stmt = c.prepare(
+            c.query(
                 "SELECT username_key, ip, failures, blocked_until_ms FROM login_failures",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                let until: i64 = r.get(3)?;
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    u32::try_from(r.get::<_, i64>(2)?.max(0)).unwrap_or(u32::MAX),
-                    Duration::from_millis(until.saturating_sub(now).max(0) as u64),
-                ))
-            })?;
-            rows.collect()
+                params![],
+            )?
+            .into_iter()
+            .map(|r| {
+                let (failures, left) = failure_row(r.int(2)?, r.int(3)?, now);
+                Ok((r.text(0)?, r.text(1)?, failures, left))
+            })
+            .collect()
         })
     }
 
@@ -339,39 +483,33 @@ impl Store {
         Ok(())
     }
 
-    /// Checkpoints the WAL into the main file and closes every idle connection.
+    /// Closes every idle connection (SQLite checkpoints the WAL into the main file).
     pub fn close(&self) -> Result<()> {
-        let conns = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let conns = {
+            let mut pool = self.lock_pool();
+            let conns = std::mem::take(&mut pool.idle);
+            pool.open -= conns.len();
+            conns
+        };
         for conn in conns {
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-            conn.close().map_err(|(_, e)| e)?;
+            conn.close()?;
         }
         Ok(())
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
-        return Err(Error::Config(format!(
-            "the database has schema version {version}, newer than this server ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
-        tx.commit()?;
-        log::info!("database schema migrated to version {}", index + 1);
-    }
-    Ok(())
+/// A stored (failures, blocked until) as (failures, time left blocked) at `now`.
+fn failure_row(failures: i64, blocked_until_ms: i64, now: i64) -> (u32, Duration) {
+    (
+        u32::try_from(failures.max(0)).unwrap_or(u32::MAX),
+        Duration::from_millis(blocked_until_ms.saturating_sub(now).max(0) as u64),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

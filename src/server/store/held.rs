@@ -6,8 +6,7 @@
 //! caps are checked and the row written in one immediate transaction. It must not
 //! decide what is held (that is `server::offers`'s) or parse the lines.
 
-use rusqlite::{TransactionBehavior, params};
-
+use super::sql::params;
 use super::{MailboxFull, Store, now_ms};
 use crate::error::Result;
 
@@ -25,27 +24,33 @@ impl Store {
         let now = now_ms();
         let expires = now.saturating_add(lifetime.as_millis() as i64);
         self.with_conn(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM held_events WHERE expires_at_ms <= ?1", [now])?;
-            let mine: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM held_events WHERE recipient_id = ?1",
-                [recipient as i64],
-                |r| r.get(0),
-            )?;
-            if mine as usize >= per_user {
-                return Ok(Err(MailboxFull::Recipient));
-            }
-            let all: i64 = tx.query_row("SELECT COUNT(*) FROM held_events", [], |r| r.get(0))?;
-            if all as usize >= total {
-                return Ok(Err(MailboxFull::Total));
-            }
-            tx.execute(
-                "INSERT INTO held_events (recipient_id, line, held_at_ms, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![recipient as i64, line, now, expires],
-            )?;
-            tx.commit()?;
-            Ok(Ok(()))
+            c.writing("held_events", |tx| {
+                tx.execute(
+                    "DELETE FROM held_events WHERE expires_at_ms <= ?1",
+                    params![now],
+                )?;
+                let mine = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM held_events WHERE recipient_id = ?1",
+                        params![recipient],
+                    )?
+                    .int(0)?;
+                if mine as usize >= per_user {
+                    return Ok(Err(MailboxFull::Recipient));
+                }
+                let all = tx
+                    .query_one("SELECT COUNT(*) FROM held_events", params![])?
+                    .int(0)?;
+                if all as usize >= total {
+                    return Ok(Err(MailboxFull::Total));
+                }
+                tx.execute(
+                    "INSERT INTO held_events (recipient_id, line, held_at_ms, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![recipient, line, now, expires],
+                )?;
+                Ok(Ok(()))
+            })
         })
     }
 
@@ -53,21 +58,22 @@ impl Store {
     pub fn take_held(&self, recipient: u64) -> Result<Vec<String>> {
         let now = now_ms();
         self.with_conn(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let lines = {
-                let mut stmt = tx.prepare(
-                    "SELECT line FROM held_events WHERE recipient_id = ?1
-                     AND expires_at_ms > ?2 ORDER BY id",
+            c.writing("held_events", |tx| {
+                let lines = tx
+                    .query(
+                        "SELECT line FROM held_events WHERE recipient_id = ?1
+                         AND expires_at_ms > ?2 ORDER BY id",
+                        params![recipient, now],
+                    )?
+                    .iter()
+                    .map(|r| r.text(0))
+                    .collect::<Result<Vec<String>>>()?;
+                tx.execute(
+                    "DELETE FROM held_events WHERE recipient_id = ?1",
+                    params![recipient],
                 )?;
-                stmt.query_map(params![recipient as i64, now], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()?
-            };
-            tx.execute(
-                "DELETE FROM held_events WHERE recipient_id = ?1",
-                [recipient as i64],
-            )?;
-            tx.commit()?;
-            Ok(lines)
+                Ok(lines)
+            })
         })
     }
 }

@@ -4,9 +4,8 @@
 //! Owns the `users.identity_key` column (migration 7). It must not judge keys (pins and
 //! trust are the clients'); it stores what the account's own connection sent.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::Store;
+use super::sql::params;
 use crate::error::Result;
 use crate::protocol::identity_key::{KeyField, key_hex, parse_key_hex};
 
@@ -26,12 +25,12 @@ impl Store {
     /// `username`'s identity key; `None` when the account has none (or does not exist).
     pub fn identity_key(&self, username: &str) -> Result<KeyField> {
         let hex: Option<Option<String>> = self.with_conn(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT identity_key FROM users WHERE username = ?1",
-                [username],
-                |r| r.get(0),
-            )
-            .optional()
+                params![username],
+            )?
+            .map(|r| r.opt_text(0))
+            .transpose()
         })?;
         // A value that is not a key (hand-edited database) counts as none.
         Ok(hex.flatten().as_deref().and_then(parse_key_hex))

@@ -6,8 +6,7 @@
 //! must not hash, log or decide policy (who may report what is `commands`' job); names
 //! are stored sanitised.
 
-use rusqlite::{OptionalExtension, params};
-
+use super::sql::{Conn, Row, params};
 use super::{Store, now_ms};
 use crate::error::Result;
 
@@ -97,59 +96,69 @@ pub struct TransferLogRow {
 
 const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason, unknown_since_ms, path FROM sessions";
 
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+fn session_row(r: &Row) -> Result<SessionRecord> {
     Ok(SessionRecord {
-        id: r.get::<_, i64>(0)? as u64,
-        requester: r.get(1)?,
-        target: r.get(2)?,
-        started_at_ms: r.get(3)?,
-        accepted_at_ms: r.get(4)?,
-        ended_at_ms: r.get(5)?,
-        end_reason: r.get(6)?,
-        unknown_since_ms: r.get(7)?,
-        path: r.get(8)?,
+        id: r.int(0)? as u64,
+        requester: r.text(1)?,
+        target: r.text(2)?,
+        started_at_ms: r.int(3)?,
+        accepted_at_ms: r.opt_int(4)?,
+        ended_at_ms: r.opt_int(5)?,
+        end_reason: r.opt_text(6)?,
+        unknown_since_ms: r.opt_int(7)?,
+        path: r.opt_text(8)?,
     })
 }
 
 /// A `TransferRecord` from nine columns starting at `at`: result, name, size, hash,
 /// duration, role, moved, resumed_from (rows from before migration 4 have NULLs).
-fn record_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<TransferRecord> {
-    let number = |i: usize| -> rusqlite::Result<u64> {
-        Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0).max(0) as u64)
-    };
+fn record_at(r: &Row, at: usize) -> Result<TransferRecord> {
+    let number = |i: usize| -> Result<u64> { Ok(r.opt_int(at + i)?.unwrap_or(0).max(0) as u64) };
     Ok(TransferRecord {
-        result: r.get::<_, Option<String>>(at)?.unwrap_or_default(),
-        name: r.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+        result: r.opt_text(at)?.unwrap_or_default(),
+        name: r.opt_text(at + 1)?.unwrap_or_default(),
         size: number(2)?,
-        hash: r.get(at + 3)?,
+        hash: r.opt_text(at + 3)?,
         duration_ms: number(4)?,
-        role: r.get(at + 5)?,
+        role: r.opt_text(at + 5)?,
         moved: number(6)?,
         resumed_from: number(7)?,
     })
 }
 
+/// Inserts a session or transfer row and returns its id.
+fn insert_returning_id(
+    c: &mut dyn Conn,
+    table: &str,
+    requester: &str,
+    target: &str,
+) -> Result<u64> {
+    let sql = match table {
+        "sessions" => {
+            "INSERT INTO sessions (requester, target, started_at_ms) VALUES (?1, ?2, ?3) RETURNING id"
+        }
+        _ => {
+            "INSERT INTO transfers (requester, target, started_at_ms) VALUES (?1, ?2, ?3) RETURNING id"
+        }
+    };
+    Ok(c.query_one(sql, params![requester, target, now_ms()])?
+        .int(0)? as u64)
+}
+
 impl Store {
     /// Records a requested session and returns its id.
     pub fn create_session(&self, requester: &str, target: &str) -> Result<u64> {
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO sessions (requester, target, started_at_ms) VALUES (?1, ?2, ?3)",
-                params![requester, target, now_ms()],
-            )?;
-            Ok(c.last_insert_rowid() as u64)
-        })
+        let id = self.with_conn(|c| insert_returning_id(c, "sessions", requester, target))?;
+        self.own_sessions().insert(id);
+        Ok(id)
     }
 
     /// The participants of session `id` and whether it is still open.
     pub fn session(&self, id: u64) -> Result<Option<SessionRecord>> {
         self.with_conn(|c| {
-            c.query_row(
-                &format!("{SESSION_COLUMNS} WHERE id = ?1"),
-                [id as i64],
-                session_row,
-            )
-            .optional()
+            c.query_opt(&format!("{SESSION_COLUMNS} WHERE id = ?1"), params![id])?
+                .map(|r| session_row(&r))
+                .transpose()
         })
     }
 
@@ -159,7 +168,7 @@ impl Store {
             c.execute(
                 "UPDATE sessions SET accepted_at_ms = ?2
                  WHERE id = ?1 AND accepted_at_ms IS NULL AND ended_at_ms IS NULL",
-                params![id as i64, now_ms()],
+                params![id, now_ms()],
             )
         })?;
         Ok(())
@@ -170,7 +179,7 @@ impl Store {
         self.with_conn(|c| {
             c.execute(
                 "UPDATE sessions SET path = ?2 WHERE id = ?1",
-                params![id as i64, path],
+                params![id, path],
             )
         })?;
         Ok(())
@@ -181,7 +190,7 @@ impl Store {
         self.with_conn(|c| {
             c.execute(
                 "UPDATE transfers SET path = ?2 WHERE id = ?1",
-                params![id as i64, path],
+                params![id, path],
             )
         })?;
         Ok(())
@@ -190,11 +199,11 @@ impl Store {
     /// The path recorded for session `id` (`direct` when none was).
     pub fn session_path(&self, id: u64) -> Result<String> {
         self.with_conn(|c| {
-            c.query_row(
+            c.query_one(
                 "SELECT COALESCE(path, 'direct') FROM sessions WHERE id = ?1",
-                params![id as i64],
-                |r| r.get(0),
-            )
+                params![id],
+            )?
+            .text(0)
         })
     }
 
@@ -204,9 +213,10 @@ impl Store {
             c.execute(
                 "UPDATE sessions SET ended_at_ms = ?2, end_reason = ?3
                  WHERE id = ?1 AND ended_at_ms IS NULL",
-                params![id as i64, now_ms(), reason],
+                params![id, now_ms(), reason],
             )
         })?;
+        self.own_sessions().remove(&id);
         Ok(changed == 1)
     }
 
@@ -214,58 +224,71 @@ impl Store {
     /// those unknown since a server stop (only a client's report ends them).
     pub fn open_sessions_of(&self, user: &str) -> Result<Vec<(u64, String)>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
+            c.query(
                 "SELECT id, CASE WHEN requester = ?1 COLLATE NOCASE THEN target ELSE requester END
                  FROM sessions
                  WHERE ended_at_ms IS NULL AND unknown_since_ms IS NULL AND (requester = ?1 COLLATE NOCASE OR target = ?1 COLLATE NOCASE)",
-            )?;
-            let rows = stmt.query_map([user], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
-            rows.collect()
+                params![user],
+            )?
+            .iter()
+            .map(|r| Ok((r.int(0)? as u64, r.text(1)?)))
+            .collect()
         })
     }
 
     /// Marks every open session "unknown since now" (a server run ended or was found to
     /// have ended while they were open) without ending them; returns how many were newly
-    /// marked. A session already unknown keeps its first mark.
+    /// marked. A session already unknown keeps its first mark. When the database is
+    /// shared (PostgreSQL), only the sessions this process created: the others belong to
+    /// servers that still serve them (so a shared database marks nothing at start-up).
     pub fn mark_open_sessions_unknown(&self) -> Result<usize> {
-        self.with_conn(|c| {
-            c.execute(
-                "UPDATE sessions SET unknown_since_ms = ?1
-                 WHERE ended_at_ms IS NULL AND unknown_since_ms IS NULL",
-                [now_ms()],
-            )
-        })
+        const OPEN: &str = "UPDATE sessions SET unknown_since_ms = ?1
+                 WHERE ended_at_ms IS NULL AND unknown_since_ms IS NULL";
+        if !self.is_shared() {
+            return self.with_conn(|c| Ok(c.execute(OPEN, params![now_ms()])? as usize));
+        }
+        let ids: Vec<u64> = self.own_sessions().drain().collect();
+        let mut marked = 0;
+        for chunk in ids.chunks(500) {
+            // Numbers only: nothing from a client reaches this text.
+            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let sql = format!("{OPEN} AND id IN ({})", list.join(","));
+            marked += self.with_conn(|c| c.execute(&sql, params![now_ms()]))? as usize;
+        }
+        Ok(marked)
+    }
+
+    fn own_sessions(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.own_sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recent `limit` sessions, newest first.
     pub fn session_log(&self, limit: usize) -> Result<Vec<SessionRecord>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(&format!("{SESSION_COLUMNS} ORDER BY id DESC LIMIT ?1"))?;
-            let rows = stmt.query_map([limit as i64], session_row)?;
-            rows.collect()
+            c.query(
+                &format!("{SESSION_COLUMNS} ORDER BY id DESC LIMIT ?1"),
+                params![limit as i64],
+            )?
+            .iter()
+            .map(session_row)
+            .collect()
         })
     }
 
     /// Records a requested transfer and returns its id.
     pub fn create_transfer(&self, requester: &str, target: &str) -> Result<u64> {
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO transfers (requester, target, started_at_ms) VALUES (?1, ?2, ?3)",
-                params![requester, target, now_ms()],
-            )?;
-            Ok(c.last_insert_rowid() as u64)
-        })
+        self.with_conn(|c| insert_returning_id(c, "transfers", requester, target))
     }
 
     /// The participants of transfer `id`, if it exists.
     pub fn transfer_participants(&self, id: u64) -> Result<Option<(String, String)>> {
         self.with_conn(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT requester, target FROM transfers WHERE id = ?1",
-                [id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+                params![id],
+            )?
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .transpose()
         })
     }
 
@@ -283,97 +306,105 @@ impl Store {
         let name = crate::sanitize::clean(&end.name).into_owned();
         let side = if requester { "requester" } else { "target" };
         self.with_conn(|c| {
-            let tx = c.transaction()?;
-            let now = now_ms();
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO transfer_reports (transfer_id, side, role, result, name, size,
-                     moved, resumed_from, hash, duration_ms, reported_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    id as i64,
-                    side,
-                    end.role,
-                    end.result,
-                    name,
-                    end.size as i64,
-                    end.moved as i64,
-                    end.resumed_from as i64,
-                    end.hash,
-                    end.duration_ms as i64,
-                    now
-                ],
-            )?;
-            if inserted == 1 {
-                tx.execute(
-                    "UPDATE transfers SET ended_at_ms = ?2, result = ?3, name = ?4, size = ?5,
-                         hash = ?6, duration_ms = ?7, role = ?8, moved = ?9, resumed_from = ?10,
-                         from_receiver = ?11
-                     WHERE id = ?1 AND (ended_at_ms IS NULL OR (?11 = 1 AND from_receiver = 0))",
+            c.transaction(|tx| {
+                let now = now_ms();
+                let inserted = tx.execute(
+                    "INSERT INTO transfer_reports (transfer_id, side, role, result, name, size,
+                         moved, resumed_from, hash, duration_ms, reported_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT DO NOTHING",
                     params![
-                        id as i64,
-                        now,
-                        end.result,
-                        name,
-                        end.size as i64,
-                        end.hash,
-                        end.duration_ms as i64,
-                        end.role,
-                        end.moved as i64,
-                        end.resumed_from as i64,
-                        receiver as i64
+                        id,
+                        side,
+                        &end.role,
+                        end.result.as_str(),
+                        name.as_str(),
+                        end.size,
+                        end.moved,
+                        end.resumed_from,
+                        &end.hash,
+                        end.duration_ms,
+                        now
                     ],
                 )?;
-                if let Some(direction) = direction {
+                if inserted == 1 {
                     tx.execute(
-                        "UPDATE transfers SET direction = ?2 WHERE id = ?1 AND direction IS NULL",
-                        params![id as i64, direction],
+                        "UPDATE transfers SET ended_at_ms = ?2, result = ?3, name = ?4, size = ?5,
+                             hash = ?6, duration_ms = ?7, role = ?8, moved = ?9, resumed_from = ?10,
+                             from_receiver = ?11
+                         WHERE id = ?1 AND (ended_at_ms IS NULL OR (?11 = 1 AND from_receiver = 0))",
+                        params![
+                            id,
+                            now,
+                            end.result.as_str(),
+                            name.as_str(),
+                            end.size,
+                            &end.hash,
+                            end.duration_ms,
+                            &end.role,
+                            end.moved,
+                            end.resumed_from,
+                            receiver
+                        ],
                     )?;
+                    if let Some(direction) = direction {
+                        tx.execute(
+                            "UPDATE transfers SET direction = ?2 WHERE id = ?1 AND direction IS NULL",
+                            params![id, direction],
+                        )?;
+                    }
                 }
-            }
-            tx.commit()?;
-            Ok(inserted == 1)
+                Ok(inserted == 1)
+            })
         })
     }
 
     /// The most recent `limit` transfers, newest first, each with its side reports.
     pub fn transfer_log(&self, limit: usize) -> Result<Vec<TransferLogRow>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size, hash,
-                        duration_ms, role, moved, resumed_from, direction, from_receiver, path
-                 FROM transfers ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                let ended: Option<i64> = r.get(4)?;
-                let end = match ended {
-                    Some(_) => Some(record_at(r, 5)?),
-                    None => None,
-                };
-                Ok(TransferLogRow {
-                    id: r.get::<_, i64>(0)? as u64,
-                    requester: r.get(1)?,
-                    target: r.get(2)?,
-                    started_at_ms: r.get(3)?,
-                    direction: r.get(13)?,
-                    end,
-                    from_receiver: r.get::<_, i64>(14)? != 0,
-                    reports: Vec::new(),
-                    path: r.get(15)?,
-                })
-            })?;
-            let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = c.prepare(
-                "SELECT side, result, name, size, hash, duration_ms, role, moved, resumed_from
-                 FROM transfer_reports WHERE transfer_id = ?1 ORDER BY side",
-            )?;
-            for row in &mut rows {
-                let reports = stmt.query_map([row.id as i64], |r| {
-                    Ok(TransferReport {
-                        side: r.get(0)?,
-                        record: record_at(r, 1)?,
+            let mut rows = c
+                .query(
+                    "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size,
+                            hash, duration_ms, role, moved, resumed_from, direction, from_receiver,
+                            path
+                     FROM transfers ORDER BY id DESC LIMIT ?1",
+                    params![limit as i64],
+                )?
+                .iter()
+                .map(|r| {
+                    let end = match r.opt_int(4)? {
+                        Some(_) => Some(record_at(r, 5)?),
+                        None => None,
+                    };
+                    Ok(TransferLogRow {
+                        id: r.int(0)? as u64,
+                        requester: r.text(1)?,
+                        target: r.text(2)?,
+                        started_at_ms: r.int(3)?,
+                        direction: r.opt_text(13)?,
+                        end,
+                        from_receiver: r.int(14)? != 0,
+                        reports: Vec::new(),
+                        path: r.opt_text(15)?,
                     })
-                })?;
-                row.reports = reports.collect::<rusqlite::Result<Vec<_>>>()?;
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for row in &mut rows {
+                row.reports = c
+                    .query(
+                        "SELECT side, result, name, size, hash, duration_ms, role, moved,
+                                resumed_from
+                         FROM transfer_reports WHERE transfer_id = ?1 ORDER BY side",
+                        params![row.id],
+                    )?
+                    .iter()
+                    .map(|r| {
+                        Ok(TransferReport {
+                            side: r.text(0)?,
+                            record: record_at(r, 1)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
             }
             Ok(rows)
         })

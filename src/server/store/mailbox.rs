@@ -7,8 +7,7 @@
 //! transaction, so concurrent `SEND`s cannot pass them. It must not decide whether a
 //! message is delivered now (that is `server::mailbox`'s, with the registry).
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
-
+use super::sql::params;
 use super::{Store, now_ms};
 use crate::error::Result;
 use crate::protocol::identity_key::{KeyField, key_hex, parse_key_hex};
@@ -56,23 +55,19 @@ impl Store {
     /// The account an id or a name stands for: (id, name as registered).
     pub fn find_user(&self, user: &UserRef) -> Result<Option<(u64, String)>> {
         self.with_conn(|c| {
-            let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?));
-            match user {
-                UserRef::Id(id) => c
-                    .query_row(
-                        "SELECT id, username FROM users WHERE id = ?1",
-                        [i64::try_from(*id).unwrap_or(-1)],
-                        row,
-                    )
-                    .optional(),
-                UserRef::Name(name) => c
-                    .query_row(
-                        "SELECT id, username FROM users WHERE username = ?1",
-                        [name],
-                        row,
-                    )
-                    .optional(),
-            }
+            let found = match user {
+                UserRef::Id(id) => c.query_opt(
+                    "SELECT id, username FROM users WHERE id = ?1",
+                    params![i64::try_from(*id).unwrap_or(-1)],
+                )?,
+                UserRef::Name(name) => c.query_opt(
+                    "SELECT id, username FROM users WHERE username = ?1",
+                    params![name.as_str()],
+                )?,
+            };
+            found
+                .map(|r| Ok((r.int(0)? as u64, r.text(1)?)))
+                .transpose()
         })
     }
 
@@ -89,35 +84,43 @@ impl Store {
         let expires = now.saturating_add(msg.lifetime.as_millis() as i64);
         let key = msg.sender_key.as_ref().map(key_hex);
         self.with_conn(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM mailbox WHERE expires_at_ms <= ?1", [now])?;
-            let mine: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM mailbox WHERE recipient_id = ?1",
-                [msg.recipient as i64],
-                |r| r.get(0),
-            )?;
-            if mine as usize >= per_user {
-                return Ok(Err(MailboxFull::Recipient));
-            }
-            let all: i64 = tx.query_row("SELECT COUNT(*) FROM mailbox", [], |r| r.get(0))?;
-            if all as usize >= total {
-                return Ok(Err(MailboxFull::Total));
-            }
-            tx.execute(
-                "INSERT INTO mailbox (recipient_id, sender, sender_key, sent_at_ms,
-                    expires_at_ms, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    msg.recipient as i64,
-                    msg.sender,
-                    key,
-                    now,
-                    expires,
-                    msg.sealed
-                ],
-            )?;
-            let id = tx.last_insert_rowid() as u64;
-            tx.commit()?;
-            Ok(Ok(id))
+            c.writing("mailbox", |tx| {
+                tx.execute(
+                    "DELETE FROM mailbox WHERE expires_at_ms <= ?1",
+                    params![now],
+                )?;
+                let mine = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM mailbox WHERE recipient_id = ?1",
+                        params![msg.recipient],
+                    )?
+                    .int(0)?;
+                if mine as usize >= per_user {
+                    return Ok(Err(MailboxFull::Recipient));
+                }
+                let all = tx
+                    .query_one("SELECT COUNT(*) FROM mailbox", params![])?
+                    .int(0)?;
+                if all as usize >= total {
+                    return Ok(Err(MailboxFull::Total));
+                }
+                let id = tx
+                    .query_one(
+                        "INSERT INTO mailbox (recipient_id, sender, sender_key, sent_at_ms,
+                            expires_at_ms, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         RETURNING id",
+                        params![
+                            msg.recipient,
+                            msg.sender,
+                            key.clone(),
+                            now,
+                            expires,
+                            msg.sealed
+                        ],
+                    )?
+                    .int(0)?;
+                Ok(Ok(id as u64))
+            })
         })
     }
 
@@ -125,7 +128,7 @@ impl Store {
     /// delivery took it, or it expired).
     pub fn take_message(&self, id: u64) -> Result<bool> {
         self.with_conn(|c| {
-            c.execute("DELETE FROM mailbox WHERE id = ?1", [id as i64])
+            c.execute("DELETE FROM mailbox WHERE id = ?1", params![id])
                 .map(|n| n > 0)
         })
     }
@@ -135,30 +138,30 @@ impl Store {
     pub fn take_mailbox(&self, recipient: u64) -> Result<Vec<Queued>> {
         let now = now_ms();
         self.with_conn(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let rows = {
-                let mut stmt = tx.prepare(
-                    "SELECT id, sender, sender_key, sent_at_ms, sealed FROM mailbox
-                     WHERE recipient_id = ?1 AND expires_at_ms > ?2 ORDER BY id",
-                )?;
-                stmt.query_map(params![recipient as i64, now], |r| {
-                    let key: Option<String> = r.get(2)?;
-                    Ok(Queued {
-                        id: r.get::<_, i64>(0)? as u64,
-                        sender: r.get(1)?,
-                        sender_key: key.as_deref().and_then(parse_key_hex),
-                        at_ms: r.get::<_, i64>(3)? as u64,
-                        sealed: r.get(4)?,
+            c.writing("mailbox", |tx| {
+                let rows = tx
+                    .query(
+                        "SELECT id, sender, sender_key, sent_at_ms, sealed FROM mailbox
+                         WHERE recipient_id = ?1 AND expires_at_ms > ?2 ORDER BY id",
+                        params![recipient, now],
+                    )?
+                    .iter()
+                    .map(|r| {
+                        Ok(Queued {
+                            id: r.int(0)? as u64,
+                            sender: r.text(1)?,
+                            sender_key: r.opt_text(2)?.as_deref().and_then(parse_key_hex),
+                            at_ms: r.int(3)? as u64,
+                            sealed: r.blob(4)?,
+                        })
                     })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            tx.execute(
-                "DELETE FROM mailbox WHERE recipient_id = ?1",
-                [recipient as i64],
-            )?;
-            tx.commit()?;
-            Ok(rows)
+                    .collect::<Result<Vec<_>>>()?;
+                tx.execute(
+                    "DELETE FROM mailbox WHERE recipient_id = ?1",
+                    params![recipient],
+                )?;
+                Ok(rows)
+            })
         })
     }
 }

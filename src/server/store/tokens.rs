@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
-
+use super::sql::params;
 use super::{Store, now_ms};
 use crate::error::Result;
 use crate::protocol::limits::MAX_TOKENS_PER_USER;
@@ -20,23 +19,24 @@ impl Store {
         let now = now_ms();
         let expires = now.saturating_add(lifetime.as_millis() as i64);
         self.with_conn(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "DELETE FROM login_tokens WHERE username_key = ?1 AND expires_at_ms <= ?2",
-                params![username_key, now],
-            )?;
-            tx.execute(
-                "INSERT INTO login_tokens (digest, username_key, expires_at_ms, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![digest, username_key, expires, now],
-            )?;
-            tx.execute(
-                "DELETE FROM login_tokens WHERE username_key = ?1 AND digest NOT IN (
-                    SELECT digest FROM login_tokens WHERE username_key = ?1
-                    ORDER BY created_at_ms DESC, rowid DESC LIMIT ?2)",
-                params![username_key, MAX_TOKENS_PER_USER as i64],
-            )?;
-            tx.commit()
+            c.transaction(|tx| {
+                tx.execute(
+                    "DELETE FROM login_tokens WHERE username_key = ?1 AND expires_at_ms <= ?2",
+                    params![username_key, now],
+                )?;
+                tx.execute(
+                    "INSERT INTO login_tokens (digest, username_key, expires_at_ms, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![digest, username_key, expires, now],
+                )?;
+                tx.execute(
+                    "DELETE FROM login_tokens WHERE username_key = ?1 AND digest NOT IN (
+                        SELECT digest FROM login_tokens WHERE username_key = ?1
+                        ORDER BY created_at_ms DESC, rowid DESC LIMIT ?2)",
+                    params![username_key, MAX_TOKENS_PER_USER as i64],
+                )?;
+                Ok(())
+            })
         })
     }
 
@@ -52,15 +52,15 @@ impl Store {
         let now = now_ms();
         let expires = now.saturating_add(lifetime.as_millis() as i64);
         self.with_conn(|c| {
-            let name: Option<String> = c
-                .query_row(
+            let name = c
+                .query_opt(
                     "SELECT u.username FROM login_tokens t JOIN users u
                         ON u.username = t.username_key
                      WHERE t.digest = ?1 AND t.username_key = ?2 AND t.expires_at_ms > ?3",
                     params![digest, username_key, now],
-                    |r| r.get(0),
-                )
-                .optional()?;
+                )?
+                .map(|r| r.text(0))
+                .transpose()?;
             if name.is_some() {
                 c.execute(
                     "UPDATE login_tokens SET expires_at_ms = ?2 WHERE digest = ?1",
@@ -77,11 +77,15 @@ impl Store {
             return Ok(());
         }
         self.with_conn(|c| {
-            let tx = c.transaction()?;
-            for digest in digests {
-                tx.execute("DELETE FROM login_tokens WHERE digest = ?1", [digest])?;
-            }
-            tx.commit()
+            c.transaction(|tx| {
+                for digest in digests {
+                    tx.execute(
+                        "DELETE FROM login_tokens WHERE digest = ?1",
+                        params![digest],
+                    )?;
+                }
+                Ok(())
+            })
         })
     }
 }
