@@ -39,6 +39,9 @@ use peerchat::protocol::limits::{FLOOD_BURST, FLOOD_RATE};
 /// The `gui` group (the web front end).
 #[path = "peerchat/gui.rs"]
 mod gui;
+/// The `relay` group (the ladder's relay rung).
+#[path = "peerchat/relay.rs"]
+mod relay;
 
 /// The `wormhole` group (peerchat's push next to magic-wormhole, when installed).
 #[path = "peerchat/wormhole.rs"]
@@ -65,8 +68,8 @@ const MIB: u64 = 1 << 20;
 /// Waits for things that take well under a second when all is well.
 const SHORT: Duration = Duration::from_secs(30);
 
-const GROUPS: [&str; 9] = [
-    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole", "cluster",
+const GROUPS: [&str; 10] = [
+    "transfer", "chat", "scale", "login", "burst", "cipher", "gui", "wormhole", "relay", "cluster",
 ];
 
 /// Children alive now, killed by the panic hook (their handles also kill them on drop).
@@ -206,6 +209,7 @@ fn main() {
             "cipher" => group_cipher(&settings, &mut report),
             "gui" => gui::group_gui(&settings, &bins, &mut report),
             "wormhole" => wormhole::group_wormhole(&settings, &bins, &mut report),
+            "relay" => relay::group_relay(&settings, &bins, &mut report),
             "cluster" => cluster::group_cluster(&settings, &bins, &mut report),
             _ => unreachable!("unknown group"),
         }));

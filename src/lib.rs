@@ -56,6 +56,8 @@
 //!   - `server::offers`: file offers and answers through the server, held for offline users.
 //!   - `server::store::held`: the offers and answers held for offline users.
 //!   - `server::session_log`: the printed log of sessions and transfers.
+//!   - `server::ladder`: address hints (`HINTS`) and asking a target to dial back
+//!     (`REVERSE` → `EVENT DIAL`).
 //!   - `server::relay`: the relay: pairing by one-time token, two copy threads per pair.
 //!   - `server::relay_token`: issuing and checking relay tokens (pure, no I/O).
 //! - [`client`]: the client: one core, two front ends (`client` (mod) picks one).
@@ -69,6 +71,9 @@
 //!     - `core::retry`: when `--auto-reconnect` tries again (doubling, jittered).
 //!     - `core::peer_link`: the peer listener, handshakes, and each link's threads.
 //!     - `core::peer_dial`: asking peers and opening data connections; the target's proof.
+//!     - `core::ladder`: obtaining a connected stream: all hints at once (first wins),
+//!       waiting to be dialled back, the listener's `REVERSE` check, dialling back
+//!       (`transfers::ladder`: the rungs' order for one data connection).
 //!     - `core::peer_limits`: handshake slots per address and the tally of refusals.
 //!     - `core::sessions`: ticket checks and the chat sessions.
 //!     - `core::history`: the local SQLite history of chat lines.

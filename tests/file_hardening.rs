@@ -43,7 +43,7 @@ fn grant(w: &mut Wire, command: &str, user: &str) -> (u64, SocketAddr, String) {
     };
     let line = w.expect(&format!("OK {reply}"));
     let words: Vec<&str> = line.split(' ').collect();
-    assert_eq!(words.len(), 7, "bad OK {command} line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK {command} line {line:?}");
     (
         words[2].parse().expect("id"),
         words[4].parse().expect("peer address"),
@@ -230,7 +230,7 @@ fn three_hundred_unread_fetches_leave_the_sharer_bounded_and_others_served() {
         mallory.send("TRANSFER bob");
         let line = mallory.next_reply();
         let words: Vec<&str> = line.split(' ').collect();
-        if !line.starts_with("OK TRANSFER") || words.len() != 7 {
+        if !line.starts_with("OK TRANSFER") || words.len() != 8 {
             // A server-side rate limit may refuse some tickets: the attack slows down
             // and goes on with those it gets.
             thread::sleep(Duration::from_millis(50));

@@ -610,7 +610,7 @@ fn grant(w: &mut Wire, command: &str, user: &str) -> (u64, SocketAddr, String) {
     };
     let line = w.expect(&format!("OK {reply}"));
     let words: Vec<&str> = line.split(' ').collect();
-    assert_eq!(words.len(), 7, "bad OK {command} line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK {command} line {line:?}");
     assert_eq!(words[3], user, "OK {command} names another user: {line:?}");
     (
         words[2].parse().expect("id"),

@@ -40,7 +40,7 @@ fn grant(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
     w.send(&format!("CONNECT {user}"));
     let line = w.expect("OK SESSION");
     let words: Vec<&str> = line.split(' ').collect();
-    assert_eq!(words.len(), 7, "bad OK SESSION line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK SESSION line {line:?}");
     assert_eq!(words[3], user, "OK SESSION names another user: {line:?}");
     (
         words[2].parse().expect("session id"),

@@ -58,7 +58,7 @@ fn transfer_ticket(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
     w.send(&format!("TRANSFER {user}"));
     let line = w.expect("OK TRANSFER");
     let words: Vec<&str> = line.split(' ').collect();
-    assert_eq!(words.len(), 7, "bad OK TRANSFER line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK TRANSFER line {line:?}");
     (
         words[2].parse().expect("transfer id"),
         words[4].parse().expect("address"),

@@ -56,6 +56,14 @@ fn last_word(line: &str) -> &str {
     line.rsplit(' ').next().unwrap()
 }
 
+/// The key field of a grant line (`OK SESSION|TRANSFER ... <key> <hints>`): the address
+/// hints follow it (protocol.md §13).
+fn key_in_grant(line: &str) -> &str {
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words.len(), 8, "{line:?}");
+    words[6]
+}
+
 const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const K2: &str = "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789";
 const K3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
@@ -74,11 +82,11 @@ fn a_real_client_registers_its_key_and_others_get_it_in_info_and_grants() {
     // bob asks: his grant carries alice's key.
     bob.send("CONNECT alice");
     let grant = bob.expect("OK SESSION");
-    assert_eq!(grant.split(' ').count(), 7, "{grant:?}");
-    assert_eq!(last_word(&grant), alice_key, "{grant:?}");
+    assert_eq!(grant.split(' ').count(), 8, "{grant:?}");
+    assert_eq!(key_in_grant(&grant), alice_key, "{grant:?}");
     bob.send("TRANSFER alice");
     let grant = bob.expect("OK TRANSFER");
-    assert_eq!(last_word(&grant), alice_key, "{grant:?}");
+    assert_eq!(key_in_grant(&grant), alice_key, "{grant:?}");
 
     // alice asks: bob's event carries alice's key; alice's client parsed its own grant
     // (with bob's key) and says it is trying to reach bob.
@@ -132,12 +140,12 @@ fn a_changed_key_replaces_the_old_one_and_a_malformed_key_changes_nothing() {
 
     // Both grant lines of both kinds carry the other user's key, `-` for none.
     bob.send("CONNECT alice");
-    assert_eq!(last_word(&bob.expect("OK SESSION")), k2);
+    assert_eq!(key_in_grant(&bob.expect("OK SESSION")), k2);
     assert_eq!(last_word(&alice.expect_event("EVENT SESSION_REQUEST")), "-");
     bob.send(&format!("KEY {K3}"));
     bob.expect_exact("OK KEY");
     alice.send("TRANSFER bob");
-    assert_eq!(last_word(&alice.expect("OK TRANSFER")), K3);
+    assert_eq!(key_in_grant(&alice.expect("OK TRANSFER")), K3);
     assert_eq!(last_word(&bob.expect_event("EVENT TRANSFER_REQUEST")), k2);
 }
 

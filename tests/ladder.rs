@@ -3,11 +3,17 @@
 //! the server's in-process relay, and the session opens, chats both ways and is shown
 //! and logged as `relay`. One test drives a real requester (the target is raw protocol,
 //! announcing a port where nothing listens); the other a real target (the requester is
-//! raw protocol). Namespaces with NAT (tests/nat.rs in issue 13) are not here yet.
+//! raw protocol). Before the relay, the requester tries the reverse rung (the raw target
+//! ignores `EVENT DIAL`): that rung is tests/reverse.rs; real NAT is tests/nat.rs.
+//! On the direct rung, every address is dialled at once and each connection runs the
+//! Noise handshake: an impostor that answers first at one address does not win over
+//! the target proving the ticket at another.
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use peerchat::protocol::ticket::Ticket;
@@ -139,4 +145,79 @@ fn relay_for_a_session_that_is_not_yours_is_refused() {
     let id: u64 = reply.split(' ').nth(2).unwrap().parse().unwrap();
     carol.send(&format!("RELAY SESSION {id}"));
     carol.expect("ERR 432 NO_SESSION");
+}
+
+/// The next connection on `listener` within 10 s.
+fn accept_within(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("nobody connected to {:?}: {e}", listener.local_addr()),
+        }
+    }
+}
+
+#[test]
+fn on_the_direct_rung_the_address_that_completes_the_handshake_wins() {
+    // A second address of this machine that peers may be given as a hint.
+    let Some(ip) = peerchat::client::core::ladder::local_ips(None)
+        .into_iter()
+        .find(IpAddr::is_ipv4)
+    else {
+        eprintln!("SKIPPED: no non-loopback IPv4 address for a hint");
+        return;
+    };
+    let server = Server::start();
+    let mut alice = Client::register(server.addr, "alice", PW, 0).named("alice");
+    // An impostor holds the address the server sees for bob; bob listens at his hint.
+    let impostor = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    let Ok(real) = TcpListener::bind((ip, port)) else {
+        eprintln!("SKIPPED: port {port} is taken on {ip}");
+        return;
+    };
+    let mut bob = Wire::registered(server.addr, "bob", PW, port).named("bob");
+    bob.send(&format!("HINTS {ip}"));
+    bob.expect_exact("OK HINTS 1");
+    alice.send("\\connect bob");
+    let event = bob.expect_event("EVENT SESSION_REQUEST");
+    let words: Vec<&str> = event.split(' ').collect();
+    let id: u64 = words[2].parse().unwrap();
+    let ticket = Ticket::parse(words[4]).unwrap();
+    // The impostor answers message 1 at once with a message 2 it cannot make right.
+    let fake = std::thread::spawn(move || {
+        let mut stream = accept_within(&impostor);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut message_1 = [0u8; 66];
+        stream.read_exact(&mut message_1).unwrap();
+        let mut message_2 = vec![0u8, 96];
+        message_2.extend((0..96u8).map(|i| i.wrapping_mul(37)));
+        let _ = stream.write_all(&message_2);
+        // Held open: the requester must drop it, not wait on it.
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    // bob answers later, as the responder proving the ticket.
+    let stream = accept_within(&real);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut link = Wire::accepted_peer(stream, &ticket.to_string(), "bob at his hint");
+    link.expect(&format!("HELLO peerchat 1 alice {id}"));
+    link.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "alice", "bob").to_hex()
+    ));
+    alice.expect("* session with bob open");
+    link.send(&format!("MSG {} from the address that proved it", now_ms()));
+    alice.expect_chat(None, "bob", "from the address that proved it");
+    alice.send("\\sessions");
+    // Direct: no other rung was tried.
+    alice.expect("bob (active)\n");
+    fake.join().unwrap();
 }

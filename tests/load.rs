@@ -192,7 +192,7 @@ fn raw_pair(k: usize, mut req: Wire, mut tgt: Wire, listener: TcpListener) -> (W
     req.send(&format!("CONNECT {tname}"));
     let line = req.expect("OK SESSION");
     let words: Vec<&str> = line.split(' ').collect();
-    assert_eq!(words.len(), 7, "bad OK SESSION line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK SESSION line {line:?}");
     assert_eq!(words[3], tname, "{line:?}");
     let id: u64 = words[2].parse().unwrap();
     let addr: SocketAddr = words[4].parse().unwrap();

@@ -6,6 +6,8 @@
 //! in-process relay). Each client host is either public (10.99.0.1N on the bridge) or
 //! behind its own NAT router (outer 10.99.0.2N, inner 10.99.N.1 ↔ host 10.99.N.2) that
 //! masquerades outgoing traffic and drops inbound connections that are not replies.
+//! Each ladder case checks its path (direct, reverse, relay) on both clients and in the
+//! server log, with chat both ways and a 50 MiB push and fetch verified by hash.
 //! Every namespace is deleted when the test ends, passed or failed.
 
 mod common;
@@ -243,7 +245,7 @@ impl Drop for NsServer {
     }
 }
 
-fn server(lab: &Lab) -> NsServer {
+fn server(lab: &Lab, args: &[&str]) -> NsServer {
     let public = format!("{}pub", lab.prefix);
     let mut child = Command::new("ip")
         .args([
@@ -254,6 +256,7 @@ fn server(lab: &Lab) -> NsServer {
         ])
         .args(["--addr", "10.99.0.1:0", "--bcrypt-cost", "4", "--db"])
         .arg(lab.dir.path().join("server.db"))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -319,8 +322,32 @@ fn pattern_file(dir: &Path, name: &str, size: usize, seed: u8) -> PathBuf {
     path
 }
 
+/// The BLAKE3 hash of the file at `path`, if it exists with `size` bytes.
+fn hash_if_complete(path: &Path, size: u64) -> Option<blake3::Hash> {
+    if fs::metadata(path).ok()?.len() != size {
+        return None;
+    }
+    Some(blake3::hash(&fs::read(path).ok()?))
+}
+
+/// Waits (up to 50 s) until `saved` holds exactly the bytes of `source`, by hash.
+fn wait_same(watch: &mut Client, source: &Path, saved: &Path) {
+    let want = blake3::hash(&fs::read(source).unwrap());
+    let size = fs::metadata(source).unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(50);
+    while hash_if_complete(saved, size) != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not arrive intact; output:\n{}",
+            saved.display(),
+            watch.output()
+        );
+        watch.output_for(Duration::from_millis(300));
+    }
+}
+
 /// Sends `path` from `sender` to `receiver` over their open session and waits until the
-/// receiver has it, byte for byte; returns the route `\transfers` shows on the sender.
+/// receiver has it, verified by hash.
 fn send_file(sender: &mut Client, receiver: &mut Client, rhome: &Path, path: &Path) {
     let name = path.file_name().unwrap().to_str().unwrap().to_string();
     sender.send(&format!("\\send {}", path.display()));
@@ -329,114 +356,175 @@ fn send_file(sender: &mut Client, receiver: &mut Client, rhome: &Path, path: &Pa
     });
     let id: String = line[3..line.find(']').unwrap()].to_string();
     receiver.send(&format!("\\accept {id}"));
-    let saved = rhome.join("downloads").join(&name);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if fs::read(&saved).ok().as_deref() == Some(&fs::read(path).unwrap()[..]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{name} did not arrive intact");
-        receiver.output_for(Duration::from_millis(200));
-    }
+    wait_same(receiver, path, &rhome.join("downloads").join(&name));
 }
 
-#[test]
-fn two_hosts_behind_two_nats_chat_and_send_files_both_ways_through_the_relay() {
-    if skip("two_hosts_behind_two_nats...") {
-        return;
-    }
+/// `peerchat-server sessions` on the lab's database.
+fn server_log(lab: &Lab) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
+        .arg("sessions")
+        .arg("--db")
+        .arg(lab.dir.path().join("server.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const BIG: usize = 50 << 20;
+
+/// alice (public or natted) asks bob (public or natted) for a session, chats both ways,
+/// pushes a 50 MiB file to bob and fetches another 50 MiB from him; every connection
+/// must take `path`, shown so on both clients and in the server's log.
+fn ladder_case(alice_natted: bool, bob_natted: bool, path: &str) {
     let mut lab = Lab::new();
-    let a = lab.host(1, true);
-    let b = lab.host(2, true);
-    let srv = server(&lab);
+    let a = lab.host(1, alice_natted);
+    let b = lab.host(2, bob_natted);
+    let srv = server(&lab, &[]);
+    // bob shares a file before he starts, so the server lists it for alice's fetch.
+    let bshare = lab.dir.path().join("bob").join("share");
+    fs::create_dir_all(&bshare).unwrap();
+    let served = pattern_file(&bshare, "served.bin", BIG, 7);
     let (mut alice, ahome) = client(&lab, &srv, &a, "alice");
     let (mut bob, bhome) = client(&lab, &srv, &b, "bob");
+    let started = Instant::now();
     alice.send("\\connect bob");
-    // bob's announced address is his NAT's, which drops new inbound connections.
-    alice.expect("cannot reach bob directly");
     bob.expect("* alice wants to chat");
     bob.send("\\accept alice");
     alice.expect("* session with bob open");
-    alice.send("hello across two NATs");
-    bob.expect_chat(None, "alice", "hello across two NATs");
-    bob.send("and back again");
-    alice.expect_chat(None, "bob", "and back again");
+    eprintln!("{path}: session open after {:?}", started.elapsed());
+    alice.send(&format!("hello over {path}"));
+    bob.expect_chat(None, "alice", &format!("hello over {path}"));
+    bob.send(&format!("and back over {path}"));
+    alice.expect_chat(None, "bob", &format!("and back over {path}"));
+    // Direct sessions are unmarked; the others name their path.
+    let mark = |peer: &str| match path {
+        "direct" => format!("{peer} (active)\n"),
+        other => format!("{peer} (active, {other})"),
+    };
     alice.send("\\sessions");
-    alice.expect("bob (active, relay)");
+    alice.expect(&mark("bob"));
     bob.send("\\sessions");
-    bob.expect("alice (active, relay)");
-    let to_bob = pattern_file(&ahome, "to-bob.bin", 3 << 20, 5);
+    bob.expect(&mark("alice"));
+    let route = |row: &str| match path {
+        "direct" => format!("{row}: "),
+        other => format!("{row} ({other}): "),
+    };
+    // Push: alice → bob.
+    let to_bob = pattern_file(&ahome, "to-bob.bin", BIG, 5);
+    let started = Instant::now();
     send_file(&mut alice, &mut bob, &bhome, &to_bob);
+    eprintln!("{path}: 50 MiB pushed in {:?}", started.elapsed());
+    // Fetch: bob → alice, alice asking again.
+    let started = Instant::now();
+    alice.send("\\fetch bob served.bin");
+    wait_same(
+        &mut alice,
+        &served,
+        &ahome.join("downloads").join("served.bin"),
+    );
+    eprintln!("{path}: 50 MiB fetched in {:?}", started.elapsed());
     alice.send("\\transfers");
-    alice.expect("to-bob.bin to bob (relay)");
-    let to_alice = pattern_file(&bhome, "to-alice.bin", 2 << 20, 9);
-    send_file(&mut bob, &mut alice, &ahome, &to_alice);
+    alice.expect(&route("send to-bob.bin to bob"));
+    alice.expect(&route("fetch served.bin from bob"));
     bob.send("\\transfers");
-    bob.expect("to-alice.bin to alice (relay)");
+    bob.expect(&route("receive to-bob.bin from alice"));
+    bob.expect(&route("serve served.bin to alice"));
+    // The server's log records the path of the session and of both transfers.
+    let log = server_log(&lab);
+    let session = log
+        .lines()
+        .find(|l| l.contains("alice") && l.contains("bob") && !l.contains(".bin"))
+        .unwrap_or_else(|| panic!("no session row:\n{log}"));
+    match path {
+        "direct" => assert!(!session.contains("(via "), "{session}"),
+        other => assert!(session.ends_with(&format!("(via {other})")), "{session}"),
+    }
+    let transfers: Vec<&str> = log.lines().filter(|l| l.contains(".bin")).collect();
+    assert_eq!(transfers.len(), 2, "{log}");
+    for row in transfers {
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert!(words.contains(&path), "{row}");
+    }
 }
 
 #[test]
-fn two_public_hosts_connect_directly() {
-    if skip("two_public_hosts_connect_directly") {
+fn two_public_hosts_connect_directly_chat_and_move_50_mib_both_ways() {
+    if skip("two_public_hosts_connect_directly...") {
         return;
     }
-    let mut lab = Lab::new();
-    let a = lab.host(1, false);
-    let b = lab.host(2, false);
-    let srv = server(&lab);
-    let (mut alice, ahome) = client(&lab, &srv, &a, "alice");
-    let (mut bob, bhome) = client(&lab, &srv, &b, "bob");
-    alice.send("\\connect bob");
-    bob.expect("* alice wants to chat");
-    bob.send("\\accept alice");
-    alice.expect("* session with bob open");
-    alice.send("hello, no NAT");
-    bob.expect_chat(None, "alice", "hello, no NAT");
-    alice.send("\\sessions");
-    // A direct session carries no path mark (only relayed ones do).
-    alice.expect("bob (active)\n");
-    let to_bob = pattern_file(&ahome, "direct.bin", 3 << 20, 3);
-    send_file(&mut alice, &mut bob, &bhome, &to_bob);
-    alice.send("\\transfers");
-    alice.expect("direct.bin to bob: ");
-    assert!(!alice.output().contains("cannot reach bob directly"));
+    ladder_case(false, false, "direct");
 }
 
 #[test]
-fn behind_one_nat_the_natted_host_dials_out_directly_and_is_reached_through_the_relay() {
-    if skip("behind_one_nat...") {
+fn a_public_host_reaches_a_natted_one_by_reverse_connection_chat_and_50_mib_both_ways() {
+    if skip("a_public_host_reaches_a_natted_one_by_reverse...") {
+        return;
+    }
+    ladder_case(false, true, "reverse");
+}
+
+#[test]
+fn two_hosts_behind_two_nats_meet_at_the_relay_chat_and_50_mib_both_ways() {
+    if skip("two_hosts_behind_two_nats_meet_at_the_relay...") {
+        return;
+    }
+    ladder_case(true, true, "relay");
+}
+
+#[test]
+fn a_natted_host_reaches_a_public_one_directly() {
+    if skip("a_natted_host_reaches_a_public_one_directly") {
         return;
     }
     let mut lab = Lab::new();
     let a = lab.host(1, false);
     let b = lab.host(2, true);
-    let srv = server(&lab);
+    let srv = server(&lab, &[]);
     let (mut alice, _) = client(&lab, &srv, &a, "alice");
     let (mut bob, _) = client(&lab, &srv, &b, "bob");
-    // bob (behind NAT) reaches public alice directly.
     bob.send("\\connect alice");
     alice.expect("* bob wants to chat");
     alice.send("\\accept bob");
     bob.expect("* session with alice open");
     bob.send("\\sessions");
     bob.expect("alice (active)\n");
-    bob.send("\\close alice");
-    alice.expect("bob closed the session");
-    // alice cannot reach bob: relay (the reverse rung, bob dialling alice, is not built).
-    alice.send("\\connect bob");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !alice.output().contains("cannot reach bob directly") {
-        assert!(Instant::now() < deadline, "{}", alice.output());
-        alice.output_for(Duration::from_millis(200));
+    assert!(!bob.output().contains("cannot reach"), "{}", bob.output());
+}
+
+#[test]
+fn a_full_relay_refuses_the_next_circuit_and_the_client_says_so() {
+    if skip("a_full_relay_refuses_the_next_circuit...") {
+        return;
     }
-    alice.expect("cannot reach bob directly");
+    let mut lab = Lab::new();
+    let a = lab.host(1, true);
+    let b = lab.host(2, true);
+    let srv = server(&lab, &["--relay-max-circuits", "1"]);
+    let (mut alice, ahome) = client(&lab, &srv, &a, "alice");
+    let (mut bob, _) = client(&lab, &srv, &b, "bob");
+    alice.send("\\connect bob");
     bob.expect("* alice wants to chat");
     bob.send("\\accept alice");
     alice.expect("* session with bob open");
-    alice.send("through the relay");
-    bob.expect_chat(None, "alice", "through the relay");
     alice.send("\\sessions");
     alice.expect("bob (active, relay)");
+    // The session holds the relay's only circuit: the file's data connection is refused.
+    let file = pattern_file(&ahome, "one-too-many.bin", 1 << 20, 1);
+    alice.send(&format!("\\send {}", file.display()));
+    let line = bob.expect_line("an offer", |l| {
+        l.starts_with("* [") && l.contains("\\accept")
+    });
+    let id: String = line[3..line.find(']').unwrap()].to_string();
+    bob.send(&format!("\\accept {id}"));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !alice.output().contains("520 RELAY_FULL") {
+        assert!(Instant::now() < deadline, "{}", alice.output());
+        alice.output_for(Duration::from_millis(300));
+    }
+    // The session itself goes on.
+    alice.send("still here");
+    bob.expect_chat(None, "alice", "still here");
 }
 
 /// What a capture on the relay's network sees of a relayed chat line: ciphertext only,
@@ -449,7 +537,7 @@ fn a_capture_on_the_relay_sees_no_plaintext() {
     let mut lab = Lab::new();
     let a = lab.host(1, true);
     let b = lab.host(2, true);
-    let srv = server(&lab);
+    let srv = server(&lab, &[]);
     let pcap = lab.dir.path().join("relay.pcap");
     let public = format!("{}pub", lab.prefix);
     let mut dump = Command::new("ip")

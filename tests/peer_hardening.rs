@@ -48,7 +48,7 @@ fn grant(w: &mut Wire, user: &str) -> (u64, SocketAddr, String) {
     w.send(&format!("CONNECT {user}"));
     let line = w.expect("OK SESSION");
     let words: Vec<&str> = line.split(' ').collect();
-    assert_eq!(words.len(), 7, "bad OK SESSION line {line:?}");
+    assert_eq!(words.len(), 8, "bad OK SESSION line {line:?}");
     (
         words[2].parse().expect("session id"),
         words[4].parse().expect("peer address"),

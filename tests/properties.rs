@@ -121,24 +121,40 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             key
         })),
         (word(), addr()).prop_map(|(user, addr)| ServerMsg::Ok(Reply::Welcome { user, addr })),
-        (any::<u64>(), word(), addr(), ticket(), key()).prop_map(
-            |(id, user, addr, ticket, key)| ServerMsg::Ok(Reply::Session {
-                id,
-                user,
-                addr,
-                ticket,
-                key
-            })
-        ),
-        (any::<u64>(), word(), addr(), ticket(), key()).prop_map(
-            |(id, user, addr, ticket, key)| ServerMsg::Ok(Reply::Transfer {
-                id,
-                user,
-                addr,
-                ticket,
-                key
-            })
-        ),
+        (
+            any::<u64>(),
+            (word(), addr()),
+            ticket(),
+            key(),
+            proptest::collection::vec(addr(), 0..4)
+        )
+            .prop_map(|(id, (user, addr), ticket, key, hints)| ServerMsg::Ok(
+                Reply::Session {
+                    id,
+                    user,
+                    addr,
+                    ticket,
+                    key,
+                    hints: Box::new(peerchat::protocol::hints::Hints(hints)),
+                }
+            )),
+        (
+            any::<u64>(),
+            (word(), addr()),
+            ticket(),
+            key(),
+            proptest::collection::vec(addr(), 0..4)
+        )
+            .prop_map(|(id, (user, addr), ticket, key, hints)| ServerMsg::Ok(
+                Reply::Transfer {
+                    id,
+                    user,
+                    addr,
+                    ticket,
+                    key,
+                    hints: Box::new(peerchat::protocol::hints::Hints(hints)),
+                }
+            )),
         (
             proptest::collection::vec(file_entry(), 0..10),
             any::<usize>()

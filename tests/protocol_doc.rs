@@ -286,7 +286,7 @@ fn grant(alice: &mut Wire, command: &str) -> (String, SocketAddr, String) {
     alice.send(command);
     let reply = alice.expect("OK");
     match reply.split(' ').collect::<Vec<_>>().as_slice() {
-        ["OK", _, id, "bob", addr, ticket, _key] => {
+        ["OK", _, id, "bob", addr, ticket, _key, _hints] => {
             (id.to_string(), addr.parse().unwrap(), ticket.to_string())
         }
         _ => alice.fail(&format!("unexpected grant {reply:?}")),
@@ -779,5 +779,43 @@ fn every_relay_example_in_protocol_md_runs_against_a_real_relay() {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+// ---- x4: address hints and the reverse rung ----
+
+/// §8 states the ladder's limits as the code has them.
+#[test]
+fn section_8_states_the_ladder_limits() {
+    use peerchat::protocol::limits::*;
+    let text = doc();
+    let start = text.find("## 8. Limits and timeouts").expect("§8");
+    let end = text[start..].find("\n## 9.").expect("§9") + start;
+    let section = &text[start..end];
+    for (row, value) in [
+        ("| address hints a client reports", MAX_HINTS.to_string()),
+        (
+            "| ladder: each direct or reverse connect attempt",
+            format!("{} s", HINT_CONNECT_TIMEOUT.as_secs()),
+        ),
+        (
+            "| ladder: the requester waits to be dialled back",
+            format!("{} s", REVERSE_WAIT.as_secs()),
+        ),
+        (
+            "| ladder: reverse dials a client runs at once",
+            MAX_REVERSE_DIALS.to_string(),
+        ),
+    ] {
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("§8 has no row {row:?}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert!(
+            cells[2].starts_with(&value),
+            "§8 row {row:?} says {:?}, the code {value}",
+            cells[2]
+        );
     }
 }

@@ -137,6 +137,12 @@ codes! {
     RelayToken = 522, "RELAY_TOKEN";
     /// (relay) The other end of the circuit did not arrive before the token expired.
     RelayNoPartner = 523, "RELAY_NO_PARTNER";
+    /// A `HINTS` list with too many addresses, or one that peers cannot dial
+    /// (loopback, unspecified, multicast, broadcast).
+    BadHints = 524, "BAD_HINTS";
+    /// (peer) A `REVERSE` line naming no request of ours that waits to be dialled back
+    /// (unknown, already answered, or given up).
+    NoReverse = 525, "NO_REVERSE";
 }
 
 impl fmt::Display for ErrorCode {

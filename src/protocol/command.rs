@@ -62,6 +62,12 @@ pub enum Command {
     /// `RELAY SESSION|TRANSFER <id>`: the requester could not reach the target of its
     /// session or transfer `id` directly; ask for a relayed circuit (protocol.md §13).
     Relay { transfer: bool, id: u64 },
+    /// `HINTS <ip>[,<ip>]...|-`: this client's local interface addresses, which the
+    /// server gives requesters (with the announced port) as address hints (protocol.md §13).
+    Hints { ips: Vec<std::net::IpAddr> },
+    /// `REVERSE SESSION|TRANSFER <id>`: the requester could not reach the target of `id`;
+    /// ask the target to dial back (protocol.md §13).
+    Reverse { transfer: bool, id: u64 },
     /// `SESSION_OPEN <id>`: the target reports that it accepted session `id`.
     SessionOpen { id: u64 },
     /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
@@ -184,6 +190,16 @@ pub const COMMANDS: &[CommandSpec] = &[
         names: &["RELAY"],
         args: &["SESSION|TRANSFER", "<id>"],
         meaning: "the peer of your session or transfer <id> cannot be reached: meet it at the relay",
+    },
+    CommandSpec {
+        names: &["HINTS"],
+        args: &["<ip>[,<ip>]...|-"],
+        meaning: "your local addresses, given to peers that ask for you as address hints",
+    },
+    CommandSpec {
+        names: &["REVERSE"],
+        args: &["SESSION|TRANSFER", "<id>"],
+        meaning: "the peer of your session or transfer <id> cannot be reached: ask it to dial you",
     },
     CommandSpec {
         names: &["SESSION_OPEN"],
@@ -389,6 +405,13 @@ impl Command {
                 transfer: *what == "TRANSFER",
                 id: parse_id(id)?,
             },
+            ("HINTS", [ips]) => Command::Hints {
+                ips: super::hints::parse_ips(ips)?,
+            },
+            ("REVERSE", [what @ ("SESSION" | "TRANSFER"), id]) => Command::Reverse {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+            },
             ("SESSION_END", [id, reason]) => Command::SessionEnd {
                 id: parse_id(id)?,
                 reason: EndReason::from_word(reason).ok_or_else(|| {
@@ -508,6 +531,11 @@ impl fmt::Display for Command {
             Command::Relay { transfer, id } => {
                 let what = if *transfer { "TRANSFER" } else { "SESSION" };
                 write!(f, "RELAY {what} {id}")
+            }
+            Command::Hints { ips } => write!(f, "HINTS {}", super::hints::ips_text(ips)),
+            Command::Reverse { transfer, id } => {
+                let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                write!(f, "REVERSE {what} {id}")
             }
             Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
             Command::Transfer { user } => write!(f, "TRANSFER {user}"),

@@ -374,6 +374,25 @@ pub const RELAY_FIRST_LINE: Duration = Duration::from_secs(5);
 /// when all are live, new ends get `520 RELAY_FULL`.
 pub const RELAY_SPENT_TOKENS: usize = 65_536;
 
+// ---- x4: address hints and the reverse rung ----
+
+/// Local interface addresses a client may report with `HINTS`; a longer list gets
+/// `524 BAD_HINTS`. The requester dials at most this many hints plus the address the
+/// server sees, in parallel.
+pub const MAX_HINTS: usize = 8;
+
+/// How long the requester's parallel attempts at the target's hints (and the target's
+/// reverse attempts at the requester's) wait for a TCP connection: past it that rung
+/// has failed and the next one is tried.
+pub const HINT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a requester waits for the target to dial back after `REVERSE` (the target's
+/// own attempts take up to `HINT_CONNECT_TIMEOUT`); then it goes on to the relay.
+pub const REVERSE_WAIT: Duration = Duration::from_secs(6);
+
+/// Reverse dials (`EVENT DIAL`) a client runs at once; more are ignored until one ends
+/// (the requester then goes on to the relay).
+pub const MAX_REVERSE_DIALS: usize = 8;
 // ---- x3: messages through the server (issue 13) ----
 
 /// Longest text of one `\msg`, in bytes of UTF-8, before it is sealed.

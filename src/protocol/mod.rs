@@ -6,6 +6,7 @@
 pub mod codes;
 pub mod command;
 pub mod file_name;
+pub mod hints;
 pub mod identity_key;
 pub mod limits;
 pub mod line;

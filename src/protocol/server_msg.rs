@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use super::codes::ErrorCode;
 use super::file_name::safe_file_name;
+use super::hints::Hints;
 use super::identity_key::{KeyField, ShowKey, parse_key_field};
 use super::limits::MAX_LIST_LINES;
 use super::mail_msg::{parse_sealed, sealed_hex};
@@ -142,6 +143,9 @@ pub enum Reply {
         /// That user's identity key as the server has it (`-`: none registered), for
         /// the peer link's handshake to check.
         key: KeyField,
+        /// More addresses to try at once (protocol.md §13), after `addr` (boxed: it is
+        /// rarely long, and keeps every `ServerMsg` small).
+        hints: Box<Hints>,
     },
     /// `OK RELAY SESSION|TRANSFER <id> <addr> <token>`: dial the relay at `addr` and
     /// present `token` (protocol.md §13); the other end was told to do the same.
@@ -172,6 +176,18 @@ pub enum Reply {
         ticket: Ticket,
         /// That user's identity key as the server has it (`-`: none registered).
         key: KeyField,
+        /// More addresses to try at once (protocol.md §13), after `addr` (boxed: it is
+        /// rarely long, and keeps every `ServerMsg` small).
+        hints: Box<Hints>,
+    },
+    /// `OK HINTS <n>`: the server now gives requesters these `n` local addresses.
+    Hints { count: usize },
+    /// `OK REVERSE SESSION|TRANSFER <id>`: the target was asked to dial us back.
+    Reverse {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
     },
     /// `OK TRANSFER_END <id>`: the server logged the transfer's outcome.
     TransferEnded { id: u64 },
@@ -417,6 +433,17 @@ pub enum Event {
         /// Our one-time relay token.
         token: String,
     },
+    /// `EVENT DIAL SESSION|TRANSFER <id> <hints>`: the requester of `id` cannot reach us;
+    /// dial one of `hints`, send `REVERSE SESSION|TRANSFER <id>`, then answer its first
+    /// line as if the connection had arrived on our listener (protocol.md §13).
+    Dial {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
+        /// Where the requester may be reached.
+        hints: Hints,
+    },
     /// `EVENT MAILBOX <n>`: the next `n` events are `EVENT MESSAGE`s that waited at the
     /// server while we were away.
     Mailbox { count: usize },
@@ -586,6 +613,18 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
             },
             _ => return Err(ParseError::bad("usage: EVENT RELAY <id> <addr> <token>")),
         },
+        "DIAL" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [what @ ("SESSION" | "TRANSFER"), id, hints] => Event::Dial {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+                hints: Hints::parse(hints)?,
+            },
+            _ => {
+                return Err(ParseError::bad(
+                    "usage: EVENT DIAL SESSION|TRANSFER <id> <hints>",
+                ));
+            }
+        },
         "OFFER" => {
             let usage = || ParseError::bad("usage: EVENT OFFER <from> <offer> <size> <name>");
             let mut parts = rest.splitn(4, ' ');
@@ -712,12 +751,13 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             id: parse_id(id)?,
             delivered: *how == "delivered",
         },
-        ("SESSION", [id, user, addr, ticket, key]) => Reply::Session {
+        ("SESSION", [id, user, addr, ticket, key, hints]) => Reply::Session {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
             key: parse_key_field(key)?,
+            hints: Box::new(Hints::parse(hints)?),
         },
         ("SESSION_OPEN", [id]) => Reply::SessionOpened { id: parse_id(id)? },
         ("RELAY", [what @ ("SESSION" | "TRANSFER"), id, addr, token]) => Reply::Relay {
@@ -727,12 +767,22 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             token: parse_relay_token(token)?,
         },
         ("SESSION_END", [id]) => Reply::SessionEnded { id: parse_id(id)? },
-        ("TRANSFER", [id, user, addr, ticket, key]) => Reply::Transfer {
+        ("TRANSFER", [id, user, addr, ticket, key, hints]) => Reply::Transfer {
             id: parse_id(id)?,
             user: user.to_string(),
             addr: parse_addr(addr)?,
             ticket: parse_ticket(ticket)?,
             key: parse_key_field(key)?,
+            hints: Box::new(Hints::parse(hints)?),
+        },
+        ("HINTS", [count]) => Reply::Hints {
+            count: count
+                .parse()
+                .map_err(|_| ParseError::bad("malformed OK HINTS"))?,
+        },
+        ("REVERSE", [what @ ("SESSION" | "TRANSFER"), id]) => Reply::Reverse {
+            transfer: *what == "TRANSFER",
+            id: parse_id(id)?,
         },
         ("TRANSFER_END", [id]) => Reply::TransferEnded { id: parse_id(id)? },
         ("SHARE", [count]) => Reply::Shared {
@@ -881,6 +931,14 @@ impl fmt::Display for ServerMsg {
                     ShowKey(key)
                 ),
                 Event::Relay { id, addr, token } => write!(f, "EVENT RELAY {id} {addr} {token}"),
+                Event::Dial {
+                    transfer,
+                    id,
+                    hints,
+                } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "EVENT DIAL {what} {id} {hints}")
+                }
                 Event::Mailbox { count } => write!(f, "EVENT MAILBOX {count}"),
                 Event::Offer {
                     from,
@@ -944,7 +1002,12 @@ impl fmt::Display for ServerMsg {
                     addr,
                     ticket,
                     key,
-                } => write!(f, "OK SESSION {id} {user} {addr} {ticket} {}", ShowKey(key)),
+                    hints,
+                } => write!(
+                    f,
+                    "OK SESSION {id} {user} {addr} {ticket} {} {hints}",
+                    ShowKey(key)
+                ),
                 Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
                 Reply::Relay {
                     transfer,
@@ -962,11 +1025,17 @@ impl fmt::Display for ServerMsg {
                     addr,
                     ticket,
                     key,
+                    hints,
                 } => write!(
                     f,
-                    "OK TRANSFER {id} {user} {addr} {ticket} {}",
+                    "OK TRANSFER {id} {user} {addr} {ticket} {} {hints}",
                     ShowKey(key)
                 ),
+                Reply::Hints { count } => write!(f, "OK HINTS {count}"),
+                Reply::Reverse { transfer, id } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "OK REVERSE {what} {id}")
+                }
                 Reply::TransferEnded { id } => write!(f, "OK TRANSFER_END {id}"),
                 Reply::Shared { count } => write!(f, "OK SHARE {count}"),
                 Reply::Files { files, total } => {

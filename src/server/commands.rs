@@ -63,6 +63,8 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Connect { user } => grant(shared, me, user, Grant::Session),
         Command::SessionOpen { id } => session_open(shared, me, *id),
         Command::Relay { transfer, id } => relay(shared, me, *transfer, *id),
+        Command::Hints { ips } => super::ladder::hints(shared, me, ips),
+        Command::Reverse { transfer, id } => super::ladder::reverse(shared, me, *transfer, *id),
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
         Command::Transfer { user } => grant(shared, me, user, Grant::Transfer),
         Command::TransferEnd {
@@ -191,19 +193,20 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> ServerMsg {
     ServerMsg::err(ErrorCode::Internal, "the server failed; try again")
 }
 
-/// The session `id` if `me` takes part in it.
+/// The session `id` if `me` takes part in it, else the refusal (boxed: grant replies
+/// with a key and address hints make `ServerMsg` large).
 fn my_session(
     shared: &Shared,
     me: &LoggedIn,
     id: u64,
-) -> Result<super::store::SessionRecord, ServerMsg> {
+) -> Result<super::store::SessionRecord, Box<ServerMsg>> {
     match shared.store.session(id) {
         Ok(Some(record)) if record.has_participant(&me.name) => Ok(record),
-        Ok(_) => Err(ServerMsg::err(
+        Ok(_) => Err(Box::new(ServerMsg::err(
             ErrorCode::NoSession,
             format!("session {id} is not one of yours"),
-        )),
-        Err(e) => Err(internal("reading a session", &e)),
+        ))),
+        Err(e) => Err(Box::new(internal("reading a session", &e))),
     }
 }
 
@@ -286,7 +289,7 @@ fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
 fn session_open(shared: &Shared, me: &LoggedIn, id: u64) -> ServerMsg {
     let record = match my_session(shared, me, id) {
         Ok(record) => record,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     if !record.target.eq_ignore_ascii_case(&me.name) {
         return ServerMsg::err(
@@ -306,7 +309,7 @@ fn session_open(shared: &Shared, me: &LoggedIn, id: u64) -> ServerMsg {
 /// Idempotent: both participants report the end, and the first report is recorded.
 fn session_end(shared: &Shared, me: &LoggedIn, id: u64, reason: EndReason) -> ServerMsg {
     if let Err(reply) = my_session(shared, me, id) {
-        return reply;
+        return *reply;
     }
     match shared.store.end_session(id, reason.word()) {
         Ok(true) => log::info!(
@@ -368,6 +371,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
     // Each side is given the other's key, for its Noise handshake to check.
     let my_key = key_of(shared, &me.name);
     let target_key = key_of(shared, &target);
+    let hints = Box::new(super::ladder::hints_for(shared, &key));
     let (event, reply, what) = match kind {
         Grant::Session => (
             Event::SessionRequest {
@@ -382,6 +386,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 addr,
                 ticket,
                 key: target_key,
+                hints,
             },
             "session",
         ),
@@ -398,6 +403,7 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
                 addr,
                 ticket,
                 key: target_key,
+                hints,
             },
             "transfer",
         ),

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod conn;
 pub mod file_index;
 pub mod hash_gate;
+pub mod ladder;
 pub mod login;
 pub mod login_limits;
 pub mod mailbox;

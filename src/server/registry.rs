@@ -16,7 +16,7 @@
 //! (`Outbox::send` never blocks, and it is still only called after unlocking).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 
 use super::outbox::Outbox;
@@ -34,6 +34,8 @@ struct User {
     /// Where peers reach this user; `None` until the port is declared, and only users
     /// with an address count as online.
     addr: Option<SocketAddr>,
+    /// Local interface addresses the client reported (`HINTS`), dialled at its port.
+    hints: Vec<IpAddr>,
     /// The account's id, shown in `LIST` (set with the address).
     uid: u64,
 }
@@ -191,6 +193,7 @@ impl Registry {
                 name: name.to_string(),
                 conn: id,
                 addr: None,
+                hints: Vec::new(),
                 uid: 0,
             },
         );
@@ -218,6 +221,7 @@ impl Registry {
                 name: name.to_string(),
                 conn: id,
                 addr: None,
+                hints: Vec::new(),
                 uid: 0,
             },
         );
@@ -308,6 +312,36 @@ impl Registry {
         let user = inner.users.get(key)?;
         let outbox = inner.conns.get(&user.conn)?.clone();
         Some((user.name.clone(), user.addr?, outbox))
+    }
+
+    /// Replaces the local addresses the user `key` reported (`HINTS`); false if the user
+    /// is not logged in.
+    pub fn set_hints(&self, key: &str, ips: Vec<IpAddr>) -> bool {
+        let mut inner = self.lock();
+        match inner.users.get_mut(key) {
+            Some(user) => {
+                user.hints = ips;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An online user's address hints: each reported local address at the port it
+    /// announced, without the address the server sees (which grant lines carry already).
+    pub fn hints(&self, key: &str) -> Vec<SocketAddr> {
+        let inner = self.lock();
+        let Some(user) = inner.users.get(key) else {
+            return Vec::new();
+        };
+        let Some(addr) = user.addr else {
+            return Vec::new();
+        };
+        user.hints
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, addr.port()))
+            .filter(|hint| *hint != addr)
+            .collect()
     }
 
     /// Like [`Registry::lookup`], with how to push an event to them.

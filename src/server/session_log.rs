@@ -78,12 +78,13 @@ fn resumed_text(record: &TransferRecord) -> String {
 /// both sides reported, each report follows on its own indented line.
 pub fn render_transfers(rows: &[TransferLogRow]) -> String {
     let mut out = format!(
-        "{:>6}  {:<16} {:<16} {:<19}  {:<5} {:<9} {:>23} {:>12} {:>8}  {:<16} {}\n",
+        "{:>6}  {:<16} {:<16} {:<19}  {:<5} {:<7} {:<9} {:>23} {:>12} {:>8}  {:<16} {}\n",
         "id",
         "requester",
         "target",
         "started",
         "dir",
+        "path",
         "result",
         "moved/size",
         "resumed",
@@ -113,12 +114,13 @@ pub fn render_transfers(rows: &[TransferLogRow]) -> String {
             ),
         };
         out.push_str(&format!(
-            "{:>6}  {:<16} {:<16} {:<19}  {:<5} {:<9} {:>23} {:>12} {:>8}  {:<16} {}\n",
+            "{:>6}  {:<16} {:<16} {:<19}  {:<5} {:<7} {:<9} {:>23} {:>12} {:>8}  {:<16} {}\n",
             row.id,
             Untrusted(&row.requester).to_string(),
             Untrusted(&row.target).to_string(),
             when(Some(row.started_at_ms)),
             Untrusted(row.direction.as_deref().unwrap_or("-")).to_string(),
+            Untrusted(row.path.as_deref().unwrap_or("direct")).to_string(),
             result,
             moved,
             resumed,

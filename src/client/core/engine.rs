@@ -52,6 +52,8 @@ pub(super) struct Engine {
     pub(super) port: u16,
     /// With `--auto-reconnect`: when to log in again by itself after losing the server.
     pub(super) auto_reconnect: Option<super::retry::Backoff>,
+    /// The address our peer listener is bound to, for the `HINTS` we report.
+    pub(super) listen_ip: Option<std::net::IpAddr>,
     /// `SESSION_END`/`TRANSFER_END` reports made while the server was away, sent after
     /// a reconnect so the server's log records the real ends (at most
     /// `MAX_HELD_REPORTS`).
@@ -387,7 +389,15 @@ impl Engine {
                 addr,
                 ticket,
                 key,
-            }) => self.sessions.on_granted(id, &user, addr, ticket, key),
+                hints,
+            }) => self
+                .sessions
+                .on_granted(id, &user, (addr, &hints.0), ticket, key),
+            ServerMsg::Event(ServerEvent::Dial {
+                transfer,
+                id,
+                hints,
+            }) => self.sessions.on_dial(transfer, id, hints.0),
             ServerMsg::Ok(Reply::Relay {
                 transfer,
                 id,
@@ -421,7 +431,12 @@ impl Engine {
                 addr,
                 ticket,
                 key,
-            }) => self.transfers.on_granted(id, &user, addr, ticket, key),
+                hints,
+            }) => {
+                let reversals = self.sessions.reversals();
+                self.transfers
+                    .on_granted(id, &user, (addr, &hints.0, reversals), ticket, key)
+            }
             // A fetch asks `FILES <user>` for the size to expect; that answer is not shown.
             ServerMsg::Ok(Reply::Files { files, total })
                 if self.transfers.on_files_reply(&files, total) => {}
@@ -470,6 +485,8 @@ impl Engine {
                 | Reply::SessionOpened { .. }
                 | Reply::SessionEnded { .. }
                 | Reply::TransferEnded { .. }
+                | Reply::Hints { .. }
+                | Reply::Reverse { .. }
                 | Reply::Shared { .. },
             ) => {}
             other => {
@@ -557,6 +574,7 @@ impl Engine {
                 self.emit(Event::Reconnected);
                 link.send_line(&login::key_announcement(&self.identity));
                 link.send_line(&login::token_request());
+                link.send_line(&super::ladder::hints_command(self.listen_ip));
                 for report in std::mem::take(&mut self.held_reports) {
                     link.send_line(&report.to_string());
                 }

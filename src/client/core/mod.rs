@@ -11,6 +11,7 @@ pub mod command;
 pub mod disk_space;
 pub mod event;
 pub mod history;
+pub mod ladder;
 pub mod login;
 pub mod mail;
 pub mod offer_route;
@@ -204,6 +205,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = bounded(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
+    let reversals = ladder::Reversals::new();
+    let listen_ip = listener.local_addr().ok().map(|a| a.ip());
     let security = std::sync::Arc::new(
         peer_secure::PeerSecurity::new(
             &me.name,
@@ -216,6 +219,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         listener,
         peer_tx.clone(),
         refusals.clone(),
+        reversals.clone(),
         std::sync::Arc::clone(&security),
     )
     .map_err(|e| format!("cannot accept peers: {e}"))?;
@@ -258,7 +262,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             history,
             Duration::from_secs(config.accept_timeout),
             Duration::from_secs(config.answer_wait),
-            refusals,
+            (refusals, reversals),
             std::sync::Arc::clone(&security),
         ),
         security,
@@ -269,6 +273,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
         credentials: me.credentials,
         port,
         auto_reconnect: config.auto_reconnect.then(retry::Backoff::default),
+        listen_ip,
         events: event_tx,
         active: None,
         mail: mail::Mail::new(&me.name, identity.clone(), user_dir.clone()),
@@ -282,6 +287,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             if let Some(link) = &engine.link {
                 link.send_line(&login::key_announcement(&engine.identity));
                 link.send_line(&login::token_request());
+                // Our local addresses, for peers that ask for us (the ladder's hints).
+                link.send_line(&ladder::hints_command(engine.listen_ip));
             }
             if engine.transfers.share_dir().is_some() {
                 engine.transfers.announce_share();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::ladder::{self, Route};
 use super::peer_link::{PeerEvent, PeerLink, send_last};
 use super::peer_secure::{self, PeerSecurity, Secured, secure_as_requester};
 use super::transfer::Wire;
@@ -33,20 +34,22 @@ use crate::protocol::ticket::Ticket;
 /// Small stacks: these threads only move lines.
 const THREAD_STACK: usize = 128 * 1024;
 
-/// Opens a data connection to `peer` at `addr`: secures it (Noise, `peer_secure`),
-/// sends its first line (`PUSH` or `FETCH`) inside it and checks the listener's proof
-/// of the ticket (`ACCEPT <mac>`, protocol.md §11) before any file line is exchanged.
-/// An `ERR` as the first answer (a refusal) is left for the transfer code, so it
-/// reports it as before; anything else, or a wrong MAC, is refused. A refusal in clear
-/// before the handshake comes back as an error carrying the line
-/// (`peer_secure::clear_refusal`).
+/// Opens a data connection to `peer` by `route` (`addr` is where the server says it
+/// listens, for messages): secures it (Noise as the initiator, `peer_secure`, on every
+/// attempt of the route: the first to finish the handshake wins), sends its first line
+/// (`PUSH` or `FETCH`) inside it and checks the listener's proof of the ticket
+/// (`ACCEPT <mac>`, protocol.md §11) before any file line is exchanged. An `ERR` as the
+/// first answer (a refusal) is left for the transfer code, so it reports it as before;
+/// anything else, or a wrong MAC, is refused. A refusal in clear before the handshake
+/// comes back as an error carrying the line (`peer_secure::clear_refusal`); nothing
+/// answering at all as one `ladder::is_unreached` recognises.
 pub fn open_transfer(
     addr: SocketAddr,
-    relay: Option<&(SocketAddr, String)>,
+    route: &Route,
     first: &PeerMsg,
     peer: &str,
     expected_key: Option<[u8; 32]>,
-    security: &PeerSecurity,
+    security: &Arc<PeerSecurity>,
 ) -> io::Result<Wire> {
     let (from, id, ticket) = match first {
         PeerMsg::Push {
@@ -63,13 +66,10 @@ pub fn open_transfer(
         } => (from, *transfer, ticket),
         _ => return Err(io::Error::other("not the first line of a data connection")),
     };
-    let stream = dial(addr, relay)?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     // The listener may hold an early connection up to `TICKET_GRACE` for its ticket.
-    let deadline = Instant::now() + PEER_CONNECT_TIMEOUT + TICKET_GRACE;
-    let secured = secure_as_requester(&stream, ticket, expected_key, peer, security, deadline)
-        .map_err(|e| handshake_error(e, addr, peer))?;
+    let wait = PEER_CONNECT_TIMEOUT + TICKET_GRACE;
+    let (secured, deadline) = secure_route(route, ticket, expected_key, peer, security, wait)?;
+    secured.sock.set_nodelay(true)?;
     let Secured {
         sock,
         reader,
@@ -128,6 +128,30 @@ pub fn open_transfer(
     Wire::new(sock, reader, writer)
 }
 
+/// A stream to `peer` by `route`, secured by the Noise handshake as the initiator on
+/// each attempt (`ladder::obtain_with`): on the direct rung the first address whose
+/// handshake completes wins and the others are dropped. Each attempt's deadline is
+/// `wait` from its connection; the winner's is returned, for the first answer.
+fn secure_route(
+    route: &Route,
+    ticket: &Ticket,
+    expected_key: Option<[u8; 32]>,
+    peer: &str,
+    security: &Arc<PeerSecurity>,
+    wait: Duration,
+) -> io::Result<(Secured, Instant)> {
+    let ticket = ticket.clone();
+    let peer = peer.to_string();
+    let security = Arc::clone(security);
+    ladder::obtain_with(route, move |stream, at| {
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let deadline = Instant::now() + wait;
+        secure_as_requester(&stream, &ticket, expected_key, &peer, &security, deadline)
+            .map(|secured| (secured, deadline))
+            .map_err(|e| handshake_error(e, at, &peer))
+    })
+}
+
 /// Says what a failed handshake means: a refusal in clear is kept as it is (the caller
 /// reads it with `peer_secure::clear_refusal`); a handshake that broke off means
 /// whoever answered does not hold the ticket (not the peer the server named).
@@ -153,7 +177,7 @@ fn handshake_error(e: io::Error, addr: SocketAddr, peer: &str) -> io::Error {
 /// The first line waiting on `stream` and its length with the terminator, without taking
 /// it off the socket (`peek`), by `deadline`. A line longer than `MAX_LINE` or not UTF-8
 /// is an error.
-fn peek_line(stream: &TcpStream, deadline: Instant) -> io::Result<(String, usize)> {
+pub(super) fn peek_line(stream: &TcpStream, deadline: Instant) -> io::Result<(String, usize)> {
     let mut buf = vec![0u8; MAX_LINE + 2];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -189,7 +213,7 @@ pub struct Ask {
     pub peer: String,
     /// The server's session id.
     pub session: u64,
-    /// Where the server says the peer listens.
+    /// Where the server says the peer listens (for messages; `route` says how to dial).
     pub addr: SocketAddr,
     /// The ticket for this session.
     pub ticket: Ticket,
@@ -198,8 +222,8 @@ pub struct Ask {
     pub peer_key: crate::protocol::identity_key::KeyField,
     /// How long to wait for the answer, from sending `HELLO`, whatever arrives meanwhile.
     pub wait: Duration,
-    /// Meet the peer at this relay with this token instead of dialling `addr`.
-    pub relay: Option<(SocketAddr, String)>,
+    /// How to reach the peer: its hints, waiting to be dialled back, or the relay.
+    pub route: Route,
     /// Our key and the pins, for the handshake.
     pub security: Arc<PeerSecurity>,
 }
@@ -255,23 +279,21 @@ fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReaso
     let addr = ask.addr;
     let peer = &ask.peer;
     let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));
-    let stream = dial(addr, ask.relay.as_ref()).map_err(unreachable)?;
-    stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(unreachable)?;
-    // One deadline for the whole answer: PINGs or a line dripped byte by byte from a
-    // hostile peer must not keep us waiting past it.
-    let deadline = Instant::now() + ask.wait;
-    let secured = secure_as_requester(
-        &stream,
+    // One deadline for the whole answer (from the connection): PINGs or a line dripped
+    // byte by byte from a hostile peer must not keep us waiting past it.
+    let (secured, deadline) = secure_route(
+        &ask.route,
         &ask.ticket,
         ask.peer_key,
         peer,
         &ask.security,
-        deadline,
+        ask.wait,
     )
-    .map_err(|e| handshake_error(e, addr, peer))
     .map_err(|e| {
+        if ladder::is_unreached(&e) {
+            // Nothing answered by this route: the ladder's next rung may reach the peer.
+            return unreachable(e);
+        }
         if let Some((code, message)) = peer_secure::clear_refusal(&e) {
             return match code {
                 Some(code) => (EndReason::Refused, answer_error(peer, code, message)),

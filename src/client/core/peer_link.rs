@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 
+use super::ladder::Reversals;
 use super::peer_limits::{Refusals, Slot, Slots};
 use super::peer_secure::{self, PeerSecurity, Secured};
 use super::transfer::Wire;
@@ -101,6 +102,9 @@ pub struct Incoming {
     slot: Option<Slot>,
     /// Arrived through the relay (`EVENT RELAY`), not on our listener.
     pub relayed: bool,
+    /// How it reached us: `direct` (our listener), `reverse` (we dialled the requester
+    /// back, `EVENT DIAL`) or `relay`.
+    pub path: &'static str,
     /// The requester's identity key as the server gave it with the ticket, set once the
     /// ticket checked out (`None` before, or when it registered none).
     pub peer_key: crate::protocol::identity_key::KeyField,
@@ -384,6 +388,7 @@ pub fn spawn_listener(
     listener: TcpListener,
     events: Sender<PeerEvent>,
     refusals: Refusals,
+    reversals: Reversals,
     security: Arc<PeerSecurity>,
 ) -> io::Result<()> {
     let slots = Slots::new();
@@ -411,13 +416,20 @@ pub fn spawn_listener(
                 };
                 let events = events.clone();
                 let refusals = refusals.clone();
+                let reversals = reversals.clone();
                 let security = Arc::clone(&security);
                 // A failed spawn drops the closure: the stream closes, the slot returns.
                 let _ = thread::Builder::new()
                     .name("peer-hello".into())
                     .stack_size(THREAD_STACK)
                     .spawn(move || {
-                        handshake(stream, remote, Some(slot), refusals, &events, &security)
+                        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+                        // A peer dialling us back for a request of ours sends its clear
+                        // `REVERSE` line before any Noise: it is not a new handshake.
+                        if let Some(stream) = reversals.claim(stream, remote, deadline, &refusals) {
+                            let first = First::new(&security, "direct");
+                            handshake(stream, remote, Some(slot), refusals, &events, first);
+                        }
                     });
             }
         })?;
@@ -455,23 +467,59 @@ pub fn answer_relayed(
         .stack_size(THREAD_STACK)
         .spawn(
             move || match super::peer_dial::dial(relay, Some(&(relay, token))) {
-                Ok(stream) => handshake(stream, relay, None, refusals, &events, &security),
+                Ok(stream) => {
+                    let first = First::new(&security, "relay");
+                    handshake(stream, relay, None, refusals, &events, first);
+                }
                 Err(e) => log::info!("meeting a peer at the relay {relay} failed: {e}"),
             },
         );
 }
 
-/// The target's side of a new connection: the Noise handshake (`peer_secure`), then
-/// the first line inside it, which must name the handshake's ticket.
+/// The target's side of a reverse connection (`EVENT DIAL`, protocol.md §13): dials the
+/// requester back (`ladder::dial_back`, which sends the clear `REVERSE` line) and then
+/// answers as if the connection had arrived on our listener: the Noise handshake as the
+/// responder (the requester is the initiator whoever dialled), then its first line (same
+/// checks, same ticket). Reverse dials are bounded by `MAX_REVERSE_DIALS`, so they take
+/// no listener slot.
+pub fn answer_reverse(
+    hints: Vec<SocketAddr>,
+    (transfer, id): (bool, u64),
+    events: Sender<PeerEvent>,
+    refusals: Refusals,
+    security: Arc<PeerSecurity>,
+) {
+    super::ladder::dial_back(hints, transfer, id, move |stream, remote| {
+        let first = First::new(&security, "reverse");
+        handshake(stream, remote, None, refusals, &events, first);
+    });
+}
+
+/// What the target's side of a new connection needs besides the stream: our keys and
+/// pins for the Noise handshake, and how the connection came.
+struct First<'a> {
+    security: &'a PeerSecurity,
+    path: &'static str,
+}
+
+impl<'a> First<'a> {
+    fn new(security: &'a PeerSecurity, path: &'static str) -> First<'a> {
+        First { security, path }
+    }
+}
+
+/// The target's side of a new connection (accepted, dialled back or relayed): the Noise
+/// handshake as the responder (`peer_secure`), then the first line inside it, which
+/// must name the handshake's ticket.
 fn handshake(
     stream: TcpStream,
     remote: SocketAddr,
     slot: Option<Slot>,
     refusals: Refusals,
     events: &Sender<PeerEvent>,
-    security: &PeerSecurity,
+    first: First<'_>,
 ) {
-    let (secured, awaited) = match peer_secure::secure_as_target(&stream, security) {
+    let (secured, awaited) = match peer_secure::secure_as_target(&stream, first.security) {
         Ok(done) => done,
         Err((code, message)) => {
             refusals.add(remote.ip(), code);
@@ -569,7 +617,8 @@ fn handshake(
         reader,
         writer,
         remote_key,
-        relayed: slot.is_none(),
+        relayed: first.path == "relay",
+        path: first.path,
         slot,
         refusals,
         peer_key: None,

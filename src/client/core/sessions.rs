@@ -7,13 +7,14 @@
 //! typed [`Notice`]s and to the server through queued [`Command`]s; it must not print,
 //! read the terminal or own sockets (`peer_link` does).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 
 use super::history::{History, Line};
+use super::ladder::{self, Reversals, Route};
 use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
 use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
@@ -93,7 +94,12 @@ pub enum Notice {
     /// We asked the server to connect us to `peer`.
     Asking { peer: String },
     /// A session with `peer` is open (and active), with the last lines said.
-    Opened { peer: String, history: Vec<Line> },
+    /// `path` is how the link reaches the peer: `direct`, `reverse` or `relay`.
+    Opened {
+        peer: String,
+        history: Vec<Line>,
+        path: String,
+    },
     /// Our request to `peer` came to nothing.
     NotOpened {
         peer: String,
@@ -113,6 +119,8 @@ pub enum Notice {
         list: Vec<(String, State)>,
         paths: Vec<String>,
     },
+    /// `peer` could not be reached directly: the server asks it to dial us back.
+    Reversing { peer: String },
     /// `peer` could not be reached directly: both ends now meet at the server's relay.
     Relaying { peer: String },
     /// The active session changed.
@@ -153,7 +161,7 @@ struct Open {
     session: u64,
     peer: String,
     link: PeerLink,
-    /// How the link reaches the peer: `direct` or `relay`.
+    /// How the link reaches the peer: `direct`, `reverse` or `relay`.
     path: &'static str,
 }
 
@@ -178,16 +186,22 @@ pub struct Sessions {
     requests: Vec<Request>,
     /// Our requests waiting for the peer's answer: peer name → session id.
     outgoing: Vec<(String, u64)>,
-    /// Our requests still able to fall back to the relay: session → (peer, addr, ticket).
-    /// An entry is taken when the direct attempt fails (then `relaying` holds it).
+    /// Our requests still able to fall back to the reverse rung: session → (peer, addr,
+    /// ticket, key). An entry is taken when the direct attempt fails (then `reversing`
+    /// holds it, then `relaying`).
     fallback: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
+    /// Our requests waiting for the peer to dial us back, still able to use the relay.
+    reversing: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
+    /// Our requests waiting to be dialled back, shared with the peer listener.
+    reversals: Reversals,
     /// Sessions being retried through the relay, waiting for `OK RELAY`.
     relaying: HashMap<u64, (String, SocketAddr, Ticket, KeyField)>,
     /// When each `relaying` entry stops waiting for `OK RELAY` (the server refused or
     /// never answered: the request then ends as unreachable).
     relay_deadline: HashMap<u64, Instant>,
-    /// Sessions whose link runs through the relay.
-    relayed: HashSet<u64>,
+    /// How sessions not open yet will reach their peer when not directly (`reverse`,
+    /// `relay`).
+    paths: HashMap<u64, &'static str>,
     /// Open sessions.
     open: Vec<Open>,
     /// The peer whose session receives plain lines.
@@ -224,14 +238,15 @@ fn same(a: &str, b: &str) -> bool {
 impl Sessions {
     /// No sessions yet. `accept_timeout` is how long the person has to answer a request,
     /// `answer_wait` how long our requests wait for an answer; `refusals` is the tally the
-    /// peer listener counts into.
+    /// peer listener counts into, `reversals` the requests it hands dialled-back
+    /// connections to; `security` our key and pins for every peer handshake.
     pub fn new(
         me: &str,
         events: Sender<PeerEvent>,
         history: Option<History>,
         accept_timeout: Duration,
         answer_wait: Duration,
-        refusals: Refusals,
+        (refusals, reversals): (Refusals, Reversals),
         security: Arc<PeerSecurity>,
     ) -> Sessions {
         Sessions {
@@ -244,9 +259,11 @@ impl Sessions {
             requests: Vec::new(),
             outgoing: Vec::new(),
             fallback: HashMap::new(),
+            reversing: HashMap::new(),
+            reversals,
             relaying: HashMap::new(),
             relay_deadline: HashMap::new(),
-            relayed: HashSet::new(),
+            paths: HashMap::new(),
             open: Vec::new(),
             active: None,
             accept_timeout,
@@ -297,6 +314,7 @@ impl Sessions {
     }
 
     fn report_end(&mut self, session: u64, reason: EndReason) {
+        self.paths.remove(&session);
         self.to_server.push(Command::SessionEnd {
             id: session,
             reason,
@@ -361,7 +379,7 @@ impl Sessions {
         &mut self,
         session: u64,
         peer: &str,
-        addr: SocketAddr,
+        (addr, hints): (SocketAddr, &[SocketAddr]),
         ticket: Ticket,
         key: KeyField,
     ) {
@@ -379,7 +397,7 @@ impl Sessions {
             ticket,
             peer_key: key,
             wait: self.answer_wait,
-            relay: None,
+            route: Route::Direct(ladder::candidates(addr, hints)),
             security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
@@ -402,7 +420,7 @@ impl Sessions {
         let Some((peer, addr, ticket, peer_key)) = self.relaying.remove(&session) else {
             return;
         };
-        self.relayed.insert(session);
+        self.paths.insert(session, "relay");
         let ask = Ask {
             me: self.me.clone(),
             peer: peer.clone(),
@@ -411,7 +429,7 @@ impl Sessions {
             ticket,
             peer_key,
             wait: self.answer_wait,
-            relay: Some((relay, token)),
+            route: Route::Relay(relay, token),
             security: Arc::clone(&self.security),
         };
         match peer_dial::request(ask, self.events.clone()) {
@@ -454,6 +472,23 @@ impl Sessions {
                 detail: format!("not directly, and not through the relay: {detail}"),
             });
         }
+    }
+
+    /// The server asks us to dial a requester back (`EVENT DIAL`), for a session or a
+    /// transfer: its first line then arrives as on our listener.
+    pub fn on_dial(&mut self, transfer: bool, id: u64, hints: Vec<SocketAddr>) {
+        super::peer_link::answer_reverse(
+            hints,
+            (transfer, id),
+            self.events.clone(),
+            self.refusals.clone(),
+            Arc::clone(&self.security),
+        );
+    }
+
+    /// Our requests waiting to be dialled back, for the transfers' own ladder.
+    pub fn reversals(&self) -> Reversals {
+        self.reversals.clone()
     }
 
     /// The server asks us to meet a requester at the relay (`EVENT RELAY`).
@@ -661,9 +696,7 @@ impl Sessions {
         let Some(request) = self.pick_request(user, "accept") else {
             return;
         };
-        if request.incoming.relayed {
-            self.relayed.insert(request.session);
-        }
+        self.paths.insert(request.session, request.incoming.path);
         match request.incoming.accept(&self.me, &self.events) {
             Ok(link) => {
                 self.to_server.push(Command::SessionOpen {
@@ -695,18 +728,18 @@ impl Sessions {
     fn opened(&mut self, session: u64, peer: String, link: PeerLink) {
         let history = self.last_lines(&peer, HISTORY_ON_OPEN);
         self.active = Some(peer.clone());
-        let path = if self.relayed.remove(&session) {
-            "relay"
-        } else {
-            "direct"
-        };
+        let path = self.paths.remove(&session).unwrap_or("direct");
         self.open.push(Open {
             session,
             peer: peer.clone(),
             link,
             path,
         });
-        self.notices.push(Notice::Opened { peer, history });
+        self.notices.push(Notice::Opened {
+            peer,
+            history,
+            path: path.to_string(),
+        });
     }
 
     fn on_answer(
@@ -717,10 +750,17 @@ impl Sessions {
     ) {
         self.outgoing.retain(|(_, s)| *s != session);
         let direct = self.fallback.remove(&session);
+        let reversed = self.reversing.remove(&session);
         match result {
             Err((EndReason::Unreachable, _)) if direct.is_some() => {
-                // The ladder's next rung: both ends dial out to the relay.
+                // The ladder's second rung: the peer dials us back.
                 if let Some(entry) = direct {
+                    self.reverse(session, entry);
+                }
+            }
+            Err((EndReason::Unreachable, _)) if reversed.is_some() => {
+                // The ladder's last rung: both ends dial out to the relay.
+                if let Some(entry) = reversed {
                     self.relaying.insert(session, entry);
                     self.relay_deadline
                         .insert(session, Instant::now() + RELAY_ANSWER_WAIT);
@@ -746,6 +786,45 @@ impl Sessions {
                     peer: peer.to_string(),
                     reason,
                     detail,
+                });
+            }
+        }
+    }
+
+    /// Asks the server to have `peer` dial us back for `session` and waits for it on a
+    /// thread of its own (the answer arrives as for a direct request).
+    fn reverse(&mut self, session: u64, entry: (String, SocketAddr, Ticket, KeyField)) {
+        let (peer, addr, ticket, peer_key) = entry;
+        // Waiting before asking: the peer may dial back before the server answers us.
+        let wait = self.reversals.expect(false, session);
+        self.paths.insert(session, "reverse");
+        self.reversing
+            .insert(session, (peer.clone(), addr, ticket.clone(), peer_key));
+        self.to_server.push(Command::Reverse {
+            transfer: false,
+            id: session,
+        });
+        self.notices.push(Notice::Reversing { peer: peer.clone() });
+        let ask = Ask {
+            me: self.me.clone(),
+            peer: peer.clone(),
+            session,
+            addr,
+            ticket,
+            peer_key,
+            wait: self.answer_wait,
+            route: Route::Reverse(wait),
+            security: Arc::clone(&self.security),
+        };
+        match peer_dial::request(ask, self.events.clone()) {
+            Ok(()) => self.outgoing.push((peer, session)),
+            Err(e) => {
+                self.reversing.remove(&session);
+                self.report_end(session, EndReason::Unreachable);
+                self.notices.push(Notice::NotOpened {
+                    peer,
+                    reason: EndReason::Unreachable,
+                    detail: e.to_string(),
                 });
             }
         }

@@ -45,6 +45,9 @@ pub enum TransferEvent {
     /// The peer of our transfer (server id `transfer`) could not be reached directly:
     /// ask the server for the relay (the thread waits for its token).
     NeedRelay { id: u64, transfer: u64 },
+    /// The peer of our transfer (server id `transfer`) could not be reached directly:
+    /// ask the server to have it dial us back (the thread waits for the connection).
+    NeedReverse { id: u64, transfer: u64 },
 }
 
 /// How a transfer ended.

@@ -16,10 +16,10 @@ use crossbeam_channel::Sender;
 
 mod folders;
 mod grants;
+mod ladder;
 mod refusals;
 
 use super::disk_space;
-use super::peer_dial;
 use super::peer_link::{Incoming, Purpose};
 use super::peer_secure::PeerSecurity;
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
@@ -28,7 +28,6 @@ use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
-use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
 use std::sync::Arc;
 
@@ -171,9 +170,9 @@ struct Entry {
     offer: Option<u64>,
     /// The server's transfer id, once known.
     transfer: Option<u64>,
-    /// Where the peer listens and the ticket, from our `TRANSFER` grant, until the
-    /// data connection is opened (`grants::launch`).
-    grant: Option<(SocketAddr, Ticket)>,
+    /// Where the peer listens (with its hints) and the ticket, from our `TRANSFER` grant,
+    /// until the data connection is opened (`grants::launch`).
+    grant: Option<ladder::Grant>,
     /// The peer's identity key from the server's grant (`OK TRANSFER`), once known:
     /// what the transfer link's handshake must see.
     peer_key: KeyField,
@@ -680,7 +679,7 @@ impl Transfers {
 
     /// A data connection whose ticket `sessions` checked.
     pub fn on_incoming(&mut self, incoming: Incoming) {
-        let route = if incoming.relayed { "relay" } else { "direct" };
+        let route = incoming.path;
         let from = incoming.hello.from.clone();
         let transfer_id = incoming.hello.session;
         match incoming.hello.purpose.clone() {
@@ -812,6 +811,15 @@ impl Transfers {
                     entry.row.size = Some(total);
                     entry.row.rate = current_rate(&entry.samples, now);
                 }
+            }
+            TransferEvent::NeedReverse { id, transfer } => {
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.row.route = "reverse";
+                }
+                self.to_server.push(ServerOut::Command(Command::Reverse {
+                    transfer: true,
+                    id: transfer,
+                }));
             }
             TransferEvent::NeedRelay { id, transfer } => {
                 if let Some(entry) = self.entries.get_mut(&id) {
@@ -1035,41 +1043,6 @@ fn current_rate(samples: &std::collections::VecDeque<(Instant, u64)>, now: Insta
 fn refuse(incoming: Incoming, why: &str) {
     if let Ok(wire) = incoming.into_wire() {
         wire.refuse(why);
-    }
-}
-
-/// The ladder for a data connection: direct to `addr`; if the peer cannot be reached
-/// there, ask for the relay (`NeedRelay`) and meet it there with the token the server
-/// gives (same ticket, same proof check). A peer that answered but failed the proof is
-/// not retried: someone else holds its address.
-fn open_ladder(
-    (addr, (key, security)): (SocketAddr, &(Option<[u8; 32]>, Arc<PeerSecurity>)),
-    first: &PeerMsg,
-    peer: &str,
-    (id, transfer): (u64, u64),
-    events: &Sender<TransferEvent>,
-    relay: &crossbeam_channel::Receiver<(SocketAddr, String)>,
-) -> std::io::Result<super::transfer::Wire> {
-    match peer_dial::open_transfer(addr, None, first, peer, *key, security) {
-        // A peer that refused (in clear, before the handshake) was reached: no relay.
-        Err(e)
-            if !matches!(
-                e.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
-            ) && super::peer_secure::clear_refusal(&e).is_none() =>
-        {
-            if events
-                .send(TransferEvent::NeedRelay { id, transfer })
-                .is_err()
-            {
-                return Err(e);
-            }
-            match relay.recv_timeout(crate::protocol::limits::DEFAULT_RELAY_TOKEN_TTL) {
-                Ok(via) => peer_dial::open_transfer(addr, Some(&via), first, peer, *key, security),
-                Err(_) => Err(e),
-            }
-        }
-        other => other,
     }
 }
 

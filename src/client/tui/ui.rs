@@ -849,11 +849,15 @@ pub fn render_notice(notice: &Notice) -> String {
         }
         Notice::Declined { from } => format!("* declined {from}", from = Untrusted(from)),
         Notice::Asking { peer } => format!("* asking {} to chat...", Untrusted(peer)),
+        Notice::Reversing { peer } => format!(
+            "* cannot reach {} directly; asking it to connect to us...",
+            Untrusted(peer)
+        ),
         Notice::Relaying { peer } => format!(
             "* cannot reach {} directly; meeting through the server's relay...",
             Untrusted(peer)
         ),
-        Notice::Opened { peer, history } => {
+        Notice::Opened { peer, history, .. } => {
             let mut text = String::new();
             if !history.is_empty() {
                 text.push_str(&format!(
@@ -916,8 +920,8 @@ pub fn render_notice(notice: &Notice) -> String {
                     State::Asking => "waiting for an answer",
                     State::Asked => "wants to chat: \\accept or \\decline",
                 };
-                // The path of an open session when it is not direct (relay; reverse
-                // later): a session shown without one is direct.
+                // The path of an open session when it is not direct (reverse or relay):
+                // a session shown without one is direct.
                 let path = match paths.get(i).map(String::as_str) {
                     Some(path) if !path.is_empty() && path != "direct" => format!(", {path}"),
                     _ => String::new(),

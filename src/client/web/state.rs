@@ -48,6 +48,9 @@ pub struct SessionView {
     pub state: &'static str,
     /// Why it ended, when it did.
     pub ended: Option<String>,
+    /// How an open session reaches the peer: `direct`, `reverse` or `relay` (empty
+    /// before it opens).
+    pub path: String,
     /// The last lines said, oldest first.
     pub lines: VecDeque<Line>,
 }
@@ -128,6 +131,7 @@ impl Snapshot {
                 peer: peer.to_string(),
                 state: "asking",
                 ended: None,
+                path: String::new(),
                 lines: VecDeque::new(),
             })
     }
@@ -262,11 +266,16 @@ impl Snapshot {
                     session.ended = None;
                 }
             }
-            Notice::Opened { peer, history } => {
+            Notice::Opened {
+                peer,
+                history,
+                path,
+            } => {
                 self.requests.remove(peer);
                 let session = self.session(peer);
                 session.state = "open";
                 session.ended = None;
+                session.path = path.clone();
                 session.lines = history.iter().cloned().collect();
             }
             Notice::NotOpened { peer, detail, .. } => {
@@ -279,11 +288,15 @@ impl Snapshot {
                 session.state = "closed";
                 session.ended = Some(why.clone());
             }
-            Notice::Sessions { list, .. } => {
-                for (peer, state) in list {
+            Notice::Sessions { list, paths } => {
+                for (i, (peer, state)) in list.iter().enumerate() {
                     match state {
                         SessionState::Active | SessionState::Open => {
-                            self.session(peer).state = "open"
+                            let session = self.session(peer);
+                            session.state = "open";
+                            if let Some(path) = paths.get(i).filter(|p| !p.is_empty()) {
+                                session.path = path.clone();
+                            }
                         }
                         SessionState::Asking => self.session(peer).state = "asking",
                         SessionState::Asked => {}
@@ -292,6 +305,7 @@ impl Snapshot {
             }
             Notice::Switched { .. }
             | Notice::Relaying { .. }
+            | Notice::Reversing { .. }
             | Notice::History { .. }
             | Notice::Refused { .. }
             | Notice::Error(_) => {}
@@ -390,8 +404,10 @@ mod tests {
         s.apply(&Event::Session(Notice::Opened {
             peer: "Bob".into(),
             history: vec![line("Bob", "old")],
+            path: "reverse".into(),
         }));
         assert!(s.requests.is_empty());
+        assert_eq!(s.sessions["bob"].path, "reverse");
         s.apply(&Event::Session(Notice::Said {
             peer: "Bob".into(),
             line: line("alice", "hi"),

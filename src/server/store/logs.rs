@@ -90,6 +90,8 @@ pub struct TransferLogRow {
     pub from_receiver: bool,
     /// Every participant's report, requester first.
     pub reports: Vec<TransferReport>,
+    /// The last ladder rung the requester asked for (`reverse`, `relay`); `None`: direct.
+    pub path: Option<String>,
 }
 
 const SESSION_COLUMNS: &str = "SELECT id, requester, target, started_at_ms, accepted_at_ms, ended_at_ms, end_reason, unknown_since_ms, path FROM sessions";
@@ -363,7 +365,8 @@ impl Store {
             let mut rows = c
                 .query(
                     "SELECT id, requester, target, started_at_ms, ended_at_ms, result, name, size,
-                            hash, duration_ms, role, moved, resumed_from, direction, from_receiver
+                            hash, duration_ms, role, moved, resumed_from, direction, from_receiver,
+                            path
                      FROM transfers ORDER BY id DESC LIMIT ?1",
                     params![limit as i64],
                 )?
@@ -382,6 +385,7 @@ impl Store {
                         end,
                         from_receiver: r.int(14)? != 0,
                         reports: Vec::new(),
+                        path: r.opt_text(15)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

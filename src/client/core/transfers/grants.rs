@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::folders::{self, FolderFile, FolderOut};
+use super::ladder::{Grant, Rungs};
 use super::{
-    Entry, Expect, Role, Stage, Transfers, XferNotice, open_ladder, same, spawn, transfer,
-    unreachable_outcome,
+    Entry, Expect, Role, Stage, Transfers, XferNotice, same, spawn, transfer, unreachable_outcome,
 };
+use crate::client::core::ladder::Reversals;
 use crate::protocol::identity_key::KeyField;
 use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
@@ -83,7 +84,7 @@ impl Transfers {
         &mut self,
         transfer_id: u64,
         user: &str,
-        addr: SocketAddr,
+        (addr, hints, reversals): (SocketAddr, &[SocketAddr], Reversals),
         ticket: Ticket,
         key: KeyField,
     ) {
@@ -111,7 +112,12 @@ impl Transfers {
             ));
         }
         let user = user.to_string();
-        let grant = Some((addr, ticket));
+        let grant = Some(Grant {
+            addr,
+            hints: hints.to_vec(),
+            reversals,
+            ticket,
+        });
         match asking.what {
             Pending::File {
                 path,
@@ -224,7 +230,7 @@ impl Transfers {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        let (Some((addr, ticket)), Some(transfer_id)) = (entry.grant.take(), entry.transfer) else {
+        let (Some(grant), Some(transfer_id)) = (entry.grant.take(), entry.transfer) else {
             return;
         };
         entry.row.stage = Stage::Connecting;
@@ -234,8 +240,16 @@ impl Transfers {
         let listed = entry.row.size;
         let peer = entry.row.peer.clone();
         let (relay_tx, relay_rx) = crossbeam_channel::bounded(1);
-        let secure = (entry.peer_key, std::sync::Arc::clone(&self.security));
         self.relay_waiters.insert(transfer_id, relay_tx);
+        let ticket = grant.ticket;
+        let rungs = Rungs {
+            addr: grant.addr,
+            hints: grant.hints,
+            reversals: grant.reversals,
+            relay: relay_rx,
+            peer_key: entry.peer_key,
+            security: std::sync::Arc::clone(&self.security),
+        };
         let spawned = match launch_kind(entry) {
             Some(Launch::Push(path, offer)) => {
                 let first = PeerMsg::Push {
@@ -246,8 +260,7 @@ impl Transfers {
                     offer,
                 };
                 spawn(id, &events, move |events| {
-                    let to = (addr, &secure);
-                    match open_ladder(to, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    match rungs.open(&first, &peer, (id, transfer_id), events) {
                         Ok(wire) => {
                             // A folder's file goes by its own name; its folder was agreed.
                             let (_, name) = folders::split_folder_path(&name);
@@ -266,8 +279,7 @@ impl Transfers {
                     name: name.clone(),
                 };
                 spawn(id, &events, move |events| {
-                    let to = (addr, &secure);
-                    match open_ladder(to, &first, &peer, (id, transfer_id), events, &relay_rx) {
+                    match rungs.open(&first, &peer, (id, transfer_id), events) {
                         Ok(wire) => {
                             let expect = Expect {
                                 name,

@@ -229,9 +229,13 @@ function renderChat() {
     tab.setAttribute('role', 'tab');
     tab.setAttribute('aria-selected', key === selected ? 'true' : 'false');
     const count = unread[key] || 0;
+    // How an open session reaches the peer: direct, reverse (it dialled us) or relay.
+    const path = s.state === 'open' && s.path ? s.path : '';
     tab.setAttribute('aria-label', s.peer + (count ? ', ' + count + ' unread' : '') +
-      (s.state === 'closed' ? ', ended' : s.state === 'asking' ? ', waiting' : ''));
+      (s.state === 'closed' ? ', ended' : s.state === 'asking' ? ', waiting' : '') +
+      (path ? ', ' + path : ''));
     tab.append(el('span', s.peer));
+    if (path) tab.append(el('span', path, 'path muted'));
     if (count) tab.append(el('span', String(count), 'badge'));
     tab.addEventListener('click', () => { selected = key; unread[key] = 0; render(); });
     return tab;
@@ -291,7 +295,9 @@ function buildTransfer(id, t) {
   const li = el('li', null, 'transfer ' + row.stage.kind);
   li.dataset.id = String(id);
   const toward = (row.role === 'send' || row.role === 'serve') ? 'to ' : 'from ';
-  li.append(el('div', row.name, 'name'), el('div', row.role + ' ' + toward + row.peer, 'muted'));
+  // The path once the data connection is up: direct, reverse or relay.
+  const via = ['active', 'finished'].includes(row.stage.kind) && row.route ? ' · ' + row.route : '';
+  li.append(el('div', row.name, 'name'), el('div', row.role + ' ' + toward + row.peer + via, 'muted'));
   const bar = el('progress');
   bar.max = 100;
   bar.setAttribute('aria-label', 'Progress of ' + row.name);
@@ -319,7 +325,7 @@ function renderTransfers() {
     const t = state.transfers[id];
     const row = t.row;
     // Rebuilt only when its buttons change; bytes, rate and time left update in place.
-    const key = row.stage.kind + '|' + t.saved;
+    const key = row.stage.kind + '|' + t.saved + '|' + row.route;
     let n = transferNodes.get(id);
     if (!n || n.key !== key) {
       n = buildTransfer(id, t);
