@@ -1,6 +1,6 @@
 //! Several servers as one service (issue 14): two real `peerchat-server` processes with
 //! `--cluster` on one real Redis (`redis-server`, started per test on a free port) and
-//! one shared database, and real clients on each. Alice on server A and bob on server B
+//! one real PostgreSQL database (started by the harness), and real clients on each. Alice on server A and bob on server B
 //! see each other, chat directly, push and fetch files; one name registered from both
 //! sides makes one account; a duplicate login is refused across servers; killing a
 //! server takes its users offline on the other within the heartbeat timeout.
@@ -22,13 +22,23 @@ struct Pair {
     a: Server,
     b: Server,
     _redis: Redis,
+    // Dropped after the servers (fields drop in order).
+    _database: Option<PgDatabase>,
 }
 
-/// Starts Redis and two servers with `--cluster` beside each other, or `None` (skip).
+/// Starts Redis and two servers with `--cluster` beside each other on one real
+/// PostgreSQL database (one shared SQLite file where PostgreSQL is not installed), or
+/// `None` (skip: no Redis).
 fn pair(args: &[&str]) -> Option<Pair> {
     let redis = Redis::start()?;
     let url = redis.url();
+    let database = postgres_or_skip("cluster tests on PostgreSQL (a shared SQLite file instead)")
+        .map(|pg| PgDatabase::create(&pg));
+    let db_url = database.as_ref().map(PgDatabase::url);
     let mut all = vec!["--cluster", url.as_str()];
+    if let Some(db_url) = &db_url {
+        all.extend(["--db", db_url.as_str()]);
+    }
     all.extend_from_slice(args);
     let a = Server::builder().args(&all).start();
     let b = Server::builder().args(&all).start_beside(&a);
@@ -45,6 +55,7 @@ fn pair(args: &[&str]) -> Option<Pair> {
         a,
         b,
         _redis: redis,
+        _database: database,
     })
 }
 
