@@ -210,13 +210,15 @@ fn my_session(
     }
 }
 
-/// RELAY SESSION|TRANSFER <id>
-///
-/// The requester of `id` could not reach its target: issue the two tokens of a relayed
-/// circuit, tell the target (its event is queued before our reply, as for tickets) and
-/// give the requester its own. Only the requester may ask, only while the target is
-/// online, and it counts against the same request bucket as `CONNECT`/`TRANSFER`.
-fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
+/// The target of session or transfer `id` if `me` asked for it (`RELAY`, `REVERSE`);
+/// otherwise the reply (boxed: `ServerMsg` is large): `432` for an id that is not `me`'s request, `500` if the
+/// database failed.
+pub(super) fn requested_target(
+    shared: &Shared,
+    me: &LoggedIn,
+    transfer: bool,
+    id: u64,
+) -> Result<String, Box<ServerMsg>> {
     let participants = if transfer {
         shared.store.transfer_participants(id)
     } else {
@@ -225,15 +227,26 @@ fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
             .session(id)
             .map(|r| r.map(|r| (r.requester, r.target)))
     };
-    let target = match participants {
-        Ok(Some((requester, target))) if requester.eq_ignore_ascii_case(&me.name) => target,
-        Ok(_) => {
-            return ServerMsg::err(
-                ErrorCode::NoSession,
-                format!("{id} is not a session or transfer you asked for"),
-            );
-        }
-        Err(e) => return internal("reading a session", &e),
+    match participants {
+        Ok(Some((requester, target))) if requester.eq_ignore_ascii_case(&me.name) => Ok(target),
+        Ok(_) => Err(Box::new(ServerMsg::err(
+            ErrorCode::NoSession,
+            format!("{id} is not a session or transfer you asked for"),
+        ))),
+        Err(e) => Err(Box::new(internal("reading a session", &e))),
+    }
+}
+
+/// RELAY SESSION|TRANSFER <id>
+///
+/// The requester of `id` could not reach its target: issue the two tokens of a relayed
+/// circuit, tell the target (its event is queued before our reply, as for tickets) and
+/// give the requester its own. Only the requester may ask, only while the target is
+/// online, and it counts against the same request bucket as `CONNECT`/`TRANSFER`.
+fn relay(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
+    let target = match requested_target(shared, me, transfer, id) {
+        Ok(target) => target,
+        Err(refusal) => return *refusal,
     };
     let Some((addr, secret)) = shared.config.relay.issuing.clone() else {
         return ServerMsg::err(ErrorCode::RelayFull, "this server has no relay");

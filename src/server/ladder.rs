@@ -40,26 +40,9 @@ pub fn hints_for(shared: &Shared, key: &str) -> Hints {
 /// target is online, and it counts against the same request bucket as `CONNECT`, so a
 /// client cannot make others dial addresses of its choosing at will.
 pub fn reverse(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
-    let participants = if transfer {
-        shared.store.transfer_participants(id)
-    } else {
-        shared
-            .store
-            .session(id)
-            .map(|r| r.map(|r| (r.requester, r.target)))
-    };
-    let target = match participants {
-        Ok(Some((requester, target))) if requester.eq_ignore_ascii_case(&me.name) => target,
-        Ok(_) => {
-            return ServerMsg::err(
-                ErrorCode::NoSession,
-                format!("{id} is not a session or transfer you asked for"),
-            );
-        }
-        Err(e) => {
-            log::error!("reading a session: {e}");
-            return ServerMsg::err(ErrorCode::Internal, "the server failed; try again");
-        }
+    let target = match super::commands::requested_target(shared, me, transfer, id) {
+        Ok(target) => target,
+        Err(refusal) => return *refusal,
     };
     if let Err(wait) = shared.requests.take(&me.key) {
         return ServerMsg::err(
