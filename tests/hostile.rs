@@ -471,7 +471,7 @@ fn a_peer_that_stops_reading_is_cut_off_and_the_sender_stays_responsive() {
     wait_for_anywhere(&mut bob, "* lost the connection to mallory: ", LOST_BOUND);
     // ... and answers at once.
     bob.send("\\sessions");
-    bob.expect("Sessions (1):\n  carol (active)\n");
+    bob.expect("Sessions (1):\n  carol (active, direct)\n");
     bob.send("still here, carol");
     carol.expect_chat(None, "bob", "still here, carol");
     carol.send("good");

@@ -218,6 +218,6 @@ fn on_the_direct_rung_the_address_that_completes_the_handshake_wins() {
     alice.expect_chat(None, "bob", "from the address that proved it");
     alice.send("\\sessions");
     // Direct: no other rung was tried.
-    alice.expect("bob (active)\n");
+    alice.expect("bob (active, direct)\n");
     fake.join().unwrap();
 }

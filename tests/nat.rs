@@ -397,19 +397,13 @@ fn ladder_case(alice_natted: bool, bob_natted: bool, path: &str) {
     bob.expect_chat(None, "alice", &format!("hello over {path}"));
     bob.send(&format!("and back over {path}"));
     alice.expect_chat(None, "bob", &format!("and back over {path}"));
-    // Direct sessions are unmarked; the others name their path.
-    let mark = |peer: &str| match path {
-        "direct" => format!("{peer} (active)\n"),
-        other => format!("{peer} (active, {other})"),
-    };
+    // Every session names its path in `\sessions`: direct, reverse or relay.
+    let mark = |peer: &str| format!("{peer} (active, {path})");
     alice.send("\\sessions");
     alice.expect(&mark("bob"));
     bob.send("\\sessions");
     bob.expect(&mark("alice"));
-    let route = |row: &str| match path {
-        "direct" => format!("{row}: "),
-        other => format!("{row} ({other}): "),
-    };
+    let route = |row: &str| format!("{row} ({path}): ");
     // Push: alice → bob.
     let to_bob = pattern_file(&ahome, "to-bob.bin", BIG, 5);
     let started = Instant::now();
@@ -488,7 +482,7 @@ fn a_natted_host_reaches_a_public_one_directly() {
     alice.send("\\accept bob");
     bob.expect("* session with alice open");
     bob.send("\\sessions");
-    bob.expect("alice (active)\n");
+    bob.expect("alice (active, direct)\n");
     assert!(!bob.output().contains("cannot reach"), "{}", bob.output());
 }
 

@@ -224,9 +224,9 @@ fn connect_and_accept_opens_a_session_both_ways() {
 
     // Both sides list it; each is the other's active session.
     alice.send("\\sessions");
-    alice.expect("Sessions (1):\n  bob (active)\n");
+    alice.expect("Sessions (1):\n  bob (active, direct)\n");
     bob.send("\\sessions");
-    bob.expect("Sessions (1):\n  alice (active)\n");
+    bob.expect("Sessions (1):\n  alice (active, direct)\n");
 }
 
 #[test]
@@ -387,7 +387,7 @@ fn three_sessions_at_once_with_switch_and_at_addressing() {
     alice.send("\\connect dave");
     dave.expect("* alice wants to chat: \\accept alice or \\decline alice");
     alice.send("\\sessions");
-    alice.expect("Sessions (3):\n  bob (open)\n  carol (active)\n  dave (waiting for an answer)\n");
+    alice.expect("Sessions (3):\n  bob (open, direct)\n  carol (active, direct)\n  dave (waiting for an answer)\n");
     dave.send("\\sessions");
     dave.expect("Sessions (1):\n  alice (wants to chat: \\accept or \\decline)\n");
     dave.send("\\accept");
@@ -397,7 +397,9 @@ fn three_sessions_at_once_with_switch_and_at_addressing() {
     alice.send("\\switch bob");
     alice.expect("* now talking to bob\n");
     alice.send("\\sessions");
-    alice.expect("Sessions (3):\n  bob (active)\n  carol (open)\n  dave (open)\n");
+    alice.expect(
+        "Sessions (3):\n  bob (active, direct)\n  carol (open, direct)\n  dave (open, direct)\n",
+    );
 
     // @carol goes to carol without switching; a plain line goes to bob.
     alice.send("@carol psst carol, only for you");
@@ -405,7 +407,9 @@ fn three_sessions_at_once_with_switch_and_at_addressing() {
     alice.send("plain line for bob");
     bob.expect_chat(None, "alice", "plain line for bob");
     alice.send("\\sessions");
-    alice.expect("Sessions (3):\n  bob (active)\n  carol (open)\n  dave (open)\n");
+    alice.expect(
+        "Sessions (3):\n  bob (active, direct)\n  carol (open, direct)\n  dave (open, direct)\n",
+    );
 
     // Lines from the non-active sessions carry the peer's name; the active one's do not.
     carol.send("carol writes while bob is active");
@@ -1024,7 +1028,7 @@ fn a_flooding_peer_is_cut_off_and_other_sessions_go_on() {
         "bob showed {shown} flood lines; the burst is {burst}, the rate {rate}/s"
     );
     bob.send("\\sessions");
-    bob.expect("Sessions (1):\n  carol (active)\n");
+    bob.expect("Sessions (1):\n  carol (active, direct)\n");
     carol.send("after the flood");
     bob.expect_chat(None, "carol", "after the flood");
     bob.send("yes, after");

@@ -574,7 +574,10 @@ fn row_head(row: &Row) -> String {
     )
 }
 
-fn row_line(row: &Row) -> String {
+/// One transfer in words. `show_direct`: the `\transfers` list names every path
+/// (`direct`, `reverse`, `relay`); the one-line notices name only the unusual ones, so
+/// the common `done` line stays short.
+fn row_line(row: &Row, show_direct: bool) -> String {
     let state = match &row.stage {
         Stage::Offered => "offered, waiting for an answer".to_string(),
         Stage::Asked => format!("offered to you: \\accept {0} or \\decline {0}", row.id),
@@ -591,9 +594,13 @@ fn row_line(row: &Row) -> String {
         Stage::Finished(outcome) => outcome_words(row, outcome),
         Stage::Dropped(why) => Untrusted(why).to_string(),
     };
-    // The path the data takes when it is not direct (relay): unmarked rows are direct.
+    // The path the data takes (direct, reverse or relay), once a connection carries it.
     let route = match row.stage {
-        Stage::Active | Stage::Finished(_) if row.route != "direct" => format!(" ({})", row.route),
+        Stage::Active | Stage::Finished(_)
+            if !row.route.is_empty() && (show_direct || row.route != "direct") =>
+        {
+            format!(" ({})", row.route)
+        }
         _ => String::new(),
     };
     format!("{}{route}: {state}", row_head(row))
@@ -725,7 +732,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
         XferNotice::Finished { row } | XferNotice::Dropped { row } => {
-            format!("* {}", row_line(row))
+            format!("* {}", row_line(row, false))
         }
         XferNotice::List { rows } => {
             if rows.is_empty() {
@@ -734,7 +741,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             let mut text = format!("Transfers ({}):", rows.len());
             for row in rows {
                 text.push_str("\n  ");
-                text.push_str(&row_line(row));
+                text.push_str(&row_line(row, true));
             }
             text
         }
@@ -920,10 +927,9 @@ pub fn render_notice(notice: &Notice) -> String {
                     State::Asking => "waiting for an answer",
                     State::Asked => "wants to chat: \\accept or \\decline",
                 };
-                // The path of an open session when it is not direct (reverse or relay):
-                // a session shown without one is direct.
+                // The path of an open session: direct, reverse or relay.
                 let path = match paths.get(i).map(String::as_str) {
-                    Some(path) if !path.is_empty() && path != "direct" => format!(", {path}"),
+                    Some(path) if !path.is_empty() => format!(", {path}"),
                     _ => String::new(),
                 };
                 text.push_str(&format!(
