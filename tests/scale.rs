@@ -289,3 +289,49 @@ fn commands_are_answered_while_logins_hash_on_a_thread_of_the_lowest_priority() 
         "the slowest of {answered} commands took {slowest:?} while logins hashed"
     );
 }
+
+/// Open descriptors of process `pid` (Linux).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_logged_in_client_costs_the_server_one_descriptor() {
+    let server = Server::start();
+    let mut first = Wire::registered(server.addr, "first", PW, 40001);
+    first.ping();
+    let before = open_fds(server.pid());
+    let n = 20;
+    let mut wires: Vec<Wire> = (0..n)
+        .map(|i| Wire::registered(server.addr, &format!("fd{i:02}"), PW, 41000 + i as u16))
+        .collect();
+    for w in &mut wires {
+        w.ping();
+    }
+    let after = open_fds(server.pid());
+    // The TLS reader reads the socket the writer writes (no clone): 10,000 clients need
+    // 10,000 descriptors, not 20,000 (README "Running 10,000 clients").
+    assert!(
+        after - before <= n + 2,
+        "{n} clients took {} descriptors ({before} → {after})",
+        after - before
+    );
+    assert!(after - before >= n, "{before} → {after}");
+    // Closing them gives the descriptors back.
+    for w in &mut wires {
+        w.quit();
+    }
+    drop(wires);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while open_fds(server.pid()) > before + 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "descriptors were not given back: {} (from {before})",
+            open_fds(server.pid())
+        );
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    first.ping();
+}
