@@ -4,8 +4,9 @@
 //! thread and a writer thread can share.
 //!
 //! The sharing rule (DESIGN.md "Rules for encrypted links"): the rustls state sits behind
-//! one `Mutex` held only for memory work. The reader blocks on its own clone of the
-//! socket without the lock, then feeds what it read in under the lock. Only the writer
+//! one `Mutex` held only for memory work. The reader blocks on the socket without the
+//! lock (its own clone; on the server the one socket the writer shares, so a connection
+//! costs one descriptor), then feeds what it read in under the lock. Only the writer
 //! side ever takes records out of rustls (`TlsSealer`), and it is one thread per link,
 //! so records reach the socket in the order rustls made them. When the reader makes
 //! records (handshake flights, alerts, key updates) it calls its `nudge` so the writer
