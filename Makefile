@@ -43,7 +43,8 @@ demo: build
 	bash scripts/demo.sh
 
 # Benchmarks (BENCHMARKS.md): release binaries, the open-file limit raised to the hard
-# limit for the 5,000-client figure (the bench also raises it itself), then every group;
+# limit for the 10,000-client figure (the bench also raises it itself, and as root its
+# hard limit too, to 65,536: README "Running 10,000 clients"), then every group;
 # ARGS="transfer" runs one group, ARGS="--quick" every group with small sizes.
 bench:
 	$(CARGO) build --release --bins

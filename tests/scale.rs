@@ -191,3 +191,150 @@ fn with_auto_reconnect_the_client_comes_back_by_itself_after_a_restart() {
     assert_eq!(server2.log_count("logged in alice with a token"), 1);
     assert_eq!(server2.log_count(&verify_line("alice")), 0);
 }
+
+/// The threads of process `pid` named `name`, each as (nice value, CPU ticks used), from
+/// `/proc/<pid>/task/*/stat` (Linux).
+fn threads_named(pid: u32, name: &str) -> Vec<(i64, u64)> {
+    let mut found = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `tid (comm) state ...`: the name is in parentheses, the fields follow it.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // After the name: state is field 3 of stat(5), utime 14, stime 15, nice 19.
+        let field = |n: usize| fields[n - 3].parse::<i64>().unwrap();
+        found.push((field(19), (field(14) + field(15)) as u64));
+    }
+    found
+}
+
+#[test]
+fn commands_are_answered_while_logins_hash_on_a_thread_of_the_lowest_priority() {
+    // Cost 10: each check takes tens of milliseconds even with bcrypt optimised.
+    let server = Server::builder().bcrypt_cost(10).start();
+    let users = 4;
+    // Registering hashes too: one at a time, each from its own address.
+    for i in 0..users {
+        let mut w = Wire::connect_from(server.addr, loopback(i)).named(&format!("hasher{i}"));
+        w.register(&format!("hasher{i}"), PW, 42000 + i as u16);
+        w.quit();
+    }
+    let mut alice = Wire::registered(server.addr, "alice", PW, 40001);
+    let hashing = threads_named(server.pid(), "bcrypt");
+    assert!(!hashing.is_empty(), "the server has hashing threads");
+    assert!(
+        hashing.iter().all(|&(nice, _)| nice == 19),
+        "hashing threads run at the lowest priority: {hashing:?}"
+    );
+    let cpu_before: u64 = hashing.iter().map(|&(_, cpu)| cpu).sum();
+    // The rest of the server keeps the normal priority.
+    let main = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
+    let after_name = &main[main.rfind(')').unwrap() + 2..];
+    assert_eq!(after_name.split(' ').nth(19 - 3), Some("0"), "{main}");
+
+    // The logins all at once, each from its own address (the queue takes 8 per address).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let logins: Vec<_> = (0..users)
+        .map(|i| {
+            let (addr, done) = (server.addr, done.clone());
+            thread::spawn(move || {
+                let name = format!("hasher{i}");
+                let mut w = Wire::connect_from(addr, loopback(i)).named(&name);
+                w.login(&name, PW, 42000 + i as u16);
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                w
+            })
+        })
+        .collect();
+    // While they hash (one at a time on a 2-core machine), LIST and INFO keep answering.
+    let mut slowest = std::time::Duration::ZERO;
+    let mut answered = 0;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < users {
+        let t = std::time::Instant::now();
+        if answered % 2 == 0 {
+            assert!(alice.list().contains(&"alice".to_string()));
+        } else {
+            alice.send("INFO alice");
+            alice.expect("OK INFO alice ");
+        }
+        slowest = slowest.max(t.elapsed());
+        answered += 1;
+        // Leave the hashes some CPU: commands back to back would starve them (by design
+        // a command goes first), and the test would wait for its logins a long time.
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _online: Vec<Wire> = logins.into_iter().map(|t| t.join().unwrap()).collect();
+    let cpu_after: u64 = threads_named(server.pid(), "bcrypt")
+        .iter()
+        .map(|&(_, cpu)| cpu)
+        .sum();
+    assert!(
+        cpu_after > cpu_before,
+        "the logins' hashes ran on the hashing threads ({cpu_before} → {cpu_after} ticks)"
+    );
+    assert!(
+        answered >= 4,
+        "only {answered} commands answered while {users} logins hashed"
+    );
+    // A generous bound (the machine is shared): a command waits for no hash.
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "the slowest of {answered} commands took {slowest:?} while logins hashed"
+    );
+}
+
+/// Open descriptors of process `pid` (Linux).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_logged_in_client_costs_the_server_one_descriptor() {
+    let server = Server::start();
+    let mut first = Wire::registered(server.addr, "first", PW, 40001);
+    first.ping();
+    let before = open_fds(server.pid());
+    let n = 20;
+    let mut wires: Vec<Wire> = (0..n)
+        .map(|i| Wire::registered(server.addr, &format!("fd{i:02}"), PW, 41000 + i as u16))
+        .collect();
+    for w in &mut wires {
+        w.ping();
+    }
+    let after = open_fds(server.pid());
+    // The TLS reader reads the socket the writer writes (no clone): 10,000 clients need
+    // 10,000 descriptors, not 20,000 (README "Running 10,000 clients").
+    assert!(
+        after - before <= n + 2,
+        "{n} clients took {} descriptors ({before} → {after})",
+        after - before
+    );
+    assert!(after - before >= n, "{before} → {after}");
+    // Closing them gives the descriptors back.
+    for w in &mut wires {
+        w.quit();
+    }
+    drop(wires);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while open_fds(server.pid()) > before + 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "descriptors were not given back: {} (from {before})",
+            open_fds(server.pid())
+        );
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    first.ping();
+}

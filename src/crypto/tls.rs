@@ -4,8 +4,9 @@
 //! thread and a writer thread can share.
 //!
 //! The sharing rule (DESIGN.md "Rules for encrypted links"): the rustls state sits behind
-//! one `Mutex` held only for memory work. The reader blocks on its own clone of the
-//! socket without the lock, then feeds what it read in under the lock. Only the writer
+//! one `Mutex` held only for memory work. The reader blocks on the socket without the
+//! lock (its own clone; on the server the one socket the writer shares, so a connection
+//! costs one descriptor), then feeds what it read in under the lock. Only the writer
 //! side ever takes records out of rustls (`TlsSealer`), and it is one thread per link,
 //! so records reach the socket in the order rustls made them. When the reader makes
 //! records (handshake flights, alerts, key updates) it calls its `nudge` so the writer
@@ -353,6 +354,19 @@ pub fn server(sock: &TcpStream, config: Arc<ServerConfig>) -> io::Result<(TlsRea
     split(sock, Connection::Server(conn))
 }
 
+/// Like [`server`], but the reader reads `sock` itself instead of a clone of it, so the
+/// connection holds one file descriptor, not two: the server's writer writes on the same
+/// `Arc` (a `&TcpStream` reads and writes from two threads at once; a clone would share
+/// the socket, its timeouts and its shutdown anyway). The socket closes when both halves
+/// are gone.
+pub fn server_shared(
+    sock: Arc<TcpStream>,
+    config: Arc<ServerConfig>,
+) -> io::Result<(TlsReader, TlsSealer)> {
+    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    Ok(split_shared(sock, Connection::Server(conn)))
+}
+
 /// Answers a connection the server will not serve with `bytes` (one `ERR` line) over
 /// TLS, then closes: the handshake, the line, `close_notify`. Gives up at `deadline`.
 /// Runs on its own short-lived thread, never on the accept loop.
@@ -399,19 +413,23 @@ pub fn blocking_client(sock: TcpStream, trust: Trust) -> io::Result<BlockingTls>
     Ok(rustls::StreamOwned::new(conn, sock))
 }
 
-fn split(sock: &TcpStream, mut conn: Connection) -> io::Result<(TlsReader, TlsSealer)> {
+fn split(sock: &TcpStream, conn: Connection) -> io::Result<(TlsReader, TlsSealer)> {
+    Ok(split_shared(Arc::new(sock.try_clone()?), conn))
+}
+
+fn split_shared(sock: Arc<TcpStream>, mut conn: Connection) -> (TlsReader, TlsSealer) {
     // The sealer drains after every write, so rustls never needs to hold much back.
     conn.set_buffer_limit(None);
     let state = Arc::new(Mutex::new(conn));
     let reader = TlsReader {
-        sock: sock.try_clone()?,
+        sock,
         state: Arc::clone(&state),
         buf: vec![0; SOCKET_READ].into_boxed_slice(),
         start: 0,
         end: 0,
         nudge: None,
     };
-    Ok((reader, TlsSealer { state }))
+    (reader, TlsSealer { state })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -422,11 +440,11 @@ fn broken(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
 }
 
-/// The reading half: plaintext out of a TLS link. Blocks on its own socket clone
-/// without holding the lock.
+/// The reading half: plaintext out of a TLS link. Blocks on its socket (its own clone,
+/// or on the server the one socket shared with the writer) without holding the lock.
 pub struct TlsReader {
-    /// This side's own handle on the socket.
-    sock: TcpStream,
+    /// This side's handle on the socket.
+    sock: Arc<TcpStream>,
     /// The rustls state shared with the sealer.
     state: Arc<Mutex<Connection>>,
     /// Ciphertext read from the socket; `start..end` is what rustls has not taken yet.
@@ -482,7 +500,7 @@ impl TlsReader {
         let fresh = self.start == self.end;
         if fresh {
             self.start = 0;
-            self.end = self.sock.read(&mut self.buf)?;
+            self.end = (&*self.sock).read(&mut self.buf)?;
         }
         let eof = self.end == 0;
         let (result, wants_write) = {

@@ -2,11 +2,14 @@
 //!
 //! Owns the per-user file lists. Each user's list is an immutable `Arc` swapped whole on
 //! `SHARE`, so a listing or search holds the lock only to clone the `Arc`s (one per
-//! user) and scans with no lock held: a search over 100,000 files never stalls another
-//! command. It must not talk to sockets or the store, and it is a leaf lock like the
-//! registry (never held while taking another).
+//! user, already in listing order: the lists are kept sorted by user key) and scans with
+//! no lock held: a search over 100,000 files never stalls another command. For `SEARCH`
+//! each list also keeps its lower-case names joined in one string, so a search is one
+//! substring scan per user instead of one per file, with no allocation but the results.
+//! It must not talk to sockets or the store, and it is a leaf lock like the registry
+//! (never held while taking another).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,15 +22,24 @@ struct UserFiles {
     user: String,
     /// The address the user is logged in from, for the per-address cap.
     ip: IpAddr,
-    /// (file, lower-case name), sorted by lower-case name.
-    files: Vec<(SharedFile, String)>,
+    /// The files, sorted by lower-case name (then name).
+    files: Vec<SharedFile>,
+    /// The lower-case names in the order of `files`, each followed by [`SEPARATOR`], for
+    /// `SEARCH` (a needle never holds the separator, so a match never spans two names).
+    haystack: String,
+    /// Where each file's lower-case name starts in `haystack`.
+    starts: Vec<usize>,
 }
+
+/// Ends each name in a user's `haystack`: a line feed, which no name (a part of a
+/// protocol line) can hold.
+const SEPARATOR: char = '\n';
 
 /// What the lock guards: the lists and the counts the caps are checked against.
 #[derive(Default)]
 struct Inner {
-    /// User key → that user's files.
-    by_user: HashMap<String, Arc<UserFiles>>,
+    /// User key (the lower-case name) → that user's files, in listing order.
+    by_user: BTreeMap<String, Arc<UserFiles>>,
     /// Files of all users together.
     total: usize,
     /// Files per source address.
@@ -90,10 +102,19 @@ impl FileIndex {
             .collect();
         files.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
         let count = files.len();
+        let mut haystack = String::with_capacity(files.iter().map(|(_, l)| l.len() + 1).sum());
+        let mut starts = Vec::with_capacity(count);
+        for (_, lower) in &files {
+            starts.push(haystack.len());
+            haystack.push_str(lower);
+            haystack.push(SEPARATOR);
+        }
         let entry = Arc::new(UserFiles {
             user: user.to_string(),
             ip,
-            files,
+            files: files.into_iter().map(|(f, _)| f).collect(),
+            haystack,
+            starts,
         });
         let mut inner = self.lock();
         let old = inner.by_user.get(key).map(|l| (l.ip, l.files.len()));
@@ -140,15 +161,14 @@ impl FileIndex {
         self.lock().total
     }
 
+    /// The lists (all, or `only` one user key's), in listing order. Only `Arc`s are
+    /// cloned under the lock; the map keeps them sorted, so nothing is sorted here.
     fn snapshot(&self, only: Option<&str>) -> Vec<Arc<UserFiles>> {
         let inner = self.lock();
-        let mut lists: Vec<Arc<UserFiles>> = match only {
+        match only {
             Some(key) => inner.by_user.get(key).cloned().into_iter().collect(),
             None => inner.by_user.values().cloned().collect(),
-        };
-        drop(inner);
-        lists.sort_by_cached_key(|l| l.user.to_ascii_lowercase());
-        lists
+        }
     }
 
     /// At most `limit` files from position `offset` of the whole listing (or of one
@@ -159,7 +179,7 @@ impl FileIndex {
         let total = lists.iter().map(|l| l.files.len()).sum();
         let page = lists
             .iter()
-            .flat_map(|l| l.files.iter().map(move |(f, _)| (l, f)))
+            .flat_map(|l| l.files.iter().map(move |f| (l, f)))
             .skip(offset)
             .take(limit)
             .map(|(l, f)| entry(&l.user, f))
@@ -170,15 +190,27 @@ impl FileIndex {
     /// The first `limit` files whose name contains `text` (any case), and how many match.
     pub fn search(&self, text: &str, limit: usize) -> (Vec<FileEntry>, usize) {
         let needle = text.to_lowercase();
+        if needle.contains(SEPARATOR) {
+            return (Vec::new(), 0);
+        }
         let mut found = Vec::new();
         let mut total = 0;
         for list in self.snapshot(None) {
-            for (file, lower) in &list.files {
-                if lower.contains(&needle) {
-                    total += 1;
-                    if found.len() < limit {
-                        found.push(entry(&list.user, file));
-                    }
+            if list.files.is_empty() {
+                continue;
+            }
+            let mut from = 0;
+            while let Some(at) = list.haystack[from..].find(needle.as_str()) {
+                // The file holding the match; the scan goes on after its name, so a
+                // name that holds the text twice counts once.
+                let i = list.starts.partition_point(|&s| s <= from + at) - 1;
+                total += 1;
+                if found.len() < limit {
+                    found.push(entry(&list.user, &list.files[i]));
+                }
+                match list.starts.get(i + 1) {
+                    Some(&next) => from = next,
+                    None => break,
                 }
             }
         }
@@ -237,6 +269,30 @@ mod tests {
         assert_eq!(index.search("txt", 10).1, 0);
         assert!(index.list(Some("alice"), 0, 100).0.is_empty());
         assert_eq!(index.total(), 1);
+    }
+
+    #[test]
+    fn a_search_counts_each_file_once_never_across_two_names_and_in_listing_order() {
+        let index = FileIndex::default();
+        index
+            .set("zed", "Zed", IP, files(&["photo-photo.jpg", "x.bin"]))
+            .unwrap();
+        index
+            .set("amy", "Amy", IP, files(&["xab", "cdx", "PHOTO.png"]))
+            .unwrap();
+        index.set("nobody", "nobody", IP, files(&[])).unwrap();
+        let (found, total) = index.search("photo", 10);
+        let shown: Vec<String> = found
+            .iter()
+            .map(|e| format!("{} {}", e.user, e.name))
+            .collect();
+        assert_eq!(total, 2, "photo-photo.jpg counts once");
+        assert_eq!(shown, ["Amy PHOTO.png", "Zed photo-photo.jpg"]);
+        // "xab" then "cdx": "bc" would match only across the two names.
+        assert_eq!(index.search("bc", 10).1, 0);
+        assert_eq!(index.search("b\nc", 10).1, 0);
+        assert_eq!(index.search("x", 10).1, 3, "xab, cdx, x.bin");
+        assert_eq!(index.search("", 10).1, 5, "every file once");
     }
 
     #[test]

@@ -6,11 +6,22 @@
 //! of it could not be served by then, or when its address already has
 //! [`MAX_HASHING_PER_IP`] logins waiting or hashing. The lock is a leaf held only to
 //! count, never while hashing. It must not know about logins or the protocol.
+//!
+//! The hashes themselves run on the gate's own worker threads (one per permit), which
+//! lower their own scheduling priority to the lowest (nice 19) when they start: a
+//! command that needs microseconds of CPU then preempts a hash at once instead of waiting
+//! for a time slice, so `LIST`, `INFO` and `SEARCH` stay fast while logins hash. A
+//! thread cannot raise its priority back without privileges, hence dedicated threads
+//! instead of lowering the caller's for the length of one hash.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::rate_limit::lock;
 use crate::protocol::limits::MAX_HASHING_PER_IP;
@@ -46,7 +57,22 @@ pub struct HashGate {
     state: Mutex<State>,
     /// Signalled when a permit comes back.
     freed: Condvar,
+    /// Jobs for the hashing threads. A caller sends only while it holds a permit, and
+    /// there is one thread per permit, so a job never waits here for a thread.
+    jobs: Sender<Job>,
 }
+
+/// One hash for a worker thread: it runs the closure and sends back the result.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Stack of a hashing thread: bcrypt's state is a few KiB.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// The nice value of the hashing threads: the lowest priority.
+pub const HASHING_NICE: i32 = 19;
+
+/// The name of the hashing threads (seen in `/proc/<pid>/task/*/comm`).
+pub const HASHING_THREAD: &str = "bcrypt";
 
 impl HashGate {
     /// One permit per core but one (at least one), leaving a core for everything else;
@@ -59,7 +85,19 @@ impl HashGate {
     /// A gate that lets `permits` hashes run at once, `per_address_max` per address.
     pub fn new(permits: usize, per_address_max: usize, typical: Duration) -> HashGate {
         let permits = permits.max(1);
+        let (jobs, queue) = unbounded::<Job>();
+        for _ in 0..permits {
+            let queue = queue.clone();
+            // Without its threads the gate would hang every login: failing to start one
+            // at start-up is fatal, like failing to bind.
+            thread::Builder::new()
+                .name(HASHING_THREAD.into())
+                .stack_size(WORKER_STACK)
+                .spawn(move || worker(&queue))
+                .expect("starting a hashing thread");
+        }
         HashGate {
+            jobs,
             permits,
             per_address_max: per_address_max.max(1),
             state: Mutex::new(State {
@@ -72,12 +110,14 @@ impl HashGate {
         }
     }
 
-    /// Runs `hash` for `address` once a permit is free, if that happens by `deadline`.
-    pub fn run<T>(
+    /// Runs `hash` for `address` on a low-priority hashing thread once a permit is free,
+    /// if that happens by `deadline`, and waits for it. A panic in `hash` is raised again
+    /// here, in the caller.
+    pub fn run<T: Send + 'static>(
         &self,
         address: IpAddr,
         deadline: Instant,
-        hash: impl FnOnce() -> T,
+        hash: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, GateRefusal> {
         {
             let mut s = lock(&self.state);
@@ -119,14 +159,55 @@ impl HashGate {
             address,
             started: Instant::now(),
         };
-        let out = hash();
+        let (done, result) = bounded(1);
+        let job: Job = Box::new(move || {
+            let out = panic::catch_unwind(AssertUnwindSafe(hash));
+            let _ = done.send(out);
+        });
+        self.jobs
+            .send(job)
+            .expect("the hashing threads live as long as the gate");
+        let out = result
+            .recv()
+            .expect("a hashing thread answers every job it takes");
         drop(permit);
-        Ok(out)
+        match out {
+            Ok(out) => Ok(out),
+            Err(payload) => panic::resume_unwind(payload),
+        }
     }
 
     /// Hashes waiting for a permit now.
     pub fn waiting(&self) -> usize {
         lock(&self.state).waiting
+    }
+}
+
+/// A hashing thread: lowers its own priority, then runs jobs until the gate is dropped.
+fn worker(queue: &Receiver<Job>) {
+    lower_own_priority();
+    while let Ok(job) = queue.recv() {
+        job();
+    }
+}
+
+/// Sets this thread's nice value to [`HASHING_NICE`]. On Linux `setpriority` with a
+/// thread id changes only that thread. Lowering one's own priority needs no privilege;
+/// if it fails anyway the thread hashes at normal priority, as before.
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take no pointers and change only this thread.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HASHING_NICE)
+        };
+        if rc != 0 {
+            log::warn!(
+                "hashing at normal priority: setpriority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -182,7 +263,7 @@ mod tests {
             .map(|i| {
                 let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
                 std::thread::spawn(move || {
-                    gate.run(ip(i), far(), || {
+                    gate.run(ip(i), far(), move || {
                         let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(20));
@@ -210,7 +291,7 @@ mod tests {
         let holder = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                gate.run(ip(1), far(), || {
+                gate.run(ip(1), far(), move || {
                     started_tx.send(()).unwrap();
                     release_rx.recv().unwrap();
                 })
@@ -237,7 +318,7 @@ mod tests {
         let holder = {
             let gate = gate.clone();
             std::thread::spawn(move || {
-                gate.run(ip(1), far(), || {
+                gate.run(ip(1), far(), move || {
                     started_tx.send(()).unwrap();
                     release_rx.recv().unwrap();
                 })
@@ -248,5 +329,32 @@ mod tests {
         release_tx.send(()).unwrap();
         holder.join().unwrap().unwrap();
         assert_eq!(gate.run(ip(1), far(), || 1), Ok(1));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hashes_run_on_a_thread_of_the_lowest_priority_and_panics_reach_the_caller() {
+        let gate = HashGate::new(1, 100, Duration::from_millis(1));
+        let mine = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        // SAFETY (in the closure as here): getpriority and gettid take no pointers.
+        let (nice, name) = gate
+            .run(ip(1), far(), || {
+                let nice =
+                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+                (nice, std::thread::current().name().map(str::to_string))
+            })
+            .unwrap();
+        assert_eq!(nice, HASHING_NICE);
+        assert_eq!(name.as_deref(), Some(HASHING_THREAD));
+        assert_eq!(
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) },
+            mine,
+            "the caller's priority is untouched"
+        );
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _ = gate.run(ip(1), far(), || panic!("in the hash"));
+        }));
+        assert!(caught.is_err(), "the panic reached the caller");
+        assert_eq!(gate.run(ip(1), far(), || 3), Ok(3), "the permit came back");
     }
 }

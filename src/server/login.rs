@@ -247,9 +247,11 @@ fn register(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<Logge
             }
         };
         let cost = shared.config.bcrypt_cost;
+        // The hashing thread needs its own copy (it outlives no caller: `run` waits).
+        let secret = password.expose().to_string();
         let hashed = match shared
             .hash_gate
-            .run(address, deadline, || bcrypt::hash(password.expose(), cost))
+            .run(address, deadline, move || bcrypt::hash(secret, cost))
         {
             Ok(hashed) => hashed,
             Err(refusal) => return Err(gate_refused(conn, refusal)),
@@ -389,10 +391,12 @@ fn authenticate(conn: &mut Conn, shared: &Shared, deadline: Instant) -> Result<L
             .as_ref()
             .map_or(shared.dummy_hash.as_str(), |a| a.pw_hash.as_str());
         let peer = conn.peer;
-        let checked = shared.hash_gate.run(address, deadline, || {
+        // The hashing thread gets its own copies (`run` waits for it to finish).
+        let (secret, stored, logged) = (password.clone(), hash.to_string(), shown.clone());
+        let checked = shared.hash_gate.run(address, deadline, move || {
             // Tests count these lines: one per password actually checked.
-            log::debug!("{peer}: bcrypt verify for {shown}");
-            bcrypt::verify(&password, hash).unwrap_or(false)
+            log::debug!("{peer}: bcrypt verify for {logged}");
+            bcrypt::verify(&secret, &stored).unwrap_or(false)
         });
         let verified = match checked {
             Ok(verified) => verified,
@@ -569,9 +573,10 @@ fn rehash_if_needed(
     if hash_cost(stored) == Some(cost) {
         return;
     }
+    let secret = password.to_string();
     match shared
         .hash_gate
-        .run(address, deadline, || bcrypt::hash(password, cost))
+        .run(address, deadline, move || bcrypt::hash(secret, cost))
     {
         Ok(Ok(new)) => match shared.store.set_password_hash(username, &new) {
             Ok(()) => log::info!("{}: {username}'s hash renewed at cost {cost}", conn.peer),

@@ -380,7 +380,10 @@ fn start_connection(
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    let (mut reader, sealer) = crate::crypto::tls::server(&stream, Arc::clone(&shared.tls))?;
+    // One descriptor per connection: the reader and the writer share the socket.
+    let stream = Arc::new(stream);
+    let (mut reader, sealer) =
+        crate::crypto::tls::server_shared(Arc::clone(&stream), Arc::clone(&shared.tls))?;
     let outbox = Outbox::spawn(stream, peer, sealer)?;
     // Records rustls makes while reading (the handshake's answers) leave through the
     // writer thread too, so every record reaches the socket in order.

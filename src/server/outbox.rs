@@ -87,9 +87,13 @@ pub struct Outbox {
 impl Outbox {
     /// Starts the writer thread for `stream` (the connection's socket), sealing with
     /// `sealer`.
-    pub fn spawn(stream: TcpStream, peer: SocketAddr, sealer: TlsSealer) -> io::Result<Outbox> {
+    /// The socket is shared with the connection's TLS reader (one descriptor).
+    pub fn spawn(
+        stream: Arc<TcpStream>,
+        peer: SocketAddr,
+        sealer: TlsSealer,
+    ) -> io::Result<Outbox> {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let stream = Arc::new(stream);
         let (tx, rx) = bounded(OUTGOING_QUEUE);
         let room = Arc::new(Room::default());
         let writer_stream = Arc::clone(&stream);

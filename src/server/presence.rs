@@ -5,7 +5,11 @@
 //! login or logout only notes a change in the registry (O(1)); the O(online users) cost
 //! of telling everyone is paid once per interval, however many logins it holds. When
 //! more users came or went in one interval than a line can name, everyone gets
-//! `EVENT PRESENCE <came> <went>` instead. In a cluster the batch also names the users
+//! `EVENT PRESENCE <came> <went>` instead. The recipients are taken and told
+//! [`CHUNK`] at a time with a short pause between chunks, so an announcement to 10,000
+//! users never makes thousands of writer threads runnable at once (a command arriving
+//! meanwhile would wait for all of them) nor holds the registry lock for long. In a
+//! cluster the batch also names the users
 //! of other servers who came and went (the registry mirrors them), and the changes of
 //! this server's own users are published to the others once per interval. It must not hold the registry lock while
 //! queueing (it works on the copy `take_presence` returns).
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::cluster::message::PresenceNote;
-use super::registry::PresenceBatch;
+use super::registry::{PresenceBatch, Registry};
 use crate::protocol::limits::{MAX_PRESENCE_NAMES, PRESENCE_FANOUT, PRESENCE_INTERVAL};
 use crate::protocol::server_msg::{Event, ServerMsg};
 
@@ -27,6 +31,13 @@ const STACK: usize = 128 * 1024;
 
 /// How often the waiting announcer looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Recipients told at once: each wakes one writer thread.
+const CHUNK: usize = 250;
+
+/// The pause between two chunks: 10,000 recipients take 40 chunks, 0.4 s, well within
+/// the interval (5 s at 10,000 online), and at most 250 writers wake at once.
+const PACE: Duration = Duration::from_millis(10);
 
 /// Starts the thread that announces presence changes every [`interval`] until `stop` is
 /// set.
@@ -46,7 +57,7 @@ pub fn spawn(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> std::io::Result<Join
                 if let Some(cluster) = &shared.cluster {
                     cluster.publish_presence(notes(&batch));
                 }
-                announce(batch);
+                announce(&shared.registry, &batch);
             }
         })
 }
@@ -97,28 +108,39 @@ fn lines(batch: &PresenceBatch, skip: Option<&str>) -> String {
     out
 }
 
-/// Queues one batch's lines for every recipient. The common text is formatted once; only
-/// users named in the batch get their own copy without their name.
-fn announce(batch: PresenceBatch) {
-    if batch.recipients.is_empty() {
+/// Queues one batch's lines for every online user of this server, [`CHUNK`] at a time.
+/// The common text is formatted once; only users named in the batch get their own copy
+/// without their name. A user who logs in during the announcement may get it too, which
+/// only repeats what their `LIST` shows.
+fn announce(registry: &Registry, batch: &PresenceBatch) {
+    if batch.came.is_empty() && batch.went.is_empty() {
         return;
     }
-    let common = lines(&batch, None);
+    let common = lines(batch, None);
     let named: HashSet<&str> = batch
         .came
         .iter()
         .chain(&batch.went)
         .map(|(key, _)| key.as_str())
         .collect();
-    for (key, outbox) in &batch.recipients {
-        if named.contains(key.as_str()) {
-            let own = lines(&batch, Some(key));
-            if !own.is_empty() {
-                outbox.send_wire(own);
+    let mut after: Option<String> = None;
+    loop {
+        let (chunk, next) = registry.recipients_after(after.as_deref(), CHUNK);
+        for (key, outbox) in &chunk {
+            if named.contains(key.as_str()) {
+                let own = lines(batch, Some(key));
+                if !own.is_empty() {
+                    outbox.send_wire(own);
+                }
+            } else {
+                outbox.send_wire(common.clone());
             }
-        } else {
-            outbox.send_wire(common.clone());
         }
+        match next {
+            Some(key) => after = Some(key),
+            None => return,
+        }
+        thread::sleep(PACE);
     }
 }
 
@@ -136,7 +158,6 @@ mod tests {
         PresenceBatch {
             came: pairs(came),
             went: pairs(went),
-            recipients: Vec::new(),
             local: Vec::new(),
         }
     }

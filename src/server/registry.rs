@@ -4,8 +4,8 @@
 //! of online users that `LIST` pages through, and the presence changes not yet announced
 //! (`server::presence` takes them every interval). Every method locks, copies what it
 //! needs, and unlocks before returning; callers do all I/O (socket writes, SQLite,
-//! bcrypt) with the lock released. No method costs O(online users) except the ones
-//! that copy a page or the recipients of one presence announcement.
+//! bcrypt) with the lock released. No method costs O(online users): `LIST` copies one
+//! page, and the recipients of a presence announcement are copied a chunk at a time.
 //!
 //! With `--cluster`, it also mirrors the users online on the other servers (`remote`):
 //! they count in `LIST`, `INFO` and presence like local ones, but have no connection
@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::outbox::Outbox;
@@ -114,15 +115,13 @@ pub struct Registry {
 #[derive(Debug, PartialEq, Eq)]
 pub struct AlreadyOnline;
 
-/// The presence changes of one interval and whom to tell.
+/// The presence changes of one interval (whom to tell: [`Registry::recipients_after`]).
 #[derive(Default)]
 pub struct PresenceBatch {
     /// Users who came online (names as registered, sorted by lower-case name).
     pub came: Vec<(String, String)>,
     /// Users who went offline.
     pub went: Vec<(String, String)>,
-    /// Every online user's key and outbox.
-    pub recipients: Vec<(String, Outbox)>,
     /// The changes of local users, for the other servers of a cluster: (key, name,
     /// address when they came online).
     pub local: Vec<(String, String, Option<SocketAddr>)>,
@@ -262,15 +261,16 @@ impl Registry {
     }
 
     /// Takes the presence changes since the last call (each user as online or offline
-    /// at the end of the interval), with the online users to tell. Empty when nothing
-    /// changed (and then no recipients are copied).
+    /// at the end of the interval). Empty when nothing changed.
     pub fn take_presence(&self) -> PresenceBatch {
         let mut inner = self.lock();
         if inner.changes.is_empty() {
             return PresenceBatch::default();
         }
+        let changes = std::mem::take(&mut inner.changes);
+        drop(inner);
         let mut batch = PresenceBatch::default();
-        for (key, change) in std::mem::take(&mut inner.changes) {
+        for (key, change) in changes {
             if change.local {
                 batch
                     .local
@@ -283,15 +283,46 @@ impl Registry {
         }
         batch.came.sort();
         batch.went.sort();
-        batch.recipients = inner
-            .online
-            .keys()
-            .filter_map(|key| {
-                let user = inner.users.get(key)?;
-                Some((key.clone(), inner.conns.get(&user.conn)?.clone()))
-            })
-            .collect();
         batch
+    }
+
+    /// The online users of this server (key and outbox) among the next `max` online
+    /// users after the key `after` (from the first when `None`), in key order, and the
+    /// key to go on after, `None` at the end. Presence is announced a chunk at a time so
+    /// the lock is never held for O(online users).
+    pub fn recipients_after(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> (Vec<(String, Outbox)>, Option<String>) {
+        let inner = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut chunk = Vec::with_capacity(max.min(inner.online.len()));
+        let mut last = None;
+        for (key, _) in inner
+            .online
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(max.max(1))
+        {
+            last = Some(key);
+            // Users of other servers are told by their own server.
+            let Some(user) = inner.users.get(key) else {
+                continue;
+            };
+            if let Some(outbox) = inner.conns.get(&user.conn) {
+                chunk.push((key.clone(), outbox.clone()));
+            }
+        }
+        let next = last
+            .filter(|key| {
+                inner
+                    .online
+                    .range::<str, _>((Bound::Excluded(key.as_str()), Bound::Unbounded))
+                    .next()
+                    .is_some()
+            })
+            .cloned();
+        (chunk, next)
     }
 
     /// The registered name and peer address of an online user, here or on another
@@ -475,7 +506,10 @@ mod tests {
             batch.local.is_empty(),
             "other servers publish their own users"
         );
-        assert!(batch.recipients.is_empty());
+        assert!(
+            registry.recipients_after(None, 10).0.is_empty(),
+            "their own servers tell them"
+        );
 
         // A stale "gone" from a server bob left does not hide him.
         registry.drop_remote("bob", Some("s9"));
