@@ -30,13 +30,14 @@ pub enum Command {
     /// `SEND <id-or-name> <sealed>`: pass a message sealed to the recipient's identity
     /// key on (or keep it until the recipient logs in).
     Send { to: UserRef, sealed: Vec<u8> },
-    /// `OFFER <id-or-name> <offer> <size> <name>`: offer a file through the server (the
-    /// recipient may be offline); `offer` is the sender's own offer number.
+    /// `OFFER <id-or-name> <offer>|- <size> <name>`: offer a file through the server (the
+    /// recipient may be offline); `offer` is the sender's own offer number, or `-` (None)
+    /// for the server to number it with a transfer id of its own.
     Offer {
         /// The recipient.
         to: UserRef,
-        /// The sender's offer number (as in the peer `OFFER`).
-        offer: u64,
+        /// The sender's offer number (as in the peer `OFFER`); None: the server numbers it.
+        offer: Option<u64>,
         /// Bytes of the file.
         size: u64,
         /// Its name (the file name rule).
@@ -74,6 +75,9 @@ pub enum Command {
     SessionEnd { id: u64, reason: EndReason },
     /// `TRANSFER <username>`: ask for a ticket to connect to a user for a file transfer.
     Transfer { user: String },
+    /// `TRANSFER <username> <offer>`: the ticket for the server-numbered offer `offer`
+    /// that `username` accepted (protocol.md §4d); the transfer keeps that number.
+    TransferOffer { user: String, offer: u64 },
     /// `TRANSFER_END <id> <result> <size> <ms> <hash|-> <role|-> <moved> <resumed> <name>`:
     /// log a transfer's end as this side saw it.
     TransferEnd {
@@ -213,8 +217,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["TRANSFER"],
-        args: &["<username>"],
-        meaning: "start a file transfer: get the user's address and a one-time ticket",
+        args: &["<username>", "[offer]"],
+        meaning: "start a file transfer: get the user's address and a one-time ticket (for an accepted offer made through the server: its number)",
     },
     CommandSpec {
         names: &["TRANSFER_END"],
@@ -263,7 +267,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["OFFER"],
-        args: &["<id|username>", "<offer>", "<size>", "<name...>"],
+        args: &["<id|username>", "<offer|->", "<size>", "<name...>"],
         meaning: "offer a file through the server; it waits if the user is offline",
     },
     CommandSpec {
@@ -378,7 +382,10 @@ impl Command {
             },
             ("OFFER", [to, offer, size, name]) => Command::Offer {
                 to: UserRef::parse(to),
-                offer: number(offer)?,
+                offer: match *offer {
+                    "-" => None,
+                    n => Some(number(n)?),
+                },
                 size: number(size)?,
                 name: safe_file_name(name).map_err(ParseError::bad)?.to_string(),
             },
@@ -420,6 +427,10 @@ impl Command {
             },
             ("TRANSFER", [user]) => Command::Transfer {
                 user: user.to_string(),
+            },
+            ("TRANSFER", [user, offer]) => Command::TransferOffer {
+                user: user.to_string(),
+                offer: parse_id(offer)?,
             },
             ("TRANSFER_END", [id, result, size, ms, hash, role, moved, resumed, name]) => {
                 Command::TransferEnd {
@@ -515,7 +526,10 @@ impl fmt::Display for Command {
                 offer,
                 size,
                 name,
-            } => write!(f, "OFFER {to} {offer} {size} {}", one_line(name)),
+            } => match offer {
+                Some(offer) => write!(f, "OFFER {to} {offer} {size} {}", one_line(name)),
+                None => write!(f, "OFFER {to} - {size} {}", one_line(name)),
+            },
             Command::OfferAnswer { to, offer, accept } => {
                 let answer = if *accept { "ok" } else { "no" };
                 write!(f, "OFFER_ANSWER {to} {offer} {answer}")
@@ -539,6 +553,7 @@ impl fmt::Display for Command {
             }
             Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
             Command::Transfer { user } => write!(f, "TRANSFER {user}"),
+            Command::TransferOffer { user, offer } => write!(f, "TRANSFER {user} {offer}"),
             Command::TransferEnd {
                 id,
                 result,

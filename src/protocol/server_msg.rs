@@ -447,6 +447,9 @@ pub enum Event {
     /// `EVENT MAILBOX <n>`: the next `n` events are `EVENT MESSAGE`s that waited at the
     /// server while we were away.
     Mailbox { count: usize },
+    /// `EVENT HELD <n>`: the next `n` events are file offers and answers that waited at
+    /// the server while we were away.
+    Held { count: usize },
     /// `EVENT MESSAGE <msgid> <from> <unix-ms> <from-key> <sealed>`: a message sealed to
     /// our identity key, relayed (or kept) by the server.
     Message {
@@ -661,6 +664,11 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
             count: rest
                 .parse()
                 .map_err(|_| ParseError::bad("usage: EVENT MAILBOX <n>"))?,
+        },
+        "HELD" => Event::Held {
+            count: rest
+                .parse()
+                .map_err(|_| ParseError::bad("usage: EVENT HELD <n>"))?,
         },
         "MESSAGE" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
             [id, from, at, key, sealed] => Event::Message {
@@ -940,6 +948,7 @@ impl fmt::Display for ServerMsg {
                     write!(f, "EVENT DIAL {what} {id} {hints}")
                 }
                 Event::Mailbox { count } => write!(f, "EVENT MAILBOX {count}"),
+                Event::Held { count } => write!(f, "EVENT HELD {count}"),
                 Event::Offer {
                     from,
                     offer,
@@ -1181,6 +1190,7 @@ mod tests {
                 delivered: false,
             }),
             ServerMsg::Event(Event::Mailbox { count: 3 }),
+            ServerMsg::Event(Event::Held { count: 2 }),
             ServerMsg::Event(Event::Offer {
                 from: "alice".into(),
                 offer: 4,

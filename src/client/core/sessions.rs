@@ -304,6 +304,11 @@ impl Sessions {
             .is_some_and(|o| o.link.send(msg))
     }
 
+    /// Whether a chat session with `peer` is open.
+    pub fn is_open(&self, peer: &str) -> bool {
+        self.open.iter().any(|o| same(&o.peer, peer))
+    }
+
     /// The active session's peer.
     pub fn active_peer(&self) -> Option<&str> {
         self.active.as_deref()
