@@ -69,6 +69,9 @@ pub enum Command {
     /// `REVERSE SESSION|TRANSFER <id>`: the requester could not reach the target of `id`;
     /// ask the target to dial back (protocol.md §13).
     Reverse { transfer: bool, id: u64 },
+    /// `DIAL_FAILED SESSION|TRANSFER <id>`: the target of `id` could not dial its
+    /// requester back (`EVENT DIAL`); the requester is told, to go to the relay at once.
+    DialFailed { transfer: bool, id: u64 },
     /// `SESSION_OPEN <id>`: the target reports that it accepted session `id`.
     SessionOpen { id: u64 },
     /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
@@ -204,6 +207,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         names: &["REVERSE"],
         args: &["SESSION|TRANSFER", "<id>"],
         meaning: "the peer of your session or transfer <id> cannot be reached: ask it to dial you",
+    },
+    CommandSpec {
+        names: &["DIAL_FAILED"],
+        args: &["SESSION|TRANSFER", "<id>"],
+        meaning: "you could not dial back the requester of <id>: it is told to go to the relay",
     },
     CommandSpec {
         names: &["SESSION_OPEN"],
@@ -419,6 +427,10 @@ impl Command {
                 transfer: *what == "TRANSFER",
                 id: parse_id(id)?,
             },
+            ("DIAL_FAILED", [what @ ("SESSION" | "TRANSFER"), id]) => Command::DialFailed {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+            },
             ("SESSION_END", [id, reason]) => Command::SessionEnd {
                 id: parse_id(id)?,
                 reason: EndReason::from_word(reason).ok_or_else(|| {
@@ -547,6 +559,10 @@ impl fmt::Display for Command {
                 write!(f, "RELAY {what} {id}")
             }
             Command::Hints { ips } => write!(f, "HINTS {}", super::hints::ips_text(ips)),
+            Command::DialFailed { transfer, id } => {
+                let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                write!(f, "DIAL_FAILED {what} {id}")
+            }
             Command::Reverse { transfer, id } => {
                 let what = if *transfer { "TRANSFER" } else { "SESSION" };
                 write!(f, "REVERSE {what} {id}")

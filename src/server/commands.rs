@@ -65,6 +65,9 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
         Command::Relay { transfer, id } => relay(shared, me, *transfer, *id),
         Command::Hints { ips } => super::ladder::hints(shared, me, ips),
         Command::Reverse { transfer, id } => super::ladder::reverse(shared, me, *transfer, *id),
+        Command::DialFailed { transfer, id } => {
+            super::ladder::dial_failed(shared, me, *transfer, *id)
+        }
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
         Command::Transfer { user } => grant(shared, me, user, Grant::Transfer, None),
         Command::TransferOffer { user, offer } => {

@@ -413,7 +413,20 @@ impl Engine {
                 transfer,
                 id,
                 hints,
-            }) => self.sessions.on_dial(transfer, id, hints.0),
+            }) => {
+                // If we cannot dial back, the requester hears it at once (through the
+                // server) and goes to the relay without waiting out its timeout.
+                let line = Command::DialFailed { transfer, id }.to_string();
+                let send = self.link.as_ref().map(ServerLink::line_sender);
+                self.sessions.on_dial(transfer, id, hints.0, move || {
+                    if let Some(send) = send {
+                        send(&line);
+                    }
+                });
+            }
+            ServerMsg::Event(ServerEvent::DialFailed { transfer, id }) => {
+                self.sessions.reversals().give_up(transfer, id);
+            }
             ServerMsg::Ok(Reply::Relay {
                 transfer,
                 id,
@@ -513,6 +526,7 @@ impl Engine {
                 | Reply::TransferEnded { .. }
                 | Reply::Hints { .. }
                 | Reply::Reverse { .. }
+                | Reply::DialFailed { .. }
                 | Reply::Shared { .. },
             ) => {}
             other => {

@@ -481,13 +481,21 @@ impl Sessions {
 
     /// The server asks us to dial a requester back (`EVENT DIAL`), for a session or a
     /// transfer: its first line then arrives as on our listener.
-    pub fn on_dial(&mut self, transfer: bool, id: u64, hints: Vec<SocketAddr>) {
+    /// `failed` runs (on the dialling thread) when the requester cannot be reached.
+    pub fn on_dial(
+        &mut self,
+        transfer: bool,
+        id: u64,
+        hints: Vec<SocketAddr>,
+        failed: impl FnOnce() + Send + 'static,
+    ) {
         super::peer_link::answer_reverse(
             hints,
             (transfer, id),
             self.events.clone(),
             self.refusals.clone(),
             Arc::clone(&self.security),
+            failed,
         );
     }
 
