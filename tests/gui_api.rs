@@ -878,3 +878,96 @@ fn the_page_is_asked_to_trust_a_server_it_has_not_seen() {
     gui.log_in(true, "erin", PW);
     assert_eq!(gui.state()["me"], "erin");
 }
+
+#[test]
+fn offers_through_the_server_to_and_from_offline_users_show_in_the_page() {
+    let server = Server::start();
+    let lab = common::Lab::new(&server);
+    // bob (GUI) registers and leaves.
+    let bob_dir = TempDir::new().unwrap();
+    let mut bob = Gui::spawn(server.addr, bob_dir.path(), &[]);
+    bob.log_in(true, "bob", PW);
+    bob.command(json!({"type": "quit"}));
+    assert!(bob.wait_exit().success());
+
+    // alice (terminal) offers him a file while he is away.
+    let mut carol = lab.register("carol", &[]);
+    let path = lab.share_dir("carol").join("away.bin");
+    let payload: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &payload).unwrap();
+    carol.send(&format!("\\offer bob {}", path.display()));
+    carol.expect("bob is offline: the offer of away.bin waits at the server");
+
+    // bob's page, at his next login: a note that it waited, and the offer as one that
+    // came through the server; he accepts it there and the file arrives.
+    let mut bob = Gui::spawn(server.addr, bob_dir.path(), &[]);
+    bob.log_in(false, "bob", PW);
+    bob.wait_event("the away note", |e| {
+        e["type"] == "note"
+            && e["data"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("while you were away, carol offered you away.bin"))
+    });
+    let offer = bob.wait_event("the offer", |e| {
+        transfer_event(e, "offer_in").is_some_and(|d| d["name"] == "away.bin")
+    });
+    let data = &offer["data"]["data"];
+    assert_eq!(data["via_server"], true, "{data}");
+    let id = data["id"].as_u64().unwrap();
+    let row = &bob.state()["transfers"][id.to_string()]["row"];
+    assert_eq!(row["via_server"], true, "{row}");
+    assert_eq!(row["stage"]["kind"], "asked");
+    bob.command(json!({"type": "accept_file", "id": id}));
+    let done = bob.wait_event("received", |e| {
+        transfer_event(e, "finished").is_some_and(|d| d["row"]["id"] == id)
+    });
+    assert_eq!(done["data"]["data"]["row"]["stage"]["data"]["result"], "ok");
+    let file = bob.get(&format!("/api/file?id={id}"));
+    assert!(file.body == payload, "the file arrives byte for byte");
+
+    // The other way: bob's page offers dave (offline) a file; it shows as queued.
+    let mut dave = lab.register("dave", &[]);
+    dave.send("\\quit");
+    dave.expect("Bye.");
+    assert!(dave.wait_exit().success());
+    let up = http(
+        bob.addr,
+        "POST",
+        "/api/upload",
+        &[
+            ("Host", &bob.host),
+            ("X-Peerchat-Token", &bob.token),
+            ("X-File-Name", "later.txt"),
+            ("X-To", "dave"),
+        ],
+        b"for later",
+    );
+    assert_eq!(up.status, 202, "{}", up.text());
+    let offered = bob.wait_event("offered", |e| {
+        transfer_event(e, "offered").is_some_and(|d| d["name"] == "later.txt")
+    });
+    assert_eq!(offered["data"]["data"]["via_server"], true);
+    bob.wait_event("the queued note", |e| {
+        e["type"] == "note"
+            && e["data"]["text"].as_str().is_some_and(|t| {
+                t.contains("dave is offline: the offer of later.txt waits at the server")
+            })
+    });
+    let id = offered["data"]["data"]["id"].as_u64().unwrap();
+    let row = &bob.state()["transfers"][id.to_string()]["row"];
+    assert_eq!(row["stage"]["kind"], "offered");
+    assert_eq!(row["via_server"], true);
+    // dave logs in and accepts; the staged copy reaches him.
+    let mut dave = lab.login("dave", &[]);
+    let line = dave.expect_line("the offer", |l| l.contains("] bob offers later.txt ("));
+    dave.send(&format!("\\accept {id}"));
+    assert!(line.contains(&format!("[{id}]")));
+    let sent = bob.wait_event("sent", |e| {
+        transfer_event(e, "finished").is_some_and(|d| d["row"]["id"] == id)
+    });
+    assert_eq!(sent["data"]["data"]["row"]["stage"]["data"]["result"], "ok");
+    assert_eq!(
+        std::fs::read(lab.downloads("dave").join("later.txt")).unwrap(),
+        b"for later"
+    );
+}

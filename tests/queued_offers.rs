@@ -36,12 +36,109 @@ fn bracket_id(line: &str) -> u64 {
     line[start..end].parse().unwrap()
 }
 
+/// A file of `len` bytes that is not one repeated byte, and its BLAKE3 hash.
+fn some_file(path: &Path, len: usize) -> String {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+    fs::write(path, &data).unwrap();
+    blake3::hash(&data).to_hex().to_string()
+}
+
+/// Waits (bounded) until `path` holds `len` bytes hashing to `want`.
+fn wait_for_hash(path: &Path, len: u64, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if fs::metadata(path).is_ok_and(|m| m.len() == len) {
+            let got = blake3::hash(&fs::read(path).unwrap()).to_hex().to_string();
+            if got == want {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held the offered file",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn an_offer_to_an_offline_user_waits_at_the_server_and_is_shown_and_answered_at_login() {
+fn a_real_client_offers_a_file_to_an_offline_user_and_it_arrives_after_they_log_in_and_accept() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut bob = lab.register("bob", &[]);
+    bob.send("\\quit");
+    bob.expect("Bye.");
+    assert!(bob.wait_exit().success());
+
+    let mut alice = lab.register("alice", &[]);
+    let path = lab.share_dir("alice").join("plans.bin");
+    let hash = some_file(&path, 3 * 1024 * 1024 + 17);
+    alice.send(&format!("\\offer bob {}", path.display()));
+    alice.expect("bob is offline: the offer of plans.bin waits at the server");
+    alice.send("\\transfers");
+    alice.expect("offered through the server, waiting for bob's answer");
+
+    // bob's login shows it as having waited, and he accepts it.
+    let mut bob = lab.login("bob", &[]);
+    bob.expect("while you were away, alice offered you plans.bin");
+    let line = bob.expect_line("the offer", |l| {
+        l.starts_with("* [") && l.contains("] alice offers plans.bin (")
+    });
+    bob.send(&format!("\\accept {}", bracket_id(&line)));
+    alice.expect("bob accepted plans.bin; it starts as soon as you are both online");
+    wait_for_hash(
+        &lab.downloads("bob").join("plans.bin"),
+        3 * 1024 * 1024 + 17,
+        &hash,
+    );
+    let id = bracket_id(&line);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        alice.send("\\transfers");
+        let shown = alice.expect_line("the push in the list", |l| {
+            l.contains(&format!("[{id}]")) && l.contains("plans.bin")
+        });
+        if shown.contains("done, verified") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice's push never ended: {shown}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_refusal_of_a_waiting_offer_reaches_the_real_offerer() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut bob = lab.register("bob", &[]);
+    bob.send("\\quit");
+    bob.expect("Bye.");
+    assert!(bob.wait_exit().success());
+
+    let mut alice = lab.register("alice", &[]);
+    let path = lab.share_dir("alice").join("draft.txt");
+    fs::write(&path, b"draft\n").unwrap();
+    alice.send(&format!("\\offer bob {}", path.display()));
+    alice.expect("bob is offline: the offer of draft.txt waits at the server");
+
+    let mut bob = lab.login("bob", &[]);
+    let line = bob.expect_line("the offer", |l| l.contains("] alice offers draft.txt ("));
+    bob.send(&format!("\\decline {}", bracket_id(&line)));
+    alice.expect("declined by bob");
+    // Answered once: a second answer to it is refused by the server.
+    bob.send(&format!("\\accept {}", bracket_id(&line)));
+    bob.expect("no file offer");
+    assert!(!lab.downloads("bob").join("draft.txt").exists());
+}
+
+#[test]
+fn an_offer_numbered_by_the_server_waits_and_its_answer_waits_for_the_offerer() {
     // It counts rows in the SQLite file itself.
-    if sqlite_only(
-        "an_offer_to_an_offline_user_waits_at_the_server_and_is_shown_and_answered_at_login",
-    ) {
+    if sqlite_only("an_offer_numbered_by_the_server_waits_and_its_answer_waits_for_the_offerer") {
         return;
     }
     let server = Server::start();
@@ -51,11 +148,12 @@ fn an_offer_to_an_offline_user_waits_at_the_server_and_is_shown_and_answered_at_
     bob.expect("Bye.");
     assert!(bob.wait_exit().success());
 
-    // The offerer speaks the wire itself: peerchat-client asks TRANSFER (which needs the
-    // user online) before it offers, so its own offers to offline users wait for a fix.
-    let mut alice = Wire::registered(server.addr, "alice", PW, free_port()).named("alice");
-    alice.send("OFFER bob 41 31 plans.txt");
-    alice.expect_exact("OK OFFER 41 queued");
+    let port = free_port();
+    let mut alice = Wire::registered(server.addr, "alice", PW, port).named("alice");
+    alice.send("OFFER bob - 31 plans.txt");
+    let reply = alice.expect("OK OFFER ");
+    assert!(reply.ends_with(" queued"), "{reply}");
+    let offer: u64 = reply.split(' ').nth(2).unwrap().parse().unwrap();
     let held = || {
         rusqlite::Connection::open(server.db_path())
             .unwrap()
@@ -65,18 +163,46 @@ fn an_offer_to_an_offline_user_waits_at_the_server_and_is_shown_and_answered_at_
             .unwrap()
     };
     assert_eq!(held(), 1);
+    // Not accepted yet: no transfer for it.
+    alice.send(&format!("TRANSFER bob {offer}"));
+    alice.expect("ERR 456 NO_SUCH_OFFER");
+    alice.quit();
 
-    // bob's login delivers it; he sees the usual offer line and accepts it.
+    // bob's login delivers it; he accepts while alice is away.
     let mut bob = lab.login("bob", &[]);
     let line = bob.expect_line("the offer", |l| {
         l.starts_with("* [") && l.contains("] alice offers plans.txt (")
     });
+    assert_eq!(bracket_id(&line), offer, "one number on both sides");
     assert_eq!(held(), 0, "a delivered offer stays held");
-    bob.send(&format!("\\accept {}", bracket_id(&line)));
-    // The answer goes back through the server (bob has no session with alice).
-    alice.expect_event("EVENT OFFER_ANSWER bob 41 ok");
-    // Nothing arrives without the offerer's push.
-    assert!(!lab.downloads("bob").join("plans.txt").exists());
+    bob.send(&format!("\\accept {offer}"));
+    thread::sleep(Duration::from_millis(500));
+
+    // alice's next login brings the answer, after EVENT HELD.
+    let mut alice = Wire::logged_in(server.addr, "alice", PW, port).named("alice");
+    alice.expect_event("EVENT HELD 1");
+    alice.expect_event(&format!("EVENT OFFER_ANSWER bob {offer} ok"));
+    // The transfer keeps the offer's number, once.
+    alice.send(&format!("TRANSFER bob {offer}"));
+    alice.expect(&format!("OK TRANSFER {offer} bob "));
+    alice.send(&format!("TRANSFER bob {offer}"));
+    alice.expect("ERR 456 NO_SUCH_OFFER");
+
+    // An offer past its expiry cannot be answered: bob is told with the code.
+    alice.send("OFFER bob - 5 old.txt");
+    let reply = alice.expect("OK OFFER ");
+    assert!(reply.ends_with(" delivered"), "{reply}");
+    let old: u64 = reply.split(' ').nth(2).unwrap().parse().unwrap();
+    let line = bob.expect_line("the offer", |l| l.contains("] alice offers old.txt ("));
+    assert_eq!(bracket_id(&line), old);
+    rusqlite::Connection::open(server.db_path())
+        .unwrap()
+        .execute("UPDATE open_offers SET expires_at_ms = 0", [])
+        .unwrap();
+    bob.send(&format!("\\accept {old}"));
+    bob.expect(&format!(
+        "error: no offer {old} from alice waits for your answer"
+    ));
 }
 
 #[test]
@@ -142,8 +268,20 @@ fn offer_lines_are_checked_bounded_and_a_made_up_answer_opens_nothing() {
     let number: u64 = offer.split(' ').nth(3).unwrap().parse().unwrap();
     for offer in number.saturating_sub(2)..number + 2 {
         mallory.send(&format!("OFFER_ANSWER alice {offer} ok"));
-        mallory.expect(&format!("OK OFFER_ANSWER {offer}"));
+        mallory.expect("ERR 456 NO_SUCH_OFFER");
+        mallory.send(&format!("TRANSFER alice {offer}"));
+        mallory.expect("ERR 456 NO_SUCH_OFFER");
     }
+    mallory.send("OFFER_ANSWER alice 999999 no");
+    mallory.expect_exact(
+        "ERR 456 NO_SUCH_OFFER no offer 999999 from alice waits for your answer (unknown, expired or answered)",
+    );
+    // carol's answer to it is taken once; an expired offer is refused like an unknown one.
+    carol.send(&format!("OFFER_ANSWER alice {number} no"));
+    carol.expect(&format!("OK OFFER_ANSWER {number}"));
+    carol.send(&format!("OFFER_ANSWER alice {number} ok"));
+    carol.expect("ERR 456 NO_SUCH_OFFER");
+    alice.expect("declined by carol");
     mallory.ping();
     thread::sleep(Duration::from_millis(500));
     mallory.ping();

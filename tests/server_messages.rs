@@ -10,8 +10,21 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
+use peerchat::client::core::replay;
 use peerchat::crypto::noise::generate_keypair;
 use peerchat::crypto::sealed;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// What a client seals: a fresh message id and the send time, then the text.
+fn payload(text: &str) -> Vec<u8> {
+    replay::wrap(&replay::new_id().unwrap(), now_ms(), text)
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -114,7 +127,10 @@ fn a_message_by_id_reaches_an_online_user_sealed_end_to_end() {
     assert!(!contains(&sealed_bytes, SECRET.as_bytes()));
     // Only bob's key opens it, and it proves alice's key sealed it.
     let opened = sealed::open(&bob_private, "alice", "bob", &sealed_bytes).unwrap();
-    assert_eq!(opened.text, SECRET.as_bytes());
+    // Inside: a message id and the send time, then the text.
+    let (_, sent, text) = replay::unwrap(&opened.text).unwrap();
+    assert_eq!(text, SECRET.as_bytes());
+    assert!(sent.abs_diff(now_ms()) < 600_000, "send time {sent}");
     assert_eq!(hex(&opened.sender_key), alice_key);
     assert!(
         !server.log_text().contains("7311"),
@@ -123,7 +139,7 @@ fn a_message_by_id_reaches_an_online_user_sealed_end_to_end() {
 
     // A reply from bob's raw connection, sealed to alice's key, shows as via server.
     let (alice_id, alice_pub) = whois(&mut bob, "alice");
-    let reply = sealed::seal(&bob_private, "bob", "alice", &alice_pub, b"got it").unwrap();
+    let reply = sealed::seal(&bob_private, "bob", "alice", &alice_pub, &payload("got it")).unwrap();
     bob.send(&format!("SEND {alice_id} {}", hex(&reply)));
     bob.expect("OK SENT");
     // bob's raw connection registered a key the server hands on: it verifies.
@@ -220,12 +236,26 @@ fn forged_or_tampered_messages_are_refused_with_a_warning() {
     };
 
     // Sealed with a key that is not the one mallory registered.
-    let forged = sealed::seal(&other_private, "mallory", "bob", &bob_key, b"forged one").unwrap();
+    let forged = sealed::seal(
+        &other_private,
+        "mallory",
+        "bob",
+        &bob_key,
+        &payload("forged one"),
+    )
+    .unwrap();
     send(&mut mallory, &forged);
     bob.expect("warning: a message through the server said to be from mallory was refused: it was sealed with a key that is not mallory's identity key");
 
     // Made to look as if alice wrote it (the names are bound into the message).
-    let as_alice = sealed::seal(&mallory_private, "alice", "bob", &bob_key, b"forged two").unwrap();
+    let as_alice = sealed::seal(
+        &mallory_private,
+        "alice",
+        "bob",
+        &bob_key,
+        &payload("forged two"),
+    )
+    .unwrap();
     send(&mut mallory, &as_alice);
     bob.expect("warning: a message through the server said to be from mallory was refused: it does not open with your key");
 
@@ -235,7 +265,7 @@ fn forged_or_tampered_messages_are_refused_with_a_warning() {
         "mallory",
         "bob",
         &bob_key,
-        b"forged three",
+        &payload("forged three"),
     )
     .unwrap();
     let last = changed.len() - 1;
@@ -244,11 +274,42 @@ fn forged_or_tampered_messages_are_refused_with_a_warning() {
     bob.expect("warning: a message through the server said to be from mallory was refused: it does not open with your key");
 
     // The real thing is shown.
-    let real = sealed::seal(&mallory_private, "mallory", "bob", &bob_key, b"honest").unwrap();
+    let real = sealed::seal(
+        &mallory_private,
+        "mallory",
+        "bob",
+        &bob_key,
+        &payload("honest"),
+    )
+    .unwrap();
     send(&mut mallory, &real);
     bob.expect_line("the honest message", |l| {
         is_via_server(l, "mallory", "honest")
     });
+
+    // The same sealed bytes handed over again (a replay): refused, shown once.
+    send(&mut mallory, &real);
+    bob.expect("warning: a message through the server said to be from mallory was refused: it is a copy of a message already shown");
+    // An old message (dated past the mailbox's 7 days), or one with no id at all.
+    let old = replay::wrap(
+        &replay::new_id().unwrap(),
+        now_ms() - 8 * 86_400_000,
+        "stale",
+    );
+    let old = sealed::seal(&mallory_private, "mallory", "bob", &bob_key, &old).unwrap();
+    send(&mut mallory, &old);
+    bob.expect("warning: a message through the server said to be from mallory was refused: it was sent more than 7 days ago");
+    let bare = sealed::seal(&mallory_private, "mallory", "bob", &bob_key, b"no id").unwrap();
+    send(&mut mallory, &bare);
+    bob.expect("warning: a message through the server said to be from mallory was refused: it carries no message id and send time");
+    let real = sealed::seal(
+        &mallory_private,
+        "mallory",
+        "bob",
+        &bob_key,
+        &payload("honest"),
+    )
+    .unwrap();
 
     // A key that differs from bob's pin for mallory is refused (the pin hook).
     let pins = lab.data_dir("bob").join("bob").join("peer-keys");
@@ -257,9 +318,14 @@ fn forged_or_tampered_messages_are_refused_with_a_warning() {
     bob.expect("warning: a message through the server said to be from mallory was refused: mallory's key is not the one you pinned");
 
     let shown = bob.output();
-    for text in ["forged one", "forged two", "forged three"] {
+    for text in ["forged one", "forged two", "forged three", "stale", "no id"] {
         assert!(!shown.contains(text), "{text} was shown: {shown}");
     }
+    assert_eq!(
+        shown.matches("(via server) mallory: honest").count(),
+        1,
+        "{shown}"
+    );
 }
 
 #[test]
@@ -335,4 +401,68 @@ fn mailbox_bounds_sizes_and_rates_are_enforced_with_their_codes() {
         .filter(|e| e.starts_with("EVENT MESSAGE "))
         .count();
     assert_eq!(delivered, 40 - refused);
+}
+
+#[test]
+fn a_delivered_message_put_back_into_the_mailbox_is_refused_after_a_restart() {
+    // It copies a row of the SQLite file itself.
+    if sqlite_only("a_delivered_message_put_back_into_the_mailbox_is_refused_after_a_restart") {
+        return;
+    }
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut bob = lab.register("bob", &[]);
+    bob.send("\\quit");
+    bob.expect("Bye.");
+    assert!(bob.wait_exit().success());
+    let mut alice = lab.register("alice", &[]);
+    alice.send("\\msg bob transfer 500 to account 12");
+    alice.expect("* message to bob queued");
+
+    // Capture the queued row, as a malicious server (or anyone who can write the
+    // mailbox) could.
+    type Row = (i64, String, Option<String>, i64, i64, Vec<u8>);
+    let db = server.db_path();
+    let row: Row = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT recipient_id, sender, sender_key, sent_at_ms, expires_at_ms, sealed FROM mailbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .unwrap();
+
+    let mut bob = lab.login("bob", &[]);
+    bob.expect_line("the message", |l| {
+        is_via_server(l, "alice", "transfer 500 to account 12")
+    });
+    bob.send("\\quit");
+    bob.expect("Bye.");
+    assert!(bob.wait_exit().success());
+
+    // Put back: delivered again at bob's next login, to a restarted client.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO mailbox (recipient_id, sender, sender_key, sent_at_ms, expires_at_ms, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![row.0, row.1, row.2, row.3, row.4, row.5],
+        )
+        .unwrap();
+    let mut bob = lab.login("bob", &[]);
+    bob.expect("warning: a message through the server said to be from alice was refused: it is a copy of a message already shown");
+    bob.send("\\history alice");
+    bob.expect("alice: (via server) transfer 500 to account 12");
+    let shown = bob.output();
+    assert_eq!(
+        shown
+            .lines()
+            .filter(|l| is_via_server(l, "alice", "transfer 500 to account 12"))
+            .count(),
+        0,
+        "shown again as a new message: {shown}"
+    );
+    bob.send("\\quit");
+    bob.expect("Bye.");
+    assert!(bob.wait_exit().success());
 }

@@ -110,6 +110,9 @@ codes! {
     TooManyMessages = 454, "TOO_MANY_MESSAGES";
     /// The recipient (or the server in all) has as many file offers waiting as allowed.
     OffersFull = 455, "OFFERS_FULL";
+    /// `OFFER_ANSWER` or `TRANSFER <user> <offer>` naming no offer that waits for it
+    /// (unknown, expired, already answered, or not between these two users).
+    NoSuchOffer = 456, "NO_SUCH_OFFER";
     /// A `RESUME` token that is unknown, expired, revoked or not the named user's.
     BadToken = 480, "BAD_TOKEN";
     /// (peer) Too many peer handshakes at once, from this address or in all.

@@ -30,13 +30,14 @@ pub enum Command {
     /// `SEND <id-or-name> <sealed>`: pass a message sealed to the recipient's identity
     /// key on (or keep it until the recipient logs in).
     Send { to: UserRef, sealed: Vec<u8> },
-    /// `OFFER <id-or-name> <offer> <size> <name>`: offer a file through the server (the
-    /// recipient may be offline); `offer` is the sender's own offer number.
+    /// `OFFER <id-or-name> <offer>|- <size> <name>`: offer a file through the server (the
+    /// recipient may be offline); `offer` is the sender's own offer number, or `-` (None)
+    /// for the server to number it with a transfer id of its own.
     Offer {
         /// The recipient.
         to: UserRef,
-        /// The sender's offer number (as in the peer `OFFER`).
-        offer: u64,
+        /// The sender's offer number (as in the peer `OFFER`); None: the server numbers it.
+        offer: Option<u64>,
         /// Bytes of the file.
         size: u64,
         /// Its name (the file name rule).
@@ -68,12 +69,18 @@ pub enum Command {
     /// `REVERSE SESSION|TRANSFER <id>`: the requester could not reach the target of `id`;
     /// ask the target to dial back (protocol.md §13).
     Reverse { transfer: bool, id: u64 },
+    /// `DIAL_FAILED SESSION|TRANSFER <id>`: the target of `id` could not dial its
+    /// requester back (`EVENT DIAL`); the requester is told, to go to the relay at once.
+    DialFailed { transfer: bool, id: u64 },
     /// `SESSION_OPEN <id>`: the target reports that it accepted session `id`.
     SessionOpen { id: u64 },
     /// `SESSION_END <id> <reason>`: a participant reports that session `id` ended.
     SessionEnd { id: u64, reason: EndReason },
     /// `TRANSFER <username>`: ask for a ticket to connect to a user for a file transfer.
     Transfer { user: String },
+    /// `TRANSFER <username> <offer>`: the ticket for the server-numbered offer `offer`
+    /// that `username` accepted (protocol.md §4d); the transfer keeps that number.
+    TransferOffer { user: String, offer: u64 },
     /// `TRANSFER_END <id> <result> <size> <ms> <hash|-> <role|-> <moved> <resumed> <name>`:
     /// log a transfer's end as this side saw it.
     TransferEnd {
@@ -202,6 +209,11 @@ pub const COMMANDS: &[CommandSpec] = &[
         meaning: "the peer of your session or transfer <id> cannot be reached: ask it to dial you",
     },
     CommandSpec {
+        names: &["DIAL_FAILED"],
+        args: &["SESSION|TRANSFER", "<id>"],
+        meaning: "you could not dial back the requester of <id>: it is told to go to the relay",
+    },
+    CommandSpec {
         names: &["SESSION_OPEN"],
         args: &["<id>"],
         meaning: "report that you accepted session <id>",
@@ -213,8 +225,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["TRANSFER"],
-        args: &["<username>"],
-        meaning: "start a file transfer: get the user's address and a one-time ticket",
+        args: &["<username>", "[offer]"],
+        meaning: "start a file transfer: get the user's address and a one-time ticket (for an accepted offer made through the server: its number)",
     },
     CommandSpec {
         names: &["TRANSFER_END"],
@@ -263,7 +275,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         names: &["OFFER"],
-        args: &["<id|username>", "<offer>", "<size>", "<name...>"],
+        args: &["<id|username>", "<offer|->", "<size>", "<name...>"],
         meaning: "offer a file through the server; it waits if the user is offline",
     },
     CommandSpec {
@@ -378,7 +390,10 @@ impl Command {
             },
             ("OFFER", [to, offer, size, name]) => Command::Offer {
                 to: UserRef::parse(to),
-                offer: number(offer)?,
+                offer: match *offer {
+                    "-" => None,
+                    n => Some(number(n)?),
+                },
                 size: number(size)?,
                 name: safe_file_name(name).map_err(ParseError::bad)?.to_string(),
             },
@@ -412,6 +427,10 @@ impl Command {
                 transfer: *what == "TRANSFER",
                 id: parse_id(id)?,
             },
+            ("DIAL_FAILED", [what @ ("SESSION" | "TRANSFER"), id]) => Command::DialFailed {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+            },
             ("SESSION_END", [id, reason]) => Command::SessionEnd {
                 id: parse_id(id)?,
                 reason: EndReason::from_word(reason).ok_or_else(|| {
@@ -420,6 +439,10 @@ impl Command {
             },
             ("TRANSFER", [user]) => Command::Transfer {
                 user: user.to_string(),
+            },
+            ("TRANSFER", [user, offer]) => Command::TransferOffer {
+                user: user.to_string(),
+                offer: parse_id(offer)?,
             },
             ("TRANSFER_END", [id, result, size, ms, hash, role, moved, resumed, name]) => {
                 Command::TransferEnd {
@@ -515,7 +538,10 @@ impl fmt::Display for Command {
                 offer,
                 size,
                 name,
-            } => write!(f, "OFFER {to} {offer} {size} {}", one_line(name)),
+            } => match offer {
+                Some(offer) => write!(f, "OFFER {to} {offer} {size} {}", one_line(name)),
+                None => write!(f, "OFFER {to} - {size} {}", one_line(name)),
+            },
             Command::OfferAnswer { to, offer, accept } => {
                 let answer = if *accept { "ok" } else { "no" };
                 write!(f, "OFFER_ANSWER {to} {offer} {answer}")
@@ -533,12 +559,17 @@ impl fmt::Display for Command {
                 write!(f, "RELAY {what} {id}")
             }
             Command::Hints { ips } => write!(f, "HINTS {}", super::hints::ips_text(ips)),
+            Command::DialFailed { transfer, id } => {
+                let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                write!(f, "DIAL_FAILED {what} {id}")
+            }
             Command::Reverse { transfer, id } => {
                 let what = if *transfer { "TRANSFER" } else { "SESSION" };
                 write!(f, "REVERSE {what} {id}")
             }
             Command::SessionEnd { id, reason } => write!(f, "SESSION_END {id} {}", reason.word()),
             Command::Transfer { user } => write!(f, "TRANSFER {user}"),
+            Command::TransferOffer { user, offer } => write!(f, "TRANSFER {user} {offer}"),
             Command::TransferEnd {
                 id,
                 result,

@@ -432,3 +432,7 @@ pub const OFFERS_PER_USER: usize = 32;
 /// File offers and answers that may wait at the server for all users together; more
 /// get `455 OFFERS_FULL`.
 pub const OFFERS_TOTAL: usize = 10_000;
+
+/// Offers through the server one user may have open (made and not yet answered, or
+/// accepted and not yet started) at once; more: `ERR 455 OFFERS_FULL`.
+pub const OPEN_OFFERS_PER_USER: usize = 64;

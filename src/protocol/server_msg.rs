@@ -189,6 +189,13 @@ pub enum Reply {
         /// The session or transfer id.
         id: u64,
     },
+    /// `OK DIAL_FAILED SESSION|TRANSFER <id>`: the requester was told.
+    DialFailed {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
+    },
     /// `OK TRANSFER_END <id>`: the server logged the transfer's outcome.
     TransferEnded { id: u64 },
     /// `OK SHARE <n>`: the server now lists these `n` files for you.
@@ -444,9 +451,20 @@ pub enum Event {
         /// Where the requester may be reached.
         hints: Hints,
     },
+    /// `EVENT DIAL_FAILED SESSION|TRANSFER <id>`: the target of our request `id` could
+    /// not dial us back; go to the relay now.
+    DialFailed {
+        /// For a transfer (else a chat session).
+        transfer: bool,
+        /// The session or transfer id.
+        id: u64,
+    },
     /// `EVENT MAILBOX <n>`: the next `n` events are `EVENT MESSAGE`s that waited at the
     /// server while we were away.
     Mailbox { count: usize },
+    /// `EVENT HELD <n>`: the next `n` events are file offers and answers that waited at
+    /// the server while we were away.
+    Held { count: usize },
     /// `EVENT MESSAGE <msgid> <from> <unix-ms> <from-key> <sealed>`: a message sealed to
     /// our identity key, relayed (or kept) by the server.
     Message {
@@ -613,6 +631,17 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
             },
             _ => return Err(ParseError::bad("usage: EVENT RELAY <id> <addr> <token>")),
         },
+        "DIAL_FAILED" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
+            [what @ ("SESSION" | "TRANSFER"), id] => Event::DialFailed {
+                transfer: *what == "TRANSFER",
+                id: parse_id(id)?,
+            },
+            _ => {
+                return Err(ParseError::bad(
+                    "usage: EVENT DIAL_FAILED SESSION|TRANSFER <id>",
+                ));
+            }
+        },
         "DIAL" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
             [what @ ("SESSION" | "TRANSFER"), id, hints] => Event::Dial {
                 transfer: *what == "TRANSFER",
@@ -661,6 +690,11 @@ fn parse_event(rest: &str) -> Result<Event, ParseError> {
             count: rest
                 .parse()
                 .map_err(|_| ParseError::bad("usage: EVENT MAILBOX <n>"))?,
+        },
+        "HELD" => Event::Held {
+            count: rest
+                .parse()
+                .map_err(|_| ParseError::bad("usage: EVENT HELD <n>"))?,
         },
         "MESSAGE" => match rest.split(' ').collect::<Vec<_>>().as_slice() {
             [id, from, at, key, sealed] => Event::Message {
@@ -779,6 +813,10 @@ fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseError> {
             count: count
                 .parse()
                 .map_err(|_| ParseError::bad("malformed OK HINTS"))?,
+        },
+        ("DIAL_FAILED", [what @ ("SESSION" | "TRANSFER"), id]) => Reply::DialFailed {
+            transfer: *what == "TRANSFER",
+            id: parse_id(id)?,
         },
         ("REVERSE", [what @ ("SESSION" | "TRANSFER"), id]) => Reply::Reverse {
             transfer: *what == "TRANSFER",
@@ -940,6 +978,11 @@ impl fmt::Display for ServerMsg {
                     write!(f, "EVENT DIAL {what} {id} {hints}")
                 }
                 Event::Mailbox { count } => write!(f, "EVENT MAILBOX {count}"),
+                Event::DialFailed { transfer, id } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "EVENT DIAL_FAILED {what} {id}")
+                }
+                Event::Held { count } => write!(f, "EVENT HELD {count}"),
                 Event::Offer {
                     from,
                     offer,
@@ -1035,6 +1078,10 @@ impl fmt::Display for ServerMsg {
                 Reply::Reverse { transfer, id } => {
                     let what = if *transfer { "TRANSFER" } else { "SESSION" };
                     write!(f, "OK REVERSE {what} {id}")
+                }
+                Reply::DialFailed { transfer, id } => {
+                    let what = if *transfer { "TRANSFER" } else { "SESSION" };
+                    write!(f, "OK DIAL_FAILED {what} {id}")
                 }
                 Reply::TransferEnded { id } => write!(f, "OK TRANSFER_END {id}"),
                 Reply::Shared { count } => write!(f, "OK SHARE {count}"),
@@ -1181,6 +1228,15 @@ mod tests {
                 delivered: false,
             }),
             ServerMsg::Event(Event::Mailbox { count: 3 }),
+            ServerMsg::Event(Event::Held { count: 2 }),
+            ServerMsg::Event(Event::DialFailed {
+                transfer: true,
+                id: 9,
+            }),
+            ServerMsg::Ok(Reply::DialFailed {
+                transfer: false,
+                id: 8,
+            }),
             ServerMsg::Event(Event::Offer {
                 from: "alice".into(),
                 offer: 4,

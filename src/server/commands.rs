@@ -60,13 +60,28 @@ pub fn dispatch(command: &Command, me: &LoggedIn, shared: &Shared) -> (ServerMsg
             }
             return (ServerMsg::Ok(Reply::Bye), Flow::Close);
         }
-        Command::Connect { user } => grant(shared, me, user, Grant::Session),
+        Command::Connect { user } => grant(shared, me, user, Grant::Session, None),
         Command::SessionOpen { id } => session_open(shared, me, *id),
         Command::Relay { transfer, id } => relay(shared, me, *transfer, *id),
         Command::Hints { ips } => super::ladder::hints(shared, me, ips),
         Command::Reverse { transfer, id } => super::ladder::reverse(shared, me, *transfer, *id),
+        Command::DialFailed { transfer, id } => {
+            super::ladder::dial_failed(shared, me, *transfer, *id)
+        }
         Command::SessionEnd { id, reason } => session_end(shared, me, *id, *reason),
-        Command::Transfer { user } => grant(shared, me, user, Grant::Transfer),
+        Command::Transfer { user } => grant(shared, me, user, Grant::Transfer, None),
+        Command::TransferOffer { user, offer } => {
+            match super::offers::accepted(shared, me, user, *offer) {
+                Err(refusal) => refusal,
+                Ok(()) => {
+                    let reply = grant(shared, me, user, Grant::Transfer, Some(*offer));
+                    if matches!(reply, ServerMsg::Ok(_)) {
+                        super::offers::started(shared, me, user, *offer);
+                    }
+                    reply
+                }
+            }
+        }
         Command::TransferEnd {
             id,
             result,
@@ -343,13 +358,20 @@ enum Grant {
     Transfer,
 }
 
-/// CONNECT <username> and TRANSFER <username>
+/// CONNECT <username> and TRANSFER <username> [offer]
 ///
-/// Records the session or transfer, makes a one-time ticket, tells the target who will
-/// connect with it, and gives the requester the target's address and the same ticket.
+/// Records the session or transfer (or takes `existing`, the transfer id an accepted
+/// offer through the server already has), makes a one-time ticket, tells the target who
+/// will connect with it, and gives the requester the target's address and the same ticket.
 /// The target's event is queued before the requester's reply, so the target knows the
 /// ticket before it can be presented. Nobody else ever sees it, and it is never logged.
-fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
+fn grant(
+    shared: &Shared,
+    me: &LoggedIn,
+    user: &str,
+    kind: Grant,
+    existing: Option<u64>,
+) -> ServerMsg {
     let key = user.to_ascii_lowercase();
     if key == me.key {
         return ServerMsg::err(ErrorCode::BadRequest, "that is you");
@@ -372,9 +394,10 @@ fn grant(shared: &Shared, me: &LoggedIn, user: &str, kind: Grant) -> ServerMsg {
         Ok(ticket) => ticket,
         Err(e) => return internal("generating a ticket", &e),
     };
-    let recorded = match kind {
-        Grant::Session => shared.store.create_session(&me.name, &target),
-        Grant::Transfer => shared.store.create_transfer(&me.name, &target),
+    let recorded = match (kind, existing) {
+        (_, Some(id)) => Ok(id),
+        (Grant::Session, None) => shared.store.create_session(&me.name, &target),
+        (Grant::Transfer, None) => shared.store.create_transfer(&me.name, &target),
     };
     let id = match recorded {
         Ok(id) => id,

@@ -32,6 +32,44 @@ pub fn hints_for(shared: &Shared, key: &str) -> Hints {
     Hints(shared.registry.hints(key))
 }
 
+/// DIAL_FAILED SESSION|TRANSFER <id>
+///
+/// The target of `id` could not dial its requester back after `EVENT DIAL`: the
+/// requester is told (`EVENT DIAL_FAILED`), so it asks for the relay at once instead of
+/// waiting out `REVERSE_WAIT`. Only the target of `id` may say so (`432` otherwise).
+pub fn dial_failed(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> ServerMsg {
+    let participants = if transfer {
+        shared.store.transfer_participants(id)
+    } else {
+        shared
+            .store
+            .session(id)
+            .map(|r| r.map(|r| (r.requester, r.target)))
+    };
+    let requester = match participants {
+        Ok(Some((requester, target))) if target.eq_ignore_ascii_case(&me.name) => requester,
+        Ok(_) => {
+            return ServerMsg::err(
+                ErrorCode::NoSession,
+                format!("{id} is not a session or transfer asked of you"),
+            );
+        }
+        Err(e) => {
+            log::error!("reading a session: {e}");
+            return ServerMsg::err(ErrorCode::Internal, "the server failed; try again");
+        }
+    };
+    if let Some((_, _, outbox)) = shared
+        .registry
+        .lookup_with_outbox(&requester.to_ascii_lowercase())
+    {
+        outbox.send(&ServerMsg::Event(Event::DialFailed { transfer, id }));
+    }
+    let what = if transfer { "transfer" } else { "session" };
+    log::info!("{what} {id}: {} could not dial {requester} back", me.name);
+    ServerMsg::Ok(Reply::DialFailed { transfer, id })
+}
+
 /// REVERSE SESSION|TRANSFER <id>
 ///
 /// The requester of `id` could not reach its target: tell the target to dial the

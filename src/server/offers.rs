@@ -4,15 +4,22 @@
 //!
 //! The server carries no file bytes: once an offer is accepted and both are online, the
 //! offerer pushes the file over its own peer connection exactly as for an offer made in
-//! a chat session. It must not read or write sockets itself (outboxes do), and holds no
-//! lock across the store.
+//! a chat session. `OFFER <user> - ...` asks the server to number the offer with a
+//! transfer id of its own, which the accepted offer's `TRANSFER <user> <offer>` then
+//! keeps (so an offer to an offline user needs no ticket while it waits). Every offer is
+//! recorded until answered (`store::held_offers`), so an answer to an offer that does not
+//! wait is refused (`456 NO_SUCH_OFFER`). It must not read or write sockets itself
+//! (outboxes do), and holds no lock across the store.
 
 use super::Shared;
 use super::login::LoggedIn;
 use super::outbox::Outbox;
 use super::store::MailboxFull;
+use super::store::{Answered, OfferKey};
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{MAILBOX_EXPIRY, OFFERS_PER_USER, OFFERS_TOTAL};
+use crate::protocol::limits::{
+    MAILBOX_EXPIRY, OFFERS_PER_USER, OFFERS_TOTAL, OPEN_OFFERS_PER_USER,
+};
 use crate::protocol::mail_msg::UserRef;
 use crate::protocol::server_msg::{Event, Reply, ServerMsg};
 
@@ -86,12 +93,15 @@ fn recipient(shared: &Shared, me: &LoggedIn, user: &UserRef) -> Result<(u64, Str
     Ok((uid, name))
 }
 
-/// OFFER <id-or-name> <offer> <size> <name>
+/// OFFER <id-or-name> <offer>|- <size> <name>
+///
+/// `-`: the server numbers the offer with a new transfer id (recorded in the transfer
+/// log, requester the offerer).
 pub fn offer(
     shared: &Shared,
     me: &LoggedIn,
     to: &UserRef,
-    offer: u64,
+    offer: Option<u64>,
     size: u64,
     name: &str,
 ) -> ServerMsg {
@@ -99,6 +109,32 @@ pub fn offer(
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
+    let numbered = offer.is_none();
+    let offer = match offer {
+        Some(offer) => offer,
+        None => match shared.store.create_transfer(&me.name, &user) {
+            Ok(id) => id,
+            Err(e) => return internal("numbering an offer", &e),
+        },
+    };
+    let key = OfferKey {
+        offerer: &me.name,
+        recipient: &user,
+        offer,
+    };
+    match shared
+        .store
+        .open_offer(key, numbered, MAILBOX_EXPIRY, OPEN_OFFERS_PER_USER)
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return ServerMsg::err(
+                ErrorCode::OffersFull,
+                format!("you have {OPEN_OFFERS_PER_USER} offers waiting for answers; try later"),
+            );
+        }
+        Err(e) => return internal("recording an offer", &e),
+    }
     let event = Event::Offer {
         from: me.name.clone(),
         offer,
@@ -114,14 +150,19 @@ pub fn offer(
             );
             ServerMsg::Ok(Reply::Offered { offer, delivered })
         }
-        Err(refusal) => refusal,
+        Err(refusal) => {
+            if let Err(e) = shared.store.close_offer(key) {
+                log::error!("closing a refused offer: {e}");
+            }
+            refusal
+        }
     }
 }
 
 /// OFFER_ANSWER <user> <offer> ok|no
 ///
-/// Passed on to `user`, whose client acts on it only for an offer it made to us (its
-/// offers are kept per peer), so a made-up answer changes nothing.
+/// Only for an offer `user` made to us that waits for an answer (`456` otherwise).
+/// Passed on to `user`, whose client also acts on it only for an offer it made to us.
 pub fn offer_answer(
     shared: &Shared,
     me: &LoggedIn,
@@ -133,6 +174,23 @@ pub fn offer_answer(
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
+    let key = OfferKey {
+        offerer: &user,
+        recipient: &me.name,
+        offer,
+    };
+    match shared.store.answer_offer(key, accept) {
+        Ok(Answered::Taken) => {}
+        Ok(Answered::NotWaiting) => {
+            return ServerMsg::err(
+                ErrorCode::NoSuchOffer,
+                format!(
+                    "no offer {offer} from {user} waits for your answer (unknown, expired or answered)"
+                ),
+            );
+        }
+        Err(e) => return internal("answering an offer", &e),
+    }
     let event = Event::OfferAnswer {
         from: me.name.clone(),
         offer,
@@ -144,7 +202,43 @@ pub fn offer_answer(
     }
 }
 
-/// After `name` (account `uid`) came online: the offers and answers held for it.
+/// TRANSFER <user> <offer>: the check before its grant: `offer` is a server-numbered
+/// offer of ours that `user` accepted and that has not started.
+// The refusal is the reply itself; grant replies (key, hints) make `ServerMsg` large.
+#[allow(clippy::result_large_err)]
+pub fn accepted(shared: &Shared, me: &LoggedIn, user: &str, offer: u64) -> Result<(), ServerMsg> {
+    let key = OfferKey {
+        offerer: &me.name,
+        recipient: user,
+        offer,
+    };
+    match shared.store.accepted_offer(key) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let shown: String = user.chars().take(32).collect();
+            Err(ServerMsg::err(
+                ErrorCode::NoSuchOffer,
+                format!("{shown} has accepted no offer {offer} of yours that waits to start"),
+            ))
+        }
+        Err(e) => Err(internal("finding an accepted offer", &e)),
+    }
+}
+
+/// The transfer of accepted offer `offer` was granted: it is no longer open.
+pub fn started(shared: &Shared, me: &LoggedIn, user: &str, offer: u64) {
+    let key = OfferKey {
+        offerer: &me.name,
+        recipient: user,
+        offer,
+    };
+    if let Err(e) = shared.store.close_offer(key) {
+        log::error!("closing a started offer: {e}");
+    }
+}
+
+/// After `name` (account `uid`) came online: the offers and answers held for it, after
+/// `EVENT HELD <n>` (so its client can say they waited while it was away).
 pub fn deliver_held(shared: &Shared, name: &str, uid: u64) {
     let Some((_, _, outbox)) = shared
         .registry
@@ -154,7 +248,8 @@ pub fn deliver_held(shared: &Shared, name: &str, uid: u64) {
     };
     match shared.store.take_held(uid) {
         Ok(lines) if !lines.is_empty() => {
-            let mut text = String::new();
+            let mut text = ServerMsg::Event(Event::Held { count: lines.len() }).to_string();
+            text.push('\n');
             for line in &lines {
                 text.push_str(line);
                 text.push('\n');

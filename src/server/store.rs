@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 
 mod held;
+mod held_offers;
 mod identity;
 mod location;
 mod logs;
@@ -33,6 +34,7 @@ mod postgres;
 pub(crate) mod sql;
 mod sqlite;
 mod tokens;
+pub use held_offers::{Answered, OfferKey};
 pub use location::DbLocation;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
 pub use mailbox::{MailboxFull, NewMessage, Queued};
@@ -148,6 +150,21 @@ const MIGRATIONS: &[&str] = &[
         expires_at_ms INTEGER NOT NULL
     );
     CREATE INDEX held_events_recipient ON held_events (recipient_id, id);",
+    // 10: file offers made through the server and not yet settled (issue 13), so an
+    // answer to an offer that does not wait (unknown, expired, answered) is refused, and
+    // an accepted offer the server numbered keeps its number for the later TRANSFER.
+    // Names in lower case; `numbered` 1 when the server gave the number (a transfer id);
+    // `accepted` 1 once its recipient said ok (then it waits for the offerer's TRANSFER).
+    "CREATE TABLE open_offers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        offerer TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        offer INTEGER NOT NULL,
+        numbered INTEGER NOT NULL,
+        accepted INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX open_offers_pair ON open_offers (offerer, recipient, offer);",
 ];
 
 /// Idle connections kept for reuse; more are opened under load and closed afterwards.

@@ -175,7 +175,9 @@ impl Engine {
             self.transfers.on_peer_msg(&peer, msg);
         }
         for (peer, msg) in self.transfers.take_peer_out() {
-            if self.sessions.send_to_peer(&peer, &msg) {
+            if !self.offer_route.answers_through_server(&peer, &msg)
+                && self.sessions.send_to_peer(&peer, &msg)
+            {
                 continue;
             }
             // No session: an offer (or an answer to one that came through the server)
@@ -185,6 +187,9 @@ impl Engine {
                 Some(_) => self.emit(Event::NotConnected),
                 None => self.error(format!("no open session with {peer} to send that")),
             }
+        }
+        for text in self.transfers.take_away_notes() {
+            self.emit(Event::Note { text });
         }
         for notice in self.transfers.take_notices() {
             if let XferNotice::Finished { row } = &notice {
@@ -303,7 +308,18 @@ impl Engine {
             UserCommand::DeclineFile { id } => self.transfers.decline(id),
             UserCommand::SendFile { path, to } => {
                 let to = to.or_else(|| self.sessions.active_peer().map(str::to_string));
-                self.transfers.offer(to.as_deref(), &path);
+                match to {
+                    // No chat session: through the server, which holds it for an
+                    // offline user (protocol.md §4d).
+                    Some(peer) if !self.sessions.is_open(&peer) => {
+                        if self.link.is_none() {
+                            self.emit(Event::NotConnected);
+                        } else {
+                            self.transfers.offer_through_server(&peer, &path);
+                        }
+                    }
+                    to => self.transfers.offer(to.as_deref(), &path),
+                }
             }
             UserCommand::Files { user } => self.send_command(&Command::Files { user, offset: 0 }),
             UserCommand::Search { text } => self.send_command(&Command::Search { text }),
@@ -397,7 +413,20 @@ impl Engine {
                 transfer,
                 id,
                 hints,
-            }) => self.sessions.on_dial(transfer, id, hints.0),
+            }) => {
+                // If we cannot dial back, the requester hears it at once (through the
+                // server) and goes to the relay without waiting out its timeout.
+                let line = Command::DialFailed { transfer, id }.to_string();
+                let send = self.link.as_ref().map(ServerLink::line_sender);
+                self.sessions.on_dial(transfer, id, hints.0, move || {
+                    if let Some(send) = send {
+                        send(&line);
+                    }
+                });
+            }
+            ServerMsg::Event(ServerEvent::DialFailed { transfer, id }) => {
+                self.sessions.reversals().give_up(transfer, id);
+            }
             ServerMsg::Ok(Reply::Relay {
                 transfer,
                 id,
@@ -452,24 +481,32 @@ impl Engine {
                 size,
                 name,
             }) => {
+                let away = self.offer_route.waited();
                 let msg = self.offer_route.on_offer(&from, offer, size, name);
-                self.transfers.on_peer_msg(&from, msg);
+                self.transfers.on_server_offer(&from, msg, away);
             }
             ServerMsg::Event(ServerEvent::OfferAnswer {
                 from,
                 offer,
                 accept,
             }) => {
+                self.offer_route.waited();
                 let msg = super::offer_route::OfferRoute::on_answer(offer, accept);
                 self.transfers.on_peer_msg(&from, msg);
             }
             ServerMsg::Ok(Reply::Offered { offer, delivered }) => {
-                if let Some(text) = self.transfers.wait_at_server(offer, delivered) {
+                if let Some(text) = self.transfers.on_offered(offer, delivered) {
                     self.emit(Event::Note { text });
                 }
             }
             ServerMsg::Ok(Reply::OfferAnswered { .. }) => {}
             ServerMsg::Event(ServerEvent::Mailbox { count }) => self.mail.on_mailbox(count),
+            ServerMsg::Event(ServerEvent::Held { count }) => self.offer_route.on_held(count),
+            ServerMsg::Event(ServerEvent::Online { users }) => {
+                // Accepted offers through the server start once their peer is here.
+                self.transfers.peers_online(&users);
+                self.emit(Event::Online { users });
+            }
             ServerMsg::Event(ServerEvent::Message {
                 id,
                 from,
@@ -478,6 +515,8 @@ impl Engine {
                 sealed,
             }) => self.mail.on_message(id, &from, at_ms, key, &sealed),
             ServerMsg::Err { code, message } if self.mail.on_error(code, &message) => {}
+            ServerMsg::Err { code, message } if self.transfers.on_offer_refused(code, &message) => {
+            }
             // Kept in memory only, for reconnects; never shown or logged.
             ServerMsg::Ok(Reply::Token { token, .. }) => self.credentials.token = Some(token),
             ServerMsg::Ok(
@@ -487,6 +526,7 @@ impl Engine {
                 | Reply::TransferEnded { .. }
                 | Reply::Hints { .. }
                 | Reply::Reverse { .. }
+                | Reply::DialFailed { .. }
                 | Reply::Shared { .. },
             ) => {}
             other => {
@@ -582,6 +622,7 @@ impl Engine {
                 if self.transfers.share_dir().is_some() {
                     self.transfers.announce_share();
                 }
+                self.transfers.ask_waiting_grants();
                 if let Some(backoff) = self.auto_reconnect.as_mut() {
                     backoff.stop();
                 }

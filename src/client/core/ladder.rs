@@ -255,6 +255,14 @@ impl Reversals {
         }
     }
 
+    /// The target said it could not dial us back for `id` (`EVENT DIAL_FAILED`): stop
+    /// waiting now, so the relay rung starts at once (the waiter's channel closes).
+    pub fn give_up(&self, transfer: bool, id: u64) {
+        if self.lock().remove(&(transfer, id)).is_some() {
+            log::info!("the peer could not dial back for {id}; on to the relay");
+        }
+    }
+
     /// For the listener: if `stream` starts with `REVERSE SESSION|TRANSFER <id>`, hands
     /// it to the request waiting for it (only the first such connection wins) or refuses
     /// it with `525 NO_REVERSE`, and returns `None`. Otherwise (or when nothing arrives
@@ -328,17 +336,20 @@ static DIALLING_BACK: AtomicUsize = AtomicUsize::new(0);
 /// requester at once, sends `REVERSE SESSION|TRANSFER <id>` on the first connection to
 /// open (only on that one, so exactly one reaches the requester's waiting request) and
 /// hands it to `then`, which answers the requester's first line as if the connection
-/// had arrived on our listener. At most `MAX_REVERSE_DIALS` at once; more are dropped
-/// (the requester then goes on to the relay).
+/// had arrived on our listener. At most `MAX_REVERSE_DIALS` at once; more are dropped.
+/// When no connection could be made (or one is dropped), `failed` is called, which says
+/// so to the server (`DIAL_FAILED`), so the requester goes on to the relay at once.
 pub fn dial_back(
     hints: Vec<SocketAddr>,
     transfer: bool,
     id: u64,
     then: impl FnOnce(TcpStream, SocketAddr) + Send + 'static,
+    failed: impl FnOnce() + Send + 'static,
 ) {
     if DIALLING_BACK.fetch_add(1, Ordering::SeqCst) >= MAX_REVERSE_DIALS {
         DIALLING_BACK.fetch_sub(1, Ordering::SeqCst);
         log::warn!("too many reverse dials at once; ignored one for {id}");
+        failed();
         return;
     }
     let spawned = thread::Builder::new()
@@ -359,10 +370,16 @@ pub fn dial_back(
                     let mut out = &stream;
                     match write_lines(&mut out, &format!("REVERSE {what} {id}\n")) {
                         Ok(()) => then(stream, addr),
-                        Err(e) => log::info!("dialling back {addr} failed: {e}"),
+                        Err(e) => {
+                            log::info!("dialling back {addr} failed: {e}");
+                            failed();
+                        }
                     }
                 }
-                Err(errors) => log::info!("could not dial back for {id}: {}", best_error(errors)),
+                Err(errors) => {
+                    log::info!("could not dial back for {id}: {}", best_error(errors));
+                    failed();
+                }
             }
             DIALLING_BACK.fetch_sub(1, Ordering::SeqCst);
         });

@@ -3,9 +3,10 @@
 //!
 //! Owns the two queues of our messages in flight (waiting for `OK WHOIS`, then for
 //! `OK SENT`; the server answers in order, so the oldest entry is always the one
-//! answered) and the checks on a received message: it must open with our key, and the
-//! key that sealed it must be the one the server has for its sender (and not differ from
-//! the sender's pin). It must not own a socket or render text: it returns the commands
+//! answered) and the checks on a received message: it must open with our key, the key
+//! that sealed it must be the one the server has for its sender (and not differ from the
+//! sender's pin), and it must not be a replay (`replay`: a message id seen before, or a
+//! send time older than the mailbox keeps messages). It must not own a socket or render text: it returns the commands
 //! to send and the notices to show.
 
 use std::collections::VecDeque;
@@ -82,6 +83,8 @@ pub struct Mail {
     notices: Vec<MailNotice>,
     /// Lines for the local history: (peer, line), sent and received.
     history: Vec<(String, Line)>,
+    /// The ids of messages already shown (persisted in `pin_dir`), against replays.
+    seen: super::replay::Seen,
 }
 
 impl Mail {
@@ -90,11 +93,12 @@ impl Mail {
         Mail {
             me: me.to_string(),
             identity,
-            pin_dir,
+            pin_dir: pin_dir.clone(),
             whois: VecDeque::new(),
             sent: VecDeque::new(),
             notices: Vec::new(),
             history: Vec::new(),
+            seen: super::replay::Seen::open(&pin_dir, now_ms()),
         }
     }
 
@@ -164,13 +168,17 @@ impl Mail {
             self.not_sent(user, why);
             return None;
         }
-        match sealed::seal(
-            self.identity.private(),
-            &self.me,
-            user,
-            &key,
-            pending.text.as_bytes(),
-        ) {
+        // A fresh id and our send time go inside the sealed payload: the recipient
+        // refuses a copy or an old message the server hands over again.
+        let id_text = match super::replay::new_id() {
+            Ok(id_text) => id_text,
+            Err(e) => {
+                self.not_sent(user, format!("could not make a message id: {e}"));
+                return None;
+            }
+        };
+        let payload = super::replay::wrap(&id_text, now_ms(), &pending.text);
+        match sealed::seal(self.identity.private(), &self.me, user, &key, &payload) {
             Ok(sealed) => {
                 self.sent.push_back((user.to_string(), pending.text));
                 Some(Command::Send {
@@ -278,7 +286,19 @@ impl Mail {
             self.notices.push(reject(why));
             return;
         }
-        let text = match String::from_utf8(opened.text) {
+        let (msg_id, sent_ms, text) = match super::replay::unwrap(&opened.text) {
+            Ok(parts) => parts,
+            Err(why) => {
+                self.notices.push(reject(why));
+                return;
+            }
+        };
+        if let Err(why) = self.seen.check(from, &msg_id, sent_ms, now_ms()) {
+            log::warn!("a message through the server from {from} refused: {why}");
+            self.notices.push(reject(why));
+            return;
+        }
+        let text = match String::from_utf8(text) {
             Ok(text) => text,
             Err(_) => {
                 self.notices.push(reject("its text is not UTF-8".into()));

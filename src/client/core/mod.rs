@@ -19,6 +19,7 @@ pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
 pub mod peer_secure;
+pub mod replay;
 pub mod resume_check;
 pub mod retry;
 pub mod server_link;

@@ -19,9 +19,35 @@ use crate::protocol::server_msg::Command;
 #[derive(Default)]
 pub struct OfferRoute {
     received: HashSet<(String, u64)>,
+    /// How many of the next server events waited for our login (`EVENT HELD <n>`).
+    held: usize,
 }
 
 impl OfferRoute {
+    /// `EVENT HELD <n>`: the next `n` offer events waited while we were away.
+    pub fn on_held(&mut self, count: usize) {
+        self.held = count;
+    }
+
+    /// Whether the offer event being handled is one that waited for our login.
+    pub fn waited(&mut self) -> bool {
+        let waited = self.held > 0;
+        self.held = self.held.saturating_sub(1);
+        waited
+    }
+
+    /// Whether `msg` answers an offer that came through the server: such an answer goes
+    /// back through the server even when a chat session has opened since (the server
+    /// settles the offer only when it hears the answer).
+    pub fn answers_through_server(&self, peer: &str, msg: &PeerMsg) -> bool {
+        match msg {
+            PeerMsg::OfferOk { id } | PeerMsg::OfferNo { id, .. } => {
+                self.received.contains(&(peer.to_ascii_lowercase(), *id))
+            }
+            _ => false,
+        }
+    }
+
     /// `EVENT OFFER`: the peer message the transfer table should see.
     pub fn on_offer(&mut self, from: &str, offer: u64, size: u64, name: String) -> PeerMsg {
         self.received.insert((from.to_ascii_lowercase(), offer));
@@ -51,7 +77,7 @@ impl OfferRoute {
         match msg {
             PeerMsg::Offer { id, size, name } => Some(Command::Offer {
                 to: UserRef::Name(peer.to_string()),
-                offer: *id,
+                offer: Some(*id),
                 size: *size,
                 name: name.clone(),
             }),
@@ -111,7 +137,7 @@ mod tests {
                     name: "b".into()
                 }
             ),
-            Some(Command::Offer { offer: 1, .. })
+            Some(Command::Offer { offer: Some(1), .. })
         ));
         assert_eq!(route.instead("bob", &PeerMsg::Cancel { id: 1 }), None);
     }

@@ -481,18 +481,20 @@ pub fn answer_relayed(
 /// answers as if the connection had arrived on our listener: the Noise handshake as the
 /// responder (the requester is the initiator whoever dialled), then its first line (same
 /// checks, same ticket). Reverse dials are bounded by `MAX_REVERSE_DIALS`, so they take
-/// no listener slot.
+/// no listener slot. `failed` runs when no connection to the requester could be made.
 pub fn answer_reverse(
     hints: Vec<SocketAddr>,
     (transfer, id): (bool, u64),
     events: Sender<PeerEvent>,
     refusals: Refusals,
     security: Arc<PeerSecurity>,
+    failed: impl FnOnce() + Send + 'static,
 ) {
-    super::ladder::dial_back(hints, transfer, id, move |stream, remote| {
+    let answer = move |stream, remote| {
         let first = First::new(&security, "reverse");
         handshake(stream, remote, None, refusals, &events, first);
-    });
+    };
+    super::ladder::dial_back(hints, transfer, id, answer, failed);
 }
 
 /// What the target's side of a new connection needs besides the stream: our keys and

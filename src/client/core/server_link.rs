@@ -71,6 +71,15 @@ impl ServerLink {
         })
     }
 
+    /// A handle that queues lines from another thread (never blocking: a full queue
+    /// drops the line), for the reverse dialler's `DIAL_FAILED`.
+    pub fn line_sender(&self) -> impl Fn(&str) + Send + 'static {
+        let outgoing = self.outgoing.clone();
+        move |line: &str| {
+            let _ = outgoing.try_send(line.replace(['\r', '\n'], " "));
+        }
+    }
+
     /// Queues one line (without `\n`). False if the link is gone or hopelessly behind.
     pub fn send_line(&self, line: &str) -> bool {
         match self.outgoing.try_send(line.replace(['\r', '\n'], " ")) {

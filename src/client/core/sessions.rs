@@ -304,6 +304,11 @@ impl Sessions {
             .is_some_and(|o| o.link.send(msg))
     }
 
+    /// Whether a chat session with `peer` is open.
+    pub fn is_open(&self, peer: &str) -> bool {
+        self.open.iter().any(|o| same(&o.peer, peer))
+    }
+
     /// The active session's peer.
     pub fn active_peer(&self) -> Option<&str> {
         self.active.as_deref()
@@ -476,13 +481,21 @@ impl Sessions {
 
     /// The server asks us to dial a requester back (`EVENT DIAL`), for a session or a
     /// transfer: its first line then arrives as on our listener.
-    pub fn on_dial(&mut self, transfer: bool, id: u64, hints: Vec<SocketAddr>) {
+    /// `failed` runs (on the dialling thread) when the requester cannot be reached.
+    pub fn on_dial(
+        &mut self,
+        transfer: bool,
+        id: u64,
+        hints: Vec<SocketAddr>,
+        failed: impl FnOnce() + Send + 'static,
+    ) {
         super::peer_link::answer_reverse(
             hints,
             (transfer, id),
             self.events.clone(),
             self.refusals.clone(),
             Arc::clone(&self.security),
+            failed,
         );
     }
 

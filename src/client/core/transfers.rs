@@ -18,6 +18,7 @@ mod folders;
 mod grants;
 mod ladder;
 mod refusals;
+mod via_server;
 
 use super::disk_space;
 use super::peer_link::{Incoming, Purpose};
@@ -105,6 +106,9 @@ pub struct Row {
     pub stalled: bool,
     /// How the data connection reaches the peer: `direct` or `relay`.
     pub route: &'static str,
+    /// The offer went through the server (no chat session): it may wait there for an
+    /// offline user, and its answer comes back the same way.
+    pub via_server: bool,
 }
 
 /// The window the current rate is measured over: recent enough to show a slowdown,
@@ -124,6 +128,8 @@ pub enum XferNotice {
         peer: String,
         name: String,
         size: u64,
+        /// Through the server (no chat session), not over a chat link.
+        via_server: bool,
     },
     /// A peer offers us a file.
     OfferIn {
@@ -136,6 +142,8 @@ pub enum XferNotice {
         open_for: Duration,
         /// Bytes of it already here from an earlier try: accepting resumes there.
         resumes_at: u64,
+        /// It came through the server (no chat session); the answer goes back that way.
+        via_server: bool,
     },
     /// A peer offers us a folder: `files` files, `size` bytes in all, accepted once.
     FolderIn {
@@ -194,6 +202,9 @@ struct Entry {
     samples: std::collections::VecDeque<(Instant, u64)>,
     /// The per-peer slot it holds (a waiting offer, a serve), given back when it ends.
     slot: Slot,
+    /// Our offer through the server was accepted and waits for its `TRANSFER <user>
+    /// <offer>` grant (asked again whenever the peer comes online).
+    await_grant: bool,
 }
 
 /// A fetch waiting for one page of the owner's `FILES` answer.
@@ -242,6 +253,10 @@ pub struct Transfers {
     folders_in: Vec<folders::FolderIn>,
     /// Our key and the pins, for the data connections' handshakes.
     security: Arc<PeerSecurity>,
+    /// Offers through the server waiting for its number (`OK OFFER`), oldest first.
+    awaiting_number: Vec<via_server::Numbering>,
+    /// Notes about offers through the server for the front end (`take_away_notes`).
+    away_notes: Vec<String>,
 }
 
 /// What `transfers` asks to send to the server.
@@ -281,6 +296,8 @@ impl Transfers {
             folders_out: BTreeMap::new(),
             folders_in: Vec::new(),
             security,
+            awaiting_number: Vec::new(),
+            away_notes: Vec::new(),
         }
     }
 
@@ -324,6 +341,7 @@ impl Transfers {
                     rate: 0.0,
                     stalled: false,
                     route: "direct",
+                    via_server: false,
                 },
                 offer: None,
                 transfer: None,
@@ -337,6 +355,7 @@ impl Transfers {
                 started: None,
                 samples: std::collections::VecDeque::new(),
                 slot: Slot::None,
+                await_grant: false,
             },
         );
     }
@@ -481,6 +500,7 @@ impl Transfers {
                     size,
                     open_for: OFFER_TIMEOUT,
                     resumes_at,
+                    via_server: false,
                 });
             }
             PeerMsg::OfferOk { id } => {
@@ -495,6 +515,9 @@ impl Transfers {
                     return self.folder_accepted(local);
                 }
                 let local = entry.row.id;
+                if entry.row.via_server && entry.grant.is_none() {
+                    return self.accepted_through_server(local);
+                }
                 self.launch(local);
             }
             PeerMsg::OfferFolder {
@@ -565,7 +588,7 @@ impl Transfers {
         match self.entries.get_mut(&id) {
             Some(entry) if entry.row.role == Role::Receive && entry.row.stage == Stage::Asked => {
                 entry.row.stage = Stage::Connecting;
-                entry.expires = Some(Instant::now() + OFFER_TIMEOUT);
+                entry.expires = Some(Instant::now() + Self::accepted_wait(entry.row.via_server));
                 if let Some(offer) = entry.offer {
                     let peer = entry.row.peer.clone();
                     self.to_peers.push((peer, PeerMsg::OfferOk { id: offer }));
@@ -612,6 +635,8 @@ impl Transfers {
             .entries
             .values()
             .filter(|e| same(&e.row.peer, peer) && matches!(e.row.role, Role::Send | Role::Receive))
+            // Offers through the server never needed the chat link.
+            .filter(|e| !e.row.via_server)
             .filter(|e| {
                 matches!(e.row.stage, Stage::Offered | Stage::Asked)
                     || (e.row.stage == Stage::Connecting && e.transfer.is_none())
@@ -945,8 +970,10 @@ impl Transfers {
             entry.expires = None;
             let row = entry.row.clone();
             // Our grant was never used: the server's log hears that it ended unused.
+            // So did a server-numbered offer of ours that never started.
             if entry.grant.take().is_some()
                 || (entry.folder_files.is_some() && row.role == Role::Send)
+                || (row.via_server && row.role == Role::Send && entry.started.is_none())
             {
                 self.to_server
                     .push(ServerOut::Command(Command::TransferEnd {
@@ -1014,6 +1041,7 @@ impl Transfers {
                 Untrusted(&asking.peer)
             ));
         }
+        self.expire_numbering(now);
         let unlisted: Vec<u64> = self
             .awaiting_listing
             .iter()

@@ -579,7 +579,15 @@ fn row_head(row: &Row) -> String {
 /// the common `done` line stays short.
 fn row_line(row: &Row, show_direct: bool) -> String {
     let state = match &row.stage {
+        // Through the server: it waits there while the peer is offline.
+        Stage::Offered if row.via_server => format!(
+            "offered through the server, waiting for {}'s answer (held while they are offline)",
+            Untrusted(&row.peer)
+        ),
         Stage::Offered => "offered, waiting for an answer".to_string(),
+        Stage::Connecting if row.via_server => {
+            "accepted; it starts when you are both online".to_string()
+        }
         Stage::Asked => format!("offered to you: \\accept {0} or \\decline {0}", row.id),
         Stage::Connecting => "connecting".to_string(),
         Stage::Active => progress_text(row),
@@ -674,6 +682,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             peer,
             name,
             size,
+            ..
         } => format!(
             "* [{id}] offered {} ({}) to {}; waiting for an answer",
             Untrusted(name),
@@ -687,6 +696,7 @@ pub fn render_xfer(notice: &XferNotice) -> String {
             size,
             open_for,
             resumes_at,
+            via_server,
         } => {
             let mut text = format!(
                 "* [{id}] {from} offers {} ({}): \\accept {id} or \\decline {id}\n  the offer stays open for {}",
@@ -695,6 +705,9 @@ pub fn render_xfer(notice: &XferNotice) -> String {
                 minutes(*open_for),
                 from = Untrusted(from)
             );
+            if *via_server {
+                text.push_str("; it came through the server, and your answer goes back that way");
+            }
             if *resumes_at > 0 {
                 text.push_str(&format!(
                     "; {} of it is already here: it resumes at {}",

@@ -319,6 +319,7 @@ impl Snapshot {
                 peer,
                 name,
                 size,
+                via_server,
             } => self.upsert(&Row {
                 id: *id,
                 role: Role::Send,
@@ -330,32 +331,23 @@ impl Snapshot {
                 rate: 0.0,
                 stalled: false,
                 route: "direct",
+                via_server: *via_server,
             }),
             XferNotice::OfferIn {
                 id,
                 from,
                 name,
                 size,
+                via_server,
                 ..
-            }
-            | XferNotice::FolderIn {
+            } => self.upsert(&asked_row(*id, from, name, *size, *via_server)),
+            XferNotice::FolderIn {
                 id,
                 from,
                 name,
                 size,
                 ..
-            } => self.upsert(&Row {
-                id: *id,
-                role: Role::Receive,
-                peer: from.clone(),
-                name: name.clone(),
-                size: Some(*size),
-                done: 0,
-                stage: Stage::Asked,
-                rate: 0.0,
-                stalled: false,
-                route: "direct",
-            }),
+            } => self.upsert(&asked_row(*id, from, name, *size, false)),
             XferNotice::Started { row }
             | XferNotice::Finished { row }
             | XferNotice::Dropped { row } => self.upsert(row),
@@ -366,6 +358,23 @@ impl Snapshot {
             }
             XferNotice::Shared { .. } | XferNotice::Error(_) => {}
         }
+    }
+}
+
+/// The row of an offer made to us, waiting for our answer.
+fn asked_row(id: u64, from: &str, name: &str, size: u64, via_server: bool) -> Row {
+    Row {
+        id,
+        role: Role::Receive,
+        peer: from.to_string(),
+        name: name.to_string(),
+        size: Some(size),
+        done: 0,
+        stage: Stage::Asked,
+        rate: 0.0,
+        stalled: false,
+        route: "direct",
+        via_server,
     }
 }
 
@@ -445,6 +454,7 @@ mod tests {
             size: 5,
             open_for: Duration::from_secs(120),
             resumes_at: 0,
+            via_server: false,
         }));
         assert_eq!(s.transfers[&3].row.stage, Stage::Asked);
         let mut row = s.transfers[&3].row.clone();

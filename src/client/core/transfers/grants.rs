@@ -88,6 +88,16 @@ impl Transfers {
         ticket: Ticket,
         key: KeyField,
     ) {
+        let grant = Grant {
+            addr,
+            hints: hints.to_vec(),
+            reversals,
+            ticket,
+        };
+        // An accepted offer through the server keeps its number.
+        let Err(grant) = self.take_offer_grant(transfer_id, user, grant, &key) else {
+            return;
+        };
         let Some(at) = self
             .awaiting_ticket
             .iter()
@@ -112,12 +122,7 @@ impl Transfers {
             ));
         }
         let user = user.to_string();
-        let grant = Some(Grant {
-            addr,
-            hints: hints.to_vec(),
-            reversals,
-            ticket,
-        });
+        let grant = Some(grant);
         match asking.what {
             Pending::File {
                 path,
@@ -166,6 +171,7 @@ impl Transfers {
                         peer: user,
                         name,
                         size,
+                        via_server: false,
                     });
                 }
             }
@@ -198,6 +204,7 @@ impl Transfers {
                     peer: user,
                     name: format!("{name}/ ({count} files)"),
                     size,
+                    via_server: false,
                 });
             }
             Pending::Fetch { name } => {

@@ -271,9 +271,10 @@ function stageText(t) {
   const row = t.row;
   const st = row.stage;
   switch (st.kind) {
-    case 'offered': return 'offered, waiting for an answer';
-    case 'asked': return 'offered to you';
-    case 'connecting': return 'connecting';
+    // Through the server (no chat): it waits there while the peer is offline.
+    case 'offered': return row.via_server ? 'queued at the server until ' + row.peer + ' answers' : 'offered, waiting for an answer';
+    case 'asked': return row.via_server ? 'offered to you through the server' : 'offered to you';
+    case 'connecting': return row.via_server ? 'accepted; starts when you are both online' : 'connecting';
     case 'active': {
       const total = row.size || 0;
       const left = row.rate > 0 && total > row.done ? Math.round((total - row.done) / row.rate) : null;
