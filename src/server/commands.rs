@@ -533,7 +533,11 @@ fn files(shared: &Shared, user: Option<&str>, offset: usize) -> ServerMsg {
 
 /// SEARCH <text>
 fn search(shared: &Shared, text: &str) -> ServerMsg {
-    let (files, total) = shared.files.search(text, MAX_SEARCH_RESULTS);
+    // In a cluster, the other servers' users' files too (their lists are in Redis).
+    let (files, total) = match &shared.cluster {
+        Some(cluster) => super::cluster::search::search(shared, cluster, text, MAX_SEARCH_RESULTS),
+        None => shared.files.search(text, MAX_SEARCH_RESULTS),
+    };
     ServerMsg::Ok(Reply::Search { files, total })
 }
 

@@ -128,7 +128,7 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     // The others learn it from the next presence announcement (`server::presence`).
     shared.registry.set_online(&me.key, conn.id, addr, uid);
     if let Some(cluster) = &shared.cluster {
-        cluster.online(&me.key, &me.name, conn.id, addr);
+        cluster.online(&me.key, &me.name, conn.id, addr, uid);
     }
     // Messages that waited for this user (sealed; the server cannot read them).
     super::mailbox::deliver_waiting(shared, &me.name, uid);
