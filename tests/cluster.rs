@@ -31,6 +31,11 @@ struct Pair {
 /// PostgreSQL database (one shared SQLite file where PostgreSQL is not installed), or
 /// `None` (skip: no Redis).
 fn pair(args: &[&str]) -> Option<Pair> {
+    pair_each(args, &[], &[])
+}
+
+/// Like [`pair`], with flags for server A only and for server B only.
+fn pair_each(args: &[&str], a_only: &[&str], b_only: &[&str]) -> Option<Pair> {
     let redis = Redis::start()?;
     let url = redis.url();
     let database = postgres_or_skip("cluster tests on PostgreSQL (a shared SQLite file instead)")
@@ -41,8 +46,8 @@ fn pair(args: &[&str]) -> Option<Pair> {
         all.extend(["--db", db_url.as_str()]);
     }
     all.extend_from_slice(args);
-    let a = Server::builder().args(&all).start();
-    let b = Server::builder().args(&all).start_beside(&a);
+    let a = Server::builder().args(&all).args(a_only).start();
+    let b = Server::builder().args(&all).args(b_only).start_beside(&a);
     // A server prints its address before it joins (it hashes its dummy password and
     // reads its blocks first): wait until both are subscribed.
     for server in [&a, &b] {
@@ -501,4 +506,112 @@ fn ids_messages_offers_and_search_reach_users_of_the_other_server_at_once() {
         assert!(Instant::now() < deadline, "search still shows {rows:?}");
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_target_on_the_other_server_asked_to_dial_back_does() {
+    let Some(pair) = pair(&[]) else { return };
+    let lab_b = Lab::new(&pair.b);
+    let mut bob = lab_b.register("bob", &[]);
+    // alice (raw protocol, on A) listens for real, so bob can dial her back.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut alice = Wire::registered(pair.a.addr, "alice", PW, port).named("alice");
+    wait_list(&mut alice, &["alice", "bob"], WAIT);
+    alice.send("CONNECT bob");
+    let reply = alice.expect("OK SESSION");
+    let words: Vec<&str> = reply.split(' ').collect();
+    let (id, ticket) = (words[2].to_string(), words[5].to_string());
+    // REVERSE on A: EVENT DIAL reaches bob on B (it was refused as not online before).
+    alice.send(&format!("REVERSE SESSION {id}"));
+    alice.expect_exact(&format!("OK REVERSE SESSION {id}"));
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("bob never dialled back: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while std::io::Read::read_exact(&mut stream, &mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    stream.set_read_timeout(None).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&line),
+        format!("REVERSE SESSION {id}")
+    );
+    let mut link = Wire::peer_on(stream, &ticket, "bob's dial-back");
+    link.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
+    bob.expect("* alice wants to chat");
+    bob.send("\\accept alice");
+    link.expect("ACCEPT");
+    link.send(&format!(
+        "MSG {} over a reverse connection across servers",
+        1
+    ));
+    bob.expect_chat(None, "alice", "over a reverse connection across servers");
+    bob.send("\\sessions");
+    bob.expect("alice (active, reverse)");
+}
+
+#[test]
+fn a_requester_and_a_target_on_two_servers_meet_at_the_requesters_relay() {
+    // Each server runs its own relay, at an address known here.
+    let (relay_a, relay_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let Some(pair) = pair_each(
+        &[],
+        &["--relay-listen", &relay_a],
+        &["--relay-listen", &relay_b],
+    ) else {
+        return;
+    };
+    let lab_a = Lab::new(&pair.a);
+    let mut alice = lab_a.register("alice", &[]);
+    // bob (raw protocol, on B) announces a port where nothing listens and ignores
+    // EVENT DIAL: the requester's client climbs to the relay rung.
+    let mut bob = Wire::registered(pair.b.addr, "bob", PW, free_port()).named("bob");
+    alice.expect("* bob is online");
+    alice.send("\\connect bob");
+    let event = bob.expect_event("EVENT SESSION_REQUEST");
+    let words: Vec<&str> = event.split(' ').collect();
+    let id: u64 = words[2].parse().unwrap();
+    let ticket = peerchat::protocol::ticket::Ticket::parse(words[4]).unwrap();
+    alice.expect("cannot reach bob directly");
+    let dial = bob.expect_event("EVENT DIAL SESSION");
+    assert_eq!(
+        dial.split(' ').nth(3),
+        Some(id.to_string().as_str()),
+        "{dial}"
+    );
+    let invite = bob.expect_event("EVENT RELAY");
+    let words: Vec<&str> = invite.split(' ').collect();
+    assert_eq!(words[2], id.to_string(), "{invite}");
+    // Both ends meet at the relay of the requester's server (A): its tokens are MACed
+    // with A's relay secret, which B's relay does not hold.
+    assert_eq!(words[3], relay_a, "{invite}");
+    assert_ne!(words[3], relay_b);
+    let stream = relay_meet(words[3].parse().unwrap(), words[4]);
+    let mut link = Wire::accepted_peer(stream, &ticket.to_string(), "bob at A's relay");
+    link.expect(&format!("HELLO peerchat 1 alice {id}"));
+    link.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "alice", "bob").to_hex()
+    ));
+    alice.expect("* session with bob open");
+    link.send("MSG 1 hello through the relay from server B");
+    alice.expect_chat(None, "bob", "hello through the relay from server B");
+    alice.send("and back through it");
+    let got = link.expect("MSG");
+    assert!(got.ends_with("and back through it"), "{got}");
+    alice.send("\\sessions");
+    alice.expect("bob (active, relay)");
 }

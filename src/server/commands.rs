@@ -177,7 +177,7 @@ fn info(shared: &Shared, user: &str) -> ServerMsg {
 /// Queues `event` for user `key`: on its connection here, or through its server in a
 /// cluster (the line is formatted here and queued there as it is). False if it could
 /// not be handed over (the user's server is gone, or Redis is down).
-fn deliver(shared: &Shared, reach: &Reach, key: &str, event: &ServerMsg) -> bool {
+pub(super) fn deliver(shared: &Shared, reach: &Reach, key: &str, event: &ServerMsg) -> bool {
     match (reach, &shared.cluster) {
         (Reach::Local(outbox), _) => {
             outbox.send(event);
