@@ -163,15 +163,18 @@ fn keys_survive_a_restart_and_a_resumed_client_registers_its_key_again() {
     server.kill();
     alice.expect("* lost the connection to the server");
     // Forget alice's key behind the server's back: only her client can bring it back.
-    let db = rusqlite::Connection::open(server.db_path()).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE users SET identity_key = NULL WHERE username = 'alice'",
-            [],
-        )
-        .unwrap();
+    const FORGET: &str = "UPDATE users SET identity_key = NULL WHERE username = 'alice'";
+    let changed = match pg_url_of(&server.db_path()) {
+        Some(url) => postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap()
+            .execute(FORGET, &[])
+            .unwrap() as usize,
+        None => rusqlite::Connection::open(server.db_path())
+            .unwrap()
+            .execute(FORGET, [])
+            .unwrap(),
+    };
     assert_eq!(changed, 1);
-    drop(db);
 
     let server2 = server.restart_same_addr();
     let mut bob = Wire::logged_in(server2.addr, "bob", PW, free_port()).named("bob again");
