@@ -36,11 +36,18 @@ fn key_in_info(w: &mut Wire, user: &str) -> String {
 }
 
 /// Waits (bounded) until `INFO <user>` shows `want`: the client sends `KEY` just after
-/// its login, so the first `INFO` may come before it.
+/// its login, so the first `INFO` may come before it (or before it is online).
 fn wait_for_key(w: &mut Wire, user: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = key_in_info(w, user);
+        // A client that has just (re)connected may not be online yet: it says so on its
+        // login, before it gives its port.
+        w.send(&format!("INFO {user}"));
+        let line = w.expect_one_of(&[&format!("OK INFO {user} "), "ERR 404 "]);
+        let got = match line.strip_prefix("OK INFO ") {
+            Some(_) => line.rsplit(' ').next().unwrap().to_string(),
+            None => String::new(),
+        };
         if got == want {
             return;
         }
