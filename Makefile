@@ -33,6 +33,10 @@ test:
 #   cluster, postgres_store (on PostgreSQL in every `cargo test` already).
 # Each test binary copies one `initdb` kept in target/tmp (instead of running initdb,
 # seconds of CPU each) and runs with fsync and synchronous_commit off (test data only).
+# Measured 2026-12-02 on this 2-core machine shared by five builds (load average 8-95):
+# 8.6 and 10.1 minutes for the whole list; the slowest files are protocol_doc (59-91 s
+# against 12.5 s on SQLite: it starts one server, so one database, per example, in
+# turn), peer_hardening, files, server_limits and sessions (33-46 s each).
 PG_SUITE = accounts client_cli encryption faults file_hardening files flags gui_api hostile \
 	hostile_text identity_keys ladder load login_limits peer_encryption peer_hardening \
 	presence protocol_doc queued_offers reverse scale server_limits server_messages \
