@@ -1,8 +1,9 @@
 //! Several servers as one service (issue 14): two real `peerchat-server` processes with
 //! `--cluster` on one real Redis (`redis-server`, started per test on a free port) and
 //! one real PostgreSQL database (started by the harness), and real clients on each. Alice on server A and bob on server B
-//! see each other, chat directly, push and fetch files; one name registered from both
-//! sides makes one account; a duplicate login is refused across servers; killing a
+//! see each other (with their account ids), chat directly, push and fetch files, get each
+//! other's messages and file offers through the servers at once, and find each other's
+//! shared files; one name registered from both sides makes one account; a duplicate login is refused across servers; killing a
 //! server takes its users offline on the other within the heartbeat timeout.
 //!
 //! Every test prints a skip line and passes when `redis-server` is not installed
@@ -30,6 +31,11 @@ struct Pair {
 /// PostgreSQL database (one shared SQLite file where PostgreSQL is not installed), or
 /// `None` (skip: no Redis).
 fn pair(args: &[&str]) -> Option<Pair> {
+    pair_each(args, &[], &[])
+}
+
+/// Like [`pair`], with flags for server A only and for server B only.
+fn pair_each(args: &[&str], a_only: &[&str], b_only: &[&str]) -> Option<Pair> {
     let redis = Redis::start()?;
     let url = redis.url();
     let database = postgres_or_skip("cluster tests on PostgreSQL (a shared SQLite file instead)")
@@ -40,8 +46,8 @@ fn pair(args: &[&str]) -> Option<Pair> {
         all.extend(["--db", db_url.as_str()]);
     }
     all.extend_from_slice(args);
-    let a = Server::builder().args(&all).start();
-    let b = Server::builder().args(&all).start_beside(&a);
+    let a = Server::builder().args(&all).args(a_only).start();
+    let b = Server::builder().args(&all).args(b_only).start_beside(&a);
     // A server prints its address before it joins (it hashes its dummy password and
     // reads its blocks first): wait until both are subscribed.
     for server in [&a, &b] {
@@ -115,7 +121,7 @@ fn alice_on_a_and_bob_on_b_see_each_other_chat_push_and_fetch() {
     // Presence crosses servers: each is told the other came, and both lists hold both.
     // bob came second: alice is told; bob may have found her in the list already.
     alice.expect("* bob is online");
-    // (Lines are `#<id> <name>`; the id of a user of another server is not carried yet.)
+    // (Lines are `#<id> <name>`; the ids are checked in `ids_messages_offers_and_search_…`.)
     alice.send("\\list");
     alice.expect("Online users (2):\n");
     alice.expect_line("alice's own line", |l| l.ends_with(" alice (you)"));
@@ -391,4 +397,221 @@ fn a_resume_on_b_takes_the_login_over_from_a() {
         info.split(' ').nth(3),
         Some(format!("127.0.0.1:{port}").as_str())
     );
+}
+
+/// `#N name` in a `\list` row, as (N, name).
+fn list_row(line: &str) -> (u64, String) {
+    let rest = line.trim_start().trim_start_matches('#');
+    let (id, name) = rest.split_once(' ').expect("a `#N name` row");
+    (id.parse().expect("a numeric id"), name.to_string())
+}
+
+#[test]
+fn ids_messages_offers_and_search_reach_users_of_the_other_server_at_once() {
+    let Some(pair) = pair(&[]) else { return };
+    let (lab_a, lab_b) = (Lab::new(&pair.a), Lab::new(&pair.b));
+    fs::write(
+        lab_b.share_dir("bob").join("holiday-photo.jpg"),
+        b"bob's holiday\n",
+    )
+    .unwrap();
+    let mut alice = lab_a.register("alice", &[]);
+    let mut bob = lab_b.register_sharing("bob");
+    alice.expect("* bob is online");
+
+    // bob's account id (one database) shows on A as on B, not `#0`.
+    bob.send("\\list");
+    bob.expect("Online users (2):\n");
+    let _ = bob.expect_line("alice's row", |l| l.ends_with(" alice"));
+    let (bob_id, _) = list_row(&bob.expect_line("bob's row", |l| l.ends_with(" bob (you)")));
+    assert_ne!(bob_id, 0);
+    alice.send("\\list");
+    alice.expect("Online users (2):\n");
+    let _ = alice.expect_line("alice's row", |l| l.ends_with(" alice (you)"));
+    let row = alice.expect_line("bob's row", |l| l.ends_with(" bob"));
+    assert_eq!(list_row(&row), (bob_id, "bob".to_string()), "{row:?}");
+
+    // `\msg <id>` on A reaches bob on B at once, not at his next login.
+    alice.send(&format!("\\msg {bob_id} hello bob, from server A"));
+    alice.expect("* message to bob delivered");
+    bob.expect_line("alice's message through the servers", |l| {
+        l.contains("] (via server) alice: hello bob, from server A")
+    });
+    // And back by name, B to A.
+    bob.send("\\msg alice hi alice, B answers");
+    bob.expect("* message to alice delivered");
+    alice.expect_line("bob's message", |l| {
+        l.contains("] (via server) bob: hi alice, B answers")
+    });
+    // Delivered, so nothing waits in the database for a later login.
+    assert!(
+        pair.b
+            .log_text()
+            .contains("delivered to bob from another server")
+    );
+
+    // A file offer through the server reaches bob at once, and his answer reaches
+    // alice at once (both by pub/sub): the push then starts.
+    let path = lab_a.share_dir("alice").join("plans.txt");
+    fs::write(&path, b"alice's plans\n").unwrap();
+    alice.send(&format!("\\offer bob {}", path.display()));
+    alice.expect("* plans.txt offered to bob through the server; it goes once they accept");
+    let line = bob.expect_line("the offer", |l| l.contains("] alice offers plans.txt ("));
+    let start = line.find('[').unwrap() + 1;
+    let offer: u64 = line[start..line.find(']').unwrap()].parse().unwrap();
+    bob.send(&format!("\\accept {offer}"));
+    let received = lab_b.downloads("bob").join("plans.txt");
+    let deadline = Instant::now() + WAIT;
+    while fs::read(&received).ok().as_deref() != Some(&b"alice's plans\n"[..]) {
+        assert!(
+            Instant::now() < deadline,
+            "the accepted offer never arrived"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // SEARCH on A finds what bob shares on B, in the usual format.
+    alice.send("\\search HOLIDAY");
+    alice.expect("Search: 1 match(es):\n");
+    let row = alice.expect_line("the search row", |l| l.contains("holiday-photo.jpg"));
+    assert!(row.trim_start().starts_with("bob "), "{row:?}");
+    // A local file and a remote one together, sorted by user.
+    let mut carol = lab_a.register_sharing("carol");
+    carol.send("\\search holiday");
+    carol.expect("Search: 1 match(es):\n");
+    let _ = carol.expect_line("bob's row", |l| l.trim_start().starts_with("bob "));
+    let carol_share = lab_a.share_dir("carol");
+    fs::write(carol_share.join("holiday-notes.txt"), b"notes\n").unwrap();
+    carol.send("\\rescan");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        carol.send("\\search holiday");
+        let head = carol.expect_line("the search head", |l| l.starts_with("Search: "));
+        let rows: Vec<String> = (0..head
+            .trim_start_matches("Search: ")
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap())
+            .map(|_| carol.expect_line("a row", |_| true))
+            .collect();
+        let users: Vec<&str> = rows
+            .iter()
+            .map(|r| r.split_whitespace().next().unwrap())
+            .collect();
+        if users == ["bob", "carol"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "search still shows {rows:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_target_on_the_other_server_asked_to_dial_back_does() {
+    let Some(pair) = pair(&[]) else { return };
+    let lab_b = Lab::new(&pair.b);
+    let mut bob = lab_b.register("bob", &[]);
+    // alice (raw protocol, on A) listens for real, so bob can dial her back.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut alice = Wire::registered(pair.a.addr, "alice", PW, port).named("alice");
+    wait_list(&mut alice, &["alice", "bob"], WAIT);
+    alice.send("CONNECT bob");
+    let reply = alice.expect("OK SESSION");
+    let words: Vec<&str> = reply.split(' ').collect();
+    let (id, ticket) = (words[2].to_string(), words[5].to_string());
+    // REVERSE on A: EVENT DIAL reaches bob on B (it was refused as not online before).
+    alice.send(&format!("REVERSE SESSION {id}"));
+    alice.expect_exact(&format!("OK REVERSE SESSION {id}"));
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("bob never dialled back: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while std::io::Read::read_exact(&mut stream, &mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    stream.set_read_timeout(None).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&line),
+        format!("REVERSE SESSION {id}")
+    );
+    let mut link = Wire::peer_on(stream, &ticket, "bob's dial-back");
+    link.send(&format!("HELLO peerchat 1 alice {id} {ticket}"));
+    bob.expect("* alice wants to chat");
+    bob.send("\\accept alice");
+    link.expect("ACCEPT");
+    link.send(&format!(
+        "MSG {} over a reverse connection across servers",
+        1
+    ));
+    bob.expect_chat(None, "alice", "over a reverse connection across servers");
+    bob.send("\\sessions");
+    bob.expect("alice (active, reverse)");
+}
+
+#[test]
+fn a_requester_and_a_target_on_two_servers_meet_at_the_requesters_relay() {
+    // Each server runs its own relay, at an address known here.
+    let (relay_a, relay_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let Some(pair) = pair_each(
+        &[],
+        &["--relay-listen", &relay_a],
+        &["--relay-listen", &relay_b],
+    ) else {
+        return;
+    };
+    let lab_a = Lab::new(&pair.a);
+    let mut alice = lab_a.register("alice", &[]);
+    // bob (raw protocol, on B) announces a port where nothing listens and ignores
+    // EVENT DIAL: the requester's client climbs to the relay rung.
+    let mut bob = Wire::registered(pair.b.addr, "bob", PW, free_port()).named("bob");
+    alice.expect("* bob is online");
+    alice.send("\\connect bob");
+    let event = bob.expect_event("EVENT SESSION_REQUEST");
+    let words: Vec<&str> = event.split(' ').collect();
+    let id: u64 = words[2].parse().unwrap();
+    let ticket = peerchat::protocol::ticket::Ticket::parse(words[4]).unwrap();
+    alice.expect("cannot reach bob directly");
+    let dial = bob.expect_event("EVENT DIAL SESSION");
+    assert_eq!(
+        dial.split(' ').nth(3),
+        Some(id.to_string().as_str()),
+        "{dial}"
+    );
+    let invite = bob.expect_event("EVENT RELAY");
+    let words: Vec<&str> = invite.split(' ').collect();
+    assert_eq!(words[2], id.to_string(), "{invite}");
+    // Both ends meet at the relay of the requester's server (A): its tokens are MACed
+    // with A's relay secret, which B's relay does not hold.
+    assert_eq!(words[3], relay_a, "{invite}");
+    assert_ne!(words[3], relay_b);
+    let stream = relay_meet(words[3].parse().unwrap(), words[4]);
+    let mut link = Wire::accepted_peer(stream, &ticket.to_string(), "bob at A's relay");
+    link.expect(&format!("HELLO peerchat 1 alice {id}"));
+    link.send(&format!(
+        "ACCEPT {}",
+        ticket.accept_mac(id, "alice", "bob").to_hex()
+    ));
+    alice.expect("* session with bob open");
+    link.send("MSG 1 hello through the relay from server B");
+    alice.expect_chat(None, "bob", "hello through the relay from server B");
+    alice.send("and back through it");
+    let got = link.expect("MSG");
+    assert!(got.ends_with("and back through it"), "{got}");
+    alice.send("\\sessions");
+    alice.expect("bob (active, relay)");
 }

@@ -36,11 +36,18 @@ fn key_in_info(w: &mut Wire, user: &str) -> String {
 }
 
 /// Waits (bounded) until `INFO <user>` shows `want`: the client sends `KEY` just after
-/// its login, so the first `INFO` may come before it.
+/// its login, so the first `INFO` may come before it (or before it is online).
 fn wait_for_key(w: &mut Wire, user: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = key_in_info(w, user);
+        // A client that has just (re)connected may not be online yet: it says so on its
+        // login, before it gives its port.
+        w.send(&format!("INFO {user}"));
+        let line = w.expect_one_of(&[&format!("OK INFO {user} "), "ERR 404 "]);
+        let got = match line.strip_prefix("OK INFO ") {
+            Some(_) => line.rsplit(' ').next().unwrap().to_string(),
+            None => String::new(),
+        };
         if got == want {
             return;
         }
@@ -163,15 +170,18 @@ fn keys_survive_a_restart_and_a_resumed_client_registers_its_key_again() {
     server.kill();
     alice.expect("* lost the connection to the server");
     // Forget alice's key behind the server's back: only her client can bring it back.
-    let db = rusqlite::Connection::open(server.db_path()).unwrap();
-    let changed = db
-        .execute(
-            "UPDATE users SET identity_key = NULL WHERE username = 'alice'",
-            [],
-        )
-        .unwrap();
+    const FORGET: &str = "UPDATE users SET identity_key = NULL WHERE username = 'alice'";
+    let changed = match pg_url_of(&server.db_path()) {
+        Some(url) => postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap()
+            .execute(FORGET, &[])
+            .unwrap() as usize,
+        None => rusqlite::Connection::open(server.db_path())
+            .unwrap()
+            .execute(FORGET, [])
+            .unwrap(),
+    };
     assert_eq!(changed, 1);
-    drop(db);
 
     let server2 = server.restart_same_addr();
     let mut bob = Wire::logged_in(server2.addr, "bob", PW, free_port()).named("bob again");

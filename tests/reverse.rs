@@ -59,6 +59,10 @@ fn clear_line(stream: &mut TcpStream) -> String {
 
 /// The path the server's session log recorded for session `id`.
 fn logged_path(server: &Server, id: u64) -> Option<String> {
+    if let Some(url) = pg_url_of(&server.db_path()) {
+        let rows = pg_rows(&url, &format!("SELECT path FROM sessions WHERE id = {id}"));
+        return rows[0][0].clone();
+    }
     let conn = rusqlite::Connection::open(server.db_path()).unwrap();
     conn.query_row(
         "SELECT path FROM sessions WHERE id = ?1",

@@ -192,7 +192,7 @@ fn info(shared: &Shared, user: &str) -> ServerMsg {
 /// Queues `event` for user `key`: on its connection here, or through its server in a
 /// cluster (the line is formatted here and queued there as it is). False if it could
 /// not be handed over (the user's server is gone, or Redis is down).
-fn deliver(shared: &Shared, reach: &Reach, key: &str, event: &ServerMsg) -> bool {
+pub(super) fn deliver(shared: &Shared, reach: &Reach, key: &str, event: &ServerMsg) -> bool {
     match (reach, &shared.cluster) {
         (Reach::Local(outbox), _) => {
             outbox.send(event);
@@ -556,7 +556,11 @@ fn files(shared: &Shared, user: Option<&str>, offset: usize) -> ServerMsg {
 
 /// SEARCH <text>
 fn search(shared: &Shared, text: &str) -> ServerMsg {
-    let (files, total) = shared.files.search(text, MAX_SEARCH_RESULTS);
+    // In a cluster, the other servers' users' files too (their lists are in Redis).
+    let (files, total) = match &shared.cluster {
+        Some(cluster) => super::cluster::search::search(shared, cluster, text, MAX_SEARCH_RESULTS),
+        None => shared.files.search(text, MAX_SEARCH_RESULTS),
+    };
     ServerMsg::Ok(Reply::Search { files, total })
 }
 

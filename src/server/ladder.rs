@@ -94,10 +94,9 @@ pub fn reverse(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> Serve
     let Some((_, mine)) = shared.registry.lookup(&me.key) else {
         return ServerMsg::err(ErrorCode::Internal, "you are not online");
     };
-    let Some((target, _, outbox)) = shared
-        .registry
-        .lookup_with_outbox(&target.to_ascii_lowercase())
-    else {
+    // The target may be a user of another server of the cluster: the event goes there.
+    let target_key = target.to_ascii_lowercase();
+    let Some((target, _, reach)) = shared.registry.lookup_reach(&target_key) else {
         return ServerMsg::err(ErrorCode::NotOnline, format!("{target} is not online"));
     };
     let recorded = if transfer {
@@ -111,11 +110,14 @@ pub fn reverse(shared: &Shared, me: &LoggedIn, transfer: bool, id: u64) -> Serve
     }
     let mut hints = vec![mine];
     hints.extend(shared.registry.hints(&me.key));
-    outbox.send(&ServerMsg::Event(Event::Dial {
+    let event = ServerMsg::Event(Event::Dial {
         transfer,
         id,
         hints: Hints(hints),
-    }));
+    });
+    if !super::commands::deliver(shared, &reach, &target_key, &event) {
+        return ServerMsg::err(ErrorCode::NotOnline, format!("{target} is not online"));
+    }
     let what = if transfer { "transfer" } else { "session" };
     log::info!("{what} {id}: {target} asked to dial {} back", me.name);
     ServerMsg::Ok(Reply::Reverse { transfer, id })

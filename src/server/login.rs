@@ -113,11 +113,9 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
     conn.logged_in();
     // No longer a connection waiting to log in: it stops counting against its address.
     shared.prelogin.release(conn.id);
-    conn.send(ServerMsg::Ok(Reply::Welcome {
-        user: me.name.clone(),
-        addr,
-    }));
     // The account's id, shown in `LIST` (0 if the store failed: only the id is missing).
+    // Read before the welcome: a client told it is online must be found online by the
+    // next request of anyone it tells (the read is a round trip on PostgreSQL).
     let uid = match shared.store.find_user(&UserRef::Name(me.name.clone())) {
         Ok(found) => found.map_or(0, |(id, _)| id),
         Err(e) => {
@@ -125,10 +123,14 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
             0
         }
     };
+    conn.send(ServerMsg::Ok(Reply::Welcome {
+        user: me.name.clone(),
+        addr,
+    }));
     // The others learn it from the next presence announcement (`server::presence`).
     shared.registry.set_online(&me.key, conn.id, addr, uid);
     if let Some(cluster) = &shared.cluster {
-        cluster.online(&me.key, &me.name, conn.id, addr);
+        cluster.online(&me.key, &me.name, conn.id, addr, uid);
     }
     // Messages that waited for this user (sealed; the server cannot read them).
     super::mailbox::deliver_waiting(shared, &me.name, uid);

@@ -11,6 +11,7 @@
 
 use super::Shared;
 use super::login::LoggedIn;
+use super::registry::Reach;
 use super::store::{MailboxFull, NewMessage};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::MAILBOX_EXPIRY;
@@ -112,19 +113,25 @@ pub fn send(shared: &Shared, me: &LoggedIn, to: &UserRef, sealed: &[u8]) -> Serv
     };
     // Checked after the write: a recipient who came online meanwhile either sees the
     // row at its login or is seen here (see the module doc).
-    let delivered = match shared
-        .registry
-        .lookup_with_outbox(&name.to_ascii_lowercase())
-    {
-        Some((_, _, outbox)) => match shared.store.take_message(id) {
+    let event = || {
+        ServerMsg::Event(Event::Message {
+            id,
+            from: me.name.clone(),
+            at_ms: now_ms(),
+            key: sender_key,
+            sealed: sealed.to_vec(),
+        })
+    };
+    let key = name.to_ascii_lowercase();
+    let delivered = match shared.registry.lookup_reach(&key) {
+        // Online on another server: that server takes the row out and delivers.
+        Some((_, _, Reach::Remote(server))) => shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.deliver_mail(&server, &key, id, event().to_wire())),
+        Some((_, _, Reach::Local(outbox))) => match shared.store.take_message(id) {
             Ok(true) => {
-                outbox.send(&ServerMsg::Event(Event::Message {
-                    id,
-                    from: me.name.clone(),
-                    at_ms: now_ms(),
-                    key: sender_key,
-                    sealed: sealed.to_vec(),
-                }));
+                outbox.send(&event());
                 true
             }
             // The recipient's login took it: delivered too.
@@ -143,6 +150,25 @@ pub fn send(shared: &Shared, me: &LoggedIn, to: &UserRef, sealed: &[u8]) -> Serv
         if delivered { "delivered" } else { "queued" }
     );
     ServerMsg::Ok(Reply::Sent { id, delivered })
+}
+
+/// Message `id` (its `EVENT MESSAGE` line in `lines`), sent on another server to user
+/// `key` of this one: delivered if `key` is still connected here and the row is still
+/// there to take; otherwise it waits for that user's next login (or was taken by it).
+/// Runs on the cluster's subscriber thread.
+pub fn deliver_from_cluster(shared: &Shared, key: &str, id: u64, lines: String) {
+    let Some(outbox) = shared.registry.local_outbox(key) else {
+        log::info!("message {id}: {key} left before it arrived; it waits for their login");
+        return;
+    };
+    match shared.store.take_message(id) {
+        Ok(true) => {
+            log::info!("message {id}: delivered to {key} from another server");
+            outbox.send_wire(lines);
+        }
+        Ok(false) => log::debug!("message {id}: {key}'s login took it already"),
+        Err(e) => log::error!("taking message {id}: {e}"),
+    }
 }
 
 /// After `name` (account `uid`) came online: delivers what waited for it, announced by

@@ -13,7 +13,7 @@
 
 use super::Shared;
 use super::login::LoggedIn;
-use super::outbox::Outbox;
+use super::registry::Reach;
 use super::store::MailboxFull;
 use super::store::{Answered, OfferKey};
 use crate::protocol::codes::ErrorCode;
@@ -34,13 +34,23 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> ServerMsg {
 #[allow(clippy::result_large_err)]
 fn pass_on(shared: &Shared, user: &str, uid: u64, event: Event) -> Result<bool, ServerMsg> {
     let line = ServerMsg::Event(event);
-    let online: Option<Outbox> = shared
-        .registry
-        .lookup_with_outbox(&user.to_ascii_lowercase())
-        .map(|(_, _, outbox)| outbox);
-    if let Some(outbox) = online {
-        outbox.send(&line);
-        return Ok(true);
+    let key = user.to_ascii_lowercase();
+    match shared.registry.lookup_reach(&key) {
+        Some((_, _, Reach::Local(outbox))) => {
+            outbox.send(&line);
+            return Ok(true);
+        }
+        // Online on another server of the cluster: through its channel. Held here when
+        // no server heard it (that server is gone, or Redis is down).
+        Some((_, _, Reach::Remote(server)))
+            if shared
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.deliver(&server, &key, line.to_wire())) =>
+        {
+            return Ok(true);
+        }
+        _ => {}
     }
     match shared.store.hold_event(
         uid,

@@ -74,10 +74,11 @@ fn notes(batch: &PresenceBatch) -> Vec<PresenceNote> {
     batch
         .local
         .iter()
-        .map(|(key, name, addr)| PresenceNote {
+        .map(|(key, name, addr, uid)| PresenceNote {
             key: key.clone(),
             name: name.clone(),
             addr: *addr,
+            uid: *uid,
         })
         .collect()
 }

@@ -49,6 +49,8 @@ struct Remote {
     addr: SocketAddr,
     /// The id of the server holding their login, to deliver to them.
     server: String,
+    /// The account's id, shown in `LIST` (one database, so the same on every server).
+    uid: u64,
 }
 
 /// A user whose presence changed since the last announcement. Only the state at the end
@@ -123,8 +125,8 @@ pub struct PresenceBatch {
     /// Users who went offline.
     pub went: Vec<(String, String)>,
     /// The changes of local users, for the other servers of a cluster: (key, name,
-    /// address when they came online).
-    pub local: Vec<(String, String, Option<SocketAddr>)>,
+    /// address when they came online, account id when online).
+    pub local: Vec<(String, String, Option<SocketAddr>, u64)>,
 }
 
 /// How to reach an online user with an event.
@@ -254,7 +256,10 @@ impl Registry {
             .take(max)
             .map(|(key, name)| ListedUser {
                 name: name.clone(),
-                id: inner.users.get(key).map_or(0, |u| u.uid),
+                id: match inner.users.get(key) {
+                    Some(user) => user.uid,
+                    None => inner.remote.get(key).map_or(0, |r| r.uid),
+                },
             })
             .collect();
         (page, inner.online.len())
@@ -272,9 +277,13 @@ impl Registry {
         let mut batch = PresenceBatch::default();
         for (key, change) in changes {
             if change.local {
+                let uid = match change.local_addr {
+                    Some(_) => inner.users.get(&key).map_or(0, |u| u.uid),
+                    None => 0,
+                };
                 batch
                     .local
-                    .push((key.clone(), change.name.clone(), change.local_addr));
+                    .push((key.clone(), change.name.clone(), change.local_addr, uid));
             }
             match change.online {
                 true => batch.came.push((key, change.name)),
@@ -416,20 +425,20 @@ impl Registry {
         }
     }
 
-    /// Every local login: (key, name, connection, address once online), for the
-    /// cluster's heartbeat.
-    pub fn local_users(&self) -> Vec<(String, String, ConnId, Option<SocketAddr>)> {
+    /// Every local login: (key, name, connection, address once online, account id),
+    /// for the cluster's heartbeat.
+    pub fn local_users(&self) -> Vec<(String, String, ConnId, Option<SocketAddr>, u64)> {
         let inner = self.lock();
         inner
             .users
             .iter()
-            .map(|(key, u)| (key.clone(), u.name.clone(), u.conn, u.addr))
+            .map(|(key, u)| (key.clone(), u.name.clone(), u.conn, u.addr, u.uid))
             .collect()
     }
 
-    /// Records that `key` is online at `addr` on server `server` (cluster only). A user
-    /// logged in here is left alone: this server knows better.
-    pub fn set_remote(&self, key: &str, name: &str, addr: SocketAddr, server: &str) {
+    /// Records that `key` (account `uid`) is online at `addr` on server `server` (cluster
+    /// only). A user logged in here is left alone: this server knows better.
+    pub fn set_remote(&self, key: &str, name: &str, addr: SocketAddr, server: &str, uid: u64) {
         let mut inner = self.lock();
         if inner.users.contains_key(key) {
             return;
@@ -438,6 +447,7 @@ impl Registry {
             name: name.to_string(),
             addr,
             server: server.to_string(),
+            uid,
         };
         let known = inner.remote.insert(key.to_string(), remote).is_some();
         if !known {
@@ -488,13 +498,16 @@ mod tests {
     #[test]
     fn users_of_other_servers_are_listed_looked_up_and_announced_but_not_republished() {
         let registry = Registry::default();
-        registry.set_remote("bob", "Bob", addr(4000), "s1");
-        registry.set_remote("alice", "alice", addr(4001), "s2");
+        registry.set_remote("bob", "Bob", addr(4000), "s1", 7);
+        registry.set_remote("alice", "alice", addr(4001), "s2", 8);
         // Seen again by the scan: no second announcement.
-        registry.set_remote("bob", "Bob", addr(4000), "s1");
+        registry.set_remote("bob", "Bob", addr(4000), "s1", 7);
         let (page, total) = registry.online_page(0, 10);
         let names: Vec<&str> = page.iter().map(|u| u.name.as_str()).collect();
         assert_eq!((names, total), (vec!["alice", "Bob"], 2));
+        // Their account ids (one database) are listed, not 0.
+        let ids: Vec<u64> = page.iter().map(|u| u.id).collect();
+        assert_eq!(ids, vec![8, 7]);
         assert_eq!(registry.lookup("bob"), Some(("Bob".into(), addr(4000))));
         assert!(matches!(
             registry.lookup_reach("bob"),

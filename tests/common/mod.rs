@@ -2282,6 +2282,67 @@ fn postgres_bin() -> Option<PathBuf> {
     })
 }
 
+/// A fresh `initdb` cluster for the PostgreSQL in `bin`, made once and kept in the
+/// target folder (`CARGO_TARGET_TMPDIR`) for every test binary and run: instances copy
+/// it (`cp -a`) instead of running `initdb` each. Made in a temporary folder and renamed
+/// into place, so a concurrent test binary never sees half of one (the loser of a race
+/// deletes its own copy).
+fn pg_template(bin: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf, String> {
+    use std::os::unix::process::CommandExt;
+    let tag: String = bin
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let template = root.join(format!("pg-template{tag}"));
+    if template.join("PG_VERSION").exists() {
+        return Ok(template);
+    }
+    let work = tempfile::Builder::new()
+        .prefix("pg-initdb")
+        .tempdir_in(root)
+        .map_err(|e| e.to_string())?;
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(work.path(), Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+    }
+    let data = work.path().join("data");
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "-N",
+            "-D",
+        ])
+        .arg(&data)
+        .current_dir(work.path())
+        .stdin(Stdio::null());
+    if let Some((uid, gid)) = run_as {
+        initdb.uid(uid).gid(gid);
+    }
+    let out = initdb
+        .output()
+        .map_err(|e| format!("running {initdb:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{initdb:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // Another binary may have won the race: its template is as good as ours.
+    if fs::rename(&data, &template).is_err() && !template.join("PG_VERSION").exists() {
+        return Err(format!("could not keep {}", template.display()));
+    }
+    Ok(template)
+}
+
 /// The uid and gid of the `postgres` user, from /etc/passwd.
 fn postgres_user() -> Option<(u32, u32)> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;
@@ -2313,20 +2374,18 @@ impl Postgres {
             run_as,
         };
         let data = pg.dir.path().join("data");
-        let mut initdb = Command::new(pg.bin.join("initdb"));
-        initdb
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "-N",
-                "-D",
-            ])
+        // A copy of a cluster `initdb` made once (seconds of CPU, paid by every test
+        // binary before): copying it takes a fraction of that.
+        let template = pg_template(&pg.bin, run_as)?;
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&template)
             .arg(&data)
-            .current_dir(pg.dir.path());
+            .status()
+            .map_err(|e| format!("copying {}: {e}", template.display()))?;
+        if !copied.success() {
+            return Err(format!("copying {} failed", template.display()));
+        }
         let mut start = Command::new(pg.bin.join("pg_ctl"));
         start
             .arg("-D")
@@ -2342,22 +2401,20 @@ impl Postgres {
             ))
             .args(["-w", "-t", "30", "start"])
             .current_dir(pg.dir.path());
-        for cmd in [&mut initdb, &mut start] {
-            if let Some((uid, gid)) = pg.run_as {
-                cmd.uid(uid).gid(gid);
-            }
-            let out = cmd
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("running {cmd:?}: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{cmd:?} failed: {}{}\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr),
-                    fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default()
-                ));
-            }
+        if let Some((uid, gid)) = pg.run_as {
+            start.uid(uid).gid(gid);
+        }
+        let out = start
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {start:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{start:?} failed: {}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default()
+            ));
         }
         Ok(pg)
     }

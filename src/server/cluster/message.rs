@@ -38,7 +38,8 @@ pub fn presence_channel() -> String {
 }
 
 /// The value of an `online:<user>` key: which server and connection hold the login, the
-/// name as registered, and where peers reach the user (`None` until the port is given).
+/// name as registered, where peers reach the user (`None` until the port is given), and
+/// the account's id (shown in `LIST` on every server; 0 until the port is given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     /// The holding server's id.
@@ -49,13 +50,18 @@ pub struct Holder {
     pub name: String,
     /// The user's peer address, once declared.
     pub addr: Option<SocketAddr>,
+    /// The account's id (the database is shared, so it is the same on every server).
+    pub uid: u64,
 }
 
 impl Holder {
-    /// The key's value: `<server> <conn> <name> <ip:port or ->`.
+    /// The key's value: `<server> <conn> <name> <ip:port or -> <account id>`.
     pub fn to_value(&self) -> String {
         let addr = self.addr.map_or_else(|| "-".to_string(), |a| a.to_string());
-        format!("{} {} {} {addr}", self.server, self.conn, self.name)
+        format!(
+            "{} {} {} {addr} {}",
+            self.server, self.conn, self.name, self.uid
+        )
     }
 
     /// Reads a key's value; `None` if it is not one.
@@ -68,6 +74,11 @@ impl Holder {
             "-" => None,
             text => Some(text.parse().ok()?),
         };
+        // A value written before ids were carried has none: the id shows as 0.
+        let uid = match words.next() {
+            Some(word) => word.parse().ok()?,
+            None => 0,
+        };
         if words.next().is_some() || server.is_empty() || name.is_empty() {
             return None;
         }
@@ -76,6 +87,7 @@ impl Holder {
             conn,
             name,
             addr,
+            uid,
         })
     }
 }
@@ -89,6 +101,8 @@ pub struct PresenceNote {
     pub name: String,
     /// Where peers reach the user when they came online; `None` when they left.
     pub addr: Option<SocketAddr>,
+    /// The account's id when they came online (0 when they left).
+    pub uid: u64,
 }
 
 /// A message between servers.
@@ -100,6 +114,19 @@ pub enum Message {
         /// Lower-case name of the recipient.
         key: String,
         /// The lines, each ending in `\n`.
+        lines: String,
+    },
+    /// Like `Deliver`, for a message through the server (`SEND`) kept in the database
+    /// as `id`: the receiving server delivers `lines` only if it takes row `id` out
+    /// (else the recipient's login took it already), and leaves the row for the next
+    /// login when the recipient is no longer connected there. So a message is
+    /// delivered exactly once even when its recipient moves between servers.
+    Mail {
+        /// Lower-case name of the recipient.
+        key: String,
+        /// The message's id in the shared database.
+        id: u64,
+        /// The `EVENT MESSAGE` line, ending in `\n`.
         lines: String,
     },
     /// User `key` resumed their login on another server: cut the connection here.
@@ -121,14 +148,16 @@ impl Message {
     pub fn to_text(&self) -> String {
         match self {
             Message::Deliver { key, lines } => format!("DELIVER {key}\n{lines}"),
+            Message::Mail { key, id, lines } => format!("MAIL {key} {id}\n{lines}"),
             Message::Kick { key } => format!("KICK {key}\n"),
             Message::Presence { from, notes } => {
                 let mut text = format!("PRESENCE {from}\n");
                 for note in notes {
                     match note.addr {
-                        Some(addr) => {
-                            text.push_str(&format!("+ {} {} {addr}\n", note.key, note.name))
-                        }
+                        Some(addr) => text.push_str(&format!(
+                            "+ {} {} {addr} {}\n",
+                            note.key, note.name, note.uid
+                        )),
                         None => text.push_str(&format!("- {} {}\n", note.key, note.name)),
                     }
                 }
@@ -141,6 +170,17 @@ impl Message {
     pub fn parse(text: &str) -> Option<Message> {
         let (first, rest) = text.split_once('\n')?;
         let (kind, arg) = first.split_once(' ')?;
+        if kind == "MAIL" {
+            let (key, id) = arg.split_once(' ')?;
+            if key.is_empty() || rest.is_empty() || !rest.ends_with('\n') {
+                return None;
+            }
+            return Some(Message::Mail {
+                key: key.to_string(),
+                id: id.parse().ok()?,
+                lines: rest.to_string(),
+            });
+        }
         if arg.is_empty() || arg.contains(' ') {
             return None;
         }
@@ -170,15 +210,17 @@ impl Message {
 fn parse_note(line: &str) -> Option<PresenceNote> {
     let words: Vec<&str> = line.split(' ').collect();
     match words.as_slice() {
-        ["+", key, name, addr] => Some(PresenceNote {
+        ["+", key, name, addr, uid] => Some(PresenceNote {
             key: key.to_string(),
             name: name.to_string(),
             addr: Some(addr.parse().ok()?),
+            uid: uid.parse().ok()?,
         }),
         ["-", key, name] => Some(PresenceNote {
             key: key.to_string(),
             name: name.to_string(),
             addr: None,
+            uid: 0,
         }),
         _ => None,
     }
@@ -195,20 +237,25 @@ mod tests {
             conn: 7,
             name: "Alice".into(),
             addr: Some("127.0.0.1:4000".parse().unwrap()),
+            uid: 42,
         };
-        assert_eq!(online.to_value(), "ab12 7 Alice 127.0.0.1:4000");
+        assert_eq!(online.to_value(), "ab12 7 Alice 127.0.0.1:4000 42");
         assert_eq!(Holder::parse(&online.to_value()), Some(online.clone()));
         let claimed = Holder {
             addr: None,
+            uid: 0,
             ..online
         };
-        assert_eq!(Holder::parse(&claimed.to_value()), Some(claimed));
+        assert_eq!(Holder::parse(&claimed.to_value()), Some(claimed.clone()));
+        // A value without the id (an older server's) reads with id 0.
+        assert_eq!(Holder::parse("ab12 7 Alice -"), Some(claimed));
         for bad in [
             "",
             "ab12",
             "ab12 x Alice -",
             "ab12 7 Alice nowhere",
             "ab12 7 Alice - x",
+            "ab12 7 Alice - 1 2",
         ] {
             assert_eq!(Holder::parse(bad), None, "{bad:?}");
         }
@@ -221,6 +268,11 @@ mod tests {
                 key: "bob".into(),
                 lines: "EVENT SESSION_REQUEST 4 alice t0k3n\n".into(),
             },
+            Message::Mail {
+                key: "bob".into(),
+                id: 17,
+                lines: "EVENT MESSAGE 17 alice 1 k s\n".into(),
+            },
             Message::Kick { key: "bob".into() },
             Message::Presence {
                 from: "ab12".into(),
@@ -229,11 +281,13 @@ mod tests {
                         key: "alice".into(),
                         name: "Alice".into(),
                         addr: Some("[::1]:5000".parse().unwrap()),
+                        uid: 3,
                     },
                     PresenceNote {
                         key: "carol".into(),
                         name: "carol".into(),
                         addr: None,
+                        uid: 0,
                     },
                 ],
             },
@@ -254,6 +308,10 @@ mod tests {
             "KICK bob\nextra\n",
             "PRESENCE ab\n* alice Alice\n",
             "PRESENCE ab\n+ alice Alice nowhere\n",
+            "PRESENCE ab\n+ alice Alice [::1]:5000 x\n",
+            "MAIL bob\nEVENT MESSAGE\n",
+            "MAIL bob x\nEVENT MESSAGE\n",
+            "MAIL bob 1\nno newline",
         ] {
             assert_eq!(Message::parse(bad), None, "{bad:?}");
         }

@@ -13,6 +13,7 @@
 //! touch the database.
 
 pub mod message;
+pub mod search;
 mod sync;
 
 use std::net::SocketAddr;
@@ -173,6 +174,7 @@ impl Cluster {
             conn,
             name: name.to_string(),
             addr: None,
+            uid: 0,
         };
         let redis_key = online_key(key);
         let claimed = self.with_conn(|c| {
@@ -210,6 +212,7 @@ impl Cluster {
             conn,
             name: name.to_string(),
             addr: None,
+            uid: 0,
         };
         let redis_key = online_key(key);
         let old = self.with_conn(|c| {
@@ -236,14 +239,15 @@ impl Cluster {
         }
     }
 
-    /// Writes that `key`, held by `conn` here, is online at `addr` (the heartbeat
-    /// renews it).
-    pub fn online(&self, key: &str, name: &str, conn: ConnId, addr: SocketAddr) {
+    /// Writes that `key` (account `uid`), held by `conn` here, is online at `addr` (the
+    /// heartbeat renews it).
+    pub fn online(&self, key: &str, name: &str, conn: ConnId, addr: SocketAddr, uid: u64) {
         let holder = Holder {
             server: self.id.clone(),
             conn,
             name: name.to_string(),
             addr: Some(addr),
+            uid,
         };
         self.hold(key, &holder);
     }
@@ -322,6 +326,19 @@ impl Cluster {
     pub fn deliver(&self, server: &str, key: &str, lines: String) -> bool {
         let message = Message::Deliver {
             key: key.to_string(),
+            lines,
+        };
+        self.publish(&server_channel(server), &message)
+    }
+
+    /// Sends the `EVENT MESSAGE` line of message `id` (kept in the database) to user `key`
+    /// on server `server`, which delivers it if it takes the row out (see
+    /// [`Message::Mail`]). False when that server did not hear it: the row stays for the
+    /// recipient's next login.
+    pub fn deliver_mail(&self, server: &str, key: &str, id: u64, lines: String) -> bool {
+        let message = Message::Mail {
+            key: key.to_string(),
+            id,
             lines,
         };
         self.publish(&server_channel(server), &message)

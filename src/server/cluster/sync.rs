@@ -31,7 +31,7 @@ const POLL: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Keys asked for in one `SCAN` step and one `MGET`, and commands in one pipeline.
-const BATCH: usize = 1000;
+pub(super) const BATCH: usize = 1000;
 
 /// How long the scan leaves alone a user whose entry a presence message just changed:
 /// the scan may have read Redis before the change was made there.
@@ -118,6 +118,9 @@ fn apply(shared: &Shared, cluster: &Cluster, message: Message) {
             }
             None => log::debug!("cluster: {key} left before a delivery"),
         },
+        Message::Mail { key, id, lines } => {
+            super::super::mailbox::deliver_from_cluster(shared, &key, id, lines)
+        }
         Message::Kick { key } => {
             if let Some(outbox) = shared.registry.local_outbox(&key) {
                 log::info!("cluster: {key} resumed on another server; closing it here");
@@ -133,7 +136,7 @@ fn apply(shared: &Shared, cluster: &Cluster, message: Message) {
                 match note.addr {
                     Some(addr) => shared
                         .registry
-                        .set_remote(&note.key, &note.name, addr, &from),
+                        .set_remote(&note.key, &note.name, addr, &from, note.uid),
                     None => shared.registry.drop_remote(&note.key, Some(&from)),
                 }
             }
@@ -175,12 +178,13 @@ fn renew(shared: &Shared, cluster: &Cluster) {
     for chunk in users.chunks(BATCH) {
         let olds = cluster.with_conn(|c| {
             let mut pipe = redis::pipe();
-            for (key, name, conn, addr) in chunk {
+            for (key, name, conn, addr, uid) in chunk {
                 let holder = Holder {
                     server: cluster.id.clone(),
                     conn: *conn,
                     name: name.clone(),
                     addr: *addr,
+                    uid: *uid,
                 };
                 pipe.cmd("EVAL")
                     .arg(RENEW)
@@ -191,7 +195,7 @@ fn renew(shared: &Shared, cluster: &Cluster) {
                     .arg(KEY_TTL.as_millis() as u64);
             }
             // The users' file lists live as long as their logins.
-            for (key, _, _, _) in chunk {
+            for (key, ..) in chunk {
                 pipe.cmd("PEXPIRE")
                     .arg(super::message::files_key(key))
                     .arg(KEY_TTL.as_millis() as u64)
@@ -202,7 +206,7 @@ fn renew(shared: &Shared, cluster: &Cluster) {
         let Ok(olds) = olds else {
             return;
         };
-        for ((key, _, conn, addr), other) in chunk.iter().zip(olds) {
+        for ((key, _, conn, addr, _), other) in chunk.iter().zip(olds) {
             let lost = other
                 .as_deref()
                 .and_then(Holder::parse)
@@ -269,7 +273,7 @@ fn mirror(shared: &Shared, cluster: &Cluster, seen: &HashMap<String, Holder>) {
         {
             shared
                 .registry
-                .set_remote(key, &holder.name, addr, &holder.server);
+                .set_remote(key, &holder.name, addr, &holder.server, holder.uid);
         }
     }
     for (key, _server) in shared.registry.remote_users() {
