@@ -273,14 +273,18 @@ impl Registry {
             return PresenceBatch::default();
         }
         let changes = std::mem::take(&mut inner.changes);
+        // The account ids of local users who came (for other servers' PRESENCE), read
+        // while the lock is held; the batch is built after it is released.
+        let uids: HashMap<String, u64> = changes
+            .iter()
+            .filter(|(_, c)| c.local && c.local_addr.is_some())
+            .filter_map(|(key, _)| inner.users.get(key).map(|u| (key.clone(), u.uid)))
+            .collect();
         drop(inner);
         let mut batch = PresenceBatch::default();
         for (key, change) in changes {
             if change.local {
-                let uid = match change.local_addr {
-                    Some(_) => inner.users.get(&key).map_or(0, |u| u.uid),
-                    None => 0,
-                };
+                let uid = uids.get(&key).copied().unwrap_or(0);
                 batch
                     .local
                     .push((key.clone(), change.name.clone(), change.local_addr, uid));
