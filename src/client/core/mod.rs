@@ -7,6 +7,7 @@
 //! not contain terminal or HTTP code: the terminal (`client::tui`) and the web page
 //! (`client::web`) are two front ends on this same loop.
 
+pub mod chunk_out;
 pub mod command;
 pub mod disk_space;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod offer_route;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
+pub mod peer_out;
 pub mod peer_secure;
 pub mod resume_check;
 pub mod retry;
