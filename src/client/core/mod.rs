@@ -258,6 +258,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             xfer_tx,
             std::sync::Arc::clone(&security),
         ),
+        hide_own_lines: false,
         sessions: Sessions::new(
             &me.name,
             peer_tx,
