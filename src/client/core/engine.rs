@@ -38,6 +38,8 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 pub(super) struct Engine {
     /// The chat sessions.
     pub(super) sessions: Sessions,
+    /// The front end asked not to be told the user's own lines (`Command::HideOwnLines`).
+    pub(super) hide_own_lines: bool,
     /// File offers and transfers.
     pub(super) transfers: Transfers,
     /// The server connection; `None` after it is lost.
@@ -248,6 +250,9 @@ impl Engine {
                 // Offers over that chat link can no longer be answered: end them now.
                 self.transfers.peer_gone(peer);
             }
+            if self.hide_own_lines && matches!(notice, super::sessions::Notice::Said { .. }) {
+                continue;
+            }
             self.emit(Event::Session(notice));
         }
         for command in self.sessions.take_server_commands() {
@@ -279,6 +284,7 @@ impl Engine {
             UserCommand::Info { user } => self.send_command(&Command::Info { user }),
             UserCommand::ServerHelp => self.send_command(&Command::Help),
             UserCommand::Quit => return false,
+            UserCommand::HideOwnLines => self.hide_own_lines = true,
             UserCommand::Connect { user } => {
                 if self.link.is_none() {
                     self.emit(Event::NotConnected);

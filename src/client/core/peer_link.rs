@@ -6,8 +6,9 @@
 //! `HELLO` within the handshake timeout and are handed to the UI loop as [`Incoming`]
 //! for the ticket check, still holding their slot; every refusal is counted for the
 //! person's summary. Established links answer `PING`, send keep-alives, enforce the
-//! flood limit and report every other message as a [`PeerEvent`]. Outgoing connections
-//! are `peer_dial`'s. It must not decide who may connect (that is `sessions`) nor print.
+//! flood limit and report every other message as a [`PeerEvent`]; what they send goes
+//! through `peer_out` (written at once by the sender when the link is idle, else by
+//! the writer thread). Outgoing connections are `peer_dial`'s. It must not decide who may connect (that is `sessions`) nor print.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
