@@ -67,11 +67,6 @@ pub enum Command {
     Msg { to: String, text: String },
     /// Log in to the server again after it went away.
     Reconnect,
-    /// The front end does not show the user's own chat lines (the terminal with
-    /// pipes): the core stops reporting them (`Notice::Said`), which saves waking the
-    /// front end for every line said. Not for the web page (it shows them).
-    #[serde(skip)]
-    HideOwnLines,
     /// Log out and stop the core.
     Quit,
 }

@@ -158,10 +158,27 @@ pub struct Handle {
     pub thread: JoinHandle<()>,
 }
 
+/// A front end's hook on the core's events: called on the core's thread with each
+/// event (and our name) before it is queued on `Handle::events`; true means handled,
+/// not queued. A front end that only prints (the terminal with pipes) prints from
+/// here, which saves waking its own thread for every event; it must be quick and must
+/// never wait for the core. (Printing to a pipe nobody reads then stalls the core
+/// rather than growing the unbounded queue.)
+pub type EventHook = Box<dyn Fn(&Event, &str) -> bool + Send>;
+
 /// Connects to the server, logs in through `prompter`, opens the peer listener, the
 /// history and the shared folder, then starts the core loop. On failure returns the
 /// sentence to show.
 pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
+    start_with(config, prompter, None)
+}
+
+/// [`start`] with a hook that sees every event after `Event::Welcome` first.
+pub fn start_with(
+    config: &ClientConfig,
+    prompter: &mut dyn Prompter,
+    hook: Option<EventHook>,
+) -> Result<Handle, String> {
     let addr = resolve(&config.server)?;
     let trust = config.server_trust();
     let choice = PortChoice::Bind {
@@ -258,7 +275,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             xfer_tx,
             std::sync::Arc::clone(&security),
         ),
-        hide_own_lines: false,
+        hook,
+        me: me.name.clone(),
         sessions: Sessions::new(
             &me.name,
             peer_tx,

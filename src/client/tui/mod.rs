@@ -145,7 +145,13 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
         force_new: false,
         go_back: false,
     };
-    let core = match core::start(config, &mut asker) {
+    // With pipes nothing but text is shown: the core prints its events itself
+    // (`pipe_hook`) instead of waking this loop for each, and typed lines go to the core
+    // from the reading thread (`pipe_reader`).
+    let active = Arc::new(AtomicBool::new(false));
+    let piped = !asker.term.is_interactive();
+    let hook = piped.then(|| pipe_hook(Arc::clone(&active)));
+    let core = match core::start_with(config, &mut asker, hook) {
         Ok(core) => core,
         Err(why) => {
             term.show(&format!("error: {why}"));
@@ -154,12 +160,7 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
     };
     logged_in();
     let history = editor::history_path(&config.data_dir, &core.name);
-    // With pipes nobody reads our own lines back, and typed lines go to the core
-    // from the reading thread (`pipe_reader`).
-    let active = Arc::new(AtomicBool::new(false));
-    let piped = !term.is_interactive();
     let reader = if piped {
-        let _ = core.commands.send(Command::HideOwnLines);
         pipe_reader(core.commands.clone(), Arc::clone(&active))
     } else {
         term.spawn_reader(Some(history))
@@ -278,6 +279,23 @@ impl Screen for PipeScreen {
     fn no_session(&self) -> bool {
         !self.active.load(Ordering::Relaxed)
     }
+}
+
+/// With pipes: shows each event from the core's thread, as `show` would with pipes
+/// (own lines are not shown; the active session only matters to `PipeScreen`).
+fn pipe_hook(active: Arc<AtomicBool>) -> core::EventHook {
+    Box::new(move |event: &Event, me: &str| {
+        match event {
+            Event::Active { peer } => active.store(peer.is_some(), Ordering::Relaxed),
+            Event::Session(Notice::Said { .. }) => {}
+            _ => {
+                if let Some(text) = ui::render(event, me) {
+                    terminal::print_plain(&text);
+                }
+            }
+        }
+        true
+    })
 }
 
 /// With pipes: reads lines and hands each one's command straight to the core, on this
