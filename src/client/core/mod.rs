@@ -173,7 +173,7 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     start_with(config, prompter, None)
 }
 
-/// [`start`] with a hook that sees every event after `Event::Welcome` first.
+/// [`start`] with a hook that sees every event first (`Event::Welcome` on this thread).
 pub fn start_with(
     config: &ClientConfig,
     prompter: &mut dyn Prompter,
@@ -263,10 +263,15 @@ pub fn start_with(
     let (xfer_tx, xfer_events) = bounded(XFER_EVENTS);
     let (command_tx, commands) = bounded(COMMANDS);
     let (event_tx, events) = unbounded();
-    let _ = event_tx.send(Event::Welcome {
+    let welcome = Event::Welcome {
         name: me.name.clone(),
         addr: me.addr.to_string(),
-    });
+    };
+    // Given to the hook here, before the core's thread starts, so nothing the core
+    // says (`* sharing ...`) comes before it.
+    if !hook.as_ref().is_some_and(|hook| hook(&welcome, &me.name)) {
+        let _ = event_tx.send(welcome);
+    }
     let mut engine = engine::Engine {
         transfers: Transfers::new(
             &me.name,
