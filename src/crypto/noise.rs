@@ -437,6 +437,25 @@ impl NoiseWriter {
     pub fn socket(&self) -> &TcpStream {
         &self.sock
     }
+
+    /// Seals `plain` as frames (one per [`MAX_PLAIN`] bytes) appended to `out`, without
+    /// writing anything: the caller writes many frames with one system call, or from
+    /// another thread. Frames must reach the socket in the order they were sealed.
+    pub fn seal_into(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        for piece in plain.chunks(MAX_PLAIN) {
+            let at = out.len();
+            out.resize(at + 2 + piece.len() + TAG, 0);
+            let n = self
+                .state
+                .write_message(self.nonce, piece, &mut out[at + 2..])
+                .map_err(noise_err)?;
+            self.nonce += 1;
+            let len = u16::try_from(n).map_err(io::Error::other)?;
+            out[at..at + 2].copy_from_slice(&len.to_be_bytes());
+            out.truncate(at + 2 + n);
+        }
+        Ok(())
+    }
 }
 
 impl Write for NoiseWriter {

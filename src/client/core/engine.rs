@@ -38,6 +38,10 @@ const PROGRESS_TICK: Duration = Duration::from_secs(1);
 pub(super) struct Engine {
     /// The chat sessions.
     pub(super) sessions: Sessions,
+    /// The front end's hook, which sees each event first (`start_with`).
+    pub(super) hook: Option<super::EventHook>,
+    /// Our name as registered, for the hook.
+    pub(super) me: String,
     /// File offers and transfers.
     pub(super) transfers: Transfers,
     /// The server connection; `None` after it is lost.
@@ -84,14 +88,14 @@ enum Reconnected {
 }
 
 /// Shows the login's messages during a reconnect as notes.
-struct Notes<'a>(&'a Sender<Event>);
+struct Notes<'a>(&'a Engine);
 
 impl Prompter for Notes<'_> {
     fn ask(&mut self, _field: AskField, _prompt: &str) -> Option<String> {
         None
     }
     fn show(&mut self, text: &str) {
-        let _ = self.0.send(Event::Note {
+        self.0.emit(Event::Note {
             text: text.to_string(),
         });
     }
@@ -151,6 +155,11 @@ impl Engine {
 
     fn emit(&self, event: Event) {
         // The front end may be gone (it dropped its receiver); nothing to tell then.
+        if let Some(hook) = &self.hook
+            && hook(&event, &self.me)
+        {
+            return;
+        }
         let _ = self.events.send(event);
     }
 
@@ -600,7 +609,7 @@ impl Engine {
             }
         };
         let credentials = self.credentials.clone();
-        let mut notes = Notes(&self.events);
+        let mut notes = Notes(self);
         let mut replay = login::Replay {
             credentials: &credentials,
             out: &mut notes,

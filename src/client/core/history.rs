@@ -5,7 +5,10 @@
 //! batches), and reading the last lines with a peer. One file per user, so two clients
 //! on one machine never share one. Writes happen on a writer thread of their own, many
 //! lines per transaction, so a busy chat never waits for the disk; reads go through the
-//! same queue, so they see every line recorded before them. It must not print or talk
+//! same queue, so they see every line recorded before them. The writer does not wake for
+//! each line: after the first line of a batch it waits up to `LINGER` (or until a read
+//! or the end asks for it) and then stores everything queued in one transaction, so a
+//! chat costs one transaction per `LINGER`, not one per line. It must not print or talk
 //! to the network.
 
 use std::collections::HashMap;
@@ -33,6 +36,12 @@ const QUEUE: usize = 16_384;
 
 /// Most queued lines the writer puts in one transaction.
 const BATCH: usize = 512;
+
+/// How long the writer lets lines gather after the first one of a batch before it
+/// stores them: a chat line then costs no wake-up of this thread and no transaction of
+/// its own. Lines said in the last `LINGER` before a crash are lost; a normal exit (the
+/// handle dropped) stores them.
+const LINGER: Duration = Duration::from_millis(200);
 
 /// How long a read waits for the writer before giving up.
 const READ_WAIT: Duration = Duration::from_secs(10);
@@ -82,6 +91,8 @@ enum Job {
 pub struct History {
     /// The writer's queue; `None` only while dropping.
     jobs: Option<Sender<Job>>,
+    /// Cuts the writer's `LINGER` short: a read is waiting (or, closed, the end).
+    hurry: Option<Sender<()>>,
     /// The writer thread, joined on drop.
     writer: Option<thread::JoinHandle<()>>,
     /// Lines not stored because the queue was full, for one warning per burst.
@@ -107,11 +118,13 @@ impl History {
     fn open_with_cap(path: &Path, cap: usize) -> Result<History> {
         let store = Store::open(path, cap)?;
         let (jobs, rx) = bounded(QUEUE);
+        let (hurry, hurried) = bounded(1);
         let writer = thread::Builder::new()
             .name("history-writer".into())
-            .spawn(move || store.run(&rx))?;
+            .spawn(move || store.run(&rx, &hurried))?;
         Ok(History {
             jobs: Some(jobs),
+            hurry: Some(hurry),
             writer: Some(writer),
             dropped: 0,
         })
@@ -173,14 +186,21 @@ impl History {
     fn ask(&self, job: Job) -> Result<()> {
         self.queue()?
             .send_timeout(job, READ_WAIT)
-            .map_err(|_| stopped())
+            .map_err(|_| stopped())?;
+        // The writer may be letting lines gather: the read should not wait for that.
+        if let Some(hurry) = &self.hurry {
+            let _ = hurry.try_send(());
+        }
+        Ok(())
     }
 }
 
 impl Drop for History {
     fn drop(&mut self) {
-        // Closing the queue ends the writer once it has stored everything queued.
+        // Closing the queue ends the writer once it has stored everything queued;
+        // closing `hurry` ends its wait for more lines at once.
         self.jobs = None;
+        self.hurry = None;
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -221,11 +241,16 @@ impl Store {
     }
 
     /// Serves jobs until every `History` handle is gone.
-    fn run(mut self, jobs: &Receiver<Job>) {
+    fn run(mut self, jobs: &Receiver<Job>, hurry: &Receiver<()>) {
         let mut next = jobs.recv().ok();
         while let Some(job) = next.take() {
             match job {
                 Job::Write(first) => {
+                    // Let more lines gather without waking this thread for each: only
+                    // a read or the end (`hurry`) cuts the wait short.
+                    if jobs.len() < BATCH {
+                        let _ = hurry.recv_timeout(LINGER);
+                    }
                     // Take what is queued behind it into the same transaction, up to
                     // the first read (which must see these lines).
                     let mut batch = vec![first];

@@ -7,6 +7,7 @@
 //! not contain terminal or HTTP code: the terminal (`client::tui`) and the web page
 //! (`client::web`) are two front ends on this same loop.
 
+pub mod chunk_out;
 pub mod command;
 pub mod disk_space;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod offer_route;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
+pub mod peer_out;
 pub mod peer_secure;
 pub mod replay;
 pub mod resume_check;
@@ -157,10 +159,27 @@ pub struct Handle {
     pub thread: JoinHandle<()>,
 }
 
+/// A front end's hook on the core's events: called on the core's thread with each
+/// event (and our name) before it is queued on `Handle::events`; true means handled,
+/// not queued. A front end that only prints (the terminal with pipes) prints from
+/// here, which saves waking its own thread for every event; it must be quick and must
+/// never wait for the core. (Printing to a pipe nobody reads then stalls the core
+/// rather than growing the unbounded queue.)
+pub type EventHook = Box<dyn Fn(&Event, &str) -> bool + Send>;
+
 /// Connects to the server, logs in through `prompter`, opens the peer listener, the
 /// history and the shared folder, then starts the core loop. On failure returns the
 /// sentence to show.
 pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handle, String> {
+    start_with(config, prompter, None)
+}
+
+/// [`start`] with a hook that sees every event first (`Event::Welcome` on this thread).
+pub fn start_with(
+    config: &ClientConfig,
+    prompter: &mut dyn Prompter,
+    hook: Option<EventHook>,
+) -> Result<Handle, String> {
     let addr = resolve(&config.server)?;
     let trust = config.server_trust();
     let choice = PortChoice::Bind {
@@ -245,10 +264,15 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
     let (xfer_tx, xfer_events) = bounded(XFER_EVENTS);
     let (command_tx, commands) = bounded(COMMANDS);
     let (event_tx, events) = unbounded();
-    let _ = event_tx.send(Event::Welcome {
+    let welcome = Event::Welcome {
         name: me.name.clone(),
         addr: me.addr.to_string(),
-    });
+    };
+    // Given to the hook here, before the core's thread starts, so nothing the core
+    // says (`* sharing ...`) comes before it.
+    if !hook.as_ref().is_some_and(|hook| hook(&welcome, &me.name)) {
+        let _ = event_tx.send(welcome);
+    }
     let mut engine = engine::Engine {
         transfers: Transfers::new(
             &me.name,
@@ -257,6 +281,8 @@ pub fn start(config: &ClientConfig, prompter: &mut dyn Prompter) -> Result<Handl
             xfer_tx,
             std::sync::Arc::clone(&security),
         ),
+        hook,
+        me: me.name.clone(),
         sessions: Sessions::new(
             &me.name,
             peer_tx,

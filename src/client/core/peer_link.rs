@@ -6,8 +6,9 @@
 //! `HELLO` within the handshake timeout and are handed to the UI loop as [`Incoming`]
 //! for the ticket check, still holding their slot; every refusal is counted for the
 //! person's summary. Established links answer `PING`, send keep-alives, enforce the
-//! flood limit and report every other message as a [`PeerEvent`]. Outgoing connections
-//! are `peer_dial`'s. It must not decide who may connect (that is `sessions`) nor print.
+//! flood limit and report every other message as a [`PeerEvent`]; what they send goes
+//! through `peer_out` (written at once by the sender when the link is idle, else by
+//! the writer thread). Outgoing connections are `peer_dial`'s. It must not decide who may connect (that is `sessions`) nor print.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -16,17 +17,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::Sender;
 
 use super::ladder::Reversals;
 use super::peer_limits::{Refusals, Slot, Slots};
+use super::peer_out::{self, PeerOut, Refused};
 use super::peer_secure::{self, PeerSecurity, Secured};
 use super::transfer::Wire;
 use crate::crypto::noise::{NoiseReader, NoiseWriter};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
-    FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_IDLE_TIMEOUT, PEER_PING_INTERVAL,
-    PEER_QUEUE, WRITE_TIMEOUT,
+    FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_IDLE_TIMEOUT, WRITE_TIMEOUT,
 };
 use crate::protocol::line::{LineError, LineReader, ReadTimeout, write_lines};
 use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
@@ -203,19 +204,12 @@ pub(super) fn send_last(out: &mut NoiseWriter, stream: &TcpStream, msg: &PeerMsg
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-enum Out {
-    Line(String),
-    Close,
-}
-
 /// An established link: queue lines to the peer; the reader reports what comes back.
 pub struct PeerLink {
     /// This link's id in `PeerEvent`s.
     pub id: LinkId,
-    /// The writer thread's queue.
-    tx: Sender<Out>,
-    /// The socket, to cut it from any thread.
-    stream: Arc<TcpStream>,
+    /// The sending side (shared with the link's reader and writer threads).
+    out: Arc<PeerOut>,
 }
 
 impl PeerLink {
@@ -231,46 +225,52 @@ impl PeerLink {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         reader.get_ref().set_read_timeout(Some(PEER_IDLE_TIMEOUT))?;
         let stream = Arc::new(stream);
-        let (tx, rx) = bounded(PEER_QUEUE);
-        let writer_stream = Arc::clone(&stream);
+        let (out, woken) = PeerOut::new(writer, Arc::clone(&stream));
+        let writer_out = Arc::clone(&out);
         thread::Builder::new()
             .name(format!("peer-write-{id}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || write_loop(writer, &writer_stream, &rx))?;
-        let reader_tx = tx.clone();
-        let reader_stream = Arc::clone(&stream);
+            .spawn(move || peer_out::write_loop(&writer_out, &woken))?;
+        let reader_out = Arc::clone(&out);
         thread::Builder::new()
             .name(format!("peer-read-{id}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || read_loop(reader, id, &reader_tx, &events, &reader_stream))?;
-        Ok(PeerLink { id, tx, stream })
+            .spawn(move || read_loop(reader, id, &reader_out, &events, &stream))?;
+        Ok(PeerLink { id, out })
     }
 
-    /// Queues a message. False if the link is gone, or if the peer stopped reading and
-    /// the queue is full (the link is then cut).
+    /// Sends a message (at once when the socket takes it). False if the link is gone,
+    /// or if the peer stopped reading and too much waits for it (the link is then cut).
     pub fn send(&self, msg: &PeerMsg) -> bool {
-        match self.tx.try_send(Out::Line(msg.to_wire())) {
+        match self.out.send(msg) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 log::warn!("peer link {} is not reading; cutting it", self.id);
                 self.kill();
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Err(Refused::Gone) => false,
         }
     }
 
     /// Sends `CLOSE <reason>` after what is queued, then a FIN.
     pub fn close(&self, reason: &str) {
-        self.send(&PeerMsg::Close {
+        self.out.close_with(&PeerMsg::Close {
             reason: reason.to_string(),
         });
-        let _ = self.tx.try_send(Out::Close);
     }
 
     /// Cuts the connection now.
     pub fn kill(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.out.kill();
+    }
+}
+
+impl Drop for PeerLink {
+    /// A link nobody holds any more: what was sent still goes out, then a FIN (the
+    /// writer thread ends; the reader ends when the peer closes).
+    fn drop(&mut self) {
+        self.out.close();
     }
 }
 
@@ -305,13 +305,13 @@ impl FloodLimit {
 fn read_loop(
     mut reader: LineReader<NoiseReader>,
     id: LinkId,
-    tx: &Sender<Out>,
+    out: &PeerOut,
     events: &Sender<PeerEvent>,
     stream: &TcpStream,
 ) {
     let mut flood = FloodLimit::new();
     let reply = |msg: PeerMsg| {
-        let _ = tx.try_send(Out::Line(msg.to_wire()));
+        let _ = out.send(&msg);
     };
     let err = |code: ErrorCode, message: String| PeerMsg::Err { code, message };
     let why = loop {
@@ -320,7 +320,7 @@ fn read_loop(
             Ok(Some(line)) => {
                 if !flood.allow() {
                     reply(err(ErrorCode::Flood, "too many lines; closing".into()));
-                    let _ = tx.try_send(Out::Close);
+                    out.close();
                     break "it sent too many lines (flood limit)".to_string();
                 }
                 match PeerMsg::parse(&line) {
@@ -347,7 +347,7 @@ fn read_loop(
                     ErrorCode::LineTooLong,
                     format!("a line may hold at most {MAX_LINE} bytes"),
                 ));
-                let _ = tx.try_send(Out::Close);
+                out.close();
                 break "it sent an overlong line".to_string();
             }
             Err(e) if e.is_timeout() => {
@@ -361,23 +361,9 @@ fn read_loop(
     };
     log::debug!("peer link {id} ended: {why}");
     let _ = stream.shutdown(Shutdown::Read);
+    // Nothing more comes in: what we sent goes out, then a FIN, and the writer ends.
+    out.close();
     let _ = events.send(PeerEvent::Closed { link: id, why });
-}
-
-fn write_loop(mut out: NoiseWriter, stream: &TcpStream, rx: &Receiver<Out>) {
-    loop {
-        let text = match rx.recv_timeout(PEER_PING_INTERVAL) {
-            Ok(Out::Line(text)) => text,
-            Ok(Out::Close) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => PeerMsg::Ping.to_wire(),
-        };
-        if let Err(e) = write_lines(&mut out, &text) {
-            log::debug!("writing to a peer failed: {e}");
-            let _ = stream.shutdown(Shutdown::Both);
-            return;
-        }
-    }
-    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// Accepts peer connections on `listener` until the process ends, running each one's

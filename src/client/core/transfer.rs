@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::chunk_out::ChunkOut;
 use super::disk_space;
 use super::resume_check::PrefixCheck;
 use crate::crypto::noise::{NoiseReader, NoiseWriter};
@@ -465,7 +466,7 @@ fn hash_prefix(path: &Path, chunks: u64) -> io::Result<Vec<blake3::Hash>> {
 }
 
 /// Reads up to one chunk; fewer bytes only at the end of the file.
-fn read_chunk(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_chunk(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {
@@ -514,7 +515,7 @@ pub fn send(
             other => return Err(unexpected(other, "RESUME", TransferResult::Refused)),
         };
         let mut hasher = FileHasher::new();
-        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut out = ChunkOut::new();
         let mut start = 0;
         if offset > 0 && offset <= size && offset % CHUNK_SIZE as u64 == 0 {
             // Prove that our file still starts with what the receiver has; otherwise
@@ -561,7 +562,8 @@ pub fn send(
                 }
                 _ => {}
             }
-            let n = read_chunk(&mut file, &mut buf)
+            let n = out
+                .read_from(&mut file)
                 .map_err(|e| fail(TransferResult::Failed, e.to_string()))?;
             if n == 0 {
                 return Err(fail_and_tell(
@@ -570,11 +572,10 @@ pub fn send(
                     ErrorCode::TransferRefused,
                 ));
             }
-            let hash = blake3::hash(&buf[..n]);
+            let hash = blake3::hash(out.chunk());
             hasher.add(&hash);
-            wire.send(&XferLine::Chunk { len: n, hash })?;
-            wire.writer
-                .write_all(&buf[..n])
+            // The line and the chunk, sealed together, in one system call.
+            out.send(hash, &mut wire.writer, &wire.stream)
                 .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))?;
             done += n as u64;
             reporter.report(done, size, false);

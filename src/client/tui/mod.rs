@@ -3,7 +3,10 @@
 //! Owns the terminal's side of the client's life: the login questions asked on the
 //! terminal, then one loop that waits on typed lines, the core's events and Ctrl+C,
 //! turning lines into core commands and events into text. Only this loop prints
-//! (through `ui::Terminal`). It must not open sockets, hold protocol state or reach
+//! (through `ui::Terminal`), except with pipes: there the thread reading stdin turns
+//! lines into commands itself and sends them straight to the core (one thread hand-off
+//! less per line), printing its own answers (help, errors in what was typed) as whole
+//! lines under the stdout lock. It must not open sockets, hold protocol state or reach
 //! into the core's tables: it talks to the core only through `Command` and `Event`.
 
 pub mod editor;
@@ -12,7 +15,10 @@ pub mod send_paths;
 pub mod terminal;
 pub mod ui;
 
-use crossbeam_channel::{Receiver, select};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use super::core::login::Prompter;
 use super::core::sessions::Notice;
@@ -139,7 +145,13 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
         force_new: false,
         go_back: false,
     };
-    let core = match core::start(config, &mut asker) {
+    // With pipes nothing but text is shown: the core prints its events itself
+    // (`pipe_hook`) instead of waking this loop for each, and typed lines go to the core
+    // from the reading thread (`pipe_reader`).
+    let active = Arc::new(AtomicBool::new(false));
+    let piped = !asker.term.is_interactive();
+    let hook = piped.then(|| pipe_hook(Arc::clone(&active)));
+    let core = match core::start_with(config, &mut asker, hook) {
         Ok(core) => core,
         Err(why) => {
             term.show(&format!("error: {why}"));
@@ -148,7 +160,15 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
     };
     logged_in();
     let history = editor::history_path(&config.data_dir, &core.name);
-    let input = match term.spawn_reader(Some(history)) {
+    let reader = if piped {
+        pipe_reader(core.commands.clone(), Arc::clone(&active))
+    } else {
+        term.spawn_reader(Some(history))
+    };
+    let commands = Commands {
+        commands: core.commands.clone(),
+    };
+    let input = match reader {
         Ok(rx) => rx,
         Err(e) => {
             term.show(&format!("error: cannot read input: {e}"));
@@ -164,7 +184,7 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
             recv(input) -> line => match line {
                 Ok(line) => {
                     term.typed(&line);
-                    if !front.on_input(&mut term, &core, &line) {
+                    if !front.on_input(&mut term, &commands, &line) {
                         break;
                     }
                     term.read_next();
@@ -172,7 +192,12 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
                 Err(_) => break,
             },
             recv(core.events) -> event => match event {
-                Ok(event) => show(&mut term, &core.name, &event),
+                Ok(event) => {
+                    if let Event::Active { peer } = &event {
+                        active.store(peer.is_some(), Ordering::Relaxed);
+                    }
+                    show(&mut term, &core.name, &event);
+                }
                 Err(_) => break,
             },
             recv(interrupts) -> _ => break,
@@ -222,6 +247,87 @@ fn show(term: &mut Terminal, me: &str, event: &Event) {
     }
 }
 
+/// Where `Front` shows its own answers (help, menus, errors in what was typed), and
+/// whether a chat session is active: the terminal in a terminal; with pipes, stdout
+/// from the thread that reads the lines (`pipe_reader`).
+trait Screen {
+    fn show(&mut self, text: &str);
+    fn no_session(&self) -> bool;
+}
+
+impl Screen for Terminal {
+    fn show(&mut self, text: &str) {
+        Terminal::show(self, text)
+    }
+    fn no_session(&self) -> bool {
+        Terminal::no_session(self)
+    }
+}
+
+/// The pipe reader's screen: plain cleaned lines on stdout (each written under the
+/// stdout lock, so they never interleave with the UI loop's), and the session flag the
+/// UI loop keeps.
+struct PipeScreen {
+    /// Set by the UI loop from `Event::Active`.
+    active: Arc<AtomicBool>,
+}
+
+impl Screen for PipeScreen {
+    fn show(&mut self, text: &str) {
+        terminal::print_plain(text);
+    }
+    fn no_session(&self) -> bool {
+        !self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// With pipes: shows each event from the core's thread, as `show` would with pipes
+/// (own lines are not shown; the active session only matters to `PipeScreen`).
+fn pipe_hook(active: Arc<AtomicBool>) -> core::EventHook {
+    Box::new(move |event: &Event, me: &str| {
+        match event {
+            Event::Active { peer } => active.store(peer.is_some(), Ordering::Relaxed),
+            Event::Session(Notice::Said { .. }) => {}
+            _ => {
+                if let Some(text) = ui::render(event, me) {
+                    terminal::print_plain(&text);
+                }
+            }
+        }
+        true
+    })
+}
+
+/// With pipes: reads lines and hands each one's command straight to the core, on this
+/// thread. The UI loop is not woken for a typed line (a chat line costs one hand-off,
+/// this thread to the core, instead of two); it only learns that input ended, when the
+/// returned channel closes (end of input or `\quit`).
+fn pipe_reader(
+    commands: Sender<Command>,
+    active: Arc<AtomicBool>,
+) -> std::io::Result<Receiver<String>> {
+    let (done, ended) = bounded(1);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let core = Commands { commands };
+            let mut screen = PipeScreen { active };
+            let mut front = Front { menu: None };
+            while let Some(line) = terminal::read_stdin_line() {
+                if !front.on_input(&mut screen, &core, &line) {
+                    break;
+                }
+            }
+            drop(done);
+        })?;
+    Ok(ended)
+}
+
+/// Where `Front` sends the core its commands (the UI loop's and the pipe reader's copy).
+struct Commands {
+    commands: Sender<Command>,
+}
+
 /// What the front end remembers between typed lines.
 struct Front {
     /// `\menu`'s state while it waits for a choice.
@@ -230,7 +336,7 @@ struct Front {
 
 impl Front {
     /// Handles one typed line; false when the user leaves.
-    fn on_input(&mut self, term: &mut Terminal, core: &Handle, line: &str) -> bool {
+    fn on_input(&mut self, term: &mut impl Screen, core: &Commands, line: &str) -> bool {
         if let Some(menu) = self.menu.take() {
             let step = menu::step(&menu, line);
             self.menu = step.next;
@@ -253,7 +359,7 @@ impl Front {
     }
 
     /// Does what the user asked; false when the user leaves.
-    fn run(&mut self, term: &mut Terminal, core: &Handle, command: UserCommand) -> bool {
+    fn run(&mut self, term: &mut impl Screen, core: &Commands, command: UserCommand) -> bool {
         let command = match command {
             UserCommand::Empty => return true,
             UserCommand::Help => {

@@ -84,10 +84,7 @@ impl Terminal {
                     editor.print(&painted);
                 }
             }
-            None => {
-                let mut out = io::stdout().lock();
-                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-            }
+            None => print_plain(&text),
         }
     }
 
@@ -236,7 +233,16 @@ fn chat_name_span(line: &str) -> Option<(usize, usize)> {
     (end > start && !line[start..end].contains(' ')).then_some((start, end))
 }
 
-fn read_stdin_line() -> Option<String> {
+/// Prints `text`, cleaned, as complete lines on stdout (pipes: no editor, no colour),
+/// with one write under the stdout lock, so lines printed from two threads never mix.
+pub fn print_plain(text: &str) {
+    let text = sanitize::clean_block(text);
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// One line from stdin without its terminator; `None` at end of input.
+pub fn read_stdin_line() -> Option<String> {
     let mut line = String::new();
     match io::stdin().lock().read_line(&mut line) {
         Ok(0) | Err(_) => None,
