@@ -46,8 +46,13 @@ fn watch_ctrl_c(logged_in: Arc<AtomicBool>) -> Result<Receiver<()>, String> {
         } else {
             // At the password prompt echo is off: put the terminal back first, and end
             // the half-written prompt line so the shell's prompt starts on its own.
+            // A Ctrl+C typed in the instant between the prompt being shown and the
+            // password reader turning echo off would see that reader turn it off after
+            // us: restore once more a moment later, just before leaving.
             tui::editor::restore_terminal();
             println!();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            tui::editor::restore_terminal();
             std::process::exit(130);
         }
     })

@@ -509,11 +509,14 @@ fn handshake(
 ) {
     let (secured, awaited) = match peer_secure::secure_as_target(&stream, first.security) {
         Ok(done) => done,
-        Err((code, message)) => {
-            refusals.add(remote.ip(), code);
+        Err(refusal) => {
+            // The losers of a requester's race over address hints are not news.
+            if !peer_secure::is_race_loser(&refusal) {
+                refusals.add(remote.ip(), refusal.0);
+            }
             log::info!(
                 "peer connection from {remote} refused: {}",
-                Untrusted(&message)
+                Untrusted(&refusal.1)
             );
             return;
         }

@@ -31,6 +31,22 @@ const TICKET_POLL: Duration = Duration::from_millis(20);
 /// How long a used ticket id is remembered, to refuse a replay at once.
 const USED_MEMORY: Duration = Duration::from_secs(600);
 
+/// A ticket used this recently is most likely being presented by the losers of the
+/// requester's own race over several address hints (the first handshake wins, the
+/// others arrive with the same ticket): refused as any reused ticket, but not counted
+/// in the person's summary of refused connections.
+const RACE_WINDOW: Duration = Duration::from_secs(15);
+
+/// The refusal message of a ticket used within [`RACE_WINDOW`]
+/// ([`is_race_loser`] tells it apart).
+const RACE_LOSER: &str = "this ticket was used a moment ago (another of your attempts won)";
+
+/// Whether `refusal` is a loser of the requester's own race over address hints: it is
+/// logged, not shown to the person.
+pub fn is_race_loser(refusal: &Refusal) -> bool {
+    refusal.0 == ErrorCode::BadTicket && refusal.1 == RACE_LOSER
+}
+
 /// A peer stream after the handshake: peer lines go through `reader` and `writer`;
 /// `sock` is the raw socket, kept to time out, peek and shut down.
 pub struct Secured {
@@ -63,7 +79,8 @@ enum Slot {
 
 enum Lookup {
     Found(Awaited),
-    Used,
+    /// Used already, at that time.
+    Used(Instant),
     Unknown,
 }
 
@@ -144,7 +161,7 @@ impl PeerSecurity {
         let mut tickets = lock(&self.tickets);
         match tickets.get(id) {
             None => Lookup::Unknown,
-            Some(Slot::Used(_)) => Lookup::Used,
+            Some(Slot::Used(at)) => Lookup::Used(*at),
             Some(Slot::Waiting(_, until)) if *until <= Instant::now() => Lookup::Unknown,
             Some(Slot::Waiting(..)) => match tickets.insert(*id, Slot::Used(Instant::now())) {
                 Some(Slot::Waiting(awaited, _)) => Lookup::Found(awaited),
@@ -373,7 +390,7 @@ pub fn secure_as_target(
         Err(e) => return Err((ErrorCode::NotNoise, format!("connection lost: {e}"))),
     }
     let found: Cell<Option<Awaited>> = Cell::new(None);
-    let used = Cell::new(false);
+    let used: Cell<Option<Instant>> = Cell::new(None);
     let asked = Cell::new(false);
     let result = noise::respond(sock, security.identity.private(), deadline, |id| {
         asked.set(true);
@@ -385,8 +402,8 @@ pub fn secure_as_target(
                     found.set(Some(awaited));
                     return Some(text);
                 }
-                Lookup::Used => {
-                    used.set(true);
+                Lookup::Used(at) => {
+                    used.set(Some(at));
                     return None;
                 }
                 Lookup::Unknown if Instant::now() < until => thread::sleep(TICKET_POLL),
@@ -403,8 +420,12 @@ pub fn secure_as_target(
                 } else {
                     refuse_clear(ErrorCode::NotNoise, "not a Noise handshake")
                 }
-            } else if used.get() {
-                refuse_clear(ErrorCode::BadTicket, "this ticket was used already")
+            } else if let Some(at) = used.get() {
+                if at.elapsed() < RACE_WINDOW {
+                    refuse_clear(ErrorCode::BadTicket, RACE_LOSER)
+                } else {
+                    refuse_clear(ErrorCode::BadTicket, "this ticket was used already")
+                }
             } else if found.take().is_none() {
                 refuse_clear(ErrorCode::BadTicket, "no such ticket")
             } else {
