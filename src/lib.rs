@@ -82,6 +82,9 @@
 //!     - `core::transfers`: the table of file offers and transfers (`transfers::refusals`:
 //!       the refusals a cap or a lookup decides, and the size a fetch expects).
 //!     - `core::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
+//!       (`transfer::wire`: the data connection's lines and stops; `transfer::send`,
+//!       `transfer::receive`: the two sides; `transfer::partial`: kept partial files;
+//!       `transfer::names`: final file names; `transfer::share`: the shared folder).
 //!     - `core::transfer_index`: O(1) lookups and per-peer caps beside the transfer table.
 //!     - `core::disk_space`: free space before a receive, and the cap on kept partials.
 //!     - `core::resume_check`: re-checks a resumed transfer's kept prefix on disk.
