@@ -80,7 +80,9 @@
 //!     - `core::mail`: `\msg` through the server: sealing, opening, checking the sender.
 //!     - `core::offer_route`: file offers without a session go through the server.
 //!     - `core::transfers`: the table of file offers and transfers (`transfers::refusals`:
-//!       the refusals a cap or a lookup decides, and the size a fetch expects).
+//!       the refusals a cap or a lookup decides, and the size a fetch expects;
+//!       `transfers::offers`: offers, accepts, declines and fetches; `transfers::running`:
+//!       data connections, transfer threads' events, `\transfers`, `\cancel`, `tick`).
 //!     - `core::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
 //!       (`transfer::wire`: the data connection's lines and stops; `transfer::send`,
 //!       `transfer::receive`: the two sides; `transfer::partial`: kept partial files;
