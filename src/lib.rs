@@ -80,8 +80,13 @@
 //!     - `core::mail`: `\msg` through the server: sealing, opening, checking the sender.
 //!     - `core::offer_route`: file offers without a session go through the server.
 //!     - `core::transfers`: the table of file offers and transfers (`transfers::refusals`:
-//!       the refusals a cap or a lookup decides, and the size a fetch expects).
+//!       the refusals a cap or a lookup decides, and the size a fetch expects;
+//!       `transfers::offers`: offers, accepts, declines and fetches; `transfers::running`:
+//!       data connections, transfer threads' events, `\transfers`, `\cancel`, `tick`).
 //!     - `core::transfer`: moving one file: chunks, hashes, resume, safe names, shares.
+//!       (`transfer::wire`: the data connection's lines and stops; `transfer::send`,
+//!       `transfer::receive`: the two sides; `transfer::partial`: kept partial files;
+//!       `transfer::names`: final file names; `transfer::share`: the shared folder).
 //!     - `core::transfer_index`: O(1) lookups and per-peer caps beside the transfer table.
 //!     - `core::disk_space`: free space before a receive, and the cap on kept partials.
 //!     - `core::resume_check`: re-checks a resumed transfer's kept prefix on disk.
