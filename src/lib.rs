@@ -89,6 +89,7 @@
 //!     - `core::summary`: the words for sizes, roles and a finished transfer's summary.
 //!   - `client::tui`: the terminal front end: its loop (lines → commands, events → text).
 //!     - `tui::ui`: parsing what the user types and rendering events; no sockets.
+//!       `mod.rs` the dispatch and server lists, `commands`, `notices` (chat), `transfers`.
 //!     - `tui::terminal`: where output goes (above the typed line, the status line,
 //!       colours) and where typed lines come from; pipes get plain lines.
 //!     - `tui::editor`: the line editor (rustyline) for a terminal and restoring the
