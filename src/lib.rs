@@ -6,8 +6,9 @@
 //!   (control and Unicode format characters become U+FFFD).
 //! - [`protocol`]: the wire protocols of protocol.md; no sockets except `protocol::line`.
 //!   - `protocol::line`: bounded line framing (and the raw bytes after a `CHUNK` line).
-//!   - `protocol::server_msg`: server→client lines (replies, events, list bodies), parse and
-//!     format; re-exports the two below.
+//!   - `protocol::server_msg`: server→client lines, parse and format; re-exports the two
+//!     below. `mod.rs` the message and its dispatch, `reply` (`OK`), `event` (`EVENT`),
+//!     `body` (list body lines), `transfer_end` (outcome words), `fields` (field parsers).
 //!   - `protocol::command`: client→server commands after login and the command table.
 //!   - `protocol::login_msg`: the answers during login and the username, password and port rules.
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
@@ -93,6 +94,7 @@
 //!     - `core::summary`: the words for sizes, roles and a finished transfer's summary.
 //!   - `client::tui`: the terminal front end: its loop (lines → commands, events → text).
 //!     - `tui::ui`: parsing what the user types and rendering events; no sockets.
+//!       `mod.rs` the dispatch and server lists, `commands`, `notices` (chat), `transfers`.
 //!     - `tui::terminal`: where output goes (above the typed line, the status line,
 //!       colours) and where typed lines come from; pipes get plain lines.
 //!     - `tui::editor`: the line editor (rustyline) for a terminal and restoring the
