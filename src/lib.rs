@@ -20,8 +20,10 @@
 //!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
 //! - [`crypto`]: encrypted, authenticated links; no peerchat line is parsed there.
-//!   - `crypto::tls`: rustls configurations (ring), the server's certificate, fingerprints,
-//!     the pinning verifier, and a TLS stream a reader and a writer thread share.
+//!   - `crypto::tls`: TLS 1.3 with rustls (ring); everything re-exported from its mod.rs.
+//!     - `tls::cert`: fingerprints, the server's certificate and key, the server config.
+//!     - `tls::pinning`: what the client trusts, the pinning verifier, the client config.
+//!     - `tls::stream`: the TLS stream a reader and a writer thread share; handshakes.
 //!   - `crypto::trust`: the client's decision about a server's certificate (pins, TOFU).
 //!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK) and framed streams.
 //!   - `crypto::identity`: long-term X25519 keys, pins of peers' keys, safety numbers.
