@@ -78,6 +78,8 @@
 //!       (`transfers::ladder`: the rungs' order for one data connection).
 //!     - `core::peer_limits`: handshake slots per address and the tally of refusals.
 //!     - `core::sessions`: ticket checks and the chat sessions.
+//!       - `sessions::connect`: requests, tickets, the incoming check, answers, reversal.
+//!       - `sessions::chat`: open sessions: messages, the active one, list, close, history.
 //!     - `core::history`: the local SQLite history of chat lines.
 //!     - `core::mail`: `\msg` through the server: sealing, opening, checking the sender.
 //!     - `core::offer_route`: file offers without a session go through the server.
