@@ -67,6 +67,7 @@
 //!     through a `Prompter`, then one loop takes `Command`s and emits `Event`s.
 //!     - `core::command` / `core::event`: what a front end may ask and is told (serde).
 //!     - `core::engine`: the select loop moving work between links, sessions, transfers.
+//!       - `engine::server`: server messages, losing the link, reconnect, logout.
 //!     - `core::server_link`: reader and writer threads of the server connection.
 //!     - `core::login`: answering the server's login questions (the `Prompter` trait),
 //!       with the server's resumable-login token first when logging in again.
