@@ -21,8 +21,10 @@
 //!   - `protocol::file_name`: the one rule for safe file names.
 //!   - `protocol::limits`: every limit and default timeout.
 //! - [`crypto`]: encrypted, authenticated links; no peerchat line is parsed there.
-//!   - `crypto::tls`: rustls configurations (ring), the server's certificate, fingerprints,
-//!     the pinning verifier, and a TLS stream a reader and a writer thread share.
+//!   - `crypto::tls`: TLS 1.3 with rustls (ring); everything re-exported from its mod.rs.
+//!     - `tls::cert`: fingerprints, the server's certificate and key, the server config.
+//!     - `tls::pinning`: what the client trusts, the pinning verifier, the client config.
+//!     - `tls::stream`: the TLS stream a reader and a writer thread share; handshakes.
 //!   - `crypto::trust`: the client's decision about a server's certificate (pins, TOFU).
 //!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK) and framed streams.
 //!   - `crypto::identity`: long-term X25519 keys, pins of peers' keys, safety numbers.
@@ -66,6 +68,7 @@
 //!     through a `Prompter`, then one loop takes `Command`s and emits `Event`s.
 //!     - `core::command` / `core::event`: what a front end may ask and is told (serde).
 //!     - `core::engine`: the select loop moving work between links, sessions, transfers.
+//!       - `engine::server`: server messages, losing the link, reconnect, logout.
 //!     - `core::server_link`: reader and writer threads of the server connection.
 //!     - `core::login`: answering the server's login questions (the `Prompter` trait),
 //!       with the server's resumable-login token first when logging in again.
@@ -77,6 +80,8 @@
 //!       (`transfers::ladder`: the rungs' order for one data connection).
 //!     - `core::peer_limits`: handshake slots per address and the tally of refusals.
 //!     - `core::sessions`: ticket checks and the chat sessions.
+//!       - `sessions::connect`: requests, tickets, the incoming check, answers, reversal.
+//!       - `sessions::chat`: open sessions: messages, the active one, list, close, history.
 //!     - `core::history`: the local SQLite history of chat lines.
 //!     - `core::mail`: `\msg` through the server: sealing, opening, checking the sender.
 //!     - `core::offer_route`: file offers without a session go through the server.

@@ -1,7 +1,5 @@
-//! TLS 1.3 for the client↔server link: rustls configurations (the `ring` provider),
-//! the server's certificate (made with rcgen on first start, or the operator's own),
-//! certificate fingerprints and the pinning verifier, and a TLS stream that a reader
-//! thread and a writer thread can share.
+//! A TLS stream that a reader thread and a writer thread can share, and the handshakes
+//! run over it.
 //!
 //! The sharing rule (DESIGN.md "Rules for encrypted links"): the rustls state sits behind
 //! one `Mutex` held only for memory work. The reader blocks on the socket without the
@@ -10,320 +8,23 @@
 //! side ever takes records out of rustls (`TlsSealer`), and it is one thread per link,
 //! so records reach the socket in the order rustls made them. When the reader makes
 //! records (handshake flights, alerts, key updates) it calls its `nudge` so the writer
-//! drains them. This module must not know any peerchat line.
+//! drains them. It must not decide which certificate to trust (`pinning`) nor know any
+//! peerchat line.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, ring as ring_provider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, Connection, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, Connection, ServerConfig};
 
-use crate::error::{Error, Result};
+use super::{Trust, client_config, fingerprint, lock};
 use crate::protocol::line::ReadTimeout;
 
 /// Bytes read from the socket at once: one full TLS record and its overhead.
 const SOCKET_READ: usize = 16 * 1024 + 512;
-
-/// The provider every config uses: `ring` builds quickly and uses AES-NI.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring_provider::default_provider())
-}
-
-/// SHA-256 of a certificate's DER bytes as colon-separated upper-case hex, the form
-/// `openssl x509 -noout -fingerprint -sha256` prints, so operators can compare.
-pub fn fingerprint(cert_der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Normalises a fingerprint typed by a person: hex digits only, upper case, colons
-/// between bytes. `None` if it is not 32 bytes of hex.
-pub fn parse_fingerprint(text: &str) -> Option<String> {
-    let hex: String = text
-        .trim()
-        .trim_start_matches("SHA256:")
-        .trim_start_matches("sha256:")
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let upper = hex.to_ascii_uppercase();
-    let bytes: Vec<&str> = (0..32).map(|i| &upper[2 * i..2 * i + 2]).collect();
-    Some(bytes.join(":"))
-}
-
-/// The server's certificate chain and private key.
-pub struct ServerIdentity {
-    /// The chain, leaf first.
-    pub certs: Vec<CertificateDer<'static>>,
-    /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl ServerIdentity {
-    /// The leaf certificate's fingerprint (what clients pin).
-    pub fn fingerprint(&self) -> String {
-        self.certs
-            .first()
-            .map(|c| fingerprint(c.as_ref()))
-            .unwrap_or_default()
-    }
-
-    /// Loads the operator's certificate and key (PEM), or, when neither is given, the
-    /// self-signed pair beside the database, made on first start.
-    pub fn load_or_create(
-        cert: Option<&Path>,
-        key: Option<&Path>,
-        db: &Path,
-    ) -> Result<ServerIdentity> {
-        match (cert, key) {
-            (Some(cert), Some(key)) => ServerIdentity::load(cert, key),
-            (None, None) => {
-                let dir = db
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let (cert, key) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
-                if !cert.exists() || !key.exists() {
-                    create_self_signed(dir, &cert, &key)?;
-                }
-                ServerIdentity::load(&cert, &key)
-            }
-            _ => Err(Error::Config(
-                "--tls-cert and --tls-key go together: give both or neither".into(),
-            )),
-        }
-    }
-
-    fn load(cert: &Path, key: &Path) -> Result<ServerIdentity> {
-        let bad = |what: &Path, e: rustls::pki_types::pem::Error| {
-            Error::Config(format!("cannot read {}: {e}", what.display()))
-        };
-        let certs = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| bad(cert, e))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad(cert, e))?;
-        if certs.is_empty() {
-            return Err(Error::Config(format!(
-                "no certificate in {}",
-                cert.display()
-            )));
-        }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e))?;
-        Ok(ServerIdentity { certs, key })
-    }
-
-    /// The rustls server configuration: TLS 1.3 only, no client certificates.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_config)?
-            .with_no_client_auth()
-            .with_single_cert(self.certs.clone(), self.key.clone_key())
-            .map_err(tls_config)?;
-        // No session resumption: clients reconnect rarely, and tickets are bytes for nothing.
-        config.send_tls13_tickets = 0;
-        Ok(Arc::new(config))
-    }
-}
-
-fn tls_config(e: rustls::Error) -> Error {
-    Error::Config(format!("TLS configuration: {e}"))
-}
-
-/// Writes a new self-signed certificate and its key (mode 0600) into `dir`.
-fn create_self_signed(dir: &Path, cert: &Path, key: &Path) -> Result<()> {
-    fs::create_dir_all(dir)?;
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .map_err(|e| Error::Config(format!("cannot make a certificate: {e}")))?;
-    write_private(key, made.signing_key.serialize_pem().as_bytes())?;
-    let mut file = File::create(cert)?;
-    file.write_all(made.cert.pem().as_bytes())?;
-    file.sync_all()?;
-    log::info!(
-        "made a self-signed certificate {} and key {}",
-        cert.display(),
-        key.display()
-    );
-    Ok(())
-}
-
-/// Creates (or replaces) a file readable and writable by its owner only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    // A temporary name of this process and moment: two clients sharing a data folder
-    // never write the same temporary file; the rename makes the new content appear whole.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp: PathBuf = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
-}
-
-/// What the client accepts as the server's certificate.
-#[derive(Debug, Clone)]
-pub enum Trust {
-    /// Only a certificate with this fingerprint.
-    Pinned(String),
-    /// Any certificate (first contact); the caller then decides about what was seen.
-    FirstUse,
-    /// A chain that verifies to one of these roots (`--server-ca`) for the name the
-    /// client connects with, checked the usual way (validity, name, signatures); no pin.
-    Ca(Arc<rustls::RootCertStore>),
-}
-
-/// Reads the PEM certificates in `path` as trust roots (`--server-ca`).
-pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>> {
-    let pem = fs::read(path)
-        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| {
-            Error::Config(format!("{} is not PEM certificates: {e}", path.display()))
-        })?;
-        roots.add(cert).map_err(|e| {
-            Error::Config(format!(
-                "{} holds a certificate rustls refuses as a root: {e}",
-                path.display()
-            ))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(Error::Config(format!(
-            "{} holds no PEM certificate",
-            path.display()
-        )));
-    }
-    Ok(Arc::new(roots))
-}
-
-/// Where the verifier writes the fingerprint the server showed.
-pub type Seen = Arc<Mutex<Option<String>>>;
-
-/// Checks the server's certificate against a pin (or records it on first use) and
-/// its handshake signatures with the provider's algorithms.
-#[derive(Debug)]
-struct PinVerifier {
-    trust: Trust,
-    seen: Seen,
-    provider: Arc<CryptoProvider>,
-    /// For `Trust::Ca`: rustls's own WebPKI verifier over those roots.
-    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let got = fingerprint(end_entity.as_ref());
-        *lock(&self.seen) = Some(got.clone());
-        if let Some(webpki) = &self.webpki {
-            return webpki.verify_server_cert(
-                end_entity,
-                _intermediates,
-                _server_name,
-                _ocsp_response,
-                _now,
-            );
-        }
-        match &self.trust {
-            Trust::Pinned(want) if *want != got => Err(rustls::Error::General(format!(
-                "certificate fingerprint {got} is not the pinned {want}"
-            ))),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A client configuration that trusts as `trust` says, and where the fingerprint the
-/// server showed is written once the handshake has seen it.
-pub fn client_config(trust: Trust) -> Result<(Arc<ClientConfig>, Seen)> {
-    let seen = Arc::new(Mutex::new(None));
-    let webpki = match &trust {
-        Trust::Ca(roots) => Some(
-            rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::clone(roots),
-                provider(),
-            )
-            .build()
-            .map_err(|e| Error::Config(format!("the --server-ca roots: {e}")))?,
-        ),
-        _ => None,
-    };
-    let verifier = PinVerifier {
-        trust,
-        seen: Arc::clone(&seen),
-        provider: provider(),
-        webpki,
-    };
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_config)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok((Arc::new(config), seen))
-}
 
 /// Starts a client session over `sock`: returns the reader and the sealer (the
 /// ClientHello is already waiting in the sealer: drain it with [`TlsSealer::pending`]).
@@ -430,10 +131,6 @@ fn split_shared(sock: Arc<TcpStream>, mut conn: Connection) -> (TlsReader, TlsSe
         nudge: None,
     };
     (reader, TlsSealer { state })
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn broken(e: rustls::Error) -> io::Error {
@@ -677,16 +374,9 @@ fn drain(state: &mut Connection, out: &mut Vec<u8>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::tls::ServerIdentity;
+    use std::fs;
     use std::net::TcpListener;
-
-    #[test]
-    fn fingerprints_parse_in_any_usual_form() {
-        let fp = fingerprint(b"hello");
-        assert_eq!(parse_fingerprint(&fp), Some(fp.clone()));
-        let plain: String = fp.chars().filter(|c| *c != ':').collect();
-        assert_eq!(parse_fingerprint(&plain.to_lowercase()), Some(fp.clone()));
-        assert_eq!(parse_fingerprint("ab:cd"), None);
-    }
 
     fn pair(trust: impl FnOnce(&str) -> Trust) -> io::Result<(Vec<u8>, String)> {
         let dir = tempfile::tempdir()?;
