@@ -123,12 +123,18 @@ pub fn run(conn: &mut Conn, shared: &Shared) -> Result<LoggedIn, End> {
             0
         }
     };
-    conn.send(ServerMsg::Ok(Reply::Welcome {
+    let welcome = ServerMsg::Ok(Reply::Welcome {
         user: me.name.clone(),
         addr,
-    }));
-    // The others learn it from the next presence announcement (`server::presence`).
-    shared.registry.set_online(&me.key, conn.id, addr, uid);
+    });
+    // Online and welcomed in one step (see `Registry::set_online`). The others learn it
+    // from the next presence announcement (`server::presence`).
+    if !shared
+        .registry
+        .set_online(&me.key, conn.id, addr, uid, welcome.to_wire())
+    {
+        conn.send(welcome);
+    }
     if let Some(cluster) = &shared.cluster {
         cluster.online(&me.key, &me.name, conn.id, addr, uid);
     }

@@ -232,17 +232,33 @@ impl Registry {
     /// Marks the user claimed by connection `id` (account id `uid`) online at `addr`;
     /// the next presence announcement tells the others. Nothing happens if a resumed
     /// login took the name over from `id` meanwhile.
-    pub fn set_online(&self, key: &str, id: ConnId, addr: SocketAddr, uid: u64) {
+    ///
+    /// `welcome` (the `OK WELCOME` line) is queued to the user's connection in the same
+    /// step, without waiting (`Outbox::send_wire`): nothing addressed to the user can be
+    /// queued before it, and anyone the user tells at once finds it online. False (and
+    /// nothing queued) if the connection is no longer this user's.
+    pub fn set_online(
+        &self,
+        key: &str,
+        id: ConnId,
+        addr: SocketAddr,
+        uid: u64,
+        welcome: String,
+    ) -> bool {
         let mut inner = self.lock();
         let Some(user) = inner.users.get_mut(key).filter(|u| u.conn == id) else {
-            return;
+            return false;
         };
         user.addr = Some(addr);
         user.uid = uid;
         let name = user.name.clone();
+        if let Some(outbox) = inner.conns.get(&id) {
+            outbox.send_wire(welcome);
+        }
         // The user moved here from another server.
         inner.remote.remove(key);
         inner.note(key, &name, true, true, Some(addr));
+        true
     }
 
     /// Up to `max` online users (names and account ids) from position `offset`, sorted
