@@ -12,6 +12,7 @@ pub mod command;
 pub mod disk_space;
 pub mod event;
 pub mod history;
+pub mod lane;
 pub mod ladder;
 pub mod login;
 pub mod mail;
@@ -38,7 +39,7 @@ use std::path::PathBuf;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, bounded, unbounded};
 
 pub use command::Command;
 pub use event::Event;
@@ -148,8 +149,9 @@ impl ClientConfig {
 /// A running core: send it commands, read its events. Dropping `commands` (or sending
 /// `Command::Quit`) logs out; `events` ends with `Event::Bye` and then disconnects.
 pub struct Handle {
-    /// Where the front end sends what the person asks for.
-    pub commands: Sender<Command>,
+    /// Where the front end sends what the person asks for (a chat line may be handled
+    /// on the sending thread: `lane`).
+    pub commands: lane::Lane<Command>,
     /// What happened, in order. Unbounded so the core never waits for a front end;
     /// a front end must keep reading it.
     pub events: Receiver<Event>,
@@ -223,7 +225,7 @@ pub fn start_with(
             )
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let (peer_tx, peer_events) = bounded(PEER_EVENTS);
+    let (peer_tx, peer_events) = lane::bounded_lane(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
     let reversals = ladder::Reversals::new();
     let listen_ip = listener.local_addr().ok().map(|a| a.ip());
@@ -235,6 +237,7 @@ pub fn start_with(
         )
         .map_err(|e| format!("cannot read the pinned peer keys: {e}"))?,
     );
+    let peer_lane = peer_tx.clone();
     peer_link::spawn_listener(
         listener,
         peer_tx.clone(),
@@ -262,7 +265,7 @@ pub fn start_with(
             .join("downloads")
     });
     let (xfer_tx, xfer_events) = bounded(XFER_EVENTS);
-    let (command_tx, commands) = bounded(COMMANDS);
+    let (command_tx, commands) = lane::bounded_lane(COMMANDS);
     let (event_tx, events) = unbounded();
     let welcome = Event::Welcome {
         name: me.name.clone(),
@@ -273,7 +276,7 @@ pub fn start_with(
     if !hook.as_ref().is_some_and(|hook| hook(&welcome, &me.name)) {
         let _ = event_tx.send(welcome);
     }
-    let mut engine = engine::Engine {
+    let engine = engine::Engine {
         transfers: Transfers::new(
             &me.name,
             downloads,
@@ -306,10 +309,14 @@ pub fn start_with(
         mail: mail::Mail::new(&me.name, identity.clone(), user_dir.clone()),
         offer_route: offer_route::OfferRoute::default(),
         identity,
+        stopped: false,
     };
+    let core = std::sync::Arc::new(std::sync::Mutex::new(engine));
+    engine::shortcuts(&core, &command_tx, &peer_lane);
     let thread = thread::Builder::new()
         .name("client-core".into())
         .spawn(move || {
+            let mut engine = core.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             // A resumable-login token for reconnects (kept in memory only).
             if let Some(link) = &engine.link {
                 link.send_line(&login::key_announcement(&engine.identity));
@@ -321,7 +328,8 @@ pub fn start_with(
                 engine.transfers.announce_share();
                 engine.flush();
             }
-            engine.run(&commands, &peer_events, &xfer_events);
+            drop(engine);
+            engine::run(&core, &commands, &peer_events, &xfer_events);
         })
         .map_err(|e| format!("cannot start the client core: {e}"))?;
     Ok(Handle {

@@ -12,10 +12,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+
 
 use super::ladder::{self, Route};
-use super::peer_link::{PeerEvent, PeerLink, send_last};
+use super::peer_link::{PeerEvent, PeerEvents, PeerLink, send_last};
 use super::peer_secure::{self, PeerSecurity, Secured, secure_as_requester};
 use super::transfer::Wire;
 use crate::protocol::codes::ErrorCode;
@@ -258,7 +258,7 @@ pub fn dial(addr: SocketAddr, relay: Option<&(SocketAddr, String)>) -> io::Resul
 
 /// Connects to the peer of `ask`, presents the ticket and waits for the answer on a
 /// thread of its own; the outcome arrives as [`PeerEvent::Answered`].
-pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
+pub fn request(ask: Ask, events: PeerEvents) -> io::Result<()> {
     let session = ask.session;
     let peer = ask.peer.clone();
     thread::Builder::new()
@@ -275,7 +275,7 @@ pub fn request(ask: Ask, events: Sender<PeerEvent>) -> io::Result<()> {
     Ok(())
 }
 
-fn ask_peer(ask: &Ask, events: &Sender<PeerEvent>) -> Result<PeerLink, (EndReason, String)> {
+fn ask_peer(ask: &Ask, events: &PeerEvents) -> Result<PeerLink, (EndReason, String)> {
     let addr = ask.addr;
     let peer = &ask.peer;
     let unreachable = |e: io::Error| (EndReason::Unreachable, format!("cannot reach {addr}: {e}"));

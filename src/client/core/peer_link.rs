@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+
 
 use super::ladder::Reversals;
 use super::peer_limits::{Refusals, Slot, Slots};
@@ -34,6 +34,10 @@ use crate::protocol::peer_msg::{PEER_VERSION, PeerMsg};
 use crate::protocol::server_msg::EndReason;
 use crate::protocol::ticket::Ticket;
 use crate::sanitize::Untrusted;
+
+/// Where peer threads send what they report: a chat message may be handled on the
+/// reader's own thread (`lane`).
+pub type PeerEvents = super::lane::Lane<PeerEvent>;
 
 /// Identifies one established link inside this client.
 pub type LinkId = u64;
@@ -184,7 +188,7 @@ impl Incoming {
 
     /// Accepts as `me`: sends `ACCEPT <mac>` (the proof that we hold the ticket) and
     /// starts the link's threads.
-    pub fn accept(mut self, me: &str, events: &Sender<PeerEvent>) -> io::Result<PeerLink> {
+    pub fn accept(mut self, me: &str, events: &PeerEvents) -> io::Result<PeerLink> {
         let hello = &self.hello;
         let mac = hello.ticket.accept_mac(hello.session, &hello.from, me);
         let accept = PeerMsg::Accept {
@@ -218,7 +222,7 @@ impl PeerLink {
         stream: TcpStream,
         reader: LineReader<NoiseReader>,
         writer: NoiseWriter,
-        events: Sender<PeerEvent>,
+        events: PeerEvents,
     ) -> io::Result<PeerLink> {
         let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
         stream.set_nodelay(true)?;
@@ -306,7 +310,7 @@ fn read_loop(
     mut reader: LineReader<NoiseReader>,
     id: LinkId,
     out: &PeerOut,
-    events: &Sender<PeerEvent>,
+    events: &PeerEvents,
     stream: &TcpStream,
 ) {
     let mut flood = FloodLimit::new();
@@ -372,7 +376,7 @@ fn read_loop(
 /// encrypted yet); refusals are counted in `refusals`.
 pub fn spawn_listener(
     listener: TcpListener,
-    events: Sender<PeerEvent>,
+    events: PeerEvents,
     refusals: Refusals,
     reversals: Reversals,
     security: Arc<PeerSecurity>,
@@ -444,7 +448,7 @@ fn refuse_now(stream: &TcpStream) {
 pub fn answer_relayed(
     relay: SocketAddr,
     token: String,
-    events: Sender<PeerEvent>,
+    events: PeerEvents,
     refusals: Refusals,
     security: Arc<PeerSecurity>,
 ) {
@@ -471,7 +475,7 @@ pub fn answer_relayed(
 pub fn answer_reverse(
     hints: Vec<SocketAddr>,
     (transfer, id): (bool, u64),
-    events: Sender<PeerEvent>,
+    events: PeerEvents,
     refusals: Refusals,
     security: Arc<PeerSecurity>,
     failed: impl FnOnce() + Send + 'static,
@@ -504,7 +508,7 @@ fn handshake(
     remote: SocketAddr,
     slot: Option<Slot>,
     refusals: Refusals,
-    events: &Sender<PeerEvent>,
+    events: &PeerEvents,
     first: First<'_>,
 ) {
     let (secured, awaited) = match peer_secure::secure_as_target(&stream, first.security) {

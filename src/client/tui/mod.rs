@@ -18,7 +18,7 @@ pub mod ui;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crossbeam_channel::{Receiver, bounded, select};
 
 use super::core::login::Prompter;
 use super::core::sessions::Notice;
@@ -303,7 +303,7 @@ fn pipe_hook(active: Arc<AtomicBool>) -> core::EventHook {
 /// this thread to the core, instead of two); it only learns that input ended, when the
 /// returned channel closes (end of input or `\quit`).
 fn pipe_reader(
-    commands: Sender<Command>,
+    commands: core::lane::Lane<Command>,
     active: Arc<AtomicBool>,
 ) -> std::io::Result<Receiver<String>> {
     let (done, ended) = bounded(1);
@@ -325,7 +325,7 @@ fn pipe_reader(
 
 /// Where `Front` sends the core its commands (the UI loop's and the pipe reader's copy).
 struct Commands {
-    commands: Sender<Command>,
+    commands: core::lane::Lane<Command>,
 }
 
 /// What the front end remembers between typed lines.

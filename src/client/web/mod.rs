@@ -66,7 +66,7 @@ pub struct Shared {
     /// Every event, with rising ids, for long polls.
     log: log::EventLog,
     /// Where commands go once logged in.
-    core: Mutex<Option<Sender<Command>>>,
+    core: Mutex<Option<core::lane::Lane<Command>>>,
     /// The page's answer to the pending login question.
     answers: Sender<String>,
     /// The client's settings (for the staging folder).
@@ -104,7 +104,7 @@ impl Shared {
     }
 
     /// The core's command sender, once logged in.
-    fn commands(&self) -> Option<Sender<Command>> {
+    fn commands(&self) -> Option<core::lane::Lane<Command>> {
         self.core.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

@@ -12,31 +12,26 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, never, select, tick};
+use crossbeam_channel::Sender;
 
 use super::command::Command as UserCommand;
 use super::event::{Event, FileRow};
 use super::login::{self, Credentials, PortChoice, Prompter};
-use super::peer_link::PeerEvent;
 use super::server_link::{LinkEvent, ServerLink};
 use super::sessions::Sessions;
 use super::summary::transfer_summary;
-use super::transfer::TransferEvent;
 use super::transfers::{ServerOut, Transfers, XferNotice};
-use crate::protocol::limits::{HEARTBEAT_INTERVAL, MAX_HELD_REPORTS};
+use crate::protocol::limits::MAX_HELD_REPORTS;
 use crate::protocol::server_msg::{AskField, Command, Event as ServerEvent, FileEntry};
 use crate::protocol::server_msg::{Reply, ServerMsg};
 
 mod server;
+mod turns;
+
+pub(super) use turns::{run, shortcuts};
 
 /// How long `Quit` waits for the server's `OK BYE`.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
-
-/// How often waiting requests and tickets are checked for expiry.
-const EXPIRY_TICK: Duration = Duration::from_millis(250);
-
-/// How often the progress of active transfers is reported.
-const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 /// The state of the core loop.
 pub(super) struct Engine {
@@ -79,60 +74,11 @@ pub(super) struct Engine {
     pub(super) mail: super::mail::Mail,
     /// File offers without a chat session go through the server (`OFFER`).
     pub(super) offer_route: super::offer_route::OfferRoute,
+    /// Set when the core loop has ended: the lanes' shortcuts then leave it alone.
+    pub(super) stopped: bool,
 }
 
 impl Engine {
-    pub(super) fn run(
-        &mut self,
-        commands: &Receiver<UserCommand>,
-        peers: &Receiver<PeerEvent>,
-        xfers: &Receiver<TransferEvent>,
-    ) {
-        let heartbeat = tick(HEARTBEAT_INTERVAL);
-        let expiry = tick(EXPIRY_TICK);
-        let progress = tick(PROGRESS_TICK);
-        loop {
-            let no_link = never();
-            let events = self.link.as_ref().map_or(&no_link, |l| &l.events);
-            select! {
-                recv(commands) -> command => match command {
-                    Ok(command) => {
-                        if !self.on_command(command) {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                },
-                recv(events) -> event => self.on_link_event(event.ok()),
-                recv(peers) -> event => {
-                    if let Ok(event) = event {
-                        self.sessions.on_peer_event(event);
-                    }
-                }
-                recv(xfers) -> event => {
-                    if let Ok(event) = event {
-                        self.transfers.on_event(event);
-                    }
-                }
-                recv(progress) -> _ => self.transfers.progress(),
-                recv(expiry) -> _ => {
-                    self.sessions.tick();
-                    self.transfers.tick();
-                    self.auto_reconnect_if_due();
-                }
-                recv(heartbeat) -> _ => {
-                    if let Some(link) = &self.link {
-                        link.send_line(&Command::Ping.to_string());
-                    }
-                }
-            }
-            self.flush();
-        }
-        self.sessions.close_all();
-        self.flush();
-        self.quit();
-    }
-
     fn emit(&self, event: Event) {
         // The front end may be gone (it dropped its receiver); nothing to tell then.
         if let Some(hook) = &self.hook

@@ -3,6 +3,7 @@
 //! It must not parse wire lines (`protocol`) or own the link's threads (`server_link`).
 
 use super::*;
+use crossbeam_channel::select;
 
 /// How a reconnect went.
 pub(super) enum Reconnected {

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
+
 
 use super::history::{History, Line};
 use super::ladder::{self, Reversals, Route};
 use super::peer_dial::{self, Ask};
 use super::peer_limits::Refusals;
-use super::peer_link::{Incoming, LinkId, PeerEvent, PeerLink, Purpose};
+use super::peer_link::{Incoming, LinkId, PeerEvent, PeerEvents, PeerLink, Purpose};
 use super::peer_secure::{Awaited, PeerSecurity};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::identity_key::KeyField;
@@ -176,7 +176,7 @@ pub struct Sessions {
     /// Our username.
     me: String,
     /// Where new links report; cloned into each one.
-    events: Sender<PeerEvent>,
+    events: PeerEvents,
     /// Local history; `None` if it could not be opened (chat still works).
     history: Option<History>,
     /// Tickets the server told us about, not presented yet.
@@ -245,7 +245,7 @@ impl Sessions {
     /// connections to; `security` our key and pins for every peer handshake.
     pub fn new(
         me: &str,
-        events: Sender<PeerEvent>,
+        events: PeerEvents,
         history: Option<History>,
         accept_timeout: Duration,
         answer_wait: Duration,
