@@ -106,7 +106,9 @@ impl<T> Lane<T> {
             Err(item) => item,
         };
         self.counts.sent.fetch_add(1, Ordering::SeqCst);
-        self.tx.send_timeout(item, wait).inspect_err(|_| self.uncount())
+        self.tx
+            .send_timeout(item, wait)
+            .inspect_err(|_| self.uncount())
     }
 
     fn try_shortcut(&self, item: T) -> Result<(), T> {

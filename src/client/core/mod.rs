@@ -12,11 +12,12 @@ pub mod command;
 pub mod disk_space;
 pub mod event;
 pub mod history;
-pub mod lane;
 pub mod ladder;
+pub mod lane;
 pub mod login;
 pub mod mail;
 pub mod offer_route;
+pub mod peer_accept;
 pub mod peer_dial;
 pub mod peer_limits;
 pub mod peer_link;
@@ -316,7 +317,9 @@ pub fn start_with(
     let thread = thread::Builder::new()
         .name("client-core".into())
         .spawn(move || {
-            let mut engine = core.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut engine = core
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A resumable-login token for reconnects (kept in memory only).
             if let Some(link) = &engine.link {
                 link.send_line(&login::key_announcement(&engine.identity));

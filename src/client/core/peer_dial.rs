@@ -12,8 +12,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-
-
 use super::ladder::{self, Route};
 use super::peer_link::{PeerEvent, PeerEvents, PeerLink, send_last};
 use super::peer_secure::{self, PeerSecurity, Secured, secure_as_requester};

@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-
-
 use super::history::{History, Line};
 use super::ladder::{self, Reversals, Route};
 use super::peer_dial::{self, Ask};
