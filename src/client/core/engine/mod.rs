@@ -15,15 +15,14 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::command::Command as UserCommand;
-use super::event::{Event, FileRow};
-use super::login::{self, Credentials, PortChoice, Prompter};
-use super::server_link::{LinkEvent, ServerLink};
+use super::event::Event;
+use super::login::Credentials;
+use super::server_link::ServerLink;
 use super::sessions::Sessions;
 use super::summary::transfer_summary;
 use super::transfers::{ServerOut, Transfers, XferNotice};
 use crate::protocol::limits::MAX_HELD_REPORTS;
-use crate::protocol::server_msg::{AskField, Command, Event as ServerEvent, FileEntry};
-use crate::protocol::server_msg::{Reply, ServerMsg};
+use crate::protocol::server_msg::Command;
 
 mod server;
 mod turns;

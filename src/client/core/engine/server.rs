@@ -2,7 +2,13 @@
 //! events, losing the link, reconnecting (by hand or automatically), and logging out.
 //! It must not parse wire lines (`protocol`) or own the link's threads (`server_link`).
 
-use super::*;
+use super::super::event::{Event, FileRow};
+use super::super::login::{self, PortChoice, Prompter};
+use super::super::server_link::{LinkEvent, ServerLink};
+use super::{Engine, QUIT_WAIT};
+use crate::protocol::server_msg::{AskField, Command, Event as ServerEvent, FileEntry};
+use crate::protocol::server_msg::{Reply, ServerMsg};
+
 use crossbeam_channel::select;
 
 /// How a reconnect went.

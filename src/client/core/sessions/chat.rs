@@ -2,7 +2,13 @@
 //! session is active, the list, closing one or all, and showing history. It must not
 //! print or own sockets; how a session is set up is `connect`'s.
 
-use super::*;
+use super::super::history::Line;
+use super::super::peer_link::LinkId;
+use super::{Closer, Notice, Open, Sessions, State, now_ms, same};
+use crate::protocol::limits::MAX_CHAT_TEXT;
+use crate::protocol::peer_msg::PeerMsg;
+use crate::protocol::server_msg::EndReason;
+use crate::sanitize::one_line;
 
 impl Sessions {
     pub(super) fn take_open_by_link(&mut self, link: LinkId) -> Option<Open> {

@@ -4,7 +4,21 @@
 //! when the peer cannot be reached). It must not print or own sockets; what is said in
 //! an open session is `chat`'s.
 
-use super::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::super::ladder::{self, Reversals, Route};
+use super::super::peer_dial::{self, Ask};
+use super::super::peer_limits::Refusals;
+use super::super::peer_link::{Incoming, PeerLink, Purpose};
+use super::super::peer_secure::Awaited;
+use super::{Expected, HISTORY_ON_OPEN, Notice, Open, RELAY_ANSWER_WAIT, Request, Sessions, same};
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::identity_key::KeyField;
+use crate::protocol::limits::{MAX_SESSIONS, TICKET_GRACE, TICKET_TTL, TRANSFER_TICKET_TTL};
+use crate::protocol::server_msg::{Command, EndReason, TransferResult};
+use crate::protocol::ticket::Ticket;
 
 impl Sessions {
     pub fn connect(&mut self, user: &str) {

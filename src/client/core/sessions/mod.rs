@@ -12,20 +12,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::history::{History, Line};
-use super::ladder::{self, Reversals, Route};
-use super::peer_dial::{self, Ask};
+use super::ladder::Reversals;
 use super::peer_limits::Refusals;
-use super::peer_link::{Incoming, LinkId, PeerEvent, PeerEvents, PeerLink, Purpose};
-use super::peer_secure::{Awaited, PeerSecurity};
+use super::peer_link::{Incoming, PeerEvent, PeerEvents, PeerLink};
+use super::peer_secure::PeerSecurity;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::identity_key::KeyField;
-use crate::protocol::limits::{
-    MAX_CHAT_TEXT, MAX_SESSIONS, TICKET_GRACE, TICKET_TTL, TRANSFER_TICKET_TTL,
-};
 use crate::protocol::peer_msg::PeerMsg;
-use crate::protocol::server_msg::{Command, EndReason, TransferResult};
+use crate::protocol::server_msg::{Command, EndReason};
 use crate::protocol::ticket::Ticket;
-use crate::sanitize::one_line;
 use std::sync::Arc;
 
 mod chat;
