@@ -69,11 +69,16 @@
 //!     - `core::command` / `core::event`: what a front end may ask and is told (serde).
 //!     - `core::engine`: the select loop moving work between links, sessions, transfers.
 //!       - `engine::server`: server messages, losing the link, reconnect, logout.
+//!       - `engine::turns`: the loop itself, and the shortcuts that let the thread with
+//!         a chat line run it through the engine when it is idle.
+//!     - `core::lane`: a queue into the core whose sender may handle an item itself.
 //!     - `core::server_link`: reader and writer threads of the server connection.
 //!     - `core::login`: answering the server's login questions (the `Prompter` trait),
 //!       with the server's resumable-login token first when logging in again.
 //!     - `core::retry`: when `--auto-reconnect` tries again (doubling, jittered).
-//!     - `core::peer_link`: the peer listener, handshakes, and each link's threads.
+//!     - `core::peer_link`: each established peer link's reader and writer threads.
+//!     - `core::peer_accept`: the peer listener, dial-backs and relayed arrivals: the
+//!       responder's handshake and first line, until the connection is accepted.
 //!     - `core::peer_dial`: asking peers and opening data connections; the target's proof.
 //!     - `core::ladder`: obtaining a connected stream: all hints at once (first wins),
 //!       waiting to be dialled back, the listener's `REVERSE` check, dialling back
