@@ -1621,6 +1621,25 @@ fn group_chat(s: &Settings, bins: &Bins, report: &mut Report) {
         let (mut chat, mut base) = chat_rtt(&mut a, &mut b, &mut conn, s.rtt_messages, run);
         let took = t.elapsed();
         let (c50, c99) = p50_p99(&mut chat);
+        // The shape of the tail (p99 alone hides whether a few slow hand-offs or a
+        // shifted distribution make it).
+        let tail: Vec<String> = [0.90, 0.95, 0.98, 0.995, 0.999]
+            .iter()
+            .map(|&q| {
+                format!(
+                    "p{} {}",
+                    q * 100.0,
+                    secs(percentile(&chat, q).as_secs_f64())
+                )
+            })
+            .collect();
+        let over = chat.iter().filter(|d| d.as_micros() >= 1000).count();
+        println!(
+            "  RTT run {} tail: {} ({over} of {} at 1 ms or more)",
+            run + 1,
+            tail.join(", "),
+            chat.len()
+        );
         let per =
             (cpu_secs(a.pid()) + cpu_secs(b.pid()) - cpu0) / (s.rtt_messages + WARM_UP) as f64;
         cpu.push(per);
