@@ -1,9 +1,9 @@
 //! The server's storage interface: one `Store` with two backends, SQLite (a file, the
 //! embedded default) and PostgreSQL (`--db postgres://...`, shareable by several
-//! servers); the schema, its migrations and the account and login-failure queries.
+//! servers), opening it (migrations from `schema` applied) and its connection pool.
 //!
-//! Owns persistence of accounts and login failures/blocks (the session and transfer logs
-//! are in `logs`, login tokens in `tokens`). Every statement and migration is written
+//! Owns the pool and which backend serves (the account and login-failure queries are
+//! in `accounts`, the session and transfer logs in `logs`, login tokens in `tokens`). Every statement and migration is written
 //! once, in SQLite's dialect, and runs on both backends (`sql` translates for
 //! PostgreSQL in one place), so callers never know which backend they use. It must not
 //! hash passwords (callers run bcrypt before or after, never inside a store call) and
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
+mod accounts;
 mod held;
 mod held_offers;
 mod identity;
@@ -31,141 +32,17 @@ mod location;
 mod logs;
 mod mailbox;
 mod postgres;
+mod schema;
 pub(crate) mod sql;
 mod sqlite;
 mod tokens;
+pub use accounts::{Account, Created};
 pub use held_offers::{Answered, OfferKey};
 pub use location::DbLocation;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
 pub use mailbox::{MailboxFull, NewMessage, Queued};
-use sql::{Conn, params};
-
-/// Schema migrations; entry `i` takes the database from version i to i+1 (SQLite keeps
-/// the version in `PRAGMA user_version`, PostgreSQL in the table `peerchat_schema`).
-/// Written once in SQLite's dialect; `sql::postgres_dialect` rewrites them for
-/// PostgreSQL (write types in capitals; `COLLATE NOCASE` for names; see there what else
-/// it rewrites), and both backends run them.
-const MIGRATIONS: &[&str] = &[
-    // 1: accounts, and failed logins per (username, source address) with their block.
-    "CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        pw_hash TEXT NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE login_failures (
-        username_key TEXT NOT NULL,
-        ip TEXT NOT NULL,
-        failures INTEGER NOT NULL,
-        blocked_until_ms INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (username_key, ip)
-    );",
-    // 2: the log of chat sessions (seeds 000 and 002).
-    "CREATE TABLE sessions (
-        id INTEGER PRIMARY KEY,
-        requester TEXT NOT NULL,
-        target TEXT NOT NULL,
-        started_at_ms INTEGER NOT NULL,
-        accepted_at_ms INTEGER,
-        ended_at_ms INTEGER,
-        end_reason TEXT
-    );
-    CREATE INDEX sessions_open ON sessions (ended_at_ms) WHERE ended_at_ms IS NULL;",
-    // 3: the log of file transfers, reported by the clients.
-    "CREATE TABLE transfers (
-        id INTEGER PRIMARY KEY,
-        requester TEXT NOT NULL,
-        target TEXT NOT NULL,
-        started_at_ms INTEGER NOT NULL,
-        ended_at_ms INTEGER,
-        result TEXT,
-        name TEXT,
-        size INTEGER,
-        hash TEXT,
-        duration_ms INTEGER
-    );",
-    // 4: the truth about restarts and both sides of a transfer (issue 9). A session open
-    // when the server stopped is "unknown since" then, not ended: its clients may report
-    // the real end after reconnecting. Ends the old code invented at startup are undone.
-    // Each side's transfer report is kept; the summary row says push or fetch, the bytes
-    // that moved, the resume offset, and whether the receiver's report is the one shown.
-    "ALTER TABLE sessions ADD COLUMN unknown_since_ms INTEGER;
-    UPDATE sessions SET unknown_since_ms = ended_at_ms, ended_at_ms = NULL, end_reason = NULL
-        WHERE end_reason = 'server_restart';
-    ALTER TABLE transfers ADD COLUMN direction TEXT;
-    ALTER TABLE transfers ADD COLUMN role TEXT;
-    ALTER TABLE transfers ADD COLUMN moved INTEGER;
-    ALTER TABLE transfers ADD COLUMN resumed_from INTEGER;
-    ALTER TABLE transfers ADD COLUMN from_receiver INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE transfer_reports (
-        transfer_id INTEGER NOT NULL,
-        side TEXT NOT NULL,
-        role TEXT,
-        result TEXT NOT NULL,
-        name TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        moved INTEGER NOT NULL,
-        resumed_from INTEGER NOT NULL,
-        hash TEXT,
-        duration_ms INTEGER NOT NULL,
-        reported_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (transfer_id, side)
-    );",
-    // 5: resumable-login tokens (issue 14), stored as digests only.
-    "CREATE TABLE login_tokens (
-        digest TEXT PRIMARY KEY,
-        username_key TEXT NOT NULL COLLATE NOCASE,
-        expires_at_ms INTEGER NOT NULL,
-        created_at_ms INTEGER NOT NULL
-    );
-    CREATE INDEX login_tokens_user ON login_tokens (username_key, created_at_ms);",
-    // 6: the path each session and transfer took (issue 13): NULL is direct, or
-    // 'reverse', 'relay'.
-    "ALTER TABLE sessions ADD COLUMN path TEXT;
-    ALTER TABLE transfers ADD COLUMN path TEXT;",
-    // 7: each account's long-term X25519 identity public key (issue 12), 64 lower-case
-    // hex digits, NULL until the client sends `KEY`; a later `KEY` replaces it.
-    "ALTER TABLE users ADD COLUMN identity_key TEXT;",
-    // 8: messages waiting for offline recipients (issue 13): sealed to the recipient's
-    // identity key, so the server stores only ciphertext.
-    // AUTOINCREMENT: a message id is never reused, even after the row was delivered.
-    "CREATE TABLE mailbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        recipient_id INTEGER NOT NULL,
-        sender TEXT NOT NULL,
-        sender_key TEXT,
-        sent_at_ms INTEGER NOT NULL,
-        expires_at_ms INTEGER NOT NULL,
-        sealed BLOB NOT NULL
-    );
-    CREATE INDEX mailbox_recipient ON mailbox (recipient_id, id);
-    CREATE INDEX mailbox_expiry ON mailbox (expires_at_ms);",
-    // 9: events held for offline users (issue 13): file offers made through the server
-    // and answers to them, each a complete EVENT line, delivered at the next login.
-    "CREATE TABLE held_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        recipient_id INTEGER NOT NULL,
-        line TEXT NOT NULL,
-        held_at_ms INTEGER NOT NULL,
-        expires_at_ms INTEGER NOT NULL
-    );
-    CREATE INDEX held_events_recipient ON held_events (recipient_id, id);",
-    // 10: file offers made through the server and not yet settled (issue 13), so an
-    // answer to an offer that does not wait (unknown, expired, answered) is refused, and
-    // an accepted offer the server numbered keeps its number for the later TRANSFER.
-    // Names in lower case; `numbered` 1 when the server gave the number (a transfer id);
-    // `accepted` 1 once its recipient said ok (then it waits for the offerer's TRANSFER).
-    "CREATE TABLE open_offers (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        offerer TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        offer INTEGER NOT NULL,
-        numbered INTEGER NOT NULL,
-        accepted INTEGER NOT NULL,
-        expires_at_ms INTEGER NOT NULL
-    );
-    CREATE INDEX open_offers_pair ON open_offers (offerer, recipient, offer);",
-];
+use schema::MIGRATIONS;
+use sql::Conn;
 
 /// Idle connections kept for reuse; more are opened under load and closed afterwards.
 const MAX_IDLE: usize = 8;
@@ -204,23 +81,6 @@ pub struct Store {
     /// shared, a stopping server marks only these unknown (the others belong to other
     /// servers, which still serve them).
     own_sessions: Mutex<HashSet<u64>>,
-}
-
-/// What happened to a registration.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Created {
-    /// The account was written.
-    Yes,
-    /// Another account has that name (in any case).
-    Taken,
-}
-
-/// A stored account, for checking a password.
-pub struct Account {
-    /// The name as registered.
-    pub username: String,
-    /// The bcrypt hash.
-    pub pw_hash: String,
 }
 
 fn now_ms() -> i64 {
@@ -371,135 +231,6 @@ impl Store {
         result
     }
 
-    /// True if an account has this name (in any case).
-    pub fn user_exists(&self, username: &str) -> Result<bool> {
-        self.with_conn(|c| {
-            Ok(
-                c.query_opt("SELECT 1 FROM users WHERE username = ?1", params![username])?
-                    .is_some(),
-            )
-        })
-    }
-
-    /// Writes a new account; the unique index decides races between two registrations,
-    /// on this server or (PostgreSQL) on any server sharing the database.
-    pub fn create_user(&self, username: &str, pw_hash: &str) -> Result<Created> {
-        let inserted = self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO users (username, pw_hash, created_at) VALUES (?1, ?2, ?3)",
-                params![username, pw_hash, now_ms() / 1000],
-            )
-        });
-        match inserted {
-            Ok(_) => Ok(Created::Yes),
-            Err(e) if is_unique_violation(&e) => Ok(Created::Taken),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The stored account with this name (in any case), if any.
-    pub fn account(&self, username: &str) -> Result<Option<Account>> {
-        self.with_conn(|c| {
-            c.query_opt(
-                "SELECT username, pw_hash FROM users WHERE username = ?1",
-                params![username],
-            )?
-            .map(|r| {
-                Ok(Account {
-                    username: r.text(0)?,
-                    pw_hash: r.text(1)?,
-                })
-            })
-            .transpose()
-        })
-    }
-
-    /// Replaces the stored password hash of `username` (any case), e.g. to rehash it at
-    /// the current cost.
-    pub fn set_password_hash(&self, username: &str, pw_hash: &str) -> Result<()> {
-        self.with_conn(|c| {
-            c.execute(
-                "UPDATE users SET pw_hash = ?2 WHERE username = ?1",
-                params![username, pw_hash],
-            )
-        })?;
-        Ok(())
-    }
-
-    /// Writes the failure count of `username_key` from `ip`, and the block it started if
-    /// any. A block only ever grows, so writes that cross cannot shorten one.
-    pub fn save_login_failures(
-        &self,
-        username_key: &str,
-        ip: &str,
-        failures: u32,
-        blocked_for: Option<Duration>,
-    ) -> Result<()> {
-        let until = blocked_for.map_or(0, |block| now_ms() + block.as_millis() as i64);
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO login_failures (username_key, ip, failures, blocked_until_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (username_key, ip) DO UPDATE SET
-                   failures = excluded.failures,
-                   blocked_until_ms = CASE
-                     WHEN excluded.blocked_until_ms > login_failures.blocked_until_ms
-                     THEN excluded.blocked_until_ms ELSE login_failures.blocked_until_ms END",
-                params![username_key, ip, failures, until],
-            )
-        })?;
-        Ok(())
-    }
-
-    /// The failure count and block of `username_key` from `ip` as stored now (perhaps by
-    /// another server): `(failures, time left blocked)`, or `None` if nothing counts.
-    pub fn login_failure(&self, username_key: &str, ip: &str) -> Result<Option<(u32, Duration)>> {
-        let now = now_ms();
-        self.with_conn(|c| {
-            c.query_opt(
-                "SELECT failures, blocked_until_ms FROM login_failures
-                 WHERE username_key = ?1 AND ip = ?2",
-                params![username_key, ip],
-            )?
-            .map(|r| Ok(failure_row(r.int(0)?, r.int(1)?, now)))
-            .transpose()
-        })
-    }
-
-    /// The failure counts and blocks still in force, for the in-memory limits at start-up:
-    /// (username key, ip, failures, time left blocked). Rows that no longer count are
-    /// deleted.
-    pub fn login_failures(&self) -> Result<Vec<(String, String, u32, Duration)>> {
-        let now = now_ms();
-        self.with_conn(|c| {
-            c.execute(
-                "DELETE FROM login_failures WHERE failures <= 0 AND blocked_until_ms <= ?1",
-                params![now],
-            )?;
-            c.query(
-                "SELECT username_key, ip, failures, blocked_until_ms FROM login_failures",
-                params![],
-            )?
-            .into_iter()
-            .map(|r| {
-                let (failures, left) = failure_row(r.int(2)?, r.int(3)?, now);
-                Ok((r.text(0)?, r.text(1)?, failures, left))
-            })
-            .collect()
-        })
-    }
-
-    /// Forgets the failures of `username_key` from `ip` after a successful login.
-    pub fn clear_failures(&self, username_key: &str, ip: &str) -> Result<()> {
-        self.with_conn(|c| {
-            c.execute(
-                "DELETE FROM login_failures WHERE username_key = ?1 AND ip = ?2",
-                params![username_key, ip],
-            )
-        })?;
-        Ok(())
-    }
-
     /// Closes every idle connection (SQLite checkpoints the WAL into the main file).
     pub fn close(&self) -> Result<()> {
         let conns = {
@@ -515,73 +246,10 @@ impl Store {
     }
 }
 
-/// A stored (failures, blocked until) as (failures, time left blocked) at `now`.
-fn failure_row(failures: i64, blocked_until_ms: i64, now: i64) -> (u32, Duration) {
-    (
-        u32::try_from(failures.max(0)).unwrap_or(u32::MAX),
-        Duration::from_millis(blocked_until_ms.saturating_sub(now).max(0) as u64),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rusqlite::Connection;
-
-    fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("sub/server.db")).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn accounts_are_unique_regardless_of_case() {
-        let (_dir, store) = temp_store();
-        assert_eq!(
-            store.create_user("Alice", "$2b$hash").unwrap(),
-            Created::Yes
-        );
-        assert_eq!(
-            store.create_user("alice", "$2b$other").unwrap(),
-            Created::Taken
-        );
-        assert!(store.user_exists("ALICE").unwrap());
-        let account = store.account("aLiCe").unwrap().unwrap();
-        assert_eq!(account.username, "Alice");
-        assert!(store.account("bob").unwrap().is_none());
-    }
-
-    #[test]
-    fn login_failures_and_blocks_are_stored_and_blocks_never_shrink() {
-        let (_dir, store) = temp_store();
-        let block = Duration::from_secs(60);
-        store.save_login_failures("al", "1.2.3.4", 2, None).unwrap();
-        store
-            .save_login_failures("al", "5.6.7.8", 0, Some(block))
-            .unwrap();
-        // A count written after the block (writes that crossed) keeps the block.
-        store.save_login_failures("al", "5.6.7.8", 1, None).unwrap();
-        store.save_login_failures("bo", "1.2.3.4", 1, None).unwrap();
-        store.clear_failures("bo", "1.2.3.4").unwrap();
-        let mut rows = store.login_failures().unwrap();
-        rows.sort();
-        assert_eq!(rows.len(), 2, "{rows:?}");
-        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("al", "1.2.3.4"));
-        assert_eq!((rows[0].2, rows[0].3), (2, Duration::ZERO));
-        assert_eq!(rows[1].1, "5.6.7.8");
-        assert!(rows[1].3 > Duration::from_secs(50) && rows[1].3 <= block);
-    }
-
-    #[test]
-    fn a_password_hash_can_be_replaced() {
-        let (_dir, store) = temp_store();
-        store.create_user("Alice", "$2b$04$old").unwrap();
-        store.set_password_hash("alice", "$2b$12$new").unwrap();
-        assert_eq!(
-            store.account("ALICE").unwrap().unwrap().pw_hash,
-            "$2b$12$new"
-        );
-    }
 
     #[test]
     fn schema_version_is_recorded_and_reopening_keeps_data() {
