@@ -60,3 +60,16 @@ impl EndReason {
             .find(|r| r.word().eq_ignore_ascii_case(word))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_round_trip() {
+        for &reason in EndReason::ALL {
+            assert_eq!(EndReason::from_word(reason.word()), Some(reason));
+        }
+        assert_eq!(EndReason::from_word("nope"), None);
+    }
+}

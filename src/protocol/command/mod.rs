@@ -368,3 +368,129 @@ impl fmt::Display for Command {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_takes_an_optional_user_and_offset() {
+        let parse = |line: &str| Command::parse(line).unwrap().unwrap();
+        assert_eq!(
+            parse("FILES 1000"),
+            Command::Files {
+                user: None,
+                offset: 1000
+            }
+        );
+        assert_eq!(
+            parse("files bob 2000"),
+            Command::Files {
+                user: Some("bob".into()),
+                offset: 2000
+            }
+        );
+        assert_eq!(
+            Command::parse("FILES bob x").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            Command::parse("SHARE 20001").unwrap_err().code,
+            ErrorCode::TooManyFiles
+        );
+        assert!(Command::refusal_closes("share 20001"));
+        assert!(!Command::refusal_closes("FILES"));
+        assert!(SharedFile::parse("1 ..").is_err());
+        assert!(SharedFile::parse("1 a/b").is_err());
+        assert!(SharedFile::parse("1 C:evil").is_err());
+        assert_eq!(
+            SharedFile::parse("1  two  spaces").unwrap().name,
+            " two  spaces"
+        );
+    }
+
+    #[test]
+    fn commands_parse_with_aliases_and_any_case_and_format_back() {
+        let cases = [
+            ("HELP", Command::Help),
+            ("list", Command::List { offset: 0 }),
+            ("GET_CLIENT_LIST", Command::List { offset: 0 }),
+            ("LIST 1000", Command::List { offset: 1000 }),
+            ("token", Command::Token),
+            (
+                "KEY 0101010101010101010101010101010101010101010101010101010101010101",
+                Command::Key { key: [1; 32] },
+            ),
+            (
+                "whois 12",
+                Command::Whois {
+                    user: crate::protocol::mail_msg::UserRef::Id(12),
+                },
+            ),
+            (
+                "SEND bob 00ff",
+                Command::Send {
+                    to: crate::protocol::mail_msg::UserRef::Name("bob".into()),
+                    sealed: vec![0, 255],
+                },
+            ),
+            ("info bob", Command::Info { user: "bob".into() }),
+            ("GET_CLIENT_INFO  bob", Command::Info { user: "bob".into() }),
+            ("Ping", Command::Ping),
+            ("quit", Command::Quit),
+            ("DISCONNECT_CLIENT", Command::Quit),
+            ("connect bob", Command::Connect { user: "bob".into() }),
+            ("SESSION_OPEN 12", Command::SessionOpen { id: 12 }),
+            (
+                "session_end 12 PEER_LOST",
+                Command::SessionEnd {
+                    id: 12,
+                    reason: EndReason::PeerLost,
+                },
+            ),
+        ];
+        for (line, want) in cases {
+            let got = Command::parse(line).unwrap().unwrap();
+            assert_eq!(got, want, "{line}");
+            assert_eq!(Command::parse(&got.to_string()).unwrap(), Some(got));
+        }
+        assert_eq!(Command::parse("").unwrap(), None);
+        assert_eq!(Command::parse("   ").unwrap(), None);
+    }
+
+    #[test]
+    fn command_rejections_have_stable_codes() {
+        let code = |line: &str| Command::parse(line).unwrap_err().code;
+        assert_eq!(code("FROB"), ErrorCode::UnknownCommand);
+        assert_eq!(code("\u{0}\u{1}"), ErrorCode::UnknownCommand);
+        assert_eq!(code("INFO"), ErrorCode::BadRequest);
+        assert_eq!(code("INFO a b"), ErrorCode::BadRequest);
+        assert_eq!(code("LIST everyone"), ErrorCode::BadRequest);
+        assert_eq!(code("QUIT now"), ErrorCode::BadRequest);
+        assert_eq!(code("CONNECT"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_OPEN x"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_OPEN -1"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_END 1 exploded"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_END 1"), ErrorCode::BadRequest);
+        assert_eq!(code("KEY"), ErrorCode::BadRequest);
+        assert_eq!(code("SEND bob"), ErrorCode::BadRequest);
+        assert_eq!(code("SEND bob xyz"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!("SEND bob {}", "00".repeat(5000))),
+            ErrorCode::MessageTooLarge
+        );
+        assert_eq!(code("KEY xyz"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!("KEY {}", "g".repeat(64))),
+            ErrorCode::BadRequest
+        );
+        assert!(
+            Command::parse("KEY xyz")
+                .unwrap_err()
+                .message
+                .contains("usage: KEY")
+        );
+        let long = "X".repeat(1000);
+        assert!(Command::parse(&long).unwrap_err().message.len() < 100);
+    }
+}

@@ -196,3 +196,19 @@ impl CommandSpec {
             .find(|spec| spec.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lines_come_from_the_command_table() {
+        let lines: Vec<String> = COMMANDS.iter().map(CommandSpec::help_line).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("INFO <username> (also GET_CLIENT_INFO)"))
+        );
+        assert_eq!(lines.len(), COMMANDS.len());
+    }
+}
