@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -22,16 +21,12 @@ mod refusals;
 mod running;
 mod via_server;
 
-use super::disk_space;
-use super::peer_link::{Incoming, Purpose};
 use super::peer_secure::PeerSecurity;
-use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
+use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::identity_key::KeyField;
-use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::PeerMsg;
-use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
-use crate::sanitize::Untrusted;
+use crate::protocol::server_msg::{Command, SharedFile, TransferRole};
 use std::sync::Arc;
 
 /// How long a `TRANSFER` request waits for the server's ticket.

@@ -5,7 +5,15 @@
 //! Another `impl Transfers` block beside `client::transfers`. It must not print, check
 //! tickets (`sessions` does) or touch bytes (`transfer` does).
 
-use super::*;
+use std::path::Path;
+use std::time::Instant;
+
+use super::{Entry, Role, ServerOut, Stage, Transfers, XferNotice, grants, same};
+use crate::client::core::disk_space;
+use crate::client::core::transfer::{self, safe_file_name};
+use crate::protocol::limits::OFFER_TIMEOUT;
+use crate::protocol::peer_msg::PeerMsg;
+use crate::sanitize::Untrusted;
 
 impl Transfers {
     /// Announces our shared files to the server (after login, on `\rescan`).
