@@ -22,7 +22,7 @@ mod running;
 mod via_server;
 
 use super::peer_secure::PeerSecurity;
-use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent};
+use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::identity_key::KeyField;
 use crate::protocol::peer_msg::PeerMsg;
@@ -266,6 +266,20 @@ pub enum ServerOut {
 
 fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// The name a file at `path` is offered under (`\send`, `\offer`): its last component,
+/// which must be UTF-8 and a safe file name; else what to tell the person.
+fn offered_name(path: &Path) -> Result<String, String> {
+    let Some(name) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+    else {
+        return Err("the file name is not UTF-8".into());
+    };
+    safe_file_name(&name)?;
+    Ok(name)
 }
 
 impl Transfers {
