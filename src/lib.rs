@@ -9,7 +9,9 @@
 //!   - `protocol::server_msg`: server→client lines, parse and format; re-exports the two
 //!     below. `mod.rs` the message and its dispatch, `reply` (`OK`), `event` (`EVENT`),
 //!     `body` (list body lines), `transfer_end` (outcome words), `fields` (field parsers).
-//!   - `protocol::command`: client→server commands after login and the command table.
+//!   - `protocol::command`: client→server commands after login (parse and format);
+//!     `command::table` the command table (HELP, argument counts), `command::end_reason`
+//!     why a session ended.
 //!   - `protocol::login_msg`: the answers during login and the username, password and port rules.
 //!   - `protocol::peer_msg`: peer↔peer messages, including data connections' first lines.
 //!   - `protocol::transfer_msg`: the lines of a file transfer and the file hash scheme.
@@ -26,7 +28,8 @@
 //!     - `tls::pinning`: what the client trusts, the pinning verifier, the client config.
 //!     - `tls::stream`: the TLS stream a reader and a writer thread share; handshakes.
 //!   - `crypto::trust`: the client's decision about a server's certificate (pins, TOFU).
-//!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK) and framed streams.
+//!   - `crypto::noise`: the peer-link Noise handshake (ticket as PSK); `noise::stream`
+//!     the framed reader and writer after it.
 //!   - `crypto::identity`: long-term X25519 keys, pins of peers' keys, safety numbers.
 //!   - `crypto::sealed`: one-way Noise messages sealed to a user's identity key.
 //! - [`server`]: the central server.
@@ -44,8 +47,9 @@
 //!     (`--cluster`): login keys, heartbeat, pub/sub; `cluster::message` their text.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
-//!   - `server::store`: the storage interface (one `Store`, SQLite or PostgreSQL),
-//!     the schema, migrations and account/login-failure queries.
+//!   - `server::store`: the storage interface (one `Store`, SQLite or PostgreSQL) and
+//!     its connection pool; `store::schema` the migrations; `store::accounts` the account
+//!     and login-failure queries.
 //!   - `server::store::sql`: values, rows, the backends' `Conn` trait, and the SQLite
 //!     to PostgreSQL dialect rewrite.
 //!   - `server::store::sqlite`: the SQLite backend (the embedded default).

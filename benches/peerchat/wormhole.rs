@@ -14,6 +14,9 @@
 //! or key exchange is counted; the whole wormhole receive, Python start included, is
 //! printed too.
 
+use super::transfer::{
+    check_and_remove, push_once, transfer_dir, transfer_timeout, warm_pages, write_random_file,
+};
 use super::*;
 
 /// Where `wormhole` and `twist` are, if they and the two server plugins work.

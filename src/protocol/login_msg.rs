@@ -160,3 +160,85 @@ pub fn parse_port(text: &str) -> Result<u16, ParseError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_answers() {
+        for yes in ["y", "Y", "yes", " YES "] {
+            assert_eq!(NewAnswer::parse(yes).unwrap(), NewAnswer::Yes);
+        }
+        for no in ["n", "NO"] {
+            assert_eq!(NewAnswer::parse(no).unwrap(), NewAnswer::No);
+        }
+        assert_eq!(NewAnswer::parse("quit").unwrap(), NewAnswer::Quit);
+        assert_eq!(
+            NewAnswer::parse("maybe").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            NewAnswer::parse("LIST").unwrap_err().code,
+            ErrorCode::LoginRequired
+        );
+        assert_eq!(
+            NewAnswer::parse("info bob").unwrap_err().code,
+            ErrorCode::LoginRequired
+        );
+    }
+
+    #[test]
+    fn username_rules() {
+        for good in ["abc", "Alice", "a_b-c", "z23456789012345678901234567890AB"] {
+            assert!(Username::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "1abc",
+            "_abc",
+            "a b",
+            "al:ce",
+            "ålice",
+            "a\u{0}bc",
+            "z234567890123456789012345678901AB",
+        ] {
+            assert_eq!(
+                Username::parse(bad).unwrap_err().code,
+                ErrorCode::BadUsername,
+                "{bad}"
+            );
+        }
+        assert_eq!(Username::parse("AlIce").unwrap().key(), "alice");
+    }
+
+    #[test]
+    fn password_rules_and_hidden_debug() {
+        assert!(Password::parse("four").is_ok());
+        assert!(Password::parse("with spaces ok").is_ok());
+        assert!(Password::parse(&"x".repeat(72)).is_ok());
+        for bad in ["abc", "tab\there", "nul\u{0}x"] {
+            assert_eq!(
+                Password::parse(bad).unwrap_err().code,
+                ErrorCode::BadPassword
+            );
+        }
+        assert_eq!(
+            Password::parse(&"x".repeat(73)).unwrap_err().code,
+            ErrorCode::BadPassword
+        );
+        let secret = Password::parse("hunter22").unwrap();
+        assert!(!format!("{secret:?}").contains("hunter22"));
+        assert_eq!(secret.expose(), "hunter22");
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("40001").unwrap(), 40001);
+        assert_eq!(parse_port(" 1 ").unwrap(), 1);
+        for bad in ["0", "65536", "-1", "x", ""] {
+            assert_eq!(parse_port(bad).unwrap_err().code, ErrorCode::BadPort);
+        }
+    }
+}

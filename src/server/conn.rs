@@ -42,7 +42,8 @@ pub enum End {
 
 /// The reading side of one connection and the state its loops share.
 pub struct Conn {
-    /// Bounded line reader over the TLS link (which reads its own socket clone).
+    /// Bounded line reader over the TLS link (which reads the socket the writer shares:
+    /// one descriptor per client, `tls::server_shared`).
     reader: LineReader<TlsReader>,
     /// Where replies go.
     pub outbox: Outbox,

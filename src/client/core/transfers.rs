@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -22,16 +21,12 @@ mod refusals;
 mod running;
 mod via_server;
 
-use super::disk_space;
-use super::peer_link::{Incoming, Purpose};
 use super::peer_secure::PeerSecurity;
 use super::transfer::{self, Cancel, Expect, Outcome, Share, TransferEvent, safe_file_name};
 use super::transfer_index::{Slot, TableIndex};
 use crate::protocol::identity_key::KeyField;
-use crate::protocol::limits::OFFER_TIMEOUT;
 use crate::protocol::peer_msg::PeerMsg;
-use crate::protocol::server_msg::{Command, SharedFile, TransferResult, TransferRole};
-use crate::sanitize::Untrusted;
+use crate::protocol::server_msg::{Command, SharedFile, TransferRole};
 use std::sync::Arc;
 
 /// How long a `TRANSFER` request waits for the server's ticket.
@@ -271,6 +266,20 @@ pub enum ServerOut {
 
 fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// The name a file at `path` is offered under (`\send`, `\offer`): its last component,
+/// which must be UTF-8 and a safe file name; else what to tell the person.
+fn offered_name(path: &Path) -> Result<String, String> {
+    let Some(name) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+    else {
+        return Err("the file name is not UTF-8".into());
+    };
+    safe_file_name(&name)?;
+    Ok(name)
 }
 
 impl Transfers {

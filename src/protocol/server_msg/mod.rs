@@ -10,8 +10,6 @@
 //! touch sockets (see `line`) or decide what a message does (see `server::commands`).
 
 mod body;
-#[cfg(test)]
-mod command_tests;
 mod event;
 mod fields;
 mod reply;

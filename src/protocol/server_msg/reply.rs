@@ -244,26 +244,12 @@ pub(super) fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseErr
                 .map_err(|_| ParseError::bad("malformed OK SHARE"))?,
         },
         ("FILES", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
-            Reply::Files {
-                files: body
-                    .iter()
-                    .map(|l| FileEntry::parse(l))
-                    .collect::<Result<_, _>>()?,
-                total: total
-                    .parse()
-                    .map_err(|_| ParseError::bad("malformed OK FILES"))?,
-            }
+            let (files, total) = file_page("FILES", body, total)?;
+            Reply::Files { files, total }
         }
         ("SEARCH", [count, total]) if count.parse::<usize>().ok() == Some(body.len()) => {
-            Reply::Search {
-                files: body
-                    .iter()
-                    .map(|l| FileEntry::parse(l))
-                    .collect::<Result<_, _>>()?,
-                total: total
-                    .parse()
-                    .map_err(|_| ParseError::bad("malformed OK SEARCH"))?,
-            }
+            let (files, total) = file_page("SEARCH", body, total)?;
+            Reply::Search { files, total }
         }
         ("PONG", []) => Reply::Pong,
         ("BYE", []) => Reply::Bye,
@@ -307,6 +293,22 @@ pub(super) fn parse_reply(rest: &str, body: &[String]) -> Result<Reply, ParseErr
     Ok(reply)
 }
 
+/// The body lines and `<total>` of `OK FILES` or `OK SEARCH` (`what`): one page of files.
+fn file_page(
+    what: &str,
+    body: &[String],
+    total: &str,
+) -> Result<(Vec<FileEntry>, usize), ParseError> {
+    let files = body
+        .iter()
+        .map(|l| FileEntry::parse(l))
+        .collect::<Result<_, _>>()?;
+    let total = total
+        .parse()
+        .map_err(|_| ParseError::bad(format!("malformed OK {what}")))?;
+    Ok((files, total))
+}
+
 /// Writes a reply's lines: `OK ...` and its body (the `Display` of `ServerMsg::Ok`).
 pub(super) fn write_reply(f: &mut fmt::Formatter<'_>, reply: &Reply) -> fmt::Result {
     match reply {
@@ -335,6 +337,7 @@ pub(super) fn write_reply(f: &mut fmt::Formatter<'_>, reply: &Reply) -> fmt::Res
             let how = if *delivered { "delivered" } else { "queued" };
             write!(f, "OK SENT {id} {how}")
         }
+        // The same six fields after a different word.
         Reply::Session {
             id,
             user,
@@ -342,11 +345,26 @@ pub(super) fn write_reply(f: &mut fmt::Formatter<'_>, reply: &Reply) -> fmt::Res
             ticket,
             key,
             hints,
-        } => write!(
-            f,
-            "OK SESSION {id} {user} {addr} {ticket} {} {hints}",
-            ShowKey(key)
-        ),
+        }
+        | Reply::Transfer {
+            id,
+            user,
+            addr,
+            ticket,
+            key,
+            hints,
+        } => {
+            let what = if matches!(reply, Reply::Transfer { .. }) {
+                "TRANSFER"
+            } else {
+                "SESSION"
+            };
+            write!(
+                f,
+                "OK {what} {id} {user} {addr} {ticket} {} {hints}",
+                ShowKey(key)
+            )
+        }
         Reply::SessionOpened { id } => write!(f, "OK SESSION_OPEN {id}"),
         Reply::Relay {
             transfer,
@@ -358,18 +376,6 @@ pub(super) fn write_reply(f: &mut fmt::Formatter<'_>, reply: &Reply) -> fmt::Res
             write!(f, "OK RELAY {what} {id} {addr} {token}")
         }
         Reply::SessionEnded { id } => write!(f, "OK SESSION_END {id}"),
-        Reply::Transfer {
-            id,
-            user,
-            addr,
-            ticket,
-            key,
-            hints,
-        } => write!(
-            f,
-            "OK TRANSFER {id} {user} {addr} {ticket} {} {hints}",
-            ShowKey(key)
-        ),
         Reply::Hints { count } => write!(f, "OK HINTS {count}"),
         Reply::Reverse { transfer, id } => {
             let what = if *transfer { "TRANSFER" } else { "SESSION" };
@@ -381,12 +387,13 @@ pub(super) fn write_reply(f: &mut fmt::Formatter<'_>, reply: &Reply) -> fmt::Res
         }
         Reply::TransferEnded { id } => write!(f, "OK TRANSFER_END {id}"),
         Reply::Shared { count } => write!(f, "OK SHARE {count}"),
-        Reply::Files { files, total } => {
-            write!(f, "OK FILES {} {total}", files.len())?;
-            files.iter().try_for_each(|e| write!(f, "\n{e}"))
-        }
-        Reply::Search { files, total } => {
-            write!(f, "OK SEARCH {} {total}", files.len())?;
+        Reply::Files { files, total } | Reply::Search { files, total } => {
+            let what = if matches!(reply, Reply::Files { .. }) {
+                "FILES"
+            } else {
+                "SEARCH"
+            };
+            write!(f, "OK {what} {} {total}", files.len())?;
             files.iter().try_for_each(|e| write!(f, "\n{e}"))
         }
         Reply::Pong => write!(f, "OK PONG"),

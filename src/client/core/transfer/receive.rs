@@ -6,7 +6,6 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
-use std::net::Shutdown;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -259,11 +258,5 @@ pub fn receive(
             elapsed: started.elapsed(),
         })
     })();
-    match result {
-        Ok(outcome) => {
-            let _ = wire.stream.shutdown(Shutdown::Write);
-            outcome
-        }
-        Err(stop) => wire.finish(cancel.explain(stop), size, resumed_from, started),
-    }
+    wire.finish(result, cancel, size, resumed_from, started)
 }

@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::Shutdown;
 use std::path::Path;
 use std::time::Instant;
 
@@ -188,13 +187,7 @@ pub fn send(
             other => Err(unexpected(other, "DONE", TransferResult::Failed)),
         }
     })();
-    match result {
-        Ok(outcome) => {
-            let _ = wire.stream.shutdown(Shutdown::Write);
-            outcome
-        }
-        Err(stop) => wire.finish(cancel.explain(stop), size, resumed_from, started),
-    }
+    wire.finish(result, cancel, size, resumed_from, started)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::protocol::line::{LineError, LineReader, ReadTimeout, write_lines};
 use crate::protocol::server_msg::TransferResult;
 use crate::protocol::transfer_msg::XferLine;
 
-use super::{Outcome, TransferEvent};
+use super::{Cancel, Outcome, TransferEvent};
 
 /// How often a running transfer reports progress.
 pub(super) const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -191,15 +191,25 @@ impl Wire {
         self.recv().ok()
     }
 
-    /// Ends the conversation: what `stop` says is sent, the connection is closed, and
-    /// the outcome is built.
+    /// Ends the conversation of `send` or `receive`: a transfer that got through closes
+    /// our sending half and keeps its outcome; for one that stopped, what `stop` says
+    /// (as `cancel` explains it) is sent, the connection is closed, and the outcome is
+    /// built.
     pub(super) fn finish(
         &mut self,
-        stop: Stop,
+        result: Result<Outcome, Stop>,
+        cancel: &Cancel,
         size: u64,
         resumed_from: u64,
         started: Instant,
     ) -> Outcome {
+        let stop = match result {
+            Ok(outcome) => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                return outcome;
+            }
+            Err(stop) => cancel.explain(stop),
+        };
         let Stop::Fail(result, detail, tell) = stop;
         if let Some(line) = tell {
             let _ = self.send(&line);

@@ -5,7 +5,15 @@
 //! Another `impl Transfers` block beside `client::transfers`. It must not print, check
 //! tickets (`sessions` does) or touch bytes (`transfer` does).
 
-use super::*;
+use std::path::Path;
+use std::time::Instant;
+
+use super::{Entry, Role, ServerOut, Stage, Transfers, XferNotice, grants, offered_name, same};
+use crate::client::core::disk_space;
+use crate::client::core::transfer::{self, safe_file_name};
+use crate::protocol::limits::OFFER_TIMEOUT;
+use crate::protocol::peer_msg::PeerMsg;
+use crate::sanitize::Untrusted;
 
 impl Transfers {
     /// Announces our shared files to the server (after login, on `\rescan`).
@@ -36,16 +44,10 @@ impl Transfers {
             Ok(_) => return self.error(format!("{} is not a regular file", path.display())),
             Err(e) => return self.error(format!("cannot read {}: {e}", path.display())),
         };
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            return self.error("the file name is not UTF-8");
+        let name = match offered_name(path) {
+            Ok(name) => name,
+            Err(e) => return self.error(e),
         };
-        if let Err(e) = safe_file_name(&name) {
-            return self.error(e);
-        }
         // The offer goes out under the server's transfer number (`grants`).
         let what = grants::Pending::File {
             path: path.to_path_buf(),

@@ -5,7 +5,22 @@
 //! Another `impl Transfers` block beside `client::transfers`. It must not print, check
 //! tickets (`sessions` does) or touch bytes (`transfer` does).
 
-use super::*;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::{
+    RATE_WINDOW, Role, Row, STALLED_AFTER, ServerOut, Stage, TICKET_WAIT, Transfers, XferNotice,
+    folders, grants,
+};
+use crate::client::core::peer_link::{Incoming, Purpose};
+use crate::client::core::transfer::{self, Expect, Outcome, TransferEvent};
+use crate::client::core::transfer_index::Slot;
+use crate::protocol::peer_msg::PeerMsg;
+use crate::protocol::server_msg::{Command, TransferResult};
+use crate::sanitize::Untrusted;
 
 impl Transfers {
     /// The server gave us a relay token for transfer `transfer_id`: hand it to the

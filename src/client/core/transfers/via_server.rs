@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Role, ServerOut, Stage, Transfers, XferNotice, same, transfer::safe_file_name};
+use super::{Role, ServerOut, Stage, Transfers, XferNotice, offered_name, same};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{MAILBOX_EXPIRY, OFFER_TIMEOUT};
 use crate::protocol::mail_msg::UserRef;
@@ -51,16 +51,10 @@ impl Transfers {
             Ok(_) => return self.error(format!("{} is not a regular file", path.display())),
             Err(e) => return self.error(format!("cannot read {}: {e}", path.display())),
         };
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            return self.error("the file name is not UTF-8");
+        let name = match offered_name(path) {
+            Ok(name) => name,
+            Err(e) => return self.error(e),
         };
-        if let Err(e) = safe_file_name(&name) {
-            return self.error(e);
-        }
         if same(peer, &self.me) {
             return self.error("that is you");
         }

@@ -1,18 +1,24 @@
 //! Client→server commands after login (protocol.md §4): every command as a typed value
-//! that both parses and formats itself, and the command table (`COMMANDS`) that checks
-//! argument counts in one place.
+//! that both parses and formats itself. The command table (`COMMANDS`) that checks
+//! argument counts in one place is in `table`, the session-end reasons in `end_reason`.
 //!
 //! Owns the text of the commands; it must not touch sockets or decide what a command
 //! does (see `server::commands`). Replies and events are in `server_msg`.
 
+mod end_reason;
+mod table;
+
 use std::fmt;
 
-use super::ParseError;
-use super::codes::ErrorCode;
-use super::file_name::safe_file_name;
-use super::limits::MAX_SHARED_FILES;
-use super::mail_msg::UserRef;
-use super::server_msg::*;
+use crate::protocol::ParseError;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::file_name::safe_file_name;
+use crate::protocol::limits::MAX_SHARED_FILES;
+use crate::protocol::mail_msg::UserRef;
+use crate::protocol::server_msg::*;
+
+pub use end_reason::EndReason;
+pub use table::{COMMANDS, CommandSpec};
 
 /// A command a logged-in client sends (protocol.md §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,253 +119,6 @@ pub enum Command {
     Search { text: String },
 }
 
-/// Why a session ended, as recorded in the server's session log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// A participant closed it.
-    Closed,
-    /// The target declined.
-    Declined,
-    /// The target did not answer in time.
-    Timeout,
-    /// The connection between the peers broke (a peer vanished).
-    PeerLost,
-    /// The target refused the connection (bad ticket, too many sessions, an error).
-    Refused,
-    /// The requester could not reach the target.
-    Unreachable,
-    /// Both participants went offline (recorded by the server).
-    Offline,
-    /// The server restarted while the session was open (recorded by the server).
-    ServerRestart,
-}
-
-impl EndReason {
-    /// Every reason, for tests and docs.
-    pub const ALL: &'static [EndReason] = &[
-        EndReason::Closed,
-        EndReason::Declined,
-        EndReason::Timeout,
-        EndReason::PeerLost,
-        EndReason::Refused,
-        EndReason::Unreachable,
-        EndReason::Offline,
-        EndReason::ServerRestart,
-    ];
-
-    /// The word on the wire and in the log.
-    pub fn word(self) -> &'static str {
-        match self {
-            EndReason::Closed => "closed",
-            EndReason::Declined => "declined",
-            EndReason::Timeout => "timeout",
-            EndReason::PeerLost => "peer_lost",
-            EndReason::Refused => "refused",
-            EndReason::Unreachable => "unreachable",
-            EndReason::Offline => "offline",
-            EndReason::ServerRestart => "server_restart",
-        }
-    }
-
-    /// Parses a word (case-insensitive).
-    pub fn from_word(word: &str) -> Option<EndReason> {
-        EndReason::ALL
-            .iter()
-            .copied()
-            .find(|r| r.word().eq_ignore_ascii_case(word))
-    }
-}
-
-/// Every command with its usage and meaning; the server's HELP text and the argument
-/// checks both come from here so they cannot disagree.
-pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
-        names: &["HELP"],
-        args: &[],
-        meaning: "this list",
-    },
-    CommandSpec {
-        names: &["LIST", "GET_CLIENT_LIST"],
-        args: &["[offset]"],
-        meaning: "the users online now, 1000 at a time from <offset>",
-    },
-    CommandSpec {
-        names: &["INFO", "GET_CLIENT_INFO"],
-        args: &["<username>"],
-        meaning: "where an online user listens for peers",
-    },
-    CommandSpec {
-        names: &["CONNECT"],
-        args: &["<username>"],
-        meaning: "start a chat session: get the user's address and a one-time ticket",
-    },
-    CommandSpec {
-        names: &["RELAY"],
-        args: &["SESSION|TRANSFER", "<id>"],
-        meaning: "the peer of your session or transfer <id> cannot be reached: meet it at the relay",
-    },
-    CommandSpec {
-        names: &["HINTS"],
-        args: &["<ip>[,<ip>]...|-"],
-        meaning: "your local addresses, given to peers that ask for you as address hints",
-    },
-    CommandSpec {
-        names: &["REVERSE"],
-        args: &["SESSION|TRANSFER", "<id>"],
-        meaning: "the peer of your session or transfer <id> cannot be reached: ask it to dial you",
-    },
-    CommandSpec {
-        names: &["DIAL_FAILED"],
-        args: &["SESSION|TRANSFER", "<id>"],
-        meaning: "you could not dial back the requester of <id>: it is told to go to the relay",
-    },
-    CommandSpec {
-        names: &["SESSION_OPEN"],
-        args: &["<id>"],
-        meaning: "report that you accepted session <id>",
-    },
-    CommandSpec {
-        names: &["SESSION_END"],
-        args: &["<id>", "<reason>"],
-        meaning: "report that session <id> ended (closed, declined, timeout, peer_lost, refused, unreachable)",
-    },
-    CommandSpec {
-        names: &["TRANSFER"],
-        args: &["<username>", "[offer]"],
-        meaning: "start a file transfer: get the user's address and a one-time ticket (for an accepted offer made through the server: its number)",
-    },
-    CommandSpec {
-        names: &["TRANSFER_END"],
-        args: &[
-            "<id>",
-            "<result>",
-            "<size>",
-            "<ms>",
-            "<hash>",
-            "<role>",
-            "<moved>",
-            "<resumed>",
-            "<name...>",
-        ],
-        meaning: "log how transfer <id> ended as you saw it (ok, failed, cancelled, corrupt, refused; role send, receive, fetch, serve or -)",
-    },
-    CommandSpec {
-        names: &["SHARE"],
-        args: &["<n>"],
-        meaning: "replace your shared files with the n lines '<size> <name>' that follow",
-    },
-    CommandSpec {
-        names: &["FILES", "GET_AF", "GET_UF"],
-        args: &["[username]", "[offset]"],
-        meaning: "the files online users share (or one user's), 1000 at a time from <offset>",
-    },
-    CommandSpec {
-        names: &["SEARCH"],
-        args: &["<text...>"],
-        meaning: "shared files whose names contain <text>, any case",
-    },
-    CommandSpec {
-        names: &["KEY"],
-        args: &["<key>"],
-        meaning: "register your identity public key (64 hex digits); peers get it with tickets and INFO",
-    },
-    CommandSpec {
-        names: &["WHOIS"],
-        args: &["<id|username>"],
-        meaning: "any user's id, name, identity key and whether online (to seal a message)",
-    },
-    CommandSpec {
-        names: &["SEND"],
-        args: &["<id|username>", "<sealed>"],
-        meaning: "pass a message sealed to the user's key (hex) on, or keep it until they log in",
-    },
-    CommandSpec {
-        names: &["OFFER"],
-        args: &["<id|username>", "<offer|->", "<size>", "<name...>"],
-        meaning: "offer a file through the server; it waits if the user is offline",
-    },
-    CommandSpec {
-        names: &["OFFER_ANSWER"],
-        args: &["<username>", "<offer>", "ok|no"],
-        meaning: "accept or decline a file offer that came through the server",
-    },
-    CommandSpec {
-        names: &["TOKEN"],
-        args: &[],
-        meaning: "a token to log in again without the password (RESUME); QUIT revokes it",
-    },
-    CommandSpec {
-        names: &["PING"],
-        args: &[],
-        meaning: "keep the connection alive; answers OK PONG",
-    },
-    CommandSpec {
-        names: &["QUIT", "DISCONNECT_CLIENT"],
-        args: &[],
-        meaning: "log out and close the connection",
-    },
-];
-
-/// The grammar of one command: its names and arguments.
-#[derive(Debug)]
-pub struct CommandSpec {
-    /// The canonical name first, then aliases.
-    pub names: &'static [&'static str],
-    /// One placeholder per required argument.
-    pub args: &'static [&'static str],
-    /// What it does, for HELP.
-    pub meaning: &'static str,
-}
-
-impl CommandSpec {
-    /// `INFO <username>`
-    pub fn usage(&self) -> String {
-        std::iter::once(self.names[0])
-            .chain(self.args.iter().copied())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    /// One line of HELP text.
-    pub fn help_line(&self) -> String {
-        let aliases = if self.names.len() > 1 {
-            format!(" (also {})", self.names[1..].join(", "))
-        } else {
-            String::new()
-        };
-        format!("{}{} - {}", self.usage(), aliases, self.meaning)
-    }
-
-    /// Splits `rest` into this command's arguments: `<x>` is required, `[x]` optional,
-    /// and a last `<x...>` takes the rest of the line, spaces included. `None` if the
-    /// count is wrong.
-    fn split_args<'a>(&self, rest: &'a str) -> Option<Vec<&'a str>> {
-        let required = self.args.iter().filter(|a| a.starts_with('<')).count();
-        let mut out = Vec::new();
-        let mut remaining = rest.trim_start_matches(' ');
-        for (i, placeholder) in self.args.iter().enumerate() {
-            if remaining.is_empty() {
-                break;
-            }
-            if i + 1 == self.args.len() && placeholder.ends_with("...>") {
-                out.push(remaining);
-                remaining = "";
-                break;
-            }
-            let (word, after) = split_word(remaining);
-            out.push(word);
-            remaining = after;
-        }
-        (remaining.is_empty() && out.len() >= required).then_some(out)
-    }
-
-    fn find(word: &str) -> Option<&'static CommandSpec> {
-        COMMANDS
-            .iter()
-            .find(|spec| spec.names.iter().any(|n| n.eq_ignore_ascii_case(word)))
-    }
-}
-
 impl Command {
     /// Parses a command line; an empty line is `Ok(None)`.
     pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
@@ -386,7 +145,7 @@ impl Command {
             },
             ("SEND", [to, sealed]) => Command::Send {
                 to: UserRef::parse(to),
-                sealed: super::mail_msg::parse_sealed(sealed)?,
+                sealed: crate::protocol::mail_msg::parse_sealed(sealed)?,
             },
             ("OFFER", [to, offer, size, name]) => Command::Offer {
                 to: UserRef::parse(to),
@@ -403,7 +162,7 @@ impl Command {
                 accept: *answer == "ok",
             },
             ("KEY", [key]) => Command::Key {
-                key: super::identity_key::parse_key_hex(key).ok_or_else(|| {
+                key: crate::protocol::identity_key::parse_key_hex(key).ok_or_else(|| {
                     ParseError::bad(format!("usage: {} (64 hex digits)", spec.usage()))
                 })?,
             },
@@ -421,7 +180,7 @@ impl Command {
                 id: parse_id(id)?,
             },
             ("HINTS", [ips]) => Command::Hints {
-                ips: super::hints::parse_ips(ips)?,
+                ips: crate::protocol::hints::parse_ips(ips)?,
             },
             ("REVERSE", [what @ ("SESSION" | "TRANSFER"), id]) => Command::Reverse {
                 transfer: *what == "TRANSFER",
@@ -531,7 +290,9 @@ impl fmt::Display for Command {
             Command::List { offset: 0 } => write!(f, "LIST"),
             Command::List { offset } => write!(f, "LIST {offset}"),
             Command::Token => write!(f, "TOKEN"),
-            Command::Key { key } => write!(f, "KEY {}", super::identity_key::key_hex(key)),
+            Command::Key { key } => {
+                write!(f, "KEY {}", crate::protocol::identity_key::key_hex(key))
+            }
             Command::Whois { user } => write!(f, "WHOIS {user}"),
             Command::Offer {
                 to,
@@ -547,7 +308,11 @@ impl fmt::Display for Command {
                 write!(f, "OFFER_ANSWER {to} {offer} {answer}")
             }
             Command::Send { to, sealed } => {
-                write!(f, "SEND {to} {}", super::mail_msg::sealed_hex(sealed))
+                write!(
+                    f,
+                    "SEND {to} {}",
+                    crate::protocol::mail_msg::sealed_hex(sealed)
+                )
             }
             Command::Info { user } => write!(f, "INFO {user}"),
             Command::Ping => write!(f, "PING"),
@@ -558,7 +323,7 @@ impl fmt::Display for Command {
                 let what = if *transfer { "TRANSFER" } else { "SESSION" };
                 write!(f, "RELAY {what} {id}")
             }
-            Command::Hints { ips } => write!(f, "HINTS {}", super::hints::ips_text(ips)),
+            Command::Hints { ips } => write!(f, "HINTS {}", crate::protocol::hints::ips_text(ips)),
             Command::DialFailed { transfer, id } => {
                 let what = if *transfer { "TRANSFER" } else { "SESSION" };
                 write!(f, "DIAL_FAILED {what} {id}")
@@ -601,5 +366,131 @@ impl fmt::Display for Command {
             }
             Command::Search { text } => write!(f, "SEARCH {}", one_line(text)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_takes_an_optional_user_and_offset() {
+        let parse = |line: &str| Command::parse(line).unwrap().unwrap();
+        assert_eq!(
+            parse("FILES 1000"),
+            Command::Files {
+                user: None,
+                offset: 1000
+            }
+        );
+        assert_eq!(
+            parse("files bob 2000"),
+            Command::Files {
+                user: Some("bob".into()),
+                offset: 2000
+            }
+        );
+        assert_eq!(
+            Command::parse("FILES bob x").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            Command::parse("SHARE 20001").unwrap_err().code,
+            ErrorCode::TooManyFiles
+        );
+        assert!(Command::refusal_closes("share 20001"));
+        assert!(!Command::refusal_closes("FILES"));
+        assert!(SharedFile::parse("1 ..").is_err());
+        assert!(SharedFile::parse("1 a/b").is_err());
+        assert!(SharedFile::parse("1 C:evil").is_err());
+        assert_eq!(
+            SharedFile::parse("1  two  spaces").unwrap().name,
+            " two  spaces"
+        );
+    }
+
+    #[test]
+    fn commands_parse_with_aliases_and_any_case_and_format_back() {
+        let cases = [
+            ("HELP", Command::Help),
+            ("list", Command::List { offset: 0 }),
+            ("GET_CLIENT_LIST", Command::List { offset: 0 }),
+            ("LIST 1000", Command::List { offset: 1000 }),
+            ("token", Command::Token),
+            (
+                "KEY 0101010101010101010101010101010101010101010101010101010101010101",
+                Command::Key { key: [1; 32] },
+            ),
+            (
+                "whois 12",
+                Command::Whois {
+                    user: crate::protocol::mail_msg::UserRef::Id(12),
+                },
+            ),
+            (
+                "SEND bob 00ff",
+                Command::Send {
+                    to: crate::protocol::mail_msg::UserRef::Name("bob".into()),
+                    sealed: vec![0, 255],
+                },
+            ),
+            ("info bob", Command::Info { user: "bob".into() }),
+            ("GET_CLIENT_INFO  bob", Command::Info { user: "bob".into() }),
+            ("Ping", Command::Ping),
+            ("quit", Command::Quit),
+            ("DISCONNECT_CLIENT", Command::Quit),
+            ("connect bob", Command::Connect { user: "bob".into() }),
+            ("SESSION_OPEN 12", Command::SessionOpen { id: 12 }),
+            (
+                "session_end 12 PEER_LOST",
+                Command::SessionEnd {
+                    id: 12,
+                    reason: EndReason::PeerLost,
+                },
+            ),
+        ];
+        for (line, want) in cases {
+            let got = Command::parse(line).unwrap().unwrap();
+            assert_eq!(got, want, "{line}");
+            assert_eq!(Command::parse(&got.to_string()).unwrap(), Some(got));
+        }
+        assert_eq!(Command::parse("").unwrap(), None);
+        assert_eq!(Command::parse("   ").unwrap(), None);
+    }
+
+    #[test]
+    fn command_rejections_have_stable_codes() {
+        let code = |line: &str| Command::parse(line).unwrap_err().code;
+        assert_eq!(code("FROB"), ErrorCode::UnknownCommand);
+        assert_eq!(code("\u{0}\u{1}"), ErrorCode::UnknownCommand);
+        assert_eq!(code("INFO"), ErrorCode::BadRequest);
+        assert_eq!(code("INFO a b"), ErrorCode::BadRequest);
+        assert_eq!(code("LIST everyone"), ErrorCode::BadRequest);
+        assert_eq!(code("QUIT now"), ErrorCode::BadRequest);
+        assert_eq!(code("CONNECT"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_OPEN x"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_OPEN -1"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_END 1 exploded"), ErrorCode::BadRequest);
+        assert_eq!(code("SESSION_END 1"), ErrorCode::BadRequest);
+        assert_eq!(code("KEY"), ErrorCode::BadRequest);
+        assert_eq!(code("SEND bob"), ErrorCode::BadRequest);
+        assert_eq!(code("SEND bob xyz"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!("SEND bob {}", "00".repeat(5000))),
+            ErrorCode::MessageTooLarge
+        );
+        assert_eq!(code("KEY xyz"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!("KEY {}", "g".repeat(64))),
+            ErrorCode::BadRequest
+        );
+        assert!(
+            Command::parse("KEY xyz")
+                .unwrap_err()
+                .message
+                .contains("usage: KEY")
+        );
+        let long = "X".repeat(1000);
+        assert!(Command::parse(&long).unwrap_err().message.len() < 100);
     }
 }
