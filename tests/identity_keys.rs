@@ -193,3 +193,94 @@ fn keys_survive_a_restart_and_a_resumed_client_registers_its_key_again() {
     // The same key as before: the client keeps it in its data folder.
     assert_eq!(public_key_of(&lab, "alice"), alice_key);
 }
+
+/// The race of issue 12's key registration: a client whose key file was replaced (a new
+/// device) logs in while a peer asks for it the moment it is online. The server must
+/// name the NEW key from that moment on (`INFO`, and the grant a real peer dials with),
+/// so the peer never refuses the new key as one the server did not name, and the session
+/// opens. Before the key travelled inside the login, the server knew it only when the
+/// client's `KEY` line came after `OK WELCOME`, and handed out the old one meanwhile.
+#[test]
+fn a_client_with_a_new_key_file_is_known_by_its_new_key_the_moment_it_is_online() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut watcher = Wire::registered(server.addr, "carol", PW, free_port()).named("carol");
+    let key_file = lab.data_dir("alice").join("alice").join("identity.key");
+    // alice's first device: its key is what the server stores.
+    let mut first = lab.register("alice", &[]);
+    let first_key = public_key_of(&lab, "alice");
+    wait_for_key(&mut watcher, "alice", &first_key);
+    quit(&mut first);
+    quit(&mut lab.register("bob", &[]));
+    let mut keys = vec![first_key];
+    for round in 0..4 {
+        // Nobody pins anything across rounds (a changed pin would be a true warning).
+        for name in ["alice", "bob"] {
+            let _ = fs::remove_file(lab.data_dir(name).join(name).join("peer-keys"));
+        }
+        fs::remove_file(&key_file).unwrap();
+        wait_until_offline(&mut watcher, "alice");
+        let mut bob = lab.login("bob", &[]).named(&format!("bob {round}"));
+        let (mut alice, seen) = thread::scope(|s| {
+            let login = s.spawn(|| lab.login("alice", &[]).named(&format!("alice {round}")));
+            // Ask as fast as the server answers, and bob connects the moment alice is
+            // online: the window is between her welcome and her client's next lines.
+            let seen = loop {
+                watcher.send("INFO alice");
+                let line = watcher.expect_one_of(&["OK INFO alice ", "ERR 404 "]);
+                if line.starts_with("OK INFO ") {
+                    bob.send("\\connect alice");
+                    break last_word(&line).to_string();
+                }
+            };
+            (login.join().unwrap(), seen)
+        });
+        let new_key = public_key_of(&lab, "alice");
+        assert!(
+            !keys.contains(&new_key),
+            "round {round}: the key was not new"
+        );
+        assert_eq!(
+            seen, new_key,
+            "round {round}: the server named alice's old key while she was online with a new one"
+        );
+        bob.expect("* asking alice to chat...");
+        alice.expect("* bob wants to chat: \\accept bob or \\decline bob");
+        alice.send("\\accept bob");
+        alice.expect("* session with bob open");
+        bob.expect("* session with alice open");
+        for (who, client) in [("bob", &bob), ("alice", &alice)] {
+            let out = client.output();
+            assert!(
+                !out.contains("WARNING") && !out.contains("KEY_MISMATCH"),
+                "round {round}: {who} refused a key:\n{out}"
+            );
+        }
+        keys.push(new_key);
+        quit(&mut alice);
+        quit(&mut bob);
+    }
+}
+
+/// Waits (bounded) until `INFO <user>` says it is not online.
+fn wait_until_offline(w: &mut Wire, user: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        w.send(&format!("INFO {user}"));
+        if w.expect_one_of(&[&format!("OK INFO {user} "), "ERR 404 "])
+            .starts_with("ERR")
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            w.fail(&format!("{user} stayed online"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Logs a real client out and waits for it to exit.
+fn quit(client: &mut Client) {
+    client.send("\\quit");
+    client.wait_exit();
+}

@@ -220,5 +220,36 @@ fn ports() {
     assert_eq!(parse_port(" 1 ").unwrap(), 1);
     for bad in ["0", "65536", "-1", "x", ""] {
         assert_eq!(parse_port(bad).unwrap_err().code, ErrorCode::BadPort);
+        assert_eq!(PortAnswer::parse(bad).unwrap_err().code, ErrorCode::BadPort);
     }
+}
+
+#[test]
+fn a_port_answer_may_carry_the_identity_key() {
+    let hex = "2B7C9D1E3F405162738495A6B7C8D9E0F1A2B3C4D5E6F708192A3B4C5D6E7F80";
+    let plain = PortAnswer::parse(" 40001 ").unwrap();
+    assert_eq!((plain.port, plain.key), (40001, None));
+    assert_eq!(plain.to_string(), "40001");
+    let keyed = PortAnswer::parse(&format!("40001  {hex}")).unwrap();
+    assert_eq!(keyed.port, 40001);
+    assert_eq!(
+        keyed.to_string(),
+        format!("40001 {}", hex.to_ascii_lowercase())
+    );
+    assert_eq!(PortAnswer::parse(&keyed.to_string()).unwrap(), keyed);
+    for bad in [
+        format!("40001 {}", &hex[1..]),
+        "40001 xyz".to_string(),
+        format!("40001 {hex} {hex}"),
+    ] {
+        assert_eq!(
+            PortAnswer::parse(&bad).unwrap_err().code,
+            ErrorCode::BadRequest,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        PortAnswer::parse(&format!("0 {hex}")).unwrap_err().code,
+        ErrorCode::BadPort
+    );
 }
