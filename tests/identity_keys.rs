@@ -284,3 +284,70 @@ fn quit(client: &mut Client) {
     client.send("\\quit");
     client.wait_exit();
 }
+
+/// A server from before the key travelled with the port refuses `<port> <key>` (its
+/// `ASK PORT` takes a number alone) and asks again: the client answers with the port
+/// alone and registers its key with `KEY` right after the welcome. A fake server.
+#[test]
+fn against_a_server_that_refuses_the_key_with_the_port_the_client_sends_key_after_the_welcome() {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tls, fingerprint, _key_dir) = fake_server_tls();
+    let data = tempfile::TempDir::new().unwrap();
+    let mut client = Client::spawn(
+        addr,
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--server-fingerprint",
+            &fingerprint,
+        ],
+    )
+    .named("alice (against an older server)");
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the client never connected: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let mut old = Wire::accepted_tls(stream, "older server", tls);
+    old.send("HELLO peerchat 1");
+    old.send("ASK NEW Are you a new client? (Y/N)");
+    client.expect("Are you a new client? (Y/N): ");
+    client.send("n");
+    old.expect_exact("n");
+    old.send("ASK USERNAME Username");
+    client.expect("Username: ");
+    client.send("alice");
+    old.expect_exact("alice");
+    old.send("ASK PASSWORD Password");
+    client.expect("Password: ");
+    client.send(PW);
+    old.expect_exact(PW);
+    old.send("OK LOGGED_IN alice");
+    old.send("ASK PORT Listening port for peer connections");
+    let keyed = old.next_line();
+    let words: Vec<&str> = keyed.split(' ').collect();
+    assert_eq!(words.len(), 2, "{keyed:?}");
+    let key = words[1].to_string();
+    old.send("ERR 415 BAD_PORT the port must be a number from 1 to 65535");
+    old.send("ASK PORT Listening port for peer connections");
+    let port = old.next_line();
+    assert_eq!(port, words[0], "the port alone, the second time");
+    old.send(&format!("OK WELCOME alice 127.0.0.1:{port}"));
+    client.expect_welcome("alice", 0);
+    let file = data.path().join("alice").join("identity.key");
+    let public = fs::read_to_string(&file).unwrap();
+    assert_eq!(public.lines().nth(1), Some(key.as_str()));
+    // After the welcome, before anything else the core says: the key.
+    old.expect_exact(&format!("KEY {key}"));
+    old.send("OK KEY");
+    old.expect("TOKEN");
+}
