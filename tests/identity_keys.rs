@@ -193,3 +193,161 @@ fn keys_survive_a_restart_and_a_resumed_client_registers_its_key_again() {
     // The same key as before: the client keeps it in its data folder.
     assert_eq!(public_key_of(&lab, "alice"), alice_key);
 }
+
+/// The race of issue 12's key registration: a client whose key file was replaced (a new
+/// device) logs in while a peer asks for it the moment it is online. The server must
+/// name the NEW key from that moment on (`INFO`, and the grant a real peer dials with),
+/// so the peer never refuses the new key as one the server did not name, and the session
+/// opens. Before the key travelled inside the login, the server knew it only when the
+/// client's `KEY` line came after `OK WELCOME`, and handed out the old one meanwhile.
+#[test]
+fn a_client_with_a_new_key_file_is_known_by_its_new_key_the_moment_it_is_online() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut watcher = Wire::registered(server.addr, "carol", PW, free_port()).named("carol");
+    let key_file = lab.data_dir("alice").join("alice").join("identity.key");
+    // alice's first device: its key is what the server stores.
+    let mut first = lab.register("alice", &[]);
+    let first_key = public_key_of(&lab, "alice");
+    wait_for_key(&mut watcher, "alice", &first_key);
+    quit(&mut first);
+    quit(&mut lab.register("bob", &[]));
+    let mut keys = vec![first_key];
+    for round in 0..4 {
+        // Nobody pins anything across rounds (a changed pin would be a true warning).
+        for name in ["alice", "bob"] {
+            let _ = fs::remove_file(lab.data_dir(name).join(name).join("peer-keys"));
+        }
+        fs::remove_file(&key_file).unwrap();
+        wait_until_offline(&mut watcher, "alice");
+        let mut bob = lab.login("bob", &[]).named(&format!("bob {round}"));
+        let (mut alice, seen) = thread::scope(|s| {
+            let login = s.spawn(|| lab.login("alice", &[]).named(&format!("alice {round}")));
+            // Ask as fast as the server answers, and bob connects the moment alice is
+            // online: the window is between her welcome and her client's next lines.
+            let seen = loop {
+                watcher.send("INFO alice");
+                let line = watcher.expect_one_of(&["OK INFO alice ", "ERR 404 "]);
+                if line.starts_with("OK INFO ") {
+                    bob.send("\\connect alice");
+                    break last_word(&line).to_string();
+                }
+            };
+            (login.join().unwrap(), seen)
+        });
+        let new_key = public_key_of(&lab, "alice");
+        assert!(
+            !keys.contains(&new_key),
+            "round {round}: the key was not new"
+        );
+        assert_eq!(
+            seen, new_key,
+            "round {round}: the server named alice's old key while she was online with a new one"
+        );
+        bob.expect("* asking alice to chat...");
+        alice.expect("* bob wants to chat: \\accept bob or \\decline bob");
+        alice.send("\\accept bob");
+        alice.expect("* session with bob open");
+        bob.expect("* session with alice open");
+        for (who, client) in [("bob", &bob), ("alice", &alice)] {
+            let out = client.output();
+            assert!(
+                !out.contains("WARNING") && !out.contains("KEY_MISMATCH"),
+                "round {round}: {who} refused a key:\n{out}"
+            );
+        }
+        keys.push(new_key);
+        quit(&mut alice);
+        quit(&mut bob);
+    }
+}
+
+/// Waits (bounded) until `INFO <user>` says it is not online.
+fn wait_until_offline(w: &mut Wire, user: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        w.send(&format!("INFO {user}"));
+        if w.expect_one_of(&[&format!("OK INFO {user} "), "ERR 404 "])
+            .starts_with("ERR")
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            w.fail(&format!("{user} stayed online"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Logs a real client out and waits for it to exit.
+fn quit(client: &mut Client) {
+    client.send("\\quit");
+    client.wait_exit();
+}
+
+/// A server from before the key travelled with the port refuses `<port> <key>` (its
+/// `ASK PORT` takes a number alone) and asks again: the client answers with the port
+/// alone and registers its key with `KEY` right after the welcome. A fake server.
+#[test]
+fn against_a_server_that_refuses_the_key_with_the_port_the_client_sends_key_after_the_welcome() {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tls, fingerprint, _key_dir) = fake_server_tls();
+    let data = tempfile::TempDir::new().unwrap();
+    let mut client = Client::spawn(
+        addr,
+        &[
+            "--port",
+            "0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--server-fingerprint",
+            &fingerprint,
+        ],
+    )
+    .named("alice (against an older server)");
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the client never connected: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let mut old = Wire::accepted_tls(stream, "older server", tls);
+    old.send("HELLO peerchat 1");
+    old.send("ASK NEW Are you a new client? (Y/N)");
+    client.expect("Are you a new client? (Y/N): ");
+    client.send("n");
+    old.expect_exact("n");
+    old.send("ASK USERNAME Username");
+    client.expect("Username: ");
+    client.send("alice");
+    old.expect_exact("alice");
+    old.send("ASK PASSWORD Password");
+    client.expect("Password: ");
+    client.send(PW);
+    old.expect_exact(PW);
+    old.send("OK LOGGED_IN alice");
+    old.send("ASK PORT Listening port for peer connections");
+    let keyed = old.next_line();
+    let words: Vec<&str> = keyed.split(' ').collect();
+    assert_eq!(words.len(), 2, "{keyed:?}");
+    let key = words[1].to_string();
+    old.send("ERR 415 BAD_PORT the port must be a number from 1 to 65535");
+    old.send("ASK PORT Listening port for peer connections");
+    let port = old.next_line();
+    assert_eq!(port, words[0], "the port alone, the second time");
+    old.send(&format!("OK WELCOME alice 127.0.0.1:{port}"));
+    client.expect_welcome("alice", 0);
+    let file = data.path().join("alice").join("identity.key");
+    let public = fs::read_to_string(&file).unwrap();
+    assert_eq!(public.lines().nth(1), Some(key.as_str()));
+    // After the welcome, before anything else the core says: the key.
+    old.expect_exact(&format!("KEY {key}"));
+    old.send("OK KEY");
+    old.expect("TOKEN");
+}

@@ -691,7 +691,9 @@ fn login_against_fake_server(data_dir: &Path, welcome: &str) -> Client {
     fake.expect_exact(PW);
     fake.send("OK LOGGED_IN alice");
     fake.send("ASK PORT Listening port for peer connections");
-    let port = fake.next_line();
+    // `<port> <key>`: the client gives its identity key with the port.
+    let answer = fake.next_line();
+    let port = answer.split(' ').next().unwrap();
     fake.send(&format!("OK WELCOME {welcome} 127.0.0.1:{port}"));
     let status = client.wait_exit();
     assert!(
@@ -719,6 +721,16 @@ fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// All a client writes before the server's welcome: the identity key of the user it
+/// logged in as (the name typed, confirmed by `OK LOGGED_IN`), given with the port.
+const OWN_KEY_ONLY: [&str; 5] = [
+    "a",
+    "a/b",
+    "a/b/data",
+    "a/b/data/alice",
+    "a/b/data/alice/identity.key",
+];
+
 #[test]
 fn a_malicious_server_cannot_make_the_client_write_outside_its_data_dir() {
     let root = tempfile::TempDir::new().unwrap();
@@ -736,7 +748,7 @@ fn a_malicious_server_cannot_make_the_client_write_outside_its_data_dir() {
         "the client wrote outside its data dir: {:?}",
         tree(root.path())
     );
-    assert_eq!(tree(root.path()), ["a", "a/b", "a/b/data"]);
+    assert_eq!(tree(root.path()), OWN_KEY_ONLY);
 
     // A valid name that is not the one we logged in with is refused too.
     let client = login_against_fake_server(&data, "mallory");
@@ -745,7 +757,7 @@ fn a_malicious_server_cannot_make_the_client_write_outside_its_data_dir() {
         "{}",
         client.output()
     );
-    assert_eq!(tree(root.path()), ["a", "a/b", "a/b/data"]);
+    assert_eq!(tree(root.path()), OWN_KEY_ONLY);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //! dialled, the responder) and still says `HELLO`, inside Noise. One test drives a real requester
 //! (the target is raw protocol), the other a real target (the requester is raw). A
 //! stranger's `REVERSE` line, and a second one for a request already answered, are
-//! refused with `525 NO_REVERSE`. The same in network namespaces with NAT: tests/nat.rs.
+//! refused with `525 NO_REVERSE`. A real target that cannot dial back says `DIAL_FAILED`
+//! and the requester hears it at once. The same in network namespaces with NAT: tests/nat.rs.
 
 mod common;
 
@@ -185,4 +186,54 @@ fn reverse_for_a_session_that_is_not_yours_is_refused() {
     bob.expect("ERR 432 NO_SESSION");
     bob.send("REVERSE TRANSFER 424242");
     bob.expect("ERR 432 NO_SESSION");
+}
+
+/// `DIAL_FAILED` sent by the real client: a real target told to dial back a requester it
+/// cannot reach (nothing listens at any of its hints) says so to the server at once, and
+/// the requester hears `EVENT DIAL_FAILED` long before it would stop waiting by itself
+/// (`REVERSE_WAIT`), so it goes on to the relay at once. For a session and a transfer.
+#[test]
+fn a_target_that_cannot_dial_back_says_so_and_the_requester_hears_at_once() {
+    use peerchat::protocol::limits::REVERSE_WAIT;
+    let server = Server::start();
+    let mut bob = Client::register(server.addr, "bob", PW, 0).named("bob");
+    // alice announces a port nobody listens on: every hint of hers refuses.
+    let port = {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let mut alice = Wire::registered(server.addr, "alice", PW, port).named("alice");
+    for (ask, grant, what) in [
+        ("CONNECT bob", "OK SESSION", "SESSION"),
+        ("TRANSFER bob", "OK TRANSFER", "TRANSFER"),
+    ] {
+        alice.send(ask);
+        let reply = alice.expect(grant);
+        let id: u64 = reply.split(' ').nth(2).unwrap().parse().unwrap();
+        let asked = Instant::now();
+        alice.send(&format!("REVERSE {what} {id}"));
+        alice.expect_exact(&format!("OK REVERSE {what} {id}"));
+        alice.expect_event(&format!("EVENT DIAL_FAILED {what} {id}"));
+        let took = asked.elapsed();
+        println!("figure: {what} {id}: EVENT DIAL_FAILED {took:?} after REVERSE");
+        assert!(
+            took < REVERSE_WAIT,
+            "the requester heard of the failed dial-back only after {took:?}"
+        );
+        let logged = format!(
+            "{} {id}: bob could not dial alice back",
+            what.to_ascii_lowercase()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.log_count(&logged) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the server never logged {logged:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // bob's client is still fine: it answers an ordinary request.
+    bob.send("\\list");
+    bob.expect("alice");
 }

@@ -468,3 +468,114 @@ fn a_delivered_message_put_back_into_the_mailbox_is_refused_after_a_restart() {
     bob.expect("Bye.");
     assert!(bob.wait_exit().success());
 }
+
+/// `SEND` with the sealed bytes, waiting out the per-user rate limit (`454`).
+fn send_paced(w: &mut Wire, to: &str, sealed: &[u8]) {
+    loop {
+        w.send(&format!("SEND {to} {}", hex(sealed)));
+        let reply = w.expect_one_of(&["OK SENT", "ERR 454 TOO_MANY_MESSAGES"]);
+        if reply.starts_with("OK SENT") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// The message ids in a `seen-messages` file once it holds `n` of them (the client
+/// opens it just after its welcome), in its order.
+fn seen_ids_when(file: &Path, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ids = seen_ids(file);
+        if ids.len() == n || std::time::Instant::now() > deadline {
+            return ids;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The message ids in a `seen-messages` file, in its order.
+fn seen_ids(file: &Path) -> Vec<String> {
+    fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(1).expect("an id").to_string())
+        .collect()
+}
+
+/// The replay guard's record (`<data-dir>/<user>/seen-messages`, the last 10,000 ids)
+/// attacked through one account: it is already full (12,000 ids of carol's messages of
+/// the last hour) when mallory sends 40 messages. The file stays bounded, the oldest ids
+/// age out first (at the next start), and a replay of a recent message is refused, also
+/// after a restart.
+#[test]
+fn the_seen_messages_record_stays_bounded_and_recent_replays_are_still_refused() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut bob = lab.register("bob", &[]);
+    let bob_key: [u8; 32] = unhex(&client_key(&lab, "bob")).try_into().unwrap();
+    bob.send("\\quit");
+    bob.wait_exit();
+    let file = lab.data_dir("bob").join("bob").join(replay::SEEN_FILE);
+    let now = now_ms();
+    let carol: Vec<String> = (0..12_000u64).map(|i| format!("{i:032x}")).collect();
+    let text: String = carol
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("carol {id} {}\n", now - 3_600_000 + i as u64))
+        .collect();
+    fs::write(&file, text).unwrap();
+
+    // At start the record keeps the newest `SEEN_KEPT` and the file is cut to them.
+    let mut bob = lab.login("bob", &[]);
+    let kept = seen_ids_when(&file, replay::SEEN_KEPT);
+    assert_eq!(kept.len(), replay::SEEN_KEPT);
+    assert_eq!(kept[0], carol[12_000 - replay::SEEN_KEPT]);
+
+    let (mut mallory, mallory_private, _) = keyed(&server, "mallory");
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        let id = replay::new_id().unwrap();
+        let payload = replay::wrap(&id, now_ms(), &format!("flood {i}"));
+        let sealed = sealed::seal(&mallory_private, "mallory", "bob", &bob_key, &payload).unwrap();
+        send_paced(&mut mallory, "bob", &sealed);
+        sent.push((id, sealed));
+    }
+    bob.expect_line("the last of mallory's messages", |l| {
+        is_via_server(l, "mallory", "flood 39")
+    });
+    let ids = seen_ids(&file);
+    assert!(
+        ids.len() <= replay::SEEN_FILE_MAX_LINES,
+        "{} lines",
+        ids.len()
+    );
+    for (id, _) in &sent {
+        assert!(ids.contains(id), "{id} was not recorded");
+    }
+    // The newest message handed over again: refused.
+    send_paced(&mut mallory, "bob", &sent[39].1);
+    bob.expect("warning: a message through the server said to be from mallory was refused: it is a copy of a message already shown");
+
+    // After a restart the file holds the newest `SEEN_KEPT` again: the oldest of carol's
+    // aged out, mallory's are all there, and a replay of one is still refused.
+    bob.send("\\quit");
+    bob.wait_exit();
+    let mut bob = lab.login("bob", &[]);
+    let ids = seen_ids_when(&file, replay::SEEN_KEPT);
+    assert_eq!(ids.len(), replay::SEEN_KEPT);
+    let oldest_kept = 12_000 - replay::SEEN_KEPT + sent.len();
+    assert_eq!(ids[0], carol[oldest_kept]);
+    assert!(!ids.contains(&carol[oldest_kept - 1]));
+    for (id, _) in &sent {
+        assert!(ids.contains(id), "{id} was forgotten");
+    }
+    send_paced(&mut mallory, "bob", &sent[0].1);
+    bob.expect("warning: a message through the server said to be from mallory was refused: it is a copy of a message already shown");
+    assert_eq!(
+        bob.output()
+            .matches("(via server) mallory: flood 0\n")
+            .count(),
+        0
+    );
+}

@@ -316,10 +316,11 @@ fn the_typed_line_survives_incoming_messages_and_edits_like_readline() {
     alice.expect_input("bob> @bob", 10);
     alice.keys(CTRL_U);
 
-    // `//` sends a line that starts with a slash; `\me` an action.
-    alice.keys("//etc is a folder\r");
+    // `//` sends a line that starts with a slash; `\me` an action. Typed in one go (a
+    // paste, or keys that came while the editor thread waited for the core): the
+    // editor must keep what it read past the first line for the next one.
+    alice.keys("//etc is a folder\r\\me waves\r");
     bob.expect("alice: /etc is a folder");
-    alice.keys("\\me waves\r");
     bob.expect("* alice waves");
     alice.expect("* alice waves");
 

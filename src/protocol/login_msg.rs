@@ -1,5 +1,5 @@
 //! The client's answers during login (protocol.md §3): the Y/N answer, `RESUME`, and the
-//! username, password and port rules.
+//! username, password and port rules (the port answer may carry the identity key).
 //!
 //! Owns the text and rules of those answers; it must not touch sockets or run the
 //! conversation (see `server::login` and `client::core::login`).
@@ -150,7 +150,48 @@ impl Password {
     }
 }
 
-/// Parses the answer to `ASK PORT`: a number from 1 to 65535.
+/// The answer to `ASK PORT`: `<port>` or `<port> <key>`. The key is the client's identity
+/// public key (64 hex digits, as in `KEY`): given here the server stores it before the
+/// user is online, so no one is ever told the key of another device in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortAnswer {
+    /// Where the client accepts peers.
+    pub port: u16,
+    /// The identity key, when the client gives it with the port (an older client sends
+    /// `KEY` after `OK WELCOME` instead).
+    pub key: Option<[u8; 32]>,
+}
+
+impl PortAnswer {
+    /// Parses `<port> [<key>]` (words separated by spaces): `415 BAD_PORT` for a bad
+    /// port, `400 BAD_REQUEST` for a bad key or more words.
+    pub fn parse(text: &str) -> Result<PortAnswer, ParseError> {
+        let mut words = text.split_whitespace();
+        let port = parse_port(words.next().unwrap_or(""))?;
+        let key = match (words.next(), words.next()) {
+            (None, _) => None,
+            (Some(key), None) => {
+                Some(super::identity_key::parse_key_hex(key).ok_or_else(|| {
+                    ParseError::bad("usage: <port> [<key>] (a key is 64 hex digits)")
+                })?)
+            }
+            (Some(_), Some(_)) => return Err(ParseError::bad("usage: <port> [<key>]")),
+        };
+        Ok(PortAnswer { port, key })
+    }
+}
+
+impl fmt::Display for PortAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{} {}", self.port, super::identity_key::key_hex(key)),
+            None => write!(f, "{}", self.port),
+        }
+    }
+}
+
+/// Parses a port alone (the first word of the answer to `ASK PORT`): a number from 1
+/// to 65535.
 pub fn parse_port(text: &str) -> Result<u16, ParseError> {
     match text.trim().parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
@@ -239,6 +280,37 @@ mod tests {
         assert_eq!(parse_port(" 1 ").unwrap(), 1);
         for bad in ["0", "65536", "-1", "x", ""] {
             assert_eq!(parse_port(bad).unwrap_err().code, ErrorCode::BadPort);
+            assert_eq!(PortAnswer::parse(bad).unwrap_err().code, ErrorCode::BadPort);
         }
+    }
+
+    #[test]
+    fn a_port_answer_may_carry_the_identity_key() {
+        let hex = "2B7C9D1E3F405162738495A6B7C8D9E0F1A2B3C4D5E6F708192A3B4C5D6E7F80";
+        let plain = PortAnswer::parse(" 40001 ").unwrap();
+        assert_eq!((plain.port, plain.key), (40001, None));
+        assert_eq!(plain.to_string(), "40001");
+        let keyed = PortAnswer::parse(&format!("40001  {hex}")).unwrap();
+        assert_eq!(keyed.port, 40001);
+        assert_eq!(
+            keyed.to_string(),
+            format!("40001 {}", hex.to_ascii_lowercase())
+        );
+        assert_eq!(PortAnswer::parse(&keyed.to_string()).unwrap(), keyed);
+        for bad in [
+            format!("40001 {}", &hex[1..]),
+            "40001 xyz".to_string(),
+            format!("40001 {hex} {hex}"),
+        ] {
+            assert_eq!(
+                PortAnswer::parse(&bad).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            PortAnswer::parse(&format!("0 {hex}")).unwrap_err().code,
+            ErrorCode::BadPort
+        );
     }
 }

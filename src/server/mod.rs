@@ -214,11 +214,14 @@ pub fn run(
 ) -> Result<()> {
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
-    let hashing = Instant::now();
-    let dummy_hash = bcrypt::hash(random, config.bcrypt_cost)?;
     // What one hash costs here, to tell when the bcrypt queue is longer than a login's
-    // deadline can wait.
-    let one_hash = hashing.elapsed();
+    // deadline can wait: measured on a hashing thread, at the low priority logins get
+    // (on a busy machine that is far slower than this thread would hash).
+    let hash_gate = hash_gate::HashGate::for_this_machine(Duration::ZERO);
+    let cost = config.bcrypt_cost;
+    let dummy_hash = hash_gate
+        .calibrate(move || bcrypt::hash(random, cost))
+        .map_err(|r| Error::Config(format!("the bcrypt queue refused its first hash: {r:?}")))??;
     let login_limits = login_limits::LoginLimits::new();
     match store.login_failures() {
         Ok(rows) => {
@@ -257,7 +260,7 @@ pub fn run(
         store,
         files: file_index::FileIndex::default(),
         dummy_hash,
-        hash_gate: hash_gate::HashGate::for_this_machine(one_hash),
+        hash_gate,
         login_limits,
         name_checks: TokenBuckets::new(limits::NAME_CHECK_BURST, limits::NAME_CHECK_REFILL),
         requests: TokenBuckets::per_second(config.request_burst, config.request_rate),

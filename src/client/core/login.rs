@@ -1,7 +1,9 @@
 //! The client's side of the login conversation: answer the server's questions.
 //!
 //! Owns the order of the exchange, picking the listening port (bound here, before the
-//! server is told, so the port is known to be free), and replaying the same answers to
+//! server is told, so the port is known to be free), giving the identity key with the
+//! port (loaded or made here once the server has said who we are, so the server knows
+//! it before anyone can find us online), and replaying the same answers to
 //! log in again after the server went away (with the server's resumable-login token when
 //! it gave one, so a reconnect skips bcrypt; protocol.md §3). The name in `OK WELCOME` must follow the
 //! registration rules and be the name we gave, since it becomes part of local paths: a
@@ -12,12 +14,15 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::server_link::{LinkEvent, ServerLink};
+use crate::crypto::identity::{Identity, KEY_FILE};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::server_msg::{
-    AskField, Command, Reply, ServerMsg, Username, VERSION, format_resume,
+    AskField, Command, PortAnswer, Reply, ServerMsg, Username, VERSION, format_resume,
 };
 use crate::protocol::session_token::SessionToken;
 
@@ -80,10 +85,10 @@ pub fn token_request() -> String {
     Command::Token.to_string()
 }
 
-/// The line that registers our identity public key (`KEY <hex>`), sent after each
-/// login (`OK WELCOME`, a password's or a `RESUME`'s) so the server always has the key
-/// this device holds.
-pub fn key_announcement(identity: &crate::crypto::identity::Identity) -> String {
+/// The line that registers our identity public key (`KEY <hex>`): sent right after
+/// `OK WELCOME` only when the server did not take the key with the port (an older
+/// server), so the server always has the key this device holds.
+pub fn key_announcement(identity: &Identity) -> String {
     Command::Key {
         key: identity.public,
     }
@@ -100,6 +105,35 @@ pub struct Login {
     pub listener: Option<TcpListener>,
     /// What to answer next time.
     pub credentials: Credentials,
+    /// Our long-term identity key (the server has it).
+    pub identity: Arc<Identity>,
+}
+
+/// Where the identity key given with the port comes from.
+pub enum KeySource<'a> {
+    /// A first login: the key in `<dir>/<user>/`, made there if there is none (the
+    /// user is known once the server said `OK REGISTERED` or `OK LOGGED_IN`).
+    DataDir(&'a Path),
+    /// Logging in again: the key this client holds already.
+    Known(&'a Arc<Identity>),
+}
+
+impl KeySource<'_> {
+    /// The key of `user` (`None`: the server has not said who we are yet).
+    fn load(&self, user: Option<&str>) -> Result<Arc<Identity>, String> {
+        let dir = match self {
+            KeySource::Known(identity) => return Ok(Arc::clone(identity)),
+            KeySource::DataDir(dir) => dir,
+        };
+        let user = user.ok_or("the server asked for our port before logging us in")?;
+        let user_dir = dir.join(user.to_ascii_lowercase());
+        Identity::load_or_create(&user_dir).map(Arc::new).map_err(|e| {
+            format!(
+                "cannot use the identity key in {}: {e} (move the file {KEY_FILE} away to make a new key; peers who pinned the old one will be warned)",
+                user_dir.display()
+            )
+        })
+    }
 }
 
 /// Where peers connect.
@@ -136,18 +170,26 @@ impl<P: Prompter> Prompter for Replay<'_, P> {
 
 /// Answers questions until the server says `OK WELCOME`. With `resume` (a name and its
 /// token), the first `ASK NEW` is answered `RESUME <name> <token>`; if the server refuses
-/// the token it asks again and the prompter answers as usual.
+/// the token it asks again and the prompter answers as usual. The port is answered with
+/// the identity key from `key` (`<port> <key>`); a server that refuses that form and
+/// asks again gets the port alone, and `KEY` right after its welcome.
 pub fn run(
     link: &ServerLink,
     prompter: &mut dyn Prompter,
     choice: &PortChoice,
     resume: Option<(&str, &SessionToken)>,
+    key: &KeySource,
 ) -> Result<Login, String> {
-    let mut listener = None;
+    let mut listener: Option<TcpListener> = None;
     let mut username = String::new();
     let mut password = String::new();
     let mut asked_password = false;
     let mut resume = resume;
+    // The name the server says we logged in as (checked like the welcome's).
+    let mut confirmed: Option<String> = None;
+    let mut identity: Option<Arc<Identity>> = None;
+    // Whether the last port answer carried the key, and whether to give it that way.
+    let (mut key_sent, mut key_with_port) = (false, true);
     loop {
         let msg = match link.events.recv_timeout(STEP_TIMEOUT) {
             Ok(LinkEvent::Msg(msg)) => msg,
@@ -162,16 +204,33 @@ pub fn run(
                 field: AskField::Port,
                 prompt,
             } => {
-                let port = match choice {
-                    PortChoice::Existing(port) => *port,
-                    PortChoice::Bind { ip, port } => {
+                let port = match (choice, &listener) {
+                    (PortChoice::Existing(port), _) => *port,
+                    // Asked again (the answer was refused): the same listener.
+                    (PortChoice::Bind { .. }, Some(bound)) => {
+                        bound.local_addr().map_err(|e| e.to_string())?.port()
+                    }
+                    (PortChoice::Bind { ip, port }, None) => {
                         let bound = listen(prompter, &prompt, *ip, *port)?;
                         let port = bound.local_addr().map_err(|e| e.to_string())?.port();
                         listener = Some(bound);
                         port
                     }
                 };
-                link.send_line(&port.to_string());
+                let mine = match &identity {
+                    Some(mine) => Arc::clone(mine),
+                    None => key.load(confirmed.as_deref())?,
+                };
+                // A refused answer with the key (an older server): the port alone now,
+                // the key after the welcome.
+                key_with_port &= !key_sent;
+                key_sent = key_with_port;
+                let answer = PortAnswer {
+                    port,
+                    key: key_with_port.then_some(mine.public),
+                };
+                identity = Some(mine);
+                link.send_line(&answer.to_string());
             }
             ServerMsg::Ask {
                 field: AskField::New,
@@ -210,13 +269,25 @@ pub fn run(
             } => prompter.show("* the saved login token was refused; using the password"),
             ServerMsg::Err { message, .. } => prompter.show(&format!("error: {message}")),
             ServerMsg::Ok(Reply::Registered { user }) => {
-                prompter.show(&format!("Registered as {user}."))
+                prompter.show(&format!("Registered as {user}."));
+                // Our key's folder is named after it: the same checks as the welcome's.
+                check_welcome_name(&user, &username)?;
+                confirmed = Some(user);
             }
             ServerMsg::Ok(Reply::LoggedIn { user }) => {
-                prompter.show(&format!("Logged in as {user}."))
+                prompter.show(&format!("Logged in as {user}."));
+                check_welcome_name(&user, &username)?;
+                confirmed = Some(user);
             }
             ServerMsg::Ok(Reply::Welcome { user, addr }) => {
                 check_welcome_name(&user, &username)?;
+                let identity = match identity {
+                    Some(identity) => identity,
+                    None => return Err("the server welcomed us before asking our port".into()),
+                };
+                if !key_sent {
+                    link.send_line(&key_announcement(&identity));
+                }
                 return Ok(Login {
                     name: user,
                     addr,
@@ -226,6 +297,7 @@ pub fn run(
                         password,
                         token: None,
                     },
+                    identity,
                 });
             }
             other => log::debug!("ignored during login: {other:?}"),

@@ -201,7 +201,8 @@ pub fn start_with(
                 refused => refused.to_string(),
             })?
         };
-        match login::run(&link, prompter, &choice, None) {
+        let key = login::KeySource::DataDir(&config.data_dir);
+        match login::run(&link, prompter, &choice, None, &key) {
             Ok(me) => break (link, me),
             Err(why) => {
                 link.close();
@@ -214,17 +215,10 @@ pub fn start_with(
     let Some(listener) = me.listener else {
         return Err("no listener was opened".into());
     };
-    // The long-term identity key, made at the first login, kept beside the history.
+    // The long-term identity key, made at the first login (given with the port), kept
+    // beside the history.
     let user_dir = config.data_dir.join(me.name.to_ascii_lowercase());
-    let identity = crate::crypto::identity::Identity::load_or_create(&user_dir)
-        .map(std::sync::Arc::new)
-        .map_err(|e| {
-            format!(
-                "cannot use the identity key in {}: {e} (move the file {} away to make a new key; peers who pinned the old one will be warned)",
-                user_dir.display(),
-                crate::crypto::identity::KEY_FILE
-            )
-        })?;
+    let identity = me.identity;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = lane::bounded_lane(PEER_EVENTS);
     let refusals = peer_limits::Refusals::new();
@@ -322,7 +316,6 @@ pub fn start_with(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A resumable-login token for reconnects (kept in memory only).
             if let Some(link) = &engine.link {
-                link.send_line(&login::key_announcement(&engine.identity));
                 link.send_line(&login::token_request());
                 // Our local addresses, for peers that ask for us (the ladder's hints).
                 link.send_line(&ladder::hints_command(engine.listen_ip));

@@ -1,8 +1,10 @@
 //! What bounds the peer listener: handshake slots per source address and in all, and
-//! the tally of refused peer connections that the person sees once per burst.
+//! the tally of refused peer connections that the person sees once per burst; and what
+//! bounds one open link: its flood limit.
 //!
 //! Owns two small shared tables, each behind one mutex held only to update memory (never
-//! across socket I/O or a channel send). It must not touch sockets, parse lines or
+//! across socket I/O or a channel send), and the flood limit's token bucket, owned by the
+//! link's reader thread alone. It must not touch sockets, parse lines or
 //! print: `peer_link` takes slots and records refusals, `sessions` turns the tally into
 //! notices.
 
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
-    MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP, REFUSAL_SUMMARY_LINES, REFUSAL_SUMMARY_PERIOD,
+    FLOOD_BURST, FLOOD_RATE, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_IP, REFUSAL_SUMMARY_LINES,
+    REFUSAL_SUMMARY_PERIOD,
 };
 
 /// Locks `m`, taking the data even if a thread panicked while holding it: the tables
@@ -198,9 +201,77 @@ fn round_secs(span: Duration) -> u64 {
     span.as_secs_f64().round().max(1.0) as u64
 }
 
+/// A token bucket: `FLOOD_BURST` lines at once, then `FLOOD_RATE` per second, counted
+/// as the link's reader takes lines off the socket.
+pub struct FloodLimit {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Default for FloodLimit {
+    fn default() -> FloodLimit {
+        FloodLimit::new()
+    }
+}
+
+impl FloodLimit {
+    /// A full bucket.
+    pub fn new() -> FloodLimit {
+        FloodLimit {
+            tokens: f64::from(FLOOD_BURST),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one line's token: false past the limit.
+    pub fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(FLOOD_RATE);
+        // A stall's credit (below) is not cut back to the burst; refills never pass it.
+        let cap = self.tokens.max(f64::from(FLOOD_BURST));
+        self.tokens = (self.tokens + refill).min(cap);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The reader did not read for `waited` because our own side was slow (the core's
+    /// queue was full). What the peer sent meanwhile waited in the socket, and arrives
+    /// all at once when we read again: counted by arrival it would look like a burst, so
+    /// the peer is credited with the lines the rate allows in that time, beyond the burst
+    /// (the time is not refilled again). A peer within the rate is never cut for our
+    /// slowness, and none gets more than the rate over time.
+    pub fn stalled(&mut self, waited: Duration) {
+        self.tokens += waited.as_secs_f64() * f64::from(FLOOD_RATE);
+        self.last += waited;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate_and_a_stall_of_ours_is_not_counted_against_the_peer() {
+        let mut flood = FloodLimit::new();
+        let burst = (0..FLOOD_BURST * 2).take_while(|_| flood.allow()).count() as u32;
+        // The burst (and the few the clock refilled meanwhile), then no more.
+        assert!((FLOOD_BURST..FLOOD_BURST + 100).contains(&burst), "{burst}");
+        assert!(!flood.allow());
+        // Our reader stood still for 3 s (a full queue): the lines the rate allowed in
+        // that time are let through at once, beyond the burst.
+        flood.stalled(Duration::from_secs(3));
+        let after = (0..FLOOD_RATE * 10).take_while(|_| flood.allow()).count() as u32;
+        assert!(
+            (3 * FLOOD_RATE..3 * FLOOD_RATE + 100).contains(&after),
+            "{after}"
+        );
+        assert!(!flood.allow());
+    }
 
     #[test]
     fn slots_are_capped_per_address_and_in_all_and_come_back() {

@@ -15,12 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
 
+use super::peer_limits::FloodLimit;
 use super::peer_out::{self, PeerOut, Refused};
 use crate::crypto::noise::{NoiseReader, NoiseWriter};
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::{
-    FLOOD_BURST, FLOOD_RATE, HANDSHAKE_TIMEOUT, MAX_LINE, PEER_IDLE_TIMEOUT, WRITE_TIMEOUT,
-};
+use crate::protocol::limits::{HANDSHAKE_TIMEOUT, MAX_LINE, PEER_IDLE_TIMEOUT, WRITE_TIMEOUT};
 use crate::protocol::line::{LineError, LineReader, ReadTimeout, write_lines};
 use crate::protocol::peer_msg::PeerMsg;
 use crate::protocol::server_msg::EndReason;
@@ -138,34 +137,6 @@ impl Drop for PeerLink {
     }
 }
 
-/// A token bucket: `FLOOD_BURST` lines at once, then `FLOOD_RATE` per second.
-struct FloodLimit {
-    tokens: f64,
-    last: Instant,
-}
-
-impl FloodLimit {
-    fn new() -> FloodLimit {
-        FloodLimit {
-            tokens: f64::from(FLOOD_BURST),
-            last: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(FLOOD_RATE);
-        self.tokens = (self.tokens + refill).min(f64::from(FLOOD_BURST));
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 fn read_loop(
     mut reader: LineReader<NoiseReader>,
     id: LinkId,
@@ -192,9 +163,12 @@ fn read_loop(
                     Ok(PeerMsg::Pong) => {}
                     Ok(msg) => {
                         let last = matches!(msg, PeerMsg::Close { .. } | PeerMsg::Err { .. });
+                        let handed = Instant::now();
                         if events.send(PeerEvent::Msg { link: id, msg }).is_err() {
                             return;
                         }
+                        // A full queue (our core is slow) stopped our reading, not the peer.
+                        flood.stalled(handed.elapsed());
                         if last {
                             break "the peer closed the session".to_string();
                         }

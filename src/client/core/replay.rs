@@ -27,6 +27,12 @@ pub const SEEN_KEPT: usize = 10_000;
 /// this far in the future, or this far past the mailbox expiry.
 pub const CLOCK_SLACK: Duration = Duration::from_secs(3600);
 
+/// Lines the file may hold before it is rewritten with only the ids remembered: appends
+/// between rewrites keep the cost of one message small (rewriting `SEEN_KEPT` lines for
+/// every message, once the record is full, let anyone who can send messages make the
+/// recipient write about 600 KB per message), and the file stays bounded at this.
+pub const SEEN_FILE_MAX_LINES: usize = 2 * SEEN_KEPT;
+
 /// The file of seen ids inside the user's data folder.
 pub const SEEN_FILE: &str = "seen-messages";
 
@@ -72,6 +78,8 @@ pub struct Seen {
     ids: HashMap<(String, String), u64>,
     /// The same keys, oldest recorded first, to forget beyond `SEEN_KEPT`.
     order: VecDeque<(String, String)>,
+    /// Lines in the file now (ids forgotten since the last rewrite included).
+    file_lines: usize,
 }
 
 impl Seen {
@@ -83,6 +91,7 @@ impl Seen {
             path: Some(path.clone()),
             ids: HashMap::new(),
             order: VecDeque::new(),
+            file_lines: 0,
         };
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         for line in text.lines() {
@@ -120,6 +129,7 @@ impl Seen {
         }
         let tmp = path.with_extension("tmp");
         let done = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        self.file_lines = self.order.len();
         if let Err(e) = done {
             log::warn!(
                 "cannot write {}: {e}; seen message ids are kept in memory only",
@@ -156,12 +166,15 @@ impl Seen {
                 .append(true)
                 .open(path)
                 .and_then(|mut f| f.write_all(line.as_bytes()));
-            if let Err(e) = written {
-                log::warn!("cannot record a seen message id in {}: {e}", path.display());
+            match written {
+                Ok(()) => self.file_lines += 1,
+                Err(e) => {
+                    log::warn!("cannot record a seen message id in {}: {e}", path.display())
+                }
             }
         }
-        if self.order.len() == SEEN_KEPT {
-            // Appends only grow the file: compact it once the record is full.
+        if self.file_lines >= SEEN_FILE_MAX_LINES {
+            // Appends only grow the file: compact it to the ids still remembered.
             self.rewrite();
         }
         Ok(())
@@ -186,6 +199,43 @@ mod tests {
         assert!(unwrap(b"plain old text").is_err());
         assert!(unwrap(b"peerchat-msg-2 zz 1\nx").is_err());
         assert!(unwrap(b"peerchat-msg-2 00112233445566778899aabbccddeeff x\nx").is_err());
+    }
+
+    #[test]
+    fn the_file_stays_bounded_old_ids_age_out_and_recent_ones_are_still_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * 24 * 3600 * 1000u64;
+        let mut seen = Seen::open(dir.path(), now);
+        let ids: Vec<String> = (0..SEEN_FILE_MAX_LINES + SEEN_KEPT / 2)
+            .map(|i| format!("{i:032x}"))
+            .collect();
+        let lines = || {
+            std::fs::read_to_string(dir.path().join(SEEN_FILE))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        let mut most = 0;
+        for (i, id) in ids.iter().enumerate() {
+            seen.check("mallory", id, now - 1000, now).unwrap();
+            most = most.max(seen.file_lines);
+            if i % 1000 == 999 {
+                assert_eq!(lines(), seen.file_lines);
+            }
+        }
+        assert!(most <= SEEN_FILE_MAX_LINES, "the file grew to {most} lines");
+        assert_eq!(seen.ids.len(), SEEN_KEPT);
+        // The newest are refused as replays; the oldest were forgotten (a replay of one
+        // that old would pass this check, which is why the record spans far more
+        // messages than a mailbox holds).
+        for id in &ids[ids.len() - SEEN_KEPT..] {
+            assert!(seen.check("mallory", id, now - 1000, now).is_err(), "{id}");
+        }
+        assert!(!seen.ids.contains_key(&("mallory".into(), ids[0].clone())));
+        // After a restart the file holds exactly the ids remembered.
+        let again = Seen::open(dir.path(), now);
+        assert_eq!(lines(), SEEN_KEPT);
+        assert_eq!(again.ids, seen.ids);
     }
 
     #[test]

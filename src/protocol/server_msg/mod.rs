@@ -183,7 +183,7 @@ impl fmt::Display for ServerMsg {
 
 pub use super::command::{COMMANDS, Command, CommandSpec, EndReason};
 pub use super::login_msg::{
-    NewAnswer, Password, Username, format_resume, parse_port, parse_resume,
+    NewAnswer, Password, PortAnswer, Username, format_resume, parse_port, parse_resume,
 };
 
 #[cfg(test)]

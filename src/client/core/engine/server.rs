@@ -267,10 +267,16 @@ impl Engine {
             .token
             .as_ref()
             .map(|token| (credentials.username.as_str(), token));
-        match login::run(&link, &mut replay, &PortChoice::Existing(self.port), resume) {
+        let key = login::KeySource::Known(&self.identity);
+        match login::run(
+            &link,
+            &mut replay,
+            &PortChoice::Existing(self.port),
+            resume,
+            &key,
+        ) {
             Ok(_) => {
                 self.emit(Event::Reconnected);
-                link.send_line(&login::key_announcement(&self.identity));
                 link.send_line(&login::token_request());
                 link.send_line(&crate::client::core::ladder::hints_command(self.listen_ip));
                 for report in std::mem::take(&mut self.held_reports) {

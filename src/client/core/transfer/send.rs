@@ -165,8 +165,9 @@ pub fn send(
             let hash = blake3::hash(out.chunk());
             hasher.add(&hash);
             // The line and the chunk, sealed together, in one system call.
-            out.send(hash, &mut wire.writer, &wire.stream)
-                .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))?;
+            if let Err(e) = out.send(hash, &mut wire.writer, &wire.stream) {
+                return Err(wire.write_failed(&e));
+            }
             done += n as u64;
             reporter.report(done, size, false);
         }

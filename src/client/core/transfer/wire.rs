@@ -142,8 +142,24 @@ impl Wire {
     }
 
     pub(super) fn send(&mut self, line: &XferLine) -> Result<(), Stop> {
-        write_lines(&mut self.writer, &line.to_wire())
-            .map_err(|e| fail(TransferResult::Failed, format!("connection lost: {e}")))
+        match write_lines(&mut self.writer, &line.to_wire()) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.write_failed(&e)),
+        }
+    }
+
+    /// The stop for a write that failed. A peer that cancels (or refuses) sends
+    /// `CANCEL` (or `ERR`) and closes; when our bytes were still unread there, its close
+    /// resets the connection and our next write fails. Its line may still wait unread
+    /// here, and says why: a cancel is reported as one, not as a lost connection,
+    /// whichever of the chat link's `CANCEL` and this failure comes first.
+    pub(super) fn write_failed(&mut self, e: &io::Error) -> Stop {
+        match self.poll_peer() {
+            Some(line @ (XferLine::Cancel | XferLine::Err { .. })) => {
+                unexpected(line, "CHUNK", TransferResult::Failed)
+            }
+            _ => fail(TransferResult::Failed, format!("connection lost: {e}")),
+        }
     }
 
     pub(super) fn recv(&mut self) -> Result<XferLine, Stop> {
