@@ -7,6 +7,10 @@
 //! the bench itself needs no thread per connection. Shared connection helpers
 //! (`raw_login`, `tls_connect`, `make_accounts`) stay in `peerchat.rs`: other groups
 //! use them too.
+//!
+//! `PEERCHAT_BENCH_SCALE_LEVELS=100,1000,3000,10000` measures at other numbers online;
+//! `PEERCHAT_BENCH_SCALE_HOLD=<s>` pauses at each level with the server's pid printed,
+//! for `perf record -a -g` or `strace` from another shell.
 
 use super::*;
 
@@ -361,17 +365,51 @@ fn probe_round(
 /// Logins per second at the current number online: `n` password logins (cost 4) that
 /// quit at once, then `n` token logins (`RESUME`) that quit at once, each on 4 threads.
 /// Fresh accounts per level (`xp<level>_<i>`, `xt<level>_<i>`): QUIT revokes a token.
-fn churn_rates(addr: SocketAddr, level: usize, n: usize, tokens: &[String]) -> (f64, f64) {
+/// Also returns the server's CPU seconds per login of each kind (`pid`: the server).
+fn churn_rates(addr: SocketAddr, pid: u32, level: usize, n: usize, tokens: &[String]) -> Churn {
     let password: Vec<String> = (0..n)
         .map(|i| format!("n\nxp{level}_{i}\n{PASSWORD}\n{RAW_PORT}\nQUIT\n"))
         .collect();
     let resumed: Vec<String> = (0..n)
         .map(|i| format!("RESUME xt{level}_{i} {}\n{RAW_PORT}\nQUIT\n", tokens[i]))
         .collect();
-    (
-        login_rate(addr, &password, 4),
-        login_rate(addr, &resumed, 4),
-    )
+    let cpu0 = cpu_secs(pid);
+    let password_rate = login_rate(addr, &password, 4);
+    let cpu1 = cpu_secs(pid);
+    let token_rate = login_rate(addr, &resumed, 4);
+    let cpu2 = cpu_secs(pid);
+    Churn {
+        password_rate,
+        token_rate,
+        password_cpu: (cpu1 - cpu0) / n as f64,
+        token_cpu: (cpu2 - cpu1) / n as f64,
+    }
+}
+
+/// Login rates at one level, and the server CPU each login cost.
+struct Churn {
+    password_rate: f64,
+    token_rate: f64,
+    /// Server CPU seconds per password login (cost 4) + `QUIT`.
+    password_cpu: f64,
+    /// Server CPU seconds per token login + `QUIT`.
+    token_cpu: f64,
+}
+
+/// `PEERCHAT_BENCH_SCALE_LEVELS=100,1000,3000,10000` measures at these numbers online
+/// instead of the settings' levels (the first is the baseline of the ratios).
+const LEVELS_ENV: &str = "PEERCHAT_BENCH_SCALE_LEVELS";
+
+/// `PEERCHAT_BENCH_SCALE_HOLD=<seconds>`: after each level's figures, hold the crowd
+/// online this long and print the server's pid and address, so that the server can be
+/// profiled from outside (`perf record -p`, `strace -f -c -p`) at that level.
+const HOLD_ENV: &str = "PEERCHAT_BENCH_SCALE_HOLD";
+
+/// The server's CPU use (in cores) over `span` with nothing asked of it.
+fn idle_cpu(pid: u32, span: Duration) -> f64 {
+    let cpu0 = cpu_secs(pid);
+    thread::sleep(span);
+    (cpu_secs(pid) - cpu0) / span.as_secs_f64()
 }
 
 pub(super) fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile: u64) {
@@ -380,13 +418,22 @@ pub(super) fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile
     let fit = (nofile.saturating_sub(300) as usize)
         .saturating_sub(s.hard_logins + 10)
         .max(20);
-    let mut levels: Vec<usize> = s
-        .scale_levels
-        .iter()
-        .copied()
-        .filter(|&l| l <= fit)
-        .collect();
-    if levels.len() < s.scale_levels.len() {
+    let wanted: Vec<usize> = match env::var(LEVELS_ENV) {
+        Ok(list) => list
+            .split(',')
+            .map(|l| {
+                l.trim()
+                    .parse()
+                    .expect("PEERCHAT_BENCH_SCALE_LEVELS: numbers")
+            })
+            .collect(),
+        Err(_) => s.scale_levels.clone(),
+    };
+    let hold = env::var(HOLD_ENV)
+        .ok()
+        .map(|h| Duration::from_secs(h.parse().expect("PEERCHAT_BENCH_SCALE_HOLD: seconds")));
+    let mut levels: Vec<usize> = wanted.iter().copied().filter(|&l| l <= fit).collect();
+    if levels.len() < wanted.len() {
         levels.push(fit);
         report.note(format!(
             "scale: the open-file limit ({nofile}) allows only {fit} clients; raise it (as root the bench raises its own hard limit; else `ulimit -Hn`)"
@@ -503,14 +550,26 @@ pub(super) fn group_scale(s: &Settings, bins: &Bins, report: &mut Report, nofile
             "  at {level} online: LIST counts {listed}, SEARCH photo counts {found} of {} files",
             level.saturating_sub(1) * 5
         );
-        let cpu0 = cpu_secs(server.pid());
-        let (password_rate, token_rate) = churn_rates(addr, level, churn, &churn_tokens[li]);
-        let churn_cpu = cpu_secs(server.pid()) - cpu0;
+        // What the crowd costs with nobody logging in (the last presence announcement
+        // of the ramp is long done: the probes took longer than an interval).
+        let idle = idle_cpu(server.pid(), Duration::from_secs(5));
+        let c = churn_rates(addr, server.pid(), level, churn, &churn_tokens[li]);
+        let (password_rate, token_rate) = (c.password_rate, c.token_rate);
         println!(
-            "  at {level} online: {churn} cost-4 password logins + QUIT at {password_rate:.0}/s, {churn} token logins + QUIT at {token_rate:.0}/s (server CPU {:.2} ms per login)",
-            churn_cpu * 1e3 / (2 * churn) as f64
+            "  at {level} online: server CPU idle {:.1}% of a core; {churn} cost-4 password logins + QUIT at {password_rate:.0}/s (server CPU {:.2} ms per login), {churn} token logins + QUIT at {token_rate:.0}/s ({:.2} ms per login)",
+            idle * 100.0,
+            c.password_cpu * 1e3,
+            c.token_cpu * 1e3,
         );
         rates.push((level, password_rate, token_rate));
+        if let Some(hold) = hold {
+            println!(
+                "  holding {} s with {online} online: server pid {}, address {addr}",
+                hold.as_secs(),
+                server.pid()
+            );
+            thread::sleep(hold);
+        }
         let mut cells = Vec::new();
         for kind in [Kind::List, Kind::Info, Kind::Search] {
             let (p50, p99) = p50_p99(samples.get_mut(&kind).expect("samples"));
