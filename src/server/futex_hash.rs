@@ -27,10 +27,12 @@ pub const MAX_SLOTS: usize = 1 << 16;
 /// The buckets for a server of `max_clients` connections: about one per thread (a
 /// connection has a reader and a writer thread), a power of two, at least 256.
 pub fn slots_for(max_clients: usize) -> usize {
+    // Capped before rounding up: a power of two above `MAX_SLOTS` may not exist.
     max_clients
         .saturating_mul(2)
+        .min(MAX_SLOTS)
         .next_power_of_two()
-        .clamp(256, MAX_SLOTS)
+        .max(256)
 }
 
 /// The buckets of this process's private futex hash now; `None` when the kernel has no
