@@ -46,6 +46,7 @@
 //!   - `server::cluster`: presence and delivery across servers through Redis
 //!     (`--cluster`): login keys, heartbeat, pub/sub; `cluster::message` their text.
 //!   - `server::file_index`: shared files of online users, for FILES and SEARCH.
+//!   - `server::futex_hash`: sizes the kernel's futex hash for many threads (Linux 6.16+).
 //!   - `server::outbox`: one connection's bounded outgoing queue and writer thread.
 //!   - `server::store`: the storage interface (one `Store`, SQLite or PostgreSQL) and
 //!     its connection pool; `store::schema` the migrations; `store::accounts` the account

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod commands;
 pub mod conn;
 pub mod file_index;
+pub mod futex_hash;
 pub mod hash_gate;
 pub mod ladder;
 pub mod login;
@@ -212,6 +213,10 @@ pub fn run(
     config: ServerConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
+    // Before the connection threads: with the kernel's default of 16 buckets for this
+    // process, every wake-up cost O(online users) (see `futex_hash`).
+    let buckets = futex_hash::ensure(futex_hash::slots_for(config.max_clients));
+    log::info!("futex hash: {buckets:?} buckets");
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| Error::Config(format!("no randomness: {e}")))?;
     // What one hash costs here, to tell when the bcrypt queue is longer than a login's

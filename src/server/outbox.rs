@@ -61,10 +61,20 @@ struct Room {
     lock: Mutex<()>,
     /// Signalled when the writer frees room or the connection dies.
     freed: Condvar,
+    /// Replies waiting for room now. The writer signals only when one waits: a
+    /// `notify_all` is a system call even with nobody waiting, and it was one per write
+    /// of every writer thread (issue 14).
+    waiters: AtomicUsize,
 }
 
 impl Room {
+    /// Wakes the replies waiting for room, if any. The caller changed `bytes` or `dead`
+    /// first; a waiter counts itself in `waiters` before it looks at them (both SeqCst),
+    /// so either it sees the change or this sees it waiting.
     fn notify(&self) {
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.freed.notify_all();
     }
@@ -153,6 +163,8 @@ impl Outbox {
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let room = &self.room;
         let mut guard = room.lock.lock().unwrap_or_else(|p| p.into_inner());
+        room.waiters.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(&room.waiters);
         loop {
             if room.dead.load(Ordering::SeqCst) {
                 return false;
@@ -218,6 +230,15 @@ impl Outbox {
                 false
             }
         }
+    }
+}
+
+/// Takes a waiter off the count when the wait ends, however it ends.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
