@@ -22,8 +22,11 @@ fn echo_once(echo: &mut Echo, line: &mut String) -> Duration {
 
 /// Round trips through two clients' peer link: a line into A's stdin until B prints it,
 /// then a reply into B's stdin until A prints it; paced to the receivers' flood limit.
-/// Each is followed by one baseline round trip through `echo`, so both see the machine
-/// in the same state. Returns (peerchat samples, echo samples).
+/// B's reply is written by the thread that reads B's output, the moment it reads the
+/// line (as a person's terminal would answer), so the bench's main thread is not a hop
+/// of the measured path; the TCP echo's is not either. Each round trip is followed by
+/// one baseline round trip through `echo`, so both see the machine in the same state.
+/// Returns (peerchat samples, echo samples).
 fn chat_rtt(
     a: &mut Proc,
     b: &mut Proc,
@@ -32,13 +35,26 @@ fn chat_rtt(
     run: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     let (a_name, b_name) = (a.name.clone(), b.name.clone());
-    let (mut ca, mut cb) = (a.cursor(), b.cursor());
+    let mut ca = a.cursor();
     let burst = FLOOD_BURST as usize * 4 / 5;
     let pace = f64::from(FLOOD_RATE) * 0.95;
     let mut line = String::new();
     let start = Instant::now();
     let mut samples = Vec::with_capacity(n);
     let mut baseline = Vec::with_capacity(n);
+    let b_stdin = Arc::new(Mutex::new(b.stdin.take().expect("stdin is open")));
+    let heard = format!("{a_name}: p{run}-");
+    let writer = Arc::clone(&b_stdin);
+    *b.out.respond.lock().unwrap_or_else(PoisonError::into_inner) =
+        Some(Box::new(move |printed: &str| {
+            if let Some(at) = printed.find(&heard) {
+                let id = &printed[at + heard.len()..];
+                let mut stdin = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let _ = stdin
+                    .write_all(format!("r{run}-{id}\n").as_bytes())
+                    .and_then(|()| stdin.flush());
+            }
+        }));
     for i in 0..n + WARM_UP {
         if i > burst {
             let due = start + Duration::from_secs_f64((i - burst) as f64 / pace);
@@ -47,18 +63,22 @@ fn chat_rtt(
             }
         }
         let t0 = Instant::now();
-        let ping = format!("p{run}-{i:06}");
-        a.send(&ping);
-        b.wait_for(&mut cb, &format!("{a_name}: {ping}"), SHORT);
-        let pong = format!("r{run}-{i:06}");
-        b.send(&pong);
-        let (t1, _) = a.wait_for(&mut ca, &format!("{b_name}: {pong}"), SHORT);
+        a.send(&format!("p{run}-{i:06}"));
+        let (t1, _) = a.wait_for(&mut ca, &format!("{b_name}: r{run}-{i:06}"), SHORT);
         let echoed = echo_once(echo, &mut line);
         if i >= WARM_UP {
             samples.push(t1 - t0);
             baseline.push(echoed);
         }
     }
+    *b.out.respond.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    b.stdin = Some(
+        Arc::try_unwrap(b_stdin)
+            .ok()
+            .expect("the responder is gone")
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
     (samples, baseline)
 }
 

@@ -133,10 +133,16 @@ pub(crate) struct OutState {
     pub(crate) eof: bool,
 }
 
+/// Called by a child's output thread with each line it reads (see `Output::respond`).
+pub(crate) type Responder = Box<dyn FnMut(&str) + Send>;
+
 #[derive(Default)]
 pub(crate) struct Output {
     pub(crate) state: Mutex<OutState>,
     pub(crate) cond: Condvar,
+    /// Answers lines on the output thread itself, so a measured round trip does not
+    /// also pay for waking the bench's main thread (the chat group's replies).
+    pub(crate) respond: Mutex<Option<Responder>>,
 }
 
 pub(crate) fn read_output(stdout: ChildStdout, out: &Output) {
@@ -149,6 +155,14 @@ pub(crate) fn read_output(stdout: ChildStdout, out: &Output) {
             Ok(_) => {
                 let at = Instant::now();
                 let text = String::from_utf8_lossy(&buf).trim_end().to_string();
+                if let Some(respond) = out
+                    .respond
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_mut()
+                {
+                    respond(&text);
+                }
                 let mut state = out.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.lines.push((at, text));
                 out.cond.notify_all();
