@@ -74,7 +74,6 @@ fn chat_rtt(
     *b.out.respond.lock().unwrap_or_else(PoisonError::into_inner) = None;
     b.stdin = Some(
         Arc::try_unwrap(b_stdin)
-            .ok()
             .expect("the responder is gone")
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner),
