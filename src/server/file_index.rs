@@ -205,19 +205,23 @@ impl FileIndex {
             if list.files.is_empty() {
                 continue;
             }
-            let haystack = list.haystack.as_bytes();
-            let mut from = 0;
-            while let Some(at) = finder.find(&haystack[from..]) {
-                // The file holding the match; the scan goes on after its name, so a
-                // name that holds the text twice counts once.
-                let i = list.starts.partition_point(|&s| s <= from + at) - 1;
+            // One pass of the searcher over the user's names (it keeps its state
+            // between matches; calling `find` again per match cost more than the scan
+            // when half the names match). The file holding each match is found by
+            // walking forward, and a name that holds the text twice counts once.
+            let mut file = 0;
+            let mut counted = None;
+            for at in finder.find_iter(list.haystack.as_bytes()) {
+                while list.starts.get(file + 1).is_some_and(|&next| next <= at) {
+                    file += 1;
+                }
+                if counted == Some(file) {
+                    continue;
+                }
+                counted = Some(file);
                 total += 1;
                 if found.len() < limit {
-                    found.push(entry(&list.user, &list.files[i]));
-                }
-                match list.starts.get(i + 1) {
-                    Some(&next) => from = next,
-                    None => break,
+                    found.push(entry(&list.user, &list.files[file]));
                 }
             }
         }
