@@ -230,8 +230,9 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_TOKENS_PER_USER: usize = 8;
 
 /// Most files in the server's index, all users together: bounds the index's memory
-/// (a file costs its name twice, as given and in lower case, plus about 80 bytes: at
-/// most about 120 MB at the cap) whatever many accounts share.
+/// (a file costs its name three times, as given, in lower case and in the search
+/// buffer, plus about 80 bytes: at most about 170 MB at the cap) whatever many accounts
+/// share.
 pub const MAX_INDEX_FILES: usize = 200_000;
 
 /// Most files in the index shared by accounts logged in from one IP address: one source
