@@ -494,13 +494,24 @@ fn seen_ids_when(file: &Path, n: usize) -> Vec<String> {
     }
 }
 
-/// The message ids in a `seen-messages` file, in its order.
+/// The message ids in a `seen-messages` file, in its order (without the senders'
+/// floors, `<sender> * <sent-ms>`).
 fn seen_ids(file: &Path) -> Vec<String> {
     fs::read_to_string(file)
         .unwrap()
         .lines()
         .map(|l| l.split(' ').nth(1).expect("an id").to_string())
+        .filter(|id| id != "*")
         .collect()
+}
+
+/// The floor a `seen-messages` file holds for `sender`: the newest send time among
+/// their ids forgotten.
+fn seen_floor(file: &Path, sender: &str) -> Option<u64> {
+    fs::read_to_string(file).unwrap().lines().find_map(|l| {
+        let w: Vec<&str> = l.split(' ').collect();
+        (w.len() == 3 && w[0] == sender && w[1] == "*").then(|| w[2].parse().expect("a time"))
+    })
 }
 
 /// The replay guard's record (`<data-dir>/<user>/seen-messages`, the last 10,000 ids)
@@ -531,6 +542,12 @@ fn the_seen_messages_record_stays_bounded_and_recent_replays_are_still_refused()
     let kept = seen_ids_when(&file, replay::SEEN_KEPT);
     assert_eq!(kept.len(), replay::SEEN_KEPT);
     assert_eq!(kept[0], carol[12_000 - replay::SEEN_KEPT]);
+    // What was forgotten of carol's is still refused: her floor is the newest of them.
+    let carol_sent = |i: usize| now - 3_600_000 + i as u64;
+    assert_eq!(
+        seen_floor(&file, "carol"),
+        Some(carol_sent(12_000 - replay::SEEN_KEPT - 1))
+    );
 
     let (mut mallory, mallory_private, _) = keyed(&server, "mallory");
     let mut sent = Vec::new();
@@ -567,6 +584,10 @@ fn the_seen_messages_record_stays_bounded_and_recent_replays_are_still_refused()
     let oldest_kept = 12_000 - replay::SEEN_KEPT + sent.len();
     assert_eq!(ids[0], carol[oldest_kept]);
     assert!(!ids.contains(&carol[oldest_kept - 1]));
+    assert_eq!(
+        seen_floor(&file, "carol"),
+        Some(carol_sent(oldest_kept - 1))
+    );
     for (id, _) in &sent {
         assert!(ids.contains(id), "{id} was forgotten");
     }

@@ -6,7 +6,10 @@
 //!
 //! A server (or anyone who can write into its mailbox) cannot forge a message, but it
 //! could hand the same sealed bytes over twice, or an old one much later; these checks
-//! refuse both. It must not seal, open or render anything (`mail` does), and reads and
+//! refuse both. Only the last [`SEEN_KEPT`] ids are remembered, so for each sender the
+//! record also keeps the newest send time among that sender's ids it forgot (a floor):
+//! a message of theirs dated at or before it is refused too, however many other
+//! messages pushed its id out. It must not seal, open or render anything (`mail` does), and reads and
 //! writes only its own file, `<data-dir>/<user>/seen-messages`.
 
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +38,9 @@ pub const SEEN_FILE_MAX_LINES: usize = 2 * SEEN_KEPT;
 
 /// The file of seen ids inside the user's data folder.
 pub const SEEN_FILE: &str = "seen-messages";
+
+/// What stands for the id on a floor's line of the file: `<sender> * <sent-ms>`.
+const FLOOR_MARK: &str = "*";
 
 /// A new random message id, as 32 hex digits.
 pub fn new_id() -> std::io::Result<String> {
@@ -78,6 +84,10 @@ pub struct Seen {
     ids: HashMap<(String, String), u64>,
     /// The same keys, oldest recorded first, to forget beyond `SEEN_KEPT`.
     order: VecDeque<(String, String)>,
+    /// Per sender, the newest send time among their ids forgotten: nothing of theirs
+    /// dated at or before it is shown. One entry per sender ever forgotten, dropped when
+    /// it falls out of the expiry window (the age check covers it then).
+    floors: HashMap<String, u64>,
     /// Lines in the file now (ids forgotten since the last rewrite included).
     file_lines: usize,
 }
@@ -91,6 +101,7 @@ impl Seen {
             path: Some(path.clone()),
             ids: HashMap::new(),
             order: VecDeque::new(),
+            floors: HashMap::new(),
             file_lines: 0,
         };
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -100,7 +111,11 @@ impl Seen {
                 && let Ok(sent) = sent.parse::<u64>()
                 && !too_old(sent, now_ms)
             {
-                seen.remember(from.to_string(), id.to_string(), sent);
+                if id == FLOOR_MARK {
+                    seen.raise_floor(from, sent);
+                } else {
+                    seen.remember(from.to_string(), id.to_string(), sent);
+                }
             }
         }
         seen.rewrite();
@@ -113,15 +128,38 @@ impl Seen {
             self.order.push_back(key);
         }
         while self.order.len() > SEEN_KEPT {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(sent) = self.ids.remove(&old) {
+                self.raise_floor(&old.0, sent);
             }
+        }
+    }
+
+    fn raise_floor(&mut self, from: &str, sent: u64) {
+        let floor = self.floors.entry(from.to_string()).or_insert(sent);
+        *floor = (*floor).max(sent);
+        // Bounded like the ids: past that, the lowest floor goes (the one nearest to
+        // falling out of the window, where the age check takes over). Each entry needs
+        // a message really sealed by another account, so this is rare.
+        if self.floors.len() > SEEN_KEPT
+            && let Some(lowest) = self
+                .floors
+                .iter()
+                .min_by_key(|(_, sent)| **sent)
+                .map(|(from, _)| from.clone())
+        {
+            self.floors.remove(&lowest);
         }
     }
 
     fn rewrite(&mut self) {
         let Some(path) = &self.path else { return };
         let mut text = String::new();
+        for (from, sent) in &self.floors {
+            text.push_str(&format!("{from} {FLOOR_MARK} {sent}\n"));
+        }
         for key in &self.order {
             if let Some(sent) = self.ids.get(key) {
                 text.push_str(&format!("{} {} {sent}\n", key.0, key.1));
@@ -129,7 +167,7 @@ impl Seen {
         }
         let tmp = path.with_extension("tmp");
         let done = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-        self.file_lines = self.order.len();
+        self.file_lines = self.floors.len() + self.order.len();
         if let Err(e) = done {
             log::warn!(
                 "cannot write {}: {e}; seen message ids are kept in memory only",
@@ -146,6 +184,16 @@ impl Seen {
         if self.ids.contains_key(&key) {
             return Err(format!(
                 "it is a copy of a message already shown (message id {}…): delivered twice, a replay",
+                &id[..8]
+            ));
+        }
+        if self
+            .floors
+            .get(&key.0)
+            .is_some_and(|&floor| sent_ms <= floor)
+        {
+            return Err(format!(
+                "it is dated before a message from the same sender whose id was already forgotten (message id {}…): an old message replayed",
                 &id[..8]
             ));
         }
@@ -173,8 +221,10 @@ impl Seen {
                 }
             }
         }
-        if self.file_lines >= SEEN_FILE_MAX_LINES {
-            // Appends only grow the file: compact it to the ids still remembered.
+        if self.file_lines >= SEEN_FILE_MAX_LINES + self.floors.len() {
+            // Appends only grow the file: compact it to the ids still remembered. Floors
+            // out of the expiry window are dropped then (the age check covers them).
+            self.floors.retain(|_, sent| !too_old(*sent, now_ms));
             self.rewrite();
         }
         Ok(())
@@ -215,26 +265,36 @@ mod tests {
                 .lines()
                 .count()
         };
+        // Each a millisecond after the one before, as one sender's messages are.
+        let sent = |i: usize| now - 1_000_000 + i as u64;
         let mut most = 0;
         for (i, id) in ids.iter().enumerate() {
-            seen.check("mallory", id, now - 1000, now).unwrap();
+            seen.check("mallory", id, sent(i), now).unwrap();
             most = most.max(seen.file_lines);
             if i % 1000 == 999 {
                 assert_eq!(lines(), seen.file_lines);
             }
         }
-        assert!(most <= SEEN_FILE_MAX_LINES, "the file grew to {most} lines");
+        // The ids, and the one floor of the one sender.
+        assert!(
+            most <= SEEN_FILE_MAX_LINES + 1,
+            "the file grew to {most} lines"
+        );
         assert_eq!(seen.ids.len(), SEEN_KEPT);
-        // The newest are refused as replays; the oldest were forgotten (a replay of one
-        // that old would pass this check, which is why the record spans far more
-        // messages than a mailbox holds).
-        for id in &ids[ids.len() - SEEN_KEPT..] {
-            assert!(seen.check("mallory", id, now - 1000, now).is_err(), "{id}");
+        assert_eq!(seen.floors.len(), 1);
+        // The newest are refused as replays, and the oldest, forgotten, are refused by
+        // the sender's floor.
+        let first_kept = ids.len() - SEEN_KEPT;
+        for (i, id) in ids.iter().enumerate().skip(first_kept) {
+            assert!(seen.check("mallory", id, sent(i), now).is_err(), "{id}");
         }
         assert!(!seen.ids.contains_key(&("mallory".into(), ids[0].clone())));
-        // After a restart the file holds exactly the ids remembered.
+        let why = seen.check("mallory", &ids[0], sent(0), now).unwrap_err();
+        assert!(why.contains("forgotten"), "{why}");
+        // After a restart the file holds exactly the ids remembered and the floor.
         let again = Seen::open(dir.path(), now);
-        assert_eq!(lines(), SEEN_KEPT);
+        assert_eq!(lines(), SEEN_KEPT + 1);
+        assert_eq!(again.floors, seen.floors);
         assert_eq!(again.ids, seen.ids);
     }
 
@@ -261,5 +321,37 @@ mod tests {
         let mut later_seen = Seen::open(dir.path(), later);
         assert!(later_seen.ids.is_empty());
         assert!(later_seen.check("alice", &id, now - 1000, later).is_err());
+    }
+
+    #[test]
+    fn a_flood_from_someone_else_does_not_make_an_old_message_replayable() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 10 * 24 * 3600 * 1000u64;
+        let mut seen = Seen::open(dir.path(), now);
+        let old = new_id().unwrap();
+        seen.check("alice", &old, now - 5000, now).unwrap();
+        // Mallory pushes alice's id out of the record.
+        for i in 0..SEEN_KEPT {
+            seen.check("mallory", &format!("{i:032x}"), now - 1000, now)
+                .unwrap();
+        }
+        assert!(!seen.ids.contains_key(&("alice".into(), old.clone())));
+        let why = seen.check("alice", &old, now - 5000, now).unwrap_err();
+        assert!(why.contains("forgotten"), "{why}");
+        // Alice's new messages still pass; her floor is per sender, not everyone's.
+        seen.check("alice", &new_id().unwrap(), now - 10, now)
+            .unwrap();
+        seen.check("bob", &new_id().unwrap(), now - 9000, now)
+            .unwrap();
+        // The floor survives a restart, before and after the file is compacted.
+        let mut again = Seen::open(dir.path(), now);
+        assert!(again.check("alice", &old, now - 5000, now).is_err());
+        let text = std::fs::read_to_string(dir.path().join(SEEN_FILE)).unwrap();
+        assert!(
+            text.contains("alice * "),
+            "the floor is in the compacted file"
+        );
+        let mut third = Seen::open(dir.path(), now);
+        assert!(third.check("ALICE", &old, now - 5000, now).is_err());
     }
 }
