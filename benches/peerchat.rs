@@ -84,7 +84,7 @@ mod login;
 mod transfer;
 
 use harness::*;
-use login::{login_rate, verify_rate};
+use login::{login_rate_within, verify_rate};
 use raw::*;
 use report::*;
 use roles::*;
