@@ -423,4 +423,41 @@ mod tests {
         index.set("b", "b", IP, files(&["3", "4"])).unwrap();
         assert_eq!(index.total(), 4);
     }
+
+    #[test]
+    fn searches_during_changes_see_one_whole_state_and_then_the_newest() {
+        let index = std::sync::Arc::new(FileIndex::default());
+        let names: Vec<String> = (0..1000).map(|i| format!("photo-{i}.jpg")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        index.set("base", "base", IP, files(&refs)).unwrap();
+        let ten: Vec<String> = (0..10).map(|i| format!("x-photo-{i}")).collect();
+        let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+        let writer = {
+            let index = index.clone();
+            let ten: Vec<SharedFile> = files(&ten);
+            std::thread::spawn(move || {
+                for round in 0..300 {
+                    let list = if round % 2 == 0 {
+                        ten.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    index.set("x", "x", IP, list).unwrap();
+                }
+                index.remove("x");
+            })
+        };
+        while !writer.is_finished() {
+            let (found, total) = index.search("PHOTO", 5);
+            assert!(total == 1000 || total == 1010, "a torn state: {total}");
+            assert_eq!(found.len(), 5);
+        }
+        writer.join().unwrap();
+        assert_eq!(
+            index.search("photo", 5).1,
+            1000,
+            "the newest state once quiet"
+        );
+        assert_eq!(index.search("x-photo", 5).1, 0);
+    }
 }
