@@ -1827,7 +1827,18 @@ fn the_receiver_cancels_a_whole_folder_by_its_number() {
 
     let frozen = freeze_when_partial(&lab.downloads("bob"), 2 * MIB, frozen_pid);
     bob.send(&format!("\\cancel {rid}"));
-    bob.expect("album/ cancelled: its last 2 file(s) will not come");
+    // Up to 4 files are in flight at once, so at least the last 2 were still queued;
+    // more when alice (frozen once bob had 2 MiB) had not offered all 4 by then.
+    let line = bob.expect_line("the folder's cancel", |l| {
+        l.contains("album/ cancelled: its last ") && l.ends_with(" file(s) will not come")
+    });
+    let queued: usize = line
+        .split("its last ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert!((2..=5).contains(&queued), "{line:?}");
     bob.output_for(Duration::from_millis(300));
     frozen.resume();
     // How many were still queued (said after a colon) depends on whether the files'
