@@ -343,10 +343,31 @@ def test_a_peer_going_away_mid_transfer_is_said_in_words():
         with open(os.path.join(share, "huge.bin"), "wb") as f:
             f.truncate(4 * 1024 * 1024 * 1024)  # sparse: no disk used on bob's side
         bob = lab.terminal("bob", share=share)
-        _, url = lab.gui("alice")
+        mine = os.path.join(lab.dir, "alice-share")
+        os.makedirs(mine)
+        gui = Proc([harness.CLIENT, "--server", lab.server_addr, "--server-fingerprint", lab.fingerprint,
+                    "--gui", "--no-browser", "--port", "0", "--share", mine,
+                    "--data-dir", os.path.join(lab.dir, "data-alice")], "alice", stdin=False)
+        lab.procs.append(gui)
+        url = gui.expect_re(r"GUI: (http://127\.0\.0\.1:\d+/#token=[0-9a-f]{32})").group(1)
         page = lab.browser()
-        register_in_page(page, url, "alice")
+        page.goto(url)
+        page.get_by_role("button", name="Yes").click()
+        page.get_by_label("Username").fill("alice")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Choose a password").fill(harness.PW)
+        page.get_by_label("Repeat the password").fill(harness.PW)
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("heading", name="Online users").wait_for()
+
+        # A file put in the shared folder after login is shared once Rescan is pressed.
+        with open(os.path.join(mine, "added-later.txt"), "w") as f:
+            f.write("new\n")
+        page.get_by_role("button", name="Rescan my shared folder").click()
+        page.get_by_text(re.compile(r"Sharing 1 file\(s\) from")).wait_for()
         page.get_by_role("button", name="All", exact=True).click()
+        page.get_by_role("list", name="Shared files").get_by_text("added-later.txt").wait_for()
+
         page.get_by_role("button", name="Fetch huge.bin from bob").click()
         # Under way (some bytes in), then bob's client dies.
         status_of(page, "huge.bin", r"[1-9][0-9.]* (KiB|MiB|GiB) of 4\.0 GiB")
