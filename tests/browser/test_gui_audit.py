@@ -121,6 +121,13 @@ def test_messages_offline_users_actions_keys_and_history():
         action = log.locator("li.action").filter(has_text="bob waves")
         action.wait_for()
         assert action.locator(".sender").inner_text() == "*"
+        page.get_by_role("textbox", name="Message").fill("/me nods")
+        page.get_by_role("button", name="Send", exact=True).click()
+        bob.expect("* alice nods")
+        # Lines from another day (history) carry their date, as in the terminal.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+                            page.evaluate("() => clock(Date.now() - 3 * 86400000)"))
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", page.evaluate("() => clock(Date.now())"))
 
         # The safety number in the page is the one bob's terminal shows.
         page.get_by_role("button", name="Verify the key of bob").click()

@@ -86,7 +86,11 @@ function size(bytes) {
 
 function clock(ms) {
   const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  // A line from another day (history) says which day, as in the terminal.
+  if (d.toDateString() === new Date().toDateString()) return time;
+  const pad = (n) => String(n).padStart(2, '0');
+  return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + time;
 }
 
 const same = (a, b) => (a || '').toLowerCase() === (b || '').toLowerCase();
