@@ -509,7 +509,7 @@ function onEvent(event) {
       break;
     }
     case 'note':
-      if (/safety number/.test(d.text)) showKeys(d.text, verifying, /NEW key/.test(d.text));
+      if (/safety number with /.test(d.text)) showKeys(d.text, verifying, /NEW key/.test(d.text));
       else if (/is trusted and pinned/.test(d.text)) showKeys(d.text, null, false);
       else notice(d.text.replace(/^\* /, ''));
       break;
