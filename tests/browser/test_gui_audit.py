@@ -110,6 +110,12 @@ def test_messages_offline_users_actions_keys_and_history():
         m = dora.expect_re(r"alice offered you plans\.txt \[(\d+)\]")
         dora.send("\\accept " + m.group(1))
         status_of(page, "plans.txt", "verified")
+        # A conversation with no session can be put away; it comes back with news.
+        page.get_by_role("tab", name=re.compile(r"^dora")).click()
+        page.get_by_role("button", name="Put away the conversation with dora").click()
+        page.get_by_role("tab", name=re.compile(r"^dora")).wait_for(state="detached")
+        dora.send("\\msg alice thanks for the plans")
+        page.get_by_role("tab", name=re.compile(r"^dora.*1 unread")).wait_for()
 
         # A session from bob's conversation; "/me" is shown as an action.
         page.get_by_role("tab", name=re.compile(r"^bob")).click()

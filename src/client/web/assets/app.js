@@ -15,6 +15,9 @@ let leaving = false; // Log out was pressed: an unreachable client then means it
 // files to them go through the server, which keeps them while they are offline.
 const local = new Map();
 let usersKey = ''; // what the users list was last drawn from: 1000 rows are not redrawn per event
+// Tabs put away with "Put away" (key → what they showed then): one comes back when
+// something new happens in it.
+const dismissed = new Map();
 let keysFor = null; // whose identity key the key box is about
 let verifying = null; // the user the last "Verify key" asked about
 
@@ -198,6 +201,7 @@ function renderUsers() {
 // whose messages and files go through the server.
 function openConversation(user) {
   const key = user.toLowerCase();
+  dismissed.delete(key);
   if (!state.sessions[key]) local.set(key, user);
   selected = key;
   unread[key] = 0;
@@ -210,6 +214,11 @@ function conversations() {
   const all = Object.assign({}, state.sessions);
   for (const [key, peer] of local) {
     if (!all[key]) all[key] = { peer: peer, state: 'messages', ended: null, path: '', lines: [] };
+  }
+  for (const [key, was] of dismissed) {
+    const s = all[key];
+    if (s && s.state === was.state && s.lines.length === was.lines) delete all[key];
+    else dismissed.delete(key);
   }
   return all;
 }
@@ -312,6 +321,8 @@ function renderChat() {
     $('open-session').setAttribute('aria-label', 'Start a chat session with ' + session.peer);
     $('earlier').setAttribute('aria-label', 'Earlier lines with ' + session.peer);
     $('verify-key').setAttribute('aria-label', 'Verify the key of ' + session.peer);
+    $('put-away').hidden = session.state === 'open' || session.state === 'asking';
+    $('put-away').setAttribute('aria-label', 'Put away the conversation with ' + session.peer);
   }
   const ended = $('chat-ended');
   ended.hidden = !(session && (session.state === 'closed' || session.state === 'asking'));
@@ -591,6 +602,14 @@ function wire() {
   $('verify-key').addEventListener('click', () => {
     const s = current();
     if (s) { verifying = s.peer; command({ type: 'verify', user: s.peer }); }
+  });
+  $('put-away').addEventListener('click', () => {
+    const s = current();
+    if (!s) return;
+    local.delete(selected);
+    dismissed.set(selected, { state: s.state, lines: s.lines.length });
+    selected = null;
+    render();
   });
   $('trust-key').addEventListener('click', () => { if (keysFor) command({ type: 'trust', user: keysFor }); });
   $('keys-close').addEventListener('click', () => { $('keys').hidden = true; });
