@@ -122,7 +122,7 @@ def test_messages_offline_users_actions_keys_and_history():
         page.get_by_role("button", name="Start a chat session with bob").click()
         asked = bob.expect("* alice wants to chat")
         bob.send("\\accept alice")
-        page.get_by_text(re.compile(r"^Direct chat session")).wait_for()
+        page.get_by_text(re.compile(r"^Chat session")).wait_for()
         bob.send("\\me waves")
         action = log.locator("li.action").filter(has_text="bob waves")
         action.wait_for()
@@ -154,7 +154,7 @@ def test_messages_offline_users_actions_keys_and_history():
         page.get_by_role("button", name="Start a chat session with bob").click()
         asked = bob.expect("* alice wants to chat", after=asked)
         bob.send("\\accept alice")
-        page.get_by_text(re.compile(r"^Direct chat session")).wait_for()
+        page.get_by_text(re.compile(r"^Chat session")).wait_for()
         log.get_by_text("numbered line 24").wait_for()
         assert log.get_by_text("numbered line 00").count() == 0
         page.get_by_role("button", name="Earlier lines with bob").click()
@@ -180,7 +180,7 @@ def test_messages_offline_users_actions_keys_and_history():
         page.get_by_role("button", name="Start a chat session with bob").click()
         bob.expect("* alice wants to chat", after=asked)
         bob.send("\\accept alice")
-        page.get_by_text(re.compile(r"^Direct chat session")).wait_for()
+        page.get_by_text(re.compile(r"^Chat session")).wait_for()
     except Exception:
         lab.dump("audit_messages")
         raise
@@ -317,7 +317,7 @@ def test_more_than_a_thousand_online_hostile_names_and_long_lines():
         page.get_by_role("button", name="Chat with bob").click()
         bob.expect("* alice wants to chat")
         bob.send("\\accept alice")
-        page.get_by_text(re.compile(r"^Direct chat session")).wait_for()
+        page.get_by_text(re.compile(r"^Chat session")).wait_for()
         long_line = "W" * 3000
         bob.send(long_line)
         log = page.get_by_role("log", name="Messages")

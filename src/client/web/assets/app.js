@@ -312,7 +312,8 @@ function renderChat() {
   $('chat-tools').hidden = !session;
   if (session) {
     const modes = {
-      open: 'Direct chat session' + (session.path ? ' (' + session.path + ')' : ''),
+      // The ladder's rung: direct, reverse (the peer dialled us back) or the relay.
+      open: 'Chat session' + ({ direct: ', direct', reverse: ', direct (dialled back)', relay: ", through the server's relay" }[session.path] || ''),
       asking: 'Waiting for ' + session.peer + ' to answer',
     };
     $('chat-mode').textContent = modes[session.state] ||
