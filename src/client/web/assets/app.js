@@ -425,7 +425,8 @@ function renderTransfers() {
     // A transfer that broke off keeps the bar where it stopped, and says what to do.
     if (!ended) { n.bar.value = pct; n.arrived = done; }
     const retry = ended && (row.role === 'fetch' || row.role === 'receive') && n.arrived > 0
-      ? ' (' + size(n.arrived) + ' arrived and is kept: fetch or accept it again to resume)' : '';
+      ? ' (' + size(n.arrived) + ' arrived and is kept: ' +
+        (row.role === 'fetch' ? 'fetch it again to resume)' : 'it resumes if it is sent again)') : '';
     n.status.textContent = (ended ? '' : pct + '% · ') + stageText(t) + retry;
     return n.li;
   });
