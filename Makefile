@@ -94,6 +94,7 @@ gui:
 test-browser:
 	$(CARGO) build --bins
 	python3 tests/browser/test_gui.py
+	python3 tests/browser/test_gui_audit.py
 
 # PNGs of the page's main screens (login, chat with two sessions, transfers).
 gui-screenshots:

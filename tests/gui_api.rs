@@ -971,3 +971,46 @@ fn offers_through_the_server_to_and_from_offline_users_show_in_the_page() {
         b"for later"
     );
 }
+
+#[test]
+fn messages_through_the_server_and_the_users_page_fold_into_the_state() {
+    let server = Server::start();
+    let mut bob = Client::register(server.addr, "bob", PW, 0);
+    let mut alice = gui_user(&server, "alice");
+
+    // bob writes with no session: a conversation of messages, not a session "asking".
+    bob.send("\\msg alice hi via the server");
+    bob.expect("message to alice delivered");
+    alice.wait_event("the message", |e| {
+        e["type"] == "mail" && e["data"]["kind"] == "received"
+    });
+    let state = alice.state();
+    let talk = &state["sessions"]["bob"];
+    assert_eq!(talk["state"], "messages", "{talk}");
+    assert_eq!(talk["lines"][0]["text"], "(via server) hi via the server");
+
+    // alice answers through the server: her line joins once the server took it.
+    alice.command(json!({"type": "msg", "to": "bob", "text": "and back"}));
+    alice.wait_event("sent", |e| {
+        e["type"] == "mail" && e["data"]["kind"] == "sent"
+    });
+    bob.expect("(via server) alice: and back");
+    let state = alice.state();
+    let last = state["sessions"]["bob"]["lines"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .unwrap();
+    assert_eq!(last["sender"], "alice", "{last}");
+    assert_eq!(last["text"], "(via server) and back");
+
+    // The users page the page asked for is kept, with its offset and the total.
+    alice.command(json!({"type": "list", "offset": 1}));
+    alice.wait_event("the second page", |e| {
+        e["type"] == "users" && e["data"]["users"].as_array().is_some_and(|u| u.len() == 1)
+    });
+    let state = alice.state();
+    assert_eq!(state["users_offset"], 1, "{state}");
+    assert_eq!(state["users"], json!(["bob"]));
+    assert_eq!(state["users_total"], 2);
+}

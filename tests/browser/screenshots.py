@@ -5,6 +5,7 @@ headless Chromium and photographs: the login, a chat with two sessions, and tran
 """
 
 import os
+import re
 import sys
 import time
 
@@ -46,7 +47,7 @@ def main():
         page.get_by_role("button", name="Chat with bob").click()
         bob.expect("* alice wants to chat")
         bob.send("\\accept alice")
-        page.get_by_role("tab", name="bob", exact=True).wait_for()
+        page.get_by_role("tab", name=re.compile(r"^bob(,|$)")).wait_for()
         page.get_by_role("textbox", name="Message").fill("Hi Bob! Did you get the photos from the trip?")
         page.get_by_role("button", name="Send", exact=True).click()
         bob.expect("alice: Hi Bob!")
@@ -54,15 +55,15 @@ def main():
         carol.send("\\connect alice")
         page.get_by_role("alertdialog", name="Chat request from carol").wait_for()
         page.get_by_role("button", name="Accept chat from carol").click()
-        page.get_by_role("tab", name="carol", exact=True).wait_for()
+        page.get_by_role("tab", name=re.compile(r"^carol(,|$)")).wait_for()
         carol.send("Lunch at one?")
         page.get_by_role("textbox", name="Message").fill("Sure, see you there.")
         page.get_by_role("button", name="Send", exact=True).click()
         carol.expect("alice: Sure")
         bob.send("Sending the zip now.")
-        page.get_by_role("tab", name="bob", exact=True).click()
+        page.get_by_role("tab", name=re.compile(r"^bob(,|$)")).click()
         carol.send("Or half past, if that suits you better.")
-        page.get_by_role("tab", name="carol, 1 unread").wait_for()
+        page.get_by_role("tab", name=re.compile(r"^carol, 1 unread")).wait_for()
         page.get_by_role("button", name="All", exact=True).click()
         page.get_by_role("button", name="Fetch notes.txt from bob").wait_for()
         bob.send("\\send " + os.path.join(share, "holiday-photos.zip"))

@@ -282,7 +282,8 @@ fn pump(shared: &Shared, events: &Receiver<Event>) {
         if let Event::Presence { .. } = &event
             && let Some(commands) = shared.commands()
         {
-            let _ = commands.send(Command::List { offset: 0 });
+            let offset = shared.state().users_offset;
+            let _ = commands.send(Command::List { offset });
         }
         shared.staging.on_event(&event);
         if let Event::Welcome { .. } = &event {

@@ -193,6 +193,14 @@ fn command(shared: &Shared, mut request: Request) {
         // through /api/upload into the staging folder.
         return text(request, 400, "send files with POST /api/upload");
     }
+    // What the snapshot needs to know of the page's own asking: which page of users it
+    // looks at, and the text of a message through the server (the core's answer names
+    // only the recipient).
+    match &command {
+        Command::List { offset } => shared.state().users_offset = *offset,
+        Command::Msg { to, text } => shared.state().mail_sending(to, text),
+        _ => {}
+    }
     send(shared, request, command)
 }
 

@@ -12,9 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::client::core::Event;
+use crate::client::core::event::MailNotice;
 use crate::client::core::event::State as SessionState;
 use crate::client::core::event::{FileRow, Line, Notice, Role, Row, Stage, XferNotice};
-use crate::protocol::limits::GUI_LINES_PER_SESSION;
+use crate::protocol::limits::{GUI_LINES_PER_SESSION, MAX_LIST_PAGE};
 use crate::protocol::server_msg::TransferResult;
 
 /// Where the client stands.
@@ -44,7 +45,8 @@ pub struct Question {
 pub struct SessionView {
     /// The peer's name.
     pub peer: String,
-    /// `open`, `asking`, `closed`.
+    /// `open`, `asking`, `closed`, or `messages` (no session was asked for: only
+    /// messages through the server, or history, are shown).
     pub state: &'static str,
     /// Why it ended, when it did.
     pub ended: Option<String>,
@@ -84,10 +86,14 @@ pub struct Snapshot {
     pub addr: Option<String>,
     /// Whether the server link is up.
     pub connected: bool,
-    /// Users online (the first page of `LIST`, kept current by presence events).
+    /// Users online: the page of `LIST` the page last asked for (kept current by
+    /// presence events).
     pub users: BTreeSet<String>,
     /// How many are online in all, so the page can say when it shows only some.
     pub users_total: usize,
+    /// Where that page starts (the `offset` of the last `list` command), so the page
+    /// can step through more than 1000 users and a presence refresh keeps its place.
+    pub users_offset: usize,
     /// The session plain chat goes to.
     pub active: Option<String>,
     /// Sessions by peer name (lower case).
@@ -102,6 +108,10 @@ pub struct Snapshot {
     pub files_total: usize,
     /// The id of the last event folded in.
     pub last_id: u64,
+    /// Our messages through the server waiting for the server's answer (who, as typed,
+    /// and the text), so a sent one joins that conversation as our own line.
+    #[serde(skip)]
+    pub mail_out: VecDeque<(String, String)>,
 }
 
 fn now_ms() -> u64 {
@@ -125,19 +135,49 @@ impl Snapshot {
     }
 
     fn session(&mut self, peer: &str) -> &mut SessionView {
+        self.entry(peer, "asking")
+    }
+
+    /// The conversation with `peer`, made in `state` when there is none yet.
+    fn entry(&mut self, peer: &str, state: &'static str) -> &mut SessionView {
         self.sessions
             .entry(key(peer))
             .or_insert_with(|| SessionView {
                 peer: peer.to_string(),
-                state: "asking",
+                state,
                 ended: None,
                 path: String::new(),
                 lines: VecDeque::new(),
             })
     }
 
+    /// Notes a message the page sent through the server (`Command::Msg`).
+    pub fn mail_sending(&mut self, to: &str, text: &str) {
+        // Without the server the core answers "not connected", not per message.
+        if !self.connected {
+            return;
+        }
+        self.mail_out.push_back((to.to_string(), text.to_string()));
+        // The core answers every message (sent or not sent); a bound all the same.
+        while self.mail_out.len() > 64 {
+            self.mail_out.pop_front();
+        }
+    }
+
+    /// Takes the pending message to `to` (as typed or as registered), else the oldest.
+    fn mail_answered(&mut self, to: &str) -> Option<String> {
+        let at = self
+            .mail_out
+            .iter()
+            .position(|(t, _)| t.eq_ignore_ascii_case(to))
+            .unwrap_or(0);
+        self.mail_out.remove(at).map(|(_, text)| text)
+    }
+
+    /// Lines pushed for a peer with no session (messages through the server) make a
+    /// `messages` conversation, not a session waiting for an answer.
     fn push_line(&mut self, peer: &str, line: &Line) {
-        let session = self.session(peer);
+        let session = self.entry(peer, "messages");
         session.lines.push_back(line.clone());
         while session.lines.len() > GUI_LINES_PER_SESSION {
             session.lines.pop_front();
@@ -191,29 +231,49 @@ impl Snapshot {
             Event::Transfer(notice) => self.apply_xfer(notice),
             Event::Active { peer } => self.active = peer.clone(),
             // A message through the server joins the chat with its sender, marked.
-            Event::Mail(crate::client::core::mail::MailNotice::Received { line, .. }) => {
+            Event::Mail(MailNotice::Received { line, .. }) => {
                 let mut line = line.clone();
                 line.text = format!("(via server) {}", line.text);
                 let from = line.sender.clone();
                 self.push_line(&from, &line);
             }
+            // Ours, once the server took it: our own line in that conversation.
+            Event::Mail(MailNotice::Sent { to, .. }) => {
+                if let (Some(text), Some(me)) = (self.mail_answered(to), self.me.clone()) {
+                    let line = Line {
+                        sender: me,
+                        at_ms: now_ms(),
+                        text: format!("(via server) {text}"),
+                    };
+                    self.push_line(to, &line);
+                }
+            }
+            Event::Mail(MailNotice::NotSent { to, .. }) => {
+                self.mail_answered(to);
+            }
             Event::Mail(_) => {}
-            // Only the first page (1000 names) is kept: the page shows who is online to
-            // chat with, and the count says when there are more.
+            // One page (1000 names) is kept: the page shows who is online to chat with,
+            // the count says when there are more, and `users_offset` which page it is.
             Event::Users { users, total, .. } => {
                 self.users = users.iter().cloned().collect();
                 self.users_total = *total;
             }
             Event::Online { users } => {
                 for user in users {
-                    if self.users.insert(user.clone()) {
-                        self.users_total += 1;
+                    if self.users.contains(user) {
+                        continue;
+                    }
+                    self.users_total += 1;
+                    // Past a full page the newcomer is on another page: only counted.
+                    if self.users.len() < MAX_LIST_PAGE {
+                        self.users.insert(user.clone());
                     }
                 }
             }
             Event::Offline { users } => {
                 for user in users {
-                    if self.users.remove(user) {
+                    // Someone on another page went too: the count still moves.
+                    if self.users.remove(user) || self.users_total > self.users.len() {
                         self.users_total = self.users_total.saturating_sub(1);
                     }
                 }
@@ -303,10 +363,15 @@ impl Snapshot {
                     }
                 }
             }
+            // Asked for with "Earlier lines": the conversation shows them instead.
+            Notice::History { peer, lines } => {
+                let session = self.entry(peer, "messages");
+                let skip = lines.len().saturating_sub(GUI_LINES_PER_SESSION);
+                session.lines = lines.iter().skip(skip).cloned().collect();
+            }
             Notice::Switched { .. }
             | Notice::Relaying { .. }
             | Notice::Reversing { .. }
-            | Notice::History { .. }
             | Notice::Refused { .. }
             | Notice::Error(_) => {}
         }
@@ -442,6 +507,74 @@ mod tests {
         assert_eq!(s.users_total, 2);
         s.apply(&Event::ServerLost);
         assert!(!s.connected);
+    }
+
+    #[test]
+    fn messages_through_the_server_make_a_conversation_not_a_waiting_session() {
+        let mut s = Snapshot::default();
+        s.apply(&Event::Welcome {
+            name: "alice".into(),
+            addr: "127.0.0.1:1".into(),
+        });
+        s.apply(&Event::Mail(MailNotice::Received {
+            id: 1,
+            line: line("Bob", "are you there?"),
+        }));
+        assert_eq!(s.sessions["bob"].state, "messages");
+        assert_eq!(
+            s.sessions["bob"].lines[0].text,
+            "(via server) are you there?"
+        );
+        s.mail_sending("dora", "see you");
+        s.mail_sending("bob", "yes");
+        s.apply(&Event::Mail(MailNotice::Sent {
+            to: "Bob".into(),
+            id: 2,
+            delivered: true,
+            expiry_secs: 0,
+        }));
+        let last = s.sessions["bob"].lines.back().cloned();
+        assert_eq!(
+            last.map(|l| (l.sender, l.text)),
+            Some(("alice".into(), "(via server) yes".into()))
+        );
+        s.apply(&Event::Mail(MailNotice::Sent {
+            to: "Dora".into(),
+            id: 3,
+            delivered: false,
+            expiry_secs: 60,
+        }));
+        assert_eq!(s.sessions["dora"].state, "messages");
+        assert!(s.mail_out.is_empty());
+        s.apply(&Event::Session(Notice::Asking { peer: "bob".into() }));
+        assert_eq!(s.sessions["bob"].state, "asking");
+    }
+
+    #[test]
+    fn presence_past_a_full_page_moves_only_the_count() {
+        let mut s = Snapshot::default();
+        let users: Vec<String> = (0..MAX_LIST_PAGE).map(|i| format!("u{i:04}")).collect();
+        s.apply(&Event::Users {
+            ids: (0..users.len() as u64).collect(),
+            users,
+            total: MAX_LIST_PAGE + 5,
+        });
+        s.apply(&Event::Online {
+            users: vec!["newcomer".into()],
+        });
+        assert_eq!(s.users.len(), MAX_LIST_PAGE);
+        assert_eq!(s.users_total, MAX_LIST_PAGE + 6);
+        s.apply(&Event::Offline {
+            users: vec!["someone-on-page-2".into()],
+        });
+        assert_eq!(s.users_total, MAX_LIST_PAGE + 5);
+        s.apply(&Event::Offline {
+            users: vec!["u0000".into()],
+        });
+        assert_eq!(
+            (s.users.len(), s.users_total),
+            (MAX_LIST_PAGE - 1, MAX_LIST_PAGE + 4)
+        );
     }
 
     #[test]

@@ -11,6 +11,15 @@ const unread = {};
 const addrs = {};
 let stopped = false;
 let leaving = false; // Log out was pressed: an unreachable client then means it stopped
+// Conversations opened in the page with nobody's session yet (key → name): messages and
+// files to them go through the server, which keeps them while they are offline.
+const local = new Map();
+let usersKey = ''; // what the users list was last drawn from: 1000 rows are not redrawn per event
+// Tabs put away with "Put away" (key → what they showed then): one comes back when
+// something new happens in it.
+const dismissed = new Map();
+let keysFor = null; // whose identity key the key box is about
+let verifying = null; // the user the last "Verify key" asked about
 
 function takeToken() {
   const m = /(?:^#|&)token=([0-9a-f]+)/.exec(location.hash);
@@ -80,7 +89,11 @@ function size(bytes) {
 
 function clock(ms) {
   const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  // A line from another day (history) says which day, as in the terminal.
+  if (d.toDateString() === new Date().toDateString()) return time;
+  const pad = (n) => String(n).padStart(2, '0');
+  return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + time;
 }
 
 const same = (a, b) => (a || '').toLowerCase() === (b || '').toLowerCase();
@@ -147,8 +160,14 @@ function render() {
 }
 
 function renderUsers() {
+  const filter = $('user-filter').value.trim().toLowerCase();
+  const offset = state.users_offset || 0;
+  const key = JSON.stringify([state.users, state.users_total, offset, state.me, filter, addrs]);
+  if (key === usersKey) return;
+  usersKey = key;
   const items = [];
   for (const user of state.users) {
+    if (filter && !user.toLowerCase().includes(filter)) continue;
     const me = same(user, state.me);
     const li = el('li', null, 'user');
     const name = el('span', user + (me ? ' (you)' : ''), 'name');
@@ -161,21 +180,55 @@ function renderUsers() {
         button('Chat', 'Chat with ' + user, () => { command({ type: 'connect', user: user }); selected = user.toLowerCase(); }),
         button('Address', 'View IP and port of ' + user, () => command({ type: 'info', user: user })),
         button('Files', 'View files shared by ' + user, () => command({ type: 'files', user: user })),
-        button('Message', 'Send ' + user + ' a message through the server (end-to-end encrypted; waits if they go offline)', () => {
-          const text = window.prompt('Message to ' + user + ' (through the server, end-to-end encrypted):');
-          if (text && text.trim()) command({ type: 'msg', to: user, text: text });
-        }),
+        button('Message', 'Send ' + user + ' a message through the server', () => openConversation(user)),
       );
       li.append(actions);
     }
     if (addrs[user.toLowerCase()]) li.append(el('span', addrs[user.toLowerCase()], 'addr'));
     items.push(li);
   }
-  if (!items.length) items.push(el('li', 'Nobody is online.', 'muted'));
-  if (state.users_total > state.users.length) {
-    items.push(el('li', state.users.length + ' of ' + state.users_total + ' online shown', 'muted'));
-  }
+  if (!items.length) items.push(el('li', filter && state.users.length ? 'Nobody on this page matches.' : 'Nobody is online.', 'muted'));
   $('users').replaceChildren(...items);
+  // Past 1000 online the server sends a page at a time (LIST offset), as \list 1000 does.
+  const shown = state.users.length;
+  $('user-pages').hidden = !(state.users_total > shown || offset > 0);
+  $('users-range').textContent = (shown ? (offset + 1) + '–' + (offset + shown) : 'none') + ' of ' + state.users_total + ' online';
+  $('users-prev').disabled = offset === 0;
+  $('users-next').disabled = offset + shown >= state.users_total;
+}
+
+// Opens (or shows) the conversation with `user`: a session's tab, or a page-only one
+// whose messages and files go through the server.
+function openConversation(user) {
+  const key = user.toLowerCase();
+  dismissed.delete(key);
+  if (!state.sessions[key]) local.set(key, user);
+  selected = key;
+  unread[key] = 0;
+  render();
+  $('say').focus();
+}
+
+// The sessions of the snapshot, and the page's own conversations with nobody's session.
+function conversations() {
+  const all = Object.assign({}, state.sessions);
+  for (const [key, peer] of local) {
+    if (!all[key]) all[key] = { peer: peer, state: 'messages', ended: null, path: '', lines: [] };
+  }
+  for (const [key, was] of dismissed) {
+    const s = all[key];
+    if (s && s.state === was.state && s.lines.length === was.lines) delete all[key];
+    else dismissed.delete(key);
+  }
+  return all;
+}
+
+function showKeys(text, user, changed) {
+  keysFor = user;
+  $('keys-text').textContent = text.replace(/^\* /gm, '');
+  $('trust-key').hidden = !changed || !user;
+  if (user) $('trust-key').setAttribute('aria-label', 'Trust the new key of ' + user);
+  $('keys').hidden = false;
 }
 
 // Replaces a list's children only when the nodes themselves changed, so a button being
@@ -217,13 +270,14 @@ function renderRequests() {
 }
 
 function renderChat() {
-  const keys = Object.keys(state.sessions);
-  if (selected && !state.sessions[selected]) {
+  const all = conversations();
+  const keys = Object.keys(all);
+  if (selected && !all[selected]) {
     if (!keys.length) selected = null;
   }
   if (!selected && keys.length) selected = keys[0];
   const tabs = keys.map((key) => {
-    const s = state.sessions[key];
+    const s = all[key];
     const tab = el('button', null, 'tab' + (key === selected ? ' selected' : '') + ' ' + s.state);
     tab.type = 'button';
     tab.setAttribute('role', 'tab');
@@ -231,9 +285,9 @@ function renderChat() {
     const count = unread[key] || 0;
     // How an open session reaches the peer: direct, reverse (it dialled us) or relay.
     const path = s.state === 'open' && s.path ? s.path : '';
+    const words = { closed: ', ended', asking: ', waiting', messages: ', through the server' };
     tab.setAttribute('aria-label', s.peer + (count ? ', ' + count + ' unread' : '') +
-      (s.state === 'closed' ? ', ended' : s.state === 'asking' ? ', waiting' : '') +
-      (path ? ', ' + path : ''));
+      (words[s.state] || '') + (path ? ', ' + path : ''));
     tab.append(el('span', s.peer));
     if (path) tab.append(el('span', path, 'path muted'));
     if (count) tab.append(el('span', String(count), 'badge'));
@@ -241,15 +295,38 @@ function renderChat() {
     return tab;
   });
   $('tabs').replaceChildren(...tabs);
-  const session = selected ? state.sessions[selected] : null;
+  const session = selected ? all[selected] : null;
   if (session) unread[selected] = 0;
   $('chat-empty').hidden = !!session;
-  const open = !!session && session.state === 'open' && state.phase === 'ready';
-  for (const id of ['say', 'say-send', 'pick', 'close-session']) $(id).disabled = !open;
-  $('pick-label').classList.toggle('disabled', !open);
+  const ready = state.phase === 'ready';
+  const open = !!session && session.state === 'open' && ready;
+  // Without a session (never asked, or ended) lines and files go through the server,
+  // as \msg and \offer do in the terminal.
+  const writable = !!session && ready && session.state !== 'asking';
+  for (const id of ['say', 'say-send', 'pick']) $(id).disabled = !writable;
+  $('close-session').disabled = !open;
+  $('pick-label').classList.toggle('disabled', !writable);
+  $('say').placeholder = open ? 'Write a message' : 'Message through the server (end-to-end encrypted)';
+  $('say-send').textContent = open || !session ? 'Send' : 'Send via server';
   $('chat-title').textContent = session ? 'Chat with ' + session.peer : 'Chats';
+  $('chat-tools').hidden = !session;
+  if (session) {
+    const modes = {
+      // The ladder's rung: direct, reverse (the peer dialled us back) or the relay.
+      open: 'Chat session' + ({ direct: ', direct', reverse: ', direct (dialled back)', relay: ", through the server's relay" }[session.path] || ''),
+      asking: 'Waiting for ' + session.peer + ' to answer',
+    };
+    $('chat-mode').textContent = modes[session.state] ||
+      'No session: messages and files go through the server and wait there while ' + session.peer + ' is offline.';
+    $('open-session').hidden = session.state === 'open' || session.state === 'asking';
+    $('open-session').setAttribute('aria-label', 'Start a chat session with ' + session.peer);
+    $('earlier').setAttribute('aria-label', 'Earlier lines with ' + session.peer);
+    $('verify-key').setAttribute('aria-label', 'Verify the key of ' + session.peer);
+    $('put-away').hidden = session.state === 'open' || session.state === 'asking';
+    $('put-away').setAttribute('aria-label', 'Put away the conversation with ' + session.peer);
+  }
   const ended = $('chat-ended');
-  ended.hidden = !(session && session.state !== 'open');
+  ended.hidden = !(session && (session.state === 'closed' || session.state === 'asking'));
   if (session && session.state === 'closed') ended.textContent = 'This chat has ended' + (session.ended ? ': ' + session.ended : '.');
   if (session && session.state === 'asking') ended.textContent = 'Waiting for ' + session.peer + ' to answer…';
   const list = $('lines');
@@ -257,10 +334,14 @@ function renderChat() {
   const lines = session ? session.lines.map((line) => {
     const own = same(line.sender, state.me);
     const note = line.sender === '*';
-    const li = el('li', null, 'line' + (own ? ' own' : '') + (note ? ' note' : ''));
+    // "/me waves" is an action, shown "* bob waves" as the terminal shows it.
+    const action = !note && /^\/me /.test(line.text);
+    const li = el('li', null, 'line' + (own ? ' own' : '') + (note ? ' note' : '') + (action ? ' action' : ''));
     const time = el('time', clock(line.at_ms));
     time.dateTime = new Date(line.at_ms).toISOString();
-    li.append(time, el('span', note ? '' : (own ? 'you' : line.sender), 'sender'), el('span', line.text, 'text'));
+    const who = note ? '' : (action ? '*' : (own ? 'you' : line.sender));
+    const text = action ? line.sender + ' ' + line.text.slice(4) : line.text;
+    li.append(time, el('span', who, 'sender'), el('span', text, 'text'));
     return li;
   }) : [];
   list.replaceChildren(...lines);
@@ -329,15 +410,24 @@ function renderTransfers() {
     const key = row.stage.kind + '|' + t.saved + '|' + row.route;
     let n = transferNodes.get(id);
     if (!n || n.key !== key) {
+      const before = n ? { pct: n.bar.value, arrived: n.arrived } : { pct: 0, arrived: 0 };
       n = buildTransfer(id, t);
+      n.bar.value = before.pct;
+      n.arrived = before.arrived;
       n.key = key;
       transferNodes.set(id, n);
     }
     const total = row.size || 0;
-    const done = row.stage.kind === 'finished' && row.stage.data.result === 'ok' ? total : row.done;
-    const pct = total ? Math.floor((done * 100) / total) : (row.stage.kind === 'finished' ? 100 : 0);
-    n.bar.value = pct;
-    n.status.textContent = pct + '% · ' + stageText(t);
+    const ok = row.stage.kind === 'finished' && row.stage.data.result === 'ok';
+    const ended = row.stage.kind === 'dropped' || (row.stage.kind === 'finished' && !ok);
+    const done = ok ? total : row.done;
+    const pct = total ? Math.floor((done * 100) / total) : (ok ? 100 : 0);
+    // A transfer that broke off keeps the bar where it stopped, and says what to do.
+    if (!ended) { n.bar.value = pct; n.arrived = done; }
+    const retry = ended && (row.role === 'fetch' || row.role === 'receive') && n.arrived > 0
+      ? ' (' + size(n.arrived) + ' arrived and is kept: ' +
+        (row.role === 'fetch' ? 'fetch it again to resume)' : 'it resumes if it is sent again)') : '';
+    n.status.textContent = (ended ? '' : pct + '% · ') + stageText(t) + retry;
     return n.li;
   });
   if (!items.length) items.push(transferNodes.get('none') || el('li', 'No transfers yet.', 'muted'));
@@ -372,8 +462,8 @@ async function save(id, name) {
 }
 
 async function upload(files) {
-  const session = selected ? state.sessions[selected] : null;
-  if (!session || session.state !== 'open') { notice('Open a chat first, then send files into it.', true); return; }
+  const session = selected ? conversations()[selected] : null;
+  if (!session || session.state === 'asking') { notice('Open a chat or a conversation first, then send files into it.', true); return; }
   for (const file of files) {
     try {
       await api('/api/upload', {
@@ -398,19 +488,44 @@ function onEvent(event) {
       if (d.kind === 'opened') selected = d.data.peer.toLowerCase();
       if (d.kind === 'error') notice(d.data, true);
       if (d.kind === 'not_opened') notice('No chat with ' + d.data.peer + ': ' + (d.data.detail || d.data.reason), true);
+      if (d.kind === 'reversing') notice('Cannot reach ' + d.data.peer + ' directly; asking it to connect to us…');
+      if (d.kind === 'relaying') notice('Cannot reach ' + d.data.peer + ' directly; meeting through the server\'s relay…');
       if (d.kind === 'refused') notice('Refused ' + d.data.count + ' connection(s) from ' + d.data.from + ' (' + d.data.why + ')', true);
       break;
     case 'transfer':
       if (d.kind === 'error') notice(d.data, true);
       if (d.kind === 'shared') notice('Sharing ' + d.data.count + ' file(s) from ' + d.data.dir);
       break;
+    case 'mail':
+      if (d.kind === 'received' && d.data.line.sender.toLowerCase() !== selected) {
+        const key = d.data.line.sender.toLowerCase();
+        unread[key] = (unread[key] || 0) + 1;
+      }
+      if (d.kind === 'away') notice(d.data.count + ' message(s) came through the server while you were away.');
+      if (d.kind === 'sent') {
+        notice(d.data.delivered ? 'Message to ' + d.data.to + ' delivered.'
+          : 'Message to ' + d.data.to + ' queued: they are offline; the server keeps it (sealed) until they log in, at most ' +
+            Math.round(d.data.expiry_secs / 86400) + ' days.');
+      }
+      if (d.kind === 'not_sent') notice('Message to ' + d.data.to + ' not sent: ' + d.data.why, true);
+      if (d.kind === 'rejected') notice('A message said to be from ' + d.data.from + ' was refused: ' + d.data.why, true);
+      break;
     case 'user_info':
       addrs[d.user.toLowerCase()] = d.addr;
       notice(d.user + ' is at ' + d.addr);
       break;
     case 'server_error': notice(d.message, true); break;
-    case 'error': notice(d.text, true); break;
-    case 'note': notice(d.text.replace(/^\* /, '')); break;
+    case 'error': {
+      // A peer's identity key changed: say it where it stays, with what to do.
+      const m = /^WARNING: (.+?)'s identity key has CHANGED/.exec(d.text);
+      if (m) showKeys(d.text, m[1], true); else notice(d.text, true);
+      break;
+    }
+    case 'note':
+      if (/safety number with /.test(d.text)) showKeys(d.text, verifying, /NEW key/.test(d.text));
+      else if (/is trusted and pinned/.test(d.text)) showKeys(d.text, null, false);
+      else notice(d.text.replace(/^\* /, ''));
+      break;
     case 'not_connected': notice('Not connected to the server: press Reconnect first.', true); break;
     case 'server_notice': notice('Server: ' + d.message, true); break;
     case 'reconnected': notice('Reconnected to the server.'); command({ type: 'list' }); break;
@@ -472,13 +587,42 @@ function wire() {
   });
   $('reconnect').addEventListener('click', () => command({ type: 'reconnect' }));
   $('logout').addEventListener('click', () => { leaving = true; command({ type: 'quit' }); });
-  $('refresh-users').addEventListener('click', () => command({ type: 'list' }));
+  $('refresh-users').addEventListener('click', () => command({ type: 'list', offset: state ? state.users_offset || 0 : 0 }));
+  $('user-filter').addEventListener('input', () => { if (state && state.phase === 'ready') renderUsers(); });
+  $('users-prev').addEventListener('click', () => command({ type: 'list', offset: Math.max(0, (state.users_offset || 0) - 1000) }));
+  $('users-next').addEventListener('click', () => command({ type: 'list', offset: (state.users_offset || 0) + 1000 }));
+  $('write-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const user = $('write-to').value.trim();
+    if (!user) return;
+    $('write-to').value = '';
+    openConversation(user);
+  });
+  const current = () => (selected ? conversations()[selected] : null);
+  $('open-session').addEventListener('click', () => { const s = current(); if (s) command({ type: 'connect', user: s.peer }); });
+  $('earlier').addEventListener('click', () => { const s = current(); if (s) command({ type: 'history', user: s.peer, n: 500 }); });
+  $('verify-key').addEventListener('click', () => {
+    const s = current();
+    if (s) { verifying = s.peer; command({ type: 'verify', user: s.peer }); }
+  });
+  $('put-away').addEventListener('click', () => {
+    const s = current();
+    if (!s) return;
+    local.delete(selected);
+    dismissed.set(selected, { state: s.state, lines: s.lines.length });
+    selected = null;
+    render();
+  });
+  $('trust-key').addEventListener('click', () => { if (keysFor) command({ type: 'trust', user: keysFor }); });
+  $('keys-close').addEventListener('click', () => { $('keys').hidden = true; });
+  $('rescan').addEventListener('click', () => command({ type: 'rescan' }));
   $('say-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const text = $('say').value;
-    const session = selected ? state.sessions[selected] : null;
+    const session = selected ? conversations()[selected] : null;
     if (!text.trim() || !session) return;
-    command({ type: 'say_to', user: session.peer, text: text });
+    if (session.state === 'open') command({ type: 'say_to', user: session.peer, text: text });
+    else command({ type: 'msg', to: session.peer, text: text });
     $('say').value = '';
   });
   $('close-session').addEventListener('click', () => {
