@@ -28,11 +28,27 @@ struct UserFiles {
     ip: IpAddr,
     /// The files, sorted by lower-case name (then name).
     files: Vec<SharedFile>,
-    /// The lower-case names in the order of `files`, each followed by [`SEPARATOR`], for
+    /// The folded names ([`fold`]) in the order of `files`, each followed by [`SEPARATOR`], for
     /// `SEARCH` (a needle never holds the separator, so a match never spans two names).
     haystack: String,
     /// Where each file's lower-case name starts in `haystack`.
     starts: Vec<usize>,
+}
+
+/// The form names and needles are compared in: lower case one character at a time, with
+/// the final sigma 'ς' as 'σ' and the dotted capital 'İ' as 'i'. `str::to_lowercase`
+/// looks at a character's neighbours (a capital sigma lowers to 'ς' at the end of a
+/// word, 'σ' elsewhere), so the needle `ΟΔΟΣ` and the name `ΟΔΟΣ.txt` lowered whole never
+/// matched; and 'İ' lowers to 'i' plus a combining dot, which no typed `izmir` holds.
+/// What you type must find the name it is part of.
+pub fn fold(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            'İ' => 'i'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
+        .map(|c| if c == 'ς' { 'σ' } else { c })
+        .collect()
 }
 
 /// Ends each name in a user's `haystack`: a line feed, which no name (a part of a
@@ -153,7 +169,7 @@ impl FileIndex {
         let mut files: Vec<(SharedFile, String)> = files
             .into_iter()
             .map(|f| {
-                let lower = f.name.to_lowercase();
+                let lower = fold(&f.name);
                 (f, lower)
             })
             .collect();
@@ -280,7 +296,7 @@ impl FileIndex {
 
     /// The first `limit` files whose name contains `text` (any case), and how many match.
     pub fn search(&self, text: &str, limit: usize) -> (Vec<FileEntry>, usize) {
-        let needle = text.to_lowercase();
+        let needle = fold(text);
         if needle.contains(SEPARATOR) {
             return (Vec::new(), 0);
         }
@@ -400,6 +416,20 @@ mod tests {
         let (found, total) = index.search("-7-12", 100);
         assert_eq!(total, 111, "file-7-12, file-7-120..129, file-7-1200..1299");
         assert_eq!(found.len(), 100);
+    }
+
+    #[test]
+    fn a_needle_finds_the_name_it_was_copied_from_whatever_its_letters() {
+        let index = FileIndex::default();
+        let names = ["ΟΔΟΣ.txt", "οδος.txt", "ȺȺx.bin", "İzmir", "\u{212A}.txt"];
+        index.set("a", "a", IP, files(&names)).unwrap();
+        for name in names {
+            let (found, _) = index.search(name, 10);
+            assert!(found.iter().any(|f| f.name == name), "{name}: {found:?}");
+        }
+        assert_eq!(index.search("ΟΔΟΣ", 10).1, 2, "ς and σ are one letter");
+        assert_eq!(index.search("IZMIR", 10).1, 1, "İ is an i");
+        assert_eq!(index.search("ⱥX", 10).0[0].name, "ȺȺx.bin");
     }
 
     #[test]
