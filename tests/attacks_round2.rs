@@ -153,3 +153,120 @@ fn pathological_search_needles_get_correct_bounded_replies() {
     let mut carol = Wire::registered(server.addr, "carol", PW, free_port());
     assert_eq!(search(&mut carol, "photo-19999").0, 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// 2: SHARE/SEARCH churn: every search after a change rebuilds the flat copy of all names
+// ---------------------------------------------------------------------------------------
+
+/// How many times one churner alternates `SHARE 1` and `SEARCH` (pipelined in rounds).
+const CHURN_ROUNDS: usize = 15;
+
+/// Connections churning at once, all from the attacking address.
+const CHURNERS: usize = 4;
+
+#[test]
+fn share_and_search_churn_keeps_others_served_and_the_server_bounded() {
+    // The fillers say nothing once they shared: no idle timeout may take them offline.
+    let server = Server::builder().args(&["--idle-timeout", "3600"]).start();
+    let attacker: IpAddr = "127.0.0.21".parse().unwrap();
+    // Two accounts fill the address's 50,000-file cap with long names (about 40,000 x 250
+    // bytes; 'Ⱥ' lowers to 3 bytes, so their folded copy is about 15 MB): every rebuild
+    // copies all of it.
+    let heavy = |tag: &str| -> Vec<String> {
+        (0..20_000)
+            .map(|i| format!("1 {tag}-{i:05}-{}", "Ⱥ".repeat(118)))
+            .collect()
+    };
+    let mut fillers = Vec::new();
+    for (i, tag) in ["fill1", "fill2"].iter().enumerate() {
+        let mut w = Wire::connect_from(server.addr, attacker).named(tag);
+        w.register(tag, PW, 43000 + i as u16);
+        w.send_share(&heavy(tag));
+        w.expect_exact("OK SHARE 20000");
+        fillers.push(w);
+    }
+    let mut victim = Wire::connect_from(server.addr, "127.0.0.22".parse().unwrap()).named("vic");
+    victim.register("victim", PW, 43100);
+    assert_eq!(search(&mut victim, "fill2-19999").0, 1);
+    let before = server.rss_kib();
+
+    // Four churners from the same address: each round changes the index and searches,
+    // so every search finds the copy stale.
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampler = {
+        let (stop, peak, pid) = (Arc::clone(&stop), Arc::clone(&peak), server.pid());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_of(pid) {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let churners: Vec<_> = (0..CHURNERS)
+        .map(|c| {
+            let mut w = Wire::connect_from(server.addr, attacker).named("churner");
+            let name = format!("churn{c}");
+            w.register(&name, PW, 43200 + c as u16);
+            thread::spawn(move || {
+                let started = Instant::now();
+                for round in 0..CHURN_ROUNDS {
+                    let text = format!("SHARE 1\n1 c{c}-{round}\nSEARCH zzzz\n").repeat(4);
+                    w.clone_stream().write_all(text.as_bytes()).unwrap();
+                    for _ in 0..4 {
+                        w.expect_exact("OK SHARE 1");
+                        let (total, _) = {
+                            let (_, total, files) = read_list(&mut w, "OK SEARCH");
+                            (total, files)
+                        };
+                        assert_eq!(total, 0);
+                    }
+                }
+                // The connection stays open until every churner is done.
+                (started.elapsed(), w)
+            })
+        })
+        .collect();
+
+    // Meanwhile the victim is served: LIST, INFO, a SEARCH with the right answer.
+    let mut worst = Duration::ZERO;
+    let mut asked = 0;
+    while churners.iter().any(|c| !c.is_finished()) {
+        let t = Instant::now();
+        victim.send("INFO fill1");
+        victim.expect("OK INFO fill1");
+        let (total, found) = search(&mut victim, "FILL1-0001");
+        assert_eq!((total, found.len()), (10, 10));
+        let users = victim.list();
+        assert_eq!(users.len(), 3 + CHURNERS, "{users:?}");
+        worst = worst.max(t.elapsed());
+        asked += 1;
+    }
+    let (churn_time, _churners): (Vec<Duration>, Vec<Wire>) =
+        churners.into_iter().map(|c| c.join().unwrap()).unzip();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grown_mib = peak.load(Ordering::Relaxed).saturating_sub(before) / 1024;
+    println!(
+        "churn: {} rounds x 4 SHARE+SEARCH on each of {CHURNERS} connections in {churn_time:?}; \
+         the victim's INFO+SEARCH+LIST x{asked}, worst {worst:?}; RSS {} MiB before, peak +{grown_mib} MiB",
+        CHURN_ROUNDS,
+        before / 1024
+    );
+    // Generous: the victim's three commands within 10 s each time on a loaded machine.
+    assert!(worst < Duration::from_secs(10), "the victim waited {worst:?}");
+    // A copy of the names is about 15 MB; a few alive at once (and the allocator keeping
+    // a freed one per thread that built one) is fine, one per search ever made is not.
+    assert!(grown_mib < 150, "the server grew by {grown_mib} MiB under churn");
+}
+
+/// Resident memory of process `pid` in KiB (None once it is gone).
+fn rss_of(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
