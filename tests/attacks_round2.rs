@@ -256,10 +256,16 @@ fn share_and_search_churn_keeps_others_served_and_the_server_bounded() {
         before / 1024
     );
     // Generous: the victim's three commands within 10 s each time on a loaded machine.
-    assert!(worst < Duration::from_secs(10), "the victim waited {worst:?}");
+    assert!(
+        worst < Duration::from_secs(10),
+        "the victim waited {worst:?}"
+    );
     // A copy of the names is about 15 MB; a few alive at once (and the allocator keeping
     // a freed one per thread that built one) is fine, one per search ever made is not.
-    assert!(grown_mib < 150, "the server grew by {grown_mib} MiB under churn");
+    assert!(
+        grown_mib < 150,
+        "the server grew by {grown_mib} MiB under churn"
+    );
 }
 
 /// Resident memory of process `pid` in KiB (None once it is gone).
@@ -269,4 +275,57 @@ fn rss_of(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// 3: one account filling another user's mailbox or held offers for everyone else
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn one_account_cannot_fill_an_offline_users_mailbox_or_held_offers_for_others() {
+    let server = Server::start();
+    Wire::registered(server.addr, "bob", PW, free_port()).quit();
+    let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port()).named("mallory");
+    let mut carol = Wire::registered(server.addr, "carol", PW, free_port()).named("carol");
+    // bob's mailbox holds 100; mallory may fill a quarter of it.
+    for i in 0..25 {
+        mallory.send(&format!("SEND bob {i:02x}"));
+        let reply = mallory.expect("OK SENT");
+        assert!(reply.ends_with(" queued"), "{reply}");
+    }
+    mallory.send("SEND bob ff");
+    mallory.expect_exact(
+        "ERR 465 TOO_MANY_WAITING you have 25 messages waiting for bob already; try once they have read them",
+    );
+    // Others still reach bob.
+    carol.send("SEND bob 00");
+    assert!(carol.expect("OK SENT").ends_with(" queued"));
+    // The same for file offers held for bob: 8 from one account of the 32 he may hold.
+    thread::sleep(Duration::from_millis(1200));
+    for i in 0..8 {
+        mallory.send(&format!("OFFER bob - 10 junk{i}.bin"));
+        mallory.expect("OK OFFER");
+    }
+    mallory.send("OFFER bob - 10 junk8.bin");
+    mallory.expect_exact(
+        "ERR 465 TOO_MANY_WAITING you have 8 offers to bob waiting for answers already; try later",
+    );
+    carol.send("OFFER bob - 10 real.pdf");
+    assert!(carol.expect("OK OFFER").ends_with(" queued"));
+    // bob gets what waited: 26 messages, 9 offers; mallory's refused ones never.
+    let mut bob = Wire::connect(server.addr).named("bob");
+    bob.login("bob", PW, free_port());
+    assert_eq!(bob.expect_event("EVENT MAILBOX"), "EVENT MAILBOX 26");
+    assert_eq!(bob.expect_event("EVENT HELD"), "EVENT HELD 9");
+    bob.ping();
+    let events = bob.take_events();
+    assert!(!events.iter().any(|e| e.contains("junk8")), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.ends_with(" ff")),
+        "a refused message arrived"
+    );
+    // Once bob is online, mallory's messages pass on at once (no cap on what never waits).
+    thread::sleep(Duration::from_millis(1200));
+    mallory.send("SEND bob ee");
+    assert!(mallory.expect("OK SENT").ends_with(" delivered"));
 }

@@ -292,7 +292,11 @@ impl FileIndex {
         };
         let (generation, lists) = {
             let inner = self.lock();
-            if let Some(flat) = inner.flat.as_ref().filter(|f| f.generation == inner.generation) {
+            if let Some(flat) = inner
+                .flat
+                .as_ref()
+                .filter(|f| f.generation == inner.generation)
+            {
                 return Source::Flat(flat.clone());
             }
             let lists: Vec<_> = inner.by_user.values().cloned().collect();
@@ -495,7 +499,9 @@ mod tests {
     fn between_rebuilds_a_search_scans_the_lists_and_finds_the_same() {
         let index = FileIndex::default();
         index.set("b", "b", IP, files(&["Photo.jpg", "x"])).unwrap();
-        index.set("a", "a", IP, files(&["aphoto", "photo2"])).unwrap();
+        index
+            .set("a", "a", IP, files(&["aphoto", "photo2"]))
+            .unwrap();
         assert_eq!(index.search("photo", 10).1, 3);
         // The last build "took an hour": the next may not come for ten.
         let pretend = |index: &FileIndex| {
@@ -508,7 +514,10 @@ mod tests {
         index.set("c", "c", IP, files(&["PHOTO-c"])).unwrap();
         assert!(matches!(index.source(), Source::Lists(_)), "no rebuild yet");
         let (found, total) = index.search("PHOTO", 10);
-        let shown: Vec<String> = found.iter().map(|e| format!("{} {}", e.user, e.name)).collect();
+        let shown: Vec<String> = found
+            .iter()
+            .map(|e| format!("{} {}", e.user, e.name))
+            .collect();
         assert_eq!(total, 4);
         assert_eq!(shown, ["a aphoto", "a photo2", "b Photo.jpg", "c PHOTO-c"]);
         let generation = index.lock().generation;
