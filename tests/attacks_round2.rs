@@ -329,3 +329,160 @@ fn one_account_cannot_fill_an_offline_users_mailbox_or_held_offers_for_others() 
     mallory.send("SEND bob ee");
     assert!(mallory.expect("OK SENT").ends_with(" delivered"));
 }
+
+// ---------------------------------------------------------------------------------------
+// 4: slowloris at every stage, and half-open TLS handshakes, from one address
+// ---------------------------------------------------------------------------------------
+
+/// Reads from a raw socket until it closes (true) or `bound` passes (false).
+fn closed_within(stream: &mut std::net::TcpStream, bound: Duration) -> bool {
+    use std::io::{ErrorKind, Read};
+    let deadline = Instant::now() + bound;
+    let mut sink = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The server must close `w` within `bound`, after at most an `ERR 408` (events kept).
+fn timed_out(w: &mut Wire, bound: Duration) -> Vec<String> {
+    let deadline = Instant::now() + bound;
+    let mut seen = Vec::new();
+    loop {
+        match w.read_within(deadline.saturating_duration_since(Instant::now())) {
+            Got::Closed => return seen,
+            Got::Line(line) if line.starts_with("EVENT ") => {}
+            Got::Line(line) => seen.push(line),
+            Got::TimedOut => w.fail(&format!("still open after {bound:?}; saw {seen:?}")),
+        }
+    }
+}
+
+#[test]
+fn slow_and_half_open_connections_from_one_address_do_not_keep_others_out() {
+    let server = Server::builder()
+        .args(&["--login-timeout", "4", "--idle-timeout", "4"])
+        .start();
+    let attacker: IpAddr = "127.0.0.31".parse().unwrap();
+    let bound = Duration::from_secs(20);
+    // Two logged-in accounts of the attacker: one stops in the middle of a SHARE body,
+    // one in the middle of a command line. Each line must come whole within the idle
+    // timeout, so both are cut off.
+    let mut mid_share = Wire::connect_from(server.addr, attacker).named("mid-share");
+    mid_share.register("midshare", PW, free_port());
+    mid_share.send_bytes(b"SHARE 3\n1 a.txt\n2 b.t").unwrap();
+    let mut mid_line = Wire::connect_from(server.addr, attacker).named("mid-line");
+    mid_line.register("midline", PW, free_port());
+    mid_line.send_bytes(b"SEARCH som").unwrap();
+    // 40 TCP connections that start a TLS handshake and stop (a record header and a few
+    // bytes of a ClientHello), and 24 TLS connections that drip a login: the address's
+    // 64 connections not logged in.
+    let mut half_open = Vec::new();
+    for _ in 0..40 {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket
+            .bind(&std::net::SocketAddr::new(attacker, 0).into())
+            .unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let mut stream: std::net::TcpStream = socket.into();
+        stream
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .unwrap();
+        half_open.push(stream);
+    }
+    let mut dripping = Vec::new();
+    for i in 0..24 {
+        let mut w = Wire::connect_from(server.addr, attacker).named("dripper");
+        w.hello();
+        w.send_bytes(if i % 2 == 0 { b"N\nalic" } else { b"Y" })
+            .unwrap();
+        dripping.push(w);
+    }
+    let started = Instant::now();
+    // The 65th from that address is refused at once; another address logs in at once.
+    let mut extra = Wire::connect_from(server.addr, attacker).named("65th");
+    assert_eq!(
+        timed_out(&mut extra, bound).first().map(|l| l
+            .split(' ')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")),
+        Some("ERR 435".to_string())
+    );
+    let mut victim = Wire::connect_from(server.addr, "127.0.0.32".parse().unwrap()).named("vic");
+    victim.register("victim", PW, free_port());
+    victim.ping();
+    let victim_in = started.elapsed();
+    // Every slow connection is cut by its deadline: the logged-in ones with `408`.
+    for w in [&mut mid_share, &mut mid_line] {
+        let said = timed_out(w, bound);
+        assert!(
+            said.iter().any(|l| l.starts_with("ERR 408 TIMEOUT")),
+            "{said:?}"
+        );
+        assert!(
+            !said.iter().any(|l| l.starts_with("OK SHARE")),
+            "a SHARE cut in its body was taken: {said:?}"
+        );
+    }
+    for w in &mut dripping {
+        let said = timed_out(w, bound);
+        assert!(
+            said.iter()
+                .all(|l| l.starts_with("ERR 408") || l.starts_with("ASK")),
+            "{said:?}"
+        );
+    }
+    let mut still_open = 0;
+    for s in &mut half_open {
+        if !closed_within(s, bound) {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open, 0,
+        "half-open TLS handshakes outlived the login deadline"
+    );
+    let all_cut = started.elapsed();
+    // Once they are gone, the address logs in again (a refused connection keeps its
+    // slot for the 2 s the server lingers for the client to close: a few tries).
+    let deadline = Instant::now() + bound;
+    let mut back = loop {
+        let mut w = Wire::connect_from(server.addr, attacker).named("back");
+        match w.read_within(Duration::from_secs(10)) {
+            Got::Line(line) if line == "HELLO peerchat 1" => {
+                w.unread(line);
+                break w;
+            }
+            Got::Line(line) if line.starts_with("ERR 435") && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(500));
+            }
+            _ => w.fail("the attacker's address never got a slot back"),
+        }
+    };
+    back.register("back", PW, free_port());
+    back.ping();
+    // (The victim said nothing for the 4 s idle timeout meanwhile: it logs in again.)
+    drop(victim);
+    let mut victim = Wire::connect_from(server.addr, "127.0.0.32".parse().unwrap()).named("vic");
+    victim.login("victim", PW, free_port());
+    victim.ping();
+    println!(
+        "slowloris: another address logged in after {victim_in:?}; 2 mid-line/mid-SHARE, \
+         24 dripped logins and 40 half-open handshakes all cut within {all_cut:?}"
+    );
+}
