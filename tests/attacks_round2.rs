@@ -486,3 +486,72 @@ fn slow_and_half_open_connections_from_one_address_do_not_keep_others_out() {
          24 dripped logins and 40 half-open handshakes all cut within {all_cut:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 5: hostile file names in offers through the server, to a real client's terminal
+// ---------------------------------------------------------------------------------------
+
+/// Characters that must never reach a terminal from the network: controls and the
+/// invisible format characters protocol.md §1 lists.
+fn raw_chars(text: &str) -> Vec<char> {
+    let mut found: Vec<char> = text
+        .chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+                    | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{061C}'
+                    | '\u{FEFF}' | '\u{2028}' | '\u{2029}')
+        })
+        .collect();
+    found.dedup();
+    found
+}
+
+#[test]
+fn hostile_names_in_offers_through_the_server_reach_the_terminal_cleaned() {
+    let server = Server::start();
+    let lab = common::Lab::new(&server);
+    {
+        let mut bob = lab.register("bob", &[]);
+        bob.send("\\quit");
+        bob.wait_exit();
+    }
+    let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port()).named("mallory");
+    // The file-name rule refuses controls (ESC, CSI, DEL) at the server...
+    for bad in ["a\u{1b}[2Jb.txt", "a\u{9b}31mb.txt", "a\u{7f}b.txt"] {
+        mallory.send(&format!("OFFER bob - 10 {bad}"));
+        mallory.expect("ERR 400 BAD_REQUEST unsafe file name");
+    }
+    // ...but format characters travel (protocol.md §1): held while bob is away, then one
+    // more once he is online.
+    let held = [
+        "report\u{202E}fdp.exe",
+        "zero\u{200B}width\u{2060}joiner.txt",
+        "line\u{2028}sep\u{2029}para.txt",
+        "bom\u{FEFF}\u{2066}isolate\u{2069}.txt",
+    ];
+    for name in held {
+        mallory.send(&format!("OFFER bob - 10 {name}"));
+        assert!(mallory.expect("OK OFFER").ends_with(" queued"));
+    }
+    let mut bob = lab.login("bob", &[]);
+    bob.expect("while you were away, mallory offered you report\u{FFFD}fdp.exe");
+    thread::sleep(Duration::from_millis(1200));
+    mallory.send("OFFER bob - 10 live\u{202D}exe.txt");
+    assert!(mallory.expect("OK OFFER").ends_with(" delivered"));
+    bob.expect("mallory offers live\u{FFFD}exe.txt");
+    bob.send("\\transfers");
+    bob.output_for(Duration::from_millis(800));
+    let out = bob.output();
+    for shown in [
+        "zero\u{FFFD}width\u{FFFD}joiner.txt",
+        "line\u{FFFD}sep\u{FFFD}para.txt",
+        "bom\u{FFFD}\u{FFFD}isolate\u{FFFD}.txt",
+    ] {
+        assert!(out.contains(shown), "{shown:?} not shown:\n{out}");
+    }
+    let raw = raw_chars(&out);
+    assert!(raw.is_empty(), "bob's terminal got {raw:?}:\n{out:?}");
+    let raw = raw_chars(&bob.stderr());
+    assert!(raw.is_empty(), "bob's stderr got {raw:?}");
+}
