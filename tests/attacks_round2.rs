@@ -555,3 +555,27 @@ fn hostile_names_in_offers_through_the_server_reach_the_terminal_cleaned() {
     let raw = raw_chars(&bob.stderr());
     assert!(raw.is_empty(), "bob's stderr got {raw:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 6: the server's log is not the attacker's disk
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn long_command_lines_do_not_grow_the_servers_log_by_their_length() {
+    let server = Server::start();
+    let mut mallory = Wire::registered(server.addr, "mallory", PW, free_port()).named("mallory");
+    let before = server.log_text().len();
+    // 300 SEARCHes of 4,000 bytes each: 1.2 MB of needles.
+    let needle = "q".repeat(4000);
+    let text = format!("SEARCH {needle}\n").repeat(300);
+    mallory.clone_stream().write_all(text.as_bytes()).unwrap();
+    for _ in 0..300 {
+        read_list(&mut mallory, "OK SEARCH");
+    }
+    mallory.ping();
+    let grown = server.log_text().len() - before;
+    // Each is logged, cut to 200 characters and its size.
+    assert_eq!(server.log_count("(4007 bytes)"), 300);
+    assert!(grown < 300 * 400, "the log grew by {grown} bytes");
+    println!("log growth for 300 SEARCHes of 4,000 bytes: {grown} bytes");
+}
