@@ -246,16 +246,26 @@ fn offer_lines_are_checked_bounded_and_a_made_up_answer_opens_nothing() {
     mallory.send("OFFER_ANSWER bob 1 maybe");
     mallory.expect("ERR 400 BAD_REQUEST");
 
-    // 32 offers may wait for bob; the 33rd is refused (paced under the SEND rate).
-    for i in 0..32 {
-        if i == 25 {
-            thread::sleep(Duration::from_millis(1600));
-        }
+    // One account may have 8 offers open to bob (465), and 32 may wait for bob in all:
+    // four accounts fill them, and the 33rd is refused with 455.
+    for i in 0..8 {
         mallory.send(&format!("OFFER bob {i} 10 file{i}.txt"));
         mallory.expect(&format!("OK OFFER {i} queued"));
     }
-    mallory.send("OFFER bob 99 10 one-more.txt");
-    mallory.expect_exact("ERR 455 OFFERS_FULL bob has 32 file offers waiting already; try later");
+    mallory.send("OFFER bob 8 10 file8.txt");
+    mallory.expect_exact(
+        "ERR 465 TOO_MANY_WAITING you have 8 offers to bob waiting for answers already; try later",
+    );
+    for helper in ["mal2", "mal3", "mal4"] {
+        let mut w = Wire::registered(server.addr, helper, PW, free_port()).named(helper);
+        for i in 0..8 {
+            w.send(&format!("OFFER bob {i} 10 file{i}.txt"));
+            w.expect(&format!("OK OFFER {i} queued"));
+        }
+    }
+    let mut mal5 = Wire::registered(server.addr, "mal5", PW, free_port()).named("mal5");
+    mal5.send("OFFER bob 99 10 one-more.txt");
+    mal5.expect_exact("ERR 455 OFFERS_FULL bob has 32 file offers waiting already; try later");
 
     // alice offers carol (no session) a file; mallory answers "ok" to every recent offer
     // number: alice's client acts only on answers from the user it offered to, so nothing

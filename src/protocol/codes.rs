@@ -113,6 +113,9 @@ codes! {
     /// `OFFER_ANSWER` or `TRANSFER <user> <offer>` naming no offer that waits for it
     /// (unknown, expired, already answered, or not between these two users).
     NoSuchOffer = 456, "NO_SUCH_OFFER";
+    /// `SEND` or `OFFER` past one sender's share of what waits at the server: messages
+    /// or file offers for this recipient, or messages for everyone together.
+    TooManyWaiting = 465, "TOO_MANY_WAITING";
     /// A `RESUME` token that is unknown, expired, revoked or not the named user's.
     BadToken = 480, "BAD_TOKEN";
     /// (peer) Too many peer handshakes at once, from this address or in all.

@@ -412,6 +412,16 @@ pub const MAILBOX_PER_USER: usize = 100;
 /// together; more get `452 MAILBOXES_FULL`.
 pub const MAILBOX_TOTAL: usize = 100_000;
 
+/// Messages from one sender that may wait for one recipient: a quarter of the default
+/// mailbox, so one account cannot fill someone's mailbox and shut everyone else out of
+/// it for a week; more get `465 TOO_MANY_WAITING`.
+pub const MAILBOX_PER_SENDER_TO_ONE: usize = 25;
+
+/// Messages from one sender that may wait, all recipients together: a hundredth of the
+/// default total, so one account cannot fill the server's mailboxes for everyone
+/// (at 5 `SEND`s a second it took 6 hours); more get `465 TOO_MANY_WAITING`.
+pub const MAILBOX_PER_SENDER: usize = 1000;
+
 /// Largest `--mailbox-per-user` and `--mailbox-total`.
 pub const MAX_MAILBOX_SETTING: u64 = 1_000_000;
 
@@ -437,3 +447,8 @@ pub const OFFERS_TOTAL: usize = 10_000;
 /// Offers through the server one user may have open (made and not yet answered, or
 /// accepted and not yet started) at once; more: `ERR 455 OFFERS_FULL`.
 pub const OPEN_OFFERS_PER_USER: usize = 64;
+
+/// Offers one user may have open to one recipient at once: a quarter of what may be
+/// held for a user, so one account cannot fill someone's held offers; more:
+/// `ERR 465 TOO_MANY_WAITING`.
+pub const OPEN_OFFERS_PER_PAIR: usize = 8;

@@ -170,6 +170,17 @@ pub fn serve(stream: TlsReader, peer: SocketAddr, id: ConnId, outbox: Outbox, sh
     log::debug!("{peer}: connection closed");
 }
 
+/// Most characters of a command the log shows; longer ones are cut, with their size.
+const LOGGED_COMMAND: usize = 200;
+
+/// `command` as the log shows it: at most [`LOGGED_COMMAND`] characters.
+fn for_log(command: String) -> String {
+    match command.char_indices().nth(LOGGED_COMMAND) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &command[..cut], command.len()),
+        None => command,
+    }
+}
+
 /// Reads the `count` lines after `SHARE`. A bad line is answered after the body is
 /// read, so the stream stays in step; a framing error ends the connection as usual.
 fn read_share_body(
@@ -216,8 +227,10 @@ fn command_loop(conn: &mut Conn, me: &login::LoggedIn, shared: &Shared) -> End {
                 conn.send(commands::share(shared, me, conn.peer.ip(), files));
             }
             Ok(Some(command)) => {
-                // Arguments are the client's text: cleaned, so a CR cannot forge a line.
-                let shown = command.to_string();
+                // Arguments are the client's text: cleaned, so a CR cannot forge a line,
+                // and cut short, so a client's 4 KB lines cannot make the log grow by 4 KB
+                // each (a pipelined SEARCH flood wrote its whole needle per line).
+                let shown = for_log(command.to_string());
                 // Heartbeats arrive every few seconds from every client: an operator's
                 // terminal at info level shows what users do, not that they are alive.
                 if matches!(command, Command::Ping) {

@@ -8,12 +8,16 @@
 //! change. One scan of one buffer is a quarter of the CPU of 10,000 scans of 10,000
 //! small buffers scattered over the heap (issue 14: 4-5 ms -> about 1 ms for 50,000
 //! matches among 100,000 files; the rebuild is a copy of the names, well under that).
+//! A rebuild waits ten times its own duration after the last one (searches meanwhile
+//! scan the lists where they are), so SHARE/SEARCH churn cannot make every search copy
+//! every name.
 //! It must not talk to sockets or the store, and it is a leaf lock like the registry
 //! (never held while taking another; the rebuild lock is only ever taken first).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use memchr::{memchr, memmem};
 
@@ -28,11 +32,27 @@ struct UserFiles {
     ip: IpAddr,
     /// The files, sorted by lower-case name (then name).
     files: Vec<SharedFile>,
-    /// The lower-case names in the order of `files`, each followed by [`SEPARATOR`], for
+    /// The folded names ([`fold`]) in the order of `files`, each followed by [`SEPARATOR`], for
     /// `SEARCH` (a needle never holds the separator, so a match never spans two names).
     haystack: String,
     /// Where each file's lower-case name starts in `haystack`.
     starts: Vec<usize>,
+}
+
+/// The form names and needles are compared in: lower case one character at a time, with
+/// the final sigma 'ς' as 'σ' and the dotted capital 'İ' as 'i'. `str::to_lowercase`
+/// looks at a character's neighbours (a capital sigma lowers to 'ς' at the end of a
+/// word, 'σ' elsewhere), so the needle `ΟΔΟΣ` and the name `ΟΔΟΣ.txt` lowered whole never
+/// matched; and 'İ' lowers to 'i' plus a combining dot, which no typed `izmir` holds.
+/// What you type must find the name it is part of.
+pub fn fold(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            'İ' => 'i'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
+        .map(|c| if c == 'ς' { 'σ' } else { c })
+        .collect()
 }
 
 /// Ends each name in a user's `haystack`: a line feed, which no name (a part of a
@@ -54,11 +74,24 @@ struct Inner {
     flat: Option<Arc<Flat>>,
 }
 
+/// A [`Flat`] is rebuilt at most once per this many times the last build took, so that
+/// copying the names costs searches at most about a tenth of one core however often
+/// the index changes. Between rebuilds, and while another search rebuilds, a search
+/// scans each user's names where they are (no copy, no wait). SHARE/SEARCH churn from a
+/// few accounts used to make every search copy every name (up to about 76 MB with the
+/// index full of long names), one search at a time behind the rebuild lock, so everyone's
+/// searches queued behind those copies.
+const REBUILD_GAP: u32 = 10;
+
 /// All lists at one generation, in listing order, with their lower-case names in one
 /// buffer for `SEARCH`.
 struct Flat {
     /// The generation of the index it was built from.
     generation: u64,
+    /// When the build ended.
+    built_at: Instant,
+    /// How long the build took: the next one waits `REBUILD_GAP` times that.
+    took: Duration,
     /// Every user's `haystack`, one after the other in listing order.
     haystack: Vec<u8>,
     /// Where each list's names start in `haystack`, with the list, in listing order.
@@ -67,6 +100,7 @@ struct Flat {
 
 impl Flat {
     fn build(generation: u64, lists: Vec<Arc<UserFiles>>) -> Flat {
+        let started = Instant::now();
         let mut haystack = Vec::with_capacity(lists.iter().map(|l| l.haystack.len()).sum());
         let lists = lists
             .into_iter()
@@ -76,8 +110,11 @@ impl Flat {
                 (at, list)
             })
             .collect();
+        let built_at = Instant::now();
         Flat {
             generation,
+            built_at,
+            took: built_at - started,
             haystack,
             lists,
         }
@@ -112,7 +149,8 @@ pub enum CapExceeded {
 pub struct FileIndex {
     inner: Mutex<Inner>,
     /// Held while a [`Flat`] is built (never while `inner` is held), so concurrent
-    /// searches after a change build one copy of the names, not one each.
+    /// searches after a change build one copy of the names, not one each (the others
+    /// scan the lists meanwhile).
     rebuild: Mutex<()>,
     /// Most files in the index.
     max_total: usize,
@@ -153,7 +191,7 @@ impl FileIndex {
         let mut files: Vec<(SharedFile, String)> = files
             .into_iter()
             .map(|f| {
-                let lower = f.name.to_lowercase();
+                let lower = fold(&f.name);
                 (f, lower)
             })
             .collect();
@@ -230,36 +268,46 @@ impl FileIndex {
         }
     }
 
-    /// The [`Flat`] of the index as it is now: the one kept, or a new one if the index
-    /// changed since. The copy is made with the index unlocked; `rebuild` makes searches
-    /// arriving meanwhile wait for it rather than each build one of their own.
-    fn flat(&self) -> Arc<Flat> {
-        let current = |inner: &Inner| {
-            inner
-                .flat
-                .clone()
-                .filter(|f| f.generation == inner.generation)
-        };
-        if let Some(flat) = current(&self.lock()) {
-            return flat;
+    /// What a search scans: the [`Flat`] of the index as it is now (the one kept, or a
+    /// new one), or, when the kept one is stale and may not be rebuilt yet (see
+    /// [`REBUILD_GAP`]) or another search is rebuilding it, the lists themselves. The
+    /// copy is made with the index unlocked, by one search at a time; nobody waits for it.
+    fn source(&self) -> Source {
+        {
+            let inner = self.lock();
+            match &inner.flat {
+                Some(flat) if flat.generation == inner.generation => {
+                    return Source::Flat(flat.clone());
+                }
+                Some(flat) if flat.built_at.elapsed() < flat.took * REBUILD_GAP => {
+                    return Source::Lists(inner.by_user.values().cloned().collect());
+                }
+                _ => {}
+            }
         }
-        let _building = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let _building = match self.rebuild.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Source::Lists(self.snapshot(None)),
+        };
         let (generation, lists) = {
             let inner = self.lock();
-            if let Some(flat) = current(&inner) {
-                return flat;
+            if let Some(flat) = inner
+                .flat
+                .as_ref()
+                .filter(|f| f.generation == inner.generation)
+            {
+                return Source::Flat(flat.clone());
             }
             let lists: Vec<_> = inner.by_user.values().cloned().collect();
             (inner.generation, lists)
         };
         let flat = Arc::new(Flat::build(generation, lists));
-        let mut inner = self.lock();
-        // A change while it was built: this search still gets a consistent picture
-        // (the index as it was when it began), and the next one rebuilds.
-        if inner.generation == generation {
-            inner.flat = Some(flat.clone());
-        }
-        flat
+        // Kept even if the index changed while it was built (then it is stale at once):
+        // this search still gets a consistent picture, and its time says when the next
+        // copy may be made.
+        self.lock().flat = Some(flat.clone());
+        Source::Flat(flat)
     }
 
     /// At most `limit` files from position `offset` of the whole listing (or of one
@@ -280,30 +328,61 @@ impl FileIndex {
 
     /// The first `limit` files whose name contains `text` (any case), and how many match.
     pub fn search(&self, text: &str, limit: usize) -> (Vec<FileEntry>, usize) {
-        let needle = text.to_lowercase();
+        let needle = fold(text);
         if needle.contains(SEPARATOR) {
             return (Vec::new(), 0);
         }
-        let flat = self.flat();
-        let hay = &flat.haystack;
-        // One searcher for the whole query (`str::find` builds one per call). After a
-        // match the scan goes on from the next name: a name holding the text twice
-        // counts once, and no match spans two names (the needle holds no separator).
+        // One searcher for the whole query (`str::find` builds one per call).
         let finder = memmem::Finder::new(needle.as_bytes());
         let mut found = Vec::new();
-        let (mut total, mut pos, mut list) = (0, 0, 0);
-        while pos < hay.len() {
-            let Some(at) = finder.find(&hay[pos..]).map(|i| pos + i) else {
-                break;
-            };
-            total += 1;
-            if found.len() < limit {
-                let (owner, file) = flat.file_at(&mut list, at);
-                found.push(entry(&owner.user, file));
+        let mut total = 0;
+        match self.source() {
+            Source::Flat(flat) => {
+                let mut list = 0;
+                for_each_match(&flat.haystack, &finder, |at| {
+                    total += 1;
+                    if found.len() < limit {
+                        let (owner, file) = flat.file_at(&mut list, at);
+                        found.push(entry(&owner.user, file));
+                    }
+                });
             }
-            pos = memchr(SEPARATOR as u8, &hay[at..]).map_or(hay.len(), |end| at + end + 1);
+            Source::Lists(lists) => {
+                for list in &lists {
+                    for_each_match(list.haystack.as_bytes(), &finder, |at| {
+                        total += 1;
+                        if found.len() < limit {
+                            let file = list.starts.partition_point(|&s| s <= at) - 1;
+                            found.push(entry(&list.user, &list.files[file]));
+                        }
+                    });
+                }
+            }
         }
         (found, total)
+    }
+}
+
+/// What one search scans (see [`FileIndex::source`]).
+enum Source {
+    /// Every list's names in one buffer.
+    Flat(Arc<Flat>),
+    /// The lists, each with its own names, in listing order.
+    Lists(Vec<Arc<UserFiles>>),
+}
+
+/// Calls `each` with the position of every name in `hay` (names each ended by
+/// [`SEPARATOR`]) that holds the needle, once per name. After a match the scan goes on
+/// from the next name: a name holding the text twice counts once, and no match spans two
+/// names (the needle holds no separator).
+fn for_each_match(hay: &[u8], finder: &memmem::Finder<'_>, mut each: impl FnMut(usize)) {
+    let mut pos = 0;
+    while pos < hay.len() {
+        let Some(at) = finder.find(&hay[pos..]).map(|i| pos + i) else {
+            break;
+        };
+        each(at);
+        pos = memchr(SEPARATOR as u8, &hay[at..]).map_or(hay.len(), |end| at + end + 1);
     }
 }
 
@@ -400,6 +479,53 @@ mod tests {
         let (found, total) = index.search("-7-12", 100);
         assert_eq!(total, 111, "file-7-12, file-7-120..129, file-7-1200..1299");
         assert_eq!(found.len(), 100);
+    }
+
+    #[test]
+    fn a_needle_finds_the_name_it_was_copied_from_whatever_its_letters() {
+        let index = FileIndex::default();
+        let names = ["ΟΔΟΣ.txt", "οδος.txt", "ȺȺx.bin", "İzmir", "\u{212A}.txt"];
+        index.set("a", "a", IP, files(&names)).unwrap();
+        for name in names {
+            let (found, _) = index.search(name, 10);
+            assert!(found.iter().any(|f| f.name == name), "{name}: {found:?}");
+        }
+        assert_eq!(index.search("ΟΔΟΣ", 10).1, 2, "ς and σ are one letter");
+        assert_eq!(index.search("IZMIR", 10).1, 1, "İ is an i");
+        assert_eq!(index.search("ⱥX", 10).0[0].name, "ȺȺx.bin");
+    }
+
+    #[test]
+    fn between_rebuilds_a_search_scans_the_lists_and_finds_the_same() {
+        let index = FileIndex::default();
+        index.set("b", "b", IP, files(&["Photo.jpg", "x"])).unwrap();
+        index
+            .set("a", "a", IP, files(&["aphoto", "photo2"]))
+            .unwrap();
+        assert_eq!(index.search("photo", 10).1, 3);
+        // The last build "took an hour": the next may not come for ten.
+        let pretend = |index: &FileIndex| {
+            let mut inner = index.lock();
+            let mut flat = Flat::build(inner.generation, inner.by_user.values().cloned().collect());
+            flat.took = Duration::from_secs(3600);
+            inner.flat = Some(Arc::new(flat));
+        };
+        pretend(&index);
+        index.set("c", "c", IP, files(&["PHOTO-c"])).unwrap();
+        assert!(matches!(index.source(), Source::Lists(_)), "no rebuild yet");
+        let (found, total) = index.search("PHOTO", 10);
+        let shown: Vec<String> = found
+            .iter()
+            .map(|e| format!("{} {}", e.user, e.name))
+            .collect();
+        assert_eq!(total, 4);
+        assert_eq!(shown, ["a aphoto", "a photo2", "b Photo.jpg", "c PHOTO-c"]);
+        let generation = index.lock().generation;
+        assert_eq!(
+            index.lock().flat.as_ref().map(|f| f.generation),
+            Some(generation - 1),
+            "still the old copy"
+        );
     }
 
     #[test]

@@ -12,9 +12,9 @@
 use super::Shared;
 use super::login::LoggedIn;
 use super::registry::Reach;
-use super::store::{MailboxFull, NewMessage};
+use super::store::{MailboxFull, NewMessage, SenderCaps};
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::limits::MAILBOX_EXPIRY;
+use crate::protocol::limits::{MAILBOX_EXPIRY, MAILBOX_PER_SENDER, MAILBOX_PER_SENDER_TO_ONE};
 use crate::protocol::mail_msg::UserRef;
 use crate::protocol::server_msg::{Event, Reply, ServerMsg};
 
@@ -79,21 +79,31 @@ pub fn send(shared: &Shared, me: &LoggedIn, to: &UserRef, sealed: &[u8]) -> Serv
         Ok(key) => key,
         Err(e) => return internal("reading an identity key", &e),
     };
+    // The caps bound what waits: a message for someone online now passes them (its row
+    // lives only until the take below). One sender may fill only a share of a mailbox,
+    // and of all of them, so no account can shut others out (protocol.md §4d).
+    let online = shared.registry.lookup(&name.to_ascii_lowercase()).is_some();
+    let (per_user, total) = (shared.config.mailbox_per_user, shared.config.mailbox_total);
+    let (caps, sender_caps) = if online {
+        let none = SenderCaps {
+            to_one: usize::MAX,
+            in_all: usize::MAX,
+        };
+        ((usize::MAX, usize::MAX), none)
+    } else {
+        let sender = SenderCaps {
+            to_one: MAILBOX_PER_SENDER_TO_ONE,
+            in_all: MAILBOX_PER_SENDER,
+        };
+        ((per_user, total), sender)
+    };
     let message = NewMessage {
         recipient,
         sender: &me.name,
         sender_key: &sender_key,
         sealed,
         lifetime: MAILBOX_EXPIRY,
-    };
-    // The caps bound what waits: a message for someone online now passes them (its row
-    // lives only until the take below).
-    let online = shared.registry.lookup(&name.to_ascii_lowercase()).is_some();
-    let (per_user, total) = (shared.config.mailbox_per_user, shared.config.mailbox_total);
-    let caps = if online {
-        (usize::MAX, usize::MAX)
-    } else {
-        (per_user, total)
+        sender_caps,
     };
     let id = match shared.store.queue_message(&message, caps.0, caps.1) {
         Ok(Ok(id)) => id,
@@ -107,6 +117,22 @@ pub fn send(shared: &Shared, me: &LoggedIn, to: &UserRef, sealed: &[u8]) -> Serv
             return ServerMsg::err(
                 ErrorCode::MailboxesFull,
                 format!("the server holds {total} waiting messages; try later"),
+            );
+        }
+        Ok(Err(MailboxFull::SenderToOne)) => {
+            return ServerMsg::err(
+                ErrorCode::TooManyWaiting,
+                format!(
+                    "you have {MAILBOX_PER_SENDER_TO_ONE} messages waiting for {name} already; try once they have read them"
+                ),
+            );
+        }
+        Ok(Err(MailboxFull::SenderInAll)) => {
+            return ServerMsg::err(
+                ErrorCode::TooManyWaiting,
+                format!(
+                    "you have {MAILBOX_PER_SENDER} messages waiting for offline users already; try later"
+                ),
             );
         }
         Err(e) => return internal("queueing a message", &e),

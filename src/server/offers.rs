@@ -15,10 +15,10 @@ use super::Shared;
 use super::login::LoggedIn;
 use super::registry::Reach;
 use super::store::MailboxFull;
-use super::store::{Answered, OfferKey};
+use super::store::{Answered, OfferKey, Opened};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::limits::{
-    MAILBOX_EXPIRY, OFFERS_PER_USER, OFFERS_TOTAL, OPEN_OFFERS_PER_USER,
+    MAILBOX_EXPIRY, OFFERS_PER_USER, OFFERS_TOTAL, OPEN_OFFERS_PER_PAIR, OPEN_OFFERS_PER_USER,
 };
 use crate::protocol::mail_msg::UserRef;
 use crate::protocol::server_msg::{Event, Reply, ServerMsg};
@@ -64,7 +64,8 @@ fn pass_on(shared: &Shared, user: &str, uid: u64, event: Event) -> Result<bool, 
             ErrorCode::OffersFull,
             format!("{user} has {OFFERS_PER_USER} file offers waiting already; try later"),
         )),
-        Ok(Err(MailboxFull::Total)) => Err(ServerMsg::err(
+        // (Held events have no per-sender cap: the open offers' pair cap bounds them.)
+        Ok(Err(_)) => Err(ServerMsg::err(
             ErrorCode::OffersFull,
             format!("the server holds {OFFERS_TOTAL} waiting file offers; try later"),
         )),
@@ -132,15 +133,22 @@ pub fn offer(
         recipient: &user,
         offer,
     };
-    match shared
-        .store
-        .open_offer(key, numbered, MAILBOX_EXPIRY, OPEN_OFFERS_PER_USER)
-    {
-        Ok(true) => {}
-        Ok(false) => {
+    let caps = (OPEN_OFFERS_PER_USER, OPEN_OFFERS_PER_PAIR);
+    match shared.store.open_offer(key, numbered, MAILBOX_EXPIRY, caps) {
+        Ok(Opened::Yes) => {}
+        Ok(Opened::OffererFull) => {
             return ServerMsg::err(
                 ErrorCode::OffersFull,
                 format!("you have {OPEN_OFFERS_PER_USER} offers waiting for answers; try later"),
+            );
+        }
+        // One account may not fill what the server holds for one user (32 offers).
+        Ok(Opened::PairFull) => {
+            return ServerMsg::err(
+                ErrorCode::TooManyWaiting,
+                format!(
+                    "you have {OPEN_OFFERS_PER_PAIR} offers to {user} waiting for answers already; try later"
+                ),
             );
         }
         Err(e) => return internal("recording an offer", &e),

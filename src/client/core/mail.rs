@@ -227,7 +227,8 @@ impl Mail {
             ErrorCode::MailboxFull
             | ErrorCode::MailboxesFull
             | ErrorCode::MessageTooLarge
-            | ErrorCode::TooManyMessages => match self.sent.pop_front() {
+            | ErrorCode::TooManyMessages
+            | ErrorCode::TooManyWaiting => match self.sent.pop_front() {
                 Some((to, _)) => {
                     self.not_sent(&to, message);
                     true

@@ -11,6 +11,7 @@ use super::message::files_key;
 use super::{Cluster, sync::BATCH};
 use crate::protocol::server_msg::{FileEntry, SharedFile};
 use crate::server::Shared;
+use crate::server::file_index::fold;
 
 /// SEARCH over the whole cluster: at most `limit` files whose name contains `text`
 /// (case-insensitive), sorted by user (case-insensitive) as on one server, and how many
@@ -32,7 +33,7 @@ pub fn search(
         return (local, local_total);
     }
     users.sort();
-    let (remote, remote_total) = cluster.search_remote(shared, &users, &text.to_lowercase(), limit);
+    let (remote, remote_total) = cluster.search_remote(shared, &users, &fold(text), limit);
     (merge(local, remote, limit), local_total + remote_total)
 }
 
@@ -60,7 +61,7 @@ fn merge(local: Vec<FileEntry>, remote: Vec<FileEntry>, limit: usize) -> Vec<Fil
 
 impl Cluster {
     /// The files shared by `users` (keys of users of other servers, sorted) whose name
-    /// contains `needle` (lower case): the first `limit` in user order, and how many in
+    /// contains `needle` (folded: `file_index::fold`): the first `limit` in user order, and how many in
     /// all. Memory stays bounded by `limit` whatever the number of matches.
     fn search_remote(
         &self,
@@ -86,7 +87,7 @@ impl Cluster {
                 // since the copy above is skipped.
                 let mut name = None;
                 for file in list.lines().filter_map(|line| SharedFile::parse(line).ok()) {
-                    if !file.name.to_lowercase().contains(needle) {
+                    if !fold(&file.name).contains(needle) {
                         continue;
                     }
                     if name.is_none() {

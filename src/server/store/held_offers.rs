@@ -24,6 +24,17 @@ pub struct OfferKey<'a> {
     pub offer: u64,
 }
 
+/// What became of a new offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Recorded.
+    Yes,
+    /// The offerer has its `per_offerer` offers open already.
+    OffererFull,
+    /// The offerer has `per_pair` offers open to this recipient already.
+    PairFull,
+}
+
 /// What became of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answered {
@@ -34,15 +45,16 @@ pub enum Answered {
 }
 
 impl Store {
-    /// Records an open offer, unless `offerer` has `per_offerer` open already (false).
-    /// Expired rows are dropped first; an older row with the same key is replaced.
+    /// Records an open offer, unless `offerer` has `caps.0` open already, or `caps.1`
+    /// to this recipient. Expired rows are dropped first; an older row with the same key
+    /// is replaced.
     pub fn open_offer(
         &self,
         key: OfferKey<'_>,
         numbered: bool,
         lifetime: std::time::Duration,
-        per_offerer: usize,
-    ) -> Result<bool> {
+        (per_offerer, per_pair): (usize, usize),
+    ) -> Result<Opened> {
         let now = now_ms();
         let expires = now.saturating_add(lifetime.as_millis() as i64);
         let (from, to) = (key.offerer.to_lowercase(), key.recipient.to_lowercase());
@@ -63,14 +75,23 @@ impl Store {
                     )?
                     .int(0)?;
                 if mine as usize >= per_offerer {
-                    return Ok(false);
+                    return Ok(Opened::OffererFull);
+                }
+                let to_them = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM open_offers WHERE offerer = ?1 AND recipient = ?2",
+                        params![from.as_str(), to.as_str()],
+                    )?
+                    .int(0)?;
+                if to_them as usize >= per_pair {
+                    return Ok(Opened::PairFull);
                 }
                 tx.execute(
                     "INSERT INTO open_offers (offerer, recipient, offer, numbered, accepted, expires_at_ms)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                     params![from.as_str(), to.as_str(), key.offer, numbered, expires],
                 )?;
-                Ok(true)
+                Ok(Opened::Yes)
             })
         })
     }
@@ -146,9 +167,32 @@ mod tests {
             recipient: "bob",
             offer,
         };
-        assert!(store.open_offer(key(1), true, minute, 2).unwrap());
-        assert!(store.open_offer(key(2), false, minute, 2).unwrap());
-        assert!(!store.open_offer(key(3), true, minute, 2).unwrap(), "cap");
+        let caps = (2, 2);
+        assert_eq!(
+            store.open_offer(key(1), true, minute, caps).unwrap(),
+            Opened::Yes
+        );
+        assert_eq!(
+            store.open_offer(key(2), false, minute, caps).unwrap(),
+            Opened::Yes
+        );
+        assert_eq!(
+            store.open_offer(key(3), true, minute, caps).unwrap(),
+            Opened::OffererFull
+        );
+        assert_eq!(
+            store.open_offer(key(3), true, minute, (9, 2)).unwrap(),
+            Opened::PairFull
+        );
+        let to_carol = OfferKey {
+            recipient: "carol",
+            ..key(3)
+        };
+        assert_eq!(
+            store.open_offer(to_carol, true, minute, (9, 2)).unwrap(),
+            Opened::Yes
+        );
+        store.close_offer(to_carol).unwrap();
         // Unknown, or from the wrong side.
         assert_eq!(
             store.answer_offer(key(9), true).unwrap(),
@@ -177,7 +221,12 @@ mod tests {
         assert_eq!(store.answer_offer(key(2), true).unwrap(), Answered::Taken);
         assert!(!store.accepted_offer(key(2)).unwrap());
         // Expired.
-        assert!(store.open_offer(key(4), true, Duration::ZERO, 2).unwrap());
+        assert_eq!(
+            store
+                .open_offer(key(4), true, Duration::ZERO, caps)
+                .unwrap(),
+            Opened::Yes
+        );
         assert_eq!(
             store.answer_offer(key(4), false).unwrap(),
             Answered::NotWaiting

@@ -35,6 +35,20 @@ pub enum MailboxFull {
     Recipient,
     /// The server holds `total` messages for everyone.
     Total,
+    /// The sender has `to_one` messages waiting for this recipient already.
+    SenderToOne,
+    /// The sender has `in_all` messages waiting, all recipients together.
+    SenderInAll,
+}
+
+/// How many of the waiting messages one sender may account for, so that one account
+/// cannot fill a recipient's mailbox (or everyone's) for others.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderCaps {
+    /// Messages from one sender waiting for one recipient.
+    pub to_one: usize,
+    /// Messages from one sender waiting, all recipients together.
+    pub in_all: usize,
 }
 
 /// A message to queue.
@@ -49,6 +63,8 @@ pub struct NewMessage<'a> {
     pub sealed: &'a [u8],
     /// How long it may wait.
     pub lifetime: std::time::Duration,
+    /// What this sender may have waiting.
+    pub sender_caps: SenderCaps,
 }
 
 impl Store {
@@ -103,6 +119,24 @@ impl Store {
                     .int(0)?;
                 if all as usize >= total {
                     return Ok(Err(MailboxFull::Total));
+                }
+                let to_one = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM mailbox WHERE recipient_id = ?1 AND sender = ?2",
+                        params![msg.recipient, msg.sender],
+                    )?
+                    .int(0)?;
+                if to_one as usize >= msg.sender_caps.to_one {
+                    return Ok(Err(MailboxFull::SenderToOne));
+                }
+                let in_all = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM mailbox WHERE sender = ?1",
+                        params![msg.sender],
+                    )?
+                    .int(0)?;
+                if in_all as usize >= msg.sender_caps.in_all {
+                    return Ok(Err(MailboxFull::SenderInAll));
                 }
                 let id = tx
                     .query_one(
@@ -193,6 +227,10 @@ mod tests {
             sender_key: &Some([1; 32]),
             sealed,
             lifetime: Duration::from_secs(60),
+            sender_caps: SenderCaps {
+                to_one: 100,
+                in_all: 100,
+            },
         };
         let first = store.queue_message(&msg(b"one"), 2, 10).unwrap().unwrap();
         store.queue_message(&msg(b"two"), 2, 10).unwrap().unwrap();
@@ -218,5 +256,24 @@ mod tests {
         };
         store.queue_message(&gone, 2, 10).unwrap().unwrap();
         assert!(store.take_mailbox(bob).unwrap().is_empty());
+        // One sender's share of a mailbox, and of all of them.
+        let capped = |to_one, in_all| NewMessage {
+            sender_caps: SenderCaps { to_one, in_all },
+            ..msg(b"capped")
+        };
+        store.queue_message(&capped(1, 5), 9, 99).unwrap().unwrap();
+        assert_eq!(
+            store.queue_message(&capped(1, 5), 9, 99).unwrap(),
+            Err(MailboxFull::SenderToOne)
+        );
+        assert_eq!(
+            store.queue_message(&capped(5, 1), 9, 99).unwrap(),
+            Err(MailboxFull::SenderInAll)
+        );
+        let from_carol = NewMessage {
+            sender: "carol",
+            ..capped(1, 1)
+        };
+        store.queue_message(&from_carol, 9, 99).unwrap().unwrap();
     }
 }

@@ -37,10 +37,10 @@ pub(crate) mod sql;
 mod sqlite;
 mod tokens;
 pub use accounts::{Account, Created};
-pub use held_offers::{Answered, OfferKey};
+pub use held_offers::{Answered, OfferKey, Opened};
 pub use location::DbLocation;
 pub use logs::{SessionRecord, TransferLogRow, TransferRecord, TransferReport};
-pub use mailbox::{MailboxFull, NewMessage, Queued};
+pub use mailbox::{MailboxFull, NewMessage, Queued, SenderCaps};
 use schema::MIGRATIONS;
 use sql::Conn;
 

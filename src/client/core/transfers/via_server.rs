@@ -244,12 +244,15 @@ impl Transfers {
     }
 
     /// An `ERR` that refuses our oldest offer waiting for its number (`NO_SUCH_USER`,
-    /// `OFFERS_FULL`, `TOO_MANY_MESSAGES`): said with the offer's name. False if no offer
+    /// `OFFERS_FULL`, `TOO_MANY_MESSAGES`, `TOO_MANY_WAITING`): said with the offer's name. False if no offer
     /// waits (the error is someone else's).
     pub fn on_offer_refused(&mut self, code: ErrorCode, message: &str) -> bool {
         let ours = matches!(
             code,
-            ErrorCode::NoSuchUser | ErrorCode::OffersFull | ErrorCode::TooManyMessages
+            ErrorCode::NoSuchUser
+                | ErrorCode::OffersFull
+                | ErrorCode::TooManyMessages
+                | ErrorCode::TooManyWaiting
         );
         if !ours || self.awaiting_number.is_empty() {
             return false;
