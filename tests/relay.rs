@@ -157,6 +157,36 @@ fn a_user_past_the_per_user_cap_is_refused_with_521() {
     let _other = pair(r.addr, "dave", "erin");
 }
 
+/// The round-2 audit's attack: mallory asks for relayed circuits to bob and never
+/// comes, so bob's ends wait at the relay for the token's life. They are charged to
+/// mallory (the requester), not to bob: mallory runs out, and bob's real relayed
+/// circuits still open.
+#[test]
+fn ends_waiting_for_a_requester_who_never_comes_are_charged_to_the_requester() {
+    let r = relay(&["--relay-max-per-user", "2"]);
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let (_, tb) = secret()
+            .issue_pair("mallory", "bob", Duration::from_secs(30))
+            .unwrap();
+        waiting.push(open(r.addr, &tb));
+    }
+    // Both of bob's ends are waiting (nothing to read yet), charged to mallory.
+    thread::sleep(Duration::from_millis(300));
+    let (_, tb) = secret()
+        .issue_pair("mallory", "bob", Duration::from_secs(30))
+        .unwrap();
+    let third = open(r.addr, &tb);
+    let got = line(&third);
+    assert!(
+        got.starts_with("ERR 521 RELAY_USER_FULL") && got.contains("mallory"),
+        "{got}"
+    );
+    // bob himself is not charged: alice's circuit to him opens.
+    let _real = pair(r.addr, "alice", "bob");
+    drop(waiting);
+}
+
 #[test]
 fn spent_forged_and_expired_tokens_are_refused_with_522() {
     let r = relay(&[]);

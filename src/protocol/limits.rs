@@ -353,8 +353,9 @@ pub const TLS_CONNECT_DEADLINE: Duration = Duration::from_secs(15);
 /// "restriction on the number of simultaneous connections"); more get `520 RELAY_FULL`.
 pub const DEFAULT_RELAY_CIRCUITS: usize = 256;
 
-/// Default `--relay-max-per-user`: relayed circuits one user may hold at once, so one
-/// account cannot take the whole relay; more get `521 RELAY_USER_FULL`.
+/// Default `--relay-max-per-user`: relayed circuits one user may have asked for at once
+/// (a circuit is charged to its requester, never its target), so one account cannot take
+/// the whole relay nor someone else's share; more get `521 RELAY_USER_FULL`.
 pub const DEFAULT_RELAY_CIRCUITS_PER_USER: usize = 8;
 
 /// Default `--relay-rate`: bytes per second each direction of a circuit may carry

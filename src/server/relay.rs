@@ -54,7 +54,7 @@ pub struct RelayConfig {
     /// Relayed circuits at once, in all (1-65536); more: ERR 520 RELAY_FULL.
     #[arg(long, default_value_t = limits::DEFAULT_RELAY_CIRCUITS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
     pub relay_max_circuits: usize,
-    /// Relayed circuits at once per user (1-65536); more: ERR 521 RELAY_USER_FULL.
+    /// Relayed circuits at once per requesting user (1-65536); more: ERR 521 RELAY_USER_FULL.
     #[arg(long, default_value_t = limits::DEFAULT_RELAY_CIRCUITS_PER_USER, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_MAX_CLIENTS))]
     pub relay_max_per_user: usize,
     /// Bytes per second each direction of a circuit may carry (1024-10^10).
@@ -131,9 +131,13 @@ struct Waiting {
 /// Counts of circuits in use; every change under one mutex, held for arithmetic only.
 #[derive(Default)]
 struct Counts {
-    /// Circuit id → ends connected (1 or 2): a circuit counts from its first end's
-    /// arrival until its last end is done.
-    live: HashMap<u64, u8>,
+    /// Circuit id → ends connected (1 or 2) and the user it is charged to: a circuit
+    /// counts from its first end's arrival until its last end is done.
+    live: HashMap<u64, (u8, String)>,
+    /// Circuits charged to each user: the requester's, whichever end arrived first. A
+    /// target is never charged, so an end waiting for a requester who never comes
+    /// cannot use up the target's circuits (found in the round-2 audit: one account
+    /// could keep anyone's eight taken with `CONNECT` + `RELAY` eight times a minute).
     per_user: HashMap<String, usize>,
 }
 
@@ -351,19 +355,22 @@ impl Relay {
             .counts
             .lock()
             .map_err(|_| (ErrorCode::Internal, "relay state poisoned".to_string()))?;
-        let mine = counts.per_user.get(&token.user).copied().unwrap_or(0);
-        if mine >= self.config.relay_max_per_user {
+        // The second end joins a circuit already counted.
+        if let Some((ends, _)) = counts.live.get_mut(&token.circuit) {
+            *ends += 1;
+            return Ok(());
+        }
+        let charged = counts.per_user.get(&token.payer).copied().unwrap_or(0);
+        if charged >= self.config.relay_max_per_user {
             return Err((
                 ErrorCode::RelayUserFull,
                 format!(
                     "{} has {} relayed connections already",
-                    token.user, self.config.relay_max_per_user
+                    token.payer, self.config.relay_max_per_user
                 ),
             ));
         }
-        // The second end joins a circuit already counted.
-        let joining = counts.live.contains_key(&token.circuit);
-        if !joining && counts.live.len() >= self.config.relay_max_circuits {
+        if counts.live.len() >= self.config.relay_max_circuits {
             return Err((
                 ErrorCode::RelayFull,
                 format!(
@@ -372,25 +379,31 @@ impl Relay {
                 ),
             ));
         }
-        *counts.live.entry(token.circuit).or_insert(0) += 1;
-        *counts.per_user.entry(token.user.clone()).or_insert(0) += 1;
+        counts.live.insert(token.circuit, (1, token.payer.clone()));
+        *counts.per_user.entry(token.payer.clone()).or_insert(0) += 1;
         Ok(())
     }
 
-    /// Gives back what [`Relay::reserve`] counted for this end.
+    /// Gives back what [`Relay::reserve`] counted for this end: the circuit and its
+    /// charge once its last end is done.
     fn release(&self, token: &Token) {
-        if let Ok(mut counts) = self.counts.lock() {
-            if let Some(n) = counts.live.get_mut(&token.circuit) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    counts.live.remove(&token.circuit);
-                }
-            }
-            if let Some(n) = counts.per_user.get_mut(&token.user) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    counts.per_user.remove(&token.user);
-                }
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        let Some((ends, _)) = counts.live.get_mut(&token.circuit) else {
+            return;
+        };
+        *ends = ends.saturating_sub(1);
+        if *ends > 0 {
+            return;
+        }
+        let Some((_, payer)) = counts.live.remove(&token.circuit) else {
+            return;
+        };
+        if let Some(n) = counts.per_user.get_mut(&payer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_user.remove(&payer);
             }
         }
     }

@@ -1,9 +1,11 @@
 //! One-time relay tokens: what the server gives both ends of a relayed circuit and the
 //! relay checks, without the two sharing anything but a secret.
 //!
-//! A token is `<circuit>.<side>.<user>.<expires>.<mac>`: a random 64-bit circuit id (hex),
-//! the side (`a` for the requester, `b` for the target), the user it was issued to, the
-//! Unix second it expires, and a keyed BLAKE3 MAC over the rest under the relay secret.
+//! A token is `<circuit>.<side>.<user>.<expires>[.<payer>].<mac>`: a random 64-bit
+//! circuit id (hex), the side (`a` for the requester, `b` for the target), the user it
+//! was issued to, the Unix second it expires, on the target's token the requester (who
+//! the circuit is charged to), and a keyed BLAKE3 MAC over the rest under the relay
+//! secret.
 //! The relay can therefore run as a separate process: it needs the secret only, never
 //! the server's database. Single use is enforced by the relay (it remembers spent
 //! tokens until they expire). This module must not do I/O.
@@ -66,13 +68,30 @@ impl RelaySecret {
         let expires = unix_now().saturating_add(valid.as_secs().max(1));
         Ok((
             self.issue(circuit, Side::A, requester, expires),
-            self.issue(circuit, Side::B, target, expires),
+            self.issue_charged(circuit, Side::B, target, expires, requester),
         ))
     }
 
-    /// One token (tests use this to forge expired or wrong-side tokens deliberately).
+    /// One token charged to its own user (tests use this to forge expired or wrong-side
+    /// tokens deliberately).
     pub fn issue(&self, circuit: u64, side: Side, user: &str, expires: u64) -> String {
         let body = format!("{circuit:016x}.{}.{user}.{expires}", side.letter());
+        let mac = self.mac(&body);
+        format!("{body}.{mac}")
+    }
+
+    /// One token whose circuit is charged to `payer` (the requester, on the target's
+    /// token): a target's end waiting at the relay for a requester who never comes is
+    /// the requester's, not the target's, so nobody can use up someone else's circuits.
+    pub fn issue_charged(
+        &self,
+        circuit: u64,
+        side: Side,
+        user: &str,
+        expires: u64,
+        payer: &str,
+    ) -> String {
+        let body = format!("{circuit:016x}.{}.{user}.{expires}.{payer}", side.letter());
         let mac = self.mac(&body);
         format!("{body}.{mac}")
     }
@@ -101,7 +120,8 @@ impl RelaySecret {
         };
         let user = parts.next()?.to_string();
         let expires = parts.next()?.parse().ok()?;
-        if parts.next().is_some() {
+        let payer = parts.next().map_or_else(|| user.clone(), str::to_string);
+        if parts.next().is_some() || payer.is_empty() {
             return None;
         }
         Some(Token {
@@ -109,6 +129,7 @@ impl RelaySecret {
             side,
             user,
             expires,
+            payer,
         })
     }
 }
@@ -138,10 +159,13 @@ pub struct Token {
     pub circuit: u64,
     /// Which end.
     pub side: Side,
-    /// Who it was issued to (counted against the per-user circuit limit).
+    /// Who it was issued to.
     pub user: String,
     /// Unix second after which it is refused.
     pub expires: u64,
+    /// Who the circuit counts against (the per-user circuit limit): the requester, on
+    /// both ends' tokens (a token without the field: its own user).
+    pub payer: String,
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -167,7 +191,12 @@ mod tests {
         assert_eq!(ta.circuit, tb.circuit);
         assert_eq!((ta.side, tb.side), (Side::A, Side::B));
         assert_eq!(ta.user, "alice");
+        assert_eq!((tb.user.as_str(), tb.payer.as_str()), ("bob", "alice"));
+        assert_eq!(ta.payer, "alice");
         let forged = a.replace(".alice.", ".mallory.");
+        assert!(secret.check(&forged).is_none());
+        // Nobody can move the charge to someone else.
+        let forged = b.replace(".alice.", ".bob.");
         assert!(secret.check(&forged).is_none());
         let other = RelaySecret::random().unwrap();
         assert!(other.check(&a).is_none());
