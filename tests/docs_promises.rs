@@ -1,0 +1,249 @@
+//! What README.md and protocol.md promise a user of the real binaries, checked the way an
+//! outside tester would: the real server on a free port with a temporary database, real
+//! clients through pipes (tests/common). Each test here failed before the fix it names.
+//!
+//! Owns only these checks and their small helpers; shared harness code stays in
+//! tests/common.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::*;
+
+/// The peer's `CLOSE closed` and `CLOSE quit` are said in plain words: not
+/// "alice closed the session (closed)" (issue 11: no repeated words).
+#[test]
+fn a_peer_closing_or_quitting_is_said_once() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let mut bob = lab.register("bob", &[]);
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    alice.send("\\CLOSE_SESSION");
+    bob.expect("* alice closed the session\n");
+
+    open_session(&mut alice, "alice", &mut bob, "bob");
+    alice.send("\\DISCONNECT_CLIENT");
+    bob.expect("* alice quit; the session is closed\n");
+    assert!(
+        !bob.output().contains("(closed)") && !bob.output().contains("(quit)"),
+        "a reason repeated in brackets:\n{}",
+        bob.output()
+    );
+}
+
+/// `\offer` to a user who does not exist, then `\msg`s typed before its refusal came
+/// back: each `ERR 450` answers its own request, so the messages go to whom they were
+/// typed for. Before, the offer's refusal was taken for the first message's, and the
+/// next `OK WHOIS` sealed the *following* message to the wrong recipient.
+#[test]
+fn a_refused_offer_does_not_take_a_later_message_s_answer() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let mut bob = lab.register("bob", &[]);
+    let file = lab.share_dir("alice").join("plans.txt");
+    fs::write(&file, "plans").unwrap();
+    alice.send_all(&[
+        format!("\\offer nobody {}", file.display()),
+        "\\msg nobody hello".into(),
+        "\\msg bob first".into(),
+        "\\msg bob second".into(),
+    ]);
+    bob.expect_line("bob gets the first message", |l| {
+        l.ends_with("(via server) alice: first")
+    });
+    bob.expect_line("bob gets the second message", |l| {
+        l.ends_with("(via server) alice: second")
+    });
+    wait_for_text(&mut alice, "error: could not offer plans.txt to nobody:");
+    wait_for_text(&mut alice, "error: message to nobody not sent");
+    let out = alice.output();
+    assert!(
+        !out.contains("message to bob not sent"),
+        "a message to bob took someone else's refusal:\n{out}"
+    );
+}
+
+/// Waits (bounded) until `text` is anywhere in what `c` printed, in whatever order
+/// it came with the lines around it.
+fn wait_for_text(c: &mut Client, text: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !c.output().contains(text) {
+        if std::time::Instant::now() > deadline {
+            c.fail(&format!("expected {text:?} somewhere on stdout"));
+        }
+        c.output_for(std::time::Duration::from_millis(200));
+    }
+}
+
+/// README: "answered `N` by mistake? Press Enter at `Username:` to go back to
+/// registration." With pipes too: before, the empty name was sent as a login, failed,
+/// and spent one of the three attempts.
+#[test]
+fn enter_at_username_goes_back_to_registration_with_pipes() {
+    let server = Server::start();
+    let mut c = Client::spawn(server.addr, &["--port", "0"]).named("carol");
+    c.expect("Are you a new client? (Y/N): ");
+    c.send("n");
+    c.expect("Username: ");
+    c.send("");
+    c.expect("Registering a new account.");
+    c.expect("Choose a username: ");
+    c.send("carol");
+    c.expect("Choose a password: ");
+    c.send(&password("carol"));
+    c.expect("Registered as carol.");
+    c.expect_welcome("carol", 0);
+    assert!(
+        !c.output().contains("invalid username or password"),
+        "the empty name was tried as a login:\n{}",
+        c.output()
+    );
+}
+
+/// `\menu`: "anything but a number leaves it" — and a command typed there runs, instead
+/// of being swallowed by the menu.
+#[test]
+fn a_command_typed_in_the_menu_leaves_it_and_runs() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    alice.send("\\menu");
+    alice.expect("4) exit\n");
+    alice.send("\\GET_CLIENT_LIST");
+    alice.expect("(left the menu)\n");
+    alice.expect("Online users (1):\n  #1 alice (you)\n");
+    alice.send("\\menu");
+    alice.expect("4) exit\n");
+    alice.send("2");
+    alice.expect("Which user?");
+    alice.send("/info alice");
+    alice.expect("alice is online at 127.0.0.1:");
+}
+
+/// "Where data lives": the user's folder (history, keys, pins, seen ids, downloads) is
+/// readable by its owner only; before, `history.db` was readable by everyone.
+#[test]
+fn the_user_folder_is_readable_by_its_owner_only() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    alice.send("\\list");
+    alice.expect("Online users (1):");
+    let dir = lab.data_dir("alice").join("alice");
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} has mode {mode:o}", dir.display());
+    let key = fs::metadata(dir.join("identity.key"))
+        .unwrap()
+        .permissions();
+    assert_eq!(key.mode() & 0o777, 0o600);
+}
+
+/// The flags in `--help` of both binaries and the flags in README's tables are the same
+/// set, with the same defaults.
+#[test]
+fn every_flag_in_help_is_in_readme_with_its_default() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (bin, table_start) in [
+        (env!("CARGO_BIN_EXE_peerchat-server"), "`peerchat-server`:"),
+        (env!("CARGO_BIN_EXE_peerchat-client"), "`peerchat-client`:"),
+    ] {
+        let help = Command::new(bin).arg("--help").output().unwrap();
+        assert!(help.status.success());
+        let help = String::from_utf8(help.stdout).unwrap();
+        let mut rows = readme_table_rows(&readme, table_start);
+        if bin.ends_with("client") {
+            // The GUI's flags have their own table under "The graphical client".
+            rows.extend(readme_table_rows(&readme, "| `--gui` |"));
+        }
+        let documented: Vec<String> = rows.iter().flat_map(|r| flags_in(&r.0)).collect();
+        let offered = help_flags(&help);
+        for (flag, default) in &offered {
+            let Some(row) = rows.iter().find(|r| flags_in(&r.0).contains(flag)) else {
+                panic!("{bin}: {flag} is in --help but in no README table row");
+            };
+            if let Some(default) = default {
+                assert!(
+                    row.1.contains(default.as_str()),
+                    "{bin}: {flag} defaults to {default} in --help, README says {:?}",
+                    row.1
+                );
+            }
+        }
+        for flag in &documented {
+            assert!(
+                offered.iter().any(|(f, _)| f == flag),
+                "{bin}: README documents {flag}, which --help does not offer"
+            );
+        }
+    }
+}
+
+/// The rows (first column, second column) of the first markdown table after `marker`,
+/// up to its first non-table line: a blank line inside the table ends it there, as a
+/// renderer would.
+fn readme_table_rows(readme: &str, marker: &str) -> Vec<(String, String)> {
+    let at = readme.find(marker).expect("the table's marker");
+    let mut lines = readme[at..].lines().peekable();
+    // The marker may be the table's first row (the GUI's), or a line before it.
+    if !marker.starts_with('|') {
+        while lines.peek().is_some_and(|l| !l.starts_with('|')) {
+            lines.next();
+        }
+    } else {
+        // Start at the header two lines above the marker's row.
+        let before = &readme[..at];
+        let header_at = before[..before.len() - 1]
+            .rfind("\n| flag")
+            .expect("the GUI table's header");
+        lines = readme[header_at + 1..].lines().peekable();
+    }
+    let mut rows = Vec::new();
+    for line in lines {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.split(" | ").collect();
+        if cells.len() >= 2 && line.contains("`--") {
+            rows.push((cells[0].to_string(), cells[1].to_string()));
+        }
+    }
+    rows
+}
+
+/// The `--flags` named in a README table cell.
+fn flags_in(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .filter_map(|part| part.split_whitespace().next())
+        .filter(|w| w.starts_with("--"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each long flag of a `--help` text with its `[default: ...]`, if any.
+fn help_flags(help: &str) -> Vec<(String, Option<String>)> {
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("--").or_else(|| {
+            trimmed
+                .strip_prefix("-h, --")
+                .or_else(|| trimmed.strip_prefix("-V, --"))
+        }) {
+            let name = rest.split([' ', '=']).next().unwrap();
+            if name != "help" && name != "version" {
+                flags.push((format!("--{name}"), None));
+            }
+        } else if let Some(i) = line.find("[default: ") {
+            let default = line[i + 10..].trim_end().trim_end_matches(']').to_string();
+            if let Some(last) = flags.last_mut() {
+                last.1 = Some(default);
+            }
+        }
+    }
+    flags
+}
