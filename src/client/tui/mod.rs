@@ -75,21 +75,42 @@ struct Asker<'a> {
     go_back: bool,
 }
 
+/// True for the answers to `ASK NEW` that mean a new account (protocol.md §3: `Y` or
+/// `YES`, any case).
+fn says_yes(answer: &str) -> bool {
+    let answer = answer.trim();
+    answer.eq_ignore_ascii_case("y") || answer.eq_ignore_ascii_case("yes")
+}
+
 impl Prompter for Asker<'_> {
     fn ask(&mut self, field: AskField, prompt: &str) -> Option<String> {
-        if !self.term.is_interactive() {
-            return Terminal::ask(self.term, prompt, field == AskField::Password);
-        }
         if field == AskField::New && self.force_new {
             self.registering = true;
             return Some("Y".into());
+        }
+        if !self.term.is_interactive() {
+            // Pipes get the server's questions as they are, but an empty username after
+            // `N` goes back to registration here too (README), instead of being sent
+            // as a login that can only fail and spend one of the three attempts.
+            let answer = Terminal::ask(self.term, prompt, field == AskField::Password)?;
+            match field {
+                AskField::New => self.registering = says_yes(&answer),
+                AskField::Username if answer.trim().is_empty() && !self.registering => {
+                    self.go_back = true;
+                    return None;
+                }
+                _ => {}
+            }
+            return Some(answer);
         }
         loop {
             let answer = Terminal::ask(self.term, prompt, field == AskField::Password)?;
             match field {
                 AskField::New => {
-                    self.registering = answer.trim().eq_ignore_ascii_case("y");
-                    if answer.trim().eq_ignore_ascii_case("n") {
+                    self.registering = says_yes(&answer);
+                    if answer.trim().eq_ignore_ascii_case("n")
+                        || answer.trim().eq_ignore_ascii_case("no")
+                    {
                         self.term
                             .show("(no account yet? press Enter at the username to register)");
                     }
@@ -343,10 +364,12 @@ impl Front {
             if let Some(text) = step.show {
                 term.show(&text);
             }
-            return match step.run {
-                Some(command) => self.run(term, core, command),
-                None => true,
-            };
+            if !step.pass_on {
+                return match step.run {
+                    Some(command) => self.run(term, core, command),
+                    None => true,
+                };
+            }
         }
         let command = match ui::parse_typed(line, term.no_session()) {
             Ok(command) => command,
