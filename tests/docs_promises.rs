@@ -247,3 +247,76 @@ fn help_flags(help: &str) -> Vec<(String, Option<String>)> {
     }
     flags
 }
+
+/// README: a server that cannot start "says why once and leaves nothing behind". A
+/// `--tls-cert` that cannot be read, or a missing `--relay-secret-file`, used to be
+/// found only after the database had been created.
+#[test]
+fn a_server_that_cannot_start_leaves_no_database() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = dir.path().join("sub").join("server.db");
+    for bad in [
+        &[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ][..],
+        &["--relay-secret-file", "/nonexistent/relay.key"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_peerchat-server"))
+            .args(["--addr", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .args(bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("/nonexistent/").count(),
+            1,
+            "{bad:?}: the reason, once: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+            "{bad:?}: it said it listens"
+        );
+        assert!(!db.exists(), "{bad:?} left {} behind", db.display());
+    }
+}
+
+/// Folder flags that cannot work stop the client before it logs in (exit 2), instead
+/// of registering an account and then sharing nothing (`--share`) or failing on the key
+/// file (`--data-dir`).
+#[test]
+fn a_share_or_data_dir_that_cannot_work_stops_the_client_at_once() {
+    let server = Server::start();
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("a file");
+    fs::write(&file, "not a folder").unwrap();
+    let blocked = file.join("data");
+    for (args, says) in [
+        (
+            vec!["--share".to_string(), "/nonexistent/share".to_string()],
+            "--share /nonexistent/share: not a folder",
+        ),
+        (
+            vec!["--share".to_string(), file.display().to_string()],
+            "not a folder",
+        ),
+        (
+            vec!["--data-dir".to_string(), blocked.display().to_string()],
+            "--data-dir ",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = Client::spawn(server.addr, &args);
+        let status = c.wait_exit();
+        assert_eq!(status.code(), Some(2), "{args:?}: {}", c.stderr());
+        assert!(c.stderr().contains(says), "{args:?}: {}", c.stderr());
+        assert!(
+            !c.output().contains("Are you a new client?"),
+            "{args:?}: it talked to the server first"
+        );
+    }
+}
