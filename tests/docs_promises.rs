@@ -122,7 +122,8 @@ fn a_command_typed_in_the_menu_leaves_it_and_runs() {
     alice.send("2");
     alice.expect("Which user?");
     alice.send("/info alice");
-    alice.expect("alice is online at 127.0.0.1:");
+    alice.expect("alice (you) is online at 127.0.0.1:");
+    alice.expect_line("no \\connect to yourself", |l| !l.contains("connect alice"));
 }
 
 /// "Where data lives": the user's folder (history, keys, pins, seen ids, downloads) is
@@ -313,10 +314,132 @@ fn a_share_or_data_dir_that_cannot_work_stops_the_client_at_once() {
         let mut c = Client::spawn(server.addr, &args);
         let status = c.wait_exit();
         assert_eq!(status.code(), Some(2), "{args:?}: {}", c.stderr());
+        // stderr is read by a thread of its own: give it a moment after the exit.
+        let deadline = std::time::Instant::now() + WAIT;
+        while !c.stderr().contains(says) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         assert!(c.stderr().contains(says), "{args:?}: {}", c.stderr());
         assert!(
             !c.output().contains("Are you a new client?"),
             "{args:?}: it talked to the server first"
         );
     }
+}
+
+/// The seeds' commands for a user who is not online say so, and only that: before,
+/// `\connect` first said "* asking nobody to chat..." and then the error.
+#[test]
+fn commands_for_a_user_who_is_not_online_say_so() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let bob = lab.register("bob", &[]);
+    alice.expect("* bob is online");
+    drop(bob);
+    alice.expect("* bob went offline");
+    for typed in [
+        "\\connect nobody",
+        "\\c bob",
+        "\\GET_CLIENT_INFO nobody",
+        "\\info bob",
+        "\\files bob",
+    ] {
+        alice.send(typed);
+        let who = typed.rsplit(' ').next().unwrap();
+        alice.expect(&format!("error: {who} is not online\n"));
+    }
+    let out = alice.output();
+    assert!(
+        !out.contains("* asking"),
+        "a request to someone offline was announced:\n{out}"
+    );
+}
+
+/// README's own pipe example, run as written (with the server's address, its
+/// fingerprint and a data folder of its own): it registers and lists. Before, it lacked
+/// the fingerprint, and a client with pipes refuses a server it cannot ask about.
+#[test]
+fn the_readme_pipe_example_works_as_written() {
+    let server = Server::start();
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = readme
+        .lines()
+        .find(|l| l.starts_with("printf 'y") && l.contains("| peerchat-client"))
+        .expect("the pipe example");
+    let fp = server_fingerprint(server.addr).expect("the server's fingerprint");
+    let data = tempfile::TempDir::new().unwrap();
+    let line = example
+        .replace("peerchat-client", env!("CARGO_BIN_EXE_peerchat-client"))
+        .replace("127.0.0.1:9876", &server.addr.to_string())
+        .replace(" FP", &format!(" {fp}"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} --data-dir '{}'", data.path().display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Registered as alice.") && stdout.contains("  #1 alice (you)"),
+        "{line}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+}
+
+/// Every command and alias in README's table of commands, with its arguments as README
+/// writes them, is one the client takes (not chat text, not "unknown command", not a
+/// usage error).
+#[test]
+fn every_command_in_readme_parses_as_written() {
+    use peerchat::client::tui::ui::{UserCommand, parse_input};
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("| command | aliases | what it does |")
+        .nth(1)
+        .expect("README's command table");
+    let mut checked = 0;
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        // An alias written alone takes the arguments of the row's first command.
+        let args = cells[0]
+            .split('`')
+            .nth(1)
+            .and_then(|u| u.split_once(' '))
+            .map_or("", |(_, args)| args);
+        for cell in &cells[..2] {
+            for usage in cell.split('`').skip(1).step_by(2) {
+                if !usage.starts_with('\\') {
+                    continue;
+                }
+                let usage = if usage.contains(' ') {
+                    usage.to_string()
+                } else {
+                    format!("{usage} {args}")
+                };
+                let typed = usage
+                    .replace("<id\\|user>", "bob")
+                    .replace("<path...>", "a.txt")
+                    .replace("<path>", "a.txt")
+                    .replace("<user>", "bob")
+                    .replace("<id>", "7")
+                    .replace("<text>", "hi there")
+                    .replace("<name>", "a.txt")
+                    .replace("<action>", "waves")
+                    .replace("[offset]", "")
+                    .replace("[user]", "")
+                    .replace("[n]", "");
+                let parsed = parse_input(&typed);
+                assert!(
+                    matches!(&parsed, Ok(c) if !matches!(c, UserCommand::Text(_))),
+                    "README's {usage:?} (typed {typed:?}): {parsed:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 30,
+        "only {checked} commands found in README's table"
+    );
 }

@@ -67,6 +67,10 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
                 ),
                 None => "no identity key registered".to_string(),
             };
+            if user.0.eq_ignore_ascii_case(me) {
+                // Nobody chats with themselves: no `\connect` suggestion.
+                return Some(format!("{user} (you) is online at {addr} ({key})"));
+            }
             format!("{user} is online at {addr} ({key}); type \\connect {user} to chat")
         }
         CoreEvent::ServerHelp { lines } => {
