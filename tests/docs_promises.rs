@@ -443,3 +443,40 @@ fn every_command_in_readme_parses_as_written() {
         "only {checked} commands found in README's table"
     );
 }
+
+/// `\list` shows `#7 bob`, and README says `<id>` is that number: `\msg #7 hi` reaches
+/// bob (before, `#7` was looked up as a name and refused).
+#[test]
+fn msg_takes_the_id_as_list_shows_it() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let mut bob = lab.register("bob", &[]);
+    alice.send("\\list");
+    let row = alice.expect_line("bob's row in the list", |l| l.ends_with(" bob"));
+    let id = row.trim().split(' ').next().unwrap().to_string();
+    assert!(id.starts_with('#'), "{row:?}");
+    alice.send(&format!("\\msg {id} hi by id"));
+    bob.expect_line("the message by id", |l| {
+        l.ends_with("(via server) alice: hi by id")
+    });
+    alice.expect("* message to ");
+}
+
+/// `\sessions` lists a request of ours as "waiting for an answer"; `\close` on it says
+/// what becomes of it, not "no session with bob".
+#[test]
+fn closing_a_request_not_answered_yet_says_what_happens() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let mut bob = lab.register("bob", &[]);
+    alice.send("\\connect bob");
+    bob.expect("* alice wants to chat:");
+    alice.expect("* asking bob to chat...");
+    alice.send("\\sessions");
+    alice.expect("  bob (waiting for an answer)");
+    alice.send("\\CLOSE_SESSION bob");
+    alice.expect("error: bob has not answered your request yet;");
+    assert!(!alice.output().contains("no session with bob"));
+}

@@ -344,6 +344,15 @@ fn pipe_reader(
     Ok(ended)
 }
 
+/// `\list` shows ids as `#7 bob`, so `\msg #7 hi` means id 7: the `#` is dropped
+/// before a number (a username never starts with one).
+fn without_hash(to: &str) -> String {
+    match to.strip_prefix('#') {
+        Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => id.to_string(),
+        _ => to.to_string(),
+    }
+}
+
 /// Where `Front` sends the core its commands (the UI loop's and the pipe reader's copy).
 struct Commands {
     commands: core::lane::Lane<Command>,
@@ -424,7 +433,10 @@ impl Front {
             UserCommand::Trust { user } => Command::Trust { user },
             UserCommand::Verify { user } => Command::Verify { user },
             UserCommand::SendTo { user, text } => Command::SayTo { user, text },
-            UserCommand::Msg { to, text } => Command::Msg { to, text },
+            UserCommand::Msg { to, text } => Command::Msg {
+                to: without_hash(&to),
+                text,
+            },
             UserCommand::OfferTo { user, path } => Command::SendFile {
                 path: std::path::PathBuf::from(path),
                 to: Some(user),
