@@ -99,6 +99,10 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
             text
         }
         CoreEvent::Search { files, total } => {
+            if *total == 0 {
+                // Not "Search: 0 match(es):" followed by nothing.
+                return Some("Search: no matches.".into());
+            }
             let mut text = format!("Search: {total} match(es)");
             if *total > files.len() {
                 text.push_str(&format!(", first {} shown", files.len()));
@@ -180,6 +184,11 @@ mod tests {
             total: 3,
         };
         assert!(render(&page, "me").unwrap().contains("(1 of 3;"));
+        let none = CoreEvent::Search {
+            files: vec![],
+            total: 0,
+        };
+        assert_eq!(render(&none, "me").unwrap(), "Search: no matches.");
         let files = CoreEvent::Files {
             files: vec![FileRow {
                 user: "bob".into(),
