@@ -480,3 +480,31 @@ fn closing_a_request_not_answered_yet_says_what_happens() {
     alice.expect("error: bob has not answered your request yet;");
     assert!(!alice.output().contains("no session with bob"));
 }
+
+/// Three failed logins: the block is said once, plainly, and the client exits 1; the
+/// connection the server then closes is not a second error.
+#[test]
+fn three_failed_logins_say_the_block_once() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    drop(lab.register("bob", &[]));
+    let mut c = Client::spawn(server.addr, &["--port", "0"]).named("guesser");
+    c.expect("Are you a new client? (Y/N): ");
+    c.send("n");
+    for left in ["(2 attempts left)", "(1 attempt left)"] {
+        c.expect("Username: ");
+        c.send("bob");
+        c.expect("Password: ");
+        c.send("wrong guess");
+        c.expect(&format!("error: invalid username or password {left}\n"));
+    }
+    c.expect("Username: ");
+    c.send("bob");
+    c.expect("Password: ");
+    c.send("wrong guess");
+    c.expect("error: too many failed logins: bob is blocked from your address for 300 s\n");
+    assert_eq!(c.wait_exit().code(), Some(1));
+    let out = c.output();
+    assert_eq!(out.matches("error: ").count(), 3, "{out}");
+    assert!(!out.contains("closed the connection"), "{out}");
+}

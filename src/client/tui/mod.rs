@@ -73,6 +73,9 @@ struct Asker<'a> {
     force_new: bool,
     /// The user asked to go back to registration; the core starts the login again.
     go_back: bool,
+    /// The last text shown during the login: an `error: ...` from the server explains
+    /// why the connection then closed, so that is not said again.
+    last_shown: String,
 }
 
 /// True for the answers to `ASK NEW` that mean a new account (protocol.md §3: `Y` or
@@ -138,6 +141,7 @@ impl Prompter for Asker<'_> {
         }
     }
     fn show(&mut self, text: &str) {
+        self.last_shown = text.to_string();
         Terminal::show(self.term, text)
     }
     fn ask_share(&mut self) -> Option<String> {
@@ -165,6 +169,7 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
         registering: false,
         force_new: false,
         go_back: false,
+        last_shown: String::new(),
     };
     // With pipes nothing but text is shown: the core prints its events itself
     // (`pipe_hook`) instead of waking this loop for each, and typed lines go to the core
@@ -175,7 +180,13 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
     let core = match core::start_with(config, &mut asker, hook) {
         Ok(core) => core,
         Err(why) => {
-            term.show(&format!("error: {why}"));
+            // After "error: too many failed logins: ..." the server closes the
+            // connection: that is the reason already said, not a second error.
+            let explained = asker.last_shown.starts_with("error: ")
+                && why == "the server closed the connection";
+            if !explained {
+                term.show(&format!("error: {why}"));
+            }
             return 1;
         }
     };
