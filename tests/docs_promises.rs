@@ -508,3 +508,22 @@ fn three_failed_logins_say_the_block_once() {
     assert_eq!(out.matches("error: ").count(), 3, "{out}");
     assert!(!out.contains("closed the connection"), "{out}");
 }
+
+/// Issue 14's paged `\list` from the user's side: a page says which users it shows of
+/// the total and how to get the next (before: "(1 of 2; \list <offset> shows the
+/// others)" on every page, the last one included).
+#[test]
+fn list_pages_say_which_page_they_are() {
+    let server = Server::start();
+    let lab = Lab::new(&server);
+    let mut alice = lab.register("alice", &[]);
+    let _bob = lab.register("bob", &[]);
+    alice.expect("* bob is online");
+    alice.send("\\list");
+    alice.expect("Online users (2):\n  #");
+    alice.send("\\GET_CLIENT_LIST 1");
+    alice.expect("Online users 2-2 of 2:\n  #");
+    alice.expect(" bob\n");
+    alice.send("\\l 5");
+    alice.expect("Online users: none from number 6 on (2 online; \\list shows the first page)\n");
+}

@@ -431,7 +431,10 @@ impl Front {
             UserCommand::Action { text } => Command::Say {
                 text: ui::action_text(&text),
             },
-            UserCommand::List { offset } => Command::List { offset },
+            UserCommand::List { offset } => {
+                ui::asked_list_from(offset);
+                Command::List { offset }
+            }
             UserCommand::Info { user } => Command::Info { user },
             UserCommand::Connect { user } => Command::Connect { user },
             UserCommand::Accept { user } => Command::Accept { user },
