@@ -1608,6 +1608,9 @@ fn search(client: &mut Client, text: &str) -> (usize, Vec<(String, String, Strin
     let head = client.expect_line("the search result", |l| {
         l.starts_with("Search: ") || l.starts_with("error: ")
     });
+    if head == "Search: no matches." {
+        return (0, Vec::new());
+    }
     let parsed = head
         .strip_prefix("Search: ")
         .and_then(|r| r.strip_suffix(':'))
