@@ -62,8 +62,19 @@ fn serve(mut config: ServerConfig) -> peerchat::Result<()> {
     let listener = server::bind(config.addr).map_err(|e| {
         peerchat::Error::Config(format!("cannot listen on {}: {}", config.addr, plain(&e)))
     })?;
+    // What can be checked without writing is checked before the database is opened (or
+    // created): a missing --tls-cert or relay secret must not leave a new one behind
+    // either (README: "it says why once and leaves nothing behind").
+    let given = match config.tls_cert {
+        Some(_) => Some(server::tls_identity(&config)?),
+        None => None,
+    };
+    config.relay.secret()?;
     let store = Store::open_at(&config.db)?;
-    let identity = server::tls_identity(&config)?;
+    let identity = match given {
+        Some(identity) => identity,
+        None => server::tls_identity(&config)?,
+    };
     let fingerprint = identity.fingerprint();
     config.tls = Some(identity.server_config()?);
     let stop = Arc::new(AtomicBool::new(false));

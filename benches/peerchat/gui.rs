@@ -76,6 +76,10 @@ pub(super) fn group_gui(s: &Settings, bins: &Bins, report: &mut Report) {
     let mut sender = ctx.client("guisender", None);
     let mut term = ctx.client("guiterm", None);
 
+    // An empty share, so the page does not ask for one (a --share that is not a folder
+    // stops the client at start).
+    let empty_share = dir.join("gui-share");
+    fs::create_dir_all(&empty_share).unwrap();
     let mut cmd = Command::new(&bins.client);
     cmd.args([
         "--server",
@@ -84,14 +88,8 @@ pub(super) fn group_gui(s: &Settings, bins: &Bins, report: &mut Report) {
         "--gui",
         "--no-browser",
     ])
-    .args([
-        "--port",
-        "0",
-        "--listen-addr",
-        "127.0.0.1",
-        "--share",
-        "/nonexistent-share",
-    ])
+    .args(["--port", "0", "--listen-addr", "127.0.0.1", "--share"])
+    .arg(&empty_share)
     .arg("--data-dir")
     .arg(dir.join("gui-data"));
     let gui = Proc::spawn("guipage", cmd, &dir.join("gui.log"));

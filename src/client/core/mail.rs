@@ -59,12 +59,26 @@ pub enum MailNotice {
     Rejected { from: String, why: String },
 }
 
+/// A number for each request whose `ERR` both `Mail` and the offers through the server
+/// could claim (`ERR 450` answers a `WHOIS` and an `OFFER`, `ERR 454` a `SEND` and an
+/// `OFFER`): replies come in the order requests were sent, so such an `ERR` answers the
+/// one with the smaller number. Without it an `OFFER` to an unknown user took the error
+/// of a `WHOIS` typed after it, and the next `OK WHOIS` sealed another message to the
+/// wrong person.
+pub fn request_stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A message of ours waiting for the server's answer.
 struct Pending {
     /// What the person typed to name the recipient.
     to: String,
     /// The text (kept until it is sealed).
     text: String,
+    /// `request_stamp` when its `WHOIS` was sent.
+    seq: u64,
 }
 
 /// Our side of messages through the server.
@@ -77,8 +91,9 @@ pub struct Mail {
     pin_dir: PathBuf,
     /// Sent `WHOIS`, waiting for its answer (oldest first).
     whois: VecDeque<Pending>,
-    /// Sent `SEND`, waiting for `OK SENT` (recipient names and texts, oldest first).
-    sent: VecDeque<(String, String)>,
+    /// Sent `SEND`, waiting for `OK SENT` (recipient names and texts, oldest first, with
+    /// the `request_stamp` of each).
+    sent: VecDeque<(String, String, u64)>,
     /// For the front end.
     notices: Vec<MailNotice>,
     /// Lines for the local history: (peer, line), sent and received.
@@ -144,6 +159,7 @@ impl Mail {
         self.whois.push_back(Pending {
             to: to.to_string(),
             text: text.to_string(),
+            seq: request_stamp(),
         });
         Some(Command::Whois {
             user: UserRef::parse(to),
@@ -180,7 +196,8 @@ impl Mail {
         let payload = super::replay::wrap(&id_text, now_ms(), &pending.text);
         match sealed::seal(self.identity.private(), &self.me, user, &key, &payload) {
             Ok(sealed) => {
-                self.sent.push_back((user.to_string(), pending.text));
+                self.sent
+                    .push_back((user.to_string(), pending.text, request_stamp()));
                 Some(Command::Send {
                     to: UserRef::Id(id),
                     sealed,
@@ -195,7 +212,7 @@ impl Mail {
 
     /// `OK SENT`: our oldest `SEND` was taken.
     pub fn on_sent(&mut self, id: u64, delivered: bool) {
-        if let Some((to, text)) = self.sent.pop_front() {
+        if let Some((to, text, _)) = self.sent.pop_front() {
             let line = Line {
                 sender: self.me.clone(),
                 at_ms: now_ms(),
@@ -208,6 +225,19 @@ impl Mail {
                 delivered,
                 expiry_secs: MAILBOX_EXPIRY.as_secs(),
             });
+        }
+    }
+
+    /// The stamp of the oldest of our requests that an `ERR` with `code` would answer.
+    pub fn oldest_stamp(&self, code: ErrorCode) -> Option<u64> {
+        match code {
+            ErrorCode::NoSuchUser => self.whois.front().map(|p| p.seq),
+            ErrorCode::MailboxFull
+            | ErrorCode::MailboxesFull
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::TooManyMessages
+            | ErrorCode::TooManyWaiting => self.sent.front().map(|s| s.2),
+            _ => None,
         }
     }
 
@@ -229,7 +259,7 @@ impl Mail {
             | ErrorCode::MessageTooLarge
             | ErrorCode::TooManyMessages
             | ErrorCode::TooManyWaiting => match self.sent.pop_front() {
-                Some((to, _)) => {
+                Some((to, _, _)) => {
                     self.not_sent(&to, message);
                     true
                 }
@@ -245,7 +275,7 @@ impl Mail {
             .whois
             .drain(..)
             .map(|p| p.to)
-            .chain(self.sent.drain(..).map(|(to, _)| to))
+            .chain(self.sent.drain(..).map(|(to, _, _)| to))
             .collect();
         for to in lost {
             self.not_sent(

@@ -218,6 +218,12 @@ pub fn start_with(
     // The long-term identity key, made at the first login (given with the port), kept
     // beside the history.
     let user_dir = config.data_dir.join(me.name.to_ascii_lowercase());
+    // History, pins, seen ids and downloads are the user's alone: the folder is made
+    // readable by its owner only (README, "Where data lives"), older folders included.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&user_dir, std::fs::Permissions::from_mode(0o700));
+    }
     let identity = me.identity;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (peer_tx, peer_events) = lane::bounded_lane(PEER_EVENTS);

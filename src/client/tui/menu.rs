@@ -30,6 +30,9 @@ pub struct Step {
     pub show: Option<String>,
     /// The command chosen, if any.
     pub run: Option<UserCommand>,
+    /// The line was not a menu answer: it left the menu and is then taken as if typed
+    /// at the prompt (a command runs, text is chat), rather than lost.
+    pub pass_on: bool,
 }
 
 /// The main menu's text.
@@ -49,21 +52,35 @@ fn leave() -> Step {
         next: None,
         show: Some("(left the menu)".into()),
         run: None,
+        pass_on: false,
+    }
+}
+
+/// Leaves the menu and hands the line on: it was a command or text, not an answer.
+fn leave_with_line() -> Step {
+    Step {
+        pass_on: true,
+        ..leave()
     }
 }
 
 /// Takes one typed line while `menu` waits for it.
 pub fn step(menu: &Menu, line: &str) -> Step {
     let line = line.trim();
+    if line.starts_with('\\') || line.starts_with('/') {
+        return leave_with_line();
+    }
     let stay = |next: Menu, show: String, run: Option<UserCommand>| Step {
         next: Some(next),
         show: Some(show),
         run,
+        pass_on: false,
     };
     let run = |command: UserCommand| Step {
         next: None,
         show: None,
         run: Some(command),
+        pass_on: false,
     };
     match menu {
         Menu::Main => match line {
@@ -79,9 +96,11 @@ pub fn step(menu: &Menu, line: &str) -> Step {
                 Some(UserCommand::Files { user: None }),
             ),
             "4" => run(UserCommand::Quit),
-            _ => leave(),
+            "" => leave(),
+            _ => leave_with_line(),
         },
-        Menu::PickUser if line.is_empty() || line.contains(char::is_whitespace) => leave(),
+        Menu::PickUser if line.is_empty() => leave(),
+        Menu::PickUser if line.contains(char::is_whitespace) => leave_with_line(),
         Menu::PickUser => stay(Menu::User(line.to_string()), user_text(line), None),
         Menu::User(user) => {
             let user = user.clone();
@@ -98,7 +117,8 @@ pub fn step(menu: &Menu, line: &str) -> Step {
                 ),
                 "3" => run(UserCommand::Connect { user }),
                 "4" => stay(Menu::FetchName(user), "Which file?".into(), None),
-                _ => leave(),
+                "" => leave(),
+                _ => leave_with_line(),
             }
         }
         Menu::FetchName(_) if line.is_empty() => leave(),
@@ -137,5 +157,9 @@ mod tests {
             })
         );
         assert_eq!(step(&Menu::Main, "hello").next, None);
+        assert!(step(&Menu::Main, "hello").pass_on);
+        let typed = step(&Menu::PickUser, "\\list");
+        assert!(typed.next.is_none() && typed.pass_on);
+        assert!(!step(&Menu::Main, "").pass_on);
     }
 }

@@ -73,23 +73,47 @@ struct Asker<'a> {
     force_new: bool,
     /// The user asked to go back to registration; the core starts the login again.
     go_back: bool,
+    /// The last text shown during the login: an `error: ...` from the server explains
+    /// why the connection then closed, so that is not said again.
+    last_shown: String,
+}
+
+/// True for the answers to `ASK NEW` that mean a new account (protocol.md §3: `Y` or
+/// `YES`, any case).
+fn says_yes(answer: &str) -> bool {
+    let answer = answer.trim();
+    answer.eq_ignore_ascii_case("y") || answer.eq_ignore_ascii_case("yes")
 }
 
 impl Prompter for Asker<'_> {
     fn ask(&mut self, field: AskField, prompt: &str) -> Option<String> {
-        if !self.term.is_interactive() {
-            return Terminal::ask(self.term, prompt, field == AskField::Password);
-        }
         if field == AskField::New && self.force_new {
             self.registering = true;
             return Some("Y".into());
+        }
+        if !self.term.is_interactive() {
+            // Pipes get the server's questions as they are, but an empty username after
+            // `N` goes back to registration here too (README), instead of being sent
+            // as a login that can only fail and spend one of the three attempts.
+            let answer = Terminal::ask(self.term, prompt, field == AskField::Password)?;
+            match field {
+                AskField::New => self.registering = says_yes(&answer),
+                AskField::Username if answer.trim().is_empty() && !self.registering => {
+                    self.go_back = true;
+                    return None;
+                }
+                _ => {}
+            }
+            return Some(answer);
         }
         loop {
             let answer = Terminal::ask(self.term, prompt, field == AskField::Password)?;
             match field {
                 AskField::New => {
-                    self.registering = answer.trim().eq_ignore_ascii_case("y");
-                    if answer.trim().eq_ignore_ascii_case("n") {
+                    self.registering = says_yes(&answer);
+                    if answer.trim().eq_ignore_ascii_case("n")
+                        || answer.trim().eq_ignore_ascii_case("no")
+                    {
                         self.term
                             .show("(no account yet? press Enter at the username to register)");
                     }
@@ -117,6 +141,7 @@ impl Prompter for Asker<'_> {
         }
     }
     fn show(&mut self, text: &str) {
+        self.last_shown = text.to_string();
         Terminal::show(self.term, text)
     }
     fn ask_share(&mut self) -> Option<String> {
@@ -144,6 +169,7 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
         registering: false,
         force_new: false,
         go_back: false,
+        last_shown: String::new(),
     };
     // With pipes nothing but text is shown: the core prints its events itself
     // (`pipe_hook`) instead of waking this loop for each, and typed lines go to the core
@@ -154,7 +180,13 @@ pub fn run(config: &ClientConfig, interrupts: &Receiver<()>, logged_in: impl FnO
     let core = match core::start_with(config, &mut asker, hook) {
         Ok(core) => core,
         Err(why) => {
-            term.show(&format!("error: {why}"));
+            // After "error: too many failed logins: ..." the server closes the
+            // connection: that is the reason already said, not a second error.
+            let explained = asker.last_shown.starts_with("error: ")
+                && why == "the server closed the connection";
+            if !explained {
+                term.show(&format!("error: {why}"));
+            }
             return 1;
         }
     };
@@ -323,6 +355,15 @@ fn pipe_reader(
     Ok(ended)
 }
 
+/// `\list` shows ids as `#7 bob`, so `\msg #7 hi` means id 7: the `#` is dropped
+/// before a number (a username never starts with one).
+fn without_hash(to: &str) -> String {
+    match to.strip_prefix('#') {
+        Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => id.to_string(),
+        _ => to.to_string(),
+    }
+}
+
 /// Where `Front` sends the core its commands (the UI loop's and the pipe reader's copy).
 struct Commands {
     commands: core::lane::Lane<Command>,
@@ -343,10 +384,12 @@ impl Front {
             if let Some(text) = step.show {
                 term.show(&text);
             }
-            return match step.run {
-                Some(command) => self.run(term, core, command),
-                None => true,
-            };
+            if !step.pass_on {
+                return match step.run {
+                    Some(command) => self.run(term, core, command),
+                    None => true,
+                };
+            }
         }
         let command = match ui::parse_typed(line, term.no_session()) {
             Ok(command) => command,
@@ -388,7 +431,10 @@ impl Front {
             UserCommand::Action { text } => Command::Say {
                 text: ui::action_text(&text),
             },
-            UserCommand::List { offset } => Command::List { offset },
+            UserCommand::List { offset } => {
+                ui::asked_list_from(offset);
+                Command::List { offset }
+            }
             UserCommand::Info { user } => Command::Info { user },
             UserCommand::Connect { user } => Command::Connect { user },
             UserCommand::Accept { user } => Command::Accept { user },
@@ -401,7 +447,10 @@ impl Front {
             UserCommand::Trust { user } => Command::Trust { user },
             UserCommand::Verify { user } => Command::Verify { user },
             UserCommand::SendTo { user, text } => Command::SayTo { user, text },
-            UserCommand::Msg { to, text } => Command::Msg { to, text },
+            UserCommand::Msg { to, text } => Command::Msg {
+                to: without_hash(&to),
+                text,
+            },
             UserCommand::OfferTo { user, path } => Command::SendFile {
                 path: std::path::PathBuf::from(path),
                 to: Some(user),

@@ -172,6 +172,10 @@ impl Engine {
                 key,
                 sealed,
             }) => self.mail.on_message(id, &from, at_ms, key, &sealed),
+            // An offer through the server sent before the oldest message request gets
+            // the error first (replies come in order).
+            ServerMsg::Err { code, message }
+                if self.offer_first(code) && self.transfers.on_offer_refused(code, &message) => {}
             ServerMsg::Err { code, message } if self.mail.on_error(code, &message) => {}
             ServerMsg::Err { code, message } if self.transfers.on_offer_refused(code, &message) => {
             }
@@ -192,6 +196,18 @@ impl Engine {
                     self.emit(event);
                 }
             }
+        }
+    }
+
+    /// True when an `ERR` with `code` answers an offer through the server rather than a
+    /// message: that request was sent before any message request it could answer.
+    fn offer_first(&self, code: crate::protocol::codes::ErrorCode) -> bool {
+        match (
+            self.transfers.oldest_offer_stamp(),
+            self.mail.oldest_stamp(code),
+        ) {
+            (Some(offer), Some(mail)) => offer < mail,
+            _ => false,
         }
     }
 

@@ -166,6 +166,14 @@ impl Sessions {
             return self.error("no chat session is open");
         };
         let Some(open) = self.open.iter().find(|o| same(&o.peer, &peer)) else {
+            // `\sessions` lists a request of ours as "waiting for an answer": say what
+            // happens to it rather than that there is no such session.
+            if self.outgoing.iter().any(|(p, _)| same(p, &peer)) {
+                return self.error(format!(
+                    "{peer} has not answered your request yet; it cannot be withdrawn, and ends by itself if {peer} does not answer within {} s",
+                    self.answer_wait.as_secs()
+                ));
+            }
             return self.error(format!("no session with {peer}"));
         };
         let link = open.link.id;

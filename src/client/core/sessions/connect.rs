@@ -39,11 +39,10 @@ impl Sessions {
                 "you have {MAX_SESSIONS} sessions already; \\close one first"
             ));
         }
+        // "asking bob to chat..." waits for the server's grant: for a user who is not
+        // online the only line is the server's error.
         self.to_server.push(Command::Connect {
             user: user.to_string(),
-        });
-        self.notices.push(Notice::Asking {
-            peer: user.to_string(),
         });
     }
 
@@ -61,6 +60,9 @@ impl Sessions {
             self.report_end(session, EndReason::Refused);
             return;
         }
+        self.notices.push(Notice::Asking {
+            peer: peer.to_string(),
+        });
         self.fallback
             .insert(session, (peer.to_string(), addr, ticket.clone(), key));
         let ask = Ask {

@@ -36,6 +36,9 @@ pub(super) struct Numbering {
     size: u64,
     /// When it was sent, to give up on a refused one (the server's `ERR` is shown as is).
     since: Instant,
+    /// Its place among the requests whose errors `Mail` may also claim
+    /// (`mail::request_stamp`): an `ERR 450`/`454` answers the older of the two.
+    seq: u64,
 }
 
 impl Transfers {
@@ -70,6 +73,7 @@ impl Transfers {
             name,
             size: meta.len(),
             since: Instant::now(),
+            seq: crate::client::core::mail::request_stamp(),
         });
     }
 
@@ -243,9 +247,14 @@ impl Transfers {
         std::mem::take(&mut self.away_notes)
     }
 
+    /// The stamp of the oldest `OFFER` still waiting for its number, if any.
+    pub fn oldest_offer_stamp(&self) -> Option<u64> {
+        self.awaiting_number.first().map(|n| n.seq)
+    }
+
     /// An `ERR` that refuses our oldest offer waiting for its number (`NO_SUCH_USER`,
-    /// `OFFERS_FULL`, `TOO_MANY_MESSAGES`, `TOO_MANY_WAITING`): said with the offer's name. False if no offer
-    /// waits (the error is someone else's).
+    /// `OFFERS_FULL`, `TOO_MANY_MESSAGES`, `TOO_MANY_WAITING`): said with the offer's
+    /// name. False if no offer waits (the error is someone else's).
     pub fn on_offer_refused(&mut self, code: ErrorCode, message: &str) -> bool {
         let ours = matches!(
             code,

@@ -13,6 +13,7 @@ mod transfers;
 
 use crate::client::core::event::{Event as CoreEvent, FileRow, XferNotice, human_size};
 use crate::sanitize::Untrusted;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use super::terminal::Terminal;
 pub use commands::{
@@ -37,15 +38,8 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
         CoreEvent::Mail(notice) => render_mail(notice),
         CoreEvent::Active { .. } => return None,
         CoreEvent::Users { users, ids, total } => {
-            let mut text = format!("Online users ({}):", users.len());
-            if *total > users.len() {
-                // LIST is paged by the server (protocol.md §4): say so rather than let
-                // the list look complete.
-                text = format!(
-                    "Online users ({} of {total}; \\list <offset> shows the others):",
-                    users.len()
-                );
-            }
+            let from = LIST_FROM.load(Ordering::Relaxed);
+            let mut text = users_heading(users.len(), *total, from);
             for (i, user) in users.iter().enumerate() {
                 let you = if user.eq_ignore_ascii_case(me) {
                     " (you)"
@@ -67,6 +61,10 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
                 ),
                 None => "no identity key registered".to_string(),
             };
+            if user.0.eq_ignore_ascii_case(me) {
+                // Nobody chats with themselves: no `\connect` suggestion.
+                return Some(format!("{user} (you) is online at {addr} ({key})"));
+            }
             format!("{user} is online at {addr} ({key}); type \\connect {user} to chat")
         }
         CoreEvent::ServerHelp { lines } => {
@@ -95,6 +93,10 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
             text
         }
         CoreEvent::Search { files, total } => {
+            if *total == 0 {
+                // Not "Search: 0 match(es):" followed by nothing.
+                return Some("Search: no matches.".into());
+            }
             let mut text = format!("Search: {total} match(es)");
             if *total > files.len() {
                 text.push_str(&format!(", first {} shown", files.len()));
@@ -121,6 +123,37 @@ pub fn render(event: &CoreEvent, me: &str) -> Option<String> {
         CoreEvent::Error { text } => format!("error: {text}"),
         CoreEvent::Bye => "Bye.".into(),
     })
+}
+
+/// Where the last `\list` asked to start (`\list 1000`): the reply does not say, and
+/// the heading names the page shown. One terminal per process, so one number.
+static LIST_FROM: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes the offset of a `\list` about to be sent.
+pub fn asked_list_from(offset: usize) {
+    LIST_FROM.store(offset, Ordering::Relaxed);
+}
+
+/// The heading of a `\list` reply: `n` users shown of `total` online, from position
+/// `from` (0-based). LIST is paged by the server (protocol.md §4): a page says which one
+/// it is and how to get the next, rather than look like the whole list.
+fn users_heading(n: usize, total: usize, from: usize) -> String {
+    if from == 0 && n >= total {
+        return format!("Online users ({n}):");
+    }
+    if n == 0 {
+        return format!(
+            "Online users: none from number {} on ({total} online; \\list shows the first page)",
+            from + 1
+        );
+    }
+    let last = from + n;
+    let next = if last < total {
+        format!("; \\list {last} shows the next")
+    } else {
+        String::new()
+    };
+    format!("Online users {}-{last} of {total}{next}:", from + 1)
 }
 
 fn file_row(file: &FileRow) -> String {
@@ -175,7 +208,28 @@ mod tests {
             ids: vec![1],
             total: 3,
         };
-        assert!(render(&page, "me").unwrap().contains("(1 of 3;"));
+        assert!(
+            render(&page, "me")
+                .unwrap()
+                .starts_with("Online users 1-1 of 3; \\list 1 shows the next:")
+        );
+        assert_eq!(
+            users_heading(1000, 1500, 0),
+            "Online users 1-1000 of 1500; \\list 1000 shows the next:"
+        );
+        assert_eq!(
+            users_heading(500, 1500, 1000),
+            "Online users 1001-1500 of 1500:"
+        );
+        assert_eq!(users_heading(3, 3, 0), "Online users (3):");
+        assert!(
+            users_heading(0, 3, 10).starts_with("Online users: none from number 11 on (3 online")
+        );
+        let none = CoreEvent::Search {
+            files: vec![],
+            total: 0,
+        };
+        assert_eq!(render(&none, "me").unwrap(), "Search: no matches.");
         let files = CoreEvent::Files {
             files: vec![FileRow {
                 user: "bob".into(),

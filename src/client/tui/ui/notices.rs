@@ -163,11 +163,17 @@ pub fn render_notice(notice: &Notice) -> String {
         },
         Notice::Closed { peer, by, why } => match by {
             Closer::Me => format!("* session with {peer} closed", peer = Untrusted(peer)),
-            Closer::Peer => format!(
-                "* {peer} closed the session ({})",
-                Untrusted(why),
-                peer = Untrusted(peer)
-            ),
+            // The peer's reason is `closed` or `quit` (protocol.md §10): said in words,
+            // never "closed the session (closed)".
+            Closer::Peer => match why.as_str() {
+                "closed" | "" => format!("* {} closed the session", Untrusted(peer)),
+                "quit" => format!("* {} quit; the session is closed", Untrusted(peer)),
+                _ => format!(
+                    "* {peer} closed the session ({})",
+                    Untrusted(why),
+                    peer = Untrusted(peer)
+                ),
+            },
             Closer::Lost => format!(
                 "* lost the connection to {peer}: {}",
                 Untrusted(why),

@@ -91,7 +91,13 @@ fn row_line(row: &Row, show_direct: bool) -> String {
             } else {
                 String::new()
             };
-            format!("done, verified ({}{resumed})", Untrusted(&outcome.detail))
+            // The sender's core says "delivered and verified": after "done, verified"
+            // that would say "verified" twice (issue 11: no repeated words).
+            let detail = match outcome.detail.as_str() {
+                "delivered and verified" => "delivered",
+                other => other,
+            };
+            format!("done, verified ({}{resumed})", Untrusted(detail))
         }
         Stage::Finished(outcome) => outcome_words(row, outcome),
         Stage::Dropped(why) => Untrusted(why).to_string(),
