@@ -527,3 +527,17 @@ fn list_pages_say_which_page_they_are() {
     alice.send("\\l 5");
     alice.expect("Online users: none from number 6 on (2 online; \\list shows the first page)\n");
 }
+
+/// README "Where data lives": the server's database holds the password hashes and is
+/// created readable by its owner only (it was 0644).
+#[test]
+fn the_servers_database_is_readable_by_its_owner_only() {
+    let server = Server::start();
+    let db = server.db_path();
+    if pg_url_of(&db).is_some() {
+        return; // PostgreSQL keeps its own files.
+    }
+    let _alice = Wire::registered(server.addr, "alice", PW, free_port());
+    let mode = fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", db.display());
+}

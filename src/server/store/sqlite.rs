@@ -34,8 +34,12 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-/// Opens a connection to the database file in WAL mode with a busy timeout.
+/// Opens a connection to the database file in WAL mode with a busy timeout. A new file
+/// is created readable by its owner only (it holds the bcrypt hashes; SQLite gives its
+/// `-wal` and `-shm` files the same mode); an existing one readable by others is left as
+/// the operator made it, with a warning.
 pub fn connect(path: &Path) -> Result<SqliteConn> {
+    create_private(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -45,6 +49,33 @@ pub fn connect(path: &Path) -> Result<SqliteConn> {
     }
     conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
     Ok(SqliteConn(conn))
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist; warns if it exists and
+/// others may read it. (An empty file is a valid new SQLite database.)
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.is_file()
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                log::warn!(
+                    "{} can be read by other users of this machine, and it holds the password hashes: chmod 600 it",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Store(format!("creating {}: {e}", path.display()))),
+    }
 }
 
 impl Conn for SqliteConn {
