@@ -37,7 +37,7 @@ test:
 # 8.6 and 10.1 minutes for the whole list; the slowest files are protocol_doc (59-91 s
 # against 12.5 s on SQLite: it starts one server, so one database, per example, in
 # turn), peer_hardening, files, server_limits and sessions (33-46 s each).
-PG_SUITE = accounts client_cli encryption faults file_hardening files flags gui_api hostile \
+PG_SUITE = accounts attacks_round2 client_cli docs_promises encryption faults file_hardening files flags gui_api hostile \
 	hostile_text identity_keys ladder load login_limits peer_encryption peer_hardening \
 	presence protocol_doc queued_offers reverse scale server_limits server_messages \
 	session_log sessions tui
