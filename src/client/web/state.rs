@@ -1,22 +1,23 @@
 //! What the page needs to draw itself from scratch: a snapshot folded from the core's
 //! events, served as `GET /api/state`.
 //!
-//! Owns the fold (users online, sessions and their recent lines, chat requests,
-//! transfers, the last file listing, the login question). It must not talk to the core
-//! or know HTTP; it only reads events.
+//! Owns the fold (users online, sessions and their recent lines, chat requests, the last
+//! file listing, the login question; the transfers panel's rows are `state::transfers`).
+//! It must not talk to the core or know HTTP; it only reads events.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+mod transfers;
+pub use transfers::TransferView;
+
 use crate::client::core::Event;
 use crate::client::core::event::MailNotice;
 use crate::client::core::event::State as SessionState;
-use crate::client::core::event::{FileRow, Line, Notice, Role, Row, Stage, XferNotice};
+use crate::client::core::event::{FileRow, Line, Notice};
 use crate::protocol::limits::{GUI_LINES_PER_SESSION, MAX_LIST_PAGE};
-use crate::protocol::server_msg::TransferResult;
 
 /// Where the client stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -55,20 +56,6 @@ pub struct SessionView {
     pub path: String,
     /// The last lines said, oldest first.
     pub lines: VecDeque<Line>,
-}
-
-/// One transfer as the page shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TransferView {
-    /// The core's row.
-    pub row: Row,
-    /// When `done` last changed (Unix ms), so the page can say "stalled".
-    pub changed_ms: u64,
-    /// A received file that can be opened (`GET /api/file?id=`).
-    pub saved: bool,
-    /// Where it was saved (not sent to the page).
-    #[serde(skip)]
-    pub saved_as: Option<PathBuf>,
 }
 
 /// The snapshot.
@@ -181,39 +168,6 @@ impl Snapshot {
         session.lines.push_back(line.clone());
         while session.lines.len() > GUI_LINES_PER_SESSION {
             session.lines.pop_front();
-        }
-    }
-
-    fn upsert(&mut self, row: &Row) {
-        let now = now_ms();
-        let saved_as = match &row.stage {
-            Stage::Finished(outcome) if outcome.result == TransferResult::Ok => {
-                outcome.saved_as.clone()
-            }
-            _ => None,
-        };
-        match self.transfers.get_mut(&row.id) {
-            Some(view) => {
-                if view.row.done != row.done || view.row.stage != row.stage {
-                    view.changed_ms = now;
-                }
-                view.row = row.clone();
-                if saved_as.is_some() {
-                    view.saved = true;
-                    view.saved_as = saved_as;
-                }
-            }
-            None => {
-                self.transfers.insert(
-                    row.id,
-                    TransferView {
-                        row: row.clone(),
-                        changed_ms: now,
-                        saved: saved_as.is_some(),
-                        saved_as,
-                    },
-                );
-            }
         }
     }
 
@@ -376,77 +330,13 @@ impl Snapshot {
             | Notice::Error(_) => {}
         }
     }
-
-    fn apply_xfer(&mut self, notice: &XferNotice) {
-        match notice {
-            XferNotice::Offered {
-                id,
-                peer,
-                name,
-                size,
-                via_server,
-            } => self.upsert(&Row {
-                id: *id,
-                role: Role::Send,
-                peer: peer.clone(),
-                name: name.clone(),
-                size: Some(*size),
-                done: 0,
-                stage: Stage::Offered,
-                rate: 0.0,
-                stalled: false,
-                route: "direct",
-                via_server: *via_server,
-            }),
-            XferNotice::OfferIn {
-                id,
-                from,
-                name,
-                size,
-                via_server,
-                ..
-            } => self.upsert(&asked_row(*id, from, name, *size, *via_server)),
-            XferNotice::FolderIn {
-                id,
-                from,
-                name,
-                size,
-                ..
-            } => self.upsert(&asked_row(*id, from, name, *size, false)),
-            XferNotice::Started { row }
-            | XferNotice::Finished { row }
-            | XferNotice::Dropped { row } => self.upsert(row),
-            XferNotice::Progress { rows } | XferNotice::List { rows } => {
-                for row in rows {
-                    self.upsert(row);
-                }
-            }
-            XferNotice::Shared { .. } | XferNotice::Error(_) => {}
-        }
-    }
-}
-
-/// The row of an offer made to us, waiting for our answer.
-fn asked_row(id: u64, from: &str, name: &str, size: u64, via_server: bool) -> Row {
-    Row {
-        id,
-        role: Role::Receive,
-        peer: from.to_string(),
-        name: name.to_string(),
-        size: Some(size),
-        done: 0,
-        stage: Stage::Asked,
-        rate: 0.0,
-        stalled: false,
-        route: "direct",
-        via_server,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::core::event::Outcome;
+    use crate::client::core::event::{Outcome, Stage, XferNotice};
+    use crate::protocol::server_msg::TransferResult;
     use std::time::Duration;
 
     fn line(sender: &str, text: &str) -> Line {
